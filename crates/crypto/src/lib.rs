@@ -1,0 +1,47 @@
+//! The only atrest crate that touches key material.
+//!
+//! Everything secret lives in types from this crate: they zeroize on drop, redact their
+//! `Debug` output and never implement `Display` or `Serialize`. Other crates hold opaque
+//! sealed blobs and ask this crate to seal, open, sign or verify.
+//!
+//! Primitives come from AWS-LC (`aws-lc-rs`): AES-256-GCM for sealing, ECDSA P-256 for
+//! token signatures, SHA-256 for credential digests, its DRBG for randomness.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod aead;
+mod jwt;
+mod random;
+mod tls;
+
+pub use aead::{DataKey, RootKey};
+pub use jwt::{JwtError, TokenSigner};
+pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
+pub use tls::{generate_tls_identity, TlsIdentity};
+
+use thiserror::Error;
+
+/// A cryptographic operation failed. Variants never carry key material.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// Authenticated decryption failed: wrong key, wrong context or tampered data.
+    #[error(
+        "decryption failed: the data was tampered with or sealed under another key or context"
+    )]
+    Open,
+    /// A key file or sealed key has the wrong size or format.
+    #[error("malformed key material: {0}")]
+    Malformed(&'static str),
+    /// The operating system refused a file operation on a key file.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// AWS-LC reported an error (key generation, signing).
+    #[error("the cryptographic library failed: {0}")]
+    Library(&'static str),
+}
