@@ -1,1 +1,102 @@
+//! The token service: principals, token issue and token verification.
+//!
+//! Tokens are ES256 JWTs signed by a key sealed under the root key. Issue follows the
+//! Microsoft identity platform (OAuth2 client credentials, managed-identity endpoints);
+//! verification checks signature, issuer, audience, `exp` and `nbf` on every request.
+//! This crate knows nothing of HTTP: the API edge maps its errors to OAuth or Azure bodies.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod principals;
+mod tokens;
+
+pub use principals::{new_uuid, NewManagedIdentity, NewServicePrincipal};
+pub use tokens::{Caller, IdentitySelector, IssuedToken, OAuthError, TokenError};
+
+use std::sync::Arc;
+
+use atrest_crypto::TokenSigner;
+use atrest_store::Store;
+
+/// Token lifetime, as Entra ID issues for client credentials.
+pub const TOKEN_LIFETIME_SECS: i64 = 3599;
+
+/// The token service of one atrest instance.
+#[derive(Debug)]
+pub struct Identity {
+    store: Arc<Store>,
+    signer: TokenSigner,
+    tenant: String,
+    authority: String,
+    data_plane_audiences: Vec<String>,
+    management_audiences: Vec<String>,
+    token_lifetime: i64,
+}
+
+impl Identity {
+    /// A token service for `tenant` whose authority host is `authority`
+    /// (`https://localhost:8443`), issuing tokens for the vault resource `vault_resource`
+    /// (`https://vault.localhost:8443`) and the management API.
+    pub fn new(
+        store: Arc<Store>,
+        signer: TokenSigner,
+        tenant: String,
+        authority: String,
+        vault_resource: String,
+    ) -> Self {
+        let host_only = vault_resource
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .filter(|h| h.starts_with("https://"));
+        let mut data_plane_audiences = vec![vault_resource, "https://vault.azure.net".to_owned()];
+        data_plane_audiences.extend(host_only);
+        Identity {
+            store,
+            signer,
+            tenant,
+            authority,
+            data_plane_audiences,
+            management_audiences: vec![
+                "https://management.azure.com".to_owned(),
+                "https://management.core.windows.net".to_owned(),
+            ],
+            token_lifetime: TOKEN_LIFETIME_SECS,
+        }
+    }
+
+    /// Sets the lifetime of issued tokens (seconds).
+    pub fn with_token_lifetime(mut self, seconds: i64) -> Self {
+        self.token_lifetime = seconds;
+        self
+    }
+
+    /// The tenant id.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// `https://HOST:PORT`, the authority host clients are configured with.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The `iss` claim of every token this service issues.
+    pub fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.authority, self.tenant)
+    }
+
+    /// The JSON Web Key Set clients use to check token signatures.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.signer.public_jwk()] })
+    }
+
+    /// Audiences accepted by the vault data plane.
+    pub fn data_plane_audiences(&self) -> &[String] {
+        &self.data_plane_audiences
+    }
+
+    /// Audiences accepted by the management API.
+    pub fn management_audiences(&self) -> &[String] {
+        &self.management_audiences
+    }
+}

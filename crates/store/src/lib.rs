@@ -1,1 +1,199 @@
+//! Persistent state: the only atrest crate that speaks SQL.
+//!
+//! [`Store`] wraps one SQLite database (WAL mode, `synchronous=FULL`). Every access goes
+//! through [`Store::read`] or [`Store::write`], which run a closure inside one transaction,
+//! so a service can check a rule and change state atomically: a failed write leaves
+//! nothing behind. Rows are plain records; rules about them live in the services.
+//!
+//! Sealed columns (`sealed`, `wrapped_key`) hold ciphertext produced by `atrest-crypto`;
+//! this crate never sees plaintext key material or secret values.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod objects;
+mod principals;
+mod schema;
+mod vaults;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, TransactionBehavior};
+use thiserror::Error;
+
+pub use audit::{AuditEvent, AuditFilter};
+pub use objects::{ObjectKind, ObjectState, VersionRow};
+pub use principals::{PrincipalKind, PrincipalRow};
+pub use vaults::VaultRow;
+
+/// A storage failure. The message names the operation, never stored values.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column could not be decoded.
+    #[error("corrupt JSON in column {0}")]
+    CorruptJson(&'static str),
+    /// The database was written by a newer atrest.
+    #[error(
+        "the database schema version {found} is newer than this atrest supports ({supported})"
+    )]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest known version.
+        supported: i64,
+    },
+}
+
+/// The database.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// A transaction handed to [`Store::read`] and [`Store::write`] closures.
+pub struct Tx<'a>(rusqlite::Transaction<'a>);
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )?;
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(TransactionBehavior::Deferred, f)
+    }
+
+    /// Runs `f` in a write transaction, committed only if `f` returns `Ok`.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(TransactionBehavior::Immediate, f)
+    }
+
+    fn transact<T, E: From<StoreError>>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // A panic inside a closure poisons the mutex; the connection itself is still sound
+        // because the transaction rolls back on drop.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = Tx(conn
+            .transaction_with_behavior(behavior)
+            .map_err(StoreError::from)?);
+        let out = f(&tx)?;
+        tx.0.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    /// A value from the instance metadata table.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .0
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets an instance metadata value.
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("maps of strings serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::CorruptJson(column))
+}
+
+#[cfg(test)]
+pub(crate) fn test_store() -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "atrest-store-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    (Store::open(&dir.join("state.db")).unwrap(), dir)
+}
+
+#[cfg(test)]
+fn rand_suffix() -> u128 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    t + u128::from(N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_rolls_back_on_error() {
+        let (store, dir) = test_store();
+        let r: Result<(), StoreError> = store.write(|tx| {
+            tx.meta_put("k", b"v")?;
+            Err(StoreError::CorruptJson("forced"))
+        });
+        assert!(r.is_err());
+        let v = store.read(|tx| tx.meta_get("k")).unwrap();
+        assert_eq!(v, None, "a failed write must leave nothing behind");
+        store.write(|tx| tx.meta_put("k", b"v")).unwrap();
+        assert_eq!(
+            store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reopening_keeps_data() {
+        let (store, dir) = test_store();
+        store.write(|tx| tx.meta_put("k", b"1")).unwrap();
+        drop(store);
+        let store = Store::open(&dir.join("state.db")).unwrap();
+        assert_eq!(
+            store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

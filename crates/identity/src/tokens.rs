@@ -1,0 +1,520 @@
+//! Token issue (client credentials, managed identity) and verification.
+
+use atrest_crypto::sha256_matches;
+use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::{new_uuid, Identity};
+
+/// An access token and its lifetime.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub access_token: String,
+    /// Audience the token is for.
+    pub resource: String,
+    /// Client id of the principal.
+    pub client_id: String,
+    /// Issue time.
+    pub not_before: i64,
+    /// Expiry time.
+    pub expires_on: i64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("resource", &self.resource)
+            .field("expires_on", &self.expires_on)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token request the token service refuses, in OAuth2 terms.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OAuthError {
+    /// A required parameter is missing or malformed.
+    #[error("AADSTS900144: {0}")]
+    InvalidRequest(String),
+    /// Only `client_credentials` is supported.
+    #[error("AADSTS70003: The app requested an unsupported grant type '{0}'.")]
+    UnsupportedGrantType(String),
+    /// Unknown client or wrong secret (the two are not distinguished).
+    #[error("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{0}'.")]
+    InvalidClient(String),
+    /// The requested resource is not served by this instance.
+    #[error("AADSTS500011: The resource principal named {0} was not found in the tenant. This can happen if the resource is not served by this atrest instance.")]
+    InvalidResource(String),
+    /// The managed identity named by the request does not exist or the header is wrong.
+    #[error("Identity not found")]
+    IdentityNotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OAuthError {
+    /// The OAuth2 `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidResource(_) => "invalid_resource",
+            OAuthError::IdentityNotFound => "invalid_request",
+            OAuthError::Store(_) => "server_error",
+        }
+    }
+
+    /// The HTTP status Entra ID answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            OAuthError::InvalidClient(_) => 401,
+            OAuthError::Store(_) => 500,
+            OAuthError::IdentityNotFound => 400,
+            _ => 400,
+        }
+    }
+
+    /// The `AADSTS` number for `error_codes`.
+    pub fn error_number(&self) -> u32 {
+        match self {
+            OAuthError::InvalidRequest(_) => 900144,
+            OAuthError::UnsupportedGrantType(_) => 70003,
+            OAuthError::InvalidClient(_) => 7000215,
+            OAuthError::InvalidResource(_) => 500011,
+            OAuthError::IdentityNotFound => 400,
+            OAuthError::Store(_) => 0,
+        }
+    }
+}
+
+/// The authenticated caller of a request, from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `appid`.
+    pub app_id: String,
+    /// `oid`.
+    pub object_id: String,
+    /// `tid`.
+    pub tenant_id: String,
+    /// `idtyp`: `app` or `ManagedIdentity`.
+    pub identity_type: String,
+    /// `xms_mirid`, for managed identities.
+    pub mi_resource_id: Option<String>,
+}
+
+/// Why a bearer token was refused. Messages follow Key Vault's `AKV100xx` texts.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header.
+    #[error("AKV10000: Request is missing a Bearer or PoP token.")]
+    Missing,
+    /// Not a JWT.
+    #[error("AKV10001: Invalid token. The token is malformed.")]
+    Malformed,
+    /// Signature invalid or signing key unknown.
+    #[error("AKV10032: Invalid token. The signature of the token could not be validated.")]
+    BadSignature,
+    /// Issued by another authority or tenant.
+    #[error("AKV10032: Invalid issuer. Expected {expected}, found {found}.")]
+    WrongIssuer {
+        /// The issuer this server expects.
+        expected: String,
+        /// The token's issuer.
+        found: String,
+    },
+    /// For another resource.
+    #[error("AKV10022: Invalid audience. Expected {expected}, found: {found}.")]
+    WrongAudience {
+        /// The audiences this endpoint accepts.
+        expected: String,
+        /// The token's audience.
+        found: String,
+    },
+    /// Past `exp`.
+    #[error("AKV10013: Invalid token. The token expired at {0}.")]
+    Expired(i64),
+    /// Before `nbf`.
+    #[error("AKV10013: Invalid token. The token is not valid before {0}.")]
+    NotYetValid(i64),
+}
+
+/// How a managed-identity token request names the identity.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySelector<'a> {
+    /// `client_id` query parameter.
+    pub client_id: Option<&'a str>,
+    /// `object_id` / `principal_id` query parameter.
+    pub object_id: Option<&'a str>,
+    /// `msi_res_id` / `mi_res_id` query parameter.
+    pub resource_id: Option<&'a str>,
+}
+
+impl Identity {
+    /// OAuth2 client-credentials grant: `grant_type`, `client_id`, `client_secret` and either
+    /// `scope` (v2, `RESOURCE/.default`) or `resource` (v1).
+    pub fn client_credentials(
+        &self,
+        form: &[(String, String)],
+        now: i64,
+    ) -> Result<IssuedToken, OAuthError> {
+        let param = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let grant = param("grant_type").ok_or_else(|| missing("grant_type"))?;
+        if grant != "client_credentials" {
+            return Err(OAuthError::UnsupportedGrantType(grant.to_owned()));
+        }
+        let client_id = param("client_id").ok_or_else(|| missing("client_id"))?;
+        let secret = param("client_secret").ok_or_else(|| missing("client_secret"))?;
+        let resource = match (param("scope"), param("resource")) {
+            (Some(scope), _) => scope
+                .split(' ')
+                .find_map(|s| s.strip_suffix("/.default"))
+                .ok_or_else(|| OAuthError::InvalidRequest(format!("The provided value '{scope}' for the input parameter 'scope' is not valid. The scope must end with /.default for the client credentials flow.")))?,
+            (None, Some(resource)) => resource,
+            (None, None) => return Err(missing("scope")),
+        };
+        let principal = self
+            .store
+            .read(|tx| tx.principal_by_app_id(client_id))?
+            .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
+            .filter(|p| {
+                p.secret_hash
+                    .as_deref()
+                    .is_some_and(|h| sha256_matches(secret.as_bytes(), h))
+            })
+            .ok_or_else(|| OAuthError::InvalidClient(client_id.to_owned()))?;
+        self.issue(&principal, resource, now)
+    }
+
+    /// Managed-identity token. `identity_header` is the App-Service-style secret when the
+    /// request came through that endpoint; IMDS-style requests name the identity instead.
+    pub fn managed_identity_token(
+        &self,
+        identity_header: Option<&str>,
+        selector: &IdentitySelector<'_>,
+        resource: &str,
+        now: i64,
+    ) -> Result<IssuedToken, OAuthError> {
+        let named = self
+            .store
+            .read(|tx| -> Result<Option<PrincipalRow>, StoreError> {
+                Ok(
+                    match (selector.client_id, selector.object_id, selector.resource_id) {
+                        (Some(id), _, _) => tx.principal_by_app_id(id)?,
+                        (None, Some(id), _) => tx.principal_by_object_id(id)?,
+                        (None, None, Some(id)) => tx.principal_by_resource_id(id)?,
+                        (None, None, None) => None,
+                    },
+                )
+            })?;
+        let principal = match (identity_header, named) {
+            (Some(header), named) => {
+                let candidates = match named {
+                    Some(p) => vec![p],
+                    None => self.list_principals(PrincipalKind::ManagedIdentity)?,
+                };
+                candidates.into_iter().find(|p| {
+                    p.secret_hash
+                        .as_deref()
+                        .is_some_and(|h| sha256_matches(header.as_bytes(), h))
+                })
+            }
+            (None, named) => named,
+        };
+        let principal = principal
+            .filter(|p| p.kind == PrincipalKind::ManagedIdentity)
+            .ok_or(OAuthError::IdentityNotFound)?;
+        self.issue(&principal, resource, now)
+    }
+
+    fn issue(
+        &self,
+        principal: &PrincipalRow,
+        resource: &str,
+        now: i64,
+    ) -> Result<IssuedToken, OAuthError> {
+        let audience = resource.trim_end_matches('/');
+        if !self
+            .data_plane_audiences
+            .iter()
+            .chain(&self.management_audiences)
+            .any(|a| a == audience)
+        {
+            return Err(OAuthError::InvalidResource(resource.to_owned()));
+        }
+        let managed = principal.kind == PrincipalKind::ManagedIdentity;
+        let mut claims = json!({
+            "aud": audience,
+            "iss": self.issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_lifetime,
+            "appid": principal.app_id,
+            "azp": principal.app_id,
+            "oid": principal.object_id,
+            "sub": principal.object_id,
+            "tid": self.tenant,
+            "idtyp": if managed { "ManagedIdentity" } else { "app" },
+            "uti": new_uuid(),
+            "ver": "2.0",
+        });
+        if let Some(rid) = principal.resource_id.as_deref().filter(|_| managed) {
+            claims["xms_mirid"] = Value::from(rid);
+        }
+        Ok(IssuedToken {
+            access_token: self.signer.sign(&claims),
+            resource: resource.to_owned(),
+            client_id: principal.app_id.clone(),
+            not_before: now,
+            expires_on: now + self.token_lifetime,
+        })
+    }
+
+    /// Verifies a bearer token for one of `audiences` at time `now`. Issuer and verifier are
+    /// the same process, so there is no clock-skew allowance.
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: i64,
+    ) -> Result<Caller, TokenError> {
+        let claims = self.signer.verify(token).map_err(|e| match e {
+            atrest_crypto::JwtError::Malformed => TokenError::Malformed,
+            _ => TokenError::BadSignature,
+        })?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let issuer = text("iss").unwrap_or_default();
+        if issuer != self.issuer() {
+            return Err(TokenError::WrongIssuer {
+                expected: self.issuer(),
+                found: issuer,
+            });
+        }
+        let aud = text("aud").unwrap_or_default();
+        if !audiences.iter().any(|a| *a == aud.trim_end_matches('/')) {
+            return Err(TokenError::WrongAudience {
+                expected: audiences.join(", "),
+                found: aud,
+            });
+        }
+        let (Some(exp), Some(nbf)) = (claims["exp"].as_i64(), claims["nbf"].as_i64()) else {
+            return Err(TokenError::Malformed);
+        };
+        if now >= exp {
+            return Err(TokenError::Expired(exp));
+        }
+        if now < nbf {
+            return Err(TokenError::NotYetValid(nbf));
+        }
+        match (text("appid"), text("oid"), text("tid"), text("idtyp")) {
+            (Some(app_id), Some(object_id), Some(tenant_id), Some(identity_type)) => Ok(Caller {
+                app_id,
+                object_id,
+                tenant_id,
+                identity_type,
+                mi_resource_id: text("xms_mirid"),
+            }),
+            _ => Err(TokenError::Malformed),
+        }
+    }
+}
+
+fn missing(name: &str) -> OAuthError {
+    OAuthError::InvalidRequest(format!("The input parameter '{name}' is required."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TOKEN_LIFETIME_SECS;
+    use std::sync::Arc;
+
+    fn service(lifetime: i64) -> (Identity, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("atrest-identity-{}", atrest_crypto::random_hex(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(atrest_store::Store::open(&dir.join("state.db")).unwrap());
+        let mut id = Identity::new(
+            store,
+            atrest_crypto::TokenSigner::generate().unwrap(),
+            "t1".into(),
+            "https://localhost:1".into(),
+            "https://vault.localhost:1".into(),
+        );
+        id.token_lifetime = lifetime;
+        (id, dir)
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn client_credentials_roundtrip_and_failures() {
+        let (id, dir) = service(TOKEN_LIFETIME_SECS);
+        let sp = id.create_service_principal("app", false, 1000).unwrap();
+        let app = sp.principal.app_id.clone();
+        let good = form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &app),
+            ("client_secret", &sp.password),
+            ("scope", "https://vault.localhost:1/.default"),
+        ]);
+        let token = id.client_credentials(&good, 1000).unwrap();
+        let caller = id
+            .verify(&token.access_token, id.data_plane_audiences(), 1001)
+            .unwrap();
+        assert_eq!(caller.app_id, app);
+        assert_eq!(caller.identity_type, "app");
+
+        let mut bad = good.clone();
+        bad[2].1.push('x');
+        assert!(matches!(
+            id.client_credentials(&bad, 1000),
+            Err(OAuthError::InvalidClient(_))
+        ));
+        let mut bad = good.clone();
+        bad[3].1 = "https://elsewhere.example/.default".into();
+        assert!(matches!(
+            id.client_credentials(&bad, 1000),
+            Err(OAuthError::InvalidResource(_))
+        ));
+        let mut bad = good.clone();
+        bad[0].1 = "password".into();
+        assert!(matches!(
+            id.client_credentials(&bad, 1000),
+            Err(OAuthError::UnsupportedGrantType(_))
+        ));
+        assert!(matches!(
+            id.client_credentials(&good[..3], 1000),
+            Err(OAuthError::InvalidRequest(_))
+        ));
+
+        // A reset invalidates the old secret.
+        let reset = id.reset_credential(&app).unwrap().unwrap();
+        assert!(matches!(
+            id.client_credentials(&good, 1000),
+            Err(OAuthError::InvalidClient(_))
+        ));
+        let mut renewed = good.clone();
+        renewed[2].1 = reset.password.clone();
+        assert!(id.client_credentials(&renewed, 1000).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn verification_rules() {
+        let (id, dir) = service(100);
+        let sp = id.create_service_principal("app", false, 0).unwrap();
+        let scope = |s: &str| {
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &sp.principal.app_id),
+                ("client_secret", &sp.password),
+                ("scope", s),
+            ])
+        };
+        let vault = id
+            .client_credentials(&scope("https://vault.localhost:1/.default"), 1000)
+            .unwrap()
+            .access_token;
+        let mgmt = id
+            .client_credentials(&scope("https://management.azure.com/.default"), 1000)
+            .unwrap()
+            .access_token;
+        let aud = id.data_plane_audiences().to_vec();
+        assert!(id.verify(&vault, &aud, 1000).is_ok());
+        assert!(matches!(
+            id.verify(&mgmt, &aud, 1000),
+            Err(TokenError::WrongAudience { .. })
+        ));
+        assert_eq!(
+            id.verify(&vault, &aud, 1100),
+            Err(TokenError::Expired(1100))
+        );
+        assert_eq!(
+            id.verify(&vault, &aud, 999),
+            Err(TokenError::NotYetValid(1000))
+        );
+        assert_eq!(id.verify("x.y", &aud, 1000), Err(TokenError::Malformed));
+
+        let (other, dir2) = service(100);
+        let sp2 = other.create_service_principal("app", false, 0).unwrap();
+        let foreign = other
+            .client_credentials(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &sp2.principal.app_id),
+                    ("client_secret", &sp2.password),
+                    ("scope", "https://vault.localhost:1/.default"),
+                ]),
+                1000,
+            )
+            .unwrap()
+            .access_token;
+        assert_eq!(
+            id.verify(&foreign, &aud, 1000),
+            Err(TokenError::BadSignature)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir2).unwrap();
+    }
+
+    #[test]
+    fn managed_identity_tokens() {
+        let (id, dir) = service(100);
+        let mi = id.create_managed_identity("mi1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi1", 0).unwrap();
+        let resource = "https://vault.localhost:1";
+        let by_header = id
+            .managed_identity_token(
+                Some(&mi.identity_header),
+                &IdentitySelector::default(),
+                resource,
+                10,
+            )
+            .unwrap();
+        let caller = id
+            .verify(&by_header.access_token, id.data_plane_audiences(), 10)
+            .unwrap();
+        assert_eq!(caller.identity_type, "ManagedIdentity");
+        assert_eq!(
+            caller.mi_resource_id.as_deref(),
+            mi.principal.resource_id.as_deref()
+        );
+        assert!(matches!(
+            id.managed_identity_token(Some("wrong"), &IdentitySelector::default(), resource, 10),
+            Err(OAuthError::IdentityNotFound)
+        ));
+        let sel = IdentitySelector {
+            client_id: Some(&mi.principal.app_id),
+            ..Default::default()
+        };
+        assert!(id.managed_identity_token(None, &sel, resource, 10).is_ok());
+        assert!(matches!(
+            id.managed_identity_token(None, &IdentitySelector::default(), resource, 10),
+            Err(OAuthError::IdentityNotFound)
+        ));
+        // A service principal cannot be obtained through the managed-identity endpoint.
+        let sp = id.create_service_principal("app", false, 0).unwrap();
+        let sel = IdentitySelector {
+            client_id: Some(&sp.principal.app_id),
+            ..Default::default()
+        };
+        assert!(matches!(
+            id.managed_identity_token(None, &sel, resource, 10),
+            Err(OAuthError::IdentityNotFound)
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

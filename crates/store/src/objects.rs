@@ -1,0 +1,289 @@
+//! Vault objects (secrets now, keys later) and their versions, with soft-delete state.
+//!
+//! An object row holds the name and deletion state; its versions hold the sealed payload,
+//! public properties (JSON), tags and attributes. The latest version is the one with the
+//! highest `seq`.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{from_json, to_json, StoreError, Tx};
+
+/// Which collection an object belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `/secrets`.
+    Secret,
+    /// `/keys`.
+    Key,
+}
+
+impl ObjectKind {
+    /// The stored discriminator.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "secret",
+            ObjectKind::Key => "key",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "key" {
+            ObjectKind::Key
+        } else {
+            ObjectKind::Secret
+        }
+    }
+}
+
+/// An object's name (as first stored) and deletion state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectState {
+    /// Vault the object lives in.
+    pub vault_id: String,
+    /// Secret or key.
+    pub kind: ObjectKind,
+    /// Name with its original case.
+    pub name: String,
+    /// Soft-deletion time.
+    pub deleted: Option<i64>,
+    /// Automatic purge time of a soft-deleted object.
+    pub scheduled_purge: Option<i64>,
+}
+
+/// One version of an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRow {
+    /// Vault the object lives in.
+    pub vault_id: String,
+    /// Secret or key.
+    pub kind: ObjectKind,
+    /// Object name.
+    pub name: String,
+    /// 32 hex digits.
+    pub version: String,
+    /// Sealed payload (secret value, private key).
+    pub sealed: Vec<u8>,
+    /// Public properties (content type, key parameters).
+    pub public: serde_json::Value,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `nbf`.
+    pub nbf: Option<i64>,
+    /// `exp`.
+    pub exp: Option<i64>,
+    /// `created`.
+    pub created: i64,
+    /// `updated`.
+    pub updated: i64,
+}
+
+const VERSION_COLUMNS: &str = "v.vault_id, v.kind, v.name, v.version, v.sealed, v.public, v.tags, v.enabled, v.nbf, v.exp, v.created, v.updated, v.seq";
+
+/// A version row as read, before its JSON columns are decoded.
+type RawVersion = (VersionRow, String, String, i64);
+
+/// Reads the [`VERSION_COLUMNS`] starting at column `base`.
+fn version_at(r: &Row, base: usize) -> rusqlite::Result<RawVersion> {
+    Ok((
+        VersionRow {
+            vault_id: r.get(base)?,
+            kind: ObjectKind::parse(&r.get::<_, String>(base + 1)?),
+            name: r.get(base + 2)?,
+            version: r.get(base + 3)?,
+            sealed: r.get(base + 4)?,
+            public: serde_json::Value::Null,
+            tags: BTreeMap::new(),
+            enabled: r.get(base + 7)?,
+            nbf: r.get(base + 8)?,
+            exp: r.get(base + 9)?,
+            created: r.get(base + 10)?,
+            updated: r.get(base + 11)?,
+        },
+        r.get(base + 5)?,
+        r.get(base + 6)?,
+        r.get(base + 12)?,
+    ))
+}
+
+fn version_row(r: &Row) -> rusqlite::Result<RawVersion> {
+    version_at(r, 0)
+}
+
+fn decode((mut v, public, tags, seq): RawVersion) -> Result<(VersionRow, i64), StoreError> {
+    v.public = from_json(&public, "object_versions.public")?;
+    v.tags = from_json(&tags, "object_versions.tags")?;
+    Ok((v, seq))
+}
+
+fn state_row(r: &Row) -> rusqlite::Result<ObjectState> {
+    Ok(ObjectState {
+        vault_id: r.get(0)?,
+        kind: ObjectKind::parse(&r.get::<_, String>(1)?),
+        name: r.get(2)?,
+        deleted: r.get(3)?,
+        scheduled_purge: r.get(4)?,
+    })
+}
+
+impl Tx<'_> {
+    /// The object's state, if the name exists (live or deleted).
+    pub fn object_state(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<ObjectState>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+                params![vault_id, kind.as_str(), name],
+                state_row,
+            )
+            .optional()?)
+    }
+
+    /// Adds a version, creating the object row if the name is new.
+    pub fn insert_version(&self, v: &VersionRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR IGNORE INTO objects (vault_id, kind, name) VALUES (?1, ?2, ?3)",
+            params![v.vault_id, v.kind.as_str(), v.name],
+        )?;
+        self.0.execute(
+            "INSERT INTO object_versions (vault_id, kind, name, version, sealed, public, tags, enabled, nbf, exp, created, updated) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                v.vault_id, v.kind.as_str(), v.name, v.version, v.sealed, v.public.to_string(), to_json(&v.tags),
+                v.enabled, v.nbf, v.exp, v.created, v.updated
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// One version, or the latest when `version` is `None`.
+    pub fn version(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        let row = self
+            .0
+            .query_row(
+                &format!(
+                    "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
+                     AND (?4 IS NULL OR v.version = ?4) ORDER BY v.seq DESC LIMIT 1"
+                ),
+                params![vault_id, kind.as_str(), name, version],
+                version_row,
+            )
+            .optional()?;
+        Ok(row.map(decode).transpose()?.map(|(v, _)| v))
+    }
+
+    /// Writes back a version's mutable fields: public properties, tags, attributes.
+    pub fn update_version(&self, v: &VersionRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE object_versions SET public = ?5, tags = ?6, enabled = ?7, nbf = ?8, exp = ?9, updated = ?10 \
+             WHERE vault_id = ?1 AND kind = ?2 AND name = ?3 AND version = ?4",
+            params![v.vault_id, v.kind.as_str(), v.name, v.version, v.public.to_string(), to_json(&v.tags), v.enabled, v.nbf, v.exp, v.updated],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` objects (live or deleted) with their latest version, by name after `after`.
+    pub fn list_objects(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        deleted: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(ObjectState, VersionRow)>, StoreError> {
+        let mut stmt = self.0.prepare(&format!(
+            "SELECT o.vault_id, o.kind, o.name, o.deleted, o.scheduled_purge, {VERSION_COLUMNS} FROM objects o \
+             JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
+             WHERE o.vault_id = ?1 AND o.kind = ?2 AND (o.deleted IS NOT NULL) = ?3 AND (?4 IS NULL OR o.name > ?4) \
+             ORDER BY o.name LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![vault_id, kind.as_str(), deleted, after, limit as i64],
+            |r| Ok((state_row(r)?, version_at(r, 5)?)),
+        )?;
+        rows.map(|r| {
+            let (state, v) = r?;
+            Ok((state, decode(v)?.0))
+        })
+        .collect()
+    }
+
+    /// Up to `limit` versions of one object, oldest first, with `seq` greater than `after`.
+    pub fn list_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(VersionRow, i64)>, StoreError> {
+        let mut stmt = self.0.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
+             AND v.seq > ?4 ORDER BY v.seq LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![vault_id, kind.as_str(), name, after, limit as i64],
+            version_row,
+        )?;
+        rows.map(|r| decode(r?)).collect()
+    }
+
+    /// Sets (`Some((deleted, scheduled_purge))`) or clears the soft-delete state.
+    pub fn set_object_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+        state: Option<(i64, i64)>,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE objects SET deleted = ?4, scheduled_purge = ?5 WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            params![vault_id, kind.as_str(), name, state.map(|s| s.0), state.map(|s| s.1)],
+        )?;
+        Ok(())
+    }
+
+    /// Permanently removes an object and all its versions.
+    pub fn purge_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let p = params![vault_id, kind.as_str(), name];
+        self.0.execute(
+            "DELETE FROM object_versions WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            p,
+        )?;
+        self.0.execute(
+            "DELETE FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            p,
+        )?;
+        Ok(())
+    }
+
+    /// Soft-deleted objects whose purge date is at or before `now`.
+    pub fn objects_due_for_purge(&self, now: i64) -> Result<Vec<ObjectState>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE scheduled_purge <= ?1")?;
+        let rows = stmt
+            .query_map([now], state_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,108 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE principals (
+    object_id    TEXT PRIMARY KEY,
+    app_id       TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    secret_hash  BLOB,
+    is_admin     INTEGER NOT NULL DEFAULT 0,
+    resource_id  TEXT,
+    created      INTEGER NOT NULL
+);
+CREATE TABLE vaults (
+    name            TEXT PRIMARY KEY COLLATE NOCASE,
+    vault_id        TEXT NOT NULL UNIQUE,
+    subscription    TEXT NOT NULL,
+    resource_group  TEXT NOT NULL COLLATE NOCASE,
+    location        TEXT NOT NULL,
+    tenant          TEXT NOT NULL,
+    retention_days  INTEGER NOT NULL,
+    purge_protection INTEGER NOT NULL,
+    disk_encryption INTEGER NOT NULL,
+    rbac            INTEGER NOT NULL,
+    tags            TEXT NOT NULL,
+    wrapped_key     BLOB NOT NULL,
+    created         INTEGER NOT NULL,
+    updated         INTEGER NOT NULL,
+    deleted         INTEGER,
+    scheduled_purge INTEGER
+);
+CREATE TABLE objects (
+    vault_id        TEXT NOT NULL REFERENCES vaults(vault_id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    deleted         INTEGER,
+    scheduled_purge INTEGER,
+    PRIMARY KEY (vault_id, kind, name)
+);
+CREATE TABLE object_versions (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    vault_id     TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL COLLATE NOCASE,
+    version      TEXT NOT NULL,
+    sealed       BLOB NOT NULL,
+    public       TEXT NOT NULL,
+    tags         TEXT NOT NULL,
+    enabled      INTEGER NOT NULL,
+    nbf          INTEGER,
+    exp          INTEGER,
+    created      INTEGER NOT NULL,
+    updated      INTEGER NOT NULL,
+    UNIQUE (vault_id, kind, name, version),
+    FOREIGN KEY (vault_id, kind, name) REFERENCES objects(vault_id, kind, name) ON DELETE CASCADE
+);
+CREATE INDEX object_versions_by_name ON object_versions (vault_id, kind, name, seq);
+CREATE TABLE audit_events (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms           INTEGER NOT NULL,
+    operation         TEXT NOT NULL,
+    result_signature  TEXT NOT NULL,
+    result_type       TEXT NOT NULL,
+    result_description TEXT NOT NULL,
+    status            INTEGER NOT NULL,
+    duration_ms       INTEGER NOT NULL,
+    caller_ip         TEXT NOT NULL,
+    app_id            TEXT,
+    object_id         TEXT,
+    tenant_id         TEXT,
+    identity_type     TEXT,
+    mi_resource_id    TEXT,
+    resource          TEXT,
+    target_id         TEXT,
+    http_method       TEXT NOT NULL,
+    request_uri       TEXT NOT NULL,
+    correlation_id    TEXT NOT NULL,
+    client_info       TEXT NOT NULL
+);
+CREATE INDEX audit_events_by_time ON audit_events (time_ms);
+"#];
+
+/// Brings the schema up to date inside one transaction per migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Vault records.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{from_json, to_json, StoreError, Tx};
+
+/// A stored vault. `wrapped_key` is the vault storage key sealed by the root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRow {
+    /// Vault name (unique, case-insensitive).
+    pub name: String,
+    /// Random immutable id; binds sealed data to this vault even if the name is reused.
+    pub vault_id: String,
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Normalized location.
+    pub location: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// `softDeleteRetentionInDays`.
+    pub retention_days: u32,
+    /// `enablePurgeProtection`.
+    pub purge_protection: bool,
+    /// `enabledForDiskEncryption`.
+    pub disk_encryption: bool,
+    /// `enableRbacAuthorization`.
+    pub rbac: bool,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// Sealed storage key.
+    pub wrapped_key: Vec<u8>,
+    /// Creation time.
+    pub created: i64,
+    /// Last update.
+    pub updated: i64,
+    /// Deletion time, when the vault is soft-deleted.
+    pub deleted: Option<i64>,
+    /// When a soft-deleted vault is purged.
+    pub scheduled_purge: Option<i64>,
+}
+
+const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, tenant, retention_days, purge_protection, \
+                       disk_encryption, rbac, tags, wrapped_key, created, updated, deleted, scheduled_purge";
+
+fn row(r: &Row) -> rusqlite::Result<(VaultRow, String)> {
+    Ok((
+        VaultRow {
+            name: r.get(0)?,
+            vault_id: r.get(1)?,
+            subscription: r.get(2)?,
+            resource_group: r.get(3)?,
+            location: r.get(4)?,
+            tenant: r.get(5)?,
+            retention_days: r.get(6)?,
+            purge_protection: r.get(7)?,
+            disk_encryption: r.get(8)?,
+            rbac: r.get(9)?,
+            tags: BTreeMap::new(),
+            wrapped_key: r.get(11)?,
+            created: r.get(12)?,
+            updated: r.get(13)?,
+            deleted: r.get(14)?,
+            scheduled_purge: r.get(15)?,
+        },
+        r.get(10)?,
+    ))
+}
+
+fn with_tags((mut v, tags): (VaultRow, String)) -> Result<VaultRow, StoreError> {
+    v.tags = from_json(&tags, "vaults.tags")?;
+    Ok(v)
+}
+
+impl Tx<'_> {
+    /// Inserts a vault.
+    pub fn insert_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
+        self.0.execute(
+            &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            params![
+                v.name, v.vault_id, v.subscription, v.resource_group, v.location, v.tenant, v.retention_days,
+                v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.wrapped_key, v.created, v.updated,
+                v.deleted, v.scheduled_purge
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Writes back the mutable fields of a vault (flags, tags, deletion state).
+    pub fn update_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE vaults SET purge_protection = ?2, disk_encryption = ?3, rbac = ?4, tags = ?5, updated = ?6, \
+             deleted = ?7, scheduled_purge = ?8 WHERE vault_id = ?1",
+            params![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge],
+        )?;
+        Ok(())
+    }
+
+    /// The vault with this name, deleted or not.
+    pub fn vault(&self, name: &str) -> Result<Option<VaultRow>, StoreError> {
+        self.0
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"),
+                [name],
+                row,
+            )
+            .optional()?
+            .map(with_tags)
+            .transpose()
+    }
+
+    /// Vaults of a subscription (optionally one resource group), live or deleted, by name.
+    pub fn list_vaults(
+        &self,
+        subscription: &str,
+        resource_group: Option<&str>,
+        deleted: bool,
+    ) -> Result<Vec<VaultRow>, StoreError> {
+        let mut stmt = self.0.prepare(&format!(
+            "SELECT {COLUMNS} FROM vaults WHERE subscription = ?1 AND (?2 IS NULL OR resource_group = ?2) \
+             AND (deleted IS NOT NULL) = ?3 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map(params![subscription, resource_group, deleted], row)?;
+        rows.map(|r| with_tags(r?)).collect()
+    }
+
+    /// Soft-deleted vaults whose purge date is at or before `now`.
+    pub fn vaults_due_for_purge(&self, now: i64) -> Result<Vec<VaultRow>, StoreError> {
+        let mut stmt = self.0.prepare(&format!(
+            "SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"
+        ))?;
+        let rows = stmt.query_map([now], row)?;
+        rows.map(|r| with_tags(r?)).collect()
+    }
+
+    /// Deletes a vault and, by cascade, every object in it.
+    pub fn purge_vault(&self, vault_id: &str) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM object_versions WHERE vault_id = ?1",
+            [vault_id],
+        )?;
+        self.0
+            .execute("DELETE FROM vaults WHERE vault_id = ?1", [vault_id])?;
+        Ok(())
+    }
+}
