@@ -1,0 +1,398 @@
+//! Vault management: the rules behind `Microsoft.KeyVault/vaults`.
+
+use std::collections::BTreeMap;
+
+use atrest_core::names::{check_resource_group_name, check_vault_name};
+use atrest_core::vault::{normalize_location, VaultPatch, VaultProperties};
+use atrest_crypto::{random_hex, DataKey};
+use atrest_store::{StoreError, Tx, VaultRow};
+
+use crate::{vault_key_context, VaultError, Vaults};
+
+/// A create-or-update request for a vault.
+#[derive(Debug, Clone, Default)]
+pub struct VaultRequest {
+    /// Location; required on creation, must not change afterwards.
+    pub location: Option<String>,
+    /// Property changes.
+    pub patch: VaultPatch,
+    /// Replacement tags, if given.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `createMode: recover`: bring back a soft-deleted vault.
+    pub recover: bool,
+}
+
+const MAX_ARM_TAGS: usize = 50;
+
+fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), VaultError> {
+    match tags {
+        Some(t) if t.len() > MAX_ARM_TAGS => Err(VaultError::BadParameter(format!(
+            "A resource can have at most {MAX_ARM_TAGS} tags; the request has {}.",
+            t.len()
+        ))),
+        Some(t)
+            if t.iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 512 || v.len() > 256) =>
+        {
+            Err(VaultError::BadParameter(
+                "Tag names must be 1-512 characters and tag values at most 256 characters.".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn props_of(v: &VaultRow) -> VaultProperties {
+    VaultProperties {
+        soft_delete_retention_days: v.retention_days,
+        purge_protection: v.purge_protection,
+        enabled_for_disk_encryption: v.disk_encryption,
+        enable_rbac_authorization: v.rbac,
+    }
+}
+
+fn apply(v: &mut VaultRow, props: &VaultProperties) {
+    v.purge_protection = props.purge_protection;
+    v.disk_encryption = props.enabled_for_disk_encryption;
+    v.rbac = props.enable_rbac_authorization;
+}
+
+/// The live vault `name` in `subscription`/`resource_group`.
+fn live_vault(
+    tx: &Tx,
+    subscription: &str,
+    resource_group: &str,
+    name: &str,
+) -> Result<VaultRow, VaultError> {
+    tx.vault(name)?
+        .filter(|v| {
+            v.deleted.is_none()
+                && v.subscription == subscription
+                && v.resource_group.eq_ignore_ascii_case(resource_group)
+        })
+        .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
+}
+
+impl Vaults {
+    /// Creates or updates a vault (ARM PUT). Returns the vault and whether it was created.
+    pub fn put_vault(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        tenant: &str,
+        req: &VaultRequest,
+        now: i64,
+    ) -> Result<(VaultRow, bool), VaultError> {
+        check_vault_name(name)?;
+        check_resource_group_name(resource_group)?;
+        check_tags(&req.tags)?;
+        let location = req
+            .location
+            .as_deref()
+            .map(normalize_location)
+            .transpose()?;
+        self.store.write(|tx| {
+            match tx.vault(name)? {
+                Some(mut v) if v.deleted.is_some() => {
+                    if !req.recover || v.subscription != subscription {
+                        return Err(VaultError::VaultConflict(format!(
+                            "A vault with the same name already exists in deleted state. You need to either recover or purge existing key vault '{}'.",
+                            v.name
+                        )));
+                    }
+                    v.deleted = None;
+                    v.scheduled_purge = None;
+                    v.updated = now;
+                    tx.update_vault(&v)?;
+                    Ok((v, false))
+                }
+                Some(mut v) => {
+                    if v.subscription != subscription || !v.resource_group.eq_ignore_ascii_case(resource_group) {
+                        return Err(VaultError::VaultConflict(format!(
+                            "The vault name '{name}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
+                        )));
+                    }
+                    if location.as_deref().is_some_and(|l| l != v.location) {
+                        return Err(VaultError::BadParameter(format!(
+                            "The location of vault '{name}' is '{}' and cannot be changed.",
+                            v.location
+                        )));
+                    }
+                    let props = props_of(&v).update(&req.patch)?;
+                    apply(&mut v, &props);
+                    if let Some(tags) = &req.tags {
+                        v.tags = tags.clone();
+                    }
+                    v.updated = now;
+                    tx.update_vault(&v)?;
+                    Ok((v, false))
+                }
+                None if req.recover => Err(VaultError::VaultNotFound(name.to_owned())),
+                None => {
+                    let location = location.ok_or_else(|| VaultError::BadParameter("The property 'location' is required to create a vault.".into()))?;
+                    let props = VaultProperties::create(&req.patch)?;
+                    let vault_id = random_hex(16);
+                    let key = DataKey::generate();
+                    let mut v = VaultRow {
+                        name: name.to_owned(),
+                        wrapped_key: key.wrap(&self.root, &vault_key_context(&vault_id)),
+                        vault_id,
+                        subscription: subscription.to_owned(),
+                        resource_group: resource_group.to_owned(),
+                        location,
+                        tenant: tenant.to_owned(),
+                        retention_days: props.soft_delete_retention_days,
+                        purge_protection: false,
+                        disk_encryption: false,
+                        rbac: true,
+                        tags: req.tags.clone().unwrap_or_default(),
+                        created: now,
+                        updated: now,
+                        deleted: None,
+                        scheduled_purge: None,
+                    };
+                    apply(&mut v, &props);
+                    tx.insert_vault(&v)?;
+                    Ok((v, true))
+                }
+            }
+        })
+    }
+
+    /// Updates some properties or tags of a vault (ARM PATCH).
+    pub fn patch_vault(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        patch: &VaultPatch,
+        tags: Option<BTreeMap<String, String>>,
+        now: i64,
+    ) -> Result<VaultRow, VaultError> {
+        check_tags(&tags)?;
+        self.store.write(|tx| {
+            let mut v = live_vault(tx, subscription, resource_group, name)?;
+            let props = props_of(&v).update(patch)?;
+            apply(&mut v, &props);
+            if let Some(tags) = tags {
+                v.tags = tags;
+            }
+            v.updated = now;
+            tx.update_vault(&v)?;
+            Ok(v)
+        })
+    }
+
+    /// One live vault.
+    pub fn get_vault(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<VaultRow, VaultError> {
+        self.store
+            .read(|tx| live_vault(tx, subscription, resource_group, name))
+    }
+
+    /// Live vaults of a subscription, optionally of one resource group.
+    pub fn list_vaults(
+        &self,
+        subscription: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<VaultRow>, VaultError> {
+        Ok(self
+            .store
+            .read(|tx| tx.list_vaults(subscription, resource_group, false))?)
+    }
+
+    /// Soft-deletes a vault; its objects stay until it is purged. False if there was none.
+    pub fn delete_vault(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<bool, VaultError> {
+        self.store.write(
+            |tx| match live_vault(tx, subscription, resource_group, name) {
+                Ok(mut v) => {
+                    v.deleted = Some(now);
+                    v.scheduled_purge = Some(props_of(&v).recovery().scheduled_purge(now));
+                    v.updated = now;
+                    tx.update_vault(&v)?;
+                    Ok(true)
+                }
+                Err(VaultError::VaultNotFound(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    /// Soft-deleted vaults of a subscription.
+    pub fn list_deleted_vaults(&self, subscription: &str) -> Result<Vec<VaultRow>, VaultError> {
+        Ok(self
+            .store
+            .read(|tx| tx.list_vaults(subscription, None, true))?)
+    }
+
+    /// One soft-deleted vault.
+    pub fn get_deleted_vault(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<VaultRow, VaultError> {
+        self.store
+            .read(|tx| Ok::<_, StoreError>(tx.vault(name)?))?
+            .filter(|v| v.deleted.is_some() && v.subscription == subscription)
+            .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
+    }
+
+    /// Permanently removes a soft-deleted vault, unless purge protection forbids it yet.
+    pub fn purge_deleted_vault(
+        &self,
+        subscription: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        self.store.write(|tx| {
+            let v = tx
+                .vault(name)?
+                .filter(|v| v.deleted.is_some() && v.subscription == subscription)
+                .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))?;
+            if v.purge_protection && v.scheduled_purge.is_some_and(|p| now < p) {
+                return Err(VaultError::VaultPurgeProtected(v.name));
+            }
+            tx.purge_vault(&v.vault_id)?;
+            Ok(())
+        })
+    }
+
+    /// The live vault serving the data plane at `NAME.vault.localhost`.
+    pub fn data_plane_vault(&self, name: &str) -> Result<VaultRow, VaultError> {
+        self.store
+            .read(|tx| Ok::<_, StoreError>(tx.vault(name)?))?
+            .filter(|v| v.deleted.is_none())
+            .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::fixture;
+
+    fn req(location: &str) -> VaultRequest {
+        VaultRequest {
+            location: Some(location.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_update_and_rules() {
+        let f = fixture();
+        let (v, created) = f
+            .vaults
+            .put_vault("s", "rg", "kv1", "t", &req("East US"), 1)
+            .unwrap();
+        assert!(created);
+        assert_eq!(v.location, "eastus");
+        assert_eq!(v.retention_days, 90);
+        assert!(v.rbac);
+        let (_, created) = f
+            .vaults
+            .put_vault("s", "rg", "kv1", "t", &req("eastus"), 2)
+            .unwrap();
+        assert!(!created);
+        assert!(matches!(
+            f.vaults.put_vault("s", "rg", "kv1", "t", &req("westus"), 2),
+            Err(VaultError::BadParameter(_))
+        ));
+        assert!(matches!(
+            f.vaults
+                .put_vault("s", "rg2", "KV1", "t", &req("eastus"), 2),
+            Err(VaultError::VaultConflict(_))
+        ));
+        assert!(matches!(
+            f.vaults
+                .put_vault("s", "rg", "1bad", "t", &req("eastus"), 2),
+            Err(VaultError::Name(_))
+        ));
+        assert!(matches!(
+            f.vaults
+                .put_vault("s", "rg", "kv2", "t", &VaultRequest::default(), 2),
+            Err(VaultError::BadParameter(_))
+        ));
+
+        let on = VaultPatch {
+            purge_protection: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            f.vaults
+                .patch_vault("s", "rg", "kv1", &on, None, 3)
+                .unwrap()
+                .purge_protection
+        );
+        let off = VaultPatch {
+            purge_protection: Some(false),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.vaults.patch_vault("s", "rg", "kv1", &off, None, 3),
+            Err(VaultError::Rule(_))
+        ));
+        assert!(
+            f.vaults
+                .get_vault("s", "rg", "kv1")
+                .unwrap()
+                .purge_protection,
+            "refused patch changed nothing"
+        );
+    }
+
+    #[test]
+    fn soft_delete_recover_purge() {
+        let f = fixture();
+        f.vaults
+            .put_vault("s", "rg", "kv1", "t", &req("eastus"), 1)
+            .unwrap();
+        assert!(f.vaults.delete_vault("s", "rg", "kv1", 10).unwrap());
+        assert!(!f.vaults.delete_vault("s", "rg", "kv1", 10).unwrap());
+        assert!(matches!(
+            f.vaults.get_vault("s", "rg", "kv1"),
+            Err(VaultError::VaultNotFound(_))
+        ));
+        assert!(matches!(
+            f.vaults
+                .put_vault("s", "rg", "kv1", "t", &req("eastus"), 11),
+            Err(VaultError::VaultConflict(_))
+        ));
+        let d = f.vaults.get_deleted_vault("s", "kv1").unwrap();
+        assert_eq!(d.scheduled_purge, Some(10 + 90 * 86_400));
+        let recover = VaultRequest {
+            recover: true,
+            ..req("eastus")
+        };
+        f.vaults
+            .put_vault("s", "rg", "kv1", "t", &recover, 12)
+            .unwrap();
+        assert!(f.vaults.get_vault("s", "rg", "kv1").is_ok());
+
+        let on = VaultPatch {
+            purge_protection: Some(true),
+            ..Default::default()
+        };
+        f.vaults
+            .patch_vault("s", "rg", "kv1", &on, None, 13)
+            .unwrap();
+        f.vaults.delete_vault("s", "rg", "kv1", 20).unwrap();
+        assert!(matches!(
+            f.vaults.purge_deleted_vault("s", "kv1", 21),
+            Err(VaultError::VaultPurgeProtected(_))
+        ));
+        assert_eq!(f.vaults.purge_due(20 + 90 * 86_400).unwrap(), (0, 1));
+        assert!(f.vaults.get_deleted_vault("s", "kv1").is_err());
+    }
+}
