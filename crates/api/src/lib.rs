@@ -1,1 +1,24 @@
+//! The HTTP edge: TLS, routing by host, authentication, Azure wire formats, audit.
+//!
+//! Requests whose host is `NAME.vault.localhost` go to the Key Vault data plane
+//! ([`data_plane`]); every other host serves the token service and the management API
+//! ([`control`]). Each request, refused ones included, produces one audit event that is
+//! committed before the response is sent. Errors become Azure's
+//! `{"error":{"code","message","innererror"}}` bodies (or OAuth2 bodies on the token
+//! endpoints) here and nowhere else.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod auth;
+pub mod client;
+mod control;
+mod data_plane;
+mod error;
+mod http;
+pub mod instance;
+mod server;
+
+pub use audit::AuditSink;
+pub use instance::{Instance, InstanceError, Options};
+pub use server::{load_tls_config, serve, AppState, Settings};

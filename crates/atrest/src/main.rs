@@ -1,1 +1,179 @@
-fn main() {}
+//! `atrest`: the server and an `az`-like command line over its HTTP API.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod connection;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::commands::{AdCommand, IdentityCommand, KeyvaultCommand, MonitorCommand};
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "atrest",
+    version,
+    about = "Self-hosted encryption at rest, modelled on Azure Key Vault and managed disks"
+)]
+struct Cli {
+    /// Data directory. `atrest server` keeps its state there; other commands read the
+    /// endpoint and credentials from its `env` file when they are not in the environment.
+    #[arg(long, global = true, env = "ATREST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "json")]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server on a data directory.
+    Server(ServerArgs),
+    /// Manage vaults and their secrets.
+    Keyvault {
+        #[command(subcommand)]
+        command: KeyvaultCommand,
+    },
+    /// Manage service principals.
+    Ad {
+        #[command(subcommand)]
+        command: AdCommand,
+    },
+    /// Manage user-assigned managed identities.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Read the audit log.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Address to listen on (HTTPS). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Lifetime of issued access tokens.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    token_lifetime: Duration,
+    /// How often items past their scheduled purge date are purged.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    purge_interval: Duration,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.output;
+    match cli.command {
+        Command::Server(args) => {
+            let data_dir = cli
+                .data_dir
+                .context("--data-dir is required for `atrest server`")?;
+            server(data_dir, args).await
+        }
+        Command::Keyvault { command } => {
+            commands::keyvault(
+                &connection::connect(cli.data_dir.as_deref())?,
+                command,
+                format,
+            )
+            .await
+        }
+        Command::Ad { command } => {
+            commands::ad(
+                &connection::connect(cli.data_dir.as_deref())?,
+                command,
+                format,
+            )
+            .await
+        }
+        Command::Identity { command } => {
+            commands::identity(
+                &connection::connect(cli.data_dir.as_deref())?,
+                command,
+                format,
+            )
+            .await
+        }
+        Command::Monitor { command } => {
+            commands::monitor(
+                &connection::connect(cli.data_dir.as_deref())?,
+                command,
+                format,
+            )
+            .await
+        }
+    }
+}
+
+async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let opts = atrest_api::Options {
+        data_dir,
+        listen: args.listen,
+        token_lifetime: args.token_lifetime.as_secs().max(1) as i64,
+        purge_interval: args.purge_interval.max(Duration::from_secs(1)),
+    };
+    let instance = atrest_api::Instance::start(&opts).await?;
+    tracing::info!(
+        address = %instance.local_addr(),
+        env = %instance.env_path().display(),
+        "atrest is ready; `source` the env file to use the SDKs and the CLI"
+    );
+    instance.run(shutdown_signal()).await?;
+    tracing::info!("atrest stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,42 @@
+//! Bearer-token authentication at the edge.
+
+use atrest_identity::{Caller, TokenError};
+use hyper::header::AUTHORIZATION;
+use hyper::HeaderMap;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The token in `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Verifies the request's bearer token for `audiences`; a failure carries the
+/// Key Vault challenge so clients know where to get a token.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    audiences: &[String],
+    now: i64,
+) -> Result<Caller, ApiError> {
+    let result = match bearer(headers) {
+        None => Err(TokenError::Missing),
+        Some(token) => state.identity.verify(token, audiences, now),
+    };
+    result.map_err(|e| ApiError::unauthorized(&e, state.challenge()))
+}
+
+/// Refuses callers that are not instance administrators.
+pub fn require_admin(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if state.identity.is_admin(&caller.object_id)? {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "The client '{}' with object id '{}' is not an atrest administrator.",
+            caller.app_id, caller.object_id
+        )))
+    }
+}

@@ -1,0 +1,793 @@
+//! Everything that is not a vault data plane: the token service (discovery, JWKS, client
+//! credentials, managed-identity endpoints), the ARM-shaped management API for vaults,
+//! and atrest's own administration (`/atrest/…`).
+
+use std::collections::BTreeMap;
+
+use atrest_core::vault::VaultPatch;
+use atrest_identity::{Caller, IdentitySelector, IssuedToken, NewServicePrincipal};
+use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, VaultRow};
+use atrest_vault::VaultRequest;
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{authenticate, require_admin};
+use crate::error::ApiError;
+use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Resp};
+use crate::server::{AppState, Ctx};
+
+/// Case-insensitive path segment comparison, as ARM treats resource paths.
+fn seg(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Serves one request to the control host.
+pub async fn handle(
+    state: &AppState,
+    ctx: &mut Ctx,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = form_pairs(parts.uri.query().unwrap_or(""));
+    let segments: Vec<&str> = path
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    let method = &parts.method;
+    let headers = &parts.headers;
+
+    match segments.as_slice() {
+        [tenant, "v2.0", ".well-known", "openid-configuration"]
+        | [tenant, ".well-known", "openid-configuration"]
+            if method == Method::GET =>
+        {
+            ctx.operation = "OpenIdConfiguration";
+            Ok(json(StatusCode::OK, &discovery(state, tenant)))
+        }
+        [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] if method == Method::GET => {
+            ctx.operation = "Jwks";
+            Ok(json(StatusCode::OK, &state.identity.jwks()))
+        }
+        [_, "oauth2", "v2.0", "token"] if method == Method::POST => {
+            ctx.operation = "Authentication";
+            let form = read_form(headers, body).await?;
+            let token = issued(
+                ctx,
+                state,
+                state.identity.client_credentials(&form, ctx.now),
+                param(&form, "client_id"),
+            )?;
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "token_type": "Bearer",
+                    "expires_in": token.expires_on - ctx.now,
+                    "ext_expires_in": token.expires_on - ctx.now,
+                    "access_token": token.access_token,
+                }),
+            ))
+        }
+        [_, "oauth2", "token"] if method == Method::POST => {
+            ctx.operation = "Authentication";
+            let form = read_form(headers, body).await?;
+            let token = issued(
+                ctx,
+                state,
+                state.identity.client_credentials(&form, ctx.now),
+                param(&form, "client_id"),
+            )?;
+            Ok(json(StatusCode::OK, &v1_token(&token, ctx.now)))
+        }
+        ["metadata", "identity", "oauth2", "token"] if method == Method::GET => {
+            ctx.operation = "Authentication";
+            imds_token(state, ctx, headers, &query)
+        }
+        ["msi", "token"] if method == Method::GET => {
+            ctx.operation = "Authentication";
+            let header = headers
+                .get("x-identity-header")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| oauth_bad_request("The X-IDENTITY-HEADER header is required."))?;
+            let (selector, resource) = identity_query(&query)?;
+            let result =
+                state
+                    .identity
+                    .managed_identity_token(Some(header), &selector, resource, ctx.now);
+            let token = issued(ctx, state, result, selector.client_id)?;
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "access_token": token.access_token,
+                    "expires_on": token.expires_on.to_string(),
+                    "resource": token.resource,
+                    "token_type": "Bearer",
+                    "client_id": token.client_id,
+                }),
+            ))
+        }
+        ["atrest", rest @ ..] => {
+            ctx.caller = Some(authenticate(
+                state,
+                headers,
+                state.identity.management_audiences(),
+                ctx.now,
+            )?);
+            require_admin(state, ctx.caller.as_ref().expect("set above"))?;
+            admin(state, ctx, method, rest, &query, body).await
+        }
+        ["subscriptions", ..] => {
+            ctx.caller = Some(authenticate(
+                state,
+                headers,
+                state.identity.management_audiences(),
+                ctx.now,
+            )?);
+            check_arm_api_version(param(&query, "api-version"))?;
+            management(state, ctx, method, &segments[1..], body).await
+        }
+        _ => Err(ApiError::no_route(method, &path)),
+    }
+}
+
+fn discovery(state: &AppState, tenant: &str) -> Value {
+    let authority = state.identity.authority();
+    json!({
+        "issuer": state.identity.issuer(),
+        "token_endpoint": format!("{authority}/{tenant}/oauth2/v2.0/token"),
+        "authorization_endpoint": format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
+        "jwks_uri": format!("{authority}/{}/discovery/v2.0/keys", state.identity.tenant()),
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "scopes_supported": ["openid"],
+        "tenant_region_scope": null,
+        "cloud_instance_name": "localhost",
+    })
+}
+
+fn oauth_bad_request(message: &str) -> ApiError {
+    ApiError::from(atrest_identity::OAuthError::InvalidRequest(
+        message.to_owned(),
+    ))
+}
+
+async fn read_form(headers: &HeaderMap, body: Incoming) -> Result<Vec<(String, String)>, ApiError> {
+    let is_form = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(oauth_bad_request(
+            "The request body must be application/x-www-form-urlencoded.",
+        ));
+    }
+    let body = read_body(body).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| oauth_bad_request("The request body is not UTF-8."))?;
+    Ok(form_pairs(text))
+}
+
+/// Records who asked for a token (the claims of the issued token, or the client id that
+/// failed) and passes the result on.
+fn issued(
+    ctx: &mut Ctx,
+    state: &AppState,
+    result: Result<IssuedToken, atrest_identity::OAuthError>,
+    client_id: Option<&str>,
+) -> Result<IssuedToken, ApiError> {
+    ctx.resource = Some(state.identity.issuer());
+    match result {
+        Ok(token) => {
+            let audience = [token.resource.trim_end_matches('/').to_owned()];
+            ctx.caller = state
+                .identity
+                .verify(&token.access_token, &audience, ctx.now)
+                .ok();
+            Ok(token)
+        }
+        Err(e) => {
+            ctx.caller = client_id.map(|id| Caller {
+                app_id: id.to_owned(),
+                object_id: String::new(),
+                tenant_id: state.identity.tenant().to_owned(),
+                identity_type: String::new(),
+                mi_resource_id: None,
+            });
+            Err(e.into())
+        }
+    }
+}
+
+fn v1_token(token: &IssuedToken, now: i64) -> Value {
+    json!({
+        "access_token": token.access_token,
+        "client_id": token.client_id,
+        "expires_in": (token.expires_on - now).to_string(),
+        "expires_on": token.expires_on.to_string(),
+        "ext_expires_in": (token.expires_on - now).to_string(),
+        "not_before": token.not_before.to_string(),
+        "resource": token.resource,
+        "token_type": "Bearer",
+    })
+}
+
+fn identity_query(query: &[(String, String)]) -> Result<(IdentitySelector<'_>, &str), ApiError> {
+    let resource = param(query, "resource")
+        .ok_or_else(|| oauth_bad_request("The 'resource' query parameter is required."))?;
+    let selector = IdentitySelector {
+        client_id: param(query, "client_id"),
+        object_id: param(query, "object_id").or_else(|| param(query, "principal_id")),
+        resource_id: param(query, "msi_res_id").or_else(|| param(query, "mi_res_id")),
+    };
+    Ok((selector, resource))
+}
+
+/// IMDS-style endpoint. Like the real link-local endpoint it answers only local callers,
+/// and only requests carrying `Metadata: true` (a guard against request forgery).
+fn imds_token(
+    state: &AppState,
+    ctx: &mut Ctx,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<Resp, ApiError> {
+    if !ctx.peer.ip().is_loopback() {
+        return Err(ApiError::forbidden(
+            "The managed identity endpoint answers only local callers.",
+        ));
+    }
+    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return Err(oauth_bad_request("Required metadata header not specified"));
+    }
+    let (selector, resource) = identity_query(query)?;
+    let result = state
+        .identity
+        .managed_identity_token(None, &selector, resource, ctx.now);
+    let token = issued(ctx, state, result, selector.client_id)?;
+    Ok(json(StatusCode::OK, &v1_token(&token, ctx.now)))
+}
+
+/// ARM requires a dated `api-version` on every management request.
+fn check_arm_api_version(version: Option<&str>) -> Result<(), ApiError> {
+    let Some(v) = version else {
+        return Err(ApiError::bad_request(
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    };
+    let date = v.strip_suffix("-preview").unwrap_or(v);
+    let b = date.as_bytes();
+    let well_formed = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "InvalidApiVersionParameter",
+            format!("The api-version '{v}' is invalid. The supported format is 'yyyy-mm-dd' or 'yyyy-mm-dd-preview'."),
+        ))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct VaultPropertiesDto {
+    tenant_id: Option<String>,
+    soft_delete_retention_in_days: Option<u32>,
+    enable_purge_protection: Option<bool>,
+    enabled_for_disk_encryption: Option<bool>,
+    enable_rbac_authorization: Option<bool>,
+    enable_soft_delete: Option<bool>,
+    create_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VaultDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    properties: Option<VaultPropertiesDto>,
+}
+
+impl VaultDto {
+    /// The request as the vault service takes it, refusing what atrest cannot honour.
+    fn into_request(self, tenant: &str) -> Result<VaultRequest, ApiError> {
+        let p = self.properties.unwrap_or_default();
+        if p.tenant_id.as_deref().is_some_and(|t| t != tenant) {
+            return Err(ApiError::bad_request(
+                "BadRequest",
+                format!("The tenant id must be '{tenant}', the tenant of this instance."),
+            ));
+        }
+        let recover = match p.create_mode.as_deref() {
+            None | Some("default") => false,
+            Some("recover") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "BadRequest",
+                    format!("The createMode '{other}' is invalid; use 'default' or 'recover'."),
+                ))
+            }
+        };
+        Ok(VaultRequest {
+            location: self.location,
+            tags: self.tags,
+            recover,
+            patch: VaultPatch {
+                soft_delete_retention_days: p.soft_delete_retention_in_days,
+                purge_protection: p.enable_purge_protection,
+                enabled_for_disk_encryption: p.enabled_for_disk_encryption,
+                enable_rbac_authorization: p.enable_rbac_authorization,
+                enable_soft_delete: p.enable_soft_delete,
+            },
+        })
+    }
+}
+
+fn vault_id(v: &VaultRow) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
+        v.subscription, v.resource_group, v.name
+    )
+}
+
+fn vault_json(state: &AppState, v: &VaultRow) -> Value {
+    let time = |t: i64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+        )
+        .to_string()
+    };
+    json!({
+        "id": vault_id(v),
+        "name": v.name,
+        "type": "Microsoft.KeyVault/vaults",
+        "location": v.location,
+        "tags": v.tags,
+        "systemData": { "createdAt": time(v.created), "lastModifiedAt": time(v.updated) },
+        "properties": {
+            "tenantId": v.tenant,
+            "sku": { "family": "A", "name": "standard" },
+            "accessPolicies": [],
+            "vaultUri": format!("{}/", state.vault_base(&v.name)),
+            "enabledForDeployment": false,
+            "enabledForTemplateDeployment": false,
+            "enabledForDiskEncryption": v.disk_encryption,
+            "enableSoftDelete": true,
+            "softDeleteRetentionInDays": v.retention_days,
+            "enableRbacAuthorization": v.rbac,
+            "enablePurgeProtection": v.purge_protection,
+            "publicNetworkAccess": "Enabled",
+            "provisioningState": "Succeeded",
+        },
+    })
+}
+
+fn deleted_vault_json(v: &VaultRow) -> Value {
+    let time = |t: Option<i64>| {
+        t.map(|t| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+            )
+            .to_string()
+        })
+    };
+    json!({
+        "id": format!("/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}", v.subscription, v.location, v.name),
+        "name": v.name,
+        "type": "Microsoft.KeyVault/deletedVaults",
+        "properties": {
+            "vaultId": vault_id(v),
+            "location": v.location,
+            "deletionDate": time(v.deleted),
+            "scheduledPurgeDate": time(v.scheduled_purge),
+            "tags": v.tags,
+            "purgeProtectionEnabled": v.purge_protection,
+        },
+    })
+}
+
+/// `/subscriptions/{s}/…` after the `subscriptions` segment.
+async fn management(
+    state: &AppState,
+    ctx: &mut Ctx,
+    method: &Method,
+    segments: &[&str],
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let sub = *segments.first().unwrap_or(&"");
+    if !sub.eq_ignore_ascii_case(&state.settings.subscription) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!("The subscription '{sub}' could not be found."),
+        ));
+    }
+    let sub = state.settings.subscription.as_str();
+    let tenant = state.identity.tenant();
+    let vs = &state.vaults;
+    let now = ctx.now;
+    let provider = |p: &str| seg(p, "Microsoft.KeyVault");
+    match &segments[1..] {
+        [rg_kw, rg, prov_kw, p, vaults_kw, name]
+            if seg(rg_kw, "resourceGroups")
+                && seg(prov_kw, "providers")
+                && provider(p)
+                && seg(vaults_kw, "vaults") =>
+        {
+            ctx.resource = Some(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"));
+            match method.as_str() {
+                "PUT" => {
+                    ctx.operation = "VaultPut";
+                    let request =
+                        parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
+                    let (v, created) = vs.put_vault(sub, rg, name, tenant, &request, now)?;
+                    Ok(json(
+                        if created {
+                            StatusCode::CREATED
+                        } else {
+                            StatusCode::OK
+                        },
+                        &vault_json(state, &v),
+                    ))
+                }
+                "PATCH" => {
+                    ctx.operation = "VaultPatch";
+                    let request =
+                        parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
+                    if request.location.is_some() || request.recover {
+                        return Err(ApiError::bad_request(
+                            "BadRequest",
+                            "A vault's location and createMode cannot be patched.",
+                        ));
+                    }
+                    let v = vs.patch_vault(sub, rg, name, &request.patch, request.tags, now)?;
+                    Ok(json(StatusCode::OK, &vault_json(state, &v)))
+                }
+                "GET" => {
+                    ctx.operation = "VaultGet";
+                    Ok(json(
+                        StatusCode::OK,
+                        &vault_json(state, &vs.get_vault(sub, rg, name)?),
+                    ))
+                }
+                "DELETE" => {
+                    ctx.operation = "VaultDelete";
+                    let deleted = vs.delete_vault(sub, rg, name, now)?;
+                    Ok(empty(if deleted {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }))
+                }
+                _ => Err(ApiError::no_route(method, "vault")),
+            }
+        }
+        [rg_kw, rg, prov_kw, p, vaults_kw]
+            if seg(rg_kw, "resourceGroups")
+                && seg(prov_kw, "providers")
+                && provider(p)
+                && seg(vaults_kw, "vaults")
+                && method == Method::GET =>
+        {
+            ctx.operation = "VaultList";
+            let items: Vec<Value> = vs
+                .list_vaults(sub, Some(rg))?
+                .iter()
+                .map(|v| vault_json(state, v))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        [prov_kw, p, vaults_kw]
+            if seg(prov_kw, "providers")
+                && provider(p)
+                && seg(vaults_kw, "vaults")
+                && method == Method::GET =>
+        {
+            ctx.operation = "VaultList";
+            let items: Vec<Value> = vs
+                .list_vaults(sub, None)?
+                .iter()
+                .map(|v| vault_json(state, v))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        [prov_kw, p, deleted_kw]
+            if seg(prov_kw, "providers")
+                && provider(p)
+                && seg(deleted_kw, "deletedVaults")
+                && method == Method::GET =>
+        {
+            ctx.operation = "DeletedVaultList";
+            let items: Vec<Value> = vs
+                .list_deleted_vaults(sub)?
+                .iter()
+                .map(deleted_vault_json)
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        [prov_kw, p, loc_kw, _location, deleted_kw, name, rest @ ..]
+            if seg(prov_kw, "providers")
+                && provider(p)
+                && seg(loc_kw, "locations")
+                && seg(deleted_kw, "deletedVaults") =>
+        {
+            ctx.resource = Some(name.to_string());
+            match (method.as_str(), rest) {
+                ("GET", []) => {
+                    ctx.operation = "DeletedVaultGet";
+                    Ok(json(
+                        StatusCode::OK,
+                        &deleted_vault_json(&vs.get_deleted_vault(sub, name)?),
+                    ))
+                }
+                ("POST", [purge]) if seg(purge, "purge") => {
+                    ctx.operation = "DeletedVaultPurge";
+                    vs.purge_deleted_vault(sub, name, now)?;
+                    Ok(empty(StatusCode::OK))
+                }
+                _ => Err(ApiError::no_route(method, "deletedVaults")),
+            }
+        }
+        _ => Err(ApiError::no_route(
+            method,
+            &format!("/subscriptions/{}", segments.join("/")),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewPrincipalDto {
+    display_name: String,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewIdentityDto {
+    name: String,
+    resource_group: Option<String>,
+}
+
+fn principal_json(p: &PrincipalRow, tenant: &str) -> Value {
+    json!({
+        "appId": p.app_id,
+        "objectId": p.object_id,
+        "displayName": p.display_name,
+        "type": match p.kind { PrincipalKind::ServicePrincipal => "ServicePrincipal", PrincipalKind::ManagedIdentity => "ManagedIdentity" },
+        "isAdmin": p.is_admin,
+        "resourceId": p.resource_id,
+        "tenantId": tenant,
+    })
+}
+
+/// `az ad sp create-for-rbac`'s output shape.
+fn credential_json(sp: &NewServicePrincipal, tenant: &str) -> Value {
+    json!({
+        "appId": sp.principal.app_id,
+        "displayName": sp.principal.display_name,
+        "password": sp.password,
+        "tenant": tenant,
+    })
+}
+
+fn audit_json(e: &AuditEvent) -> Value {
+    json!({
+        "seq": e.seq,
+        "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms.max(0) as u64)).to_string(),
+        "operationName": e.operation,
+        "resultType": e.result_type,
+        "resultSignature": e.result_signature,
+        "resultDescription": e.result_description,
+        "httpStatusCode": e.status,
+        "durationMs": e.duration_ms,
+        "callerIpAddress": e.caller_ip,
+        "correlationId": e.correlation_id,
+        "identity": { "claim": {
+            "appid": e.app_id, "oid": e.object_id, "tid": e.tenant_id,
+            "idtyp": e.identity_type, "xms_mirid": e.mi_resource_id,
+        }},
+        "resource": e.resource,
+        "properties": {
+            "id": e.target_id,
+            "httpMethod": e.http_method,
+            "requestUri": e.request_uri,
+            "clientInfo": e.client_info,
+        },
+    })
+}
+
+/// `/atrest/…`: principals, identities and the audit log; administrators only.
+async fn admin(
+    state: &AppState,
+    ctx: &mut Ctx,
+    method: &Method,
+    segments: &[&str],
+    query: &[(String, String)],
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let id = &state.identity;
+    let tenant = id.tenant();
+    let now = ctx.now;
+    let not_found = |what: &str, name: &str| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The {what} '{name}' does not exist."),
+        )
+    };
+    match (method.as_str(), segments) {
+        ("POST", ["servicePrincipals"]) => {
+            ctx.operation = "ServicePrincipalCreate";
+            let dto: NewPrincipalDto = parse_json(&read_body(body).await?)?;
+            if dto.display_name.trim().is_empty() || dto.display_name.len() > 120 {
+                return Err(ApiError::bad_request(
+                    "BadRequest",
+                    "The displayName must be 1-120 characters.",
+                ));
+            }
+            let sp = id.create_service_principal(&dto.display_name, dto.is_admin, now)?;
+            ctx.target_id = Some(sp.principal.app_id.clone());
+            Ok(json(StatusCode::CREATED, &credential_json(&sp, tenant)))
+        }
+        ("GET", ["servicePrincipals"]) => {
+            ctx.operation = "ServicePrincipalList";
+            let items: Vec<Value> = id
+                .list_principals(PrincipalKind::ServicePrincipal)?
+                .iter()
+                .map(|p| principal_json(p, tenant))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("DELETE", ["servicePrincipals", app_id]) => {
+            ctx.operation = "ServicePrincipalDelete";
+            ctx.target_id = Some(app_id.to_string());
+            let p = id
+                .principal_by_app_id(app_id)?
+                .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
+                .ok_or_else(|| not_found("service principal", app_id))?;
+            if ctx
+                .caller
+                .as_ref()
+                .is_some_and(|c| c.object_id == p.object_id)
+            {
+                return Err(ApiError::bad_request(
+                    "BadRequest",
+                    "A principal cannot delete itself.",
+                ));
+            }
+            id.delete_principal(&p.object_id)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("POST", ["servicePrincipals", app_id, "credentials", "reset"]) => {
+            ctx.operation = "ServicePrincipalCredentialReset";
+            ctx.target_id = Some(app_id.to_string());
+            let sp = id
+                .reset_credential(app_id)?
+                .ok_or_else(|| not_found("service principal", app_id))?;
+            Ok(json(StatusCode::OK, &credential_json(&sp, tenant)))
+        }
+        ("POST", ["identities"]) => {
+            ctx.operation = "ManagedIdentityCreate";
+            let dto: NewIdentityDto = parse_json(&read_body(body).await?)?;
+            atrest_core::names::check_resource_group_name(&dto.name).map_err(|e| {
+                ApiError::bad_request("BadRequest", format!("Invalid identity name: {e}"))
+            })?;
+            let rg = dto
+                .resource_group
+                .as_deref()
+                .unwrap_or(&state.settings.resource_group);
+            atrest_core::names::check_resource_group_name(rg)
+                .map_err(|e| ApiError::bad_request("BadRequest", e.to_string()))?;
+            let resource_id = format!(
+                "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                state.settings.subscription, dto.name
+            );
+            if id.managed_identity(&resource_id)?.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("The identity '{resource_id}' already exists."),
+                ));
+            }
+            let mi = id.create_managed_identity(&dto.name, &resource_id, now)?;
+            ctx.target_id = Some(resource_id);
+            let mut out = principal_json(&mi.principal, tenant);
+            out["identityHeader"] = Value::from(mi.identity_header);
+            Ok(json(StatusCode::CREATED, &out))
+        }
+        ("GET", ["identities"]) => {
+            ctx.operation = "ManagedIdentityList";
+            let items: Vec<Value> = id
+                .list_principals(PrincipalKind::ManagedIdentity)?
+                .iter()
+                .map(|p| principal_json(p, tenant))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("DELETE", ["identities", client_id]) => {
+            ctx.operation = "ManagedIdentityDelete";
+            ctx.target_id = Some(client_id.to_string());
+            let p = id
+                .principal_by_app_id(client_id)?
+                .filter(|p| p.kind == PrincipalKind::ManagedIdentity)
+                .ok_or_else(|| not_found("managed identity", client_id))?;
+            id.delete_principal(&p.object_id)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("GET", ["audit"]) => {
+            ctx.operation = "AuditList";
+            let limit = match param(query, "limit") {
+                None => 100,
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=10_000).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "BadParameter",
+                            format!("The limit '{l}' must be an integer from 1 to 10000."),
+                        )
+                    })?,
+            };
+            let since_ms = match param(query, "since") {
+                None => None,
+                Some(s) => Some(
+                    humantime::parse_rfc3339_weak(s)
+                        .map_err(|_| {
+                            ApiError::bad_request(
+                                "BadParameter",
+                                format!("The time '{s}' is not an RFC 3339 time."),
+                            )
+                        })?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                ),
+            };
+            let filter = AuditFilter {
+                since_ms,
+                operation: param(query, "operation").map(str::to_owned),
+                limit,
+            };
+            let events = state.store.read(|tx| tx.list_audit(&filter))?;
+            let items: Vec<Value> = events.iter().map(audit_json).collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        _ => Err(ApiError::no_route(
+            method,
+            &format!("/atrest/{}", segments.join("/")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arm_api_versions() {
+        assert!(check_arm_api_version(Some("2023-07-01")).is_ok());
+        assert!(check_arm_api_version(Some("2024-12-01-preview")).is_ok());
+        assert_eq!(
+            check_arm_api_version(None).unwrap_err().code,
+            "MissingApiVersionParameter"
+        );
+        for bad in ["7.4", "2023-7-01", "2023-07-01-beta", "", "abcd-ef-gh"] {
+            assert_eq!(
+                check_arm_api_version(Some(bad)).unwrap_err().code,
+                "InvalidApiVersionParameter",
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Mapping service errors to HTTP statuses and Azure (or OAuth2) error bodies.
+
+use atrest_identity::{OAuthError, TokenError};
+use atrest_vault::VaultError;
+use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::http::{json, Resp};
+
+/// An error response on its way out.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Azure error code (or OAuth2 `error`).
+    pub code: String,
+    /// Human-readable message; never contains secret values.
+    pub message: String,
+    inner: Option<&'static str>,
+    challenge: Option<String>,
+    oauth_number: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with an Azure body.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            inner: None,
+            challenge: None,
+            oauth_number: None,
+        }
+    }
+
+    /// 400 with an Azure body.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401 carrying the Key Vault bearer challenge.
+    pub fn unauthorized(err: &TokenError, challenge: String) -> Self {
+        ApiError {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", err.to_string())
+        }
+    }
+
+    /// 403 for a principal that lacks administrator rights.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
+    /// 404 for a path or method this server does not serve.
+    pub fn no_route(method: &hyper::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("No route for {method} {path}."),
+        )
+    }
+
+    /// 500 without internal detail in the body; the detail goes to the log.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "The server encountered an internal error.",
+        )
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Resp {
+        let body = match self.oauth_number {
+            Some(number) => json!({
+                "error": self.code,
+                "error_description": self.message,
+                "error_codes": [number],
+                "timestamp": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            }),
+            None => {
+                let mut error = json!({ "code": self.code, "message": self.message });
+                if let Some(inner) = self.inner {
+                    error["innererror"] = json!({ "code": inner });
+                }
+                json!({ "error": error })
+            }
+        };
+        let mut resp = json(self.status, &body);
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        resp
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        use VaultError as E;
+        let (status, code) = match &e {
+            E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
+            E::SecretNotFound(_) | E::DeletedSecretNotFound(_) => {
+                (StatusCode::NOT_FOUND, "SecretNotFound")
+            }
+            E::DeletedButRecoverable(_) | E::AlreadyExists(_) => (StatusCode::CONFLICT, "Conflict"),
+            E::Unusable { .. } | E::PurgeProtected | E::VaultPurgeProtected(_) => {
+                (StatusCode::FORBIDDEN, "Forbidden")
+            }
+            E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::BadBackup(_) => {
+                (StatusCode::BAD_REQUEST, "BadParameter")
+            }
+            E::Store(_) | E::Crypto(_) => return ApiError::internal(&e),
+            _ => return ApiError::internal(&e),
+        };
+        ApiError {
+            inner: e.inner_code(),
+            ..ApiError::new(status, code, e.to_string())
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        if let OAuthError::Store(inner) = &e {
+            return ApiError::internal(inner);
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError {
+            oauth_number: Some(e.error_number()),
+            ..ApiError::new(status, e.code(), e.to_string())
+        }
+    }
+}
+
+impl From<atrest_store::StoreError> for ApiError {
+    fn from(e: atrest_store::StoreError) -> Self {
+        ApiError::internal(&e)
+    }
+}

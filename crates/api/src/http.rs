@@ -1,0 +1,130 @@
+//! Small HTTP helpers: bodies, JSON, query strings.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Every response body is a complete buffer.
+pub type Resp = Response<Full<Bytes>>;
+
+/// Largest request body accepted (a 25 KiB secret as JSON fits many times over).
+const MAX_BODY: usize = 1 << 20;
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Reads the whole body, refusing bodies over [`MAX_BODY`].
+pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than {MAX_BODY} bytes."),
+        )),
+        Err(_) => Err(ApiError::bad_request(
+            "BadParameter",
+            "The request body could not be read.",
+        )),
+    }
+}
+
+/// Parses a JSON body into `T`, with an Azure-style error naming the fault.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "BadParameter",
+            "The request body is empty; a JSON object is required.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let kind = if e.is_data() {
+            "has a wrong type or value"
+        } else {
+            "is not valid JSON"
+        };
+        ApiError::bad_request("BadParameter", format!("The request body {kind}: {e}."))
+    })
+}
+
+/// Decodes `application/x-www-form-urlencoded` or a query string into pairs.
+pub fn form_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// The first value of `name` in a list of pairs.
+pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let p = form_pairs("a=1&scope=https%3A%2F%2Fvault.localhost%3A8443%2F.default&b=x+y&c");
+        assert_eq!(
+            param(&p, "scope"),
+            Some("https://vault.localhost:8443/.default")
+        );
+        assert_eq!(param(&p, "b"), Some("x y"));
+        assert_eq!(param(&p, "c"), Some(""));
+        assert_eq!(param(&p, "d"), None);
+        assert_eq!(form_pairs("x=%zz%4")[0].1, "%zz%4");
+    }
+}

@@ -1,0 +1,392 @@
+//! One atrest instance on one data directory: the exclusive lock, the root key, the
+//! state database, the TLS identity, the token signer, the bootstrap administrator and
+//! `DIR/env`. The binary and the integration tests start servers only through here.
+//!
+//! Layout of `DIR`:
+//!
+//! ```text
+//! lock        held (flock) while a server runs; a second server is refused
+//! root.key    the instance root key, 0600
+//! state.db    SQLite (WAL): everything else, secrets sealed
+//! tls/ca.pem, tls/server.pem   public certificates; the server key is sealed in state.db
+//! env         0600 `export` lines for SDKs and the CLI
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_crypto::{generate_tls_identity, RootKey, TokenSigner};
+use atrest_identity::{new_uuid, Identity};
+use atrest_store::Store;
+use atrest_vault::Vaults;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::server::{load_tls_config, serve, unix_now, AppState, Settings};
+use crate::AuditSink;
+
+/// The resource group that exists from the first start.
+pub const DEFAULT_RESOURCE_GROUP: &str = "default";
+
+/// Display name of the administrator created on first start.
+pub const BOOTSTRAP_ADMIN: &str = "atrest-bootstrap-admin";
+
+/// Why an instance could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum InstanceError {
+    /// Another server holds the data directory.
+    #[error("another atrest server is already running on data directory {0}")]
+    Locked(PathBuf),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The root key or sealed state could not be used.
+    #[error(transparent)]
+    Crypto(#[from] atrest_crypto::CryptoError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] atrest_store::StoreError),
+    /// The vault service failed to start.
+    #[error(transparent)]
+    Vault(#[from] atrest_vault::VaultError),
+    /// The TLS configuration was refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstanceError + '_ {
+    move |source| InstanceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// How to start an instance.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Lifetime of issued tokens, seconds.
+    pub token_lifetime: i64,
+    /// How often soft-deleted objects and vaults past their purge date are purged.
+    pub purge_interval: Duration,
+}
+
+/// A started instance, listening but not yet serving.
+#[derive(Debug)]
+pub struct Instance {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    audit_writer: tokio::task::JoinHandle<()>,
+    purge_interval: Duration,
+    env_path: PathBuf,
+    _lock: fs::File,
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), InstanceError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// A value kept in the store's meta table, created on first use.
+fn meta_or_init(
+    store: &Store,
+    key: &str,
+    init: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>, InstanceError> {
+    Ok(store.write(|tx| match tx.meta_get(key)? {
+        Some(v) => Ok::<_, atrest_store::StoreError>(v),
+        None => {
+            let v = init();
+            tx.meta_put(key, &v)?;
+            Ok(v)
+        }
+    })?)
+}
+
+fn meta_get(store: &Store, key: &str) -> Result<Option<Vec<u8>>, InstanceError> {
+    Ok(store.read(|tx| tx.meta_get(key))?)
+}
+
+fn meta_put(store: &Store, key: &str, value: &[u8]) -> Result<(), InstanceError> {
+    Ok(store.write(|tx| tx.meta_put(key, value))?)
+}
+
+fn meta_text(
+    store: &Store,
+    key: &str,
+    init: impl FnOnce() -> String,
+) -> Result<String, InstanceError> {
+    let bytes = meta_or_init(store, key, || init().into_bytes())?;
+    String::from_utf8(bytes).map_err(|_| InstanceError::Io {
+        path: PathBuf::from("state.db"),
+        source: std::io::Error::other(format!("meta value '{key}' is not UTF-8")),
+    })
+}
+
+/// Shell single-quoting for `DIR/env`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Instance {
+    /// Opens (or initialises) the data directory, binds the listener and writes `DIR/env`.
+    pub async fn start(opts: &Options) -> Result<Instance, InstanceError> {
+        let dir = &opts.data_dir;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(InstanceError::Locked(dir.clone())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+
+        // Readiness is signalled by `DIR/env` appearing, so a stale one goes first.
+        let env_path = dir.join("env");
+        match fs::remove_file(&env_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&env_path)(e)),
+            _ => {}
+        }
+        let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
+        let store = Arc::new(Store::open(&dir.join("state.db"))?);
+        let tenant = meta_text(&store, "tenant_id", new_uuid)?;
+        let subscription = meta_text(&store, "subscription_id", new_uuid)?;
+
+        let signer = match meta_get(&store, "token_signer")? {
+            Some(sealed) => TokenSigner::open(&root, "token_signer", &sealed)?,
+            None => {
+                let signer = TokenSigner::generate()?;
+                meta_put(&store, "token_signer", &signer.seal(&root, "token_signer"))?;
+                signer
+            }
+        };
+
+        let tls_dir = dir.join("tls");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&tls_dir)
+            .map_err(io_err(&tls_dir))?;
+        let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
+        let tls = match (
+            fs::read_to_string(&chain_path),
+            meta_get(&store, "tls_server_key")?,
+        ) {
+            (Ok(chain), Some(sealed)) if ca_path.exists() => {
+                let key = Zeroizing::new(root.open("tls_server_key", &sealed)?);
+                let key = std::str::from_utf8(&key)
+                    .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
+                load_tls_config(&chain, key)?
+            }
+            _ => {
+                let ips = [
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::Ipv6Addr::LOCALHOST.into(),
+                ];
+                let id = generate_tls_identity(
+                    &["localhost", "*.vault.localhost", "vault.localhost"],
+                    &ips,
+                )?;
+                meta_put(
+                    &store,
+                    "tls_server_key",
+                    &root.seal("tls_server_key", id.key_pem.as_bytes()),
+                )?;
+                fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
+                fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
+                load_tls_config(&id.chain_pem, &id.key_pem)?
+            }
+        };
+
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|source| InstanceError::Io {
+                    path: PathBuf::from(opts.listen.to_string()),
+                    source,
+                })?;
+        let port = listener.local_addr().map_err(io_err(dir))?.port();
+        let authority = format!("https://localhost:{port}");
+        let identity = Identity::new(
+            store.clone(),
+            signer,
+            tenant.clone(),
+            authority.clone(),
+            format!("https://vault.localhost:{port}"),
+        )
+        .with_token_lifetime(opts.token_lifetime);
+
+        // The bootstrap administrator's secret is sealed so that restarts rewrite the
+        // same `DIR/env`.
+        let admin = match (
+            meta_get(&store, "bootstrap_admin")?,
+            meta_get(&store, "bootstrap_secret")?,
+        ) {
+            (Some(app_id), Some(sealed)) => {
+                let secret = Zeroizing::new(root.open("bootstrap_secret", &sealed)?);
+                (
+                    String::from_utf8_lossy(&app_id).into_owned(),
+                    Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()),
+                )
+            }
+            _ => {
+                let sp = identity.create_service_principal(BOOTSTRAP_ADMIN, true, unix_now().0)?;
+                meta_put(&store, "bootstrap_admin", sp.principal.app_id.as_bytes())?;
+                meta_put(
+                    &store,
+                    "bootstrap_secret",
+                    &root.seal("bootstrap_secret", sp.password.as_bytes()),
+                )?;
+                (
+                    sp.principal.app_id.clone(),
+                    Zeroizing::new(sp.password.clone()),
+                )
+            }
+        };
+
+        let ca = ca_path.canonicalize().map_err(io_err(&ca_path))?;
+        let ca = ca.display().to_string();
+        let data_dir = dir.canonicalize().map_err(io_err(dir))?;
+        let lines = [
+            ("AZURE_AUTHORITY_HOST", authority.clone()),
+            ("AZURE_TENANT_ID", "adfs".to_owned()),
+            ("AZURE_CLIENT_ID", admin.0.clone()),
+            ("AZURE_CLIENT_SECRET", admin.1.to_string()),
+            ("AZURE_SUBSCRIPTION_ID", subscription.clone()),
+            ("REQUESTS_CA_BUNDLE", ca.clone()),
+            ("SSL_CERT_FILE", ca.clone()),
+            ("NODE_EXTRA_CA_CERTS", ca.clone()),
+            ("ATREST_ENDPOINT", authority.clone()),
+            ("ATREST_TENANT_ID", tenant.clone()),
+            ("ATREST_SUBSCRIPTION_ID", subscription.clone()),
+            ("ATREST_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP.to_owned()),
+            ("ATREST_CA", ca),
+            ("ATREST_DATA_DIR", data_dir.display().to_string()),
+        ];
+        let env = Zeroizing::new(
+            lines
+                .iter()
+                .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+                .collect::<String>(),
+        );
+
+        let vaults = Vaults::new(store.clone(), root)?;
+        let (audit, audit_writer) = AuditSink::spawn(store.clone());
+        let settings = Settings {
+            port,
+            subscription,
+            resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
+        };
+        let state = Arc::new(AppState {
+            identity,
+            vaults,
+            store,
+            audit,
+            settings,
+        });
+        write_private(&env_path, env.as_bytes())?;
+        Ok(Instance {
+            state,
+            listener,
+            tls,
+            audit_writer,
+            purge_interval: opts.purge_interval,
+            env_path,
+            _lock: lock,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Path of `DIR/env`.
+    pub fn env_path(&self) -> &Path {
+        &self.env_path
+    }
+
+    /// Serves until `shutdown` completes, then drains requests and the audit writer.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_interval));
+        let result = serve(self.listener, self.tls, self.state.clone(), shutdown).await;
+        purger.abort();
+        // The audit writer ends once every sink (held by the state) is gone.
+        drop(self.state);
+        if tokio::time::timeout(Duration::from_secs(5), self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit writer did not finish within 5 s of shutdown");
+        }
+        result
+    }
+}
+
+/// Purges soft-deleted secrets and vaults whose scheduled purge date has passed.
+async fn purge_loop(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || state.vaults.purge_due(unix_now().0)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((objects, vaults))) => tracing::info!(
+                objects,
+                vaults,
+                "purged soft-deleted items past their purge date"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "purge job failed"),
+            Err(e) => tracing::error!(error = %e, "purge job panicked"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+}

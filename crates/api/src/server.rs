@@ -1,0 +1,286 @@
+//! The listener: TLS, HTTP/1.1, routing by host, and one audit event per request.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atrest_identity::{new_uuid, Caller, Identity};
+use atrest_store::{AuditEvent, Store};
+use atrest_vault::Vaults;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST, USER_AGENT};
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::AuditSink;
+use crate::http::Resp;
+use crate::{control, data_plane};
+
+/// The host suffix of vault data planes: `NAME.vault.localhost`.
+pub const VAULT_HOST_SUFFIX: &str = ".vault.localhost";
+
+/// How long a client may take to finish the TLS handshake or send request headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Instance-wide settings the edge needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The port clients reach the server on (part of every vault URI).
+    pub port: u16,
+    /// The subscription all resources live in.
+    pub subscription: String,
+    /// The resource group created at bootstrap.
+    pub resource_group: String,
+}
+
+/// Everything a request handler reaches.
+#[derive(Debug)]
+pub struct AppState {
+    /// Token service and principals.
+    pub identity: Identity,
+    /// Vaults and secrets.
+    pub vaults: Vaults,
+    /// The store, for the audit log listing.
+    pub store: Arc<Store>,
+    /// Where audit events go.
+    pub audit: AuditSink,
+    /// Instance settings.
+    pub settings: Settings,
+}
+
+impl AppState {
+    /// The `WWW-Authenticate` challenge of the data plane. The resource is the parent
+    /// domain of every vault host, port included, as the Python SDK requires.
+    pub fn challenge(&self) -> String {
+        format!(
+            "Bearer authorization=\"{}/{}\", resource=\"https://vault.localhost:{}\"",
+            self.identity.authority(),
+            self.identity.tenant(),
+            self.settings.port
+        )
+    }
+
+    /// `https://NAME.vault.localhost:PORT`, without a trailing slash.
+    pub fn vault_base(&self, name: &str) -> String {
+        format!(
+            "https://{}{VAULT_HOST_SUFFIX}:{}",
+            name.to_ascii_lowercase(),
+            self.settings.port
+        )
+    }
+}
+
+/// What a handler learned about the request, for its audit event.
+#[derive(Debug)]
+pub struct Ctx {
+    /// `operationName`.
+    pub operation: &'static str,
+    /// The authenticated caller, once known.
+    pub caller: Option<Caller>,
+    /// The addressed resource (vault name, resource id).
+    pub resource: Option<String>,
+    /// The addressed object id, with its version when known.
+    pub target_id: Option<String>,
+    /// Request time, seconds since the Unix epoch.
+    pub now: i64,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// Now, as (seconds, milliseconds) since the Unix epoch.
+pub(crate) fn unix_now() -> (i64, i64) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.as_millis() as i64)
+}
+
+/// The host a request addressed, without port, lower-cased.
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("");
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Serves one request and records its audit event before answering.
+async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let (now, now_ms) = unix_now();
+    let host = request_host(&req);
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let correlation_id = header("x-ms-client-request-id")
+        .filter(|c| c.len() <= 200)
+        .unwrap_or_else(new_uuid);
+    let client_info = header(USER_AGENT.as_str()).unwrap_or_default();
+    let method = req.method().to_string();
+    let request_uri = format!(
+        "https://{host}:{}{}",
+        state.settings.port,
+        req.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut ctx = Ctx {
+        operation: "Unknown",
+        caller: None,
+        resource: None,
+        target_id: None,
+        now,
+        peer,
+    };
+
+    let result = match host
+        .strip_suffix(VAULT_HOST_SUFFIX)
+        .filter(|name| !name.contains('.'))
+    {
+        Some(vault) => data_plane::handle(&state, &mut ctx, vault, req).await,
+        None => control::handle(&state, &mut ctx, req).await,
+    };
+    let (mut resp, description) = match result {
+        Ok(resp) => (resp, String::new()),
+        Err(e) => {
+            let message = e.message.clone();
+            (e.into_response(), message)
+        }
+    };
+    let status = resp.status();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        headers.insert("x-ms-client-request-id", v.clone());
+        headers.insert("x-ms-correlation-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&new_uuid()) {
+        headers.insert("x-ms-request-id", v);
+    }
+
+    let caller = ctx.caller.as_ref();
+    let event = AuditEvent {
+        seq: 0,
+        time_ms: now_ms,
+        operation: ctx.operation.to_owned(),
+        result_signature: status.canonical_reason().unwrap_or("Unknown").to_owned(),
+        result_type: if status.is_success() {
+            "Success"
+        } else {
+            "Failure"
+        }
+        .to_owned(),
+        result_description: description,
+        status: status.as_u16(),
+        duration_ms: started.elapsed().as_millis() as i64,
+        caller_ip: peer.ip().to_string(),
+        app_id: caller.map(|c| c.app_id.clone()),
+        object_id: caller.map(|c| c.object_id.clone()),
+        tenant_id: caller.map(|c| c.tenant_id.clone()),
+        identity_type: caller.map(|c| c.identity_type.clone()),
+        mi_resource_id: caller.and_then(|c| c.mi_resource_id.clone()),
+        resource: ctx.resource,
+        target_id: ctx.target_id,
+        http_method: method,
+        request_uri,
+        correlation_id,
+        client_info,
+    };
+    tracing::info!(
+        operation = %event.operation,
+        status = event.status,
+        duration_ms = event.duration_ms,
+        caller = event.app_id.as_deref().unwrap_or("-"),
+        correlation_id = %event.correlation_id,
+        "request"
+    );
+    state.audit.record(event).await;
+    resp
+}
+
+/// Builds the TLS configuration from a PEM certificate chain and PEM private key.
+pub fn load_tls_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let bad = |what: &str| rustls::Error::General(format!("the TLS {what} could not be parsed"));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("certificate chain"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| bad("private key"))?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then lets requests in
+/// flight finish (up to a grace period) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, peer, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight at shutdown were abandoned"),
+    }
+    Ok(())
+}

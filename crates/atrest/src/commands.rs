@@ -1,0 +1,632 @@
+//! The `az`-like commands: each builds one or a few API calls and prints the result.
+
+use anyhow::Context;
+use clap::{ArgAction, Subcommand};
+use hyper::Method;
+use serde_json::{json, Map, Value};
+
+use crate::connection::{enc, Connection};
+use crate::output::{print, Format};
+
+/// `key=value` pairs, as `az --tags` takes them.
+fn tags(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(k.to_owned(), Value::from(v));
+    }
+    Ok(Value::Object(map))
+}
+
+/// Seconds since the epoch from an RFC 3339 time.
+fn unix_time(text: &str) -> anyhow::Result<i64> {
+    let t = humantime::parse_rfc3339_weak(text)
+        .with_context(|| format!("'{text}' is not a time like 2030-01-31T00:00:00Z"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64))
+}
+
+/// Unwraps `{"value": [...]}` the way `az` prints lists.
+fn list(mut body: Value) -> Value {
+    body.get_mut("value").map(Value::take).unwrap_or(body)
+}
+
+#[derive(Subcommand)]
+pub enum KeyvaultCommand {
+    /// Create a vault.
+    Create {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+        #[arg(short = 'l', long, default_value = "westeurope")]
+        location: String,
+        /// Days a deleted vault or object stays recoverable (7-90).
+        #[arg(long)]
+        retention_days: Option<u32>,
+        #[arg(long, action = ArgAction::Set)]
+        enable_purge_protection: Option<bool>,
+        #[arg(long, action = ArgAction::Set)]
+        enable_rbac_authorization: Option<bool>,
+        #[arg(long, action = ArgAction::Set)]
+        enabled_for_disk_encryption: Option<bool>,
+        #[arg(long, num_args = 0..)]
+        tags: Vec<String>,
+    },
+    /// Show a vault.
+    Show {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+    },
+    /// List vaults.
+    List {
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+    },
+    /// Change vault properties or tags.
+    Update {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+        #[arg(long)]
+        retention_days: Option<u32>,
+        #[arg(long, action = ArgAction::Set)]
+        enable_purge_protection: Option<bool>,
+        #[arg(long, action = ArgAction::Set)]
+        enable_rbac_authorization: Option<bool>,
+        #[arg(long, action = ArgAction::Set)]
+        enabled_for_disk_encryption: Option<bool>,
+        #[arg(long, num_args = 0..)]
+        tags: Option<Vec<String>>,
+    },
+    /// Delete a vault (soft delete).
+    Delete {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+    },
+    /// List soft-deleted vaults.
+    ListDeleted,
+    /// Recover a soft-deleted vault.
+    Recover {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+    },
+    /// Permanently delete a soft-deleted vault.
+    Purge {
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// Manage secrets.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret or a new version of it.
+    Set {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        value: String,
+        #[arg(long)]
+        content_type: Option<String>,
+        #[arg(long, action = ArgAction::Set)]
+        disabled: Option<bool>,
+        /// Expiry, RFC 3339.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Not-before, RFC 3339.
+        #[arg(long)]
+        not_before: Option<String>,
+        #[arg(long, num_args = 0..)]
+        tags: Vec<String>,
+    },
+    /// Show a secret (latest version unless --version).
+    Show {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List secrets (without values).
+    List {
+        #[arg(long)]
+        vault_name: String,
+    },
+    /// List the versions of a secret.
+    ListVersions {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// Delete a secret (soft delete).
+    Delete {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// List soft-deleted secrets.
+    ListDeleted {
+        #[arg(long)]
+        vault_name: String,
+    },
+    /// Recover a soft-deleted secret.
+    Recover {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// Permanently delete a soft-deleted secret.
+    Purge {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+}
+
+fn vault_path(conn: &Connection, rg: Option<&str>, name: &str) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{name}",
+        conn.subscription,
+        rg.unwrap_or(&conn.resource_group)
+    )
+}
+
+fn vault_properties(
+    retention: Option<u32>,
+    purge: Option<bool>,
+    rbac: Option<bool>,
+    disk: Option<bool>,
+) -> Value {
+    let mut p = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            p.insert(k.to_owned(), v);
+        }
+    };
+    put("softDeleteRetentionInDays", retention.map(Value::from));
+    put("enablePurgeProtection", purge.map(Value::from));
+    put("enableRbacAuthorization", rbac.map(Value::from));
+    put("enabledForDiskEncryption", disk.map(Value::from));
+    Value::Object(p)
+}
+
+/// `atrest keyvault …`.
+pub async fn keyvault(
+    conn: &Connection,
+    command: KeyvaultCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    use KeyvaultCommand as C;
+    let out = match command {
+        C::Create {
+            name,
+            resource_group,
+            location,
+            retention_days,
+            enable_purge_protection,
+            enable_rbac_authorization,
+            enabled_for_disk_encryption,
+            tags: t,
+        } => {
+            let mut props = vault_properties(
+                retention_days,
+                enable_purge_protection,
+                enable_rbac_authorization,
+                enabled_for_disk_encryption,
+            );
+            props["sku"] = json!({ "family": "A", "name": "standard" });
+            let body = json!({ "location": location, "tags": tags(&t)?, "properties": props });
+            conn.management(
+                Method::PUT,
+                &vault_path(conn, resource_group.as_deref(), &name),
+                Some(&body),
+            )
+            .await?
+        }
+        C::Show {
+            name,
+            resource_group,
+        } => {
+            conn.management(
+                Method::GET,
+                &vault_path(conn, resource_group.as_deref(), &name),
+                None,
+            )
+            .await?
+        }
+        C::List { resource_group } => {
+            let path = match resource_group {
+                Some(rg) => format!(
+                    "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults",
+                    conn.subscription
+                ),
+                None => format!(
+                    "/subscriptions/{}/providers/Microsoft.KeyVault/vaults",
+                    conn.subscription
+                ),
+            };
+            list(conn.management(Method::GET, &path, None).await?)
+        }
+        C::Update {
+            name,
+            resource_group,
+            retention_days,
+            enable_purge_protection,
+            enable_rbac_authorization,
+            enabled_for_disk_encryption,
+            tags: t,
+        } => {
+            let mut body = json!({ "properties": vault_properties(retention_days, enable_purge_protection, enable_rbac_authorization, enabled_for_disk_encryption) });
+            if let Some(t) = t {
+                body["tags"] = tags(&t)?;
+            }
+            conn.management(
+                Method::PATCH,
+                &vault_path(conn, resource_group.as_deref(), &name),
+                Some(&body),
+            )
+            .await?
+        }
+        C::Delete {
+            name,
+            resource_group,
+        } => {
+            conn.management(
+                Method::DELETE,
+                &vault_path(conn, resource_group.as_deref(), &name),
+                None,
+            )
+            .await?;
+            return Ok(());
+        }
+        C::ListDeleted => list(
+            conn.management(
+                Method::GET,
+                &format!(
+                    "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults",
+                    conn.subscription
+                ),
+                None,
+            )
+            .await?,
+        ),
+        C::Recover {
+            name,
+            resource_group,
+        } => {
+            let deleted = deleted_vault(conn, &name).await?;
+            let location = deleted
+                .pointer("/properties/location")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let body = json!({ "location": location, "properties": { "createMode": "recover" } });
+            conn.management(
+                Method::PUT,
+                &vault_path(conn, resource_group.as_deref(), &name),
+                Some(&body),
+            )
+            .await?
+        }
+        C::Purge { name } => {
+            let deleted = deleted_vault(conn, &name).await?;
+            let location = deleted
+                .pointer("/properties/location")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let path = format!("/subscriptions/{}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}/purge", conn.subscription);
+            conn.management(Method::POST, &path, None).await?;
+            return Ok(());
+        }
+        C::Secret { command } => return secret(conn, command, format).await,
+    };
+    print(&out, format)
+}
+
+async fn deleted_vault(conn: &Connection, name: &str) -> anyhow::Result<Value> {
+    let all = list(
+        conn.management(
+            Method::GET,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults",
+                conn.subscription
+            ),
+            None,
+        )
+        .await?,
+    );
+    all.as_array()
+        .and_then(|a| {
+            a.iter().find(|v| {
+                v.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        })
+        .cloned()
+        .with_context(|| format!("no deleted vault named '{name}'"))
+}
+
+async fn secret(conn: &Connection, command: SecretCommand, format: Format) -> anyhow::Result<()> {
+    use SecretCommand as C;
+    let out = match command {
+        C::Set {
+            vault_name,
+            name,
+            value,
+            content_type,
+            disabled,
+            expires,
+            not_before,
+            tags: t,
+        } => {
+            let mut attributes = Map::new();
+            if let Some(d) = disabled {
+                attributes.insert("enabled".into(), Value::from(!d));
+            }
+            if let Some(e) = expires {
+                attributes.insert("exp".into(), Value::from(unix_time(&e)?));
+            }
+            if let Some(n) = not_before {
+                attributes.insert("nbf".into(), Value::from(unix_time(&n)?));
+            }
+            let mut body = json!({ "value": value, "attributes": attributes, "tags": tags(&t)? });
+            if let Some(ct) = content_type {
+                body["contentType"] = Value::from(ct);
+            }
+            conn.data_plane(
+                &vault_name,
+                Method::PUT,
+                &format!("/secrets/{name}"),
+                "",
+                Some(&body),
+            )
+            .await?
+        }
+        C::Show {
+            vault_name,
+            name,
+            version,
+        } => {
+            let path = format!("/secrets/{name}/{}", version.unwrap_or_default());
+            conn.data_plane(&vault_name, Method::GET, &path, "", None)
+                .await?
+        }
+        C::List { vault_name } => Value::Array(conn.data_plane_all(&vault_name, "/secrets").await?),
+        C::ListVersions { vault_name, name } => Value::Array(
+            conn.data_plane_all(&vault_name, &format!("/secrets/{name}/versions"))
+                .await?,
+        ),
+        C::Delete { vault_name, name } => {
+            conn.data_plane(
+                &vault_name,
+                Method::DELETE,
+                &format!("/secrets/{name}"),
+                "",
+                None,
+            )
+            .await?
+        }
+        C::ListDeleted { vault_name } => {
+            Value::Array(conn.data_plane_all(&vault_name, "/deletedsecrets").await?)
+        }
+        C::Recover { vault_name, name } => {
+            conn.data_plane(
+                &vault_name,
+                Method::POST,
+                &format!("/deletedsecrets/{name}/recover"),
+                "",
+                None,
+            )
+            .await?
+        }
+        C::Purge { vault_name, name } => {
+            conn.data_plane(
+                &vault_name,
+                Method::DELETE,
+                &format!("/deletedsecrets/{name}"),
+                "",
+                None,
+            )
+            .await?;
+            return Ok(());
+        }
+    };
+    print(&out, format)
+}
+
+#[derive(Subcommand)]
+pub enum AdCommand {
+    /// Service principals.
+    Sp {
+        #[command(subcommand)]
+        command: SpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SpCommand {
+    /// Create a service principal and print its credentials.
+    CreateForRbac {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// Make it an atrest administrator (may manage principals and read the audit log).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List service principals.
+    List,
+    /// Delete a service principal.
+    Delete {
+        /// Its appId.
+        #[arg(long)]
+        id: String,
+    },
+    /// Manage credentials.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CredentialCommand {
+    /// Issue a new client secret; the old one stops working.
+    Reset {
+        /// The appId.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `atrest ad …`.
+pub async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Result<()> {
+    let AdCommand::Sp { command } = command;
+    let out = match command {
+        SpCommand::CreateForRbac { name, admin } => {
+            conn.admin(
+                Method::POST,
+                "/servicePrincipals",
+                Some(&json!({ "displayName": name, "isAdmin": admin })),
+            )
+            .await?
+        }
+        SpCommand::List => list(conn.admin(Method::GET, "/servicePrincipals", None).await?),
+        SpCommand::Delete { id } => {
+            conn.admin(Method::DELETE, &format!("/servicePrincipals/{id}"), None)
+                .await?;
+            return Ok(());
+        }
+        SpCommand::Credential {
+            command: CredentialCommand::Reset { id },
+        } => {
+            conn.admin(
+                Method::POST,
+                &format!("/servicePrincipals/{id}/credentials/reset"),
+                None,
+            )
+            .await?
+        }
+    };
+    print(&out, format)
+}
+
+#[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Create a user-assigned managed identity.
+    Create {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+    },
+    /// List managed identities.
+    List,
+    /// Delete a managed identity.
+    Delete {
+        /// Its clientId.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `atrest identity …`.
+pub async fn identity(
+    conn: &Connection,
+    command: IdentityCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let out = match command {
+        IdentityCommand::Create {
+            name,
+            resource_group,
+        } => {
+            conn.admin(
+                Method::POST,
+                "/identities",
+                Some(&json!({ "name": name, "resourceGroup": resource_group })),
+            )
+            .await?
+        }
+        IdentityCommand::List => list(conn.admin(Method::GET, "/identities", None).await?),
+        IdentityCommand::Delete { id } => {
+            conn.admin(Method::DELETE, &format!("/identities/{id}"), None)
+                .await?;
+            return Ok(());
+        }
+    };
+    print(&out, format)
+}
+
+#[derive(Subcommand)]
+pub enum MonitorCommand {
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, newest first.
+    List {
+        /// Only this operationName.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// `atrest monitor …`.
+pub async fn monitor(
+    conn: &Connection,
+    command: MonitorCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let MonitorCommand::Audit {
+        command:
+            AuditCommand::List {
+                operation,
+                since,
+                limit,
+            },
+    } = command;
+    let mut query = format!("?limit={limit}");
+    if let Some(op) = operation {
+        query.push_str(&format!("&operation={}", enc(&op)));
+    }
+    if let Some(s) = since {
+        query.push_str(&format!("&since={}", enc(&s)));
+    }
+    print(
+        &list(
+            conn.admin(Method::GET, &format!("/audit{query}"), None)
+                .await?,
+        ),
+        format,
+    )
+}
