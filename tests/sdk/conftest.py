@@ -1,0 +1,126 @@
+"""Fixtures: real `atrest server` processes on throw-away data directories.
+
+The SDK packages are used unmodified; the only configuration is the environment from
+`DIR/env`, exactly as a user would `source` it.
+"""
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ATREST = Path(os.environ.get("ATREST_BIN", ROOT / "target" / "debug" / "atrest"))
+HOSTS = [l.strip() for l in (Path(__file__).parent / "hosts").read_text().splitlines() if l.strip() and not l.startswith("#")]
+
+
+def parse_env(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0]
+    return env
+
+
+class Server:
+    """One `atrest server` child process."""
+
+    def __init__(self, data_dir, *args):
+        self.data_dir = Path(data_dir)
+        self.args = list(args)
+        self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
+        self.proc = None
+        self.env = {}
+
+    def start(self):
+        env_file = self.data_dir / "env"
+        env_file.unlink(missing_ok=True)  # a stale one from an earlier run is not readiness
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *self.args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 30
+        while not env_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"atrest server exited: {self.log_path.read_text()}")
+            if time.time() > deadline:
+                raise RuntimeError("atrest server did not become ready")
+            time.sleep(0.05)
+        self.env = parse_env(env_file)
+        return self
+
+    def stop(self):
+        """SIGTERM, and the exit status of a clean shutdown."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    @property
+    def port(self):
+        return int(self.env["ATREST_ENDPOINT"].rsplit(":", 1)[1])
+
+    def vault_url(self, name):
+        return f"https://{name}.vault.localhost:{self.port}"
+
+    def cli(self, *args, check=True):
+        """Runs the CLI against this server; returns parsed JSON (or None)."""
+        env = {**os.environ, **self.env}
+        done = subprocess.run([str(ATREST), *args], env=env, capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"atrest {' '.join(args)} failed: {done.stderr}")
+        if not check:
+            return done
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    def log(self):
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hosts_resolve():
+    for name in HOSTS:
+        try:
+            addr = socket.gethostbyname(f"{name}.vault.localhost")
+        except OSError:
+            addr = None
+        if addr != "127.0.0.1":
+            pytest.exit(f"{name}.vault.localhost does not resolve to 127.0.0.1; run scripts/test (it adds /etc/hosts lines)", 2)
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="atrest-sdk-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def server(workdir):
+    """The main server; its env is exported to this process like `source DIR/env`."""
+    srv = Server(workdir / "main", "--purge-interval", "1s").start()
+    saved = dict(os.environ)
+    os.environ.update(srv.env)
+    srv.cli("keyvault", "create", "-n", "sdk-main", "-l", "westeurope", "--retention-days", "7")
+    srv.cli("keyvault", "create", "-n", "sdk-pp", "-l", "westeurope", "--retention-days", "7", "--enable-purge-protection", "true")
+    srv.cli("keyvault", "create", "-n", "sdk-restore", "-l", "northeurope")
+    srv.cli("keyvault", "create", "-n", "sdk-geo", "-l", "eastus")
+    yield srv
+    os.environ.clear()
+    os.environ.update(saved)
+    if srv.proc.poll() is None:
+        assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def short_server(workdir):
+    """A second server whose tokens live two seconds."""
+    srv = Server(workdir / "short", "--token-lifetime", "2s").start()
+    srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
+    yield srv
+    assert srv.stop() == 0, srv.log()
