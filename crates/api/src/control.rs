@@ -117,7 +117,7 @@ pub async fn handle(
                 ctx.now,
             )?);
             require_admin(state, ctx.caller.as_ref().expect("set above"))?;
-            admin(state, ctx, method, rest, &query, body).await
+            admin(state, ctx, method, rest, &query, body).await.map_err(ApiError::in_arm_terms)
         }
         ["subscriptions", ..] => {
             ctx.caller = Some(authenticate(
@@ -127,7 +127,7 @@ pub async fn handle(
                 ctx.now,
             )?);
             check_arm_api_version(param(&query, "api-version"))?;
-            management(state, ctx, method, &segments[1..], body).await
+            management(state, ctx, method, &segments[1..], body).await.map_err(ApiError::in_arm_terms)
         }
         _ => Err(ApiError::no_route(method, &path)),
     }

@@ -72,6 +72,15 @@ impl ApiError {
         )
     }
 
+    /// The same error as ARM names it: resource providers answer invalid input with
+    /// `BadRequest` where the Key Vault data plane says `BadParameter`.
+    pub fn in_arm_terms(mut self) -> Self {
+        if self.code == "BadParameter" {
+            self.code = "BadRequest".to_owned();
+        }
+        self
+    }
+
     /// The response.
     pub fn into_response(self) -> Resp {
         let body = match self.oauth_number {
