@@ -117,7 +117,9 @@ pub async fn handle(
                 ctx.now,
             )?);
             require_admin(state, ctx.caller.as_ref().expect("set above"))?;
-            admin(state, ctx, method, rest, &query, body).await.map_err(ApiError::in_arm_terms)
+            admin(state, ctx, method, rest, &query, body)
+                .await
+                .map_err(ApiError::in_arm_terms)
         }
         ["subscriptions", ..] => {
             ctx.caller = Some(authenticate(
@@ -127,7 +129,9 @@ pub async fn handle(
                 ctx.now,
             )?);
             check_arm_api_version(param(&query, "api-version"))?;
-            management(state, ctx, method, &segments[1..], body).await.map_err(ApiError::in_arm_terms)
+            management(state, ctx, method, &segments[1..], body)
+                .await
+                .map_err(ApiError::in_arm_terms)
         }
         _ => Err(ApiError::no_route(method, &path)),
     }
@@ -339,20 +343,22 @@ fn vault_id(v: &VaultRow) -> String {
     )
 }
 
+/// ARM's timestamp format for Unix seconds.
+fn arm_time(t: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+    )
+    .to_string()
+}
+
 fn vault_json(state: &AppState, v: &VaultRow) -> Value {
-    let time = |t: i64| {
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-        )
-        .to_string()
-    };
     json!({
         "id": vault_id(v),
         "name": v.name,
         "type": "Microsoft.KeyVault/vaults",
         "location": v.location,
         "tags": v.tags,
-        "systemData": { "createdAt": time(v.created), "lastModifiedAt": time(v.updated) },
+        "systemData": { "createdAt": arm_time(v.created), "lastModifiedAt": arm_time(v.updated) },
         "properties": {
             "tenantId": v.tenant,
             "sku": { "family": "A", "name": "standard" },
@@ -372,14 +378,6 @@ fn vault_json(state: &AppState, v: &VaultRow) -> Value {
 }
 
 fn deleted_vault_json(v: &VaultRow) -> Value {
-    let time = |t: Option<i64>| {
-        t.map(|t| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-            )
-            .to_string()
-        })
-    };
     json!({
         "id": format!("/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}", v.subscription, v.location, v.name),
         "name": v.name,
@@ -387,8 +385,8 @@ fn deleted_vault_json(v: &VaultRow) -> Value {
         "properties": {
             "vaultId": vault_id(v),
             "location": v.location,
-            "deletionDate": time(v.deleted),
-            "scheduledPurgeDate": time(v.scheduled_purge),
+            "deletionDate": v.deleted.map(arm_time),
+            "scheduledPurgeDate": v.scheduled_purge.map(arm_time),
             "tags": v.tags,
             "purgeProtectionEnabled": v.purge_protection,
         },
@@ -607,6 +605,50 @@ fn audit_json(e: &AuditEvent) -> Value {
     })
 }
 
+fn list_principals(state: &AppState, kind: PrincipalKind) -> Result<Resp, ApiError> {
+    let tenant = state.identity.tenant();
+    let items: Vec<Value> = state
+        .identity
+        .list_principals(kind)?
+        .iter()
+        .map(|p| principal_json(p, tenant))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({ "value": items })))
+}
+
+/// Deletes the principal of `kind` whose client id is `app_id`; nobody deletes themselves.
+fn delete_principal(
+    state: &AppState,
+    ctx: &mut Ctx,
+    kind: PrincipalKind,
+    app_id: &str,
+) -> Result<Resp, ApiError> {
+    ctx.target_id = Some(app_id.to_owned());
+    let p = state
+        .identity
+        .principal_by_app_id(app_id)?
+        .filter(|p| p.kind == kind)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("The principal '{app_id}' does not exist."),
+            )
+        })?;
+    if ctx
+        .caller
+        .as_ref()
+        .is_some_and(|c| c.object_id == p.object_id)
+    {
+        return Err(ApiError::bad_request(
+            "BadRequest",
+            "A principal cannot delete itself.",
+        ));
+    }
+    state.identity.delete_principal(&p.object_id)?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 /// `/atrest/…`: principals, identities and the audit log; administrators only.
 async fn admin(
     state: &AppState,
@@ -642,32 +684,11 @@ async fn admin(
         }
         ("GET", ["servicePrincipals"]) => {
             ctx.operation = "ServicePrincipalList";
-            let items: Vec<Value> = id
-                .list_principals(PrincipalKind::ServicePrincipal)?
-                .iter()
-                .map(|p| principal_json(p, tenant))
-                .collect();
-            Ok(json(StatusCode::OK, &json!({ "value": items })))
+            list_principals(state, PrincipalKind::ServicePrincipal)
         }
         ("DELETE", ["servicePrincipals", app_id]) => {
             ctx.operation = "ServicePrincipalDelete";
-            ctx.target_id = Some(app_id.to_string());
-            let p = id
-                .principal_by_app_id(app_id)?
-                .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
-                .ok_or_else(|| not_found("service principal", app_id))?;
-            if ctx
-                .caller
-                .as_ref()
-                .is_some_and(|c| c.object_id == p.object_id)
-            {
-                return Err(ApiError::bad_request(
-                    "BadRequest",
-                    "A principal cannot delete itself.",
-                ));
-            }
-            id.delete_principal(&p.object_id)?;
-            Ok(empty(StatusCode::NO_CONTENT))
+            delete_principal(state, ctx, PrincipalKind::ServicePrincipal, app_id)
         }
         ("POST", ["servicePrincipals", app_id, "credentials", "reset"]) => {
             ctx.operation = "ServicePrincipalCredentialReset";
@@ -708,22 +729,11 @@ async fn admin(
         }
         ("GET", ["identities"]) => {
             ctx.operation = "ManagedIdentityList";
-            let items: Vec<Value> = id
-                .list_principals(PrincipalKind::ManagedIdentity)?
-                .iter()
-                .map(|p| principal_json(p, tenant))
-                .collect();
-            Ok(json(StatusCode::OK, &json!({ "value": items })))
+            list_principals(state, PrincipalKind::ManagedIdentity)
         }
         ("DELETE", ["identities", client_id]) => {
             ctx.operation = "ManagedIdentityDelete";
-            ctx.target_id = Some(client_id.to_string());
-            let p = id
-                .principal_by_app_id(client_id)?
-                .filter(|p| p.kind == PrincipalKind::ManagedIdentity)
-                .ok_or_else(|| not_found("managed identity", client_id))?;
-            id.delete_principal(&p.object_id)?;
-            Ok(empty(StatusCode::NO_CONTENT))
+            delete_principal(state, ctx, PrincipalKind::ManagedIdentity, client_id)
         }
         ("GET", ["audit"]) => {
             ctx.operation = "AuditList";

@@ -44,7 +44,8 @@ impl TestServer {
             let _ = stopped.await;
         }));
         let env = std::fs::read_to_string(dir.join("env")).unwrap();
-        let client = Client::new(&std::fs::read_to_string(dir.join("tls/ca.pem")).unwrap()).unwrap();
+        let client =
+            Client::new(&std::fs::read_to_string(dir.join("tls/ca.pem")).unwrap()).unwrap();
         let mut server = TestServer {
             client,
             port,
@@ -57,43 +58,96 @@ impl TestServer {
         };
         let id = env_var(&env, "AZURE_CLIENT_ID");
         let secret = env_var(&env, "AZURE_CLIENT_SECRET");
-        server.token = server.token_for(&id, &secret, &format!("https://vault.localhost:{port}")).await;
-        server.mgmt_token = server.token_for(&id, &secret, "https://management.azure.com").await;
+        server.token = server
+            .token_for(&id, &secret, &format!("https://vault.localhost:{port}"))
+            .await;
+        server.mgmt_token = server
+            .token_for(&id, &secret, "https://management.azure.com")
+            .await;
         server
     }
 
     async fn token_for(&self, id: &str, secret: &str, resource: &str) -> String {
         let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={resource}");
-        let resp = self.raw(Method::POST, "localhost", "/adfs/oauth2/token", "application/x-www-form-urlencoded", None, form.into_bytes()).await;
+        let resp = self
+            .raw(
+                Method::POST,
+                "localhost",
+                "/adfs/oauth2/token",
+                "application/x-www-form-urlencoded",
+                None,
+                form.into_bytes(),
+            )
+            .await;
         assert_eq!(resp.status, 200, "{:?}", resp.body);
         resp.json()["access_token"].as_str().unwrap().to_owned()
     }
 
-    async fn raw(&self, method: Method, host: &str, path: &str, content_type: &str, token: Option<&str>, body: Vec<u8>) -> Response {
+    async fn raw(
+        &self,
+        method: Method,
+        host: &str,
+        path: &str,
+        content_type: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", content_type)];
         if let Some(a) = &auth {
             headers.push(("authorization", a.as_str()));
         }
-        self.client.send(method, &format!("https://{host}:{}{path}", self.port), &headers, body).await.expect("request sent")
+        self.client
+            .send(
+                method,
+                &format!("https://{host}:{}{path}", self.port),
+                &headers,
+                body,
+            )
+            .await
+            .expect("request sent")
     }
 
     /// A data-plane request to vault `kvt`.
     async fn data(&self, method: Method, path: &str, body: &[u8]) -> Response {
-        self.raw(method, "kvt.vault.localhost", path, "application/json", Some(&self.token), body.to_vec()).await
+        self.raw(
+            method,
+            "kvt.vault.localhost",
+            path,
+            "application/json",
+            Some(&self.token),
+            body.to_vec(),
+        )
+        .await
     }
 
     fn vault_path(&self, name: &str) -> String {
-        format!("/subscriptions/{}/resourceGroups/default/providers/Microsoft.KeyVault/vaults/{name}", self.subscription)
+        format!(
+            "/subscriptions/{}/resourceGroups/default/providers/Microsoft.KeyVault/vaults/{name}",
+            self.subscription
+        )
     }
 
     async fn mgmt(&self, method: Method, path: &str, body: &[u8]) -> Response {
-        self.raw(method, "localhost", path, "application/json", Some(&self.mgmt_token), body.to_vec()).await
+        self.raw(
+            method,
+            "localhost",
+            path,
+            "application/json",
+            Some(&self.mgmt_token),
+            body.to_vec(),
+        )
+        .await
     }
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().expect("clean shutdown");
+        self.task
+            .take()
+            .unwrap()
+            .await
+            .unwrap()
+            .expect("clean shutdown");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -101,63 +155,184 @@ impl TestServer {
 /// Asserts an Azure error body with `status` and `code`.
 #[track_caller]
 fn check_error(resp: &Response, status: u16, code: &str) {
-    assert_eq!(resp.status, status, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(
+        resp.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&resp.body)
+    );
     let body = resp.json();
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_data_plane_input_changes_nothing() {
     let s = TestServer::start("data").await;
     let create = json!({ "location": "westeurope" }).to_string();
-    assert_eq!(s.mgmt(Method::PUT, &format!("{}?api-version=2023-07-01", s.vault_path("kvt")), create.as_bytes()).await.status, 201);
-    let ok = s.data(Method::PUT, "/secrets/keep?api-version=7.5", br#"{"value":"v1","tags":{"a":"b"}}"#).await;
+    assert_eq!(
+        s.mgmt(
+            Method::PUT,
+            &format!("{}?api-version=2023-07-01", s.vault_path("kvt")),
+            create.as_bytes()
+        )
+        .await
+        .status,
+        201
+    );
+    let ok = s
+        .data(
+            Method::PUT,
+            "/secrets/keep?api-version=7.5",
+            br#"{"value":"v1","tags":{"a":"b"}}"#,
+        )
+        .await;
     assert_eq!(ok.status, 200);
 
     let cases: &[(&str, &[u8], u16, &str)] = &[
-        ("/secrets/s1?api-version=7.5", b"{\"value\": ", 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", b"not json at all", 400, "BadParameter"),
+        (
+            "/secrets/s1?api-version=7.5",
+            b"{\"value\": ",
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.5",
+            b"not json at all",
+            400,
+            "BadParameter",
+        ),
         ("/secrets/s1?api-version=7.5", b"", 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", br#"{"value": 5}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", br#"{"value": "x", "tags": ["a"]}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", br#"{"value": "x", "attributes": {"enabled": "yes"}}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", br#"{"value": "x", "attributes": {"exp": "tomorrow"}}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.5", br#"{"contentType": "x"}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=banana", br#"{"value": "x"}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=7.9", br#"{"value": "x"}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=2016-10-01", br#"{"value": "x"}"#, 400, "BadParameter"),
-        ("/secrets/s1?api-version=2025-13-45", br#"{"value": "x"}"#, 400, "BadParameter"),
+        (
+            "/secrets/s1?api-version=7.5",
+            br#"{"value": 5}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.5",
+            br#"{"value": "x", "tags": ["a"]}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.5",
+            br#"{"value": "x", "attributes": {"enabled": "yes"}}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.5",
+            br#"{"value": "x", "attributes": {"exp": "tomorrow"}}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.5",
+            br#"{"contentType": "x"}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=banana",
+            br#"{"value": "x"}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=7.9",
+            br#"{"value": "x"}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=2016-10-01",
+            br#"{"value": "x"}"#,
+            400,
+            "BadParameter",
+        ),
+        (
+            "/secrets/s1?api-version=2025-13-45",
+            br#"{"value": "x"}"#,
+            400,
+            "BadParameter",
+        ),
         ("/secrets/s1", br#"{"value": "x"}"#, 400, "BadParameter"),
-        ("/secrets/bad_name?api-version=7.5", br#"{"value": "x"}"#, 400, "BadParameter"),
+        (
+            "/secrets/bad_name?api-version=7.5",
+            br#"{"value": "x"}"#,
+            400,
+            "BadParameter",
+        ),
     ];
     for (path, body, status, code) in cases {
         let resp = s.data(Method::PUT, path, body).await;
         check_error(&resp, *status, code);
     }
     // Nothing was stored: s1 does not exist in any form.
-    check_error(&s.data(Method::GET, "/secrets/s1?api-version=7.5", b"").await, 404, "SecretNotFound");
-    check_error(&s.data(Method::GET, "/deletedsecrets/s1?api-version=7.5", b"").await, 404, "SecretNotFound");
+    check_error(
+        &s.data(Method::GET, "/secrets/s1?api-version=7.5", b"")
+            .await,
+        404,
+        "SecretNotFound",
+    );
+    check_error(
+        &s.data(Method::GET, "/deletedsecrets/s1?api-version=7.5", b"")
+            .await,
+        404,
+        "SecretNotFound",
+    );
 
     // A bad update leaves the secret as it was.
     for body in [&b"{"[..], br#"{"tags": "x"}"#, br#"{"tags": {"t0":"","t1":"","t2":"","t3":"","t4":"","t5":"","t6":"","t7":"","t8":"","t9":"","t10":"","t11":"","t12":"","t13":"","t14":"","t15":""}}"#] {
         let resp = s.data(Method::PATCH, "/secrets/keep/?api-version=7.5", body).await;
         check_error(&resp, 400, "BadParameter");
     }
-    let kept = s.data(Method::GET, "/secrets/keep/?api-version=7.5", b"").await;
+    let kept = s
+        .data(Method::GET, "/secrets/keep/?api-version=7.5", b"")
+        .await;
     assert_eq!(kept.status, 200);
     assert_eq!(kept.json()["value"], "v1");
     assert_eq!(kept.json()["tags"], json!({"a": "b"}));
 
     // Oversized bodies are refused without being buffered whole.
     let huge = vec![b'x'; 2 << 20];
-    check_error(&s.data(Method::PUT, "/secrets/big?api-version=7.5", &huge).await, 413, "RequestEntityTooLarge");
+    check_error(
+        &s.data(Method::PUT, "/secrets/big?api-version=7.5", &huge)
+            .await,
+        413,
+        "RequestEntityTooLarge",
+    );
     // Unknown paths and vaults.
-    check_error(&s.data(Method::GET, "/certificates?api-version=7.5", b"").await, 404, "NotFound");
-    let other = s.raw(Method::GET, "nope.vault.localhost", "/secrets?api-version=7.5", "application/json", Some(&s.token), vec![]).await;
+    check_error(
+        &s.data(Method::GET, "/certificates?api-version=7.5", b"")
+            .await,
+        404,
+        "NotFound",
+    );
+    let other = s
+        .raw(
+            Method::GET,
+            "nope.vault.localhost",
+            "/secrets?api-version=7.5",
+            "application/json",
+            Some(&s.token),
+            vec![],
+        )
+        .await;
     check_error(&other, 404, "ResourceNotFound");
     // Still serving.
-    assert_eq!(s.data(Method::GET, "/secrets?api-version=7.5", b"").await.status, 200);
+    assert_eq!(
+        s.data(Method::GET, "/secrets?api-version=7.5", b"")
+            .await
+            .status,
+        200
+    );
     s.stop().await;
 }
 
@@ -167,44 +342,140 @@ async fn bad_management_input_changes_nothing() {
     let path = |q: &str| format!("{}{q}", s.vault_path("kv2"));
     let cases: &[(&str, &[u8], &str)] = &[
         ("?api-version=2023-07-01", b"{", "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": 7}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": "westeurope", "properties": {"softDeleteRetentionInDays": "ninety"}}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": "westeurope", "properties": {"softDeleteRetentionInDays": 91}}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": "westeurope", "properties": {"enableSoftDelete": false}}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": "westeurope", "properties": {"createMode": "sideways"}}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"location": "west-europe!"}"#, "BadRequest"),
-        ("?api-version=2023-07-01", br#"{"properties": {}}"#, "BadRequest"),
-        ("", br#"{"location": "westeurope"}"#, "MissingApiVersionParameter"),
-        ("?api-version=7.4", br#"{"location": "westeurope"}"#, "InvalidApiVersionParameter"),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": 7}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": "westeurope", "properties": {"softDeleteRetentionInDays": "ninety"}}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": "westeurope", "properties": {"softDeleteRetentionInDays": 91}}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": "westeurope", "properties": {"enableSoftDelete": false}}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": "westeurope", "properties": {"createMode": "sideways"}}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"location": "west-europe!"}"#,
+            "BadRequest",
+        ),
+        (
+            "?api-version=2023-07-01",
+            br#"{"properties": {}}"#,
+            "BadRequest",
+        ),
+        (
+            "",
+            br#"{"location": "westeurope"}"#,
+            "MissingApiVersionParameter",
+        ),
+        (
+            "?api-version=7.4",
+            br#"{"location": "westeurope"}"#,
+            "InvalidApiVersionParameter",
+        ),
     ];
     for (q, body, code) in cases {
         check_error(&s.mgmt(Method::PUT, &path(q), body).await, 400, code);
     }
-    check_error(&s.mgmt(Method::GET, &path("?api-version=2023-07-01"), b"").await, 404, "ResourceNotFound");
+    check_error(
+        &s.mgmt(Method::GET, &path("?api-version=2023-07-01"), b"")
+            .await,
+        404,
+        "ResourceNotFound",
+    );
 
-    let created = s.mgmt(Method::PUT, &path("?api-version=2023-07-01"), br#"{"location": "westeurope", "properties": {"enablePurgeProtection": true}}"#).await;
+    let created = s
+        .mgmt(
+            Method::PUT,
+            &path("?api-version=2023-07-01"),
+            br#"{"location": "westeurope", "properties": {"enablePurgeProtection": true}}"#,
+        )
+        .await;
     assert_eq!(created.status, 201);
-    assert_eq!(created.json()["properties"]["provisioningState"], "Succeeded");
-    let again = s.mgmt(Method::PUT, &path("?api-version=2023-07-01"), br#"{"location": "westeurope", "properties": {"enablePurgeProtection": true}}"#).await;
+    assert_eq!(
+        created.json()["properties"]["provisioningState"],
+        "Succeeded"
+    );
+    let again = s
+        .mgmt(
+            Method::PUT,
+            &path("?api-version=2023-07-01"),
+            br#"{"location": "westeurope", "properties": {"enablePurgeProtection": true}}"#,
+        )
+        .await;
     assert_eq!(again.status, 200);
-    for body in [&br#"{"properties": {"enablePurgeProtection": false}}"#[..], br#"{"properties": {"softDeleteRetentionInDays": 30}}"#, br#"{"location": "eastus"}"#, b"[]"] {
-        check_error(&s.mgmt(Method::PATCH, &path("?api-version=2023-07-01"), body).await, 400, "BadRequest");
+    for body in [
+        &br#"{"properties": {"enablePurgeProtection": false}}"#[..],
+        br#"{"properties": {"softDeleteRetentionInDays": 30}}"#,
+        br#"{"location": "eastus"}"#,
+        b"[]",
+    ] {
+        check_error(
+            &s.mgmt(Method::PATCH, &path("?api-version=2023-07-01"), body)
+                .await,
+            400,
+            "BadRequest",
+        );
     }
-    let vault = s.mgmt(Method::GET, &path("?api-version=2023-07-01"), b"").await.json();
+    let vault = s
+        .mgmt(Method::GET, &path("?api-version=2023-07-01"), b"")
+        .await
+        .json();
     assert_eq!(vault["properties"]["enablePurgeProtection"], true);
     assert_eq!(vault["properties"]["softDeleteRetentionInDays"], 90);
     assert_eq!(vault["location"], "westeurope");
 
     // Other subscriptions do not exist; management needs a management token.
     let foreign = "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.KeyVault/vaults?api-version=2023-07-01";
-    check_error(&s.mgmt(Method::GET, foreign, b"").await, 404, "SubscriptionNotFound");
-    let wrong_audience = s.raw(Method::GET, "localhost", &path("?api-version=2023-07-01"), "application/json", Some(&s.token), vec![]).await;
+    check_error(
+        &s.mgmt(Method::GET, foreign, b"").await,
+        404,
+        "SubscriptionNotFound",
+    );
+    let wrong_audience = s
+        .raw(
+            Method::GET,
+            "localhost",
+            &path("?api-version=2023-07-01"),
+            "application/json",
+            Some(&s.token),
+            vec![],
+        )
+        .await;
     check_error(&wrong_audience, 401, "Unauthorized");
-    let token = s.raw(Method::POST, "localhost", "/adfs/oauth2/v2.0/token", "application/json", None, b"{}".to_vec()).await;
+    let token = s
+        .raw(
+            Method::POST,
+            "localhost",
+            "/adfs/oauth2/v2.0/token",
+            "application/json",
+            None,
+            b"{}".to_vec(),
+        )
+        .await;
     assert_eq!(token.status, 400);
     assert_eq!(token.json()["error"], "invalid_request");
     check_error(&s.mgmt(Method::GET, "/nowhere", b"").await, 404, "NotFound");
-    assert_eq!(s.mgmt(Method::GET, &path("?api-version=2023-07-01"), b"").await.status, 200);
+    assert_eq!(
+        s.mgmt(Method::GET, &path("?api-version=2023-07-01"), b"")
+            .await
+            .status,
+        200
+    );
     s.stop().await;
 }
 
@@ -213,17 +484,54 @@ async fn every_request_is_audited_before_the_response() {
     let s = TestServer::start("audit").await;
     let resp = s.data(Method::GET, "/secrets/x?api-version=7.5", b"").await;
     check_error(&resp, 404, "ResourceNotFound");
-    let unauth = s.raw(Method::GET, "kvt.vault.localhost", "/secrets/x?api-version=7.5", "application/json", None, vec![]).await;
+    let unauth = s
+        .raw(
+            Method::GET,
+            "kvt.vault.localhost",
+            "/secrets/x?api-version=7.5",
+            "application/json",
+            None,
+            vec![],
+        )
+        .await;
     assert_eq!(unauth.status, 401);
-    let correlation = unauth.headers["x-ms-client-request-id"].to_str().unwrap().to_owned();
-    let events = s.raw(Method::GET, "localhost", "/atrest/audit?limit=10", "application/json", Some(&s.mgmt_token), vec![]).await.json();
+    let correlation = unauth.headers["x-ms-client-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let events = s
+        .raw(
+            Method::GET,
+            "localhost",
+            "/atrest/audit?limit=10",
+            "application/json",
+            Some(&s.mgmt_token),
+            vec![],
+        )
+        .await
+        .json();
     let events = events["value"].as_array().unwrap();
-    let denied = events.iter().find(|e| e["correlationId"] == correlation.as_str()).expect("the 401 is audited");
+    let denied = events
+        .iter()
+        .find(|e| e["correlationId"] == correlation.as_str())
+        .expect("the 401 is audited");
     assert_eq!(denied["httpStatusCode"], 401);
     assert_eq!(denied["operationName"], "SecretGet");
     assert_eq!(denied["identity"]["claim"]["appid"], Value::Null);
-    assert!(events.iter().any(|e| e["httpStatusCode"] == 404 && e["operationName"] == "SecretGet"));
-    assert!(events.iter().filter(|e| e["operationName"] == "Authentication").count() >= 2);
-    check_error(&s.mgmt(Method::GET, "/atrest/audit?limit=0", b"").await, 400, "BadRequest");
+    assert!(events
+        .iter()
+        .any(|e| e["httpStatusCode"] == 404 && e["operationName"] == "SecretGet"));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["operationName"] == "Authentication")
+            .count()
+            >= 2
+    );
+    check_error(
+        &s.mgmt(Method::GET, "/atrest/audit?limit=0", b"").await,
+        400,
+        "BadRequest",
+    );
     s.stop().await;
 }

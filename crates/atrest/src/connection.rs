@@ -247,11 +247,7 @@ impl Connection {
                 items.extend(values);
             }
             match page.get("nextLink").and_then(Value::as_str) {
-                Some(next) => {
-                    page = self
-                        .call(&resource, Method::GET, &next.to_owned(), None)
-                        .await?
-                }
+                Some(next) => page = self.call(&resource, Method::GET, next, None).await?,
                 None => return Ok(items),
             }
         }

@@ -118,7 +118,7 @@ impl TokenSigner {
             &signature::ECDSA_P256_SHA256_FIXED,
             self.pair.public_key().as_ref(),
         )
-        .verify(token[..h.len() + 1 + c.len()].as_bytes(), &sig)
+        .verify(&token.as_bytes()[..h.len() + 1 + c.len()], &sig)
         .map_err(|_| JwtError::BadSignature)?;
         let claims = decode_json(c)?;
         if !claims.is_object() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use atrest_core::names::{check_resource_group_name, check_vault_name};
 use atrest_core::vault::{normalize_location, VaultPatch, VaultProperties};
 use atrest_crypto::{random_hex, DataKey};
-use atrest_store::{StoreError, Tx, VaultRow};
+use atrest_store::{Tx, VaultRow};
 
 use crate::{vault_key_context, VaultError, Vaults};
 
@@ -243,7 +243,7 @@ impl Vaults {
         name: &str,
     ) -> Result<VaultRow, VaultError> {
         self.store
-            .read(|tx| Ok::<_, StoreError>(tx.vault(name)?))?
+            .read(|tx| tx.vault(name))?
             .filter(|v| v.deleted.is_some() && v.subscription == subscription)
             .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
     }
@@ -271,7 +271,7 @@ impl Vaults {
     /// The live vault serving the data plane at `NAME.vault.localhost`.
     pub fn data_plane_vault(&self, name: &str) -> Result<VaultRow, VaultError> {
         self.store
-            .read(|tx| Ok::<_, StoreError>(tx.vault(name)?))?
+            .read(|tx| tx.vault(name))?
             .filter(|v| v.deleted.is_none())
             .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
     }
