@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use atrest_store::{AuditEvent, Store};
+use atrest_store::{AuditEvent, AuditLog};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events committed in one transaction.
@@ -19,17 +19,17 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
-    /// Starts the writer task over `store`. The task ends when every sink is dropped,
+    /// Starts the writer task over `log`. The task ends when every sink is dropped,
     /// after writing what was queued.
-    pub fn spawn(store: Arc<Store>) -> (AuditSink, tokio::task::JoinHandle<()>) {
+    pub fn spawn(log: Arc<AuditLog>) -> (AuditSink, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Pending>(4096);
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-                let store = store.clone();
+                let log = log.clone();
                 let written =
-                    tokio::task::spawn_blocking(move || store.write(|tx| tx.append_audit(&events)))
+                    tokio::task::spawn_blocking(move || log.append(&events))
                         .await;
                 match written {
                     Ok(Ok(())) => {}

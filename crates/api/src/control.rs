@@ -769,7 +769,7 @@ async fn admin(
                 operation: param(query, "operation").map(str::to_owned),
                 limit,
             };
-            let events = state.store.read(|tx| tx.list_audit(&filter))?;
+            let events = state.audit_log.list(&filter)?;
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }

@@ -8,6 +8,7 @@
 //! lock        held (flock) while a server runs; a second server is refused
 //! root.key    the instance root key, 0600
 //! state.db    SQLite (WAL): everything else, secrets sealed
+//! audit.db    SQLite (WAL): the audit log
 //! tls/ca.pem, tls/server.pem   public certificates; the server key is sealed in state.db
 //! env         0600 `export` lines for SDKs and the CLI
 //! ```
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use atrest_crypto::{generate_tls_identity, RootKey, TokenSigner};
 use atrest_identity::{new_uuid, Identity};
-use atrest_store::Store;
+use atrest_store::{AuditLog, Store};
 use atrest_vault::Vaults;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -307,19 +308,14 @@ impl Instance {
         );
 
         let vaults = Vaults::new(store.clone(), root)?;
-        let (audit, audit_writer) = AuditSink::spawn(store.clone());
+        let audit_log = Arc::new(AuditLog::open(&dir.join("audit.db"))?);
+        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone());
         let settings = Settings {
             port,
             subscription,
             resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
         };
-        let state = Arc::new(AppState {
-            identity,
-            vaults,
-            store,
-            audit,
-            settings,
-        });
+        let state = Arc::new(AppState { identity, vaults, audit_log, audit, settings });
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
             state,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atrest_identity::{new_uuid, Caller, Identity};
-use atrest_store::{AuditEvent, Store};
+use atrest_store::{AuditEvent, AuditLog};
 use atrest_vault::Vaults;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
@@ -49,8 +49,8 @@ pub struct AppState {
     pub identity: Identity,
     /// Vaults and secrets.
     pub vaults: Vaults,
-    /// The store, for the audit log listing.
-    pub store: Arc<Store>,
+    /// The audit log, for listing.
+    pub audit_log: Arc<AuditLog>,
     /// Where audit events go.
     pub audit: AuditSink,
     /// Instance settings.

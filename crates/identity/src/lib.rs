@@ -13,13 +13,17 @@ mod tokens;
 pub use principals::{new_uuid, NewManagedIdentity, NewServicePrincipal};
 pub use tokens::{Caller, IdentitySelector, IssuedToken, OAuthError, TokenError};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use atrest_crypto::TokenSigner;
 use atrest_store::Store;
 
 /// Token lifetime, as Entra ID issues for client credentials.
 pub const TOKEN_LIFETIME_SECS: i64 = 3599;
+
+/// Verified tokens remembered at most (the cache is emptied when full).
+const VERIFIED_TOKENS_CACHED: usize = 8192;
 
 /// The token service of one atrest instance.
 #[derive(Debug)]
@@ -31,6 +35,7 @@ pub struct Identity {
     data_plane_audiences: Vec<String>,
     management_audiences: Vec<String>,
     token_lifetime: i64,
+    verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
 }
 
 impl Identity {
@@ -61,6 +66,7 @@ impl Identity {
                 "https://management.core.windows.net".to_owned(),
             ],
             token_lifetime: TOKEN_LIFETIME_SECS,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 

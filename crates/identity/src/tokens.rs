@@ -5,7 +5,9 @@ use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::{new_uuid, Identity};
+use std::sync::Arc;
+
+use crate::{new_uuid, Identity, VERIFIED_TOKENS_CACHED};
 
 /// An access token and its lifetime.
 #[derive(Clone)]
@@ -286,10 +288,7 @@ impl Identity {
         audiences: &[String],
         now: i64,
     ) -> Result<Caller, TokenError> {
-        let claims = self.signer.verify(token).map_err(|e| match e {
-            atrest_crypto::JwtError::Malformed => TokenError::Malformed,
-            _ => TokenError::BadSignature,
-        })?;
+        let claims = self.signature_checked_claims(token)?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let issuer = text("iss").unwrap_or_default();
         if issuer != self.issuer() {
@@ -327,6 +326,30 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The claims of `token` once its signature is verified. Verified tokens are
+    /// remembered by digest: a repeat presentation costs a hash instead of an ECDSA
+    /// verification, and any altered token hashes differently and is verified afresh.
+    fn signature_checked_claims(&self, token: &str) -> Result<Arc<Value>, TokenError> {
+        let digest = atrest_crypto::sha256(token.as_bytes());
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(claims) = cache.get(&digest) {
+            return Ok(claims.clone());
+        }
+        drop(cache);
+        let claims = Arc::new(self.signer.verify(token).map_err(|e| match e {
+            atrest_crypto::JwtError::Malformed => TokenError::Malformed,
+            _ => TokenError::BadSignature,
+        })?);
+        cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_TOKENS_CACHED {
+            cache.clear();
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+}
+
 fn missing(name: &str) -> OAuthError {
     OAuthError::InvalidRequest(format!("The input parameter '{name}' is required."))
 }
@@ -335,7 +358,6 @@ fn missing(name: &str) -> OAuthError {
 mod tests {
     use super::*;
     use crate::TOKEN_LIFETIME_SECS;
-    use std::sync::Arc;
 
     fn service(lifetime: i64) -> (Identity, std::path::PathBuf) {
         let dir =

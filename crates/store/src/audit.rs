@@ -1,8 +1,12 @@
-//! Audit events: one row per request, appended by the API edge's audit writer.
+//! Audit events: one row per request, appended by the API edge's audit writer to a
+//! database of their own.
 
-use rusqlite::{params, Row};
+use std::path::Path;
+use std::sync::Mutex;
 
-use crate::{StoreError, Tx};
+use rusqlite::{params, Connection, Row};
+
+use crate::{open_connection, open_reader, schema, StoreError};
 
 /// One audited request, in the shape of Azure's Key Vault AuditEvent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,42 +93,40 @@ fn row(r: &Row) -> rusqlite::Result<AuditEvent> {
     })
 }
 
-impl Tx<'_> {
-    /// Appends events in order.
-    pub fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "INSERT INTO audit_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            &COLUMNS["seq, ".len()..]
-        ))?;
-        for e in events {
-            stmt.execute(params![
-                e.time_ms,
-                e.operation,
-                e.result_signature,
-                e.result_type,
-                e.result_description,
-                e.status,
-                e.duration_ms,
-                e.caller_ip,
-                e.app_id,
-                e.object_id,
-                e.tenant_id,
-                e.identity_type,
-                e.mi_resource_id,
-                e.resource,
-                e.target_id,
-                e.http_method,
-                e.request_uri,
-                e.correlation_id,
-                e.client_info
-            ])?;
-        }
+/// The audit database: append-only, written by one writer, listed by one reader.
+pub struct AuditLog {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating and migrating if needed) the audit database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(AuditLog {
+            writer: Mutex::new(open_connection(path, schema::AUDIT)?),
+            reader: Mutex::new(open_reader(path)?),
+        })
+    }
+
+    /// Appends events in order, in one transaction: all are durable or none.
+    pub fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        append(&tx, events)?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Events matching `filter`, newest first.
-    pub fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+    pub fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM audit_events WHERE (?1 IS NULL OR time_ms >= ?1) AND (?2 IS NULL OR operation = ?2) \
              ORDER BY seq DESC LIMIT ?3"
         ))?;
@@ -136,4 +138,35 @@ impl Tx<'_> {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+}
+
+fn append(tx: &rusqlite::Transaction, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO audit_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            &COLUMNS["seq, ".len()..]
+        ))?;
+    for e in events {
+        stmt.execute(params![
+            e.time_ms,
+            e.operation,
+            e.result_signature,
+            e.result_type,
+            e.result_description,
+            e.status,
+            e.duration_ms,
+            e.caller_ip,
+            e.app_id,
+            e.object_id,
+            e.tenant_id,
+            e.identity_type,
+            e.mi_resource_id,
+            e.resource,
+            e.target_id,
+            e.http_method,
+            e.request_uri,
+            e.correlation_id,
+            e.client_info
+        ])?;
+    }
+    Ok(())
 }

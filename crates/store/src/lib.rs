@@ -5,6 +5,13 @@
 //! so a service can check a rule and change state atomically: a failed write leaves
 //! nothing behind. Rows are plain records; rules about them live in the services.
 //!
+//! Writes go through one connection; reads use a small pool of read-only connections, so
+//! readers see the last committed state and never wait for a writer's `fsync`.
+//!
+//! The audit log is a second database ([`AuditLog`]): it is appended on every request,
+//! and keeping it apart leaves the state database, and its readers' page caches,
+//! untouched by a read-only workload.
+//!
 //! Sealed columns (`sealed`, `wrapped_key`) hold ciphertext produced by `atrest-crypto`;
 //! this crate never sees plaintext key material or secret values.
 #![forbid(unsafe_code)]
@@ -17,12 +24,13 @@ mod schema;
 mod vaults;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
-pub use audit::{AuditEvent, AuditFilter};
+pub use audit::{AuditEvent, AuditFilter, AuditLog};
 pub use objects::{ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use vaults::VaultRow;
@@ -49,9 +57,17 @@ pub enum StoreError {
     },
 }
 
+/// Prepared statements kept per connection: more than the store has distinct queries.
+const STATEMENTS_CACHED: usize = 64;
+
+/// Read-only connections kept open beside the writer.
+const READERS: usize = 4;
+
 /// The database.
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -66,22 +82,32 @@ pub struct Tx<'a>(rusqlite::Transaction<'a>);
 impl Store {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-        )?;
-        schema::migrate(&mut conn)?;
+        let writer = open_connection(path, schema::STATE)?;
+        let readers = (0..READERS)
+            .map(|_| Ok(Mutex::new(open_reader(path)?)))
+            .collect::<Result<_, StoreError>>()?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
     }
 
-    /// Runs `f` in a read transaction.
+    /// Runs `f` in a read transaction on one of the read-only connections.
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(TransactionBehavior::Deferred, f)
+        // A free reader if there is one, else wait for the next in turn.
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let mut conn = (0..READERS)
+            .find_map(|i| self.readers[(start + i) % READERS].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.readers[start % READERS]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
+        transact(&mut conn, TransactionBehavior::Deferred, f)
     }
 
     /// Runs `f` in a write transaction, committed only if `f` returns `Ok`.
@@ -89,39 +115,73 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(TransactionBehavior::Immediate, f)
-    }
-
-    fn transact<T, E: From<StoreError>>(
-        &self,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&Tx) -> Result<T, E>,
-    ) -> Result<T, E> {
-        // A panic inside a closure poisons the mutex; the connection itself is still sound
-        // because the transaction rolls back on drop.
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = Tx(conn
-            .transaction_with_behavior(behavior)
-            .map_err(StoreError::from)?);
-        let out = f(&tx)?;
-        tx.0.commit().map_err(StoreError::from)?;
-        Ok(out)
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        transact(&mut conn, TransactionBehavior::Immediate, f)
     }
 }
 
+/// Opens the writing connection of a database, creating and migrating it if needed.
+fn open_connection(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+    )?;
+    schema::migrate(&mut conn, migrations)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database already opened by [`open_connection`].
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
+    Ok(conn)
+}
+
+/// Runs `f` in one transaction on `conn`. A panic inside a closure poisons the mutex, but
+/// the connection itself is still sound because the transaction rolls back on drop.
+fn transact<T, E: From<StoreError>>(
+    conn: &mut Connection,
+    behavior: TransactionBehavior,
+    f: impl FnOnce(&Tx) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = Tx(conn
+        .transaction_with_behavior(behavior)
+        .map_err(StoreError::from)?);
+    let out = f(&tx)?;
+    tx.0.commit().map_err(StoreError::from)?;
+    Ok(out)
+}
+
 impl Tx<'_> {
+    /// Runs one statement. Statements are cached per connection, so each SQL text is
+    /// parsed once.
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(params)
+    }
+
+    /// The first row of a query, through the statement cache.
+    fn query_one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.0.prepare_cached(sql)?.query_row(params, f)
+    }
+
     /// A value from the instance metadata table.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         use rusqlite::OptionalExtension;
         Ok(self
-            .0
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .query_one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
     /// Sets an instance metadata value.
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             rusqlite::params![key, value],
         )?;

@@ -137,9 +137,7 @@ impl Tx<'_> {
         kind: ObjectKind,
         name: &str,
     ) -> Result<Option<ObjectState>, StoreError> {
-        Ok(self
-            .0
-            .query_row(
+        Ok(self.query_one(
                 "SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
                 params![vault_id, kind.as_str(), name],
                 state_row,
@@ -149,11 +147,11 @@ impl Tx<'_> {
 
     /// Adds a version, creating the object row if the name is new.
     pub fn insert_version(&self, v: &VersionRow) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT OR IGNORE INTO objects (vault_id, kind, name) VALUES (?1, ?2, ?3)",
             params![v.vault_id, v.kind.as_str(), v.name],
         )?;
-        self.0.execute(
+        self.exec(
             "INSERT INTO object_versions (vault_id, kind, name, version, sealed, public, tags, enabled, nbf, exp, created, updated) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
@@ -172,9 +170,7 @@ impl Tx<'_> {
         name: &str,
         version: Option<&str>,
     ) -> Result<Option<VersionRow>, StoreError> {
-        let row = self
-            .0
-            .query_row(
+        let row = self.query_one(
                 &format!(
                     "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
                      AND (?4 IS NULL OR v.version = ?4) ORDER BY v.seq DESC LIMIT 1"
@@ -188,7 +184,7 @@ impl Tx<'_> {
 
     /// Writes back a version's mutable fields: public properties, tags, attributes.
     pub fn update_version(&self, v: &VersionRow) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "UPDATE object_versions SET public = ?5, tags = ?6, enabled = ?7, nbf = ?8, exp = ?9, updated = ?10 \
              WHERE vault_id = ?1 AND kind = ?2 AND name = ?3 AND version = ?4",
             params![v.vault_id, v.kind.as_str(), v.name, v.version, v.public.to_string(), to_json(&v.tags), v.enabled, v.nbf, v.exp, v.updated],
@@ -205,7 +201,7 @@ impl Tx<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(ObjectState, VersionRow)>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+        let mut stmt = self.0.prepare_cached(&format!(
             "SELECT o.vault_id, o.kind, o.name, o.deleted, o.scheduled_purge, {VERSION_COLUMNS} FROM objects o \
              JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
              WHERE o.vault_id = ?1 AND o.kind = ?2 AND (o.deleted IS NOT NULL) = ?3 AND (?4 IS NULL OR o.name > ?4) \
@@ -231,7 +227,7 @@ impl Tx<'_> {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(VersionRow, i64)>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+        let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
              AND v.seq > ?4 ORDER BY v.seq LIMIT ?5"
         ))?;
@@ -250,7 +246,7 @@ impl Tx<'_> {
         name: &str,
         state: Option<(i64, i64)>,
     ) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "UPDATE objects SET deleted = ?4, scheduled_purge = ?5 WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
             params![vault_id, kind.as_str(), name, state.map(|s| s.0), state.map(|s| s.1)],
         )?;
@@ -265,11 +261,11 @@ impl Tx<'_> {
         name: &str,
     ) -> Result<(), StoreError> {
         let p = params![vault_id, kind.as_str(), name];
-        self.0.execute(
+        self.exec(
             "DELETE FROM object_versions WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
             p,
         )?;
-        self.0.execute(
+        self.exec(
             "DELETE FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
             p,
         )?;

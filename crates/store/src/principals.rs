@@ -70,7 +70,7 @@ fn row(r: &Row) -> rusqlite::Result<PrincipalRow> {
 impl Tx<'_> {
     /// Inserts a principal.
     pub fn insert_principal(&self, p: &PrincipalRow) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             &format!("INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 p.object_id,
@@ -89,8 +89,7 @@ impl Tx<'_> {
     /// The principal with this application (client) id.
     pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
         Ok(self
-            .0
-            .query_row(
+            .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE app_id = ?1"),
                 [app_id],
                 row,
@@ -104,8 +103,7 @@ impl Tx<'_> {
         object_id: &str,
     ) -> Result<Option<PrincipalRow>, StoreError> {
         Ok(self
-            .0
-            .query_row(
+            .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE object_id = ?1"),
                 [object_id],
                 row,
@@ -119,8 +117,7 @@ impl Tx<'_> {
         resource_id: &str,
     ) -> Result<Option<PrincipalRow>, StoreError> {
         Ok(self
-            .0
-            .query_row(
+            .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE lower(resource_id) = lower(?1)"),
                 [resource_id],
                 row,
@@ -130,7 +127,7 @@ impl Tx<'_> {
 
     /// All principals of one kind, oldest first.
     pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRow>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+        let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM principals WHERE kind = ?1 ORDER BY created, app_id"
         ))?;
         let rows = stmt
@@ -145,7 +142,7 @@ impl Tx<'_> {
         object_id: &str,
         secret_hash: &[u8],
     ) -> Result<bool, StoreError> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "UPDATE principals SET secret_hash = ?2 WHERE object_id = ?1",
             params![object_id, secret_hash],
         )? == 1)
@@ -153,9 +150,6 @@ impl Tx<'_> {
 
     /// Deletes a principal; false if no such principal.
     pub fn delete_principal(&self, object_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .0
-            .execute("DELETE FROM principals WHERE object_id = ?1", [object_id])?
-            == 1)
+        Ok(self.exec("DELETE FROM principals WHERE object_id = ?1", [object_id])? == 1)
     }
 }

@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
-const MIGRATIONS: &[&str] = &[r#"
+/// Migrations of the state database.
+pub(crate) const STATE: &[&str] = &[r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -63,6 +64,10 @@ CREATE TABLE object_versions (
     FOREIGN KEY (vault_id, kind, name) REFERENCES objects(vault_id, kind, name) ON DELETE CASCADE
 );
 CREATE INDEX object_versions_by_name ON object_versions (vault_id, kind, name, seq);
+"#];
+
+/// Migrations of the audit database.
+pub(crate) const AUDIT: &[&str] = &[r#"
 CREATE TABLE audit_events (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
     time_ms           INTEGER NOT NULL,
@@ -89,16 +94,16 @@ CREATE INDEX audit_events_by_time ON audit_events (time_ms);
 "#];
 
 /// Brings the schema up to date inside one transaction per migration.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
+    let supported = migrations.len() as i64;
     if current > supported {
         return Err(StoreError::SchemaTooNew {
             found: current,
             supported,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;

@@ -78,7 +78,7 @@ fn with_tags((mut v, tags): (VaultRow, String)) -> Result<VaultRow, StoreError> 
 impl Tx<'_> {
     /// Inserts a vault.
     pub fn insert_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
             params![
                 v.name, v.vault_id, v.subscription, v.resource_group, v.location, v.tenant, v.retention_days,
@@ -91,7 +91,7 @@ impl Tx<'_> {
 
     /// Writes back the mutable fields of a vault (flags, tags, deletion state).
     pub fn update_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "UPDATE vaults SET purge_protection = ?2, disk_encryption = ?3, rbac = ?4, tags = ?5, updated = ?6, \
              deleted = ?7, scheduled_purge = ?8 WHERE vault_id = ?1",
             params![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge],
@@ -101,15 +101,14 @@ impl Tx<'_> {
 
     /// The vault with this name, deleted or not.
     pub fn vault(&self, name: &str) -> Result<Option<VaultRow>, StoreError> {
-        self.0
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"),
-                [name],
-                row,
-            )
-            .optional()?
-            .map(with_tags)
-            .transpose()
+        self.query_one(
+            &format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"),
+            [name],
+            row,
+        )
+        .optional()?
+        .map(with_tags)
+        .transpose()
     }
 
     /// Vaults of a subscription (optionally one resource group), live or deleted, by name.
@@ -119,7 +118,7 @@ impl Tx<'_> {
         resource_group: Option<&str>,
         deleted: bool,
     ) -> Result<Vec<VaultRow>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+        let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM vaults WHERE subscription = ?1 AND (?2 IS NULL OR resource_group = ?2) \
              AND (deleted IS NOT NULL) = ?3 ORDER BY name"
         ))?;
@@ -129,7 +128,7 @@ impl Tx<'_> {
 
     /// Soft-deleted vaults whose purge date is at or before `now`.
     pub fn vaults_due_for_purge(&self, now: i64) -> Result<Vec<VaultRow>, StoreError> {
-        let mut stmt = self.0.prepare(&format!(
+        let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"
         ))?;
         let rows = stmt.query_map([now], row)?;
@@ -138,12 +137,11 @@ impl Tx<'_> {
 
     /// Deletes a vault and, by cascade, every object in it.
     pub fn purge_vault(&self, vault_id: &str) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "DELETE FROM object_versions WHERE vault_id = ?1",
             [vault_id],
         )?;
-        self.0
-            .execute("DELETE FROM vaults WHERE vault_id = ?1", [vault_id])?;
+        self.exec("DELETE FROM vaults WHERE vault_id = ?1", [vault_id])?;
         Ok(())
     }
 }

@@ -18,8 +18,19 @@ pub use secrets::{Page, Secret, SecretAttributesPatch, SecretUpdate, SetSecret};
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use atrest_crypto::{DataKey, RootKey};
 use atrest_store::{Store, VaultRow};
+
+/// Vault rows as last read, and a generation that every vault write bumps: a row read
+/// from the store is cached only if no write happened since the read began.
+#[derive(Debug, Default)]
+struct VaultCache {
+    generation: u64,
+    vaults: HashMap<String, VaultRow>,
+}
 
 /// The vault service of one atrest instance.
 #[derive(Debug)]
@@ -27,6 +38,8 @@ pub struct Vaults {
     store: Arc<Store>,
     root: Arc<RootKey>,
     backup_key: DataKey,
+    /// Live vaults by lower-case name, for the data plane's per-request lookup.
+    live_vaults: RwLock<VaultCache>,
 }
 
 const BACKUP_KEY_META: &str = "backup-key";
@@ -49,7 +62,20 @@ impl Vaults {
             store,
             root,
             backup_key,
+            live_vaults: RwLock::new(VaultCache::default()),
         })
+    }
+
+    /// A write transaction that may change vaults; the vault cache is emptied after it.
+    fn write_vaults<T>(
+        &self,
+        f: impl FnOnce(&atrest_store::Tx) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let result = self.store.write(f);
+        let mut cache = self.live_vaults.write().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.vaults.clear();
+        result
     }
 
     fn storage_key(&self, vault: &VaultRow) -> Result<DataKey, VaultError> {
@@ -63,7 +89,7 @@ impl Vaults {
     /// Purges soft-deleted objects and vaults whose scheduled purge date has passed.
     /// Returns how many objects and vaults were purged.
     pub fn purge_due(&self, now: i64) -> Result<(usize, usize), VaultError> {
-        self.store.write(|tx| {
+        self.write_vaults(|tx| {
             let objects = tx.objects_due_for_purge(now)?;
             for o in &objects {
                 tx.purge_object(&o.vault_id, o.kind, &o.name)?;
