@@ -28,9 +28,7 @@ impl AuditSink {
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
                 let log = log.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || log.append(&events))
-                        .await;
+                let written = tokio::task::spawn_blocking(move || log.append(&events)).await;
                 match written {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

@@ -29,7 +29,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use crate::server::{load_tls_config, serve, unix_now, AppState, Settings};
+use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
 use crate::AuditSink;
 
 /// The resource group that exists from the first start.
@@ -315,7 +315,14 @@ impl Instance {
             subscription,
             resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
         };
-        let state = Arc::new(AppState { identity, vaults, audit_log, audit, settings });
+        let state = Arc::new(AppState {
+            identity,
+            vaults,
+            audit_log,
+            audit,
+            settings,
+            request_ids: RequestIds::new(),
+        });
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
             state,

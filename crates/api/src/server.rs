@@ -2,10 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use atrest_identity::{new_uuid, Caller, Identity};
+use atrest_identity::{Caller, Identity};
 use atrest_store::{AuditEvent, AuditLog};
 use atrest_vault::Vaults;
 use hyper::body::Incoming;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Instance settings.
     pub settings: Settings,
+    /// Request and correlation ids.
+    pub request_ids: RequestIds,
 }
 
 impl AppState {
@@ -76,6 +79,42 @@ impl AppState {
             name.to_ascii_lowercase(),
             self.settings.port
         )
+    }
+}
+
+/// Request and correlation ids: unique, not secret, so a random per-process prefix and
+/// a counter serve, without a trip to the DRBG on every request.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    /// A generator with a fresh random prefix.
+    pub fn new() -> Self {
+        let h = atrest_crypto::random_hex(8);
+        RequestIds {
+            prefix: format!("{}-{}-4{}", &h[..8], &h[8..12], &h[13..16]),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id, in UUID layout.
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}-{:04x}-{:012x}",
+            self.prefix,
+            0x8000 | (n >> 48) & 0x3fff,
+            n & 0xffff_ffff_ffff
+        )
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -132,7 +171,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     };
     let correlation_id = header("x-ms-client-request-id")
         .filter(|c| c.len() <= 200)
-        .unwrap_or_else(new_uuid);
+        .unwrap_or_else(|| state.request_ids.next());
     let client_info = header(USER_AGENT.as_str()).unwrap_or_default();
     let method = req.method().to_string();
     let request_uri = format!(
@@ -169,7 +208,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         headers.insert("x-ms-client-request-id", v.clone());
         headers.insert("x-ms-correlation-request-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&new_uuid()) {
+    if let Ok(v) = HeaderValue::from_str(&state.request_ids.next()) {
         headers.insert("x-ms-request-id", v);
     }
 
@@ -283,4 +322,19 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight at shutdown were abandoned"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_uuids() {
+        let ids = RequestIds::new();
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert_ne!(RequestIds::new().next(), RequestIds::new().next());
+    }
 }
