@@ -11,11 +11,13 @@
 
 mod aead;
 mod jwt;
+mod keys;
 mod random;
 mod tls;
 
 pub use aead::{DataKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
+pub use keys::{jwk_json, CipherParams, Curve, Encrypted, KeyError, KeyMaterial};
 pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
 pub use tls::{generate_tls_identity, TlsIdentity};
 
