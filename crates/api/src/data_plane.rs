@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use atrest_vault::{Page, Secret, SecretAttributesPatch, SecretUpdate, SetSecret};
+use atrest_vault::{AttributesPatch, Page, Secret, SecretUpdate, SetSecret};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hyper::body::Incoming;
@@ -82,9 +82,9 @@ struct AttributesDto {
     exp: Option<i64>,
 }
 
-impl From<AttributesDto> for SecretAttributesPatch {
+impl From<AttributesDto> for AttributesPatch {
     fn from(a: AttributesDto) -> Self {
-        SecretAttributesPatch {
+        AttributesPatch {
             enabled: a.enabled,
             not_before: a.nbf,
             expires: a.exp,

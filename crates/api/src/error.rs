@@ -1,6 +1,8 @@
 //! Mapping service errors to HTTP statuses and Azure (or OAuth2) error bodies.
 
+use atrest_crypto::KeyError;
 use atrest_identity::{OAuthError, TokenError};
+use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
 use hyper::StatusCode;
@@ -112,13 +114,22 @@ impl From<VaultError> for ApiError {
         let (status, code) = match &e {
             E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
-            E::SecretNotFound(_) | E::DeletedSecretNotFound(_) => {
-                (StatusCode::NOT_FOUND, "SecretNotFound")
+            E::NotFound { kind, .. } | E::DeletedNotFound { kind, .. } => (
+                StatusCode::NOT_FOUND,
+                match kind {
+                    ObjectKind::Secret => "SecretNotFound",
+                    ObjectKind::Key => "KeyNotFound",
+                },
+            ),
+            E::DeletedButRecoverable { .. } | E::AlreadyExists { .. } => {
+                (StatusCode::CONFLICT, "Conflict")
             }
-            E::DeletedButRecoverable(_) | E::AlreadyExists(_) => (StatusCode::CONFLICT, "Conflict"),
-            E::Unusable { .. } | E::PurgeProtected | E::VaultPurgeProtected(_) => {
-                (StatusCode::FORBIDDEN, "Forbidden")
-            }
+            E::Unusable { .. }
+            | E::PurgeProtected
+            | E::VaultPurgeProtected(_)
+            | E::OperationNotPermitted(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            E::Key(KeyError::Library(_)) => return ApiError::internal(&e),
+            E::Key(_) => (StatusCode::BAD_REQUEST, "BadParameter"),
             E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::BadBackup(_) => {
                 (StatusCode::BAD_REQUEST, "BadParameter")
             }

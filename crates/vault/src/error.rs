@@ -3,6 +3,7 @@
 use atrest_core::attributes::Unusable;
 use atrest_core::names::NameError;
 use atrest_core::vault::VaultRuleError;
+use atrest_store::ObjectKind;
 use thiserror::Error;
 
 /// A refused or failed vault operation. Messages are Key Vault's and never include values.
@@ -16,25 +17,53 @@ pub enum VaultError {
     #[error("{0}")]
     VaultConflict(String),
     /// No live object (or version) of that name.
-    #[error("A secret with (name/id) {0} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")]
-    SecretNotFound(String),
+    #[error("A {noun} with (name/id) {name} was not found in this key vault. If you recently deleted this {noun} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", noun = noun(*.kind))]
+    NotFound {
+        /// Secret or key.
+        kind: ObjectKind,
+        /// `name` or `name/version`.
+        name: String,
+    },
     /// No soft-deleted object of that name.
-    #[error("Deleted Secret not found: {0}")]
-    DeletedSecretNotFound(String),
+    #[error("Deleted {} not found: {name}", title(*.kind))]
+    DeletedNotFound {
+        /// Secret or key.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// The name belongs to a soft-deleted object.
-    #[error("Secret {0} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can be recovered or purged.")]
-    DeletedButRecoverable(String),
+    #[error("{} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can be recovered or purged.", title(*.kind), noun(*.kind))]
+    DeletedButRecoverable {
+        /// Secret or key.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// A restore found the name already in use.
-    #[error("Secret {0} already exists in this vault.")]
-    AlreadyExists(String),
+    #[error("{} {name} already exists in this vault.", title(*.kind))]
+    AlreadyExists {
+        /// Secret or key.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// The version's attributes forbid the operation now.
-    #[error("Operation {operation} is not allowed {}", describe(.reason))]
+    #[error("Operation {operation} is not allowed {}", describe(*.kind, .reason))]
     Unusable {
-        /// Operation name (`get`).
+        /// Secret or key.
+        kind: ObjectKind,
+        /// Operation name (`get`, `decrypt`, …).
         operation: &'static str,
         /// Why.
         reason: Unusable,
     },
+    /// The key's `key_ops` do not include the operation.
+    #[error("Operation {0} is not permitted on this key.")]
+    OperationNotPermitted(&'static str),
+    /// A cryptographic request the key refuses: wrong algorithm, bad input, tampered data.
+    #[error(transparent)]
+    Key(#[from] atrest_crypto::KeyError),
     /// Purge refused under purge protection.
     #[error("Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.")]
     PurgeProtected,
@@ -61,33 +90,47 @@ pub enum VaultError {
     Crypto(#[from] atrest_crypto::CryptoError),
 }
 
-fn describe(reason: &Unusable) -> &'static str {
+fn noun(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Secret => "secret",
+        ObjectKind::Key => "key",
+    }
+}
+
+fn title(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Secret => "Secret",
+        ObjectKind::Key => "Key",
+    }
+}
+
+fn describe(kind: ObjectKind, reason: &Unusable) -> String {
+    let noun = noun(kind);
     match reason {
-        Unusable::Disabled => "on a disabled secret.",
-        Unusable::NotYetValid => "on a secret that is not yet valid (before its nbf time).",
-        Unusable::Expired => "on an expired secret.",
+        Unusable::Disabled => format!("on a disabled {noun}."),
+        Unusable::NotYetValid => {
+            format!("on a {noun} that is not yet valid (before its nbf time).")
+        }
+        Unusable::Expired => format!("on an expired {noun}."),
     }
 }
 
 impl VaultError {
     /// The Azure inner error code, where Key Vault sends one.
     pub fn inner_code(&self) -> Option<&'static str> {
-        match self {
-            VaultError::Unusable {
-                reason: Unusable::Disabled,
-                ..
-            } => Some("SecretDisabled"),
-            VaultError::Unusable {
-                reason: Unusable::NotYetValid,
-                ..
-            } => Some("SecretNotYetValid"),
-            VaultError::Unusable {
-                reason: Unusable::Expired,
-                ..
-            } => Some("SecretExpired"),
-            VaultError::DeletedButRecoverable(_) => Some("ObjectIsDeletedButRecoverable"),
-            VaultError::PurgeProtected => Some("PurgeProtectionEnabled"),
-            _ => None,
-        }
+        use ObjectKind::{Key, Secret};
+        Some(match self {
+            VaultError::Unusable { kind, reason, .. } => match (kind, reason) {
+                (Secret, Unusable::Disabled) => "SecretDisabled",
+                (Secret, Unusable::NotYetValid) => "SecretNotYetValid",
+                (Secret, Unusable::Expired) => "SecretExpired",
+                (Key, Unusable::Disabled) => "KeyDisabled",
+                (Key, Unusable::NotYetValid) => "KeyNotYetValid",
+                (Key, Unusable::Expired) => "KeyExpired",
+            },
+            VaultError::DeletedButRecoverable { .. } => "ObjectIsDeletedButRecoverable",
+            VaultError::PurgeProtected => "PurgeProtectionEnabled",
+            _ => return None,
+        })
     }
 }

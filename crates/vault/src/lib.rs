@@ -10,11 +10,13 @@
 
 mod error;
 mod management;
+mod objects;
 mod secrets;
 
 pub use error::VaultError;
 pub use management::VaultRequest;
-pub use secrets::{Page, Secret, SecretAttributesPatch, SecretUpdate, SetSecret};
+pub use objects::{AttributesPatch, Page, MAX_PAGE};
+pub use secrets::{Secret, SecretUpdate, SetSecret};
 
 use std::sync::Arc;
 

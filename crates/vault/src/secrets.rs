@@ -1,26 +1,22 @@
-//! The secrets data plane.
+//! The secrets data plane: values on top of the shared object lifecycle.
 
 use std::collections::BTreeMap;
 
 use atrest_core::attributes::{Attributes, Recovery};
-use atrest_core::names::{check_object_name, is_object_version};
-use atrest_core::vault::{
-    geography, MAX_CONTENT_TYPE_CHARS, MAX_SECRET_VALUE_BYTES, MAX_TAGS, MAX_TAG_NAME_CHARS,
-    MAX_TAG_VALUE_CHARS,
-};
+use atrest_core::names::check_object_name;
+use atrest_core::vault::{MAX_CONTENT_TYPE_CHARS, MAX_SECRET_VALUE_BYTES};
 use atrest_crypto::random_hex;
-use atrest_store::{ObjectKind, ObjectState, Tx, VaultRow, VersionRow};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
+use atrest_store::{ObjectKind, VaultRow, VersionRow};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::objects::{
+    attributes, check_tags, edit_tags_and_attributes, live_version, name_for_new_version,
+    payload_aad, recovery, AttributesPatch, Page, Stored,
+};
 use crate::{VaultError, Vaults};
 
 const KIND: ObjectKind = ObjectKind::Secret;
-/// Largest page Key Vault returns.
-pub const MAX_PAGE: usize = 25;
 
 /// One secret version as the data plane returns it.
 #[derive(Clone)]
@@ -56,15 +52,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A page of results and the token for the next one.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    /// Items on this page.
-    pub items: Vec<T>,
-    /// Opaque `$skiptoken` for the next page.
-    pub next: Option<String>,
-}
-
 /// `PUT /secrets/{name}`.
 #[derive(Clone, Default)]
 pub struct SetSecret {
@@ -75,18 +62,7 @@ pub struct SetSecret {
     /// Tags.
     pub tags: Option<BTreeMap<String, String>>,
     /// Attributes given with the request.
-    pub attributes: SecretAttributesPatch,
-}
-
-/// Attributes a request may set; `None` keeps the current (or default) value.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SecretAttributesPatch {
-    /// `enabled`.
-    pub enabled: Option<bool>,
-    /// `nbf`.
-    pub not_before: Option<i64>,
-    /// `exp`.
-    pub expires: Option<i64>,
+    pub attributes: AttributesPatch,
 }
 
 /// `PATCH /secrets/{name}/{version}`.
@@ -97,49 +73,10 @@ pub struct SecretUpdate {
     /// Replacement tags.
     pub tags: Option<BTreeMap<String, String>>,
     /// Attribute changes.
-    pub attributes: SecretAttributesPatch,
+    pub attributes: AttributesPatch,
 }
 
-/// The plaintext inside a backup blob (itself sealed under the instance backup key).
-#[derive(Serialize, Deserialize)]
-struct Backup {
-    format: String,
-    subscription: String,
-    geography: String,
-    name: String,
-    versions: Vec<BackupVersion>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct BackupVersion {
-    version: String,
-    value: String,
-    public: serde_json::Value,
-    tags: BTreeMap<String, String>,
-    enabled: bool,
-    nbf: Option<i64>,
-    exp: Option<i64>,
-    created: i64,
-    updated: i64,
-}
-
-const BACKUP_FORMAT: &str = "atrest-secret-backup/1";
-const BACKUP_CONTEXT: &[u8] = b"atrest/backup/secret";
-
-fn value_aad(vault: &VaultRow, name: &str, version: &str) -> Vec<u8> {
-    format!(
-        "atrest/secret/{}/{}/{}",
-        vault.vault_id,
-        name.to_ascii_lowercase(),
-        version
-    )
-    .into_bytes()
-}
-
-fn check_content_and_tags(
-    content_type: &Option<String>,
-    tags: &Option<BTreeMap<String, String>>,
-) -> Result<(), VaultError> {
+fn check_content_type(content_type: &Option<String>) -> Result<(), VaultError> {
     if content_type
         .as_ref()
         .is_some_and(|c| c.chars().count() > MAX_CONTENT_TYPE_CHARS)
@@ -148,139 +85,34 @@ fn check_content_and_tags(
             "The contentType exceeds the maximum length of {MAX_CONTENT_TYPE_CHARS} characters."
         )));
     }
-    if let Some(tags) = tags {
-        if tags.len() > MAX_TAGS {
-            return Err(VaultError::BadParameter(format!(
-                "The number of tags ({}) exceeds the maximum of {MAX_TAGS}.",
-                tags.len()
-            )));
-        }
-        if tags.iter().any(|(k, v)| {
-            k.is_empty()
-                || k.chars().count() > MAX_TAG_NAME_CHARS
-                || v.chars().count() > MAX_TAG_VALUE_CHARS
-        }) {
-            return Err(VaultError::BadParameter(format!(
-                "Tag names must be 1-{MAX_TAG_NAME_CHARS} characters and tag values at most {MAX_TAG_VALUE_CHARS} characters."
-            )));
-        }
-    }
     Ok(())
 }
 
-fn check_dates(attrs: &SecretAttributesPatch) -> Result<(), VaultError> {
-    if let (Some(nbf), Some(exp)) = (attrs.not_before, attrs.expires) {
-        if exp <= nbf {
-            return Err(VaultError::BadParameter(
-                "The expiration time (exp) must be later than the activation time (nbf).".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn recovery(vault: &VaultRow) -> Recovery {
-    Recovery {
-        retention_days: vault.retention_days,
-        purge_protection: vault.purge_protection,
-    }
-}
-
-fn attributes(v: &VersionRow) -> Attributes {
-    Attributes {
-        enabled: v.enabled,
-        not_before: v.nbf,
-        expires: v.exp,
-        created: v.created,
-        updated: v.updated,
+fn secret(vault: &VaultRow, stored: Stored, value: Option<Zeroizing<String>>) -> Secret {
+    let Stored { state, row } = stored;
+    Secret {
+        content_type: row
+            .public
+            .get("contentType")
+            .and_then(|c| c.as_str())
+            .map(str::to_owned),
+        attributes: attributes(&row),
+        recovery: recovery(vault),
+        deleted: state.deleted.zip(state.scheduled_purge),
+        name: state.name,
+        version: row.version,
+        tags: row.tags,
+        value,
     }
 }
 
-fn not_found(name: &str, version: Option<&str>) -> VaultError {
-    VaultError::SecretNotFound(match version {
-        Some(v) => format!("{name}/{v}"),
-        None => name.to_owned(),
-    })
-}
-
-/// The object's state if it exists and is not deleted.
-fn live_state(tx: &Tx, vault: &VaultRow, name: &str) -> Result<ObjectState, VaultError> {
-    tx.object_state(&vault.vault_id, KIND, name)?
-        .filter(|s| s.deleted.is_none())
-        .ok_or_else(|| not_found(name, None))
-}
-
-fn deleted_state(tx: &Tx, vault: &VaultRow, name: &str) -> Result<ObjectState, VaultError> {
-    tx.object_state(&vault.vault_id, KIND, name)?
-        .filter(|s| s.deleted.is_some())
-        .ok_or_else(|| VaultError::DeletedSecretNotFound(name.to_owned()))
-}
-
-fn latest(tx: &Tx, vault: &VaultRow, state: &ObjectState) -> Result<VersionRow, VaultError> {
-    tx.version(&vault.vault_id, KIND, &state.name, None)?
-        .ok_or_else(|| not_found(&state.name, None))
-}
-
-fn check_page_size(maxresults: Option<usize>) -> Result<usize, VaultError> {
-    match maxresults {
-        None => Ok(MAX_PAGE),
-        Some(n @ 1..=MAX_PAGE) => Ok(n),
-        Some(n) => Err(VaultError::BadParameter(format!(
-            "The value {n} of 'maxresults' is invalid. It must be between 1 and {MAX_PAGE}."
-        ))),
-    }
-}
-
-fn decode_skip(token: Option<&str>) -> Result<Option<String>, VaultError> {
-    token
-        .map(|t| {
-            B64.decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| VaultError::BadParameter("The $skiptoken is invalid.".into()))
-        })
-        .transpose()
-}
-
-fn encode_skip(position: &str) -> String {
-    B64.encode(position)
+fn utf8(bytes: Zeroizing<Vec<u8>>) -> Result<Zeroizing<String>, VaultError> {
+    String::from_utf8(bytes.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| VaultError::BadBackup("A secret value is not UTF-8.".into()))
 }
 
 impl Vaults {
-    fn to_secret(
-        &self,
-        vault: &VaultRow,
-        state: &ObjectState,
-        v: &VersionRow,
-        with_value: bool,
-    ) -> Result<Secret, VaultError> {
-        let value = if with_value {
-            let plain = Zeroizing::new(
-                self.storage_key(vault)?
-                    .open(&value_aad(vault, &v.name, &v.version), &v.sealed)?,
-            );
-            Some(Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(
-                |_| VaultError::BadBackup("stored value is not UTF-8".into()),
-            )?))
-        } else {
-            None
-        };
-        Ok(Secret {
-            name: state.name.clone(),
-            version: v.version.clone(),
-            value,
-            content_type: v
-                .public
-                .get("contentType")
-                .and_then(|c| c.as_str())
-                .map(str::to_owned),
-            tags: v.tags.clone(),
-            attributes: attributes(v),
-            recovery: recovery(vault),
-            deleted: state.deleted.zip(state.scheduled_purge),
-        })
-    }
-
     /// Sets a secret: adds a new version, creating the secret if the name is new.
     pub fn set_secret(
         &self,
@@ -296,24 +128,21 @@ impl Vaults {
                 req.value.len()
             )));
         }
-        check_content_and_tags(&req.content_type, &req.tags)?;
-        check_dates(&req.attributes)?;
+        check_content_type(&req.content_type)?;
+        check_tags(&req.tags)?;
+        req.attributes.check_dates()?;
         let key = self.storage_key(vault)?;
-        self.store.write(|tx| {
-            let state = tx.object_state(&vault.vault_id, KIND, name)?;
-            if let Some(s) = state.as_ref().filter(|s| s.deleted.is_some()) {
-                return Err(VaultError::DeletedButRecoverable(s.name.clone()));
-            }
-            let stored_name = state.map_or_else(|| name.to_owned(), |s| s.name);
+        let stored = self.store.write(|tx| {
+            let name = name_for_new_version(tx, vault, KIND, name)?;
             let version = random_hex(16);
             let row = VersionRow {
                 vault_id: vault.vault_id.clone(),
                 kind: KIND,
                 sealed: key.seal(
-                    &value_aad(vault, &stored_name, &version),
+                    &payload_aad(vault, KIND, &name, &version),
                     req.value.as_bytes(),
                 ),
-                name: stored_name,
+                name,
                 version,
                 public: match &req.content_type {
                     Some(c) => json!({ "contentType": c }),
@@ -327,11 +156,9 @@ impl Vaults {
                 updated: now,
             };
             tx.insert_version(&row)?;
-            let state = live_state(tx, vault, &row.name)?;
-            let mut secret = self.to_secret(vault, &state, &row, false)?;
-            secret.value = Some(req.value.clone());
-            Ok(secret)
-        })
+            live_version(tx, vault, KIND, &row.name, Some(&row.version))
+        })?;
+        Ok(secret(vault, stored, Some(req.value.clone())))
     }
 
     /// Gets a version (the latest when `version` is `None`), enforcing its attributes.
@@ -343,19 +170,18 @@ impl Vaults {
         now: i64,
     ) -> Result<Secret, VaultError> {
         check_object_name(name)?;
-        self.store.read(|tx| {
-            let state = live_state(tx, vault, name)?;
-            let row = tx
-                .version(&vault.vault_id, KIND, name, version)?
-                .ok_or_else(|| not_found(name, version))?;
-            attributes(&row)
-                .check_usable(now)
-                .map_err(|reason| VaultError::Unusable {
-                    operation: "get",
-                    reason,
-                })?;
-            self.to_secret(vault, &state, &row, true)
-        })
+        let stored = self
+            .store
+            .read(|tx| live_version(tx, vault, KIND, name, version))?;
+        attributes(&stored.row)
+            .check_usable(now)
+            .map_err(|reason| VaultError::Unusable {
+                kind: KIND,
+                operation: "get",
+                reason,
+            })?;
+        let value = utf8(self.open_payload(&self.storage_key(vault)?, vault, &stored.row)?)?;
+        Ok(secret(vault, stored, Some(value)))
     }
 
     /// Updates a version's content type, tags or attributes (the latest when `version` is `None`).
@@ -367,33 +193,15 @@ impl Vaults {
         update: &SecretUpdate,
         now: i64,
     ) -> Result<Secret, VaultError> {
-        check_object_name(name)?;
-        check_content_and_tags(&update.content_type, &update.tags)?;
-        self.store.write(|tx| {
-            let state = live_state(tx, vault, name)?;
-            let mut row = tx
-                .version(&vault.vault_id, KIND, name, version)?
-                .ok_or_else(|| not_found(name, version))?;
-            let a = &update.attributes;
-            let merged = SecretAttributesPatch {
-                enabled: a.enabled,
-                not_before: a.not_before.or(row.nbf),
-                expires: a.expires.or(row.exp),
-            };
-            check_dates(&merged)?;
-            row.enabled = a.enabled.unwrap_or(row.enabled);
-            row.nbf = merged.not_before;
-            row.exp = merged.expires;
+        check_content_type(&update.content_type)?;
+        let stored = self.update_stored(vault, KIND, (name, version), now, |row| {
+            edit_tags_and_attributes(row, &update.tags, &update.attributes)?;
             if let Some(c) = &update.content_type {
                 row.public["contentType"] = json!(c);
             }
-            if let Some(tags) = &update.tags {
-                row.tags = tags.clone();
-            }
-            row.updated = now;
-            tx.update_version(&row)?;
-            self.to_secret(vault, &state, &row, false)
-        })
+            Ok(())
+        })?;
+        Ok(secret(vault, stored, None))
     }
 
     /// Lists secrets (latest version of each, no values), by name.
@@ -403,7 +211,8 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        self.list_objects(vault, false, maxresults, skip)
+        self.list_stored(vault, KIND, false, maxresults, skip)?
+            .try_map(|s| Ok(secret(vault, s, None)))
     }
 
     /// Lists soft-deleted secrets.
@@ -413,31 +222,8 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        self.list_objects(vault, true, maxresults, skip)
-    }
-
-    fn list_objects(
-        &self,
-        vault: &VaultRow,
-        deleted: bool,
-        maxresults: Option<usize>,
-        skip: Option<&str>,
-    ) -> Result<Page<Secret>, VaultError> {
-        let limit = check_page_size(maxresults)?;
-        let after = decode_skip(skip)?;
-        self.store.read(|tx| {
-            let mut rows =
-                tx.list_objects(&vault.vault_id, KIND, deleted, after.as_deref(), limit + 1)?;
-            let next = (rows.len() > limit).then(|| {
-                rows.truncate(limit);
-                encode_skip(&rows[limit - 1].0.name)
-            });
-            let items = rows
-                .iter()
-                .map(|(s, v)| self.to_secret(vault, s, v, false))
-                .collect::<Result<_, _>>()?;
-            Ok(Page { items, next })
-        })
+        self.list_stored(vault, KIND, true, maxresults, skip)?
+            .try_map(|s| Ok(secret(vault, s, None)))
     }
 
     /// Lists the versions of a secret, oldest first, without values.
@@ -448,27 +234,8 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        check_object_name(name)?;
-        let limit = check_page_size(maxresults)?;
-        let after = match decode_skip(skip)? {
-            Some(s) => s
-                .parse::<i64>()
-                .map_err(|_| VaultError::BadParameter("The $skiptoken is invalid.".into()))?,
-            None => 0,
-        };
-        self.store.read(|tx| {
-            let state = live_state(tx, vault, name)?;
-            let mut rows = tx.list_versions(&vault.vault_id, KIND, name, after, limit + 1)?;
-            let next = (rows.len() > limit).then(|| {
-                rows.truncate(limit);
-                encode_skip(&rows[limit - 1].1.to_string())
-            });
-            let items = rows
-                .iter()
-                .map(|(v, _)| self.to_secret(vault, &state, v, false))
-                .collect::<Result<_, _>>()?;
-            Ok(Page { items, next })
-        })
+        self.list_stored_versions(vault, KIND, name, maxresults, skip)?
+            .try_map(|s| Ok(secret(vault, s, None)))
     }
 
     /// Soft-deletes a secret (all versions) and returns the deleted bundle.
@@ -478,166 +245,45 @@ impl Vaults {
         name: &str,
         now: i64,
     ) -> Result<Secret, VaultError> {
-        check_object_name(name)?;
-        self.store.write(|tx| {
-            let mut state = live_state(tx, vault, name)?;
-            let when = (now, recovery(vault).scheduled_purge(now));
-            tx.set_object_deleted(&vault.vault_id, KIND, &state.name, Some(when))?;
-            state.deleted = Some(when.0);
-            state.scheduled_purge = Some(when.1);
-            let row = latest(tx, vault, &state)?;
-            self.to_secret(vault, &state, &row, false)
-        })
+        Ok(secret(
+            vault,
+            self.delete_stored(vault, KIND, name, now)?,
+            None,
+        ))
     }
 
     /// A soft-deleted secret.
     pub fn get_deleted_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
-        check_object_name(name)?;
-        self.store.read(|tx| {
-            let state = deleted_state(tx, vault, name)?;
-            let row = latest(tx, vault, &state)?;
-            self.to_secret(vault, &state, &row, false)
-        })
+        Ok(secret(
+            vault,
+            self.get_deleted_stored(vault, KIND, name)?,
+            None,
+        ))
     }
 
     /// Recovers a soft-deleted secret with all its versions.
     pub fn recover_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
-        check_object_name(name)?;
-        self.store.write(|tx| {
-            let mut state = deleted_state(tx, vault, name)?;
-            tx.set_object_deleted(&vault.vault_id, KIND, &state.name, None)?;
-            state.deleted = None;
-            state.scheduled_purge = None;
-            let row = latest(tx, vault, &state)?;
-            self.to_secret(vault, &state, &row, false)
-        })
+        Ok(secret(vault, self.recover_stored(vault, KIND, name)?, None))
     }
 
     /// Permanently deletes a soft-deleted secret, unless purge protection forbids it yet.
     pub fn purge_secret(&self, vault: &VaultRow, name: &str, now: i64) -> Result<(), VaultError> {
-        check_object_name(name)?;
-        self.store.write(|tx| {
-            let state = deleted_state(tx, vault, name)?;
-            if vault.purge_protection && state.scheduled_purge.is_some_and(|p| now < p) {
-                return Err(VaultError::PurgeProtected);
-            }
-            tx.purge_object(&vault.vault_id, KIND, &state.name)?;
-            Ok(())
-        })
+        self.purge_stored(vault, KIND, name, now)
     }
 
     /// An encrypted, integrity-protected backup of every version of a secret.
     pub fn backup_secret(&self, vault: &VaultRow, name: &str) -> Result<Vec<u8>, VaultError> {
-        check_object_name(name)?;
-        let key = self.storage_key(vault)?;
-        self.store.read(|tx| {
-            let state = live_state(tx, vault, name)?;
-            let mut versions = Vec::new();
-            let mut after = 0;
-            loop {
-                let rows = tx.list_versions(&vault.vault_id, KIND, &state.name, after, 100)?;
-                let Some((_, last)) = rows.last() else { break };
-                after = *last;
-                for (v, _) in rows {
-                    let plain = Zeroizing::new(
-                        key.open(&value_aad(vault, &v.name, &v.version), &v.sealed)?,
-                    );
-                    versions.push(BackupVersion {
-                        version: v.version,
-                        value: String::from_utf8(plain.to_vec()).map_err(|_| {
-                            VaultError::BadBackup("stored value is not UTF-8".into())
-                        })?,
-                        public: v.public,
-                        tags: v.tags,
-                        enabled: v.enabled,
-                        nbf: v.nbf,
-                        exp: v.exp,
-                        created: v.created,
-                        updated: v.updated,
-                    });
-                }
-            }
-            let mut backup = Backup {
-                format: BACKUP_FORMAT.into(),
-                subscription: vault.subscription.clone(),
-                geography: geography(&vault.location).to_owned(),
-                name: state.name,
-                versions,
-            };
-            let plain = Zeroizing::new(serde_json::to_vec(&backup).expect("backup serializes"));
-            for v in &mut backup.versions {
-                zeroize::Zeroize::zeroize(&mut v.value);
-            }
-            Ok(self.backup_key.seal(BACKUP_CONTEXT, &plain))
-        })
+        self.backup_stored(vault, KIND, name)
     }
 
     /// Restores a backup into `vault`: same subscription and geography, unused name.
     pub fn restore_secret(&self, vault: &VaultRow, blob: &[u8]) -> Result<Secret, VaultError> {
-        let invalid =
-            || VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into());
-        let plain = Zeroizing::new(
-            self.backup_key
-                .open(BACKUP_CONTEXT, blob)
-                .map_err(|_| invalid())?,
-        );
-        let mut backup: Backup = serde_json::from_slice(&plain).map_err(|_| invalid())?;
-        if backup.format != BACKUP_FORMAT
-            || backup.versions.is_empty()
-            || check_object_name(&backup.name).is_err()
-        {
-            return Err(invalid());
-        }
-        if backup.subscription != vault.subscription {
-            return Err(VaultError::BadBackup("The backup was taken in another subscription; a secret can only be restored into a vault of the same subscription.".into()));
-        }
-        if backup.geography != geography(&vault.location) {
-            return Err(VaultError::BadBackup(format!(
-                "The backup was taken in geography '{}'; a secret can only be restored into a vault of the same geography.",
-                backup.geography
-            )));
-        }
-        let key = self.storage_key(vault)?;
-        let result = self.store.write(|tx| {
-            match tx.object_state(&vault.vault_id, KIND, &backup.name)? {
-                Some(s) if s.deleted.is_some() => {
-                    return Err(VaultError::DeletedButRecoverable(s.name))
-                }
-                Some(s) => return Err(VaultError::AlreadyExists(s.name)),
-                None => {}
-            }
-            let mut last = None;
-            for v in &backup.versions {
-                if !is_object_version(&v.version) {
-                    return Err(invalid());
-                }
-                let row = VersionRow {
-                    vault_id: vault.vault_id.clone(),
-                    kind: KIND,
-                    name: backup.name.clone(),
-                    version: v.version.clone(),
-                    sealed: key.seal(
-                        &value_aad(vault, &backup.name, &v.version),
-                        v.value.as_bytes(),
-                    ),
-                    public: v.public.clone(),
-                    tags: v.tags.clone(),
-                    enabled: v.enabled,
-                    nbf: v.nbf,
-                    exp: v.exp,
-                    created: v.created,
-                    updated: v.updated,
-                };
-                tx.insert_version(&row)?;
-                last = Some(row);
-            }
-            let state = live_state(tx, vault, &backup.name)?;
-            self.to_secret(vault, &state, &last.expect("at least one version"), false)
-        });
-        for v in &mut backup.versions {
-            zeroize::Zeroize::zeroize(&mut v.value);
-        }
-        result
+        let stored = self.restore_stored(vault, KIND, blob, |payload| {
+            std::str::from_utf8(payload).map(|_| ()).map_err(|_| {
+                VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
+            })
+        })?;
+        Ok(secret(vault, stored, None))
     }
 }
 
@@ -695,7 +341,7 @@ mod tests {
         assert!(matches!(
             f.vaults
                 .get_secret(&v, "db-pass", Some("0123456789abcdef0123456789abcdef"), 12),
-            Err(VaultError::SecretNotFound(_))
+            Err(VaultError::NotFound { .. })
         ));
         let page = f
             .vaults
@@ -751,7 +397,7 @@ mod tests {
         let f = fixture();
         let v = vault(&f, "kv1", "eastus", false);
         let mut req = set("v");
-        req.attributes = SecretAttributesPatch {
+        req.attributes = AttributesPatch {
             enabled: Some(true),
             not_before: Some(100),
             expires: Some(200),
@@ -766,7 +412,7 @@ mod tests {
         assert_eq!(err(150), None);
         assert_eq!(err(200), Some(Unusable::Expired));
         let disable = SecretUpdate {
-            attributes: SecretAttributesPatch {
+            attributes: AttributesPatch {
                 enabled: Some(false),
                 ..Default::default()
             },
@@ -777,7 +423,7 @@ mod tests {
             .unwrap();
         assert_eq!(err(150), Some(Unusable::Disabled));
         let bad_dates = SecretUpdate {
-            attributes: SecretAttributesPatch {
+            attributes: AttributesPatch {
                 expires: Some(10),
                 ..Default::default()
             },
@@ -799,11 +445,11 @@ mod tests {
         assert_eq!(d.recovery.level(), "Recoverable");
         assert!(matches!(
             f.vaults.get_secret(&v, "s", None, 1001),
-            Err(VaultError::SecretNotFound(_))
+            Err(VaultError::NotFound { .. })
         ));
         assert!(matches!(
             f.vaults.set_secret(&v, "s", &set("w"), 1001),
-            Err(VaultError::DeletedButRecoverable(_))
+            Err(VaultError::DeletedButRecoverable { .. })
         ));
         assert!(matches!(
             f.vaults.purge_secret(&v, "s", 1001),
@@ -832,7 +478,7 @@ mod tests {
         assert_eq!(f.vaults.purge_due(2000 + 90 * 86_400).unwrap(), (1, 0));
         assert!(matches!(
             f.vaults.get_deleted_secret(&v, "s"),
-            Err(VaultError::DeletedSecretNotFound(_))
+            Err(VaultError::DeletedNotFound { .. })
         ));
         f.vaults.set_secret(&v, "s", &set("fresh"), 3000).unwrap();
     }
@@ -852,7 +498,7 @@ mod tests {
         );
         assert!(matches!(
             f.vaults.restore_secret(&a, &blob),
-            Err(VaultError::AlreadyExists(_))
+            Err(VaultError::AlreadyExists { .. })
         ));
         assert!(matches!(
             f.vaults.restore_secret(&eu, &blob),
