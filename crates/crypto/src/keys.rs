@@ -22,7 +22,7 @@ use aws_lc_rs::rsa::{
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -65,6 +65,49 @@ pub enum KeyError {
     /// AWS-LC reported an internal failure.
     #[error("the cryptographic library failed: {0}")]
     Library(&'static str),
+}
+
+/// A JWK that may carry private members. Its strings are wiped when it is dropped.
+pub struct PrivateJwk(Value);
+
+impl PrivateJwk {
+    /// Parses a JWK object from JSON text.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => Ok(PrivateJwk(v)),
+            _ => Err(KeyError::InvalidJwk(
+                "the key must be a JSON Web Key object.".into(),
+            )),
+        }
+    }
+}
+
+impl std::ops::Deref for PrivateJwk {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PrivateJwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateJwk(<redacted>)")
+    }
+}
+
+fn scrub(v: &mut Value) {
+    match v {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => map.values_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+impl Drop for PrivateJwk {
+    fn drop(&mut self) {
+        scrub(&mut self.0);
+    }
 }
 
 /// Elliptic curves of Key Vault EC keys.
@@ -908,19 +951,10 @@ fn aes_cbc_decrypt(
     Ok(data)
 }
 
-/// The public JWK of `material` in Key Vault's shape, with `kid`, `kty` and `key_ops`.
-pub fn jwk_json(material: &KeyMaterial, kid: &str, kty: &str, key_ops: &[String]) -> Value {
-    let mut jwk = Map::new();
-    jwk.insert("kid".into(), kid.into());
-    jwk.insert("kty".into(), kty.into());
-    jwk.insert("key_ops".into(), json!(key_ops));
-    jwk.extend(material.public_jwk());
-    Value::Object(jwk)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sha(alg: &'static digest::Algorithm, data: &[u8]) -> Vec<u8> {
         digest::digest(alg, data).as_ref().to_vec()

@@ -17,7 +17,7 @@ mod tls;
 
 pub use aead::{DataKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
-pub use keys::{jwk_json, CipherParams, Curve, Encrypted, KeyError, KeyMaterial};
+pub use keys::{CipherParams, Curve, Encrypted, KeyError, KeyMaterial, PrivateJwk};
 pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
 pub use tls::{generate_tls_identity, TlsIdentity};
 

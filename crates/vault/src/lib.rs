@@ -9,11 +9,15 @@
 #![warn(missing_docs)]
 
 mod error;
+mod keys;
 mod management;
 mod objects;
 mod secrets;
 
 pub use error::VaultError;
+pub use keys::{
+    CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput, OperationOutput, KEY_OPS,
+};
 pub use management::VaultRequest;
 pub use objects::{AttributesPatch, Page, MAX_PAGE};
 pub use secrets::{Secret, SecretUpdate, SetSecret};
