@@ -256,10 +256,8 @@ impl Vaults {
         vault: &VaultRow,
         name: &str,
         material: &KeyMaterial,
-        kty: &str,
-        key_ops: Vec<String>,
-        tags: &Option<BTreeMap<String, String>>,
-        attrs: &AttributesPatch,
+        (kty, key_ops): (&str, Vec<String>),
+        (tags, attrs): (&Option<BTreeMap<String, String>>, &AttributesPatch),
         now: i64,
     ) -> Result<Key, VaultError> {
         let storage = self.storage_key(vault)?;
