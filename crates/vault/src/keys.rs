@@ -335,10 +335,8 @@ impl Vaults {
             vault,
             name,
             &material,
-            &req.kty,
-            ops,
-            &req.tags,
-            &req.attributes,
+            (&req.kty, ops),
+            (&req.tags, &req.attributes),
             now,
         )
     }
@@ -374,10 +372,8 @@ impl Vaults {
             vault,
             name,
             &material,
-            &kty,
-            ops,
-            &req.tags,
-            &req.attributes,
+            (&kty, ops),
+            (&req.tags, &req.attributes),
             now,
         )
     }
