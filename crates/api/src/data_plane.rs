@@ -1,8 +1,14 @@
-//! The Key Vault data plane (`https://NAME.vault.localhost:PORT/secrets/…`).
+//! The Key Vault data plane (`https://NAME.vault.localhost:PORT/secrets/…`, `/keys/…`).
 
 use std::collections::BTreeMap;
 
-use atrest_vault::{AttributesPatch, Page, Secret, SecretUpdate, SetSecret};
+use atrest_core::attributes::{Attributes, Recovery};
+use atrest_crypto::PrivateJwk;
+use atrest_store::VaultRow;
+use atrest_vault::{
+    AttributesPatch, CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput,
+    OperationOutput, Page, Secret, SecretUpdate, SetSecret, VaultError,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hyper::body::Incoming;
@@ -31,6 +37,95 @@ enum Route<'a> {
     GetDeleted(&'a str),
     Purge(&'a str),
     Recover(&'a str),
+    Key(KeyRoute<'a>),
+}
+
+/// Routes under `/keys`, `/deletedkeys` and `/rng`.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyRoute<'a> {
+    Create(&'a str),
+    Import(&'a str),
+    Get(&'a str, Option<&'a str>),
+    Update(&'a str, Option<&'a str>),
+    Delete(&'a str),
+    List,
+    ListVersions(&'a str),
+    Backup(&'a str),
+    Restore,
+    ListDeleted,
+    GetDeleted(&'a str),
+    Purge(&'a str),
+    Recover(&'a str),
+    Operation(&'a str, Option<&'a str>, KeyOperation),
+    Random,
+}
+
+fn key_operation(segment: &str) -> Option<KeyOperation> {
+    Some(match segment {
+        "encrypt" => KeyOperation::Encrypt,
+        "decrypt" => KeyOperation::Decrypt,
+        "wrapkey" => KeyOperation::WrapKey,
+        "unwrapkey" => KeyOperation::UnwrapKey,
+        "sign" => KeyOperation::Sign,
+        "verify" => KeyOperation::Verify,
+        _ => return None,
+    })
+}
+
+impl KeyRoute<'_> {
+    fn parse<'a>(method: &str, segments: &[&'a str]) -> Option<KeyRoute<'a>> {
+        let version = |v: &'a str| (!v.is_empty()).then_some(v);
+        Some(match (method, segments) {
+            ("GET", ["keys"] | ["keys", ""]) => KeyRoute::List,
+            ("POST", ["keys", "restore"]) => KeyRoute::Restore,
+            ("POST", ["rng"]) => KeyRoute::Random,
+            ("POST", ["keys", name, "create"]) => KeyRoute::Create(name),
+            ("POST", ["keys", name, "backup"]) => KeyRoute::Backup(name),
+            ("PUT", ["keys", name]) => KeyRoute::Import(name),
+            ("GET", ["keys", name]) => KeyRoute::Get(name, None),
+            ("PATCH", ["keys", name]) => KeyRoute::Update(name, None),
+            ("DELETE", ["keys", name]) => KeyRoute::Delete(name),
+            ("GET", ["keys", name, "versions"]) => KeyRoute::ListVersions(name),
+            ("GET", ["keys", name, v]) => KeyRoute::Get(name, version(v)),
+            ("PATCH", ["keys", name, v]) => KeyRoute::Update(name, version(v)),
+            ("POST", ["keys", name, op]) => KeyRoute::Operation(name, None, key_operation(op)?),
+            ("POST", ["keys", name, v, op]) => {
+                KeyRoute::Operation(name, version(v), key_operation(op)?)
+            }
+            ("GET", ["deletedkeys"] | ["deletedkeys", ""]) => KeyRoute::ListDeleted,
+            ("GET", ["deletedkeys", name]) => KeyRoute::GetDeleted(name),
+            ("DELETE", ["deletedkeys", name]) => KeyRoute::Purge(name),
+            ("POST", ["deletedkeys", name, "recover"]) => KeyRoute::Recover(name),
+            _ => return None,
+        })
+    }
+
+    fn operation(&self) -> &'static str {
+        match self {
+            KeyRoute::Create(_) => "KeyCreate",
+            KeyRoute::Import(_) => "KeyImport",
+            KeyRoute::Get(..) => "KeyGet",
+            KeyRoute::Update(..) => "KeyUpdate",
+            KeyRoute::Delete(_) => "KeyDelete",
+            KeyRoute::List => "KeyList",
+            KeyRoute::ListVersions(_) => "KeyListVersions",
+            KeyRoute::Backup(_) => "KeyBackup",
+            KeyRoute::Restore => "KeyRestore",
+            KeyRoute::ListDeleted => "KeyListDeleted",
+            KeyRoute::GetDeleted(_) => "KeyGetDeleted",
+            KeyRoute::Purge(_) => "KeyPurge",
+            KeyRoute::Recover(_) => "KeyRecover",
+            KeyRoute::Operation(_, _, op) => match op {
+                KeyOperation::Encrypt => "KeyEncrypt",
+                KeyOperation::Decrypt => "KeyDecrypt",
+                KeyOperation::WrapKey => "KeyWrap",
+                KeyOperation::UnwrapKey => "KeyUnwrap",
+                KeyOperation::Sign => "KeySign",
+                KeyOperation::Verify => "KeyVerify",
+            },
+            KeyRoute::Random => "RngGet",
+        }
+    }
 }
 
 impl Route<'_> {
@@ -52,7 +147,7 @@ impl Route<'_> {
             ("GET", ["deletedsecrets", name]) => Route::GetDeleted(name),
             ("DELETE", ["deletedsecrets", name]) => Route::Purge(name),
             ("POST", ["deletedsecrets", name, "recover"]) => Route::Recover(name),
-            _ => return None,
+            (m, segments) => Route::Key(KeyRoute::parse(m, segments)?),
         })
     }
 
@@ -71,6 +166,7 @@ impl Route<'_> {
             Route::GetDeleted(_) => "SecretGetDeleted",
             Route::Purge(_) => "SecretPurge",
             Route::Recover(_) => "SecretRecover",
+            Route::Key(k) => k.operation(),
         }
     }
 }
@@ -150,23 +246,13 @@ pub async fn handle(
         None => None,
     };
     let skip = param(&query, "$skiptoken");
-    let paging = |path: &str, page: Page<Secret>, versioned: bool| -> Resp {
-        let next = page.next.map(|t| {
-            let mut link = format!(
-                "{base}/{path}?api-version={}&$skiptoken={t}",
-                api_version.unwrap_or_default()
-            );
-            if let Some(m) = maxresults {
-                link.push_str(&format!("&maxresults={m}"));
-            }
-            link
-        });
-        let items: Vec<Value> = page
-            .items
-            .iter()
-            .map(|s| secret_json(&base, s, versioned))
-            .collect();
-        json(StatusCode::OK, &json!({ "value": items, "nextLink": next }))
+    let plane = Plane {
+        base: base.clone(),
+        api_version: api_version.unwrap_or_default().to_owned(),
+        maxresults,
+    };
+    let paging = |path: &str, page: Page<Secret>, versioned: bool| {
+        plane.page(path, page, |s| secret_json(&base, s, versioned))
     };
     let vs = &state.vaults;
     let now = ctx.now;
@@ -175,6 +261,7 @@ pub async fn handle(
         None => format!("{base}/secrets/{name}"),
     };
     let resp = match route {
+        Route::Key(route) => handle_key(state, ctx, &plane, &vault, route, skip, body).await?,
         Route::Set(name) => {
             ctx.target_id = Some(target(name, None));
             let dto: SetDto = parse_json(&read_body(body).await?)?;
@@ -275,6 +362,66 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// What list responses need to build `nextLink`.
+struct Plane {
+    base: String,
+    api_version: String,
+    maxresults: Option<usize>,
+}
+
+impl Plane {
+    /// `{"value": [...], "nextLink": ...}` for one page.
+    fn page<T>(&self, path: &str, page: Page<T>, item: impl Fn(&T) -> Value) -> Resp {
+        let next = page.next.map(|t| {
+            let mut link = format!(
+                "{}/{path}?api-version={}&$skiptoken={t}",
+                self.base, self.api_version
+            );
+            if let Some(m) = self.maxresults {
+                link.push_str(&format!("&maxresults={m}"));
+            }
+            link
+        });
+        let items: Vec<Value> = page.items.iter().map(item).collect();
+        json(StatusCode::OK, &json!({ "value": items, "nextLink": next }))
+    }
+}
+
+/// The `attributes` object of a secret or key.
+fn attributes_json(a: &Attributes, recovery: &Recovery) -> Value {
+    let mut attrs = json!({
+        "enabled": a.enabled,
+        "created": a.created,
+        "updated": a.updated,
+        "recoveryLevel": recovery.level(),
+        "recoverableDays": recovery.retention_days,
+    });
+    if let Some(nbf) = a.not_before {
+        attrs["nbf"] = nbf.into();
+    }
+    if let Some(exp) = a.expires {
+        attrs["exp"] = exp.into();
+    }
+    attrs
+}
+
+/// Tags, and for a deleted bundle `recoveryId`, `deletedDate` and `scheduledPurgeDate`.
+fn tags_and_deletion(
+    out: &mut Map<String, Value>,
+    tags: &BTreeMap<String, String>,
+    recovery_id: String,
+    deleted: Option<(i64, i64)>,
+) {
+    if !tags.is_empty() {
+        out.insert("tags".into(), json!(tags));
+    }
+    if let Some((deleted, purge)) = deleted {
+        out.insert("recoveryId".into(), Value::from(recovery_id));
+        out.insert("deletedDate".into(), deleted.into());
+        out.insert("scheduledPurgeDate".into(), purge.into());
+    }
+}
+
 /// The SecretBundle / SecretItem / DeletedSecretBundle JSON of `s`.
 fn secret_json(base: &str, s: &Secret, versioned_id: bool) -> Value {
     let mut out = Map::new();
@@ -290,33 +437,278 @@ fn secret_json(base: &str, s: &Secret, versioned_id: bool) -> Value {
     if let Some(ct) = &s.content_type {
         out.insert("contentType".into(), Value::from(ct.as_str()));
     }
-    let a = &s.attributes;
-    let mut attrs = json!({
-        "enabled": a.enabled,
-        "created": a.created,
-        "updated": a.updated,
-        "recoveryLevel": s.recovery.level(),
-        "recoverableDays": s.recovery.retention_days,
-    });
-    if let Some(nbf) = a.not_before {
-        attrs["nbf"] = nbf.into();
-    }
-    if let Some(exp) = a.expires {
-        attrs["exp"] = exp.into();
-    }
-    out.insert("attributes".into(), attrs);
-    if !s.tags.is_empty() {
-        out.insert("tags".into(), json!(s.tags));
-    }
-    if let Some((deleted, purge)) = s.deleted {
-        out.insert(
-            "recoveryId".into(),
-            Value::from(format!("{base}/deletedsecrets/{}", s.name)),
-        );
-        out.insert("deletedDate".into(), deleted.into());
-        out.insert("scheduledPurgeDate".into(), purge.into());
-    }
+    out.insert(
+        "attributes".into(),
+        attributes_json(&s.attributes, &s.recovery),
+    );
+    tags_and_deletion(
+        &mut out,
+        &s.tags,
+        format!("{base}/deletedsecrets/{}", s.name),
+        s.deleted,
+    );
     Value::Object(out)
+}
+
+/// The KeyBundle (with the public JWK) or, for listings, the KeyItem JSON of `k`.
+fn key_json(base: &str, k: &Key, bundle: bool) -> Value {
+    let mut out = Map::new();
+    let kid = format!("{base}/keys/{}/{}", k.name, k.version);
+    if bundle {
+        let mut jwk = Map::new();
+        jwk.insert("kid".into(), kid.into());
+        jwk.insert("kty".into(), k.kty.clone().into());
+        jwk.insert("key_ops".into(), json!(k.key_ops));
+        jwk.extend(k.public.clone());
+        out.insert("key".into(), Value::Object(jwk));
+    } else {
+        out.insert("kid".into(), Value::from(kid));
+    }
+    let mut attributes = attributes_json(&k.attributes, &k.recovery);
+    attributes["exportable"] = false.into();
+    out.insert("attributes".into(), attributes);
+    tags_and_deletion(
+        &mut out,
+        &k.tags,
+        format!("{base}/deletedkeys/{}", k.name),
+        k.deleted,
+    );
+    Value::Object(out)
+}
+
+/// base64url, padded or not, as Key Vault accepts it.
+fn b64_field(value: Option<&str>, field: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    value
+        .map(|v| {
+            B64.decode(v.trim_end_matches('=')).map_err(|_| {
+                ApiError::bad_request(
+                    "BadParameter",
+                    format!("The property '{field}' must be base64url."),
+                )
+            })
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+struct CreateKeyDto {
+    kty: String,
+    key_size: Option<u32>,
+    crv: Option<String>,
+    public_exponent: Option<u32>,
+    key_ops: Option<Vec<String>>,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct ImportKeyDto {
+    key: Value,
+    #[serde(rename = "Hsm", default)]
+    hsm: bool,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct UpdateKeyDto {
+    key_ops: Option<Vec<String>>,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct OperationDto {
+    alg: String,
+    value: String,
+    digest: Option<String>,
+    iv: Option<String>,
+    aad: Option<String>,
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RandomDto {
+    count: usize,
+}
+
+/// Largest `count` of `POST /rng`.
+const MAX_RANDOM_BYTES: usize = 128;
+
+/// Serves the keys data plane.
+async fn handle_key(
+    state: &AppState,
+    ctx: &mut Ctx,
+    plane: &Plane,
+    vault: &VaultRow,
+    route: KeyRoute<'_>,
+    skip: Option<&str>,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let base = &plane.base;
+    let vs = &state.vaults;
+    let now = ctx.now;
+    let maxresults = plane.maxresults;
+    let target = |name: &str, version: Option<&str>| match version {
+        Some(v) => format!("{base}/keys/{name}/{v}"),
+        None => format!("{base}/keys/{name}"),
+    };
+    let bundle = |k: &Key| json(StatusCode::OK, &key_json(base, k, true));
+    Ok(match route {
+        KeyRoute::Create(name) => {
+            ctx.target_id = Some(target(name, None));
+            let dto: CreateKeyDto = parse_json(&read_body(body).await?)?;
+            let req = CreateKey {
+                kty: dto.kty,
+                key_size: dto.key_size,
+                curve: dto.crv,
+                public_exponent: dto.public_exponent,
+                key_ops: dto.key_ops,
+                tags: dto.tags,
+                attributes: dto.attributes.unwrap_or_default().into(),
+            };
+            let k = vs.create_key(vault, name, &req, now)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Import(name) => {
+            ctx.target_id = Some(target(name, None));
+            let dto: ImportKeyDto = parse_json(&read_body(body).await?)?;
+            let req = ImportKey {
+                jwk: PrivateJwk::from_value(dto.key).map_err(VaultError::from)?,
+                hsm: dto.hsm,
+                tags: dto.tags,
+                attributes: dto.attributes.unwrap_or_default().into(),
+            };
+            let k = vs.import_key(vault, name, &req, now)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Get(name, version) => {
+            ctx.target_id = Some(target(name, version));
+            let k = vs.get_key(vault, name, version)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Update(name, version) => {
+            ctx.target_id = Some(target(name, version));
+            let dto: UpdateKeyDto = parse_json(&read_body(body).await?)?;
+            let update = KeyUpdate {
+                key_ops: dto.key_ops,
+                tags: dto.tags,
+                attributes: dto.attributes.unwrap_or_default().into(),
+            };
+            let k = vs.update_key(vault, name, version, &update, now)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Delete(name) => {
+            ctx.target_id = Some(target(name, None));
+            bundle(&vs.delete_key(vault, name, now)?)
+        }
+        KeyRoute::List => plane.page("keys", vs.list_keys(vault, maxresults, skip)?, |k| {
+            unversioned_item(base, k)
+        }),
+        KeyRoute::ListVersions(name) => {
+            ctx.target_id = Some(target(name, None));
+            plane.page(
+                &format!("keys/{name}/versions"),
+                vs.list_key_versions(vault, name, maxresults, skip)?,
+                |k| key_json(base, k, false),
+            )
+        }
+        KeyRoute::ListDeleted => plane.page(
+            "deletedkeys",
+            vs.list_deleted_keys(vault, maxresults, skip)?,
+            |k| unversioned_item(base, k),
+        ),
+        KeyRoute::GetDeleted(name) => {
+            ctx.target_id = Some(target(name, None));
+            bundle(&vs.get_deleted_key(vault, name)?)
+        }
+        KeyRoute::Recover(name) => {
+            ctx.target_id = Some(target(name, None));
+            bundle(&vs.recover_key(vault, name)?)
+        }
+        KeyRoute::Purge(name) => {
+            ctx.target_id = Some(target(name, None));
+            vs.purge_key(vault, name, now)?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        KeyRoute::Backup(name) => {
+            ctx.target_id = Some(target(name, None));
+            json(
+                StatusCode::OK,
+                &json!({ "value": B64.encode(vs.backup_key(vault, name)?) }),
+            )
+        }
+        KeyRoute::Restore => {
+            let dto: RestoreDto = parse_json(&read_body(body).await?)?;
+            let blob = b64_field(dto.value.as_deref(), "value")?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "BadParameter",
+                    "The property 'value' must be a base64url backup blob.",
+                )
+            })?;
+            let k = vs.restore_key(vault, &blob)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Random => {
+            let dto: RandomDto = parse_json(&read_body(body).await?)?;
+            if !(1..=MAX_RANDOM_BYTES).contains(&dto.count) {
+                return Err(ApiError::bad_request(
+                    "BadParameter",
+                    format!("The count must be from 1 to {MAX_RANDOM_BYTES}."),
+                ));
+            }
+            json(
+                StatusCode::OK,
+                &json!({ "value": B64.encode(atrest_crypto::random_bytes(dto.count)) }),
+            )
+        }
+        KeyRoute::Operation(name, version, op) => {
+            ctx.target_id = Some(target(name, version));
+            let dto: OperationDto = parse_json(&read_body(body).await?)?;
+            let input = OperationInput {
+                value: Zeroizing::new(b64_field(Some(&dto.value), "value")?.unwrap_or_default()),
+                digest: b64_field(dto.digest.as_deref(), "digest")?,
+                iv: b64_field(dto.iv.as_deref(), "iv")?,
+                aad: b64_field(dto.aad.as_deref(), "aad")?,
+                tag: b64_field(dto.tag.as_deref(), "tag")?,
+                alg: dto.alg,
+            };
+            let (k, output) = vs.key_operation(vault, name, version, op, &input, now)?;
+            let kid = format!("{base}/keys/{}/{}", k.name, k.version);
+            ctx.target_id = Some(kid.clone());
+            let body = match output {
+                OperationOutput::Encrypted(e) => {
+                    let mut out = json!({ "kid": kid, "value": B64.encode(&e.ciphertext) });
+                    if let Some(iv) = e.iv {
+                        out["iv"] = B64.encode(iv).into();
+                    }
+                    if let Some(tag) = e.tag {
+                        out["tag"] = B64.encode(tag).into();
+                    }
+                    if let Some(aad) = &input.aad {
+                        out["aad"] = B64.encode(aad).into();
+                    }
+                    out
+                }
+                OperationOutput::Plaintext(p) => json!({ "kid": kid, "value": B64.encode(&*p) }),
+                OperationOutput::Signature(sig) => json!({ "kid": kid, "value": B64.encode(sig) }),
+                OperationOutput::Verified(ok) => json!({ "value": ok }),
+            };
+            json(StatusCode::OK, &body)
+        }
+    })
+}
+
+/// A KeyItem whose `kid` names the key without a version, as key listings do.
+fn unversioned_item(base: &str, k: &Key) -> Value {
+    let mut item = key_json(base, k, false);
+    item["kid"] = Value::from(format!("{base}/keys/{}", k.name));
+    item
 }
 
 #[cfg(test)]
@@ -351,6 +743,29 @@ mod tests {
         );
         assert_eq!(r(Method::GET, "/secrets"), Some(Route::List));
         assert_eq!(r(Method::POST, "/secrets/s1"), None);
-        assert_eq!(r(Method::GET, "/keys/k1"), None);
+        let k = |m: Method, p| match Route::parse(&m, p) {
+            Some(Route::Key(route)) => Some(route),
+            _ => None,
+        };
+        assert_eq!(k(Method::GET, "/keys/k1/"), Some(KeyRoute::Get("k1", None)));
+        assert_eq!(
+            k(Method::POST, "/keys/k1/create"),
+            Some(KeyRoute::Create("k1"))
+        );
+        assert_eq!(
+            k(Method::POST, "/keys/k1/v1/wrapkey"),
+            Some(KeyRoute::Operation("k1", Some("v1"), KeyOperation::WrapKey))
+        );
+        assert_eq!(
+            k(Method::POST, "/keys/k1//sign"),
+            Some(KeyRoute::Operation("k1", None, KeyOperation::Sign))
+        );
+        assert_eq!(k(Method::POST, "/keys/k1/v1/launch"), None);
+        assert_eq!(k(Method::POST, "/keys/restore"), Some(KeyRoute::Restore));
+        assert_eq!(
+            k(Method::POST, "/deletedkeys/k1/recover"),
+            Some(KeyRoute::Recover("k1"))
+        );
+        assert_eq!(k(Method::GET, "/certificates/c1"), None);
     }
 }

@@ -71,13 +71,16 @@ pub enum KeyError {
 pub struct PrivateJwk(Value);
 
 impl PrivateJwk {
-    /// Parses a JWK object from JSON text.
-    pub fn parse(text: &str) -> Result<Self, KeyError> {
-        match serde_json::from_str(text) {
-            Ok(v @ Value::Object(_)) => Ok(PrivateJwk(v)),
-            _ => Err(KeyError::InvalidJwk(
+    /// Takes ownership of a parsed JWK object (wiped on drop from now on).
+    pub fn from_value(value: Value) -> Result<Self, KeyError> {
+        // Not an object: the value is still wiped, by `drop`.
+        let jwk = PrivateJwk(value);
+        if jwk.0.is_object() {
+            Ok(jwk)
+        } else {
+            Err(KeyError::InvalidJwk(
                 "the key must be a JSON Web Key object.".into(),
-            )),
+            ))
         }
     }
 }

@@ -79,7 +79,7 @@ pub struct CreateKey {
 /// `PUT /keys/{name}`: import a private JWK.
 pub struct ImportKey {
     /// The JWK, private members included.
-    pub jwk: Zeroizing<String>,
+    pub jwk: PrivateJwk,
     /// `Hsm`: mark the key as HSM-protected.
     pub hsm: bool,
     /// Tags.
@@ -352,7 +352,7 @@ impl Vaults {
         check_object_name(name)?;
         check_tags(&req.tags)?;
         req.attributes.check_dates()?;
-        let jwk = PrivateJwk::parse(&req.jwk)?;
+        let jwk = &req.jwk;
         let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or_default();
         let (base, hsm) = split_kty(kty)?;
         let kty = if req.hsm || hsm {
@@ -367,7 +367,7 @@ impl Vaults {
             })?,
         };
         check_ops(&ops)?;
-        let material = KeyMaterial::from_jwk(&jwk)?;
+        let material = KeyMaterial::from_jwk(jwk)?;
         self.add_key_version(
             vault,
             name,
