@@ -243,3 +243,24 @@ def test_no_private_key_bytes_at_rest(server, keys):
         for f in files:
             data = open(os.path.join(root, f), "rb").read()
             assert not any(needle in data for needle in needles), f"private key bytes in {f}"
+
+
+def test_rotate_keeps_old_versions_usable(keys, credential, api_version):
+    for make in [lambda n: keys.create_rsa_key(n, size=3072, key_operations=["wrapKey", "unwrapKey"], tags={"app": "db"}),
+                 lambda n: keys.create_ec_key(n, curve=KeyCurveName.p_384)]:
+        name = unique("rot")
+        first = make(name)
+        rotated = keys.rotate_key(name)
+        assert rotated.properties.version != first.properties.version
+        assert rotated.key_type == first.key_type and rotated.key_operations == first.key_operations
+        assert rotated.properties.tags == first.properties.tags
+        assert (rotated.key.n is None or len(rotated.key.n) == len(first.key.n)) and rotated.key.crv == first.key.crv
+        assert keys.get_key(name).properties.version == rotated.properties.version
+    # Data wrapped under the old RSA version still unwraps with it.
+    name = unique("rot")
+    old = keys.create_rsa_key(name)
+    wrapped = crypto(old, credential, api_version).wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"d" * 32)
+    keys.rotate_key(name)
+    assert crypto(old, credential, api_version).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"d" * 32
+    with pytest.raises(ResourceNotFoundError):
+        keys.rotate_key(unique("missing"))

@@ -58,6 +58,7 @@ enum KeyRoute<'a> {
     Recover(&'a str),
     Operation(&'a str, Option<&'a str>, KeyOperation),
     Random,
+    Rotate(&'a str),
 }
 
 fn key_operation(segment: &str) -> Option<KeyOperation> {
@@ -81,6 +82,7 @@ impl KeyRoute<'_> {
             ("POST", ["rng"]) => KeyRoute::Random,
             ("POST", ["keys", name, "create"]) => KeyRoute::Create(name),
             ("POST", ["keys", name, "backup"]) => KeyRoute::Backup(name),
+            ("POST", ["keys", name, "rotate"]) => KeyRoute::Rotate(name),
             ("PUT", ["keys", name]) => KeyRoute::Import(name),
             ("GET", ["keys", name]) => KeyRoute::Get(name, None),
             ("PATCH", ["keys", name]) => KeyRoute::Update(name, None),
@@ -124,6 +126,7 @@ impl KeyRoute<'_> {
                 KeyOperation::Verify => "KeyVerify",
             },
             KeyRoute::Random => "RngGet",
+            KeyRoute::Rotate(_) => "KeyRotate",
         }
     }
 }
@@ -651,6 +654,12 @@ async fn handle_key(
                 )
             })?;
             let k = vs.restore_key(vault, &blob)?;
+            ctx.target_id = Some(target(&k.name, Some(&k.version)));
+            bundle(&k)
+        }
+        KeyRoute::Rotate(name) => {
+            ctx.target_id = Some(target(name, None));
+            let k = vs.rotate_key(vault, name, now)?;
             ctx.target_id = Some(target(&k.name, Some(&k.version)));
             bundle(&k)
         }

@@ -378,6 +378,35 @@ impl Vaults {
         )
     }
 
+    /// Rotates a key: a new version with the type, size or curve, `key_ops` and tags of
+    /// the latest one. Older versions stay usable until disabled.
+    pub fn rotate_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
+        check_object_name(name)?;
+        let latest = self
+            .store
+            .read(|tx| live_version(tx, vault, KIND, name, None))?;
+        let current = KeyMaterial::from_bytes(&self.open_payload(
+            &self.storage_key(vault)?,
+            vault,
+            &latest.row,
+        )?)?;
+        let material = match (current.kty(), current.curve(), current.size_bits()) {
+            ("RSA", _, Some(bits)) => KeyMaterial::generate_rsa(bits)?,
+            ("EC", Some(curve), _) => KeyMaterial::generate_ec(curve)?,
+            (_, _, bits) => KeyMaterial::generate_oct(bits.unwrap_or(256))?,
+        };
+        let current = key(vault, latest);
+        let tags = Some(current.tags.clone());
+        self.add_key_version(
+            vault,
+            name,
+            &material,
+            (&current.kty, current.key_ops),
+            (&tags, &AttributesPatch::default()),
+            now,
+        )
+    }
+
     /// A key version (the latest when `version` is `None`); public parts only. Metadata
     /// stays readable whatever the attributes say, as in Key Vault.
     pub fn get_key(
