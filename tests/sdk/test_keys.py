@@ -264,3 +264,31 @@ def test_rotate_keeps_old_versions_usable(keys, credential, api_version):
     assert crypto(old, credential, api_version).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"d" * 32
     with pytest.raises(ResourceNotFoundError):
         keys.rotate_key(unique("missing"))
+
+
+def test_cli_key_commands(server, tmp_path):
+    import base64
+    name = unique("cli")
+    created = server.cli("keyvault", "key", "create", "--vault-name", "sdk-main", "-n", name, "--kty", "RSA", "--size", "2048",
+                         "--protection", "hsm", "--ops", "encrypt", "decrypt", "sign", "verify")
+    assert created["key"]["kty"] == "RSA-HSM" and "d" not in created["key"]
+    plain = base64.b64encode(b"secret data").decode()
+    enc = server.cli("keyvault", "key", "encrypt", "--vault-name", "sdk-main", "-n", name, "-a", "RSA-OAEP-256", "--value", plain)
+    dec = server.cli("keyvault", "key", "decrypt", "--vault-name", "sdk-main", "-n", name, "-a", "RSA-OAEP-256", "--value", enc["value"])
+    assert base64.urlsafe_b64decode(dec["value"] + "==") == b"secret data"
+    digest = base64.b64encode(hashlib.sha256(b"m").digest()).decode()
+    sig = server.cli("keyvault", "key", "sign", "--vault-name", "sdk-main", "-n", name, "-a", "RS256", "--value", digest)
+    ok = server.cli("keyvault", "key", "verify", "--vault-name", "sdk-main", "-n", name, "-a", "RS256", "--value", sig["value"], "--digest", digest)
+    assert ok == {"value": True}
+    rotated = server.cli("keyvault", "key", "rotate", "--vault-name", "sdk-main", "-n", name)
+    assert rotated["key"]["kid"] != created["key"]["kid"]
+    assert len(server.cli("keyvault", "key", "list-versions", "--vault-name", "sdk-main", "-n", name)) == 2
+    server.cli("keyvault", "key", "set-attributes", "--vault-name", "sdk-main", "-n", name, "--enabled", "false")
+    done = server.cli("keyvault", "key", "sign", "--vault-name", "sdk-main", "-n", name, "-a", "RS256", "--value", digest, check=False)
+    assert done.returncode != 0 and "HTTP 403" in done.stderr
+    blob = tmp_path / "key.blob"
+    server.cli("keyvault", "key", "backup", "--vault-name", "sdk-main", "-n", name, "-f", str(blob))
+    server.cli("keyvault", "key", "delete", "--vault-name", "sdk-main", "-n", name)
+    server.cli("keyvault", "key", "purge", "--vault-name", "sdk-main", "-n", name)
+    restored = server.cli("keyvault", "key", "restore", "--vault-name", "sdk-main", "-f", str(blob))
+    assert restored["key"]["kid"] == rotated["key"]["kid"]
