@@ -6,6 +6,7 @@
 //! inside an operation and never returned.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
@@ -21,6 +22,9 @@ use crate::objects::{
 use crate::{VaultError, Vaults};
 
 const KIND: ObjectKind = ObjectKind::Key;
+
+/// Parsed key versions kept in memory at most (the cache is emptied when full).
+const PARSED_KEYS_CACHED: usize = 1024;
 
 /// Every operation name `key_ops` may list.
 pub const KEY_OPS: &[&str] = &[
@@ -378,6 +382,32 @@ impl Vaults {
         )
     }
 
+    /// A version's parsed key material. A version's material never changes, so parsed
+    /// keys are kept (bounded) and each operation skips unsealing and parsing.
+    fn key_material(
+        &self,
+        vault: &VaultRow,
+        row: &VersionRow,
+    ) -> Result<Arc<KeyMaterial>, VaultError> {
+        let id = (vault.vault_id.clone(), row.version.clone());
+        if let Some(m) = self
+            .parsed_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(m.clone());
+        }
+        let bytes = self.open_payload(&self.storage_key(vault)?, vault, row)?;
+        let material = Arc::new(KeyMaterial::from_bytes(&bytes)?);
+        let mut cache = self.parsed_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PARSED_KEYS_CACHED {
+            cache.clear();
+        }
+        cache.insert(id, material.clone());
+        Ok(material)
+    }
+
     /// Rotates a key: a new version with the type, size or curve, `key_ops` and tags of
     /// the latest one. Older versions stay usable until disabled.
     pub fn rotate_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
@@ -385,11 +415,7 @@ impl Vaults {
         let latest = self
             .store
             .read(|tx| live_version(tx, vault, KIND, name, None))?;
-        let current = KeyMaterial::from_bytes(&self.open_payload(
-            &self.storage_key(vault)?,
-            vault,
-            &latest.row,
-        )?)?;
+        let current = self.key_material(vault, &latest.row)?;
         let material = match (current.kty(), current.curve(), current.size_bits()) {
             ("RSA", _, Some(bits)) => KeyMaterial::generate_rsa(bits)?,
             ("EC", Some(curve), _) => KeyMaterial::generate_ec(curve)?,
@@ -529,8 +555,7 @@ impl Vaults {
         let stored = self
             .store
             .read(|tx| live_version(tx, vault, KIND, name, version))?;
-        let material =
-            Zeroizing::new(self.open_payload(&self.storage_key(vault)?, vault, &stored.row)?);
+        let material = self.key_material(vault, &stored.row)?;
         let key = key(vault, stored);
         if !key.key_ops.iter().any(|o| o == op.name()) {
             return Err(VaultError::OperationNotPermitted(op.name()));
@@ -542,7 +567,6 @@ impl Vaults {
                 operation: op.name(),
                 reason,
             })?;
-        let material = KeyMaterial::from_bytes(&material)?;
         let params = CipherParams {
             iv: input.iv.as_deref(),
             aad: input.aad.as_deref(),

@@ -25,9 +25,9 @@ pub use secrets::{Secret, SecretUpdate, SetSecret};
 use std::sync::Arc;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use atrest_crypto::{DataKey, RootKey};
+use atrest_crypto::{DataKey, KeyMaterial, RootKey};
 use atrest_store::{Store, VaultRow};
 
 /// Vault rows as last read, and a generation that every vault write bumps: a row read
@@ -46,6 +46,8 @@ pub struct Vaults {
     backup_key: DataKey,
     /// Live vaults by lower-case name, for the data plane's per-request lookup.
     live_vaults: RwLock<VaultCache>,
+    /// Parsed key material by (vault id, version id); versions are immutable.
+    parsed_keys: Mutex<HashMap<(String, String), Arc<KeyMaterial>>>,
 }
 
 const BACKUP_KEY_META: &str = "backup-key";
@@ -69,6 +71,7 @@ impl Vaults {
             root,
             backup_key,
             live_vaults: RwLock::new(VaultCache::default()),
+            parsed_keys: Mutex::new(HashMap::new()),
         })
     }
 
