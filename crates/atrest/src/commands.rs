@@ -267,16 +267,29 @@ fn hsm_kty(kty: &str, protection: &str) -> anyhow::Result<String> {
     }
 }
 
+/// `POST /keys/{name}/{version}/{op}` with `--algorithm` and `--value` (and `--digest`).
+async fn key_operation(
+    conn: &Connection,
+    a: &CryptoArgs,
+    op: &str,
+    digest: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut body = json!({ "alg": a.algorithm, "value": b64url(&a.value)? });
+    if let Some(d) = digest {
+        body["digest"] = b64url(d)?.into();
+    }
+    let path = format!(
+        "/keys/{}/{}/{op}",
+        a.key.name,
+        a.version.as_deref().unwrap_or_default()
+    );
+    conn.data_plane(&a.key.vault_name, Method::POST, &path, "", Some(&body))
+        .await
+}
+
 async fn key(conn: &Connection, command: KeyCommand, format: Format) -> anyhow::Result<()> {
     use KeyCommand as C;
     let path = |k: &KeyRef, rest: &str| format!("/keys/{}{rest}", k.name);
-    let crypto = |a: &CryptoArgs, op: &str| {
-        format!(
-            "/keys/{}/{}/{op}",
-            a.key.name,
-            a.version.clone().unwrap_or_default()
-        )
-    };
     let out = match command {
         C::Create {
             key,
@@ -441,47 +454,10 @@ async fn key(conn: &Connection, command: KeyCommand, format: Format) -> anyhow::
             )
             .await?
         }
-        C::Encrypt(a) => {
-            conn.data_plane(
-                &a.key.vault_name,
-                Method::POST,
-                &crypto(&a, "encrypt"),
-                "",
-                Some(&json!({ "alg": a.algorithm, "value": b64url(&a.value)? })),
-            )
-            .await?
-        }
-        C::Decrypt(a) => {
-            conn.data_plane(
-                &a.key.vault_name,
-                Method::POST,
-                &crypto(&a, "decrypt"),
-                "",
-                Some(&json!({ "alg": a.algorithm, "value": b64url(&a.value)? })),
-            )
-            .await?
-        }
-        C::Sign(a) => {
-            conn.data_plane(
-                &a.key.vault_name,
-                Method::POST,
-                &crypto(&a, "sign"),
-                "",
-                Some(&json!({ "alg": a.algorithm, "value": b64url(&a.value)? })),
-            )
-            .await?
-        }
-        C::Verify { args: a, digest } => {
-            let body = json!({ "alg": a.algorithm, "value": b64url(&a.value)?, "digest": b64url(&digest)? });
-            conn.data_plane(
-                &a.key.vault_name,
-                Method::POST,
-                &crypto(&a, "verify"),
-                "",
-                Some(&body),
-            )
-            .await?
-        }
+        C::Encrypt(a) => key_operation(conn, &a, "encrypt", None).await?,
+        C::Decrypt(a) => key_operation(conn, &a, "decrypt", None).await?,
+        C::Sign(a) => key_operation(conn, &a, "sign", None).await?,
+        C::Verify { args, digest } => key_operation(conn, &args, "verify", Some(&digest)).await?,
     };
     print(&out, format)
 }
