@@ -9,6 +9,7 @@
 pub mod api_version;
 pub mod attributes;
 pub mod names;
+pub mod rotation;
 pub mod vault;
 
 /// Seconds since the Unix epoch, the unit Key Vault uses for every timestamp.
