@@ -292,3 +292,27 @@ def test_cli_key_commands(server, tmp_path):
     server.cli("keyvault", "key", "purge", "--vault-name", "sdk-main", "-n", name)
     restored = server.cli("keyvault", "key", "restore", "--vault-name", "sdk-main", "-f", str(blob))
     assert restored["key"]["kid"] == rotated["key"]["kid"]
+
+
+def test_rotation_policy_get_and_update(keys):
+    from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+    name = unique("pol")
+    keys.create_rsa_key(name)
+    default = keys.get_key_rotation_policy(name)
+    assert [a.action for a in default.lifetime_actions] == [KeyRotationPolicyAction.notify]
+    actions = [KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P90D"),
+               KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P30D")]
+    updated = keys.update_key_rotation_policy(name, KeyRotationPolicy(), lifetime_actions=actions, expires_in="P1Y")
+    assert updated.expires_in == "P1Y" and updated.created_on and updated.id.endswith(f"/keys/{name}/rotationpolicy")
+    fetched = keys.get_key_rotation_policy(name)
+    assert {(a.action, a.time_after_create, a.time_before_expiry) for a in fetched.lifetime_actions} == {
+        (KeyRotationPolicyAction.rotate, "P90D", None), (KeyRotationPolicyAction.notify, None, "P30D")}
+    # Azure's minimums are enforced and a refused update changes nothing.
+    for bad in [dict(lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P6D")]),
+                dict(lifetime_actions=actions, expires_in="P27D")]:
+        with pytest.raises(HttpResponseError) as err:
+            keys.update_key_rotation_policy(name, KeyRotationPolicy(), **bad)
+        assert err.value.status_code == 400
+    assert keys.get_key_rotation_policy(name).expires_in == "P1Y"
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key_rotation_policy(unique("missing"))

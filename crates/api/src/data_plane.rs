@@ -59,6 +59,8 @@ enum KeyRoute<'a> {
     Operation(&'a str, Option<&'a str>, KeyOperation),
     Random,
     Rotate(&'a str),
+    GetRotationPolicy(&'a str),
+    SetRotationPolicy(&'a str),
 }
 
 fn key_operation(segment: &str) -> Option<KeyOperation> {
@@ -83,6 +85,8 @@ impl KeyRoute<'_> {
             ("POST", ["keys", name, "create"]) => KeyRoute::Create(name),
             ("POST", ["keys", name, "backup"]) => KeyRoute::Backup(name),
             ("POST", ["keys", name, "rotate"]) => KeyRoute::Rotate(name),
+            ("GET", ["keys", name, "rotationpolicy"]) => KeyRoute::GetRotationPolicy(name),
+            ("PUT", ["keys", name, "rotationpolicy"]) => KeyRoute::SetRotationPolicy(name),
             ("PUT", ["keys", name]) => KeyRoute::Import(name),
             ("GET", ["keys", name]) => KeyRoute::Get(name, None),
             ("PATCH", ["keys", name]) => KeyRoute::Update(name, None),
@@ -127,6 +131,8 @@ impl KeyRoute<'_> {
             },
             KeyRoute::Random => "RngGet",
             KeyRoute::Rotate(_) => "KeyRotate",
+            KeyRoute::GetRotationPolicy(_) => "KeyGetRotationPolicy",
+            KeyRoute::SetRotationPolicy(_) => "KeyUpdateRotationPolicy",
         }
     }
 }
@@ -663,6 +669,19 @@ async fn handle_key(
             ctx.target_id = Some(target(&k.name, Some(&k.version)));
             bundle(&k)
         }
+        KeyRoute::GetRotationPolicy(name) => {
+            ctx.target_id = Some(target(name, None));
+            let mut policy = vs.get_rotation_policy(vault, name)?;
+            policy["id"] = format!("{base}/keys/{name}/rotationpolicy").into();
+            json(StatusCode::OK, &policy)
+        }
+        KeyRoute::SetRotationPolicy(name) => {
+            ctx.target_id = Some(target(name, None));
+            let body: Value = parse_json(&read_body(body).await?)?;
+            let mut policy = vs.set_rotation_policy(vault, name, &body, now)?;
+            policy["id"] = format!("{base}/keys/{name}/rotationpolicy").into();
+            json(StatusCode::OK, &policy)
+        }
         KeyRoute::Random => {
             let dto: RandomDto = parse_json(&read_body(body).await?)?;
             if !(1..=MAX_RANDOM_BYTES).contains(&dto.count) {
@@ -771,6 +790,14 @@ mod tests {
         );
         assert_eq!(k(Method::POST, "/keys/k1/v1/launch"), None);
         assert_eq!(k(Method::POST, "/keys/restore"), Some(KeyRoute::Restore));
+        assert_eq!(
+            k(Method::GET, "/keys/k1/rotationpolicy"),
+            Some(KeyRoute::GetRotationPolicy("k1"))
+        );
+        assert_eq!(
+            k(Method::PUT, "/keys/k1/rotationpolicy"),
+            Some(KeyRoute::SetRotationPolicy("k1"))
+        );
         assert_eq!(
             k(Method::POST, "/deletedkeys/k1/recover"),
             Some(KeyRoute::Recover("k1"))

@@ -272,6 +272,38 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A key's rotation policy (JSON as the API shows it), if one was set.
+    pub fn rotation_policy(
+        &self,
+        vault_id: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<Option<String>> = self
+            .query_one(
+                "SELECT rotation_policy FROM objects WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
+                params![vault_id, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.flatten()
+            .map(|t| from_json(&t, "rotation_policy"))
+            .transpose()
+    }
+
+    /// Sets a key's rotation policy.
+    pub fn set_rotation_policy(
+        &self,
+        vault_id: &str,
+        name: &str,
+        policy: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE objects SET rotation_policy = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
+            params![vault_id, name, to_json(policy)],
+        )?;
+        Ok(())
+    }
+
     /// Soft-deleted objects whose purge date is at or before `now`.
     pub fn objects_due_for_purge(&self, now: i64) -> Result<Vec<ObjectState>, StoreError> {
         let mut stmt = self

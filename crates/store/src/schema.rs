@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// Migrations of the state database.
-pub(crate) const STATE: &[&str] = &[r#"
+pub(crate) const STATE: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -64,7 +65,11 @@ CREATE TABLE object_versions (
     FOREIGN KEY (vault_id, kind, name) REFERENCES objects(vault_id, kind, name) ON DELETE CASCADE
 );
 CREATE INDEX object_versions_by_name ON object_versions (vault_id, kind, name, seq);
-"#];
+"#,
+    r#"
+ALTER TABLE objects ADD COLUMN rotation_policy TEXT;
+"#,
+];
 
 /// Migrations of the audit database.
 pub(crate) const AUDIT: &[&str] = &[r#"

@@ -12,6 +12,7 @@ mod error;
 mod keys;
 mod management;
 mod objects;
+mod rotation;
 mod secrets;
 
 pub use error::VaultError;
