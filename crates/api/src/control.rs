@@ -185,7 +185,7 @@ fn issued(
     result: Result<IssuedToken, atrest_identity::OAuthError>,
     client_id: Option<&str>,
 ) -> Result<IssuedToken, ApiError> {
-    ctx.resource = Some(state.identity.issuer());
+    ctx.resource = Some(state.identity.issuer().to_owned());
     match result {
         Ok(token) => {
             let audience = [token.resource.trim_end_matches('/').to_owned()];

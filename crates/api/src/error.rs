@@ -133,7 +133,7 @@ impl From<VaultError> for ApiError {
             E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::BadBackup(_) => {
                 (StatusCode::BAD_REQUEST, "BadParameter")
             }
-            E::Store(_) | E::Crypto(_) => return ApiError::internal(&e),
+            // Store and crypto faults, and variants added later: detail to the log only.
             _ => return ApiError::internal(&e),
         };
         ApiError {

@@ -139,6 +139,28 @@ fn meta_put(store: &Store, key: &str, value: &[u8]) -> Result<(), InstanceError>
     Ok(store.write(|tx| tx.meta_put(key, value))?)
 }
 
+/// A secret kept in the meta table sealed by the root key, the key name doubling as the
+/// sealing context so a sealed value cannot be moved to another key.
+fn sealed_meta_get(
+    store: &Store,
+    root: &RootKey,
+    key: &str,
+) -> Result<Option<Zeroizing<Vec<u8>>>, InstanceError> {
+    match meta_get(store, key)? {
+        Some(sealed) => Ok(Some(Zeroizing::new(root.open(key, &sealed)?))),
+        None => Ok(None),
+    }
+}
+
+fn sealed_meta_put(
+    store: &Store,
+    root: &RootKey,
+    key: &str,
+    plaintext: &[u8],
+) -> Result<(), InstanceError> {
+    meta_put(store, key, &root.seal(key, plaintext))
+}
+
 fn meta_text(
     store: &Store,
     key: &str,
@@ -207,10 +229,9 @@ impl Instance {
         let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
         let tls = match (
             fs::read_to_string(&chain_path),
-            meta_get(&store, "tls_server_key")?,
+            sealed_meta_get(&store, &root, "tls_server_key")?,
         ) {
-            (Ok(chain), Some(sealed)) if ca_path.exists() => {
-                let key = Zeroizing::new(root.open("tls_server_key", &sealed)?);
+            (Ok(chain), Some(key)) if ca_path.exists() => {
                 let key = std::str::from_utf8(&key)
                     .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
                 load_tls_config(&chain, key)?
@@ -224,11 +245,7 @@ impl Instance {
                     &["localhost", "*.vault.localhost", "vault.localhost"],
                     &ips,
                 )?;
-                meta_put(
-                    &store,
-                    "tls_server_key",
-                    &root.seal("tls_server_key", id.key_pem.as_bytes()),
-                )?;
+                sealed_meta_put(&store, &root, "tls_server_key", id.key_pem.as_bytes())?;
                 fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
                 fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
                 load_tls_config(&id.chain_pem, &id.key_pem)?
@@ -257,23 +274,16 @@ impl Instance {
         // same `DIR/env`.
         let admin = match (
             meta_get(&store, "bootstrap_admin")?,
-            meta_get(&store, "bootstrap_secret")?,
+            sealed_meta_get(&store, &root, "bootstrap_secret")?,
         ) {
-            (Some(app_id), Some(sealed)) => {
-                let secret = Zeroizing::new(root.open("bootstrap_secret", &sealed)?);
-                (
-                    String::from_utf8_lossy(&app_id).into_owned(),
-                    Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()),
-                )
-            }
+            (Some(app_id), Some(secret)) => (
+                String::from_utf8_lossy(&app_id).into_owned(),
+                Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()),
+            ),
             _ => {
                 let sp = identity.create_service_principal(BOOTSTRAP_ADMIN, true, unix_now().0)?;
                 meta_put(&store, "bootstrap_admin", sp.principal.app_id.as_bytes())?;
-                meta_put(
-                    &store,
-                    "bootstrap_secret",
-                    &root.seal("bootstrap_secret", sp.password.as_bytes()),
-                )?;
+                sealed_meta_put(&store, &root, "bootstrap_secret", sp.password.as_bytes())?;
                 (
                     sp.principal.app_id.clone(),
                     Zeroizing::new(sp.password.clone()),

@@ -32,6 +32,7 @@ pub struct Identity {
     signer: TokenSigner,
     tenant: String,
     authority: String,
+    issuer: String,
     data_plane_audiences: Vec<String>,
     management_audiences: Vec<String>,
     token_lifetime: i64,
@@ -58,6 +59,7 @@ impl Identity {
         Identity {
             store,
             signer,
+            issuer: format!("{authority}/{tenant}/v2.0"),
             tenant,
             authority,
             data_plane_audiences,
@@ -87,8 +89,8 @@ impl Identity {
     }
 
     /// The `iss` claim of every token this service issues.
-    pub fn issuer(&self) -> String {
-        format!("{}/{}/v2.0", self.authority, self.tenant)
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The JSON Web Key Set clients use to check token signatures.

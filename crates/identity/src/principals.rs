@@ -41,7 +41,8 @@ impl std::fmt::Debug for NewManagedIdentity {
     }
 }
 
-fn uuid() -> String {
+/// A random UUID (version 4 layout), for ids and correlation ids.
+pub fn new_uuid() -> String {
     let h = atrest_crypto::random_hex(16);
     format!(
         "{}-{}-4{}-a{}-{}",
@@ -51,11 +52,6 @@ fn uuid() -> String {
         &h[17..20],
         &h[20..32]
     )
-}
-
-/// A random UUID (version 4 layout), for ids and correlation ids.
-pub fn new_uuid() -> String {
-    uuid()
 }
 
 impl Identity {
@@ -68,8 +64,8 @@ impl Identity {
     ) -> Result<NewServicePrincipal, StoreError> {
         let password = random_secret();
         let principal = PrincipalRow {
-            object_id: uuid(),
-            app_id: uuid(),
+            object_id: new_uuid(),
+            app_id: new_uuid(),
             display_name: display_name.to_owned(),
             kind: PrincipalKind::ServicePrincipal,
             secret_hash: Some(sha256(password.as_bytes()).to_vec()),
@@ -116,8 +112,8 @@ impl Identity {
     ) -> Result<NewManagedIdentity, StoreError> {
         let identity_header = random_secret();
         let principal = PrincipalRow {
-            object_id: uuid(),
-            app_id: uuid(),
+            object_id: new_uuid(),
+            app_id: new_uuid(),
             display_name: display_name.to_owned(),
             kind: PrincipalKind::ManagedIdentity,
             secret_hash: Some(sha256(identity_header.as_bytes()).to_vec()),

@@ -291,9 +291,9 @@ impl Identity {
         let claims = self.signature_checked_claims(token)?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let issuer = text("iss").unwrap_or_default();
-        if issuer != self.issuer() {
+        if issuer != self.issuer {
             return Err(TokenError::WrongIssuer {
-                expected: self.issuer(),
+                expected: self.issuer.clone(),
                 found: issuer,
             });
         }

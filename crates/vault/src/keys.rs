@@ -478,8 +478,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Key>, VaultError> {
-        self.list_stored(vault, KIND, false, maxresults, skip)?
-            .try_map(|s| Ok(key(vault, s)))
+        Ok(self
+            .list_stored(vault, KIND, false, maxresults, skip)?
+            .map(|s| key(vault, s)))
     }
 
     /// Lists soft-deleted keys.
@@ -489,8 +490,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Key>, VaultError> {
-        self.list_stored(vault, KIND, true, maxresults, skip)?
-            .try_map(|s| Ok(key(vault, s)))
+        Ok(self
+            .list_stored(vault, KIND, true, maxresults, skip)?
+            .map(|s| key(vault, s)))
     }
 
     /// Lists the versions of a key, oldest first.
@@ -501,8 +503,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Key>, VaultError> {
-        self.list_stored_versions(vault, KIND, name, maxresults, skip)?
-            .try_map(|s| Ok(key(vault, s)))
+        Ok(self
+            .list_stored_versions(vault, KIND, name, maxresults, skip)?
+            .map(|s| key(vault, s)))
     }
 
     /// Soft-deletes a key (all versions).

@@ -30,11 +30,11 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// The same page with each item converted.
-    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
-        Ok(Page {
-            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
             next: self.next,
-        })
+        }
     }
 }
 

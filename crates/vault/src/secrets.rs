@@ -211,8 +211,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        self.list_stored(vault, KIND, false, maxresults, skip)?
-            .try_map(|s| Ok(secret(vault, s, None)))
+        Ok(self
+            .list_stored(vault, KIND, false, maxresults, skip)?
+            .map(|s| secret(vault, s, None)))
     }
 
     /// Lists soft-deleted secrets.
@@ -222,8 +223,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        self.list_stored(vault, KIND, true, maxresults, skip)?
-            .try_map(|s| Ok(secret(vault, s, None)))
+        Ok(self
+            .list_stored(vault, KIND, true, maxresults, skip)?
+            .map(|s| secret(vault, s, None)))
     }
 
     /// Lists the versions of a secret, oldest first, without values.
@@ -234,8 +236,9 @@ impl Vaults {
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
-        self.list_stored_versions(vault, KIND, name, maxresults, skip)?
-            .try_map(|s| Ok(secret(vault, s, None)))
+        Ok(self
+            .list_stored_versions(vault, KIND, name, maxresults, skip)?
+            .map(|s| secret(vault, s, None)))
     }
 
     /// Soft-deletes a secret (all versions) and returns the deleted bundle.
