@@ -124,3 +124,12 @@ def short_server(workdir):
     srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
     yield srv
     assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def clock_server(workdir):
+    """A server whose scheduler clock a test drives, so no other test's keys rotate."""
+    srv = Server(workdir / "clock").start()
+    srv.cli("keyvault", "create", "-n", "sdk-clock", "-l", "westeurope")
+    yield srv
+    assert srv.stop() == 0, srv.log()

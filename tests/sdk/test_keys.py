@@ -282,6 +282,14 @@ def test_cli_key_commands(server, tmp_path):
     assert ok == {"value": True}
     rotated = server.cli("keyvault", "key", "rotate", "--vault-name", "sdk-main", "-n", name)
     assert rotated["key"]["kid"] != created["key"]["kid"]
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text('{"lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}]}')
+    server.cli("keyvault", "key", "rotation-policy", "update", "--vault-name", "sdk-main", "-n", name, "--value", f"@{policy_file}")
+    shown = server.cli("keyvault", "key", "rotation-policy", "show", "--vault-name", "sdk-main", "-n", name)
+    assert shown["lifetimeActions"] == [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}]
+    refused = server.cli("keyvault", "key", "rotation-policy", "update", "--vault-name", "sdk-main", "-n", name,
+                         "--value", '{"attributes": {"expiryTime": "P1D"}}', check=False)
+    assert refused.returncode != 0 and "HTTP 400" in refused.stderr
     assert len(server.cli("keyvault", "key", "list-versions", "--vault-name", "sdk-main", "-n", name)) == 2
     server.cli("keyvault", "key", "set-attributes", "--vault-name", "sdk-main", "-n", name, "--enabled", "false")
     done = server.cli("keyvault", "key", "sign", "--vault-name", "sdk-main", "-n", name, "-a", "RS256", "--value", digest, check=False)
@@ -316,3 +324,50 @@ def test_rotation_policy_get_and_update(keys):
     assert keys.get_key_rotation_policy(name).expires_in == "P1Y"
     with pytest.raises(ResourceNotFoundError):
         keys.get_key_rotation_policy(unique("missing"))
+
+
+def test_scheduled_rotation_with_driven_clock(clock_server):
+    from datetime import timedelta
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+    srv, ca = clock_server, clock_server.env["ATREST_CA"]
+    credential = ClientSecretCredential("adfs", srv.env["AZURE_CLIENT_ID"], srv.env["AZURE_CLIENT_SECRET"],
+                                        authority=srv.env["AZURE_AUTHORITY_HOST"], connection_verify=ca)
+    keys = KeyClient(srv.vault_url("sdk-clock"), credential, connection_verify=ca)
+    name = unique("auto")
+    first = keys.create_rsa_key(name, size=2048)
+    wrapped = CryptographyClient(first, credential, connection_verify=ca).wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"k" * 32)
+    keys.update_key_rotation_policy(name, KeyRotationPolicy(), expires_in="P28D", lifetime_actions=[
+        KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P7D")])
+
+    start = srv.cli("clock", "show")
+    day6 = srv.cli("clock", "advance", "--by", "P6D")
+    assert day6["actions"] == [] and day6["offsetSeconds"] == start["offsetSeconds"] + 6 * 86400
+    assert [p.version for p in keys.list_properties_of_key_versions(name)] == [first.properties.version]
+
+    day7 = srv.cli("clock", "advance", "--by", "P1D")
+    latest = keys.get_key(name)
+    assert latest.properties.version != first.properties.version
+    assert [(a["operationName"], a["properties"]["id"]) for a in day7["actions"]] == [
+        ("KeyRotateIfDue", first.id), ("KeyRotate", latest.id)]
+    assert all(a["resultType"] == "Success" and a["properties"]["clientInfo"] == "atrest-scheduler" for a in day7["actions"])
+    age = latest.properties.created_on - first.properties.created_on
+    assert timedelta(days=7) <= age < timedelta(days=7, minutes=5), age
+    assert latest.properties.expires_on - latest.properties.created_on == timedelta(days=28)
+    assert latest.key_type == first.key_type and len(latest.key.n) == len(first.key.n)
+    # Old versions stay usable until disabled.
+    old = CryptographyClient(first, credential, connection_verify=ca)
+    assert old.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"k" * 32
+    audited = srv.cli("monitor", "audit", "list", "--operation", "KeyRotate")
+    assert audited[0]["properties"]["id"] == latest.id and audited[0]["identity"]["claim"]["idtyp"] == "Service"
+
+    # The next rotation is due seven days after the new version, not before.
+    assert srv.cli("clock", "advance", "--by", "P6D")["actions"] == []
+    assert len(list(keys.list_properties_of_key_versions(name))) == 2
+
+    # The clock only moves forward, by a valid ISO 8601 duration.
+    offset = srv.cli("clock", "show")["offsetSeconds"]
+    for bad in ["7 days", "P0D", "-P1D", ""]:
+        done = srv.cli("clock", "advance", f"--by={bad}", check=False)
+        assert done.returncode != 0 and "HTTP 400" in done.stderr, (bad, done.stderr)
+    assert srv.cli("clock", "show")["offsetSeconds"] == offset

@@ -3,7 +3,9 @@
 //! and atrest's own administration (`/atrest/…`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use atrest_core::rotation::Period;
 use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken, NewServicePrincipal};
 use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, VaultRow};
@@ -15,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::auth::{authenticate, require_admin};
 use crate::error::ApiError;
-use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Resp};
+use crate::http::{empty, form_pairs, json, param, parse_json, read_body, rfc3339, Resp};
+use crate::scheduler;
 use crate::server::{AppState, Ctx};
 
 /// Case-insensitive path segment comparison, as ARM treats resource paths.
@@ -25,7 +28,7 @@ fn seg(a: &str, b: &str) -> bool {
 
 /// Serves one request to the control host.
 pub async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &mut Ctx,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -343,14 +346,6 @@ fn vault_id(v: &VaultRow) -> String {
     )
 }
 
-/// ARM's timestamp format for Unix seconds.
-fn arm_time(t: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-    )
-    .to_string()
-}
-
 fn vault_json(state: &AppState, v: &VaultRow) -> Value {
     json!({
         "id": vault_id(v),
@@ -358,7 +353,7 @@ fn vault_json(state: &AppState, v: &VaultRow) -> Value {
         "type": "Microsoft.KeyVault/vaults",
         "location": v.location,
         "tags": v.tags,
-        "systemData": { "createdAt": arm_time(v.created), "lastModifiedAt": arm_time(v.updated) },
+        "systemData": { "createdAt": rfc3339(v.created), "lastModifiedAt": rfc3339(v.updated) },
         "properties": {
             "tenantId": v.tenant,
             "sku": { "family": "A", "name": "standard" },
@@ -385,8 +380,8 @@ fn deleted_vault_json(v: &VaultRow) -> Value {
         "properties": {
             "vaultId": vault_id(v),
             "location": v.location,
-            "deletionDate": v.deleted.map(arm_time),
-            "scheduledPurgeDate": v.scheduled_purge.map(arm_time),
+            "deletionDate": v.deleted.map(rfc3339),
+            "scheduledPurgeDate": v.scheduled_purge.map(rfc3339),
             "tags": v.tags,
             "purgeProtectionEnabled": v.purge_protection,
         },
@@ -651,7 +646,7 @@ fn delete_principal(
 
 /// `/atrest/…`: principals, identities and the audit log; administrators only.
 async fn admin(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &mut Ctx,
     method: &Method,
     segments: &[&str],
@@ -773,11 +768,44 @@ async fn admin(
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
+        ("GET", ["clock"]) => {
+            ctx.operation = "SchedulerClockGet";
+            Ok(json(StatusCode::OK, &clock_json(state, &[])))
+        }
+        ("POST", ["clock", "advance"]) => {
+            ctx.operation = "SchedulerClockAdvance";
+            let dto: AdvanceDto = parse_json(&read_body(body).await?)?;
+            let by = Period::parse(&dto.by)
+                .map_err(|e| ApiError::bad_request("BadParameter", format!("Invalid 'by': {e}")))?;
+            if by.seconds() == 0 {
+                return Err(ApiError::bad_request(
+                    "BadParameter",
+                    "The clock moves forward only; 'by' must be longer than zero.",
+                ));
+            }
+            let events = scheduler::advance(state, by).await;
+            Ok(json(StatusCode::OK, &clock_json(state, &events)))
+        }
         _ => Err(ApiError::no_route(
             method,
             &format!("/atrest/{}", segments.join("/")),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceDto {
+    by: String,
+}
+
+/// The scheduler's clock, and the audit events of the pass an advance ran.
+fn clock_json(state: &AppState, events: &[AuditEvent]) -> Value {
+    json!({
+        "now": rfc3339(state.scheduler.now()),
+        "offsetSeconds": state.scheduler.offset(),
+        "actions": events.iter().map(audit_json).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,14 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
     resp
 }
 
+/// RFC 3339 (ARM's timestamp format) for Unix seconds.
+pub fn rfc3339(t: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+    )
+    .to_string()
+}
+
 /// An empty response.
 pub fn empty(status: StatusCode) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::new()));

@@ -29,6 +29,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use crate::scheduler::{scheduler_loop, Scheduler};
 use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
 use crate::AuditSink;
 
@@ -332,6 +333,7 @@ impl Instance {
             audit,
             settings,
             request_ids: RequestIds::new(),
+            scheduler: Scheduler::default(),
         });
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
@@ -360,8 +362,13 @@ impl Instance {
     /// Serves until `shutdown` completes, then drains requests and the audit writer.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_interval));
+        let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
         let result = serve(self.listener, self.tls, self.state.clone(), shutdown).await;
         purger.abort();
+        scheduler.abort();
+        // Aborted tasks release their state once they have stopped.
+        let _ = purger.await;
+        let _ = scheduler.await;
         // The audit writer ends once every sink (held by the state) is gone.
         drop(self.state);
         if tokio::time::timeout(Duration::from_secs(5), self.audit_writer)

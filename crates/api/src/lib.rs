@@ -17,6 +17,7 @@ mod data_plane;
 mod error;
 mod http;
 pub mod instance;
+mod scheduler;
 mod server;
 
 pub use audit::AuditSink;

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditSink;
 use crate::http::Resp;
+use crate::scheduler::Scheduler;
 use crate::{control, data_plane};
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
@@ -58,6 +59,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Request and correlation ids.
     pub request_ids: RequestIds,
+    /// The key lifetime-action scheduler and its clock.
+    pub scheduler: Scheduler,
 }
 
 impl AppState {

@@ -535,3 +535,38 @@ async fn every_request_is_audited_before_the_response() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_clock_moves_forward_only() {
+    let s = TestServer::start("clock").await;
+    for body in [
+        &b"{"[..],
+        br#"{"by": 7}"#,
+        br#"{"by": "7 days"}"#,
+        br#"{"by": "P0D"}"#,
+        br#"{"by": "P1D", "back": true}"#,
+        br#"{}"#,
+    ] {
+        let resp = s.mgmt(Method::POST, "/atrest/clock/advance", body).await;
+        assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(body));
+        assert!(resp.json()["error"]["message"].as_str().is_some());
+    }
+    let clock = s.mgmt(Method::GET, "/atrest/clock", b"").await.json();
+    assert_eq!(clock["offsetSeconds"], 0, "refused advances change nothing");
+    let moved = s
+        .mgmt(
+            Method::POST,
+            "/atrest/clock/advance",
+            br#"{"by": "P1DT1H"}"#,
+        )
+        .await
+        .json();
+    assert_eq!(moved["offsetSeconds"], 90_000);
+    assert_eq!(moved["actions"], serde_json::json!([]));
+    check_error(
+        &s.mgmt(Method::PUT, "/atrest/clock", b"{}").await,
+        404,
+        "NotFound",
+    );
+    s.stop().await;
+}

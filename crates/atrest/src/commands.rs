@@ -31,6 +31,48 @@ fn list(mut body: Value) -> Value {
     body.get_mut("value").map(Value::take).unwrap_or(body)
 }
 
+/// Every command that talks to a running server.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Manage vaults, their secrets and keys.
+    Keyvault {
+        #[command(subcommand)]
+        command: KeyvaultCommand,
+    },
+    /// Manage service principals.
+    Ad {
+        #[command(subcommand)]
+        command: AdCommand,
+    },
+    /// Manage user-assigned managed identities.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Read the audit log.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+    /// The key scheduler's clock, which can be moved forward to show rotation policies
+    /// at work without waiting.
+    Clock {
+        #[command(subcommand)]
+        command: ClockCommand,
+    },
+}
+
+/// Runs a client command against the server `conn` reaches.
+pub async fn run(conn: &Connection, command: ClientCommand, format: Format) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Keyvault { command } => keyvault(conn, command, format).await,
+        ClientCommand::Ad { command } => ad(conn, command, format).await,
+        ClientCommand::Identity { command } => identity(conn, command, format).await,
+        ClientCommand::Monitor { command } => monitor(conn, command, format).await,
+        ClientCommand::Clock { command } => clock(conn, command, format).await,
+    }
+}
+
 #[derive(Subcommand)]
 pub enum KeyvaultCommand {
     /// Create a vault.
@@ -216,6 +258,11 @@ pub enum KeyCommand {
     Purge(KeyRef),
     /// Create a new version with the same parameters.
     Rotate(KeyRef),
+    /// Show or change when the key rotates.
+    RotationPolicy {
+        #[command(subcommand)]
+        command: RotationPolicyCommand,
+    },
     /// Write a protected backup of every version to a file.
     Backup {
         #[command(flatten)]
@@ -244,6 +291,32 @@ pub enum KeyCommand {
         #[arg(long)]
         digest: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RotationPolicyCommand {
+    /// Show a key's rotation policy.
+    Show(KeyRef),
+    /// Replace a key's rotation policy.
+    Update {
+        #[command(flatten)]
+        key: KeyRef,
+        /// The policy as JSON (`lifetimeActions`, `attributes.expiryTime`), or the path of
+        /// a file holding it (optionally prefixed with `@`).
+        #[arg(long)]
+        value: String,
+    },
+}
+
+/// A JSON argument given inline or as a path to a file.
+fn json_argument(value: &str) -> anyhow::Result<Value> {
+    let text = if value.trim_start().starts_with('{') {
+        value.to_owned()
+    } else {
+        let path = value.strip_prefix('@').unwrap_or(value);
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+    };
+    serde_json::from_str(&text).context("the value is not valid JSON")
 }
 
 /// Base64 (standard or url-safe) to Key Vault's base64url.
@@ -424,6 +497,31 @@ async fn key(conn: &Connection, command: KeyCommand, format: Format) -> anyhow::
             )
             .await?
         }
+        C::RotationPolicy {
+            command: RotationPolicyCommand::Show(key),
+        } => {
+            conn.data_plane(
+                &key.vault_name,
+                Method::GET,
+                &path(&key, "/rotationpolicy"),
+                "",
+                None,
+            )
+            .await?
+        }
+        C::RotationPolicy {
+            command: RotationPolicyCommand::Update { key, value },
+        } => {
+            let policy = json_argument(&value)?;
+            conn.data_plane(
+                &key.vault_name,
+                Method::PUT,
+                &path(&key, "/rotationpolicy"),
+                "",
+                Some(&policy),
+            )
+            .await?
+        }
         C::Backup { key, file } => {
             let out = conn
                 .data_plane(
@@ -562,7 +660,7 @@ fn vault_properties(
 }
 
 /// `atrest keyvault …`.
-pub async fn keyvault(
+async fn keyvault(
     conn: &Connection,
     command: KeyvaultCommand,
     format: Format,
@@ -852,7 +950,7 @@ pub enum CredentialCommand {
 }
 
 /// `atrest ad …`.
-pub async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Result<()> {
+async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Result<()> {
     let AdCommand::Sp { command } = command;
     let out = match command {
         SpCommand::CreateForRbac { name, admin } => {
@@ -903,7 +1001,7 @@ pub enum IdentityCommand {
 }
 
 /// `atrest identity …`.
-pub async fn identity(
+async fn identity(
     conn: &Connection,
     command: IdentityCommand,
     format: Format,
@@ -955,11 +1053,7 @@ pub enum AuditCommand {
 }
 
 /// `atrest monitor …`.
-pub async fn monitor(
-    conn: &Connection,
-    command: MonitorCommand,
-    format: Format,
-) -> anyhow::Result<()> {
+async fn monitor(conn: &Connection, command: MonitorCommand, format: Format) -> anyhow::Result<()> {
     let MonitorCommand::Audit {
         command:
             AuditCommand::List {
@@ -982,4 +1076,28 @@ pub async fn monitor(
         ),
         format,
     )
+}
+
+#[derive(Subcommand)]
+pub enum ClockCommand {
+    /// Show the scheduler's time.
+    Show,
+    /// Move the scheduler's time forward and run the key lifetime actions now due.
+    Advance {
+        /// An ISO 8601 duration such as P7D or PT12H.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+/// `atrest clock …`.
+async fn clock(conn: &Connection, command: ClockCommand, format: Format) -> anyhow::Result<()> {
+    let out = match command {
+        ClockCommand::Show => conn.admin(Method::GET, "/clock", None).await?,
+        ClockCommand::Advance { by } => {
+            conn.admin(Method::POST, "/clock/advance", Some(&json!({ "by": by })))
+                .await?
+        }
+    };
+    print(&out, format)
 }

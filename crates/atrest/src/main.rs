@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::commands::{AdCommand, IdentityCommand, KeyvaultCommand, MonitorCommand};
+use crate::commands::ClientCommand;
 use crate::output::Format;
 
 #[derive(Parser)]
@@ -37,26 +37,8 @@ struct Cli {
 enum Command {
     /// Run the server on a data directory.
     Server(ServerArgs),
-    /// Manage vaults and their secrets.
-    Keyvault {
-        #[command(subcommand)]
-        command: KeyvaultCommand,
-    },
-    /// Manage service principals.
-    Ad {
-        #[command(subcommand)]
-        command: AdCommand,
-    },
-    /// Manage user-assigned managed identities.
-    Identity {
-        #[command(subcommand)]
-        command: IdentityCommand,
-    },
-    /// Read the audit log.
-    Monitor {
-        #[command(subcommand)]
-        command: MonitorCommand,
-    },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(clap::Args)]
@@ -102,32 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("--data-dir is required for `atrest server`")?;
             server(data_dir, args).await
         }
-        Command::Keyvault { command } => {
-            commands::keyvault(
-                &connection::connect(cli.data_dir.as_deref())?,
-                command,
-                format,
-            )
-            .await
-        }
-        Command::Ad { command } => {
-            commands::ad(
-                &connection::connect(cli.data_dir.as_deref())?,
-                command,
-                format,
-            )
-            .await
-        }
-        Command::Identity { command } => {
-            commands::identity(
-                &connection::connect(cli.data_dir.as_deref())?,
-                command,
-                format,
-            )
-            .await
-        }
-        Command::Monitor { command } => {
-            commands::monitor(
+        Command::Client(command) => {
+            commands::run(
                 &connection::connect(cli.data_dir.as_deref())?,
                 command,
                 format,

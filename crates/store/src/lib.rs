@@ -31,7 +31,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
 pub use audit::{AuditEvent, AuditFilter, AuditLog};
-pub use objects::{ObjectKind, ObjectState, VersionRow};
+pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use vaults::VaultRow;
 

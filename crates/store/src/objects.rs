@@ -52,6 +52,25 @@ pub struct ObjectState {
     pub scheduled_purge: Option<i64>,
 }
 
+/// What the rotation scheduler needs to know about one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyLifetime {
+    /// Name of the key's vault.
+    pub vault_name: String,
+    /// Key name.
+    pub name: String,
+    /// The stored rotation policy (JSON as the API shows it), if one was set.
+    pub policy: Option<serde_json::Value>,
+    /// The version whose near-expiry notice was last sent.
+    pub notified_version: Option<String>,
+    /// The latest version's id.
+    pub latest_version: String,
+    /// The latest version's `created`.
+    pub created: i64,
+    /// The latest version's `exp`.
+    pub expires: Option<i64>,
+}
+
 /// One version of an object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRow {
@@ -300,6 +319,55 @@ impl Tx<'_> {
         self.exec(
             "UPDATE objects SET rotation_policy = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
             params![vault_id, name, to_json(policy)],
+        )?;
+        Ok(())
+    }
+
+    /// Every live key of a live vault that may have a lifetime action due: those with a
+    /// rotation policy and those whose latest version expires (the default policy
+    /// notifies before expiry).
+    pub fn keys_with_lifetime(&self) -> Result<Vec<KeyLifetime>, StoreError> {
+        let mut stmt = self.0.prepare(
+            "SELECT vt.name, o.name, o.rotation_policy, o.notified_version, v.version, v.created, v.exp \
+             FROM objects o JOIN vaults vt ON vt.vault_id = o.vault_id \
+             JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
+             WHERE o.kind = 'key' AND o.deleted IS NULL AND vt.deleted IS NULL \
+             AND (o.rotation_policy IS NOT NULL OR v.exp IS NOT NULL) ORDER BY vt.name, o.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                KeyLifetime {
+                    vault_name: r.get(0)?,
+                    name: r.get(1)?,
+                    policy: None,
+                    notified_version: r.get(3)?,
+                    latest_version: r.get(4)?,
+                    created: r.get(5)?,
+                    expires: r.get(6)?,
+                },
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (mut key, policy) = r?;
+            key.policy = policy
+                .map(|p| from_json(&p, "rotation_policy"))
+                .transpose()?;
+            Ok(key)
+        })
+        .collect()
+    }
+
+    /// Records that the near-expiry notice for `version` went out.
+    pub fn set_notified_version(
+        &self,
+        vault_id: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE objects SET notified_version = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
+            params![vault_id, name, version],
         )?;
         Ok(())
     }

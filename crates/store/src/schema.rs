@@ -69,6 +69,9 @@ CREATE INDEX object_versions_by_name ON object_versions (vault_id, kind, name, s
     r#"
 ALTER TABLE objects ADD COLUMN rotation_policy TEXT;
 "#,
+    r#"
+ALTER TABLE objects ADD COLUMN notified_version TEXT;
+"#,
 ];
 
 /// Migrations of the audit database.

@@ -19,6 +19,7 @@ use crate::objects::{
     attributes, check_tags, edit_tags_and_attributes, live_version, name_for_new_version,
     payload_aad, recovery, AttributesPatch, Page, Stored,
 };
+use crate::rotation::parse_policy;
 use crate::{VaultError, Vaults};
 
 const KIND: ObjectKind = ObjectKind::Key;
@@ -409,12 +410,19 @@ impl Vaults {
     }
 
     /// Rotates a key: a new version with the type, size or curve, `key_ops` and tags of
-    /// the latest one. Older versions stay usable until disabled.
+    /// the latest one, expiring as the rotation policy's `expiryTime` says. Older versions
+    /// stay usable until disabled.
     pub fn rotate_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
         check_object_name(name)?;
-        let latest = self
-            .store
-            .read(|tx| live_version(tx, vault, KIND, name, None))?;
+        let (latest, policy) = self.store.read(|tx| {
+            let latest = live_version(tx, vault, KIND, name, None)?;
+            let policy = tx.rotation_policy(&vault.vault_id, &latest.state.name)?;
+            Ok::<_, VaultError>((latest, policy))
+        })?;
+        let expires = match policy {
+            Some(p) => parse_policy(&p)?.expiry_for_new_version(now),
+            None => None,
+        };
         let current = self.key_material(vault, &latest.row)?;
         let material = match (current.kty(), current.curve(), current.size_bits()) {
             ("RSA", _, Some(bits)) => KeyMaterial::generate_rsa(bits)?,
@@ -428,7 +436,13 @@ impl Vaults {
             name,
             &material,
             (&current.kty, current.key_ops),
-            (&tags, &AttributesPatch::default()),
+            (
+                &tags,
+                &AttributesPatch {
+                    expires,
+                    ..Default::default()
+                },
+            ),
             now,
         )
     }

@@ -21,6 +21,7 @@ pub use keys::{
 };
 pub use management::VaultRequest;
 pub use objects::{AttributesPatch, Page, MAX_PAGE};
+pub use rotation::LifetimeEvent;
 pub use secrets::{Secret, SecretUpdate, SetSecret};
 
 use std::sync::Arc;

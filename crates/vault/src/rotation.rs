@@ -6,7 +6,7 @@ use atrest_store::{ObjectKind, VaultRow};
 use serde_json::{json, Value};
 
 use crate::objects::live_state;
-use crate::{VaultError, Vaults};
+use crate::{Key, VaultError, Vaults};
 
 fn bad(message: impl Into<String>) -> VaultError {
     VaultError::BadParameter(message.into())
@@ -94,6 +94,40 @@ fn default_policy() -> Value {
     })
 }
 
+/// What one pass of the lifetime actions did to one key.
+#[derive(Debug)]
+pub enum LifetimeEvent {
+    /// The Rotate action was due and created a new version.
+    Rotated {
+        /// The vault's name.
+        vault: String,
+        /// The version that was latest before.
+        previous_version: String,
+        /// The new version.
+        key: Key,
+    },
+    /// The Rotate action was due but the rotation failed.
+    RotationFailed {
+        /// The vault's name.
+        vault: String,
+        /// The key's name.
+        name: String,
+        /// Why.
+        error: VaultError,
+    },
+    /// The Notify action was due for the latest version (once per version).
+    NearExpiry {
+        /// The vault's name.
+        vault: String,
+        /// The key's name.
+        name: String,
+        /// The version nearing expiry.
+        version: String,
+        /// Its `exp`.
+        expires: i64,
+    },
+}
+
 impl Vaults {
     /// A key's rotation policy (the default one when none was set).
     pub fn get_rotation_policy(&self, vault: &VaultRow, name: &str) -> Result<Value, VaultError> {
@@ -129,6 +163,60 @@ impl Vaults {
     }
 }
 
+impl Vaults {
+    /// Runs every due lifetime action as of `now`: rotates keys whose Rotate trigger has
+    /// passed and notifies, once per version, of versions nearing expiry. One key's failure
+    /// does not stop the others.
+    pub fn run_lifetime_actions(&self, now: i64) -> Result<Vec<LifetimeEvent>, VaultError> {
+        let keys = self.store.read(|tx| tx.keys_with_lifetime())?;
+        let mut events = Vec::new();
+        for k in keys {
+            let policy = match parse_policy(k.policy.as_ref().unwrap_or(&default_policy())) {
+                Ok(policy) => policy,
+                Err(error) => {
+                    events.push(LifetimeEvent::RotationFailed {
+                        vault: k.vault_name,
+                        name: k.name,
+                        error,
+                    });
+                    continue;
+                }
+            };
+            if policy.rotation_due(k.created, k.expires, now) {
+                let rotated = self
+                    .data_plane_vault(&k.vault_name)
+                    .and_then(|vault| self.rotate_key(&vault, &k.name, now));
+                events.push(match rotated {
+                    Ok(key) => LifetimeEvent::Rotated {
+                        vault: k.vault_name,
+                        previous_version: k.latest_version,
+                        key,
+                    },
+                    Err(error) => LifetimeEvent::RotationFailed {
+                        vault: k.vault_name,
+                        name: k.name,
+                        error,
+                    },
+                });
+            } else if policy.notify_due(k.created, k.expires, now)
+                && k.notified_version.as_deref() != Some(&k.latest_version)
+            {
+                let vault = self.data_plane_vault(&k.vault_name)?;
+                self.store.write(|tx| {
+                    tx.set_notified_version(&vault.vault_id, &k.name, &k.latest_version)
+                })?;
+                events.push(LifetimeEvent::NearExpiry {
+                    vault: k.vault_name,
+                    name: k.name,
+                    version: k.latest_version,
+                    expires: k.expires.unwrap_or(now),
+                });
+            }
+        }
+        Ok(events)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +245,112 @@ mod tests {
         ] {
             assert!(parse_policy(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn scheduled_rotation_and_near_expiry_notice() {
+        use crate::test_support::fixture;
+        use crate::{AttributesPatch, CreateKey, VaultRequest};
+        const DAY: i64 = 86_400;
+        let f = fixture();
+        let req = VaultRequest {
+            location: Some("westeurope".into()),
+            ..Default::default()
+        };
+        let v = f
+            .vaults
+            .put_vault("s", "rg", "kv1", "t", &req, 0)
+            .unwrap()
+            .0;
+        let ec = CreateKey {
+            kty: "EC".into(),
+            key_size: None,
+            curve: Some("P-256".into()),
+            public_exponent: None,
+            key_ops: None,
+            tags: None,
+            attributes: AttributesPatch::default(),
+        };
+        let first = f.vaults.create_key(&v, "k", &ec, 100).unwrap();
+        f.vaults.create_key(&v, "no-policy", &ec, 100).unwrap();
+        f.vaults
+            .set_rotation_policy(
+                &v,
+                "K",
+                &json!({
+                    "lifetimeActions": [
+                        { "trigger": { "timeAfterCreate": "P7D" }, "action": { "type": "Rotate" } },
+                        { "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Notify" } },
+                    ],
+                    "attributes": { "expiryTime": "P28D" },
+                }),
+                100,
+            )
+            .unwrap();
+        assert!(f
+            .vaults
+            .run_lifetime_actions(100 + 7 * DAY - 1)
+            .unwrap()
+            .is_empty());
+
+        let day7 = 100 + 7 * DAY;
+        let events = f.vaults.run_lifetime_actions(day7).unwrap();
+        let [LifetimeEvent::Rotated {
+            previous_version,
+            key,
+            ..
+        }] = &events[..]
+        else {
+            panic!("expected one rotation, got {events:?}");
+        };
+        assert_eq!(previous_version, &first.version);
+        assert_eq!(key.attributes.created, day7);
+        assert_eq!(key.attributes.expires, Some(day7 + 28 * DAY));
+        assert!(f.vaults.run_lifetime_actions(day7 + 1).unwrap().is_empty());
+
+        f.vaults.delete_key(&v, "k", day7 + 2).unwrap();
+        assert!(
+            f.vaults
+                .run_lifetime_actions(day7 + 100 * DAY)
+                .unwrap()
+                .is_empty(),
+            "deleted keys rest"
+        );
+
+        // The default policy notifies 30 days before expiry, once per version.
+        let expires = day7 + 60 * DAY;
+        let expiring = f
+            .vaults
+            .create_key(
+                &v,
+                "expiring",
+                &CreateKey {
+                    attributes: AttributesPatch {
+                        expires: Some(expires),
+                        ..Default::default()
+                    },
+                    ..ec
+                },
+                day7,
+            )
+            .unwrap();
+        let notice_at = expires - 30 * DAY;
+        assert!(f
+            .vaults
+            .run_lifetime_actions(notice_at - 1)
+            .unwrap()
+            .is_empty());
+        let events = f.vaults.run_lifetime_actions(notice_at).unwrap();
+        assert!(
+            matches!(&events[..], [LifetimeEvent::NearExpiry { version, .. }] if version == &expiring.version),
+            "{events:?}"
+        );
+        assert!(
+            f.vaults
+                .run_lifetime_actions(notice_at + 1)
+                .unwrap()
+                .is_empty(),
+            "one notice per version"
+        );
     }
 }
