@@ -371,3 +371,7 @@ def test_scheduled_rotation_with_driven_clock(clock_server):
         done = srv.cli("clock", "advance", f"--by={bad}", check=False)
         assert done.returncode != 0 and "HTTP 400" in done.stderr, (bad, done.stderr)
     assert srv.cli("clock", "show")["offsetSeconds"] == offset
+    # A restart does not move the clock back.
+    assert srv.stop() == 0
+    srv.start()
+    assert srv.cli("clock", "show")["offsetSeconds"] == offset

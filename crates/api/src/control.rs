@@ -783,7 +783,7 @@ async fn admin(
                     "The clock moves forward only; 'by' must be longer than zero.",
                 ));
             }
-            let events = scheduler::advance(state, by).await;
+            let events = scheduler::advance(state, by).await?;
             Ok(json(StatusCode::OK, &clock_json(state, &events)))
         }
         _ => Err(ApiError::no_route(

@@ -333,7 +333,7 @@ impl Instance {
             audit,
             settings,
             request_ids: RequestIds::new(),
-            scheduler: Scheduler::default(),
+            scheduler: Scheduler::open(store.clone())?,
         });
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_core::rotation::Period;
-use atrest_store::AuditEvent;
+use atrest_store::{AuditEvent, Store, StoreError};
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 
@@ -25,14 +25,31 @@ pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 /// `clientInfo` of the events the scheduler records.
 const SCHEDULER_CLIENT: &str = "atrest-scheduler";
 
+/// Where the clock's offset is kept, so a restart does not move the clock back.
+const OFFSET_META: &str = "scheduler-clock-offset";
+
 /// The scheduler's clock and the lock that serializes its passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scheduler {
+    store: Arc<Store>,
     offset_seconds: AtomicI64,
     pass: tokio::sync::Mutex<()>,
 }
 
 impl Scheduler {
+    /// The scheduler with the clock offset kept in `store`.
+    pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
+        let offset = store
+            .read(|tx| tx.meta_get(OFFSET_META))?
+            .and_then(|bytes| String::from_utf8(bytes).ok()?.parse().ok())
+            .unwrap_or(0);
+        Ok(Scheduler {
+            store,
+            offset_seconds: AtomicI64::new(offset),
+            pass: tokio::sync::Mutex::new(()),
+        })
+    }
+
     /// The scheduler's time, seconds since the Unix epoch.
     pub fn now(&self) -> i64 {
         unix_now().0 + self.offset()
@@ -46,13 +63,23 @@ impl Scheduler {
 
 /// Moves the scheduler's clock forward by `by`, then runs a pass at the new time. The move
 /// and the pass happen under the pass lock, so the pass that sees the new time is this one.
-pub async fn advance(state: &Arc<AppState>, by: Period) -> Vec<AuditEvent> {
+pub async fn advance(state: &Arc<AppState>, by: Period) -> Result<Vec<AuditEvent>, ApiError> {
     let _serialized = state.scheduler.pass.lock().await;
+    let offset = state.scheduler.offset() + by.seconds();
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || {
+        worker
+            .scheduler
+            .store
+            .write(|tx| tx.meta_put(OFFSET_META, offset.to_string().as_bytes()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     state
         .scheduler
         .offset_seconds
-        .fetch_add(by.seconds(), Ordering::SeqCst);
-    pass_locked(state).await
+        .store(offset, Ordering::SeqCst);
+    Ok(pass_locked(state).await)
 }
 
 /// Runs one pass at the scheduler's time and audits what it did; the caller holds the
