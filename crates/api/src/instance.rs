@@ -320,7 +320,8 @@ impl Instance {
 
         let vaults = Vaults::new(store.clone(), root)?;
         let audit_log = Arc::new(AuditLog::open(&dir.join("audit.db"))?);
-        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone());
+        let (audit, audit_writer) =
+            AuditSink::spawn(audit_log.clone()).map_err(io_err(&dir.join("audit.db")))?;
         let settings = Settings {
             port,
             subscription,

@@ -109,7 +109,7 @@ async fn pass_locked(state: &Arc<AppState>) -> Vec<AuditEvent> {
                 result = %audit.result_type,
                 "scheduled key lifetime action"
             );
-            state.audit.record(audit.clone()).await;
+            state.audit.expect().record(audit.clone()).await;
             recorded.push(audit);
         }
     }

@@ -164,6 +164,7 @@ fn request_host(req: &Request<Incoming>) -> String {
 /// Serves one request and records its audit event before answering.
 async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
+    let audit = state.audit.expect();
     let (now, now_ms) = unix_now();
     let host = request_host(&req);
     let header = |name| {
@@ -251,7 +252,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         correlation_id = %event.correlation_id,
         "request"
     );
-    state.audit.record(event).await;
+    audit.record(event).await;
     resp
 }
 

@@ -266,7 +266,7 @@ impl Vaults {
         now: i64,
     ) -> Result<Key, VaultError> {
         let storage = self.storage_key(vault)?;
-        let stored = self.store.write(|tx| {
+        let stored = self.write(|tx| {
             let name = name_for_new_version(tx, vault, KIND, name)?;
             let version = random_hex(16);
             let row = VersionRow {
@@ -456,11 +456,7 @@ impl Vaults {
         version: Option<&str>,
     ) -> Result<Key, VaultError> {
         check_object_name(name)?;
-        Ok(key(
-            vault,
-            self.store
-                .read(|tx| live_version(tx, vault, KIND, name, version))?,
-        ))
+        Ok(key(vault, self.live_version(vault, KIND, name, version)?))
     }
 
     /// Updates `key_ops`, tags or attributes of a version.
@@ -569,9 +565,7 @@ impl Vaults {
         now: i64,
     ) -> Result<(Key, OperationOutput), VaultError> {
         check_object_name(name)?;
-        let stored = self
-            .store
-            .read(|tx| live_version(tx, vault, KIND, name, version))?;
+        let stored = self.live_version(vault, KIND, name, version)?;
         let material = self.key_material(vault, &stored.row)?;
         let key = key(vault, stored);
         if !key.key_ops.iter().any(|o| o == op.name()) {

@@ -27,18 +27,26 @@ pub use secrets::{Secret, SecretUpdate, SetSecret};
 use std::sync::Arc;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use atrest_crypto::{DataKey, KeyMaterial, RootKey};
-use atrest_store::{Store, VaultRow};
+use atrest_store::{ObjectKind, Store, VaultRow};
 
-/// Vault rows as last read, and a generation that every vault write bumps: a row read
-/// from the store is cached only if no write happened since the read began.
+use crate::objects::{live_version, Stored};
+
+/// Rows the data plane reads on every request, kept in memory: live vaults by name and
+/// object versions by name and version. Every write through this service empties it and
+/// bumps the generation; a row read from the store is cached only if no write happened
+/// since the read began, so a reader never caches what a concurrent write replaced.
 #[derive(Debug, Default)]
-struct VaultCache {
+struct ReadCache {
     generation: u64,
     vaults: HashMap<String, VaultRow>,
+    objects: HashMap<String, Stored>,
 }
+
+/// Object versions cached at most (the cache is emptied when full).
+const OBJECTS_CACHED: usize = 4096;
 
 /// The vault service of one atrest instance.
 #[derive(Debug)]
@@ -46,8 +54,8 @@ pub struct Vaults {
     store: Arc<Store>,
     root: Arc<RootKey>,
     backup_key: DataKey,
-    /// Live vaults by lower-case name, for the data plane's per-request lookup.
-    live_vaults: RwLock<VaultCache>,
+    /// Live vaults and object versions, for the data plane's per-request lookups.
+    cache: Mutex<ReadCache>,
     /// Parsed key material by (vault id, version id); versions are immutable.
     parsed_keys: Mutex<HashMap<(String, String), Arc<KeyMaterial>>>,
 }
@@ -72,21 +80,76 @@ impl Vaults {
             store,
             root,
             backup_key,
-            live_vaults: RwLock::new(VaultCache::default()),
+            cache: Mutex::new(ReadCache::default()),
             parsed_keys: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A write transaction that may change vaults; the vault cache is emptied after it.
-    fn write_vaults<T>(
+    /// A write transaction; the read cache is emptied after it. Every write of this
+    /// service goes through here (one server per data directory makes the cache exact).
+    fn write<T>(
         &self,
         f: impl FnOnce(&atrest_store::Tx) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let result = self.store.write(f);
-        let mut cache = self.live_vaults.write().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.generation += 1;
         cache.vaults.clear();
+        cache.objects.clear();
         result
+    }
+
+    /// Looks `key` up in one of the cache's maps, or reads it with `load` and caches it
+    /// unless a write happened meanwhile.
+    fn cached<T: Clone>(
+        &self,
+        map: fn(&mut ReadCache) -> &mut HashMap<String, T>,
+        key: String,
+        load: impl FnOnce() -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let generation = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = map(&mut cache).get(&key) {
+                return Ok(hit.clone());
+            }
+            cache.generation
+        };
+        let value = load()?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation == generation {
+            let entries = map(&mut cache);
+            if entries.len() >= OBJECTS_CACHED {
+                entries.clear();
+            }
+            entries.insert(key, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// A version (the latest when `version` is `None`) of a live object, from the cache
+    /// when possible.
+    pub(crate) fn live_version(
+        &self,
+        vault: &VaultRow,
+        kind: ObjectKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Stored, VaultError> {
+        let key = format!(
+            "{}/{}/{}/{}",
+            vault.vault_id,
+            kind.as_str(),
+            name.to_ascii_lowercase(),
+            version.unwrap_or("")
+        );
+        self.cached(
+            |c| &mut c.objects,
+            key,
+            || {
+                self.store
+                    .read(|tx| live_version(tx, vault, kind, name, version))
+            },
+        )
     }
 
     fn storage_key(&self, vault: &VaultRow) -> Result<DataKey, VaultError> {
@@ -100,7 +163,7 @@ impl Vaults {
     /// Purges soft-deleted objects and vaults whose scheduled purge date has passed.
     /// Returns how many objects and vaults were purged.
     pub fn purge_due(&self, now: i64) -> Result<(usize, usize), VaultError> {
-        self.write_vaults(|tx| {
+        self.write(|tx| {
             let objects = tx.objects_due_for_purge(now)?;
             for o in &objects {
                 tx.purge_object(&o.vault_id, o.kind, &o.name)?;

@@ -92,7 +92,7 @@ impl Vaults {
             .as_deref()
             .map(normalize_location)
             .transpose()?;
-        self.write_vaults(|tx| {
+        self.write(|tx| {
             match tx.vault(name)? {
                 Some(mut v) if v.deleted.is_some() => {
                     if !req.recover || v.subscription != subscription {
@@ -171,7 +171,7 @@ impl Vaults {
         now: i64,
     ) -> Result<VaultRow, VaultError> {
         check_tags(&tags)?;
-        self.write_vaults(|tx| {
+        self.write(|tx| {
             let mut v = live_vault(tx, subscription, resource_group, name)?;
             let props = props_of(&v).update(patch)?;
             apply(&mut v, &props);
@@ -214,7 +214,7 @@ impl Vaults {
         name: &str,
         now: i64,
     ) -> Result<bool, VaultError> {
-        self.write_vaults(
+        self.write(
             |tx| match live_vault(tx, subscription, resource_group, name) {
                 Ok(mut v) => {
                     v.deleted = Some(now);
@@ -255,7 +255,7 @@ impl Vaults {
         name: &str,
         now: i64,
     ) -> Result<(), VaultError> {
-        self.write_vaults(|tx| {
+        self.write(|tx| {
             let v = tx
                 .vault(name)?
                 .filter(|v| v.deleted.is_some() && v.subscription == subscription)
@@ -272,24 +272,16 @@ impl Vaults {
     /// Served from memory: every vault write goes through this service (one server per
     /// data directory) and empties the cache.
     pub fn data_plane_vault(&self, name: &str) -> Result<VaultRow, VaultError> {
-        let key = name.to_ascii_lowercase();
-        let generation = {
-            let cache = self.live_vaults.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = cache.vaults.get(&key) {
-                return Ok(v.clone());
-            }
-            cache.generation
-        };
-        let v = self
-            .store
-            .read(|tx| tx.vault(name))?
-            .filter(|v| v.deleted.is_none())
-            .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))?;
-        let mut cache = self.live_vaults.write().unwrap_or_else(|p| p.into_inner());
-        if cache.generation == generation {
-            cache.vaults.insert(key, v.clone());
-        }
-        Ok(v)
+        self.cached(
+            |c| &mut c.vaults,
+            name.to_ascii_lowercase(),
+            || {
+                self.store
+                    .read(|tx| tx.vault(name))?
+                    .filter(|v| v.deleted.is_none())
+                    .ok_or_else(|| VaultError::VaultNotFound(name.to_owned()))
+            },
+        )
     }
 }
 

@@ -360,7 +360,7 @@ impl Vaults {
         edit: impl FnOnce(&mut VersionRow) -> Result<(), VaultError>,
     ) -> Result<Stored, VaultError> {
         check_object_name(name)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             let mut stored = live_version(tx, vault, kind, name, version)?;
             edit(&mut stored.row)?;
             stored.row.updated = now;
@@ -378,7 +378,7 @@ impl Vaults {
         now: i64,
     ) -> Result<Stored, VaultError> {
         check_object_name(name)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             let mut state = live_state(tx, vault, kind, name)?;
             let when = (now, recovery(vault).scheduled_purge(now));
             tx.set_object_deleted(&vault.vault_id, kind, &state.name, Some(when))?;
@@ -408,7 +408,7 @@ impl Vaults {
         name: &str,
     ) -> Result<Stored, VaultError> {
         check_object_name(name)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             let mut state = deleted_state(tx, vault, kind, name)?;
             tx.set_object_deleted(&vault.vault_id, kind, &state.name, None)?;
             state.deleted = None;
@@ -426,7 +426,7 @@ impl Vaults {
         now: i64,
     ) -> Result<(), VaultError> {
         check_object_name(name)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             let state = deleted_state(tx, vault, kind, name)?;
             if vault.purge_protection && state.scheduled_purge.is_some_and(|p| now < p) {
                 return Err(VaultError::PurgeProtected);
@@ -539,7 +539,7 @@ impl Vaults {
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
         let key = self.storage_key(vault)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             match tx.object_state(&vault.vault_id, kind, &backup.name)? {
                 Some(s) if s.deleted.is_some() => {
                     return Err(VaultError::DeletedButRecoverable { kind, name: s.name })

@@ -150,7 +150,7 @@ impl Vaults {
     ) -> Result<Value, VaultError> {
         check_object_name(name)?;
         let policy = parse_policy(body)?;
-        self.store.write(|tx| {
+        self.write(|tx| {
             let state = live_state(tx, vault, ObjectKind::Key, name)?;
             let created = tx
                 .rotation_policy(&vault.vault_id, &state.name)?
@@ -202,8 +202,8 @@ impl Vaults {
                 && k.notified_version.as_deref() != Some(&k.latest_version)
             {
                 let vault = self.data_plane_vault(&k.vault_name)?;
-                self.store.write(|tx| {
-                    tx.set_notified_version(&vault.vault_id, &k.name, &k.latest_version)
+                self.write(|tx| {
+                    Ok(tx.set_notified_version(&vault.vault_id, &k.name, &k.latest_version)?)
                 })?;
                 events.push(LifetimeEvent::NearExpiry {
                     vault: k.vault_name,

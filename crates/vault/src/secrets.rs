@@ -132,7 +132,7 @@ impl Vaults {
         check_tags(&req.tags)?;
         req.attributes.check_dates()?;
         let key = self.storage_key(vault)?;
-        let stored = self.store.write(|tx| {
+        let stored = self.write(|tx| {
             let name = name_for_new_version(tx, vault, KIND, name)?;
             let version = random_hex(16);
             let row = VersionRow {
@@ -170,9 +170,7 @@ impl Vaults {
         now: i64,
     ) -> Result<Secret, VaultError> {
         check_object_name(name)?;
-        let stored = self
-            .store
-            .read(|tx| live_version(tx, vault, KIND, name, version))?;
+        let stored = self.live_version(vault, KIND, name, version)?;
         attributes(&stored.row)
             .check_usable(now)
             .map_err(|reason| VaultError::Unusable {
@@ -314,6 +312,45 @@ mod tests {
             value: Zeroizing::new(value.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn cached_reads_follow_every_write() {
+        let f = fixture();
+        let v = vault(&f, "kv1", "eastus", false);
+        let value = |now| {
+            f.vaults
+                .get_secret(&v, "s", None, now)
+                .map(|s| s.value.unwrap().to_string())
+        };
+        f.vaults.set_secret(&v, "s", &set("one"), 10).unwrap();
+        assert_eq!(value(11).unwrap(), "one");
+        assert_eq!(value(11).unwrap(), "one", "served from the cache");
+        f.vaults.set_secret(&v, "s", &set("two"), 12).unwrap();
+        assert_eq!(
+            value(13).unwrap(),
+            "two",
+            "a new version replaces the cached latest"
+        );
+        let disable = SecretUpdate {
+            content_type: None,
+            tags: None,
+            attributes: AttributesPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        };
+        f.vaults.update_secret(&v, "s", None, &disable, 14).unwrap();
+        assert!(matches!(value(15), Err(VaultError::Unusable { .. })));
+        f.vaults.delete_secret(&v, "s", 16).unwrap();
+        assert!(matches!(value(17), Err(VaultError::NotFound { .. })));
+        f.vaults.recover_secret(&v, "s").unwrap();
+        assert!(f.vaults.data_plane_vault("kv1").is_ok());
+        f.vaults.delete_vault("sub", "rg", "kv1", 18).unwrap();
+        assert!(matches!(
+            f.vaults.data_plane_vault("kv1"),
+            Err(VaultError::VaultNotFound(_))
+        ));
     }
 
     #[test]
