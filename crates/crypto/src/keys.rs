@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::provider::{KeyHandle, KeySpec};
 use crate::random_bytes;
 
 /// Why a key operation was refused. Messages name the fault, never key material.
@@ -463,14 +464,6 @@ impl KeyMaterial {
         }
     }
 
-    /// The curve of an EC key.
-    pub fn curve(&self) -> Option<Curve> {
-        match &self.0 {
-            Material::Ec { curve, .. } => Some(*curve),
-            _ => None,
-        }
-    }
-
     fn describe(&self) -> String {
         match (&self.0, self.size_bits()) {
             (Material::Ec { curve, .. }, _) => format!("EC {}", curve.name()),
@@ -525,10 +518,28 @@ impl KeyMaterial {
             _ => None,
         }
     }
+}
+
+impl KeyHandle for KeyMaterial {
+    fn spec(&self) -> KeySpec {
+        match (&self.0, self.size_bits()) {
+            (Material::Ec { curve, .. }, _) => KeySpec::Ec(*curve),
+            (Material::Rsa { .. }, bits) => KeySpec::Rsa(bits.unwrap_or(2048)),
+            (Material::Oct(_), bits) => KeySpec::Oct(bits.unwrap_or(256)),
+        }
+    }
+
+    fn public_jwk(&self) -> Map<String, Value> {
+        KeyMaterial::public_jwk(self)
+    }
+
+    fn to_stored(&self) -> Zeroizing<Vec<u8>> {
+        self.to_bytes()
+    }
 
     /// Encrypts (`encrypt` and `wrapKey` both land here). RSA: `RSA-OAEP`, `RSA-OAEP-256`,
     /// `RSA1_5`; oct: `A*GCM`, `A*CBC`, `A*CBCPAD`, `A*KW`.
-    pub fn encrypt(
+    fn encrypt(
         &self,
         alg: &str,
         plaintext: &[u8],
@@ -589,7 +600,7 @@ impl KeyMaterial {
     }
 
     /// Decrypts (`decrypt` and `unwrapKey`).
-    pub fn decrypt(
+    fn decrypt(
         &self,
         alg: &str,
         ciphertext: &[u8],
@@ -632,7 +643,7 @@ impl KeyMaterial {
     }
 
     /// Signs a digest. RSA: `RS256/384/512`, `PS256/384/512`; EC: the curve's `ES*`.
-    pub fn sign(&self, alg: &str, digest: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign(&self, alg: &str, digest: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.0 {
             Material::Rsa { signing, .. } => {
                 let (padding, _, hash) = rsa_signature(alg).ok_or_else(|| self.unsupported(alg))?;
@@ -655,7 +666,7 @@ impl KeyMaterial {
     }
 
     /// Verifies a signature over a digest.
-    pub fn verify(&self, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool, KeyError> {
+    fn verify(&self, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool, KeyError> {
         match &self.0 {
             Material::Rsa { signing, .. } => {
                 let (_, verifying, hash) =

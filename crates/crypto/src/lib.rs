@@ -12,12 +12,14 @@
 mod aead;
 mod jwt;
 mod keys;
+mod provider;
 mod random;
 mod tls;
 
 pub use aead::{DataKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
-pub use keys::{CipherParams, Curve, Encrypted, KeyError, KeyMaterial, PrivateJwk};
+pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
+pub use provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
 pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
 pub use tls::{generate_tls_identity, TlsIdentity};
 

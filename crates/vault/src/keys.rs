@@ -2,15 +2,18 @@
 //! cryptographic operations, each gated by the key's `key_ops` and attributes.
 //!
 //! A version's public column holds `{"kty", "key_ops", "jwk": {public members}}`; its
-//! sealed payload is the private material (`KeyMaterial::to_bytes`), which is opened only
-//! inside an operation and never returned.
+//! sealed payload is what the key's provider keeps for it (`KeyHandle::to_stored`: the
+//! private material, for software keys), which is opened only inside an operation and
+//! never returned. `-HSM` key types go to the HSM provider, the others to the software one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
-use atrest_crypto::{random_hex, CipherParams, Curve, Encrypted, KeyMaterial, PrivateJwk};
+use atrest_crypto::{
+    random_hex, CipherParams, Curve, Encrypted, KeyHandle, KeyProvider, KeySpec, PrivateJwk,
+};
 use atrest_store::{ObjectKind, VaultRow, VersionRow};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -255,12 +258,21 @@ fn key(vault: &VaultRow, stored: Stored) -> Key {
 }
 
 impl Vaults {
+    /// The provider that holds keys of type `kty`.
+    fn key_provider(&self, kty: &str) -> &dyn KeyProvider {
+        if kty.ends_with("-HSM") {
+            self.hsm_keys.as_ref()
+        } else {
+            self.software_keys.as_ref()
+        }
+    }
+
     /// Stores `material` as a new version of `name`.
     fn add_key_version(
         &self,
         vault: &VaultRow,
         name: &str,
-        material: &KeyMaterial,
+        material: &dyn KeyHandle,
         (kty, key_ops): (&str, Vec<String>),
         (tags, attrs): (&Option<BTreeMap<String, String>>, &AttributesPatch),
         now: i64,
@@ -274,7 +286,7 @@ impl Vaults {
                 kind: KIND,
                 sealed: storage.seal(
                     &payload_aad(vault, KIND, &name, &version),
-                    &material.to_bytes(),
+                    &material.to_stored(),
                 ),
                 name,
                 version,
@@ -311,14 +323,14 @@ impl Vaults {
                 "Only the public exponent 65537 is supported.".into(),
             ));
         }
-        let material = match base {
+        let spec = match base {
             "RSA" => {
                 if req.curve.is_some() {
                     return Err(VaultError::BadParameter(
                         "'crv' applies only to EC keys.".into(),
                     ));
                 }
-                KeyMaterial::generate_rsa(req.key_size.unwrap_or(2048))?
+                KeySpec::Rsa(req.key_size.unwrap_or(2048))
             }
             "EC" => {
                 if req.key_size.is_some() {
@@ -327,19 +339,19 @@ impl Vaults {
                     ));
                 }
                 let crv = req.curve.as_deref().unwrap_or("P-256");
-                let curve = Curve::parse(crv).ok_or_else(|| {
+                KeySpec::Ec(Curve::parse(crv).ok_or_else(|| {
                     VaultError::BadParameter(format!(
                         "The curve '{crv}' is invalid; use P-256, P-384, P-521 or P-256K."
                     ))
-                })?;
-                KeyMaterial::generate_ec(curve)?
+                })?)
             }
-            _ => KeyMaterial::generate_oct(req.key_size.unwrap_or(256))?,
+            _ => KeySpec::Oct(req.key_size.unwrap_or(256)),
         };
+        let material = self.key_provider(&req.kty).generate(spec)?;
         self.add_key_version(
             vault,
             name,
-            &material,
+            material.as_ref(),
             (&req.kty, ops),
             (&req.tags, &req.attributes),
             now,
@@ -372,11 +384,11 @@ impl Vaults {
             })?,
         };
         check_ops(&ops)?;
-        let material = KeyMaterial::from_jwk(jwk)?;
+        let material = self.key_provider(&kty).import(jwk)?;
         self.add_key_version(
             vault,
             name,
-            &material,
+            material.as_ref(),
             (&kty, ops),
             (&req.tags, &req.attributes),
             now,
@@ -389,7 +401,7 @@ impl Vaults {
         &self,
         vault: &VaultRow,
         row: &VersionRow,
-    ) -> Result<Arc<KeyMaterial>, VaultError> {
+    ) -> Result<Arc<dyn KeyHandle>, VaultError> {
         let id = (vault.vault_id.clone(), row.version.clone());
         if let Some(m) = self
             .parsed_keys
@@ -400,7 +412,8 @@ impl Vaults {
             return Ok(m.clone());
         }
         let bytes = self.open_payload(&self.storage_key(vault)?, vault, row)?;
-        let material = Arc::new(KeyMaterial::from_bytes(&bytes)?);
+        let kty = row.public["kty"].as_str().unwrap_or_default();
+        let material = self.key_provider(kty).load(&bytes)?;
         let mut cache = self.parsed_keys.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PARSED_KEYS_CACHED {
             cache.clear();
@@ -424,17 +437,14 @@ impl Vaults {
             None => None,
         };
         let current = self.key_material(vault, &latest.row)?;
-        let material = match (current.kty(), current.curve(), current.size_bits()) {
-            ("RSA", _, Some(bits)) => KeyMaterial::generate_rsa(bits)?,
-            ("EC", Some(curve), _) => KeyMaterial::generate_ec(curve)?,
-            (_, _, bits) => KeyMaterial::generate_oct(bits.unwrap_or(256))?,
-        };
+        let spec = current.spec();
         let current = key(vault, latest);
+        let material = self.key_provider(&current.kty).generate(spec)?;
         let tags = Some(current.tags.clone());
         self.add_key_version(
             vault,
             name,
-            &material,
+            material.as_ref(),
             (&current.kty, current.key_ops),
             (
                 &tags,
@@ -545,10 +555,14 @@ impl Vaults {
 
     /// Restores a key backup into `vault`: same subscription and geography, unused name.
     pub fn restore_key(&self, vault: &VaultRow, blob: &[u8]) -> Result<Key, VaultError> {
-        let stored = self.restore_stored(vault, KIND, blob, |payload| {
-            KeyMaterial::from_bytes(payload).map(|_| ()).map_err(|_| {
-                VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
-            })
+        let stored = self.restore_stored(vault, KIND, blob, |public, payload| {
+            let kty = public["kty"].as_str().unwrap_or_default();
+            self.key_provider(kty)
+                .load(payload)
+                .map(|_| ())
+                .map_err(|_| {
+                    VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
+                })
         })?;
         Ok(key(vault, stored))
     }
@@ -629,6 +643,79 @@ mod tests {
             value: Zeroizing::new(value.to_vec()),
             ..Default::default()
         }
+    }
+
+    /// The software provider, counting what it is asked to do.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl KeyProvider for Counting {
+        fn generate(&self, spec: KeySpec) -> Result<Arc<dyn KeyHandle>, atrest_crypto::KeyError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            atrest_crypto::SoftwareKeys.generate(spec)
+        }
+        fn import(&self, jwk: &Value) -> Result<Arc<dyn KeyHandle>, atrest_crypto::KeyError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            atrest_crypto::SoftwareKeys.import(jwk)
+        }
+        fn load(&self, stored: &[u8]) -> Result<Arc<dyn KeyHandle>, atrest_crypto::KeyError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            atrest_crypto::SoftwareKeys.load(stored)
+        }
+    }
+
+    #[test]
+    fn hsm_keys_go_to_the_hsm_provider() {
+        let f = fixture();
+        let hsm = Arc::new(Counting::default());
+        let vaults = Vaults::new(f.vaults.store.clone(), f.vaults.root.clone())
+            .unwrap()
+            .with_hsm_provider(hsm.clone());
+        let req = VaultRequest {
+            location: Some("westeurope".into()),
+            ..Default::default()
+        };
+        let v = vaults
+            .put_vault("sub", "rg", "kv1", "t", &req, 0)
+            .unwrap()
+            .0;
+        let calls = || hsm.0.load(std::sync::atomic::Ordering::SeqCst);
+        let ec = |kty: &str| CreateKey {
+            kty: kty.into(),
+            key_size: None,
+            curve: None,
+            public_exponent: None,
+            key_ops: None,
+            tags: None,
+            attributes: AttributesPatch::default(),
+        };
+        vaults.create_key(&v, "soft", &ec("EC"), 1).unwrap();
+        vaults.rotate_key(&v, "soft", 2).unwrap();
+        assert_eq!(calls(), 0, "software keys never reach the HSM provider");
+        vaults.create_key(&v, "dev", &ec("EC-HSM"), 1).unwrap();
+        assert_eq!(calls(), 1);
+        let (_, out) = vaults
+            .key_operation(
+                &v,
+                "dev",
+                None,
+                KeyOperation::Sign,
+                &input("ES256", &[1; 32]),
+                2,
+            )
+            .unwrap();
+        assert!(matches!(out, OperationOutput::Signature(_)));
+        assert_eq!(
+            calls(),
+            2,
+            "the operation loaded the key through its provider"
+        );
+        vaults.rotate_key(&v, "dev", 3).unwrap();
+        assert_eq!(
+            calls(),
+            3,
+            "rotation generates; the current version is already loaded"
+        );
     }
 
     #[test]

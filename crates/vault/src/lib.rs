@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use atrest_crypto::{DataKey, KeyMaterial, RootKey};
+use atrest_crypto::{DataKey, KeyHandle, KeyProvider, RootKey, SoftwareKeys};
 use atrest_store::{ObjectKind, Store, VaultRow};
 
 use crate::objects::{live_version, Stored};
@@ -57,7 +57,12 @@ pub struct Vaults {
     /// Live vaults and object versions, for the data plane's per-request lookups.
     cache: Mutex<ReadCache>,
     /// Parsed key material by (vault id, version id); versions are immutable.
-    parsed_keys: Mutex<HashMap<(String, String), Arc<KeyMaterial>>>,
+    parsed_keys: Mutex<HashMap<(String, String), Arc<dyn KeyHandle>>>,
+    /// The provider of software-protected keys.
+    software_keys: Arc<dyn KeyProvider>,
+    /// The provider of `-HSM` keys. Until a device-backed provider is configured these
+    /// are computed in software too; they are marked `-HSM` all the same.
+    hsm_keys: Arc<dyn KeyProvider>,
 }
 
 const BACKUP_KEY_META: &str = "backup-key";
@@ -82,7 +87,15 @@ impl Vaults {
             backup_key,
             cache: Mutex::new(ReadCache::default()),
             parsed_keys: Mutex::new(HashMap::new()),
+            software_keys: Arc::new(SoftwareKeys),
+            hsm_keys: Arc::new(SoftwareKeys),
         })
+    }
+
+    /// Uses `provider` for `-HSM` keys created from now on and for those it stored.
+    pub fn with_hsm_provider(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.hsm_keys = provider;
+        self
     }
 
     /// A write transaction; the read cache is emptied after it. Every write of this

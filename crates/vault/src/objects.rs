@@ -501,7 +501,7 @@ impl Vaults {
         vault: &VaultRow,
         kind: ObjectKind,
         blob: &[u8],
-        check_payload: impl Fn(&[u8]) -> Result<(), VaultError>,
+        check_payload: impl Fn(&serde_json::Value, &[u8]) -> Result<(), VaultError>,
     ) -> Result<Stored, VaultError> {
         let invalid =
             || VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into());
@@ -531,7 +531,7 @@ impl Vaults {
             .iter()
             .map(|v| {
                 let payload = Zeroizing::new(B64.decode(&v.payload).map_err(|_| invalid())?);
-                check_payload(&payload)?;
+                check_payload(&v.public, &payload)?;
                 if !is_object_version(&v.version) {
                     return Err(invalid());
                 }

@@ -279,7 +279,7 @@ impl Vaults {
 
     /// Restores a backup into `vault`: same subscription and geography, unused name.
     pub fn restore_secret(&self, vault: &VaultRow, blob: &[u8]) -> Result<Secret, VaultError> {
-        let stored = self.restore_stored(vault, KIND, blob, |payload| {
+        let stored = self.restore_stored(vault, KIND, blob, |_, payload| {
             std::str::from_utf8(payload).map(|_| ()).map_err(|_| {
                 VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
             })
