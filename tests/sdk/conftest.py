@@ -69,6 +69,10 @@ class Server:
     def vault_url(self, name):
         return f"https://{name}.vault.localhost:{self.port}"
 
+    def vault_scope(self, name, rg="default"):
+        """The ARM resource id of a vault, as role assignments name it."""
+        return f"/subscriptions/{self.env['ATREST_SUBSCRIPTION_ID']}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+
     def cli(self, *args, check=True):
         """Runs the CLI against this server; returns parsed JSON (or None)."""
         env = {**os.environ, **self.env}

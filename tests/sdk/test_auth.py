@@ -7,7 +7,7 @@ import uuid
 import pytest
 import requests
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
@@ -150,7 +150,14 @@ def test_managed_identity_app_service_and_imds(server, monkeypatch):
     token = credential.get_token(vault_scope(server)).token
     c = claims(token)
     assert c["idtyp"] == "ManagedIdentity" and c["xms_mirid"] == mi["resourceId"] and c["appid"] == mi["appId"]
-    SecretClient(server.vault_url("sdk-main"), credential).set_secret("from-managed-identity", "ok")
+    # Denied until a role grants it, then allowed on the next request.
+    client = SecretClient(server.vault_url("sdk-main"), credential)
+    with pytest.raises(HttpResponseError) as denied:
+        client.set_secret("from-managed-identity", "ok")
+    assert denied.value.status_code == 403 and "ForbiddenByRbac" in str(denied.value)
+    server.cli("role", "assignment", "create", "--assignee", mi["appId"], "--role", "Key Vault Secrets Officer",
+               "--scope", server.vault_scope("sdk-main"))
+    client.set_secret("from-managed-identity", "ok")
 
     # A wrong identity header gets no token.
     r = requests.get(f"{base}/msi/token", params={"resource": f"https://vault.localhost:{server.port}", "api-version": "2019-08-01"},

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{authenticate, require_admin};
+use crate::authorization;
+use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{empty, form_pairs, json, param, parse_json, read_body, rfc3339, Resp};
 use crate::scheduler;
@@ -339,16 +341,9 @@ impl VaultDto {
     }
 }
 
-fn vault_id(v: &VaultRow) -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
-        v.subscription, v.resource_group, v.name
-    )
-}
-
 fn vault_json(state: &AppState, v: &VaultRow) -> Value {
     json!({
-        "id": vault_id(v),
+        "id": vault_resource_id(v),
         "name": v.name,
         "type": "Microsoft.KeyVault/vaults",
         "location": v.location,
@@ -378,7 +373,7 @@ fn deleted_vault_json(v: &VaultRow) -> Value {
         "name": v.name,
         "type": "Microsoft.KeyVault/deletedVaults",
         "properties": {
-            "vaultId": vault_id(v),
+            "vaultId": vault_resource_id(v),
             "location": v.location,
             "deletionDate": v.deleted.map(rfc3339),
             "scheduledPurgeDate": v.scheduled_purge.map(rfc3339),
@@ -403,6 +398,9 @@ async fn management(
             "SubscriptionNotFound",
             format!("The subscription '{sub}' could not be found."),
         ));
+    }
+    if let Some((scope, rest)) = authorization::split(segments) {
+        return authorization::handle(state, ctx, method, &scope, rest, body).await;
     }
     let sub = state.settings.subscription.as_str();
     let tenant = state.identity.tenant();

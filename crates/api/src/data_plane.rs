@@ -106,6 +106,27 @@ impl KeyRoute<'_> {
         })
     }
 
+    /// The key the route addresses, if one.
+    fn key_name(&self) -> Option<&str> {
+        match self {
+            KeyRoute::Create(n)
+            | KeyRoute::Import(n)
+            | KeyRoute::Get(n, _)
+            | KeyRoute::Update(n, _)
+            | KeyRoute::Delete(n)
+            | KeyRoute::ListVersions(n)
+            | KeyRoute::Backup(n)
+            | KeyRoute::GetDeleted(n)
+            | KeyRoute::Purge(n)
+            | KeyRoute::Recover(n)
+            | KeyRoute::Operation(n, ..)
+            | KeyRoute::Rotate(n)
+            | KeyRoute::GetRotationPolicy(n)
+            | KeyRoute::SetRotationPolicy(n) => Some(n),
+            KeyRoute::List | KeyRoute::Restore | KeyRoute::ListDeleted | KeyRoute::Random => None,
+        }
+    }
+
     fn operation(&self) -> &'static str {
         match self {
             KeyRoute::Create(_) => "KeyCreate",
@@ -158,6 +179,26 @@ impl Route<'_> {
             ("POST", ["deletedsecrets", name, "recover"]) => Route::Recover(name),
             (m, segments) => Route::Key(KeyRoute::parse(m, segments)?),
         })
+    }
+
+    /// Where below the vault the route acts, for authorization: `/secrets/NAME`,
+    /// `/keys/NAME`, or nothing for whole collections.
+    fn object_scope(&self) -> String {
+        match self {
+            Route::Set(n)
+            | Route::Get(n, _)
+            | Route::Update(n, _)
+            | Route::Delete(n)
+            | Route::ListVersions(n)
+            | Route::Backup(n)
+            | Route::GetDeleted(n)
+            | Route::Purge(n)
+            | Route::Recover(n) => format!("/secrets/{n}"),
+            Route::List | Route::Restore | Route::ListDeleted => String::new(),
+            Route::Key(k) => k
+                .key_name()
+                .map_or_else(String::new, |n| format!("/keys/{n}")),
+        }
     }
 
     /// Key Vault's `operationName` for the audit log.
@@ -219,6 +260,43 @@ struct RestoreDto {
     value: Option<String>,
 }
 
+/// Checks that the caller holds a role granting the route's data action at the object,
+/// the vault, or above. Unknown operations are refused, never let through.
+fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Result<(), ApiError> {
+    let caller = ctx
+        .caller
+        .as_ref()
+        .expect("authenticated before authorization");
+    let resource = format!("{}{}", vault_resource_id(vault), route.object_scope());
+    let action = atrest_core::rbac::data_action(route.operation());
+    if let Some(action) = action {
+        if state
+            .identity
+            .allows_data_action(&caller.object_id, &resource, action)?
+        {
+            return Ok(());
+        }
+    }
+    Err(ApiError::forbidden_by_rbac(format!(
+        "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={};iss={}\r\nAction: '{}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location={}\r\n",
+        caller.app_id,
+        caller.object_id,
+        state.identity.issuer(),
+        action.unwrap_or("(unknown)"),
+        resource.to_ascii_lowercase(),
+        vault.name,
+        vault.location,
+    )))
+}
+
+/// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
+pub(crate) fn vault_resource_id(v: &VaultRow) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
+        v.subscription, v.resource_group, v.name
+    )
+}
+
 /// Serves one data-plane request for the vault named by the host.
 pub async fn handle(
     state: &AppState,
@@ -244,6 +322,9 @@ pub async fn handle(
     let route = route.ok_or_else(|| ApiError::no_route(&parts.method, parts.uri.path()))?;
     let vault = state.vaults.data_plane_vault(vault_name)?;
     ctx.resource = Some(vault.name.clone());
+    if vault.rbac {
+        authorize(state, ctx, &vault, &route)?;
+    }
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {
         Some(m) => Some(m.parse::<usize>().map_err(|_| {

@@ -55,6 +55,14 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// 403 `Forbidden` with the inner code `ForbiddenByRbac`, as Key Vault denies a caller
+    /// without a role granting the action.
+    pub fn forbidden_by_rbac(message: impl Into<String>) -> Self {
+        let mut e = Self::forbidden(message);
+        e.inner = Some("ForbiddenByRbac");
+        e
+    }
+
     /// 404 for a path or method this server does not serve.
     pub fn no_route(method: &hyper::Method, path: &str) -> Self {
         Self::new(

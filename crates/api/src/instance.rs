@@ -292,6 +292,8 @@ impl Instance {
             }
         };
 
+        grant_bootstrap_roles(&identity, &admin.0, &subscription)?;
+
         let ca = ca_path.canonicalize().map_err(io_err(&ca_path))?;
         let ca = ca.display().to_string();
         let data_dir = dir.canonicalize().map_err(io_err(dir))?;
@@ -380,6 +382,30 @@ impl Instance {
         }
         result
     }
+}
+
+/// The roles the bootstrap administrator holds on the whole subscription: Owner (manage
+/// everything, assign roles) and Key Vault Administrator (every data-plane operation).
+/// Ensured at every start, so an older data directory gains them too.
+const BOOTSTRAP_ROLES: [&str; 2] = ["Owner", "Key Vault Administrator"];
+
+fn grant_bootstrap_roles(
+    identity: &atrest_identity::Identity,
+    admin_app_id: &str,
+    subscription: &str,
+) -> Result<(), InstanceError> {
+    let Some(admin) = identity.principal_by_app_id(admin_app_id)? else {
+        return Ok(());
+    };
+    let scope = format!("/subscriptions/{subscription}");
+    for role in BOOTSTRAP_ROLES {
+        match identity.create_role_assignment(None, &scope, role, &admin.object_id, unix_now().0) {
+            Ok(_) | Err(atrest_identity::RoleError::Exists) => {}
+            Err(atrest_identity::RoleError::Store(e)) => return Err(e.into()),
+            Err(e) => tracing::error!(error = %e, role, "cannot grant a bootstrap role"),
+        }
+    }
+    Ok(())
 }
 
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed.

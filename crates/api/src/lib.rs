@@ -11,6 +11,7 @@
 
 mod audit;
 mod auth;
+mod authorization;
 pub mod client;
 mod control;
 mod data_plane;

@@ -9,6 +9,7 @@
 pub mod api_version;
 pub mod attributes;
 pub mod names;
+pub mod rbac;
 pub mod rotation;
 pub mod vault;
 

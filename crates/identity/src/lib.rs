@@ -8,13 +8,15 @@
 #![warn(missing_docs)]
 
 mod principals;
+mod roles;
 mod tokens;
 
 pub use principals::{new_uuid, NewManagedIdentity, NewServicePrincipal};
+pub use roles::{RoleAssignment, RoleError};
 pub use tokens::{Caller, IdentitySelector, IssuedToken, OAuthError, TokenError};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use atrest_crypto::TokenSigner;
 use atrest_store::Store;
@@ -37,6 +39,8 @@ pub struct Identity {
     management_audiences: Vec<String>,
     token_lifetime: i64,
     verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
+    /// Role assignments as last read; `None` after a change.
+    role_assignments: RwLock<Option<Arc<Vec<RoleAssignment>>>>,
 }
 
 impl Identity {
@@ -69,6 +73,7 @@ impl Identity {
             ],
             token_lifetime: TOKEN_LIFETIME_SECS,
             verified: Mutex::new(HashMap::new()),
+            role_assignments: RwLock::new(None),
         }
     }
 

@@ -133,6 +133,14 @@ impl Identity {
         self.store.read(|tx| tx.list_principals(kind))
     }
 
+    /// The principal with this object id.
+    pub fn principal_by_object_id(
+        &self,
+        object_id: &str,
+    ) -> Result<Option<PrincipalRow>, StoreError> {
+        self.store.read(|tx| tx.principal_by_object_id(object_id))
+    }
+
     /// The principal with this app id.
     pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
         self.store.read(|tx| tx.principal_by_app_id(app_id))
@@ -146,16 +154,21 @@ impl Identity {
 
     /// Deletes a principal by app id (or object id); false if none matched.
     pub fn delete_principal(&self, id: &str) -> Result<bool, StoreError> {
-        self.store.write(|tx| {
+        let deleted = self.store.write(|tx| {
             let found = match tx.principal_by_app_id(id)? {
                 Some(p) => Some(p),
                 None => tx.principal_by_object_id(id)?,
             };
             match found {
-                Some(p) => tx.delete_principal(&p.object_id),
+                Some(p) => {
+                    tx.delete_role_assignments_of(&p.object_id)?;
+                    tx.delete_principal(&p.object_id)
+                }
                 None => Ok(false),
             }
-        })
+        });
+        self.forget_assignments();
+        deleted
     }
 
     /// Whether the principal with this object id exists and is an administrator.

@@ -20,6 +20,7 @@
 mod audit;
 mod objects;
 mod principals;
+mod roles;
 mod schema;
 mod vaults;
 
@@ -33,6 +34,7 @@ use thiserror::Error;
 pub use audit::{AuditEvent, AuditFilter, AuditLog};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
+pub use roles::RoleAssignmentRow;
 pub use vaults::VaultRow;
 
 /// A storage failure. The message names the operation, never stored values.

@@ -72,6 +72,16 @@ ALTER TABLE objects ADD COLUMN rotation_policy TEXT;
     r#"
 ALTER TABLE objects ADD COLUMN notified_version TEXT;
 "#,
+    r#"
+CREATE TABLE role_assignments (
+    id           TEXT PRIMARY KEY COLLATE NOCASE,
+    scope        TEXT NOT NULL COLLATE NOCASE,
+    role_id      TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    UNIQUE (scope, role_id, principal_id)
+);
+"#,
 ];
 
 /// Migrations of the audit database.

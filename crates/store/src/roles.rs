@@ -1,0 +1,66 @@
+//! Role assignments: which principal holds which role at which scope.
+
+use rusqlite::{params, Row};
+
+use crate::{StoreError, Tx};
+
+/// A stored role assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleAssignmentRow {
+    /// The assignment's GUID (its resource name).
+    pub id: String,
+    /// The scope: `/subscriptions/{s}[/resourceGroups/{rg}[/providers/…]]`.
+    pub scope: String,
+    /// The role definition's GUID.
+    pub role_id: String,
+    /// The principal's object id.
+    pub principal_id: String,
+    /// Creation time.
+    pub created: i64,
+}
+
+fn assignment_row(r: &Row) -> rusqlite::Result<RoleAssignmentRow> {
+    Ok(RoleAssignmentRow {
+        id: r.get(0)?,
+        scope: r.get(1)?,
+        role_id: r.get(2)?,
+        principal_id: r.get(3)?,
+        created: r.get(4)?,
+    })
+}
+
+impl Tx<'_> {
+    /// Adds a role assignment.
+    pub fn insert_role_assignment(&self, a: &RoleAssignmentRow) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO role_assignments (id, scope, role_id, principal_id, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.id, a.scope, a.role_id, a.principal_id, a.created],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a role assignment; whether it existed.
+    pub fn delete_role_assignment(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.exec("DELETE FROM role_assignments WHERE id = ?1", [id])? > 0)
+    }
+
+    /// Removes every assignment of a principal (when it is deleted).
+    pub fn delete_role_assignments_of(&self, principal_id: &str) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM role_assignments WHERE principal_id = ?1",
+            [principal_id],
+        )?;
+        Ok(())
+    }
+
+    /// Every role assignment, oldest first.
+    pub fn role_assignments(&self) -> Result<Vec<RoleAssignmentRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id, scope, role_id, principal_id, created FROM role_assignments ORDER BY created, id",
+        )?;
+        let rows = stmt
+            .query_map([], assignment_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
