@@ -117,12 +117,12 @@ impl Identity {
         Ok(self
             .assignments()?
             .iter()
-            .cloned()
             .filter(|a| {
                 scope.is_none_or(|s| {
                     scope_contains(&a.row.scope, s) || scope_contains(s, &a.row.scope)
                 })
             })
+            .cloned()
             .collect())
     }
 
