@@ -22,6 +22,19 @@ const COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 type Pending = (AuditEvent, oneshot::Sender<()>);
 
+/// `resultSignature` (the reason phrase) and `resultType` of an outcome.
+pub fn result_of(status: hyper::StatusCode) -> (String, String) {
+    let kind = if status.is_success() {
+        "Success"
+    } else {
+        "Failure"
+    };
+    (
+        status.canonical_reason().unwrap_or("Unknown").to_owned(),
+        kind.to_owned(),
+    )
+}
+
 /// Where requests send their audit events.
 #[derive(Debug, Clone)]
 pub struct AuditSink {

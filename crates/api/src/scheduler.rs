@@ -15,6 +15,7 @@ use atrest_store::{AuditEvent, Store, StoreError};
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 
+use crate::audit::result_of;
 use crate::error::ApiError;
 use crate::http::rfc3339;
 use crate::server::{unix_now, AppState};
@@ -125,18 +126,14 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
         format!("{}/keys/{name}/{version}", state.vault_base(vault))
     };
     let at = rfc3339(now);
-    let make =
-        |operation: &str, status: StatusCode, vault: &str, id: String, description| AuditEvent {
+    let make = |operation: &str, status: StatusCode, vault: &str, id: String, description| {
+        let (result_signature, result_type) = result_of(status);
+        AuditEvent {
             seq: 0,
             time_ms: unix_now().1,
             operation: operation.to_owned(),
-            result_signature: status.canonical_reason().unwrap_or("Unknown").to_owned(),
-            result_type: if status.is_success() {
-                "Success"
-            } else {
-                "Failure"
-            }
-            .to_owned(),
+            result_signature,
+            result_type,
             result_description: description,
             status: status.as_u16(),
             duration_ms: 0,
@@ -152,7 +149,8 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
             request_uri: id,
             correlation_id: correlation_id.clone(),
             client_info: SCHEDULER_CLIENT.to_owned(),
-        };
+        }
+    };
     match event {
         LifetimeEvent::Rotated {
             vault,

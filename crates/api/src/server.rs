@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::audit::AuditSink;
+use crate::audit::{result_of, AuditSink};
 use crate::http::Resp;
 use crate::scheduler::Scheduler;
 use crate::{control, data_plane};
@@ -217,17 +217,13 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     }
 
     let caller = ctx.caller.as_ref();
+    let (result_signature, result_type) = result_of(status);
     let event = AuditEvent {
         seq: 0,
         time_ms: now_ms,
         operation: ctx.operation.to_owned(),
-        result_signature: status.canonical_reason().unwrap_or("Unknown").to_owned(),
-        result_type: if status.is_success() {
-            "Success"
-        } else {
-            "Failure"
-        }
-        .to_owned(),
+        result_signature,
+        result_type,
         result_description: description,
         status: status.as_u16(),
         duration_ms: started.elapsed().as_millis() as i64,

@@ -154,11 +154,9 @@ impl Identity {
         resource: &str,
         action: &str,
     ) -> Result<bool, StoreError> {
-        Ok(self.assignments()?.iter().any(|a| {
-            a.row.principal_id == principal_id
-                && scope_contains(&a.row.scope, resource)
-                && a.role.allows_data_action(action)
-        }))
+        self.holds(principal_id, resource, |role| {
+            role.allows_data_action(action)
+        })
     }
 
     /// Whether the principal holds, at `resource` or above, a role granting control-plane
@@ -169,10 +167,19 @@ impl Identity {
         resource: &str,
         action: &str,
     ) -> Result<bool, StoreError> {
+        self.holds(principal_id, resource, |role| role.allows_action(action))
+    }
+
+    fn holds(
+        &self,
+        principal_id: &str,
+        resource: &str,
+        grants: impl Fn(&RoleDefinition) -> bool,
+    ) -> Result<bool, StoreError> {
         Ok(self.assignments()?.iter().any(|a| {
             a.row.principal_id == principal_id
                 && scope_contains(&a.row.scope, resource)
-                && a.role.allows_action(action)
+                && grants(a.role)
         }))
     }
 }
