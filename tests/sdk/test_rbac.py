@@ -177,3 +177,30 @@ def test_role_assignment_api_refuses_bad_input(server):
     r = put(own_token, scope, str(uuid.uuid4()), {"properties": {"roleDefinitionId": "00482a5a-887f-4fb3-b363-3b7fe8e74483", "principalId": sp["objectId"]}})
     assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed"
     assert len(server.cli("role", "assignment", "list", "--assignee", sp["appId"], "--scope", scope)) == 1
+
+
+def test_vault_management_needs_control_plane_roles(server):
+    sp, credential = new_principal(server)
+    token = credential.get_token("https://management.azure.com/.default").token
+    sub = server.env["ATREST_SUBSCRIPTION_ID"]
+    rg = f"/subscriptions/{sub}/resourceGroups/default"
+    name = unique("mv")[:20]
+    url = f"{server.env['ATREST_ENDPOINT']}{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+
+    def call(method, body=None):
+        return requests.request(method, url, params={"api-version": "2023-07-01"}, json=body, verify=server.env["ATREST_CA"],
+                                headers={"Authorization": f"Bearer {token}"})
+
+    body = {"location": "westeurope", "properties": {"tenantId": server.env["ATREST_TENANT_ID"], "sku": {"family": "A", "name": "standard"}}}
+    r = call("PUT", body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed"
+    assert "Microsoft.KeyVault/vaults/write" in r.json()["error"]["message"]
+    assert server.cli("keyvault", "show", "--name", name, check=False).returncode != 0, "nothing was created"
+
+    # Reader may look, not change; Contributor may change, on everything in the group.
+    assign(server, sp, "Reader", rg)
+    assert call("PUT", body).status_code == 403
+    assign(server, sp, "Contributor", rg)
+    assert call("PUT", body).status_code in (200, 201)
+    assert call("GET").status_code == 200
+    assert call("DELETE").status_code == 200

@@ -112,8 +112,13 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Refuses callers without `action` at `scope`.
-fn require(state: &AppState, ctx: &Ctx, scope: &str, action: &str) -> Result<(), ApiError> {
+/// Refuses callers without control-plane `action` at `scope` (403 `AuthorizationFailed`).
+pub(crate) fn require(
+    state: &AppState,
+    ctx: &Ctx,
+    scope: &str,
+    action: &str,
+) -> Result<(), ApiError> {
     let caller = ctx
         .caller
         .as_ref()

@@ -407,6 +407,7 @@ async fn management(
     let vs = &state.vaults;
     let now = ctx.now;
     let provider = |p: &str| seg(p, "Microsoft.KeyVault");
+    let subscription = format!("/subscriptions/{sub}");
     match &segments[1..] {
         [rg_kw, rg, prov_kw, p, vaults_kw, name]
             if seg(rg_kw, "resourceGroups")
@@ -414,7 +415,14 @@ async fn management(
                 && provider(p)
                 && seg(vaults_kw, "vaults") =>
         {
-            ctx.resource = Some(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"));
+            let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}");
+            ctx.resource = Some(scope.clone());
+            let action = match method.as_str() {
+                "PUT" | "PATCH" => "Microsoft.KeyVault/vaults/write",
+                "DELETE" => "Microsoft.KeyVault/vaults/delete",
+                _ => "Microsoft.KeyVault/vaults/read",
+            };
+            authorization::require(state, ctx, &scope, action)?;
             match method.as_str() {
                 "PUT" => {
                     ctx.operation = "VaultPut";
@@ -470,6 +478,12 @@ async fn management(
                 && method == Method::GET =>
         {
             ctx.operation = "VaultList";
+            authorization::require(
+                state,
+                ctx,
+                &format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+                "Microsoft.KeyVault/vaults/read",
+            )?;
             let items: Vec<Value> = vs
                 .list_vaults(sub, Some(rg))?
                 .iter()
@@ -484,6 +498,7 @@ async fn management(
                 && method == Method::GET =>
         {
             ctx.operation = "VaultList";
+            authorization::require(state, ctx, &subscription, "Microsoft.KeyVault/vaults/read")?;
             let items: Vec<Value> = vs
                 .list_vaults(sub, None)?
                 .iter()
@@ -498,6 +513,12 @@ async fn management(
                 && method == Method::GET =>
         {
             ctx.operation = "DeletedVaultList";
+            authorization::require(
+                state,
+                ctx,
+                &subscription,
+                "Microsoft.KeyVault/deletedVaults/read",
+            )?;
             let items: Vec<Value> = vs
                 .list_deleted_vaults(sub)?
                 .iter()
@@ -515,6 +536,12 @@ async fn management(
             match (method.as_str(), rest) {
                 ("GET", []) => {
                     ctx.operation = "DeletedVaultGet";
+                    authorization::require(
+                        state,
+                        ctx,
+                        &subscription,
+                        "Microsoft.KeyVault/locations/deletedVaults/read",
+                    )?;
                     Ok(json(
                         StatusCode::OK,
                         &deleted_vault_json(&vs.get_deleted_vault(sub, name)?),
@@ -522,6 +549,12 @@ async fn management(
                 }
                 ("POST", [purge]) if seg(purge, "purge") => {
                     ctx.operation = "DeletedVaultPurge";
+                    authorization::require(
+                        state,
+                        ctx,
+                        &subscription,
+                        "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+                    )?;
                     vs.purge_deleted_vault(sub, name, now)?;
                     Ok(empty(StatusCode::OK))
                 }
