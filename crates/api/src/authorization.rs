@@ -149,8 +149,6 @@ struct AssignmentDto {
 struct AssignmentProperties {
     role_definition_id: String,
     principal_id: String,
-    #[allow(dead_code)]
-    principal_type: Option<String>,
 }
 
 /// Serves one authorization route.

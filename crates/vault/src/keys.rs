@@ -84,6 +84,21 @@ pub struct CreateKey {
     pub attributes: AttributesPatch,
 }
 
+impl CreateKey {
+    /// A key of type `kty` with every option at its default.
+    pub fn of_type(kty: &str) -> Self {
+        CreateKey {
+            kty: kty.to_owned(),
+            key_size: None,
+            curve: None,
+            public_exponent: None,
+            key_ops: None,
+            tags: None,
+            attributes: AttributesPatch::default(),
+        }
+    }
+}
+
 /// `PUT /keys/{name}`: import a private JWK.
 pub struct ImportKey {
     /// The JWK, private members included.
@@ -626,15 +641,7 @@ mod tests {
     use atrest_core::attributes::Unusable;
 
     fn rsa() -> CreateKey {
-        CreateKey {
-            kty: "RSA-HSM".into(),
-            key_size: None,
-            curve: None,
-            public_exponent: None,
-            key_ops: None,
-            tags: None,
-            attributes: AttributesPatch::default(),
-        }
+        CreateKey::of_type("RSA-HSM")
     }
 
     fn input(alg: &str, value: &[u8]) -> OperationInput {
@@ -680,15 +687,7 @@ mod tests {
             .unwrap()
             .0;
         let calls = || hsm.0.load(std::sync::atomic::Ordering::SeqCst);
-        let ec = |kty: &str| CreateKey {
-            kty: kty.into(),
-            key_size: None,
-            curve: None,
-            public_exponent: None,
-            key_ops: None,
-            tags: None,
-            attributes: AttributesPatch::default(),
-        };
+        let ec = CreateKey::of_type;
         vaults.create_key(&v, "soft", &ec("EC"), 1).unwrap();
         vaults.rotate_key(&v, "soft", 2).unwrap();
         assert_eq!(calls(), 0, "software keys never reach the HSM provider");

@@ -263,13 +263,8 @@ mod tests {
             .unwrap()
             .0;
         let ec = CreateKey {
-            kty: "EC".into(),
-            key_size: None,
             curve: Some("P-256".into()),
-            public_exponent: None,
-            key_ops: None,
-            tags: None,
-            attributes: AttributesPatch::default(),
+            ..CreateKey::of_type("EC")
         };
         let first = f.vaults.create_key(&v, "k", &ec, 100).unwrap();
         f.vaults.create_key(&v, "no-policy", &ec, 100).unwrap();
