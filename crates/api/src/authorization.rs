@@ -52,13 +52,8 @@ fn definition_json(sub: &str, role: &RoleDefinition) -> Value {
     })
 }
 
+/// Every principal here (application or managed identity) is a service principal to ARM.
 fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
-    let kind = state
-        .identity
-        .principal_by_object_id(&a.row.principal_id)
-        .ok()
-        .flatten()
-        .map_or("ServicePrincipal", |p| p.kind.principal_type());
     json!({
         "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.row.scope, a.row.id),
         "name": a.row.id,
@@ -67,7 +62,7 @@ fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
             "roleDefinitionId": definition_id(&state.settings.subscription, a.role),
             "roleDefinitionName": a.role.name,
             "principalId": a.row.principal_id,
-            "principalType": kind,
+            "principalType": "ServicePrincipal",
             "scope": a.row.scope,
             "createdOn": rfc3339(a.row.created),
             "updatedOn": rfc3339(a.row.created),
@@ -265,16 +260,16 @@ pub async fn handle(
                 "Microsoft.Authorization/roleAssignments/delete",
             )?;
             ctx.target_id = Some(id.to_string());
-            let in_scope = state
+            let found = state
                 .identity
                 .role_assignment(id)?
-                .is_some_and(|a| a.row.scope.eq_ignore_ascii_case(scope));
-            match in_scope {
-                true => match state.identity.delete_role_assignment(id)? {
-                    Some(a) => Ok(json(StatusCode::OK, &assignment_json(state, &a))),
-                    None => Ok(empty(StatusCode::NO_CONTENT)),
-                },
-                false => Ok(empty(StatusCode::NO_CONTENT)),
+                .filter(|a| a.row.scope.eq_ignore_ascii_case(scope));
+            match found {
+                Some(a) => {
+                    state.identity.delete_role_assignment(&a.row.id)?;
+                    Ok(json(StatusCode::OK, &assignment_json(state, &a)))
+                }
+                None => Ok(empty(StatusCode::NO_CONTENT)),
             }
         }
         _ => Err(ApiError::no_route(

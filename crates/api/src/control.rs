@@ -470,37 +470,23 @@ async fn management(
                 _ => Err(ApiError::no_route(method, "vault")),
             }
         }
-        [rg_kw, rg, prov_kw, p, vaults_kw]
-            if seg(rg_kw, "resourceGroups")
-                && seg(prov_kw, "providers")
-                && provider(p)
-                && seg(vaults_kw, "vaults")
-                && method == Method::GET =>
-        {
-            ctx.operation = "VaultList";
-            authorization::require(
-                state,
-                ctx,
-                &format!("/subscriptions/{sub}/resourceGroups/{rg}"),
-                "Microsoft.KeyVault/vaults/read",
-            )?;
-            let items: Vec<Value> = vs
-                .list_vaults(sub, Some(rg))?
-                .iter()
-                .map(|v| vault_json(state, v))
-                .collect();
-            Ok(json(StatusCode::OK, &json!({ "value": items })))
-        }
-        [prov_kw, p, vaults_kw]
+        [scope @ .., prov_kw, p, vaults_kw]
             if seg(prov_kw, "providers")
                 && provider(p)
                 && seg(vaults_kw, "vaults")
-                && method == Method::GET =>
+                && method == Method::GET
+                && matches!(scope, [] | [_, _])
+                && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
         {
             ctx.operation = "VaultList";
-            authorization::require(state, ctx, &subscription, "Microsoft.KeyVault/vaults/read")?;
+            let rg = scope.get(1).copied();
+            let list_scope = match rg {
+                Some(rg) => format!("{subscription}/resourceGroups/{rg}"),
+                None => subscription.clone(),
+            };
+            authorization::require(state, ctx, &list_scope, "Microsoft.KeyVault/vaults/read")?;
             let items: Vec<Value> = vs
-                .list_vaults(sub, None)?
+                .list_vaults(sub, rg)?
                 .iter()
                 .map(|v| vault_json(state, v))
                 .collect();

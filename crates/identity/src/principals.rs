@@ -133,14 +133,6 @@ impl Identity {
         self.store.read(|tx| tx.list_principals(kind))
     }
 
-    /// The principal with this object id.
-    pub fn principal_by_object_id(
-        &self,
-        object_id: &str,
-    ) -> Result<Option<PrincipalRow>, StoreError> {
-        self.store.read(|tx| tx.principal_by_object_id(object_id))
-    }
-
     /// The principal with this app id.
     pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
         self.store.read(|tx| tx.principal_by_app_id(app_id))

@@ -21,11 +21,6 @@ impl PrincipalKind {
         }
     }
 
-    /// ARM's `principalType`.
-    pub fn principal_type(self) -> &'static str {
-        "ServicePrincipal"
-    }
-
     fn parse(s: &str) -> Self {
         if s == "ManagedIdentity" {
             PrincipalKind::ManagedIdentity

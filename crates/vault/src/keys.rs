@@ -572,12 +572,7 @@ impl Vaults {
     pub fn restore_key(&self, vault: &VaultRow, blob: &[u8]) -> Result<Key, VaultError> {
         let stored = self.restore_stored(vault, KIND, blob, |public, payload| {
             let kty = public["kty"].as_str().unwrap_or_default();
-            self.key_provider(kty)
-                .load(payload)
-                .map(|_| ())
-                .map_err(|_| {
-                    VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
-                })
+            self.key_provider(kty).load(payload).is_ok()
         })?;
         Ok(key(vault, stored))
     }
@@ -637,7 +632,6 @@ impl Vaults {
 mod tests {
     use super::*;
     use crate::test_support::fixture;
-    use crate::VaultRequest;
     use atrest_core::attributes::Unusable;
 
     fn rsa() -> CreateKey {
@@ -678,14 +672,7 @@ mod tests {
         let vaults = Vaults::new(f.vaults.store.clone(), f.vaults.root.clone())
             .unwrap()
             .with_hsm_provider(hsm.clone());
-        let req = VaultRequest {
-            location: Some("westeurope".into()),
-            ..Default::default()
-        };
-        let v = vaults
-            .put_vault("sub", "rg", "kv1", "t", &req, 0)
-            .unwrap()
-            .0;
+        let v = crate::test_support::vault(&vaults, "kv1", "westeurope", false);
         let calls = || hsm.0.load(std::sync::atomic::Ordering::SeqCst);
         let ec = CreateKey::of_type;
         vaults.create_key(&v, "soft", &ec("EC"), 1).unwrap();
@@ -720,15 +707,7 @@ mod tests {
     #[test]
     fn wrap_unwrap_gated_by_ops_and_attributes() {
         let f = fixture();
-        let req = VaultRequest {
-            location: Some("westeurope".into()),
-            ..Default::default()
-        };
-        let v = f
-            .vaults
-            .put_vault("sub", "rg", "kv1", "t", &req, 0)
-            .unwrap()
-            .0;
+        let v = crate::test_support::vault(&f.vaults, "kv1", "westeurope", false);
         let k = f.vaults.create_key(&v, "kek", &rsa(), 10).unwrap();
         assert_eq!(
             (
@@ -852,15 +831,7 @@ mod tests {
     #[test]
     fn create_rejects_bad_parameters() {
         let f = fixture();
-        let req = VaultRequest {
-            location: Some("westeurope".into()),
-            ..Default::default()
-        };
-        let v = f
-            .vaults
-            .put_vault("sub", "rg", "kv1", "t", &req, 0)
-            .unwrap()
-            .0;
+        let v = crate::test_support::vault(&f.vaults, "kv1", "westeurope", false);
         let bad = [
             CreateKey {
                 kty: "DSA".into(),

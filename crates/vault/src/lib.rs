@@ -209,6 +209,16 @@ pub(crate) mod test_support {
         }
     }
 
+    /// A live vault `name` in subscription `sub`, resource group `rg`.
+    pub fn vault(vaults: &Vaults, name: &str, location: &str, purge_protection: bool) -> VaultRow {
+        let mut req = crate::VaultRequest {
+            location: Some(location.into()),
+            ..Default::default()
+        };
+        req.patch.purge_protection = Some(purge_protection);
+        vaults.put_vault("sub", "rg", name, "t", &req, 0).unwrap().0
+    }
+
     pub fn fixture() -> Fixture {
         let dir =
             std::env::temp_dir().join(format!("atrest-vault-{}", atrest_crypto::random_hex(8)));

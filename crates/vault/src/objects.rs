@@ -501,7 +501,7 @@ impl Vaults {
         vault: &VaultRow,
         kind: ObjectKind,
         blob: &[u8],
-        check_payload: impl Fn(&serde_json::Value, &[u8]) -> Result<(), VaultError>,
+        payload_ok: impl Fn(&serde_json::Value, &[u8]) -> bool,
     ) -> Result<Stored, VaultError> {
         let invalid =
             || VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into());
@@ -531,7 +531,9 @@ impl Vaults {
             .iter()
             .map(|v| {
                 let payload = Zeroizing::new(B64.decode(&v.payload).map_err(|_| invalid())?);
-                check_payload(&v.public, &payload)?;
+                if !payload_ok(&v.public, &payload) {
+                    return Err(invalid());
+                }
                 if !is_object_version(&v.version) {
                     return Err(invalid());
                 }

@@ -250,18 +250,10 @@ mod tests {
     #[test]
     fn scheduled_rotation_and_near_expiry_notice() {
         use crate::test_support::fixture;
-        use crate::{AttributesPatch, CreateKey, VaultRequest};
+        use crate::{AttributesPatch, CreateKey};
         const DAY: i64 = 86_400;
         let f = fixture();
-        let req = VaultRequest {
-            location: Some("westeurope".into()),
-            ..Default::default()
-        };
-        let v = f
-            .vaults
-            .put_vault("s", "rg", "kv1", "t", &req, 0)
-            .unwrap()
-            .0;
+        let v = crate::test_support::vault(&f.vaults, "kv1", "westeurope", false);
         let ec = CreateKey {
             curve: Some("P-256".into()),
             ..CreateKey::of_type("EC")

@@ -280,9 +280,7 @@ impl Vaults {
     /// Restores a backup into `vault`: same subscription and geography, unused name.
     pub fn restore_secret(&self, vault: &VaultRow, blob: &[u8]) -> Result<Secret, VaultError> {
         let stored = self.restore_stored(vault, KIND, blob, |_, payload| {
-            std::str::from_utf8(payload).map(|_| ()).map_err(|_| {
-                VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into())
-            })
+            std::str::from_utf8(payload).is_ok()
         })?;
         Ok(secret(vault, stored, None))
     }
@@ -292,19 +290,10 @@ impl Vaults {
 mod tests {
     use super::*;
     use crate::test_support::{fixture, Fixture};
-    use crate::VaultRequest;
     use atrest_core::attributes::Unusable;
 
     fn vault(f: &Fixture, name: &str, location: &str, purge_protection: bool) -> VaultRow {
-        let mut req = VaultRequest {
-            location: Some(location.into()),
-            ..Default::default()
-        };
-        req.patch.purge_protection = Some(purge_protection);
-        f.vaults
-            .put_vault("sub", "rg", name, "t", &req, 0)
-            .unwrap()
-            .0
+        crate::test_support::vault(&f.vaults, name, location, purge_protection)
     }
 
     fn set(value: &str) -> SetSecret {
