@@ -64,11 +64,12 @@ def test_token_claims(server):
     "form,status,error",
     [
         ({"grant_type": "client_credentials", "client_id": "CLIENT", "client_secret": "wrong", "scope": "SCOPE"}, 401, "invalid_client"),
-        ({"grant_type": "password", "client_id": "CLIENT", "client_secret": "SECRET", "scope": "SCOPE"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code", "client_id": "CLIENT", "client_secret": "SECRET", "scope": "SCOPE"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "password", "client_id": "CLIENT", "client_secret": "SECRET", "scope": "SCOPE"}, 400, "invalid_request"),
         ({"grant_type": "client_credentials", "client_id": "CLIENT", "client_secret": "SECRET", "scope": "https://elsewhere.example/.default"}, 400, "invalid_resource"),
         ({"grant_type": "client_credentials", "client_id": "CLIENT", "scope": "SCOPE"}, 400, "invalid_request"),
     ],
-    ids=["bad-secret", "bad-grant", "unknown-resource", "missing-secret"],
+    ids=["bad-secret", "bad-grant", "password-without-username", "unknown-resource", "missing-secret"],
 )
 def test_token_endpoint_errors(server, form, status, error):
     subst = {"CLIENT": server.env["AZURE_CLIENT_ID"], "SECRET": server.env["AZURE_CLIENT_SECRET"], "SCOPE": vault_scope(server)}

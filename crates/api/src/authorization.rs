@@ -3,6 +3,7 @@
 
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
 use atrest_identity::{RoleAssignment, RoleError};
+use atrest_store::PrincipalKind;
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -52,7 +53,7 @@ fn definition_json(sub: &str, role: &RoleDefinition) -> Value {
     })
 }
 
-/// Every principal here (application or managed identity) is a service principal to ARM.
+/// ARM calls applications and managed identities alike `ServicePrincipal`.
 fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
     json!({
         "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.row.scope, a.row.id),
@@ -62,7 +63,11 @@ fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
             "roleDefinitionId": definition_id(&state.settings.subscription, a.role),
             "roleDefinitionName": a.role.name,
             "principalId": a.row.principal_id,
-            "principalType": "ServicePrincipal",
+            "principalType": match a.principal_kind {
+                PrincipalKind::User => "User",
+                PrincipalKind::Group => "Group",
+                _ => "ServicePrincipal",
+            },
             "scope": a.row.scope,
             "createdOn": rfc3339(a.row.created),
             "updatedOn": rfc3339(a.row.created),
@@ -118,10 +123,8 @@ pub(crate) fn require(
         .caller
         .as_ref()
         .expect("authenticated before authorization");
-    if state
-        .identity
-        .allows_action(&caller.object_id, scope, action)?
-    {
+    let object_ids = state.identity.object_ids_of(&caller.object_id)?;
+    if state.identity.allows_action(&object_ids, scope, action)? {
         return Ok(());
     }
     Err(ApiError::new(
@@ -219,7 +222,7 @@ pub async fn handle(
                 "Microsoft.Authorization/roleAssignments/write",
             )?;
             let dto: AssignmentDto = parse_json(&read_body(body).await?)?;
-            if uuid_shaped(id).is_none() {
+            if !atrest_core::names::is_guid(id) {
                 return Err(ApiError::bad_request(
                     "InvalidRoleAssignmentId",
                     format!("The role assignment ID '{id}' is not valid. The role assignment ID must be a GUID."),
@@ -288,16 +291,4 @@ fn not_found(id: &str) -> ApiError {
         "RoleAssignmentNotFound",
         format!("The role assignment '{id}' is not found."),
     )
-}
-
-/// `Some` when `id` is a GUID in 8-4-4-4-12 form.
-fn uuid_shaped(id: &str) -> Option<()> {
-    let parts: Vec<&str> = id.split('-').collect();
-    let lengths = [8, 4, 4, 4, 12];
-    (parts.len() == 5
-        && parts
-            .iter()
-            .zip(lengths)
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit())))
-    .then_some(())
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use atrest_core::access_policy::{AccessPolicyEntry, PolicyEdit};
 use atrest_core::rotation::Period;
 use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken, NewServicePrincipal};
@@ -14,12 +15,15 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::auth::{authenticate, require_admin};
 use crate::authorization;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
-use crate::http::{empty, form_pairs, json, param, parse_json, read_body, rfc3339, Resp};
+use crate::http::{
+    empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
+};
 use crate::scheduler;
 use crate::server::{AppState, Ctx};
 
@@ -53,6 +57,21 @@ pub async fn handle(
             ctx.operation = "OpenIdConfiguration";
             Ok(json(StatusCode::OK, &discovery(state, tenant)))
         }
+        ["common", "userrealm", username] if method == Method::GET => {
+            // Home realm discovery: every user here signs in with a password (managed).
+            ctx.operation = "UserRealmDiscovery";
+            let domain = username.rsplit_once('@').map_or("", |(_, d)| d);
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "ver": "1.0",
+                    "account_type": "Managed",
+                    "domain_name": domain,
+                    "cloud_instance_name": "atrest",
+                    "cloud_audience_urn": "urn:federation:MicrosoftOnline",
+                }),
+            ))
+        }
         [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] if method == Method::GET => {
             ctx.operation = "Jwks";
             Ok(json(StatusCode::OK, &state.identity.jwks()))
@@ -63,18 +82,20 @@ pub async fn handle(
             let token = issued(
                 ctx,
                 state,
-                state.identity.client_credentials(&form, ctx.now),
+                state.identity.token_grant(&form, ctx.now),
                 param(&form, "client_id"),
             )?;
-            Ok(json(
-                StatusCode::OK,
-                &json!({
-                    "token_type": "Bearer",
-                    "expires_in": token.expires_on - ctx.now,
-                    "ext_expires_in": token.expires_on - ctx.now,
-                    "access_token": token.access_token,
-                }),
-            ))
+            let mut body = json!({
+                "token_type": "Bearer",
+                "expires_in": token.expires_on - ctx.now,
+                "ext_expires_in": token.expires_on - ctx.now,
+                "access_token": token.access_token,
+            });
+            if let Some(sign_in) = &token.user_sign_in {
+                body["id_token"] = Value::from(sign_in.id_token.as_str());
+                body["client_info"] = Value::from(sign_in.client_info.as_str());
+            }
+            Ok(json(StatusCode::OK, &body))
         }
         [_, "oauth2", "token"] if method == Method::POST => {
             ctx.operation = "Authentication";
@@ -82,7 +103,7 @@ pub async fn handle(
             let token = issued(
                 ctx,
                 state,
-                state.identity.client_credentials(&form, ctx.now),
+                state.identity.token_grant(&form, ctx.now),
                 param(&form, "client_id"),
             )?;
             Ok(json(StatusCode::OK, &v1_token(&token, ctx.now)))
@@ -122,7 +143,9 @@ pub async fn handle(
                 ctx.now,
             )?);
             require_admin(state, ctx.caller.as_ref().expect("set above"))?;
-            admin(state, ctx, method, rest, &query, body)
+            let decoded: Vec<String> = rest.iter().map(|s| path_segment(s)).collect();
+            let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
+            admin(state, ctx, method, &rest, &query, body)
                 .await
                 .map_err(ApiError::in_arm_terms)
         }
@@ -150,7 +173,7 @@ fn discovery(state: &AppState, tenant: &str) -> Value {
         "authorization_endpoint": format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
         "jwks_uri": format!("{authority}/{}/discovery/v2.0/keys", state.identity.tenant()),
         "response_types_supported": ["token"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", "password"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
@@ -297,6 +320,19 @@ struct VaultPropertiesDto {
     enable_rbac_authorization: Option<bool>,
     enable_soft_delete: Option<bool>,
     create_mode: Option<String>,
+    access_policies: Option<Vec<AccessPolicyEntry>>,
+}
+
+/// The body of `vaults/{name}/accessPolicies/{operationKind}`.
+#[derive(Deserialize)]
+struct AccessPolicyUpdateDto {
+    properties: AccessPoliciesDto,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessPoliciesDto {
+    access_policies: Vec<AccessPolicyEntry>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +366,7 @@ impl VaultDto {
             location: self.location,
             tags: self.tags,
             recover,
+            access_policies: p.access_policies,
             patch: VaultPatch {
                 soft_delete_retention_days: p.soft_delete_retention_in_days,
                 purge_protection: p.enable_purge_protection,
@@ -352,7 +389,7 @@ fn vault_json(state: &AppState, v: &VaultRow) -> Value {
         "properties": {
             "tenantId": v.tenant,
             "sku": { "family": "A", "name": "standard" },
-            "accessPolicies": [],
+            "accessPolicies": v.access_policies,
             "vaultUri": format!("{}/", state.vault_base(&v.name)),
             "enabledForDeployment": false,
             "enabledForTemplateDeployment": false,
@@ -442,13 +479,7 @@ async fn management(
                     ctx.operation = "VaultPatch";
                     let request =
                         parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
-                    if request.location.is_some() || request.recover {
-                        return Err(ApiError::bad_request(
-                            "BadRequest",
-                            "A vault's location and createMode cannot be patched.",
-                        ));
-                    }
-                    let v = vs.patch_vault(sub, rg, name, &request.patch, request.tags, now)?;
+                    let v = vs.patch_vault(sub, rg, name, &request, now)?;
                     Ok(json(StatusCode::OK, &vault_json(state, &v)))
                 }
                 "GET" => {
@@ -469,6 +500,43 @@ async fn management(
                 }
                 _ => Err(ApiError::no_route(method, "vault")),
             }
+        }
+        [rg_kw, rg, prov_kw, p, vaults_kw, name, policies_kw, kind]
+            if seg(rg_kw, "resourceGroups")
+                && seg(prov_kw, "providers")
+                && provider(p)
+                && seg(vaults_kw, "vaults")
+                && seg(policies_kw, "accessPolicies")
+                && method == Method::PUT =>
+        {
+            ctx.operation = "VaultAccessPolicyUpdate";
+            let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}");
+            ctx.resource = Some(scope.clone());
+            authorization::require(
+                state,
+                ctx,
+                &scope,
+                "Microsoft.KeyVault/vaults/accessPolicies/write",
+            )?;
+            let edit = PolicyEdit::parse(kind).ok_or_else(|| {
+                ApiError::bad_request(
+                    "BadRequest",
+                    format!(
+                        "The operation kind '{kind}' is invalid; use 'add', 'replace' or 'remove'."
+                    ),
+                )
+            })?;
+            let dto: AccessPolicyUpdateDto = parse_json(&read_body(body).await?)?;
+            let v =
+                vs.edit_access_policies(sub, rg, name, edit, &dto.properties.access_policies, now)?;
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "id": format!("{scope}/accessPolicies/{}", kind.to_ascii_lowercase()),
+                    "type": "Microsoft.KeyVault/vaults/accessPolicies",
+                    "properties": { "accessPolicies": v.access_policies },
+                }),
+            ))
         }
         [scope @ .., prov_kw, p, vaults_kw]
             if seg(prov_kw, "providers")
@@ -564,6 +632,26 @@ struct NewPrincipalDto {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct NewUserDto {
+    display_name: String,
+    user_principal_name: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewGroupDto {
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberDto {
+    member_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct NewIdentityDto {
     name: String,
     resource_group: Option<String>,
@@ -574,7 +662,8 @@ fn principal_json(p: &PrincipalRow, tenant: &str) -> Value {
         "appId": p.app_id,
         "objectId": p.object_id,
         "displayName": p.display_name,
-        "type": match p.kind { PrincipalKind::ServicePrincipal => "ServicePrincipal", PrincipalKind::ManagedIdentity => "ManagedIdentity" },
+        "type": p.kind.as_str(),
+        "userPrincipalName": p.user_principal_name,
         "isAdmin": p.is_admin,
         "resourceId": p.resource_id,
         "tenantId": tenant,
@@ -628,25 +717,35 @@ fn list_principals(state: &AppState, kind: PrincipalKind) -> Result<Resp, ApiErr
     Ok(json(StatusCode::OK, &json!({ "value": items })))
 }
 
-/// Deletes the principal of `kind` whose client id is `app_id`; nobody deletes themselves.
+/// The principal of `kind` named by `id`: its client id, object id, or a user's sign-in
+/// name.
+fn principal_of_kind(
+    state: &AppState,
+    kind: PrincipalKind,
+    id: &str,
+) -> Result<PrincipalRow, ApiError> {
+    let found = match state.identity.principal_by_app_id(id)? {
+        Some(p) => Some(p),
+        None => state.identity.find_principal(id)?,
+    };
+    found.filter(|p| p.kind == kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The {} '{id}' does not exist.", kind.as_str()),
+        )
+    })
+}
+
+/// Deletes the principal of `kind` named by `id`; nobody deletes themselves.
 fn delete_principal(
     state: &AppState,
     ctx: &mut Ctx,
     kind: PrincipalKind,
-    app_id: &str,
+    id: &str,
 ) -> Result<Resp, ApiError> {
-    ctx.target_id = Some(app_id.to_owned());
-    let p = state
-        .identity
-        .principal_by_app_id(app_id)?
-        .filter(|p| p.kind == kind)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("The principal '{app_id}' does not exist."),
-            )
-        })?;
+    ctx.target_id = Some(id.to_owned());
+    let p = principal_of_kind(state, kind, id)?;
     if ctx
         .caller
         .as_ref()
@@ -746,6 +845,67 @@ async fn admin(
         ("DELETE", ["identities", client_id]) => {
             ctx.operation = "ManagedIdentityDelete";
             delete_principal(state, ctx, PrincipalKind::ManagedIdentity, client_id)
+        }
+        ("POST", ["users"]) => {
+            ctx.operation = "UserCreate";
+            let dto: NewUserDto = parse_json(&read_body(body).await?)?;
+            let password = Zeroizing::new(dto.password);
+            let user =
+                id.create_user(&dto.display_name, &dto.user_principal_name, &password, now)?;
+            ctx.target_id = Some(user.object_id.clone());
+            Ok(json(StatusCode::CREATED, &principal_json(&user, tenant)))
+        }
+        ("GET", ["users"]) => {
+            ctx.operation = "UserList";
+            list_principals(state, PrincipalKind::User)
+        }
+        ("DELETE", ["users", user]) => {
+            ctx.operation = "UserDelete";
+            delete_principal(state, ctx, PrincipalKind::User, user)
+        }
+        ("POST", ["groups"]) => {
+            ctx.operation = "GroupCreate";
+            let dto: NewGroupDto = parse_json(&read_body(body).await?)?;
+            let group = id.create_group(&dto.display_name, now)?;
+            ctx.target_id = Some(group.object_id.clone());
+            Ok(json(StatusCode::CREATED, &principal_json(&group, tenant)))
+        }
+        ("GET", ["groups"]) => {
+            ctx.operation = "GroupList";
+            list_principals(state, PrincipalKind::Group)
+        }
+        ("DELETE", ["groups", group]) => {
+            ctx.operation = "GroupDelete";
+            delete_principal(state, ctx, PrincipalKind::Group, group)
+        }
+        ("GET", ["groups", group, "members"]) => {
+            ctx.operation = "GroupMemberList";
+            ctx.target_id = Some(group.to_string());
+            let items: Vec<Value> = id
+                .group_members(group)?
+                .iter()
+                .map(|p| principal_json(p, tenant))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("POST", ["groups", group, "members"]) => {
+            ctx.operation = "GroupMemberAdd";
+            ctx.target_id = Some(group.to_string());
+            let dto: MemberDto = parse_json(&read_body(body).await?)?;
+            let added = id.add_group_member(group, &dto.member_id)?;
+            Ok(empty(if added {
+                StatusCode::CREATED
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        ("DELETE", ["groups", group, "members", member]) => {
+            ctx.operation = "GroupMemberRemove";
+            ctx.target_id = Some(group.to_string());
+            if !id.remove_group_member(group, member)? {
+                return Err(not_found("member", member));
+            }
+            Ok(empty(StatusCode::NO_CONTENT))
         }
         ("GET", ["audit"]) => {
             ctx.operation = "AuditList";

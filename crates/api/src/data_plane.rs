@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use atrest_core::access_policy::{policies_grant, required_permission};
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_crypto::PrivateJwk;
 use atrest_store::VaultRow;
@@ -260,28 +261,53 @@ struct RestoreDto {
     value: Option<String>,
 }
 
-/// Checks that the caller holds a role granting the route's data action at the object,
-/// the vault, or above. Unknown operations are refused, never let through.
+/// Checks that the caller may perform the route: on an RBAC vault, a role granting the
+/// route's data action at the object, the vault, or above; otherwise an access policy
+/// entry granting the permission. Unknown operations are refused, never let through.
 fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Result<(), ApiError> {
     let caller = ctx
         .caller
         .as_ref()
         .expect("authenticated before authorization");
+    let object_ids = state.identity.object_ids_of(&caller.object_id)?;
+    let who = format!(
+        "appid={};oid={};iss={}",
+        caller.app_id,
+        caller.object_id,
+        state.identity.issuer()
+    );
+    if !vault.rbac {
+        let required = required_permission(route.operation());
+        if let Some((class, permission)) = required {
+            if policies_grant(
+                &vault.access_policies,
+                &object_ids,
+                &caller.app_id,
+                class,
+                permission,
+            ) {
+                return Ok(());
+            }
+        }
+        let (class, permission) =
+            required.map_or(("keys or secrets", "(unknown)"), |(c, p)| (c.as_str(), p));
+        return Err(ApiError::forbidden_by_policy(format!(
+            "The user, group or application '{who}' does not have {class} {permission} permission on key vault '{};location={}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+            vault.name, vault.location,
+        )));
+    }
     let resource = format!("{}{}", vault_resource_id(vault), route.object_scope());
     let action = atrest_core::rbac::data_action(route.operation());
     if let Some(action) = action {
         if state
             .identity
-            .allows_data_action(&caller.object_id, &resource, action)?
+            .allows_data_action(&object_ids, &resource, action)?
         {
             return Ok(());
         }
     }
     Err(ApiError::forbidden_by_rbac(format!(
-        "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={};iss={}\r\nAction: '{}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location={}\r\n",
-        caller.app_id,
-        caller.object_id,
-        state.identity.issuer(),
+        "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {who}\r\nAction: '{}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location={}\r\n",
         action.unwrap_or("(unknown)"),
         resource.to_ascii_lowercase(),
         vault.name,
@@ -322,9 +348,7 @@ pub async fn handle(
     let route = route.ok_or_else(|| ApiError::no_route(&parts.method, parts.uri.path()))?;
     let vault = state.vaults.data_plane_vault(vault_name)?;
     ctx.resource = Some(vault.name.clone());
-    if vault.rbac {
-        authorize(state, ctx, &vault, &route)?;
-    }
+    authorize(state, ctx, &vault, &route)?;
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {
         Some(m) => Some(m.parse::<usize>().map_err(|_| {

@@ -1,7 +1,7 @@
 //! Mapping service errors to HTTP statuses and Azure (or OAuth2) error bodies.
 
 use atrest_crypto::KeyError;
-use atrest_identity::{OAuthError, TokenError};
+use atrest_identity::{DirectoryError, OAuthError, TokenError};
 use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
@@ -60,6 +60,14 @@ impl ApiError {
     pub fn forbidden_by_rbac(message: impl Into<String>) -> Self {
         let mut e = Self::forbidden(message);
         e.inner = Some("ForbiddenByRbac");
+        e
+    }
+
+    /// 403 `Forbidden` with the inner code `ForbiddenByPolicy`, as Key Vault denies a caller
+    /// no access policy entry grants the permission.
+    pub fn forbidden_by_policy(message: impl Into<String>) -> Self {
+        let mut e = Self::forbidden(message);
+        e.inner = Some("ForbiddenByPolicy");
         e
     }
 
@@ -138,7 +146,7 @@ impl From<VaultError> for ApiError {
             | E::OperationNotPermitted(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             E::Key(KeyError::Library(_)) => return ApiError::internal(&e),
             E::Key(_) => (StatusCode::BAD_REQUEST, "BadParameter"),
-            E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::BadBackup(_) => {
+            E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::AccessPolicy(_) | E::BadBackup(_) => {
                 (StatusCode::BAD_REQUEST, "BadParameter")
             }
             // Store and crypto faults, and variants added later: detail to the log only.
@@ -161,6 +169,22 @@ impl From<OAuthError> for ApiError {
             oauth_number: Some(e.error_number()),
             ..ApiError::new(status, e.code(), e.to_string())
         }
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        let status = match &e {
+            DirectoryError::NotFound(_) => StatusCode::NOT_FOUND,
+            DirectoryError::Store(inner) => return ApiError::internal(inner),
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let code = if status == StatusCode::NOT_FOUND {
+            "Request_ResourceNotFound"
+        } else {
+            "Request_BadRequest"
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

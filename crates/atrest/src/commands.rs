@@ -100,6 +100,10 @@ pub enum KeyvaultCommand {
         enabled_for_disk_encryption: Option<bool>,
         #[arg(long, num_args = 0..)]
         tags: Vec<String>,
+        /// Without RBAC authorization, do not give the signed-in principal an access
+        /// policy with every permission.
+        #[arg(long)]
+        no_self_perms: bool,
     },
     /// Show a vault.
     Show {
@@ -151,6 +155,33 @@ pub enum KeyvaultCommand {
         #[arg(short = 'n', long)]
         name: String,
     },
+    /// Grant a principal permissions through the vault's access policies (vaults with
+    /// RBAC authorization off). Each permission list given replaces that list.
+    SetPolicy {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+        #[command(flatten)]
+        principal: PolicyPrincipal,
+        #[arg(long, num_args = 0..)]
+        key_permissions: Option<Vec<String>>,
+        #[arg(long, num_args = 0..)]
+        secret_permissions: Option<Vec<String>>,
+        #[arg(long, num_args = 0..)]
+        certificate_permissions: Option<Vec<String>>,
+        #[arg(long, num_args = 0..)]
+        storage_permissions: Option<Vec<String>>,
+    },
+    /// Remove a principal's access policy entry.
+    DeletePolicy {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long)]
+        resource_group: Option<String>,
+        #[command(flatten)]
+        principal: PolicyPrincipal,
+    },
     /// Manage secrets.
     Secret {
         #[command(subcommand)]
@@ -161,6 +192,51 @@ pub enum KeyvaultCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+}
+
+/// The principal of an access policy entry, named as `az keyvault set-policy` names it.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PolicyPrincipal {
+    /// Object id of a user, group, service principal or managed identity.
+    #[arg(long)]
+    object_id: Option<String>,
+    /// A service principal or managed identity, by app id or display name.
+    #[arg(long)]
+    spn: Option<String>,
+    /// A user, by sign-in name.
+    #[arg(long)]
+    upn: Option<String>,
+}
+
+impl PolicyPrincipal {
+    async fn object_id(&self, conn: &Connection) -> anyhow::Result<String> {
+        match (&self.object_id, &self.spn, &self.upn) {
+            (Some(id), ..) => Ok(id.clone()),
+            (None, Some(name), _) | (None, None, Some(name)) => {
+                principal_object_id(conn, name).await
+            }
+            (None, None, None) => unreachable!("clap requires one of the three"),
+        }
+    }
+}
+
+/// Applies one access policy entry to the vault at `vault_path` (`kind`: add, replace or
+/// remove) and returns the vault.
+async fn edit_policy(
+    conn: &Connection,
+    vault_path: &str,
+    kind: &str,
+    entry: Value,
+) -> anyhow::Result<Value> {
+    let body = json!({ "properties": { "accessPolicies": [entry] } });
+    conn.management(
+        Method::PUT,
+        &format!("{vault_path}/accessPolicies/{kind}"),
+        Some(&body),
+    )
+    .await?;
+    conn.management(Method::GET, vault_path, None).await
 }
 
 /// `--vault-name` and `--name`, shared by every key command on one key.
@@ -682,6 +758,7 @@ async fn keyvault(
             enable_rbac_authorization,
             enabled_for_disk_encryption,
             tags: t,
+            no_self_perms,
         } => {
             let mut props = vault_properties(
                 retention_days,
@@ -691,12 +768,19 @@ async fn keyvault(
             );
             props["sku"] = json!({ "family": "A", "name": "standard" });
             let body = json!({ "location": location, "tags": tags(&t)?, "properties": props });
-            conn.management(
-                Method::PUT,
-                &vault_path(conn, resource_group.as_deref(), &name),
-                Some(&body),
-            )
-            .await?
+            let path = vault_path(conn, resource_group.as_deref(), &name);
+            let vault = conn.management(Method::PUT, &path, Some(&body)).await?;
+            if enable_rbac_authorization == Some(false) && !no_self_perms {
+                let all = json!(["all"]);
+                let entry = json!({
+                    "tenantId": vault["properties"]["tenantId"],
+                    "objectId": principal_object_id(conn, &conn.client_id).await?,
+                    "permissions": { "keys": all, "secrets": all, "certificates": all, "storage": all },
+                });
+                edit_policy(conn, &path, "add", entry).await?
+            } else {
+                vault
+            }
         }
         C::Show {
             name,
@@ -708,6 +792,57 @@ async fn keyvault(
                 None,
             )
             .await?
+        }
+        C::SetPolicy {
+            name,
+            resource_group,
+            principal,
+            key_permissions,
+            secret_permissions,
+            certificate_permissions,
+            storage_permissions,
+        } => {
+            let path = vault_path(conn, resource_group.as_deref(), &name);
+            let vault = conn.management(Method::GET, &path, None).await?;
+            let object_id = principal.object_id(conn).await?;
+            let mut entry = vault["properties"]["accessPolicies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| {
+                    e["objectId"]
+                        .as_str()
+                        .is_some_and(|o| o.eq_ignore_ascii_case(&object_id))
+                        && e.get("applicationId").is_none_or(Value::is_null)
+                })
+                .cloned()
+                .unwrap_or_else(|| {
+                    json!({ "tenantId": vault["properties"]["tenantId"], "objectId": object_id, "permissions": {} })
+                });
+            for (class, given) in [
+                ("keys", key_permissions),
+                ("secrets", secret_permissions),
+                ("certificates", certificate_permissions),
+                ("storage", storage_permissions),
+            ] {
+                if let Some(given) = given {
+                    entry["permissions"][class] = json!(given);
+                }
+            }
+            edit_policy(conn, &path, "replace", entry).await?
+        }
+        C::DeletePolicy {
+            name,
+            resource_group,
+            principal,
+        } => {
+            let path = vault_path(conn, resource_group.as_deref(), &name);
+            let vault = conn.management(Method::GET, &path, None).await?;
+            let entry = json!({
+                "tenantId": vault["properties"]["tenantId"],
+                "objectId": principal.object_id(conn).await?,
+            });
+            edit_policy(conn, &path, "remove", entry).await?
         }
         C::List { resource_group } => {
             let path = match resource_group {
@@ -918,6 +1053,86 @@ pub enum AdCommand {
         #[command(subcommand)]
         command: SpCommand,
     },
+    /// Users, who sign in with a password.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Groups: roles and access policies granted to a group reach its members.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        display_name: String,
+        /// Sign-in name, like alice@contoso.com.
+        #[arg(long)]
+        user_principal_name: String,
+        /// 8-256 characters with three of: lowercase, uppercase, digits, symbols.
+        #[arg(long)]
+        password: String,
+    },
+    /// List users.
+    List,
+    /// Delete a user.
+    Delete {
+        /// Object id or sign-in name.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// Create a group.
+    Create {
+        #[arg(long)]
+        display_name: String,
+    },
+    /// List groups.
+    List,
+    /// Delete a group.
+    Delete {
+        /// Object id or display name.
+        #[arg(short = 'g', long)]
+        group: String,
+    },
+    /// Group membership.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Add a member (a user, service principal, managed identity or group).
+    Add {
+        /// Object id or display name of the group.
+        #[arg(short = 'g', long)]
+        group: String,
+        /// Object id of the member.
+        #[arg(long)]
+        member_id: String,
+    },
+    /// Remove a member.
+    Remove {
+        #[arg(short = 'g', long)]
+        group: String,
+        #[arg(long)]
+        member_id: String,
+    },
+    /// List the direct members.
+    List {
+        #[arg(short = 'g', long)]
+        group: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -957,8 +1172,94 @@ pub enum CredentialCommand {
 
 /// `atrest ad …`.
 async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Result<()> {
-    let AdCommand::Sp { command } = command;
     let out = match command {
+        AdCommand::Sp { command } => service_principal(conn, command).await?,
+        AdCommand::User { command } => user(conn, command).await?,
+        AdCommand::Group { command } => group(conn, command).await?,
+    };
+    match out {
+        Some(out) => print(&out, format),
+        None => Ok(()),
+    }
+}
+
+/// `atrest ad user …`; `None` when there is nothing to print.
+async fn user(conn: &Connection, command: UserCommand) -> anyhow::Result<Option<Value>> {
+    Ok(Some(match command {
+        UserCommand::Create {
+            display_name,
+            user_principal_name,
+            password,
+        } => {
+            let body = json!({
+                "displayName": display_name,
+                "userPrincipalName": user_principal_name,
+                "password": password,
+            });
+            conn.admin(Method::POST, "/users", Some(&body)).await?
+        }
+        UserCommand::List => list(conn.admin(Method::GET, "/users", None).await?),
+        UserCommand::Delete { id } => {
+            conn.admin(Method::DELETE, &format!("/users/{}", enc(&id)), None)
+                .await?;
+            return Ok(None);
+        }
+    }))
+}
+
+/// `atrest ad group …`; `None` when there is nothing to print.
+async fn group(conn: &Connection, command: GroupCommand) -> anyhow::Result<Option<Value>> {
+    let group_path = |id: &str| format!("/groups/{id}");
+    Ok(Some(match command {
+        GroupCommand::Create { display_name } => {
+            conn.admin(
+                Method::POST,
+                "/groups",
+                Some(&json!({ "displayName": display_name })),
+            )
+            .await?
+        }
+        GroupCommand::List => list(conn.admin(Method::GET, "/groups", None).await?),
+        GroupCommand::Delete { group } => {
+            let id = principal_object_id(conn, &group).await?;
+            conn.admin(Method::DELETE, &group_path(&id), None).await?;
+            return Ok(None);
+        }
+        GroupCommand::Member { command } => match command {
+            MemberCommand::Add { group, member_id } => {
+                let id = principal_object_id(conn, &group).await?;
+                conn.admin(
+                    Method::POST,
+                    &format!("{}/members", group_path(&id)),
+                    Some(&json!({ "memberId": member_id })),
+                )
+                .await?;
+                return Ok(None);
+            }
+            MemberCommand::Remove { group, member_id } => {
+                let id = principal_object_id(conn, &group).await?;
+                conn.admin(
+                    Method::DELETE,
+                    &format!("{}/members/{}", group_path(&id), enc(&member_id)),
+                    None,
+                )
+                .await?;
+                return Ok(None);
+            }
+            MemberCommand::List { group } => {
+                let id = principal_object_id(conn, &group).await?;
+                list(
+                    conn.admin(Method::GET, &format!("{}/members", group_path(&id)), None)
+                        .await?,
+                )
+            }
+        },
+    }))
+}
+
+/// `atrest ad sp …`; `None` when there is nothing to print.
+async fn service_principal(conn: &Connection, command: SpCommand) -> anyhow::Result<Option<Value>> {
+    Ok(Some(match command {
         SpCommand::CreateForRbac { name, admin } => {
             conn.admin(
                 Method::POST,
@@ -971,7 +1272,7 @@ async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Re
         SpCommand::Delete { id } => {
             conn.admin(Method::DELETE, &format!("/servicePrincipals/{id}"), None)
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
         SpCommand::Credential {
             command: CredentialCommand::Reset { id },
@@ -983,8 +1284,7 @@ async fn ad(conn: &Connection, command: AdCommand, format: Format) -> anyhow::Re
             )
             .await?
         }
-    };
-    print(&out, format)
+    }))
 }
 
 #[derive(Subcommand)]
@@ -1167,16 +1467,19 @@ pub enum RoleAssignmentCommand {
     },
 }
 
-/// The object id of a principal named by app id, object id or display name.
+/// The object id of a principal named by app id, object id, a user's sign-in name or
+/// display name.
 async fn principal_object_id(conn: &Connection, assignee: &str) -> anyhow::Result<String> {
-    for kind in ["servicePrincipals", "identities"] {
+    for kind in ["servicePrincipals", "identities", "users", "groups"] {
         let found = list(conn.admin(Method::GET, &format!("/{kind}"), None).await?);
         let hit = found.as_array().into_iter().flatten().find(|p| {
-            ["appId", "objectId", "displayName"].iter().any(|f| {
-                p[*f]
-                    .as_str()
-                    .is_some_and(|v| v.eq_ignore_ascii_case(assignee))
-            })
+            ["appId", "objectId", "userPrincipalName", "displayName"]
+                .iter()
+                .any(|f| {
+                    p[*f]
+                        .as_str()
+                        .is_some_and(|v| v.eq_ignore_ascii_case(assignee))
+                })
         });
         if let Some(p) = hit {
             return p["objectId"]
@@ -1185,7 +1488,7 @@ async fn principal_object_id(conn: &Connection, assignee: &str) -> anyhow::Resul
                 .context("principal without objectId");
         }
     }
-    anyhow::bail!("no service principal or managed identity matches '{assignee}'")
+    anyhow::bail!("no service principal, managed identity, user or group matches '{assignee}'")
 }
 
 /// `atrest role …`.

@@ -23,7 +23,8 @@ pub struct Connection {
     client: Client,
     endpoint: String,
     tenant: String,
-    client_id: String,
+    /// The client id the CLI signs in with.
+    pub client_id: String,
     client_secret: Zeroizing<String>,
     port: String,
     /// Subscription of every resource.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_policy;
 pub mod api_version;
 pub mod attributes;
 pub mod names;

@@ -12,6 +12,7 @@
 mod aead;
 mod jwt;
 mod keys;
+mod password;
 mod provider;
 mod random;
 mod tls;
@@ -19,6 +20,7 @@ mod tls;
 pub use aead::{DataKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
+pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
 pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
 pub use tls::{generate_tls_identity, TlsIdentity};

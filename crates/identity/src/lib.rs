@@ -1,5 +1,7 @@
 //! The token service: principals, token issue and token verification.
 //!
+//! Principals are service principals, managed identities, users and groups; a role or
+//! access policy granted to a group reaches its members, nested groups included.
 //! Tokens are ES256 JWTs signed by a key sealed under the root key. Issue follows the
 //! Microsoft identity platform (OAuth2 client credentials, managed-identity endpoints);
 //! verification checks signature, issuer, audience, `exp` and `nbf` on every request.
@@ -7,19 +9,26 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod directory;
 mod principals;
 mod roles;
 mod tokens;
 
+pub use directory::DirectoryError;
 pub use principals::{new_uuid, NewManagedIdentity, NewServicePrincipal};
 pub use roles::{RoleAssignment, RoleError};
-pub use tokens::{Caller, IdentitySelector, IssuedToken, OAuthError, TokenError};
+pub use tokens::{
+    Caller, IdentitySelector, IssuedToken, OAuthError, TokenError, UserSignIn, AZURE_CLI_CLIENT_ID,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use atrest_crypto::TokenSigner;
 use atrest_store::Store;
+
+/// Every group membership, as (group object id, member object id) pairs.
+type Memberships = Vec<(String, String)>;
 
 /// Token lifetime, as Entra ID issues for client credentials.
 pub const TOKEN_LIFETIME_SECS: i64 = 3599;
@@ -41,6 +50,8 @@ pub struct Identity {
     verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
     /// Role assignments as last read; `None` after a change.
     role_assignments: RwLock<Option<Arc<Vec<RoleAssignment>>>>,
+    /// Group memberships as last read; `None` after a change.
+    memberships: RwLock<Option<Arc<Memberships>>>,
 }
 
 impl Identity {
@@ -74,6 +85,7 @@ impl Identity {
             token_lifetime: TOKEN_LIFETIME_SECS,
             verified: Mutex::new(HashMap::new()),
             role_assignments: RwLock::new(None),
+            memberships: RwLock::new(None),
         }
     }
 

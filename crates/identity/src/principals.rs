@@ -71,6 +71,7 @@ impl Identity {
             secret_hash: Some(sha256(password.as_bytes()).to_vec()),
             is_admin,
             resource_id: None,
+            user_principal_name: None,
             created: now,
         };
         self.store.write(|tx| tx.insert_principal(&principal))?;
@@ -119,6 +120,7 @@ impl Identity {
             secret_hash: Some(sha256(identity_header.as_bytes()).to_vec()),
             is_admin: false,
             resource_id: Some(resource_id.to_owned()),
+            user_principal_name: None,
             created: now,
         };
         self.store.write(|tx| tx.insert_principal(&principal))?;
@@ -160,6 +162,7 @@ impl Identity {
             }
         });
         self.forget_assignments();
+        self.forget_memberships();
         deleted
     }
 

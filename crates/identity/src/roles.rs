@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use atrest_core::rbac::{find_role, scope_contains, RoleDefinition};
-use atrest_store::{RoleAssignmentRow, StoreError};
+use atrest_store::{PrincipalKind, RoleAssignmentRow, StoreError};
 use thiserror::Error;
 
 use crate::Identity;
@@ -37,6 +37,8 @@ pub struct RoleAssignment {
     pub row: RoleAssignmentRow,
     /// The role it grants.
     pub role: &'static RoleDefinition,
+    /// What kind of principal holds it (ARM's `principalType`).
+    pub principal_kind: PrincipalKind,
 }
 
 impl Identity {
@@ -52,7 +54,13 @@ impl Identity {
         let rows = self.store.read(|tx| tx.role_assignments())?;
         let resolved: Arc<Vec<RoleAssignment>> = Arc::new(
             rows.into_iter()
-                .filter_map(|row| find_role(&row.role_id).map(|role| RoleAssignment { row, role }))
+                .filter_map(|(row, principal_kind)| {
+                    find_role(&row.role_id).map(|role| RoleAssignment {
+                        row,
+                        role,
+                        principal_kind,
+                    })
+                })
                 .collect(),
         );
         *self
@@ -89,10 +97,10 @@ impl Identity {
             created: now,
         };
         let result = self.store.write(|tx| {
-            if tx.principal_by_object_id(principal_id)?.is_none() {
-                return Err(RoleError::UnknownPrincipal(principal_id.to_owned()));
-            }
-            let duplicate = tx.role_assignments()?.into_iter().any(|a| {
+            let principal = tx
+                .principal_by_object_id(principal_id)?
+                .ok_or_else(|| RoleError::UnknownPrincipal(principal_id.to_owned()))?;
+            let duplicate = tx.role_assignments()?.into_iter().any(|(a, _)| {
                 a.id.eq_ignore_ascii_case(&row.id)
                     || (a.scope.eq_ignore_ascii_case(&row.scope)
                         && a.role_id == row.role_id
@@ -102,11 +110,14 @@ impl Identity {
                 return Err(RoleError::Exists);
             }
             tx.insert_role_assignment(&row)?;
-            Ok(())
+            Ok(principal.kind)
         });
         self.forget_assignments();
-        result?;
-        Ok(RoleAssignment { row, role })
+        Ok(RoleAssignment {
+            row,
+            role,
+            principal_kind: result?,
+        })
     }
 
     /// Assignments that apply at `scope` or below it (every one when `None`).
@@ -146,38 +157,36 @@ impl Identity {
         Ok(found)
     }
 
-    /// Whether the principal holds, at `resource` or above, a role granting data action
-    /// `action`.
+    /// Whether one of `object_ids` (a caller and its groups, from [`Identity::object_ids_of`])
+    /// holds, at `resource` or above, a role granting data action `action`.
     pub fn allows_data_action(
         &self,
-        principal_id: &str,
+        object_ids: &[String],
         resource: &str,
         action: &str,
     ) -> Result<bool, StoreError> {
-        self.holds(principal_id, resource, |role| {
-            role.allows_data_action(action)
-        })
+        self.holds(object_ids, resource, |role| role.allows_data_action(action))
     }
 
-    /// Whether the principal holds, at `resource` or above, a role granting control-plane
-    /// `action`.
+    /// Whether one of `object_ids` holds, at `resource` or above, a role granting
+    /// control-plane `action`.
     pub fn allows_action(
         &self,
-        principal_id: &str,
+        object_ids: &[String],
         resource: &str,
         action: &str,
     ) -> Result<bool, StoreError> {
-        self.holds(principal_id, resource, |role| role.allows_action(action))
+        self.holds(object_ids, resource, |role| role.allows_action(action))
     }
 
     fn holds(
         &self,
-        principal_id: &str,
+        object_ids: &[String],
         resource: &str,
         grants: impl Fn(&RoleDefinition) -> bool,
     ) -> Result<bool, StoreError> {
         Ok(self.assignments()?.iter().any(|a| {
-            a.row.principal_id == principal_id
+            object_ids.contains(&a.row.principal_id)
                 && scope_contains(&a.row.scope, resource)
                 && grants(a.role)
         }))

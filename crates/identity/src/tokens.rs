@@ -1,7 +1,9 @@
-//! Token issue (client credentials, managed identity) and verification.
+//! Token issue (client credentials, user password, managed identity) and verification.
 
-use atrest_crypto::sha256_matches;
+use atrest_crypto::{sha256_matches, verify_password};
 use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
 use serde_json::{json, Value};
 use thiserror::Error;
 
@@ -22,6 +24,18 @@ pub struct IssuedToken {
     pub not_before: i64,
     /// Expiry time.
     pub expires_on: i64,
+    /// For a user who asked for `openid`: the OpenID Connect ID token and `client_info`
+    /// (base64url `{"uid","utid"}`) that MSAL builds its account from.
+    pub user_sign_in: Option<UserSignIn>,
+}
+
+/// The OpenID Connect part of a user's token response.
+#[derive(Clone)]
+pub struct UserSignIn {
+    /// The signed ID token.
+    pub id_token: String,
+    /// base64url JSON naming the user and tenant.
+    pub client_info: String,
 }
 
 impl std::fmt::Debug for IssuedToken {
@@ -40,12 +54,18 @@ pub enum OAuthError {
     /// A required parameter is missing or malformed.
     #[error("AADSTS900144: {0}")]
     InvalidRequest(String),
-    /// Only `client_credentials` is supported.
+    /// Only `client_credentials` and `password` are supported.
     #[error("AADSTS70003: The app requested an unsupported grant type '{0}'.")]
     UnsupportedGrantType(String),
     /// Unknown client or wrong secret (the two are not distinguished).
     #[error("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{0}'.")]
     InvalidClient(String),
+    /// Unknown user or wrong password (the two are not distinguished).
+    #[error("AADSTS50126: Error validating credentials due to invalid username or password.")]
+    InvalidGrant,
+    /// The public client named by `client_id` is not known here.
+    #[error("AADSTS700016: Application with identifier '{0}' was not found in the directory.")]
+    UnknownClient(String),
     /// The requested resource is not served by this instance.
     #[error("AADSTS500011: The resource principal named {0} was not found in the tenant. This can happen if the resource is not served by this atrest instance.")]
     InvalidResource(String),
@@ -64,6 +84,8 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::UnknownClient(_) => "unauthorized_client",
             OAuthError::InvalidResource(_) => "invalid_resource",
             OAuthError::IdentityNotFound => "invalid_request",
             OAuthError::Store(_) => "server_error",
@@ -86,6 +108,8 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => 900144,
             OAuthError::UnsupportedGrantType(_) => 70003,
             OAuthError::InvalidClient(_) => 7000215,
+            OAuthError::InvalidGrant => 50126,
+            OAuthError::UnknownClient(_) => 700016,
             OAuthError::InvalidResource(_) => 500011,
             OAuthError::IdentityNotFound => 400,
             OAuthError::Store(_) => 0,
@@ -102,7 +126,7 @@ pub struct Caller {
     pub object_id: String,
     /// `tid`.
     pub tenant_id: String,
-    /// `idtyp`: `app` or `ManagedIdentity`.
+    /// `idtyp`: `app`, `ManagedIdentity` or `user`.
     pub identity_type: String,
     /// `xms_mirid`, for managed identities.
     pub mi_resource_id: Option<String>,
@@ -156,10 +180,14 @@ pub struct IdentitySelector<'a> {
     pub resource_id: Option<&'a str>,
 }
 
+/// The client id of the Azure CLI, the public client users sign in through by default.
+pub const AZURE_CLI_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+
 impl Identity {
-    /// OAuth2 client-credentials grant: `grant_type`, `client_id`, `client_secret` and either
-    /// `scope` (v2, `RESOURCE/.default`) or `resource` (v1).
-    pub fn client_credentials(
+    /// The OAuth2 token endpoint: the `client_credentials` grant (`client_id`,
+    /// `client_secret`) and the resource-owner `password` grant (`client_id`, `username`,
+    /// `password`), each with `scope` (v2, `RESOURCE/.default`) or `resource` (v1).
+    pub fn token_grant(
         &self,
         form: &[(String, String)],
         now: i64,
@@ -170,11 +198,7 @@ impl Identity {
                 .map(|(_, v)| v.as_str())
         };
         let grant = param("grant_type").ok_or_else(|| missing("grant_type"))?;
-        if grant != "client_credentials" {
-            return Err(OAuthError::UnsupportedGrantType(grant.to_owned()));
-        }
         let client_id = param("client_id").ok_or_else(|| missing("client_id"))?;
-        let secret = param("client_secret").ok_or_else(|| missing("client_secret"))?;
         let resource = match (param("scope"), param("resource")) {
             (Some(scope), _) => scope
                 .split(' ')
@@ -183,8 +207,56 @@ impl Identity {
             (None, Some(resource)) => resource,
             (None, None) => return Err(missing("scope")),
         };
-        let principal = self
-            .store
+        match grant {
+            "client_credentials" => {
+                let secret = param("client_secret").ok_or_else(|| missing("client_secret"))?;
+                let principal = self.authenticate_client(client_id, secret)?;
+                self.issue(&principal, &principal.app_id, resource, now)
+            }
+            "password" => {
+                let username = param("username").ok_or_else(|| missing("username"))?;
+                let password = param("password").ok_or_else(|| missing("password"))?;
+                match param("client_secret") {
+                    Some(secret) => {
+                        self.authenticate_client(client_id, secret)?;
+                    }
+                    None if client_id.eq_ignore_ascii_case(AZURE_CLI_CLIENT_ID) => {}
+                    None => {
+                        self.store
+                            .read(|tx| tx.principal_by_app_id(client_id))?
+                            .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
+                            .ok_or_else(|| OAuthError::UnknownClient(client_id.to_owned()))?;
+                    }
+                }
+                let user = self
+                    .store
+                    .read(|tx| tx.principal_by_upn(username))?
+                    .filter(|p| p.kind == PrincipalKind::User)
+                    .filter(|p| {
+                        p.secret_hash
+                            .as_deref()
+                            .is_some_and(|h| verify_password(password, h))
+                    })
+                    .ok_or(OAuthError::InvalidGrant)?;
+                let app_id = client_id.to_ascii_lowercase();
+                let mut token = self.issue(&user, &app_id, resource, now)?;
+                let scopes = param("scope").unwrap_or_default();
+                if scopes.split(' ').any(|s| s == "openid") {
+                    token.user_sign_in = Some(self.user_sign_in(&user, &app_id, now));
+                }
+                Ok(token)
+            }
+            other => Err(OAuthError::UnsupportedGrantType(other.to_owned())),
+        }
+    }
+
+    /// The service principal whose client id and secret these are.
+    fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<PrincipalRow, OAuthError> {
+        self.store
             .read(|tx| tx.principal_by_app_id(client_id))?
             .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
             .filter(|p| {
@@ -192,8 +264,7 @@ impl Identity {
                     .as_deref()
                     .is_some_and(|h| sha256_matches(secret.as_bytes(), h))
             })
-            .ok_or_else(|| OAuthError::InvalidClient(client_id.to_owned()))?;
-        self.issue(&principal, resource, now)
+            .ok_or_else(|| OAuthError::InvalidClient(client_id.to_owned()))
     }
 
     /// Managed-identity token. `identity_header` is the App-Service-style secret when the
@@ -234,12 +305,14 @@ impl Identity {
         let principal = principal
             .filter(|p| p.kind == PrincipalKind::ManagedIdentity)
             .ok_or(OAuthError::IdentityNotFound)?;
-        self.issue(&principal, resource, now)
+        self.issue(&principal, &principal.app_id, resource, now)
     }
 
+    /// A token for `principal` acting through the application `app_id`.
     fn issue(
         &self,
         principal: &PrincipalRow,
+        app_id: &str,
         resource: &str,
         now: i64,
     ) -> Result<IssuedToken, OAuthError> {
@@ -252,32 +325,69 @@ impl Identity {
         {
             return Err(OAuthError::InvalidResource(resource.to_owned()));
         }
-        let managed = principal.kind == PrincipalKind::ManagedIdentity;
+        let identity_type = match principal.kind {
+            PrincipalKind::ManagedIdentity => "ManagedIdentity",
+            PrincipalKind::User => "user",
+            PrincipalKind::ServicePrincipal | PrincipalKind::Group => "app",
+        };
         let mut claims = json!({
             "aud": audience,
             "iss": self.issuer(),
             "iat": now,
             "nbf": now,
             "exp": now + self.token_lifetime,
-            "appid": principal.app_id,
-            "azp": principal.app_id,
+            "appid": app_id,
+            "azp": app_id,
             "oid": principal.object_id,
             "sub": principal.object_id,
             "tid": self.tenant,
-            "idtyp": if managed { "ManagedIdentity" } else { "app" },
+            "idtyp": identity_type,
             "uti": new_uuid(),
             "ver": "2.0",
         });
-        if let Some(rid) = principal.resource_id.as_deref().filter(|_| managed) {
+        if let Some(rid) = principal
+            .resource_id
+            .as_deref()
+            .filter(|_| principal.kind == PrincipalKind::ManagedIdentity)
+        {
             claims["xms_mirid"] = Value::from(rid);
+        }
+        if let Some(upn) = &principal.user_principal_name {
+            claims["upn"] = Value::from(upn.as_str());
+            claims["unique_name"] = Value::from(upn.as_str());
+            claims["name"] = Value::from(principal.display_name.as_str());
+            claims["scp"] = Value::from("user_impersonation");
         }
         Ok(IssuedToken {
             access_token: self.signer.sign(&claims),
             resource: resource.to_owned(),
-            client_id: principal.app_id.clone(),
+            client_id: app_id.to_owned(),
             not_before: now,
             expires_on: now + self.token_lifetime,
+            user_sign_in: None,
         })
+    }
+
+    /// The ID token and `client_info` of a user's sign-in through client `app_id`.
+    fn user_sign_in(&self, user: &PrincipalRow, app_id: &str, now: i64) -> UserSignIn {
+        let claims = json!({
+            "aud": app_id,
+            "iss": self.issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_lifetime,
+            "sub": user.object_id,
+            "oid": user.object_id,
+            "tid": self.tenant,
+            "name": user.display_name,
+            "preferred_username": user.user_principal_name,
+            "ver": "2.0",
+        });
+        let client_info = json!({ "uid": user.object_id, "utid": self.tenant }).to_string();
+        UserSignIn {
+            id_token: self.signer.sign(&claims),
+            client_info: B64.encode(client_info),
+        }
     }
 
     /// Verifies a bearer token for one of `audiences` at time `now`. Issuer and verifier are
@@ -393,7 +503,7 @@ mod tests {
             ("client_secret", &sp.password),
             ("scope", "https://vault.localhost:1/.default"),
         ]);
-        let token = id.client_credentials(&good, 1000).unwrap();
+        let token = id.token_grant(&good, 1000).unwrap();
         let caller = id
             .verify(&token.access_token, id.data_plane_audiences(), 1001)
             .unwrap();
@@ -403,35 +513,128 @@ mod tests {
         let mut bad = good.clone();
         bad[2].1.push('x');
         assert!(matches!(
-            id.client_credentials(&bad, 1000),
+            id.token_grant(&bad, 1000),
             Err(OAuthError::InvalidClient(_))
         ));
         let mut bad = good.clone();
         bad[3].1 = "https://elsewhere.example/.default".into();
         assert!(matches!(
-            id.client_credentials(&bad, 1000),
+            id.token_grant(&bad, 1000),
             Err(OAuthError::InvalidResource(_))
         ));
         let mut bad = good.clone();
-        bad[0].1 = "password".into();
+        bad[0].1 = "implicit".into();
         assert!(matches!(
-            id.client_credentials(&bad, 1000),
+            id.token_grant(&bad, 1000),
             Err(OAuthError::UnsupportedGrantType(_))
         ));
         assert!(matches!(
-            id.client_credentials(&good[..3], 1000),
+            id.token_grant(&good[..3], 1000),
             Err(OAuthError::InvalidRequest(_))
         ));
 
         // A reset invalidates the old secret.
         let reset = id.reset_credential(&app).unwrap().unwrap();
         assert!(matches!(
-            id.client_credentials(&good, 1000),
+            id.token_grant(&good, 1000),
             Err(OAuthError::InvalidClient(_))
         ));
         let mut renewed = good.clone();
         renewed[2].1 = reset.password.clone();
-        assert!(id.client_credentials(&renewed, 1000).is_ok());
+        assert!(id.token_grant(&renewed, 1000).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn password_grant_for_users_and_groups() {
+        let (id, dir) = service(TOKEN_LIFETIME_SECS);
+        let user = id
+            .create_user("Alice", "alice@contoso.com", "Sup3r-secret", 1000)
+            .unwrap();
+        assert!(matches!(
+            id.create_user("Alice 2", "ALICE@contoso.com", "Sup3r-secret", 1000),
+            Err(crate::DirectoryError::UserExists)
+        ));
+        let grant = |client: &str, username: &str, password: &str| {
+            id.token_grant(
+                &form(&[
+                    ("grant_type", "password"),
+                    ("client_id", client),
+                    ("username", username),
+                    ("password", password),
+                    (
+                        "scope",
+                        "https://vault.localhost:1/.default offline_access openid",
+                    ),
+                ]),
+                1000,
+            )
+        };
+        let token = grant(AZURE_CLI_CLIENT_ID, "Alice@Contoso.com", "Sup3r-secret").unwrap();
+        let caller = id
+            .verify(&token.access_token, id.data_plane_audiences(), 1001)
+            .unwrap();
+        assert_eq!(caller.object_id, user.object_id);
+        assert_eq!(caller.app_id, AZURE_CLI_CLIENT_ID);
+        assert_eq!(caller.identity_type, "user");
+        assert!(matches!(
+            grant(AZURE_CLI_CLIENT_ID, "alice@contoso.com", "Sup3r-secreT"),
+            Err(OAuthError::InvalidGrant)
+        ));
+        assert!(matches!(
+            grant(AZURE_CLI_CLIENT_ID, "bob@contoso.com", "Sup3r-secret"),
+            Err(OAuthError::InvalidGrant)
+        ));
+        assert!(matches!(
+            grant(
+                "11111111-1111-4111-a111-111111111111",
+                "alice@contoso.com",
+                "Sup3r-secret"
+            ),
+            Err(OAuthError::UnknownClient(_))
+        ));
+
+        // Groups, nested: the user acts as itself and both groups.
+        let inner = id.create_group("inner", 1000).unwrap();
+        let outer = id.create_group("outer", 1000).unwrap();
+        assert!(id
+            .add_group_member(&inner.object_id, "alice@contoso.com")
+            .unwrap());
+        assert!(!id
+            .add_group_member(&inner.object_id, &user.object_id)
+            .unwrap());
+        id.add_group_member(&outer.object_id, &inner.object_id)
+            .unwrap();
+        let ids = id.object_ids_of(&user.object_id).unwrap();
+        assert_eq!(
+            ids,
+            [
+                user.object_id.clone(),
+                inner.object_id.clone(),
+                outer.object_id.clone()
+            ]
+        );
+        assert!(matches!(
+            id.add_group_member(&inner.object_id, &outer.object_id),
+            Err(crate::DirectoryError::Cycle { .. })
+        ));
+        assert!(matches!(
+            id.add_group_member(&user.object_id, &inner.object_id),
+            Err(crate::DirectoryError::NotFound(_))
+        ));
+        assert!(id
+            .remove_group_member(&inner.object_id, &user.object_id)
+            .unwrap());
+        let alone = std::slice::from_ref(&user.object_id);
+        assert_eq!(id.object_ids_of(&user.object_id).unwrap(), alone);
+        id.add_group_member(&inner.object_id, &user.object_id)
+            .unwrap();
+        assert!(id.delete_principal(&inner.object_id).unwrap());
+        assert_eq!(
+            id.object_ids_of(&user.object_id).unwrap(),
+            alone,
+            "deleting a group ends its memberships"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -448,11 +651,11 @@ mod tests {
             ])
         };
         let vault = id
-            .client_credentials(&scope("https://vault.localhost:1/.default"), 1000)
+            .token_grant(&scope("https://vault.localhost:1/.default"), 1000)
             .unwrap()
             .access_token;
         let mgmt = id
-            .client_credentials(&scope("https://management.azure.com/.default"), 1000)
+            .token_grant(&scope("https://management.azure.com/.default"), 1000)
             .unwrap()
             .access_token;
         let aud = id.data_plane_audiences().to_vec();
@@ -474,7 +677,7 @@ mod tests {
         let (other, dir2) = service(100);
         let sp2 = other.create_service_principal("app", false, 0).unwrap();
         let foreign = other
-            .client_credentials(
+            .token_grant(
                 &form(&[
                     ("grant_type", "client_credentials"),
                     ("client_id", &sp2.principal.app_id),

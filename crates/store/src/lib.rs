@@ -192,7 +192,7 @@ impl Tx<'_> {
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string(value).expect("maps of strings serialize")
+    serde_json::to_string(value).expect("stored JSON values serialize")
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(

@@ -1,4 +1,5 @@
-//! Service principals and managed identities.
+//! Principals (service principals, managed identities, users, groups) and group
+//! membership.
 
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -11,48 +12,61 @@ pub enum PrincipalKind {
     ServicePrincipal,
     /// A managed identity; its secret is the hosting environment's identity header.
     ManagedIdentity,
+    /// A user who signs in with a password (a salted, slow hash is stored).
+    User,
+    /// A group; roles and access policies granted to it reach its members.
+    Group,
 }
 
 impl PrincipalKind {
-    fn as_str(self) -> &'static str {
+    /// The name stored, and shown as Azure's `principalType`.
+    pub fn as_str(self) -> &'static str {
         match self {
             PrincipalKind::ServicePrincipal => "ServicePrincipal",
             PrincipalKind::ManagedIdentity => "ManagedIdentity",
+            PrincipalKind::User => "User",
+            PrincipalKind::Group => "Group",
         }
     }
 
-    fn parse(s: &str) -> Self {
-        if s == "ManagedIdentity" {
-            PrincipalKind::ManagedIdentity
-        } else {
-            PrincipalKind::ServicePrincipal
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "ManagedIdentity" => PrincipalKind::ManagedIdentity,
+            "User" => PrincipalKind::User,
+            "Group" => PrincipalKind::Group,
+            _ => PrincipalKind::ServicePrincipal,
         }
     }
 }
 
-/// A stored principal. `secret_hash` is a SHA-256 digest, never the secret.
+/// A stored principal. `secret_hash` is a digest of the credential, never the credential.
+/// Users and groups have no application of their own: their `app_id` is their object id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalRow {
     /// Object id (`oid` claim).
     pub object_id: String,
-    /// Application (client) id (`appid` claim).
+    /// Application (client) id (`appid` claim); the object id for users and groups.
     pub app_id: String,
     /// Display name.
     pub display_name: String,
     /// Service principal or managed identity.
     pub kind: PrincipalKind,
-    /// SHA-256 of the current credential.
+    /// Digest of the current credential: SHA-256 of a generated secret, or a salted
+    /// password hash for users.
     pub secret_hash: Option<Vec<u8>>,
     /// May manage principals and read the audit log.
     pub is_admin: bool,
     /// ARM resource id of a managed identity.
     pub resource_id: Option<String>,
+    /// Sign-in name of a user (`alice@contoso.com`).
+    pub user_principal_name: Option<String>,
     /// Creation time.
     pub created: i64,
 }
 
 const COLUMNS: &str =
-    "object_id, app_id, display_name, kind, secret_hash, is_admin, resource_id, created";
+    "object_id, app_id, display_name, kind, secret_hash, is_admin, resource_id, created, \
+                       user_principal_name";
 
 fn row(r: &Row) -> rusqlite::Result<PrincipalRow> {
     Ok(PrincipalRow {
@@ -64,6 +78,7 @@ fn row(r: &Row) -> rusqlite::Result<PrincipalRow> {
         is_admin: r.get(5)?,
         resource_id: r.get(6)?,
         created: r.get(7)?,
+        user_principal_name: r.get(8)?,
     })
 }
 
@@ -71,7 +86,9 @@ impl Tx<'_> {
     /// Inserts a principal.
     pub fn insert_principal(&self, p: &PrincipalRow) -> Result<(), StoreError> {
         self.exec(
-            &format!("INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
             params![
                 p.object_id,
                 p.app_id,
@@ -80,7 +97,8 @@ impl Tx<'_> {
                 p.secret_hash,
                 p.is_admin,
                 p.resource_id,
-                p.created
+                p.created,
+                p.user_principal_name
             ],
         )?;
         Ok(())
@@ -106,6 +124,17 @@ impl Tx<'_> {
             .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE object_id = ?1"),
                 [object_id],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// The user with this sign-in name (case-insensitive).
+    pub fn principal_by_upn(&self, upn: &str) -> Result<Option<PrincipalRow>, StoreError> {
+        Ok(self
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM principals WHERE user_principal_name = ?1"),
+                [upn],
                 row,
             )
             .optional()?)
@@ -151,5 +180,32 @@ impl Tx<'_> {
     /// Deletes a principal; false if no such principal.
     pub fn delete_principal(&self, object_id: &str) -> Result<bool, StoreError> {
         Ok(self.exec("DELETE FROM principals WHERE object_id = ?1", [object_id])? == 1)
+    }
+
+    /// Makes `member_id` a member of `group_id`; false if it already was.
+    pub fn add_group_member(&self, group_id: &str, member_id: &str) -> Result<bool, StoreError> {
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO group_members (group_id, member_id) VALUES (?1, ?2)",
+            [group_id, member_id],
+        )? == 1)
+    }
+
+    /// Removes `member_id` from `group_id`; false if it was not a member.
+    pub fn remove_group_member(&self, group_id: &str, member_id: &str) -> Result<bool, StoreError> {
+        Ok(self.exec(
+            "DELETE FROM group_members WHERE group_id = ?1 AND member_id = ?2",
+            [group_id, member_id],
+        )? == 1)
+    }
+
+    /// Every membership, as (group id, member id) pairs.
+    pub fn group_memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT group_id, member_id FROM group_members ORDER BY group_id, member_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Row};
 
-use crate::{StoreError, Tx};
+use crate::{PrincipalKind, StoreError, Tx};
 
 /// A stored role assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +53,19 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Every role assignment, oldest first.
-    pub fn role_assignments(&self) -> Result<Vec<RoleAssignmentRow>, StoreError> {
+    /// Every role assignment with the kind of its principal, oldest first.
+    pub fn role_assignments(&self) -> Result<Vec<(RoleAssignmentRow, PrincipalKind)>, StoreError> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT id, scope, role_id, principal_id, created FROM role_assignments ORDER BY created, id",
+            "SELECT a.id, a.scope, a.role_id, a.principal_id, a.created, p.kind FROM role_assignments a \
+             JOIN principals p ON p.object_id = a.principal_id ORDER BY a.created, a.id",
         )?;
         let rows = stmt
-            .query_map([], assignment_row)?
+            .query_map([], |r| {
+                Ok((
+                    assignment_row(r)?,
+                    PrincipalKind::parse(&r.get::<_, String>(5)?),
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

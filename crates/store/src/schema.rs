@@ -82,6 +82,16 @@ CREATE TABLE role_assignments (
     UNIQUE (scope, role_id, principal_id)
 );
 "#,
+    r#"
+ALTER TABLE vaults ADD COLUMN access_policies TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE principals ADD COLUMN user_principal_name TEXT COLLATE NOCASE;
+CREATE UNIQUE INDEX principals_by_upn ON principals (user_principal_name);
+CREATE TABLE group_members (
+    group_id  TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+    member_id TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, member_id)
+);
+"#,
 ];
 
 /// Migrations of the audit database.

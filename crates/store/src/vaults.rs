@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use atrest_core::access_policy::AccessPolicyEntry;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{from_json, to_json, StoreError, Tx};
@@ -31,6 +32,8 @@ pub struct VaultRow {
     pub rbac: bool,
     /// ARM tags.
     pub tags: BTreeMap<String, String>,
+    /// Access policies; they authorize the data plane when `rbac` is false.
+    pub access_policies: Vec<AccessPolicyEntry>,
     /// Sealed storage key.
     pub wrapped_key: Vec<u8>,
     /// Creation time.
@@ -44,9 +47,12 @@ pub struct VaultRow {
 }
 
 const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, tenant, retention_days, purge_protection, \
-                       disk_encryption, rbac, tags, wrapped_key, created, updated, deleted, scheduled_purge";
+                       disk_encryption, rbac, tags, wrapped_key, created, updated, deleted, scheduled_purge, access_policies";
 
-fn row(r: &Row) -> rusqlite::Result<(VaultRow, String)> {
+/// A vault row with its JSON columns (tags, access policies) still to decode.
+type RawVault = (VaultRow, String, String);
+
+fn row(r: &Row) -> rusqlite::Result<RawVault> {
     Ok((
         VaultRow {
             name: r.get(0)?,
@@ -60,6 +66,7 @@ fn row(r: &Row) -> rusqlite::Result<(VaultRow, String)> {
             disk_encryption: r.get(8)?,
             rbac: r.get(9)?,
             tags: BTreeMap::new(),
+            access_policies: Vec::new(),
             wrapped_key: r.get(11)?,
             created: r.get(12)?,
             updated: r.get(13)?,
@@ -67,11 +74,13 @@ fn row(r: &Row) -> rusqlite::Result<(VaultRow, String)> {
             scheduled_purge: r.get(15)?,
         },
         r.get(10)?,
+        r.get(16)?,
     ))
 }
 
-fn with_tags((mut v, tags): (VaultRow, String)) -> Result<VaultRow, StoreError> {
+fn decoded((mut v, tags, policies): RawVault) -> Result<VaultRow, StoreError> {
     v.tags = from_json(&tags, "vaults.tags")?;
+    v.access_policies = from_json(&policies, "vaults.access_policies")?;
     Ok(v)
 }
 
@@ -79,22 +88,23 @@ impl Tx<'_> {
     /// Inserts a vault.
     pub fn insert_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
         self.exec(
-            &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
                 v.name, v.vault_id, v.subscription, v.resource_group, v.location, v.tenant, v.retention_days,
                 v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.wrapped_key, v.created, v.updated,
-                v.deleted, v.scheduled_purge
+                v.deleted, v.scheduled_purge, to_json(&v.access_policies)
             ],
         )?;
         Ok(())
     }
 
-    /// Writes back the mutable fields of a vault (flags, tags, deletion state).
+    /// Writes back the mutable fields of a vault (flags, tags, access policies, deletion
+    /// state).
     pub fn update_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
         self.exec(
             "UPDATE vaults SET purge_protection = ?2, disk_encryption = ?3, rbac = ?4, tags = ?5, updated = ?6, \
-             deleted = ?7, scheduled_purge = ?8 WHERE vault_id = ?1",
-            params![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge],
+             deleted = ?7, scheduled_purge = ?8, access_policies = ?9 WHERE vault_id = ?1",
+            params![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge, to_json(&v.access_policies)],
         )?;
         Ok(())
     }
@@ -107,7 +117,7 @@ impl Tx<'_> {
             row,
         )
         .optional()?
-        .map(with_tags)
+        .map(decoded)
         .transpose()
     }
 
@@ -123,7 +133,7 @@ impl Tx<'_> {
              AND (deleted IS NOT NULL) = ?3 ORDER BY name"
         ))?;
         let rows = stmt.query_map(params![subscription, resource_group, deleted], row)?;
-        rows.map(|r| with_tags(r?)).collect()
+        rows.map(|r| decoded(r?)).collect()
     }
 
     /// Soft-deleted vaults whose purge date is at or before `now`.
@@ -132,7 +142,7 @@ impl Tx<'_> {
             "SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"
         ))?;
         let rows = stmt.query_map([now], row)?;
-        rows.map(|r| with_tags(r?)).collect()
+        rows.map(|r| decoded(r?)).collect()
     }
 
     /// Deletes a vault and, by cascade, every object in it.

@@ -1,5 +1,6 @@
 //! The errors of the vault service.
 
+use atrest_core::access_policy::AccessPolicyError;
 use atrest_core::attributes::Unusable;
 use atrest_core::names::NameError;
 use atrest_core::vault::VaultRuleError;
@@ -79,6 +80,9 @@ pub enum VaultError {
     /// A vault property breaks the rules.
     #[error(transparent)]
     Rule(#[from] VaultRuleError),
+    /// An access policy change breaks the rules.
+    #[error(transparent)]
+    AccessPolicy(#[from] AccessPolicyError),
     /// A backup blob could not be opened or belongs elsewhere.
     #[error("{0}")]
     BadBackup(String),

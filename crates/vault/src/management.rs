@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use atrest_core::access_policy::{
+    check_count, edit_policies, normalize_entry, AccessPolicyEntry, PolicyEdit,
+};
 use atrest_core::names::{check_resource_group_name, check_vault_name};
 use atrest_core::vault::{normalize_location, VaultPatch, VaultProperties};
 use atrest_crypto::{random_hex, DataKey};
@@ -20,6 +23,8 @@ pub struct VaultRequest {
     pub tags: Option<BTreeMap<String, String>>,
     /// `createMode: recover`: bring back a soft-deleted vault.
     pub recover: bool,
+    /// Replacement access policies, if given.
+    pub access_policies: Option<Vec<AccessPolicyEntry>>,
 }
 
 const MAX_ARM_TAGS: usize = 50;
@@ -51,10 +56,29 @@ fn props_of(v: &VaultRow) -> VaultProperties {
     }
 }
 
-fn apply(v: &mut VaultRow, props: &VaultProperties) {
+/// Applies the property, tag and access-policy changes of `req` to `v`.
+fn apply(v: &mut VaultRow, props: &VaultProperties, req: &VaultRequest) -> Result<(), VaultError> {
     v.purge_protection = props.purge_protection;
     v.disk_encryption = props.enabled_for_disk_encryption;
     v.rbac = props.enable_rbac_authorization;
+    if let Some(tags) = &req.tags {
+        v.tags = tags.clone();
+    }
+    if let Some(entries) = &req.access_policies {
+        check_count(entries.len())?;
+        v.access_policies = normalized(entries, &v.tenant)?;
+    }
+    Ok(())
+}
+
+fn normalized(
+    entries: &[AccessPolicyEntry],
+    tenant: &str,
+) -> Result<Vec<AccessPolicyEntry>, VaultError> {
+    Ok(entries
+        .iter()
+        .map(|e| normalize_entry(e, tenant))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The live vault `name` in `subscription`/`resource_group`.
@@ -120,10 +144,7 @@ impl Vaults {
                         )));
                     }
                     let props = props_of(&v).update(&req.patch)?;
-                    apply(&mut v, &props);
-                    if let Some(tags) = &req.tags {
-                        v.tags = tags.clone();
-                    }
+                    apply(&mut v, &props, req)?;
                     v.updated = now;
                     tx.update_vault(&v)?;
                     Ok((v, false))
@@ -146,13 +167,14 @@ impl Vaults {
                         purge_protection: false,
                         disk_encryption: false,
                         rbac: true,
-                        tags: req.tags.clone().unwrap_or_default(),
+                        tags: BTreeMap::new(),
+                        access_policies: Vec::new(),
                         created: now,
                         updated: now,
                         deleted: None,
                         scheduled_purge: None,
                     };
-                    apply(&mut v, &props);
+                    apply(&mut v, &props, req)?;
                     tx.insert_vault(&v)?;
                     Ok((v, true))
                 }
@@ -160,24 +182,47 @@ impl Vaults {
         })
     }
 
-    /// Updates some properties or tags of a vault (ARM PATCH).
+    /// Updates some properties, tags or access policies of a vault (ARM PATCH). Location
+    /// and `createMode` cannot be patched.
     pub fn patch_vault(
         &self,
         subscription: &str,
         resource_group: &str,
         name: &str,
-        patch: &VaultPatch,
-        tags: Option<BTreeMap<String, String>>,
+        req: &VaultRequest,
         now: i64,
     ) -> Result<VaultRow, VaultError> {
-        check_tags(&tags)?;
+        if req.location.is_some() || req.recover {
+            return Err(VaultError::BadParameter(
+                "A vault's location and createMode cannot be patched.".into(),
+            ));
+        }
+        check_tags(&req.tags)?;
         self.write(|tx| {
             let mut v = live_vault(tx, subscription, resource_group, name)?;
-            let props = props_of(&v).update(patch)?;
-            apply(&mut v, &props);
-            if let Some(tags) = tags {
-                v.tags = tags;
-            }
+            let props = props_of(&v).update(&req.patch)?;
+            apply(&mut v, &props, req)?;
+            v.updated = now;
+            tx.update_vault(&v)?;
+            Ok(v)
+        })
+    }
+
+    /// Adds, replaces or removes access policy entries (ARM
+    /// `vaults/{name}/accessPolicies/{add|replace|remove}`). Returns the vault's new list.
+    pub fn edit_access_policies(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        edit: PolicyEdit,
+        entries: &[AccessPolicyEntry],
+        now: i64,
+    ) -> Result<VaultRow, VaultError> {
+        self.write(|tx| {
+            let mut v = live_vault(tx, subscription, resource_group, name)?;
+            let entries = normalized(entries, &v.tenant)?;
+            v.access_policies = edit_policies(&v.access_policies, edit, &entries)?;
             v.updated = now;
             tx.update_vault(&v)?;
             Ok(v)
@@ -290,6 +335,13 @@ mod tests {
     use super::*;
     use crate::test_support::fixture;
 
+    fn patch(patch: VaultPatch) -> VaultRequest {
+        VaultRequest {
+            patch,
+            ..Default::default()
+        }
+    }
+
     fn req(location: &str) -> VaultRequest {
         VaultRequest {
             location: Some(location.into()),
@@ -339,7 +391,7 @@ mod tests {
         };
         assert!(
             f.vaults
-                .patch_vault("s", "rg", "kv1", &on, None, 3)
+                .patch_vault("s", "rg", "kv1", &patch(on), 3)
                 .unwrap()
                 .purge_protection
         );
@@ -348,7 +400,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            f.vaults.patch_vault("s", "rg", "kv1", &off, None, 3),
+            f.vaults.patch_vault("s", "rg", "kv1", &patch(off), 3),
             Err(VaultError::Rule(_))
         ));
         assert!(
@@ -393,7 +445,7 @@ mod tests {
             ..Default::default()
         };
         f.vaults
-            .patch_vault("s", "rg", "kv1", &on, None, 13)
+            .patch_vault("s", "rg", "kv1", &patch(on), 13)
             .unwrap();
         f.vaults.delete_vault("s", "rg", "kv1", 20).unwrap();
         assert!(matches!(
@@ -402,5 +454,80 @@ mod tests {
         ));
         assert_eq!(f.vaults.purge_due(20 + 90 * 86_400).unwrap(), (0, 1));
         assert!(f.vaults.get_deleted_vault("s", "kv1").is_err());
+    }
+
+    #[test]
+    fn access_policies_are_checked_and_edited() {
+        use atrest_core::access_policy::Permissions;
+        let f = fixture();
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        let entry = |oid: &str, secrets: &[&str]| AccessPolicyEntry {
+            tenant_id: tenant.into(),
+            object_id: oid.into(),
+            application_id: None,
+            permissions: Permissions {
+                secrets: secrets.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        };
+        let oid = "00000000-0000-0000-0000-0000000000aa";
+        let create = VaultRequest {
+            access_policies: Some(vec![entry(oid, &["GET"])]),
+            ..req("eastus")
+        };
+        let (v, _) = f
+            .vaults
+            .put_vault("s", "rg", "kv1", tenant, &create, 1)
+            .unwrap();
+        assert_eq!(v.access_policies[0].permissions.secrets, ["get"]);
+        let v = f
+            .vaults
+            .edit_access_policies(
+                "s",
+                "rg",
+                "kv1",
+                PolicyEdit::Add,
+                &[entry(oid, &["list"])],
+                2,
+            )
+            .unwrap();
+        assert_eq!(v.access_policies[0].permissions.secrets, ["get", "list"]);
+        for bad in [entry(oid, &["sign"]), entry("nope", &["get"])] {
+            assert!(matches!(
+                f.vaults
+                    .edit_access_policies("s", "rg", "kv1", PolicyEdit::Add, &[bad], 3),
+                Err(VaultError::AccessPolicy(_))
+            ));
+        }
+        let other_tenant = AccessPolicyEntry {
+            tenant_id: "00000000-0000-0000-0000-000000000001".into(),
+            ..entry(oid, &["get"])
+        };
+        assert!(f
+            .vaults
+            .patch_vault(
+                "s",
+                "rg",
+                "kv1",
+                &VaultRequest {
+                    access_policies: Some(vec![other_tenant]),
+                    ..Default::default()
+                },
+                3
+            )
+            .is_err());
+        assert_eq!(
+            f.vaults
+                .get_vault("s", "rg", "kv1")
+                .unwrap()
+                .access_policies,
+            v.access_policies,
+            "refused changes stored nothing"
+        );
+        let v = f
+            .vaults
+            .edit_access_policies("s", "rg", "kv1", PolicyEdit::Remove, &[entry(oid, &[])], 4)
+            .unwrap();
+        assert!(v.access_policies.is_empty());
     }
 }
