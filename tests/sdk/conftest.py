@@ -118,6 +118,8 @@ def server(workdir):
     os.environ.clear()
     os.environ.update(saved)
     if srv.proc.poll() is None:
+        # Everything the suite did to this server left an unbroken audit chain.
+        assert srv.cli("monitor", "audit", "verify")["verified"] is True
         assert srv.stop() == 0, srv.log()
 
 

@@ -134,7 +134,7 @@ def test_policy_edits_take_effect_on_the_next_request(server, ap_vault):
                "--scope", server.vault_scope(AP_VAULT))
     policy_denied(lambda: secrets.get_secret(name), "secrets get")
     events = server.cli("monitor", "audit", "list", "--operation", "SecretGet", "--limit", "50")
-    assert any(e["httpStatusCode"] == 403 and e["identity"]["claim"]["appid"] == sp["appId"] for e in events)
+    assert any(e["properties"]["httpStatusCode"] == 403 and e["identity"]["claim"]["appid"] == sp["appId"] for e in events)
 
 
 def test_access_policy_api_refuses_bad_input(server, ap_vault):

@@ -83,7 +83,7 @@ def test_audit_events(server):
 
     events = server.cli("monitor", "audit", "list", "--operation", "SecretGet", "--limit", "50")
     ok = next(e for e in events if e["correlationId"] == correlation)
-    assert ok["resultType"] == "Success" and ok["httpStatusCode"] == 200 and ok["resultSignature"] == "OK"
+    assert ok["resultType"] == "Success" and ok["properties"]["httpStatusCode"] == 200 and ok["resultSignature"] == "OK"
     assert ok["properties"]["id"] == f"{server.vault_url('sdk-main')}/secrets/audited/{version}"
     assert ok["properties"]["requestUri"].startswith(f"{server.vault_url('sdk-main')}/secrets/audited")
     assert ok["identity"]["claim"]["appid"] == server.env["AZURE_CLIENT_ID"]
@@ -91,7 +91,7 @@ def test_audit_events(server):
     assert ok["callerIpAddress"] == "127.0.0.1"
     assert ok["durationMs"] >= 0 and "azsdk-python" in ok["properties"]["clientInfo"]
     missing = next(e for e in events if (e["properties"]["id"] or "").endswith("/secrets/does-not-exist"))
-    assert missing["httpStatusCode"] == 404 and missing["resultType"] == "Failure" and missing["resultDescription"]
+    assert missing["properties"]["httpStatusCode"] == 404 and missing["resultType"] == "Failure" and missing["resultDescription"]
 
     # Refused requests and token requests are audited too.
     bad = ClientSecretCredential("adfs", "00000000-0000-0000-0000-000000000001", "nope", authority=server.env["AZURE_AUTHORITY_HOST"])
@@ -99,7 +99,7 @@ def test_audit_events(server):
         bad.get_token("https://management.azure.com/.default")
     auth = server.cli("monitor", "audit", "list", "--operation", "Authentication", "--limit", "20")
     failed = next(e for e in auth if e["identity"]["claim"]["appid"] == "00000000-0000-0000-0000-000000000001")
-    assert failed["httpStatusCode"] == 401 and failed["resultType"] == "Failure"
+    assert failed["properties"]["httpStatusCode"] == 401 and failed["resultType"] == "Failure"
     assert any(e["resultType"] == "Success" and e["identity"]["claim"]["appid"] == server.env["AZURE_CLIENT_ID"] for e in auth)
 
 

@@ -134,7 +134,7 @@ def test_scopes_and_revocation(server):
 
     # Denials are audited with the caller.
     events = server.cli("monitor", "audit", "list", "--operation", "KeyCreate", "--limit", "20")
-    assert any(e["httpStatusCode"] == 403 and e["identity"]["claim"]["appid"] == sp["appId"] for e in events)
+    assert any(e["properties"]["httpStatusCode"] == 403 and e["identity"]["claim"]["appid"] == sp["appId"] for e in events)
 
 
 def test_role_assignment_api_refuses_bad_input(server):

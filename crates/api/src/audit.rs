@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use atrest_store::{AuditEvent, AuditLog};
 use tokio::sync::oneshot;
 
+use crate::server::{unix_now, AppState};
+
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -33,6 +35,29 @@ pub fn result_of(status: hyper::StatusCode) -> (String, String) {
         status.canonical_reason().unwrap_or("Unknown").to_owned(),
         kind.to_owned(),
     )
+}
+
+/// An event for work the server does on its own (scheduled rotation, retention),
+/// attributed to the service in this tenant and to `client`.
+pub fn service_event(
+    state: &AppState,
+    client: &str,
+    operation: &str,
+    status: hyper::StatusCode,
+) -> AuditEvent {
+    let (result_signature, result_type) = result_of(status);
+    AuditEvent {
+        time_ms: unix_now().1,
+        operation: operation.to_owned(),
+        result_signature,
+        result_type,
+        status: status.as_u16(),
+        tenant_id: Some(state.identity.tenant().to_owned()),
+        identity_type: Some("Service".to_owned()),
+        correlation_id: state.request_ids.next(),
+        client_info: client.to_owned(),
+        ..AuditEvent::default()
+    }
 }
 
 /// Where requests send their audit events.
@@ -158,7 +183,14 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("atrest-audit-{}", atrest_crypto::random_hex(8)));
         std::fs::create_dir_all(&dir).unwrap();
-        let log = Arc::new(AuditLog::open(&dir.join("audit.db")).unwrap());
+        let key = atrest_crypto::DataKey::generate();
+        let log = Arc::new(
+            AuditLog::open(
+                &dir.join("audit.db"),
+                Box::new(move |prev, event| key.mac(&[prev, event])),
+            )
+            .unwrap(),
+        );
         let (sink, writer) = AuditSink::spawn(log.clone()).unwrap();
         // More concurrent events than one batch holds, so batches split and wait.
         let total = 3 * MAX_BATCH + 7;
@@ -193,6 +225,10 @@ mod tests {
             limit: 10_000,
         };
         assert_eq!(log.list(&all).unwrap().len(), total);
+        assert!(
+            matches!(log.verify().unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
+            "concurrent batches form one unbroken chain"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

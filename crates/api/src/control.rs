@@ -9,7 +9,7 @@ use atrest_core::access_policy::{AccessPolicyEntry, PolicyEdit};
 use atrest_core::rotation::Period;
 use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken, NewServicePrincipal};
-use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, VaultRow};
+use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, VaultRow, Verification};
 use atrest_vault::VaultRequest;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
@@ -680,15 +680,23 @@ fn credential_json(sp: &NewServicePrincipal, tenant: &str) -> Value {
     })
 }
 
+/// An event in the shape of Azure Monitor's Key Vault `AuditEvent` records.
 fn audit_json(e: &AuditEvent) -> Value {
+    let api_version = e
+        .request_uri
+        .split_once('?')
+        .and_then(|(_, q)| form_pairs(q).into_iter().find(|(k, _)| k == "api-version"))
+        .map(|(_, v)| v);
     json!({
         "seq": e.seq,
+        "category": "AuditEvent",
+        "resourceId": e.resource.as_deref().filter(|r| r.starts_with('/')).map(str::to_ascii_uppercase),
+        "operationVersion": api_version,
         "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms.max(0) as u64)).to_string(),
         "operationName": e.operation,
         "resultType": e.result_type,
         "resultSignature": e.result_signature,
         "resultDescription": e.result_description,
-        "httpStatusCode": e.status,
         "durationMs": e.duration_ms,
         "callerIpAddress": e.caller_ip,
         "correlationId": e.correlation_id,
@@ -701,6 +709,7 @@ fn audit_json(e: &AuditEvent) -> Value {
             "id": e.target_id,
             "httpMethod": e.http_method,
             "requestUri": e.request_uri,
+            "httpStatusCode": e.status,
             "clientInfo": e.client_info,
         },
     })
@@ -907,6 +916,35 @@ async fn admin(
             }
             Ok(empty(StatusCode::NO_CONTENT))
         }
+        ("GET", ["audit", "verify"]) => {
+            ctx.operation = "AuditVerify";
+            let log = state.audit_log.clone();
+            let verification = tokio::task::spawn_blocking(move || log.verify())
+                .await
+                .map_err(|e| ApiError::internal(&e))??;
+            Ok(json(StatusCode::OK, &verification_json(&verification)))
+        }
+        ("GET", ["audit", "export"]) => {
+            ctx.operation = "AuditExport";
+            let number = |name: &str, default: i64, max: i64| match param(query, name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "BadParameter",
+                            format!("The {name} '{v}' must be an integer from 0 to {max}."),
+                        )
+                    }),
+            };
+            let after = number("after", 0, i64::MAX)?;
+            let limit = number("limit", 1000, 10_000)?.max(1) as usize;
+            let events = state.audit_log.export(after, limit)?;
+            let items: Vec<Value> = events.iter().map(audit_json).collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
         ("GET", ["audit"]) => {
             ctx.operation = "AuditList";
             let limit = match param(query, "limit") {
@@ -967,6 +1005,39 @@ async fn admin(
             method,
             &format!("/atrest/{}", segments.join("/")),
         )),
+    }
+}
+
+fn verification_json(v: &Verification) -> Value {
+    let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match v {
+        Verification::Intact {
+            events,
+            first_seq,
+            head,
+        } => json!({
+            "verified": true,
+            "events": events,
+            "firstSeq": first_seq,
+            "headSeq": head.0,
+            "headHash": hex(&head.1),
+        }),
+        Verification::Broken {
+            seq,
+            operation,
+            time_ms,
+            reason,
+            verified,
+        } => json!({
+            "verified": false,
+            "verifiedBefore": verified,
+            "firstBadEvent": {
+                "seq": seq,
+                "operationName": operation,
+                "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis((*time_ms).max(0) as u64)).to_string(),
+                "reason": reason,
+            },
+        }),
     }
 }
 

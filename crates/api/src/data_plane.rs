@@ -347,7 +347,7 @@ pub async fn handle(
         .map_err(|e| ApiError::bad_request("BadParameter", e.to_string()))?;
     let route = route.ok_or_else(|| ApiError::no_route(&parts.method, parts.uri.path()))?;
     let vault = state.vaults.data_plane_vault(vault_name)?;
-    ctx.resource = Some(vault.name.clone());
+    ctx.resource = Some(vault_resource_id(&vault));
     authorize(state, ctx, &vault, &route)?;
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {

@@ -21,14 +21,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_crypto::{generate_tls_identity, RootKey, TokenSigner};
+use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
 use atrest_identity::{new_uuid, Identity};
-use atrest_store::{AuditLog, Store};
+use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
+use hyper::StatusCode;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use crate::audit::service_event;
 use crate::scheduler::{scheduler_loop, Scheduler};
 use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
 use crate::AuditSink;
@@ -86,6 +88,8 @@ pub struct Options {
     pub token_lifetime: i64,
     /// How often soft-deleted objects and vaults past their purge date are purged.
     pub purge_interval: Duration,
+    /// Audit events older than this are deleted by the purge job; `None` keeps them all.
+    pub audit_retention: Option<Duration>,
 }
 
 /// A started instance, listening but not yet serving.
@@ -96,6 +100,7 @@ pub struct Instance {
     tls: Arc<rustls::ServerConfig>,
     audit_writer: tokio::task::JoinHandle<()>,
     purge_interval: Duration,
+    audit_retention: Option<Duration>,
     env_path: PathBuf,
     _lock: fs::File,
 }
@@ -320,8 +325,16 @@ impl Instance {
                 .collect::<String>(),
         );
 
+        // The audit chain's MAC key: without it nobody can rewrite the log consistently.
+        let wrapped = meta_or_init(&store, "audit_chain_key", || {
+            DataKey::generate().wrap(&root, "audit_chain_key")
+        })?;
+        let chain_key = DataKey::unwrap(&root, "audit_chain_key", &wrapped)?;
         let vaults = Vaults::new(store.clone(), root)?;
-        let audit_log = Arc::new(AuditLog::open(&dir.join("audit.db"))?);
+        let audit_log = Arc::new(AuditLog::open(
+            &dir.join("audit.db"),
+            Box::new(move |prev, event| chain_key.mac(&[prev, event])),
+        )?);
         let (audit, audit_writer) =
             AuditSink::spawn(audit_log.clone()).map_err(io_err(&dir.join("audit.db")))?;
         let settings = Settings {
@@ -345,6 +358,7 @@ impl Instance {
             tls,
             audit_writer,
             purge_interval: opts.purge_interval,
+            audit_retention: opts.audit_retention,
             env_path,
             _lock: lock,
         })
@@ -364,7 +378,11 @@ impl Instance {
 
     /// Serves until `shutdown` completes, then drains requests and the audit writer.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
-        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_interval));
+        let purger = tokio::spawn(purge_loop(
+            self.state.clone(),
+            self.purge_interval,
+            self.audit_retention,
+        ));
         let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
         let result = serve(self.listener, self.tls, self.state.clone(), shutdown).await;
         purger.abort();
@@ -408,11 +426,38 @@ fn grant_bootstrap_roles(
     Ok(())
 }
 
-/// Purges soft-deleted secrets and vaults whose scheduled purge date has passed.
-async fn purge_loop(state: Arc<AppState>, every: Duration) {
+/// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
+/// events past their retention (itself recorded as an `AuditRetention` event).
+async fn purge_loop(state: Arc<AppState>, every: Duration, audit_retention: Option<Duration>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if let Some(keep) = audit_retention {
+            let cutoff = unix_now().1 - keep.as_millis() as i64;
+            let log = state.audit_log.clone();
+            match tokio::task::spawn_blocking(move || log.prune(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(deleted)) => {
+                    let event = AuditEvent {
+                        result_description: format!(
+                            "Deleted {deleted} audit events older than {}.",
+                            humantime::format_rfc3339_millis(
+                                std::time::UNIX_EPOCH + Duration::from_millis(cutoff.max(0) as u64)
+                            )
+                        ),
+                        ..service_event(
+                            &state,
+                            "atrest-retention",
+                            "AuditRetention",
+                            StatusCode::OK,
+                        )
+                    };
+                    state.audit.expect().record(event).await;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
+                Err(e) => tracing::error!(error = %e, "audit retention panicked"),
+            }
+        }
         let state = state.clone();
         match tokio::task::spawn_blocking(move || state.vaults.purge_due(unix_now().0)).await {
             Ok(Ok((0, 0))) => {}

@@ -15,7 +15,7 @@ use atrest_store::{AuditEvent, Store, StoreError};
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 
-use crate::audit::result_of;
+use crate::audit::service_event;
 use crate::error::ApiError;
 use crate::http::rfc3339;
 use crate::server::{unix_now, AppState};
@@ -126,31 +126,15 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
         format!("{}/keys/{name}/{version}", state.vault_base(vault))
     };
     let at = rfc3339(now);
-    let make = |operation: &str, status: StatusCode, vault: &str, id: String, description| {
-        let (result_signature, result_type) = result_of(status);
-        AuditEvent {
-            seq: 0,
-            time_ms: unix_now().1,
-            operation: operation.to_owned(),
-            result_signature,
-            result_type,
+    let make =
+        |operation: &str, status: StatusCode, vault: &str, id: String, description| AuditEvent {
             result_description: description,
-            status: status.as_u16(),
-            duration_ms: 0,
-            caller_ip: String::new(),
-            app_id: None,
-            object_id: None,
-            tenant_id: Some(state.identity.tenant().to_owned()),
-            identity_type: Some("Service".to_owned()),
-            mi_resource_id: None,
             resource: Some(vault.to_owned()),
             target_id: Some(id.clone()),
-            http_method: String::new(),
             request_uri: id,
             correlation_id: correlation_id.clone(),
-            client_info: SCHEDULER_CLIENT.to_owned(),
-        }
-    };
+            ..service_event(state, SCHEDULER_CLIENT, operation, status)
+        };
     match event {
         LifetimeEvent::Rotated {
             vault,

@@ -36,6 +36,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             token_lifetime: 3600,
             purge_interval: Duration::from_secs(3600),
+            audit_retention: None,
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();
@@ -515,12 +516,12 @@ async fn every_request_is_audited_before_the_response() {
         .iter()
         .find(|e| e["correlationId"] == correlation.as_str())
         .expect("the 401 is audited");
-    assert_eq!(denied["httpStatusCode"], 401);
+    assert_eq!(denied["properties"]["httpStatusCode"], 401);
     assert_eq!(denied["operationName"], "SecretGet");
     assert_eq!(denied["identity"]["claim"]["appid"], Value::Null);
     assert!(events
         .iter()
-        .any(|e| e["httpStatusCode"] == 404 && e["operationName"] == "SecretGet"));
+        .any(|e| e["properties"]["httpStatusCode"] == 404 && e["operationName"] == "SecretGet"));
     assert!(
         events
             .iter()

@@ -1356,32 +1356,89 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Check the audit log's hash chain; names the first bad event and fails if any.
+    Verify,
+    /// Write every event (oldest first) as JSON lines in Azure's AuditEvent shape.
+    Export {
+        /// Only events with a sequence number above this.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// `atrest monitor …`.
 async fn monitor(conn: &Connection, command: MonitorCommand, format: Format) -> anyhow::Result<()> {
-    let MonitorCommand::Audit {
-        command:
-            AuditCommand::List {
-                operation,
-                since,
-                limit,
-            },
-    } = command;
-    let mut query = format!("?limit={limit}");
-    if let Some(op) = operation {
-        query.push_str(&format!("&operation={}", enc(&op)));
+    let MonitorCommand::Audit { command } = command;
+    match command {
+        AuditCommand::List {
+            operation,
+            since,
+            limit,
+        } => {
+            let mut query = format!("?limit={limit}");
+            if let Some(op) = operation {
+                query.push_str(&format!("&operation={}", enc(&op)));
+            }
+            if let Some(s) = since {
+                query.push_str(&format!("&since={}", enc(&s)));
+            }
+            print(
+                &list(
+                    conn.admin(Method::GET, &format!("/audit{query}"), None)
+                        .await?,
+                ),
+                format,
+            )
+        }
+        AuditCommand::Verify => {
+            let result = conn.admin(Method::GET, "/audit/verify", None).await?;
+            print(&result, format)?;
+            anyhow::ensure!(
+                result["verified"] == true,
+                "the audit log fails verification at event {}: {}",
+                result["firstBadEvent"]["seq"],
+                result["firstBadEvent"]["reason"]
+                    .as_str()
+                    .unwrap_or("unknown")
+            );
+            Ok(())
+        }
+        AuditCommand::Export { mut after, file } => {
+            use std::io::Write;
+            let mut out: Box<dyn Write> = match &file {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            // A short page is the end; the export's own requests add events after it.
+            const PAGE: usize = 1000;
+            loop {
+                let page = list(
+                    conn.admin(
+                        Method::GET,
+                        &format!("/audit/export?after={after}&limit={PAGE}"),
+                        None,
+                    )
+                    .await?,
+                );
+                let events = page.as_array().cloned().unwrap_or_default();
+                for event in &events {
+                    writeln!(out, "{event}")?;
+                }
+                match events.last().and_then(|e| e["seq"].as_i64()) {
+                    Some(seq) if events.len() == PAGE => after = seq,
+                    _ => break,
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
     }
-    if let Some(s) = since {
-        query.push_str(&format!("&since={}", enc(&s)));
-    }
-    print(
-        &list(
-            conn.admin(Method::GET, &format!("/audit{query}"), None)
-                .await?,
-        ),
-        format,
-    )
 }
 
 #[derive(Subcommand)]

@@ -52,6 +52,10 @@ struct ServerArgs {
     /// How often items past their scheduled purge date are purged.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     purge_interval: Duration,
+    /// Delete audit events older than this (checked with the purge job); kept forever when
+    /// absent. The chain stays verifiable from the oldest event kept.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    audit_retention: Option<Duration>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,6 +112,7 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         listen: args.listen,
         token_lifetime: args.token_lifetime.as_secs().max(1) as i64,
         purge_interval: args.purge_interval.max(Duration::from_secs(1)),
+        audit_retention: args.audit_retention,
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     tracing::info!(

@@ -11,6 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::hmac;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::{random_bytes, CryptoError};
@@ -159,6 +160,19 @@ impl DataKey {
     /// Opens a blob sealed by [`DataKey::seal`] with the same `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.0.open(aad, sealed)
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`. A key that computes MACs (the audit
+    /// chain key) seals nothing, and the reverse.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0);
+        let mut ctx = hmac::Context::with_key(&key);
+        for part in parts {
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
     }
 }
 

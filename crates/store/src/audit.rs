@@ -1,10 +1,17 @@
 //! Audit events: one row per request, appended by the API edge's audit writer to a
-//! database of their own.
+//! database of their own, in a keyed hash chain.
+//!
+//! Each event stores `prev_hash`, the hash of its predecessor, and `hash`, the chain key's
+//! MAC over `prev_hash` and the event (its sequence number included). Editing, deleting,
+//! inserting or reordering rows breaks the chain at the first affected event, and without
+//! the chain key nobody can forge a consistent continuation. Retention deletes the oldest
+//! events and keeps the last deleted one's sequence number and hash as the anchor the chain
+//! continues from.
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{open_connection, open_reader, schema, StoreError};
 
@@ -53,6 +60,40 @@ pub struct AuditEvent {
     pub client_info: String,
 }
 
+/// Hash of the chain's start, before any event.
+const GENESIS: [u8; 32] = [0; 32];
+
+/// The chain function: a MAC under the instance's chain key over the predecessor's hash and
+/// an event's canonical bytes. Supplied by the caller, which holds the key.
+pub type ChainLink = Box<dyn Fn(&[u8; 32], &[u8]) -> [u8; 32] + Send + Sync>;
+
+/// What [`AuditLog::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The chain is whole from the anchor to the newest event.
+    Intact {
+        /// Events checked.
+        events: u64,
+        /// Sequence number of the first event checked (after the anchor).
+        first_seq: i64,
+        /// Sequence number and hash of the newest event.
+        head: (i64, [u8; 32]),
+    },
+    /// The first event at which the chain breaks.
+    Broken {
+        /// Its sequence number (as stored).
+        seq: i64,
+        /// Its operation and time, as stored, to find it by.
+        operation: String,
+        /// Milliseconds since the epoch, as stored.
+        time_ms: i64,
+        /// What is wrong.
+        reason: String,
+        /// Events before it that checked out.
+        verified: u64,
+    },
+}
+
 /// Which events to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -62,6 +103,54 @@ pub struct AuditFilter {
     pub operation: Option<String>,
     /// At most this many, newest first.
     pub limit: usize,
+}
+
+/// The canonical bytes an event's hash covers: every column, length-prefixed, so no two
+/// different events encode alike.
+fn canonical(e: &AuditEvent) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+            Some(s) => {
+                out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"atrest-audit-v1");
+    for n in [e.seq, e.time_ms, i64::from(e.status), e.duration_ms] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    for s in [
+        &e.operation,
+        &e.result_signature,
+        &e.result_type,
+        &e.result_description,
+        &e.caller_ip,
+        &e.http_method,
+        &e.request_uri,
+        &e.correlation_id,
+        &e.client_info,
+    ] {
+        text(&mut out, Some(s));
+    }
+    for s in [
+        &e.app_id,
+        &e.object_id,
+        &e.tenant_id,
+        &e.identity_type,
+        &e.mi_resource_id,
+        &e.resource,
+        &e.target_id,
+    ] {
+        text(&mut out, s.as_deref());
+    }
+    out
+}
+
+fn hash_column(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    bytes.and_then(|b| b.try_into().ok())
 }
 
 const COLUMNS: &str = "seq, time_ms, operation, result_signature, result_type, result_description, status, duration_ms, \
@@ -93,10 +182,19 @@ fn row(r: &Row) -> rusqlite::Result<AuditEvent> {
     })
 }
 
-/// The audit database: append-only, written by one writer, listed by one reader.
+/// The writer connection and the chain's head (the newest event's sequence number and
+/// hash), which only this writer advances.
+struct Writer {
+    conn: Connection,
+    head: (i64, [u8; 32]),
+}
+
+/// The audit database: append-only but for retention, written by one writer, read by one
+/// reader.
 pub struct AuditLog {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Connection>,
+    link: ChainLink,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -106,21 +204,195 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating and migrating if needed) the audit database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating and migrating if needed) the audit database at `path`, chaining
+    /// events with `link`. Events stored before the chain existed are chained now, in order.
+    pub fn open(path: &Path, link: ChainLink) -> Result<Self, StoreError> {
+        let mut conn = open_connection(path, schema::AUDIT)?;
+        let tx = conn.transaction()?;
+        let mut head = anchor(&tx)?;
+        let unchained: Vec<AuditEvent> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM audit_events WHERE hash IS NULL ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([], row)?.collect::<Result<_, _>>()?;
+            rows
+        };
+        if let Some(first) = unchained.first() {
+            head = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+                    [first.seq],
+                    |r| Ok((r.get(0)?, hash_column(r.get(1)?).unwrap_or(GENESIS))),
+                )
+                .optional()?
+                .unwrap_or(head);
+        }
+        for e in &unchained {
+            let hash = link(&head.1, &canonical(e));
+            tx.execute(
+                "UPDATE audit_events SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
+                params![e.seq, head.1, hash],
+            )?;
+            head = (e.seq, hash);
+        }
+        let newest = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, hash_column(r.get(1)?))),
+            )
+            .optional()?;
+        if let Some((seq, Some(hash))) = newest {
+            head = (seq, hash);
+        }
+        tx.commit()?;
         Ok(AuditLog {
-            writer: Mutex::new(open_connection(path, schema::AUDIT)?),
+            writer: Mutex::new(Writer { conn, head }),
             reader: Mutex::new(open_reader(path)?),
+            link,
         })
     }
 
-    /// Appends events in order, in one transaction: all are durable or none.
+    /// Appends events in order, in one transaction: all are durable or none. Each gets the
+    /// next sequence number and is chained to its predecessor.
     pub fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction()?;
-        append(&tx, events)?;
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut head = writer.head;
+        let tx = writer.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT INTO audit_events ({COLUMNS}, prev_hash, hash) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+            ))?;
+            for event in events {
+                let e = AuditEvent {
+                    seq: head.0 + 1,
+                    ..event.clone()
+                };
+                let hash = (self.link)(&head.1, &canonical(&e));
+                stmt.execute(params![
+                    e.seq,
+                    e.time_ms,
+                    e.operation,
+                    e.result_signature,
+                    e.result_type,
+                    e.result_description,
+                    e.status,
+                    e.duration_ms,
+                    e.caller_ip,
+                    e.app_id,
+                    e.object_id,
+                    e.tenant_id,
+                    e.identity_type,
+                    e.mi_resource_id,
+                    e.resource,
+                    e.target_id,
+                    e.http_method,
+                    e.request_uri,
+                    e.correlation_id,
+                    e.client_info,
+                    head.1,
+                    hash
+                ])?;
+                head = (e.seq, hash);
+            }
+        }
         tx.commit()?;
+        writer.head = head;
         Ok(())
+    }
+
+    /// Walks the chain from the anchor to the newest event and reports the first break.
+    pub fn verify(&self) -> Result<Verification, StoreError> {
+        let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        // One read transaction: a consistent snapshot while the writer goes on appending.
+        let tx = conn.transaction()?;
+        let (anchor_seq, mut prev) = anchor(&tx)?;
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {COLUMNS}, prev_hash, hash FROM audit_events ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut verified = 0u64;
+        let mut expected = anchor_seq + 1;
+        while let Some(r) = rows.next()? {
+            let e = row(r)?;
+            let stored_prev = hash_column(r.get(20)?);
+            let stored = hash_column(r.get(21)?);
+            let reason = if e.seq != expected {
+                Some(if e.seq > expected {
+                    format!("events {expected} to {} are missing", e.seq - 1)
+                } else {
+                    format!(
+                        "sequence number {} is out of order; {expected} was expected",
+                        e.seq
+                    )
+                })
+            } else if stored_prev != Some(prev) {
+                Some("its previous-hash does not match the event before it".to_owned())
+            } else if stored != Some((self.link)(&prev, &canonical(&e))) {
+                Some("its content does not match its hash (edited, or moved)".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Ok(Verification::Broken {
+                    seq: e.seq,
+                    operation: e.operation,
+                    time_ms: e.time_ms,
+                    reason,
+                    verified,
+                });
+            }
+            prev = stored.expect("checked above");
+            expected += 1;
+            verified += 1;
+        }
+        Ok(Verification::Intact {
+            events: verified,
+            first_seq: anchor_seq + 1,
+            head: (expected - 1, prev),
+        })
+    }
+
+    /// Deletes events older than `before_ms`, oldest first, and moves the anchor to the
+    /// last one deleted. Returns how many were deleted.
+    pub fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = writer.conn.transaction()?;
+        // Events are committed in sequence order; the cut is the newest event older than
+        // the cutoff whose predecessors are all older too.
+        let cut: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_events WHERE seq < \
+                 coalesce((SELECT min(seq) FROM audit_events WHERE time_ms >= ?1), 9223372036854775807) \
+                 ORDER BY seq DESC LIMIT 1",
+                [before_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((seq, hash)) = cut else {
+            return Ok(0);
+        };
+        let deleted = tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [seq])?;
+        tx.execute(
+            "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            params![seq, hash],
+        )?;
+        tx.commit()?;
+        Ok(deleted as u64)
+    }
+
+    /// Events with a sequence number above `after`, oldest first, at most `limit`.
+    pub fn export(&self, after: i64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Events matching `filter`, newest first.
@@ -140,33 +412,140 @@ impl AuditLog {
     }
 }
 
-fn append(tx: &rusqlite::Transaction, events: &[AuditEvent]) -> Result<(), StoreError> {
-    let mut stmt = tx.prepare_cached(&format!(
-            "INSERT INTO audit_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            &COLUMNS["seq, ".len()..]
-        ))?;
-    for e in events {
-        stmt.execute(params![
-            e.time_ms,
-            e.operation,
-            e.result_signature,
-            e.result_type,
-            e.result_description,
-            e.status,
-            e.duration_ms,
-            e.caller_ip,
-            e.app_id,
-            e.object_id,
-            e.tenant_id,
-            e.identity_type,
-            e.mi_resource_id,
-            e.resource,
-            e.target_id,
-            e.http_method,
-            e.request_uri,
-            e.correlation_id,
-            e.client_info
-        ])?;
+/// Where the chain starts: the last event retention deleted, or the genesis.
+fn anchor(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, hash_column(r.get(1)?)))
+        })
+        .optional()?
+        .map_or((0, GENESIS), |(seq, hash)| (seq, hash.unwrap_or(GENESIS))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for the keyed MAC: any function whose output depends on every input byte.
+    fn toy_link() -> ChainLink {
+        Box::new(|prev, record| {
+            let mut out = *prev;
+            for (i, b) in record.iter().enumerate() {
+                let j = i % 32;
+                out[j] = out[j].rotate_left(3) ^ b ^ (i as u8);
+                out[(j + 1) % 32] = out[(j + 1) % 32].wrapping_add(out[j]);
+            }
+            out
+        })
     }
-    Ok(())
+
+    fn event(i: i64) -> AuditEvent {
+        AuditEvent {
+            time_ms: 1000 * i,
+            operation: format!("Op{i}"),
+            request_uri: format!("/secrets/s{i}"),
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    fn log_with(n: i64) -> (AuditLog, std::path::PathBuf) {
+        let path = crate::test_dir().join("audit.db");
+        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let events: Vec<AuditEvent> = (1..=n).map(event).collect();
+        log.append(&events[..n as usize / 2]).unwrap();
+        log.append(&events[n as usize / 2..]).unwrap();
+        (log, path)
+    }
+
+    fn broken_at(log: &AuditLog) -> (i64, String) {
+        match log.verify().unwrap() {
+            Verification::Broken { seq, reason, .. } => (seq, reason),
+            intact => panic!("tampering went unnoticed: {intact:?}"),
+        }
+    }
+
+    fn tamper(path: &Path, sql: &str) {
+        Connection::open(path).unwrap().execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_survives_a_restart() {
+        let (log, path) = log_with(10);
+        let Verification::Intact { events, head, .. } = log.verify().unwrap() else {
+            panic!("intact chain reported broken");
+        };
+        assert_eq!((events, head.0), (10, 10));
+        drop(log);
+        let log = AuditLog::open(&path, toy_link()).unwrap();
+        log.append(&[event(11)]).unwrap();
+        assert!(matches!(
+            log.verify().unwrap(),
+            Verification::Intact { events: 11, .. }
+        ));
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_reordering_are_found() {
+        let cases: [(&str, i64, &str); 5] = [
+            ("UPDATE audit_events SET status = 403 WHERE seq = 4", 4, "content"),
+            ("DELETE FROM audit_events WHERE seq = 6", 7, "missing"),
+            (
+                "UPDATE audit_events SET operation = CASE seq WHEN 3 THEN 'Op5' ELSE 'Op3' END, \
+                 time_ms = CASE seq WHEN 3 THEN 5000 ELSE 3000 END, \
+                 request_uri = CASE seq WHEN 3 THEN '/secrets/s5' ELSE '/secrets/s3' END WHERE seq IN (3, 5)",
+                3,
+                "content",
+            ),
+            (
+                "INSERT INTO audit_events (seq, time_ms, operation, result_signature, result_type, result_description, \
+                 status, duration_ms, caller_ip, http_method, request_uri, correlation_id, client_info, prev_hash, hash) \
+                 SELECT 11, 11000, 'Forged', '', '', '', 200, 0, '', 'GET', '/', '', '', hash, hash FROM audit_events WHERE seq = 10",
+                11,
+                "content",
+            ),
+            ("UPDATE audit_events SET prev_hash = zeroblob(32) WHERE seq = 2", 2, "previous-hash"),
+        ];
+        for (sql, seq, reason) in cases {
+            let (log, path) = log_with(10);
+            tamper(&path, sql);
+            let (at, why) = broken_at(&log);
+            assert_eq!(at, seq, "{sql}: {why}");
+            assert!(why.contains(reason), "{sql}: {why}");
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_rest_verifiable() {
+        let (log, path) = log_with(10);
+        assert_eq!(log.prune(4500).unwrap(), 4);
+        let Verification::Intact {
+            events, first_seq, ..
+        } = log.verify().unwrap()
+        else {
+            panic!("pruned chain reported broken");
+        };
+        assert_eq!((events, first_seq), (6, 5));
+        assert_eq!(log.prune(4500).unwrap(), 0);
+        assert_eq!(log.export(0, 100).unwrap().first().map(|e| e.seq), Some(5));
+        // Deleting the oldest remaining event is not retention: the anchor does not match.
+        tamper(&path, "DELETE FROM audit_events WHERE seq = 5");
+        assert_eq!(broken_at(&log).0, 6);
+    }
+
+    #[test]
+    fn events_from_before_the_chain_are_chained_on_open() {
+        let (log, path) = log_with(4);
+        drop(log);
+        tamper(
+            &path,
+            "UPDATE audit_events SET prev_hash = NULL, hash = NULL WHERE seq > 2",
+        );
+        let log = AuditLog::open(&path, toy_link()).unwrap();
+        log.append(&[event(5)]).unwrap();
+        assert!(matches!(
+            log.verify().unwrap(),
+            Verification::Intact { events: 5, .. }
+        ));
+    }
 }

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
-pub use audit::{AuditEvent, AuditFilter, AuditLog};
+pub use audit::{AuditEvent, AuditFilter, AuditLog, ChainLink, Verification};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use roles::RoleAssignmentRow;
@@ -204,13 +204,20 @@ fn from_json<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 pub(crate) fn test_store() -> (Store, std::path::PathBuf) {
+    let dir = test_dir();
+    (Store::open(&dir.join("state.db")).unwrap(), dir)
+}
+
+/// A fresh directory under the system temp directory.
+#[cfg(test)]
+pub(crate) fn test_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "atrest-store-{}-{}",
         std::process::id(),
         rand_suffix()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    (Store::open(&dir.join("state.db")).unwrap(), dir)
+    dir
 }
 
 #[cfg(test)]

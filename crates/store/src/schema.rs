@@ -95,7 +95,8 @@ CREATE TABLE group_members (
 ];
 
 /// Migrations of the audit database.
-pub(crate) const AUDIT: &[&str] = &[r#"
+pub(crate) const AUDIT: &[&str] = &[
+    r#"
 CREATE TABLE audit_events (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
     time_ms           INTEGER NOT NULL,
@@ -119,7 +120,17 @@ CREATE TABLE audit_events (
     client_info       TEXT NOT NULL
 );
 CREATE INDEX audit_events_by_time ON audit_events (time_ms);
-"#];
+"#,
+    r#"
+ALTER TABLE audit_events ADD COLUMN prev_hash BLOB;
+ALTER TABLE audit_events ADD COLUMN hash BLOB;
+CREATE TABLE audit_anchor (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash BLOB NOT NULL
+);
+"#,
+];
 
 /// Brings the schema up to date inside one transaction per migration.
 pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
