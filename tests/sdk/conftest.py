@@ -11,9 +11,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from azure.identity import ClientSecretCredential
 
 ROOT = Path(__file__).resolve().parents[2]
 ATREST = Path(os.environ.get("ATREST_BIN", ROOT / "target" / "debug" / "atrest"))
@@ -83,6 +85,15 @@ class Server:
             return done
         return json.loads(done.stdout) if done.stdout.strip() else None
 
+    def new_principal(self, prefix):
+        """A new service principal (its objectId included) and a credential for it."""
+        sp = self.cli("ad", "sp", "create-for-rbac", "--name", f"{prefix}-{uuid.uuid4().hex[:10]}")
+        credential = ClientSecretCredential("adfs", sp["appId"], sp["password"],
+                                            authority=self.env["AZURE_AUTHORITY_HOST"],
+                                            connection_verify=self.env["ATREST_CA"])
+        listed = [p for p in self.cli("ad", "sp", "list") if p["appId"] == sp["appId"]]
+        return {**sp, "objectId": listed[0]["objectId"]}, credential
+
     def log(self):
         return self.log_path.read_text()
 
@@ -107,7 +118,10 @@ def workdir():
 @pytest.fixture(scope="session")
 def server(workdir):
     """The main server; its env is exported to this process like `source DIR/env`."""
-    srv = Server(workdir / "main", "--purge-interval", "1s").start()
+    # The authorization matrices create keys far faster than Azure's 10 per 10 seconds;
+    # throttling has its own server and tests.
+    srv = Server(workdir / "main", "--purge-interval", "1s",
+                 "--throttle-limits", "key-create=100000,secrets=100000,keys=100000").start()
     saved = dict(os.environ)
     os.environ.update(srv.env)
     srv.cli("keyvault", "create", "-n", "sdk-main", "-l", "westeurope", "--retention-days", "7")

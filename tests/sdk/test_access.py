@@ -7,7 +7,7 @@ import uuid
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-from azure.identity import ClientSecretCredential, UsernamePasswordCredential
+from azure.identity import UsernamePasswordCredential
 from azure.keyvault.secrets import SecretClient
 
 # Password sign-in (ROPC) is deprecated for lack of MFA; atrest's users use it on purpose.
@@ -60,14 +60,6 @@ def ap_vault(server):
     return vault
 
 
-def new_principal(server):
-    sp = server.cli("ad", "sp", "create-for-rbac", "--name", unique("ap"))
-    credential = ClientSecretCredential("adfs", sp["appId"], sp["password"],
-                                        authority=server.env["AZURE_AUTHORITY_HOST"])
-    listed = [p for p in server.cli("ad", "sp", "list") if p["appId"] == sp["appId"]]
-    return {**sp, "objectId": listed[0]["objectId"]}, credential
-
-
 def set_policy(server, spn, **permissions):
     args = []
     for cls, names in permissions.items():
@@ -92,7 +84,7 @@ def test_access_policy_matrix(server, ap_vault):
     grants = [("keys", p) for p in KEY_PERMISSIONS] + [("secrets", p) for p in SECRET_PERMISSIONS]
     mismatches, outcomes = [], {True: 0, False: 0}
     for cls, permission in grants:
-        sp, credential = new_principal(server)
+        sp, credential = server.new_principal("ap")
         vault = set_policy(server, sp["appId"], **{cls.rstrip("s"): [permission]})
         entry = [e for e in vault["properties"]["accessPolicies"] if e["objectId"] == sp["objectId"]]
         assert entry[0]["permissions"][cls] == [permission]
@@ -115,7 +107,7 @@ def test_access_policy_matrix(server, ap_vault):
 
 
 def test_policy_edits_take_effect_on_the_next_request(server, ap_vault):
-    sp, credential = new_principal(server)
+    sp, credential = server.new_principal("ap")
     secrets = SecretClient(server.vault_url(AP_VAULT), credential)
     name = unique("edit")
     server.cli("keyvault", "secret", "set", "--vault-name", AP_VAULT, "--name", name, "--value", "v")
@@ -189,7 +181,7 @@ def test_access_policy_api_refuses_bad_input(server, ap_vault):
     assert server.cli("keyvault", "show", "-n", AP_VAULT)["properties"]["accessPolicies"] == before
 
     # Editing policies is a control-plane write.
-    sp, credential = new_principal(server)
+    sp, credential = server.new_principal("ap")
     own = credential.get_token("https://management.azure.com/.default").token
     r = put("add", [entry(oid=sp["objectId"], secrets=["all"])], bearer=own)
     assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed"

@@ -7,7 +7,6 @@ import uuid
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
@@ -16,14 +15,6 @@ VAULT = "sdk-main"
 
 def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def new_principal(server):
-    sp = server.cli("ad", "sp", "create-for-rbac", "--name", unique("rbac"))
-    credential = ClientSecretCredential("adfs", sp["appId"], sp["password"],
-                                        authority=server.env["AZURE_AUTHORITY_HOST"])
-    listed = [p for p in server.cli("ad", "sp", "list") if p["appId"] == sp["appId"]]
-    return {**sp, "objectId": listed[0]["objectId"]}, credential
 
 
 def assign(server, sp, role, scope):
@@ -83,7 +74,7 @@ def test_authorization_matrix_follows_the_role_table(server):
     base = server.vault_url(VAULT)
     mismatches, outcomes = [], {True: 0, False: 0}
     for role in roles:
-        sp, credential = new_principal(server)
+        sp, credential = server.new_principal("rbac")
         assign(server, sp, role["name"], server.vault_scope(VAULT))
         token = credential.get_token(f"https://vault.localhost:{server.port}/.default").token
         for op, (action, method, path, body) in OPERATIONS.items():
@@ -102,7 +93,7 @@ def test_authorization_matrix_follows_the_role_table(server):
 
 
 def test_scopes_and_revocation(server):
-    sp, credential = new_principal(server)
+    sp, credential = server.new_principal("rbac")
     secrets = SecretClient(server.vault_url(VAULT), credential)
     mine, sibling = unique("scoped"), unique("sibling")
     for name in (mine, sibling):
@@ -138,7 +129,7 @@ def test_scopes_and_revocation(server):
 
 
 def test_role_assignment_api_refuses_bad_input(server):
-    sp, credential = new_principal(server)
+    sp, credential = server.new_principal("rbac")
     base = server.env["ATREST_ENDPOINT"]
     ca = server.env["ATREST_CA"]
     admin_token = requests.post(f"{base}/adfs/oauth2/v2.0/token", verify=ca, data={
@@ -180,7 +171,7 @@ def test_role_assignment_api_refuses_bad_input(server):
 
 
 def test_vault_management_needs_control_plane_roles(server):
-    sp, credential = new_principal(server)
+    sp, credential = server.new_principal("rbac")
     token = credential.get_token("https://management.azure.com/.default").token
     sub = server.env["ATREST_SUBSCRIPTION_ID"]
     rg = f"/subscriptions/{sub}/resourceGroups/default"

@@ -57,6 +57,19 @@ pub async fn handle(
             ctx.operation = "OpenIdConfiguration";
             Ok(json(StatusCode::OK, &discovery(state, tenant)))
         }
+        ["metrics"] if method == Method::GET => {
+            // Unauthenticated, as Prometheus scrapes; counts and vault names only.
+            ctx.operation = "Metrics";
+            let text = state
+                .metrics
+                .render(&state.throttle.saturation(std::time::Instant::now()));
+            let mut resp = Resp::new(text.into());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(resp)
+        }
         ["common", "userrealm", username] if method == Method::GET => {
             // Home realm discovery: every user here signs in with a password (managed).
             ctx.operation = "UserRealmDiscovery";

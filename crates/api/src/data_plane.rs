@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use atrest_core::access_policy::{policies_grant, required_permission};
 use atrest_core::attributes::{Attributes, Recovery};
+use atrest_core::limits::{cost, OperationClass};
 use atrest_crypto::PrivateJwk;
 use atrest_store::VaultRow;
 use atrest_vault::{
@@ -315,6 +316,19 @@ fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Re
     )))
 }
 
+/// The budget a route draws on and its cost there: HSM keys have their own budget, and
+/// cryptographic operations with larger RSA keys cost more.
+fn throttle_cost(state: &AppState, vault: &VaultRow, route: &Route) -> (OperationClass, u32) {
+    let key = match route {
+        Route::Key(KeyRoute::Operation(name, version, _)) => {
+            state.vaults.get_key(vault, name, *version).ok()
+        }
+        _ => None,
+    };
+    let class = OperationClass::of(route.operation(), key.as_ref().is_some_and(Key::is_hsm));
+    (class, cost(class, key.as_ref().and_then(Key::rsa_bits)))
+}
+
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
 pub(crate) fn vault_resource_id(v: &VaultRow) -> String {
     format!(
@@ -348,6 +362,13 @@ pub async fn handle(
     let route = route.ok_or_else(|| ApiError::no_route(&parts.method, parts.uri.path()))?;
     let vault = state.vaults.data_plane_vault(vault_name)?;
     ctx.resource = Some(vault_resource_id(&vault));
+    ctx.vault = Some(vault.name.clone());
+    // Every transaction counts against the vault's limits, refused ones included.
+    let (class, cost) = throttle_cost(state, &vault, &route);
+    state
+        .throttle
+        .admit(&vault.name, class, cost, std::time::Instant::now())
+        .map_err(|t| ApiError::throttled(&t, &vault.name))?;
     authorize(state, ctx, &vault, &route)?;
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {

@@ -4,11 +4,12 @@ use atrest_crypto::KeyError;
 use atrest_identity::{DirectoryError, OAuthError, TokenError};
 use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
-use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::StatusCode;
 use serde_json::json;
 
 use crate::http::{json, Resp};
+use crate::throttle::Throttled;
 
 /// An error response on its way out.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ pub struct ApiError {
     pub message: String,
     inner: Option<&'static str>,
     challenge: Option<String>,
+    retry_after: Option<u64>,
     oauth_number: Option<u32>,
 }
 
@@ -33,7 +35,26 @@ impl ApiError {
             message: message.into(),
             inner: None,
             challenge: None,
+            retry_after: None,
             oauth_number: None,
+        }
+    }
+
+    /// 429 `Throttled` with `Retry-After`, as Key Vault answers a vault over its limits.
+    pub fn throttled(t: &Throttled, vault: &str) -> Self {
+        ApiError {
+            retry_after: Some(t.retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Throttled",
+                format!(
+                    "Request was not processed because too many requests were received. Reason: the vault '{vault}' reached its limit of {} {} transactions per {} seconds. Retry after {} seconds.",
+                    t.limit,
+                    t.class.as_str(),
+                    t.window_secs,
+                    t.retry_after_secs
+                ),
+            )
         }
     }
 
@@ -119,6 +140,10 @@ impl ApiError {
         let mut resp = json(self.status, &body);
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

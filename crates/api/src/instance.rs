@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_core::limits::ServiceLimits;
 use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
 use atrest_identity::{new_uuid, Identity};
 use atrest_store::{AuditEvent, AuditLog, Store};
@@ -31,8 +32,10 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::audit::service_event;
+use crate::metrics::Metrics;
 use crate::scheduler::{scheduler_loop, Scheduler};
 use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
+use crate::throttle::Throttle;
 use crate::AuditSink;
 
 /// The resource group that exists from the first start.
@@ -90,6 +93,8 @@ pub struct Options {
     pub purge_interval: Duration,
     /// Audit events older than this are deleted by the purge job; `None` keeps them all.
     pub audit_retention: Option<Duration>,
+    /// Per-vault throttling budgets.
+    pub limits: ServiceLimits,
 }
 
 /// A started instance, listening but not yet serving.
@@ -350,6 +355,8 @@ impl Instance {
             settings,
             request_ids: RequestIds::new(),
             scheduler: Scheduler::open(store.clone())?,
+            throttle: Throttle::new(opts.limits.clone()),
+            metrics: Metrics::default(),
         });
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {

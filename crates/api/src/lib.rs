@@ -18,8 +18,10 @@ mod data_plane;
 mod error;
 mod http;
 pub mod instance;
+mod metrics;
 mod scheduler;
 mod server;
+mod throttle;
 
 pub use audit::AuditSink;
 pub use instance::{Instance, InstanceError, Options};

@@ -21,7 +21,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{result_of, AuditSink};
 use crate::http::Resp;
+use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
+use crate::throttle::Throttle;
 use crate::{control, data_plane};
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
@@ -61,6 +63,10 @@ pub struct AppState {
     pub request_ids: RequestIds,
     /// The key lifetime-action scheduler and its clock.
     pub scheduler: Scheduler,
+    /// Per-vault budgets.
+    pub throttle: Throttle,
+    /// Request counters for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -132,6 +138,8 @@ pub struct Ctx {
     pub resource: Option<String>,
     /// The addressed object id, with its version when known.
     pub target_id: Option<String>,
+    /// The vault a data-plane request reached, for metrics.
+    pub vault: Option<String>,
     /// Request time, seconds since the Unix epoch.
     pub now: i64,
     /// The client's address.
@@ -188,6 +196,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         caller: None,
         resource: None,
         target_id: None,
+        vault: None,
         now,
         peer,
     };
@@ -216,6 +225,11 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         headers.insert("x-ms-request-id", v);
     }
 
+    if let Some(vault) = &ctx.vault {
+        state
+            .metrics
+            .record(vault, ctx.operation, status.as_u16(), started.elapsed());
+    }
     let caller = ctx.caller.as_ref();
     let (result_signature, result_type) = result_of(status);
     let event = AuditEvent {

@@ -37,6 +37,7 @@ impl TestServer {
             token_lifetime: 3600,
             purge_interval: Duration::from_secs(3600),
             audit_retention: None,
+            limits: Default::default(),
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

@@ -56,6 +56,13 @@ struct ServerArgs {
     /// absent. The chain stays verifiable from the oldest event kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     audit_retention: Option<Duration>,
+    /// Per-vault throttling budgets per window, replacing Azure's defaults
+    /// (secrets=4000,key-create=10,keys=2000,hsm-keys=1000).
+    #[arg(long, default_value = "")]
+    throttle_limits: String,
+    /// The throttling window (Azure's is 10 seconds).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    throttle_window: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -113,6 +120,11 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         token_lifetime: args.token_lifetime.as_secs().max(1) as i64,
         purge_interval: args.purge_interval.max(Duration::from_secs(1)),
         audit_retention: args.audit_retention,
+        limits: atrest_core::limits::ServiceLimits {
+            window_secs: args.throttle_window.as_secs().max(1),
+            ..Default::default()
+        }
+        .with_overrides(&args.throttle_limits)?,
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     tracing::info!(

@@ -65,6 +65,26 @@ pub struct Key {
     pub deleted: Option<(i64, i64)>,
 }
 
+impl Key {
+    /// Whether the key is HSM-protected (`-HSM` type).
+    pub fn is_hsm(&self) -> bool {
+        self.kty.ends_with("-HSM")
+    }
+
+    /// The modulus length of an RSA key, in bits.
+    pub fn rsa_bits(&self) -> Option<usize> {
+        use base64::Engine;
+        if !self.kty.starts_with("RSA") {
+            return None;
+        }
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(self.public.get("n")?.as_str()?)
+            .ok()?;
+        let significant = n.iter().skip_while(|b| **b == 0).count();
+        Some(significant * 8)
+    }
+}
+
 /// What kind of key to create.
 #[derive(Debug, Clone)]
 pub struct CreateKey {
