@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::http::{
     empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
 };
+use crate::logs::LogTables;
 use crate::scheduler;
 use crate::server::{AppState, Ctx};
 
@@ -230,6 +231,8 @@ fn issued(
     match result {
         Ok(token) => {
             let audience = [token.resource.trim_end_matches('/').to_owned()];
+            // The sign-in logs' ResourceIdentity: what the token is for.
+            ctx.target_id = Some(audience[0].clone());
             ctx.caller = state
                 .identity
                 .verify(&token.access_token, &audience, ctx.now)
@@ -695,11 +698,7 @@ fn credential_json(sp: &NewServicePrincipal, tenant: &str) -> Value {
 
 /// An event in the shape of Azure Monitor's Key Vault `AuditEvent` records.
 fn audit_json(e: &AuditEvent) -> Value {
-    let api_version = e
-        .request_uri
-        .split_once('?')
-        .and_then(|(_, q)| form_pairs(q).into_iter().find(|(k, _)| k == "api-version"))
-        .map(|(_, v)| v);
+    let api_version = Some(crate::logs::api_version(&e.request_uri)).filter(|v| !v.is_empty());
     json!({
         "seq": e.seq,
         "category": "AuditEvent",
@@ -929,6 +928,21 @@ async fn admin(
             }
             Ok(empty(StatusCode::NO_CONTENT))
         }
+        ("POST", ["query"]) => {
+            ctx.operation = "LogQuery";
+            let dto: QueryDto = parse_json(&read_body(body).await?)?;
+            let state = state.clone();
+            let now_ms = crate::server::unix_now().1;
+            let result = tokio::task::spawn_blocking(move || {
+                let tables = LogTables::load(&state)?;
+                Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
+            let table =
+                result.map_err(|e| ApiError::bad_request("BadArgumentError", e.to_string()))?;
+            Ok(json(StatusCode::OK, &query_json(&table)))
+        }
         ("GET", ["audit", "verify"]) => {
             ctx.operation = "AuditVerify";
             let log = state.audit_log.clone();
@@ -1019,6 +1033,38 @@ async fn admin(
             &format!("/atrest/{}", segments.join("/")),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryDto {
+    query: String,
+}
+
+/// A result in the Log Analytics query API's shape.
+fn query_json(t: &atrest_query::Table) -> Value {
+    let columns: Vec<Value> = t
+        .columns
+        .iter()
+        .zip(t.column_types())
+        .map(|(name, ty)| json!({ "name": name, "type": ty }))
+        .collect();
+    let rows: Vec<Value> = t
+        .rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| match v {
+                    atrest_query::Value::Null => Value::Null,
+                    atrest_query::Value::Bool(b) => Value::from(*b),
+                    atrest_query::Value::Long(n) => Value::from(*n),
+                    atrest_query::Value::Real(x) => Value::from(*x),
+                    other => Value::from(other.to_text()),
+                })
+                .collect()
+        })
+        .collect();
+    json!({ "tables": [{ "name": "PrimaryResult", "columns": columns, "rows": rows }] })
 }
 
 fn verification_json(v: &Verification) -> Value {

@@ -203,6 +203,23 @@ impl Route<'_> {
         }
     }
 
+    /// The object (and version, when the path names one) the route addresses, below the
+    /// vault: the audit event's `id` even when the request is refused.
+    fn object_id(&self) -> Option<String> {
+        let version = match self {
+            Route::Get(_, v) | Route::Update(_, v) => *v,
+            Route::Key(
+                KeyRoute::Get(_, v) | KeyRoute::Update(_, v) | KeyRoute::Operation(_, v, _),
+            ) => *v,
+            _ => None,
+        };
+        let scope = self.object_scope();
+        (!scope.is_empty()).then(|| match version {
+            Some(v) => format!("{scope}/{v}"),
+            None => scope,
+        })
+    }
+
     /// Key Vault's `operationName` for the audit log.
     fn operation(&self) -> &'static str {
         match self {
@@ -363,6 +380,9 @@ pub async fn handle(
     let vault = state.vaults.data_plane_vault(vault_name)?;
     ctx.resource = Some(vault_resource_id(&vault));
     ctx.vault = Some(vault.name.clone());
+    ctx.target_id = route
+        .object_id()
+        .map(|id| format!("{}{id}", state.vault_base(&vault.name)));
     // Every transaction counts against the vault's limits, refused ones included.
     let (class, cost) = throttle_cost(state, &vault, &route);
     state
@@ -398,7 +418,6 @@ pub async fn handle(
     let resp = match route {
         Route::Key(route) => handle_key(state, ctx, &plane, &vault, route, skip, body).await?,
         Route::Set(name) => {
-            ctx.target_id = Some(target(name, None));
             let dto: SetDto = parse_json(&read_body(body).await?)?;
             let value = dto.value.ok_or_else(|| {
                 ApiError::bad_request("BadParameter", "The property 'value' is required.")
@@ -414,13 +433,11 @@ pub async fn handle(
             json(StatusCode::OK, &secret_json(&base, &s, true))
         }
         Route::Get(name, version) => {
-            ctx.target_id = Some(target(name, version));
             let s = vs.get_secret(&vault, name, version, now)?;
             ctx.target_id = Some(target(&s.name, Some(&s.version)));
             json(StatusCode::OK, &secret_json(&base, &s, true))
         }
         Route::Update(name, version) => {
-            ctx.target_id = Some(target(name, version));
             let dto: UpdateDto = parse_json(&read_body(body).await?)?;
             let update = SecretUpdate {
                 content_type: dto.content_type,
@@ -431,53 +448,37 @@ pub async fn handle(
             ctx.target_id = Some(target(&s.name, Some(&s.version)));
             json(StatusCode::OK, &secret_json(&base, &s, true))
         }
-        Route::Delete(name) => {
-            ctx.target_id = Some(target(name, None));
-            json(
-                StatusCode::OK,
-                &secret_json(&base, &vs.delete_secret(&vault, name, now)?, true),
-            )
-        }
+        Route::Delete(name) => json(
+            StatusCode::OK,
+            &secret_json(&base, &vs.delete_secret(&vault, name, now)?, true),
+        ),
         Route::List => paging("secrets", vs.list_secrets(&vault, maxresults, skip)?, false),
-        Route::ListVersions(name) => {
-            ctx.target_id = Some(target(name, None));
-            paging(
-                &format!("secrets/{name}/versions"),
-                vs.list_secret_versions(&vault, name, maxresults, skip)?,
-                true,
-            )
-        }
+        Route::ListVersions(name) => paging(
+            &format!("secrets/{name}/versions"),
+            vs.list_secret_versions(&vault, name, maxresults, skip)?,
+            true,
+        ),
         Route::ListDeleted => paging(
             "deletedsecrets",
             vs.list_deleted_secrets(&vault, maxresults, skip)?,
             false,
         ),
-        Route::GetDeleted(name) => {
-            ctx.target_id = Some(target(name, None));
-            json(
-                StatusCode::OK,
-                &secret_json(&base, &vs.get_deleted_secret(&vault, name)?, true),
-            )
-        }
-        Route::Recover(name) => {
-            ctx.target_id = Some(target(name, None));
-            json(
-                StatusCode::OK,
-                &secret_json(&base, &vs.recover_secret(&vault, name)?, true),
-            )
-        }
+        Route::GetDeleted(name) => json(
+            StatusCode::OK,
+            &secret_json(&base, &vs.get_deleted_secret(&vault, name)?, true),
+        ),
+        Route::Recover(name) => json(
+            StatusCode::OK,
+            &secret_json(&base, &vs.recover_secret(&vault, name)?, true),
+        ),
         Route::Purge(name) => {
-            ctx.target_id = Some(target(name, None));
             vs.purge_secret(&vault, name, now)?;
             empty(StatusCode::NO_CONTENT)
         }
-        Route::Backup(name) => {
-            ctx.target_id = Some(target(name, None));
-            json(
-                StatusCode::OK,
-                &json!({ "value": B64.encode(vs.backup_secret(&vault, name)?) }),
-            )
-        }
+        Route::Backup(name) => json(
+            StatusCode::OK,
+            &json!({ "value": B64.encode(vs.backup_secret(&vault, name)?) }),
+        ),
         Route::Restore => {
             let dto: RestoreDto = parse_json(&read_body(body).await?)?;
             let blob = dto
@@ -691,7 +692,6 @@ async fn handle_key(
     let bundle = |k: &Key| json(StatusCode::OK, &key_json(base, k, true));
     Ok(match route {
         KeyRoute::Create(name) => {
-            ctx.target_id = Some(target(name, None));
             let dto: CreateKeyDto = parse_json(&read_body(body).await?)?;
             let req = CreateKey {
                 kty: dto.kty,
@@ -707,7 +707,6 @@ async fn handle_key(
             bundle(&k)
         }
         KeyRoute::Import(name) => {
-            ctx.target_id = Some(target(name, None));
             let dto: ImportKeyDto = parse_json(&read_body(body).await?)?;
             let req = ImportKey {
                 jwk: PrivateJwk::from_value(dto.key).map_err(VaultError::from)?,
@@ -720,13 +719,11 @@ async fn handle_key(
             bundle(&k)
         }
         KeyRoute::Get(name, version) => {
-            ctx.target_id = Some(target(name, version));
             let k = vs.get_key(vault, name, version)?;
             ctx.target_id = Some(target(&k.name, Some(&k.version)));
             bundle(&k)
         }
         KeyRoute::Update(name, version) => {
-            ctx.target_id = Some(target(name, version));
             let dto: UpdateKeyDto = parse_json(&read_body(body).await?)?;
             let update = KeyUpdate {
                 key_ops: dto.key_ops,
@@ -737,46 +734,30 @@ async fn handle_key(
             ctx.target_id = Some(target(&k.name, Some(&k.version)));
             bundle(&k)
         }
-        KeyRoute::Delete(name) => {
-            ctx.target_id = Some(target(name, None));
-            bundle(&vs.delete_key(vault, name, now)?)
-        }
+        KeyRoute::Delete(name) => bundle(&vs.delete_key(vault, name, now)?),
         KeyRoute::List => plane.page("keys", vs.list_keys(vault, maxresults, skip)?, |k| {
             unversioned_item(base, k)
         }),
-        KeyRoute::ListVersions(name) => {
-            ctx.target_id = Some(target(name, None));
-            plane.page(
-                &format!("keys/{name}/versions"),
-                vs.list_key_versions(vault, name, maxresults, skip)?,
-                |k| key_json(base, k, false),
-            )
-        }
+        KeyRoute::ListVersions(name) => plane.page(
+            &format!("keys/{name}/versions"),
+            vs.list_key_versions(vault, name, maxresults, skip)?,
+            |k| key_json(base, k, false),
+        ),
         KeyRoute::ListDeleted => plane.page(
             "deletedkeys",
             vs.list_deleted_keys(vault, maxresults, skip)?,
             |k| unversioned_item(base, k),
         ),
-        KeyRoute::GetDeleted(name) => {
-            ctx.target_id = Some(target(name, None));
-            bundle(&vs.get_deleted_key(vault, name)?)
-        }
-        KeyRoute::Recover(name) => {
-            ctx.target_id = Some(target(name, None));
-            bundle(&vs.recover_key(vault, name)?)
-        }
+        KeyRoute::GetDeleted(name) => bundle(&vs.get_deleted_key(vault, name)?),
+        KeyRoute::Recover(name) => bundle(&vs.recover_key(vault, name)?),
         KeyRoute::Purge(name) => {
-            ctx.target_id = Some(target(name, None));
             vs.purge_key(vault, name, now)?;
             empty(StatusCode::NO_CONTENT)
         }
-        KeyRoute::Backup(name) => {
-            ctx.target_id = Some(target(name, None));
-            json(
-                StatusCode::OK,
-                &json!({ "value": B64.encode(vs.backup_key(vault, name)?) }),
-            )
-        }
+        KeyRoute::Backup(name) => json(
+            StatusCode::OK,
+            &json!({ "value": B64.encode(vs.backup_key(vault, name)?) }),
+        ),
         KeyRoute::Restore => {
             let dto: RestoreDto = parse_json(&read_body(body).await?)?;
             let blob = b64_field(dto.value.as_deref(), "value")?.ok_or_else(|| {
@@ -790,19 +771,16 @@ async fn handle_key(
             bundle(&k)
         }
         KeyRoute::Rotate(name) => {
-            ctx.target_id = Some(target(name, None));
             let k = vs.rotate_key(vault, name, now)?;
             ctx.target_id = Some(target(&k.name, Some(&k.version)));
             bundle(&k)
         }
         KeyRoute::GetRotationPolicy(name) => {
-            ctx.target_id = Some(target(name, None));
             let mut policy = vs.get_rotation_policy(vault, name)?;
             policy["id"] = format!("{base}/keys/{name}/rotationpolicy").into();
             json(StatusCode::OK, &policy)
         }
         KeyRoute::SetRotationPolicy(name) => {
-            ctx.target_id = Some(target(name, None));
             let body: Value = parse_json(&read_body(body).await?)?;
             let mut policy = vs.set_rotation_policy(vault, name, &body, now)?;
             policy["id"] = format!("{base}/keys/{name}/rotationpolicy").into();
@@ -822,7 +800,6 @@ async fn handle_key(
             )
         }
         KeyRoute::Operation(name, version, op) => {
-            ctx.target_id = Some(target(name, version));
             let dto: OperationDto = parse_json(&read_body(body).await?)?;
             let input = OperationInput {
                 value: Zeroizing::new(b64_field(Some(&dto.value), "value")?.unwrap_or_default()),

@@ -18,6 +18,7 @@ mod data_plane;
 mod error;
 mod http;
 pub mod instance;
+mod logs;
 mod metrics;
 mod scheduler;
 mod server;

@@ -68,12 +68,17 @@ pub enum ClientCommand {
 }
 
 /// Runs a client command against the server `conn` reaches.
-pub async fn run(conn: &Connection, command: ClientCommand, format: Format) -> anyhow::Result<()> {
+pub async fn run(
+    conn: &Connection,
+    command: ClientCommand,
+    chosen: Option<Format>,
+) -> anyhow::Result<()> {
+    let format = chosen.unwrap_or(Format::Json);
     match command {
         ClientCommand::Keyvault { command } => keyvault(conn, command, format).await,
         ClientCommand::Ad { command } => ad(conn, command, format).await,
         ClientCommand::Identity { command } => identity(conn, command, format).await,
-        ClientCommand::Monitor { command } => monitor(conn, command, format).await,
+        ClientCommand::Monitor { command } => monitor(conn, command, chosen).await,
         ClientCommand::Clock { command } => clock(conn, command, format).await,
         ClientCommand::Role { command } => role(conn, command, format).await,
     }
@@ -1341,6 +1346,37 @@ pub enum MonitorCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run a Kusto (KQL) query over the audit and sign-in logs (`AzureDiagnostics`,
+    /// `AADManagedIdentitySignInLogs`, `AADServicePrincipalSignInLogs`,
+    /// `AADNonInteractiveUserSignInLogs`). Prints a table, or rows as JSON with `-o json`.
+    Query {
+        /// The query text.
+        query: String,
+    },
+}
+
+/// `atrest monitor query`: the result's rows, as objects in column order.
+async fn monitor_query(conn: &Connection, query: &str, format: Format) -> anyhow::Result<()> {
+    let result = conn
+        .admin(Method::POST, "/query", Some(&json!({ "query": query })))
+        .await?;
+    let table = &result["tables"][0];
+    let names: Vec<&str> = table["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let rows: Vec<Value> = table["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let cells = r.as_array().cloned().unwrap_or_default();
+            Value::Object(names.iter().map(|n| n.to_string()).zip(cells).collect())
+        })
+        .collect();
+    print(&Value::Array(rows), format)
 }
 
 #[derive(Subcommand)]
@@ -1369,9 +1405,19 @@ pub enum AuditCommand {
     },
 }
 
-/// `atrest monitor …`.
-async fn monitor(conn: &Connection, command: MonitorCommand, format: Format) -> anyhow::Result<()> {
-    let MonitorCommand::Audit { command } = command;
+/// `atrest monitor …`: JSON by default, but a table for queries.
+async fn monitor(
+    conn: &Connection,
+    command: MonitorCommand,
+    chosen: Option<Format>,
+) -> anyhow::Result<()> {
+    let format = chosen.unwrap_or(Format::Json);
+    let command = match command {
+        MonitorCommand::Query { query } => {
+            return monitor_query(conn, &query, chosen.unwrap_or(Format::Table)).await
+        }
+        MonitorCommand::Audit { command } => command,
+    };
     match command {
         AuditCommand::List {
             operation,

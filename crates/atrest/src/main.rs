@@ -26,9 +26,9 @@ struct Cli {
     /// endpoint and credentials from its `env` file when they are not in the environment.
     #[arg(long, global = true, env = "ATREST_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value = "json")]
-    output: Format,
+    /// Output format: JSON, except a table for `monitor query`.
+    #[arg(short = 'o', long, global = true, value_enum)]
+    output: Option<Format>,
     #[command(subcommand)]
     command: Command,
 }

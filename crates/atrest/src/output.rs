@@ -89,7 +89,7 @@ mod tests {
         let v = serde_json::json!([{"name": "kv1", "n": 3, "tags": {}}, {"name": "long-name", "ok": true}]);
         assert_eq!(
             table(&v),
-            "n  name       ok\n-  ---------  ----\n3  kv1\n   long-name  true\n"
+            "name       n  ok\n---------  -  ----\nkv1        3\nlong-name     true\n"
         );
     }
 }

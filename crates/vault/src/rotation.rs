@@ -103,8 +103,8 @@ pub enum LifetimeEvent {
         vault: String,
         /// The version that was latest before.
         previous_version: String,
-        /// The new version.
-        key: Key,
+        /// The new version (boxed: it dwarfs the other events).
+        key: Box<Key>,
     },
     /// The Rotate action was due but the rotation failed.
     RotationFailed {
@@ -190,7 +190,7 @@ impl Vaults {
                     Ok(key) => LifetimeEvent::Rotated {
                         vault: k.vault_name,
                         previous_version: k.latest_version,
-                        key,
+                        key: Box::new(key),
                     },
                     Err(error) => LifetimeEvent::RotationFailed {
                         vault: k.vault_name,
