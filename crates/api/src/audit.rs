@@ -93,9 +93,13 @@ impl Expected<'_> {
 }
 
 impl AuditSink {
-    /// Starts the writer thread over `log`. It ends when every sink is dropped, after
-    /// writing what was queued; the handle completes then.
-    pub fn spawn(log: Arc<AuditLog>) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
+    /// Starts the writer thread over `log`. Committed batches go on to `committed` (the
+    /// detector), when given. It ends when every sink is dropped, after writing what was
+    /// queued; the handle completes then.
+    pub fn spawn(
+        log: Arc<AuditLog>,
+        committed: Option<mpsc::Sender<Vec<AuditEvent>>>,
+    ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Pending>();
         let in_progress = Arc::new(AtomicUsize::new(0));
         let counted = in_progress.clone();
@@ -103,7 +107,7 @@ impl AuditSink {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                write_batches(&log, &rx, &counted);
+                write_batches(&log, &rx, &counted, committed.as_ref());
                 let _ = finished.send(());
             })?;
         let handle = tokio::spawn(async move {
@@ -120,7 +124,12 @@ impl AuditSink {
 }
 
 /// The writer loop: collect a batch, commit it, acknowledge it; until every sender is gone.
-fn write_batches(log: &AuditLog, rx: &mpsc::Receiver<Pending>, in_progress: &AtomicUsize) {
+fn write_batches(
+    log: &AuditLog,
+    rx: &mpsc::Receiver<Pending>,
+    in_progress: &AtomicUsize,
+    committed: Option<&mpsc::Sender<Vec<AuditEvent>>>,
+) {
     let mut events = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -138,8 +147,18 @@ fn write_batches(log: &AuditLog, rx: &mpsc::Receiver<Pending>, in_progress: &Ato
                 next = rx.recv_timeout(left).ok();
             }
         }
-        if let Err(e) = log.append(&events) {
-            tracing::error!(error = %e, lost = events.len(), "audit events could not be written");
+        match log.append(&events) {
+            Ok(()) => {
+                if let Some(next) = committed {
+                    let _ = next.send(std::mem::replace(
+                        &mut events,
+                        Vec::with_capacity(MAX_BATCH),
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, lost = events.len(), "audit events could not be written")
+            }
         }
         events.clear();
         for ack in acks.drain(..) {
@@ -191,7 +210,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let (sink, writer) = AuditSink::spawn(log.clone()).unwrap();
+        let (sink, writer) = AuditSink::spawn(log.clone(), None).unwrap();
         // More concurrent events than one batch holds, so batches split and wait.
         let total = 3 * MAX_BATCH + 7;
         let tasks: Vec<_> = (0..total)

@@ -1,5 +1,5 @@
-//! A small HTTPS client for the CLI and the integration tests: one request per
-//! connection, trusting only the instance CA. Names under `localhost` resolve to the
+//! A small HTTP client for the CLI, the integration tests and alert webhooks: one request
+//! per connection; HTTPS trusts only the instance CA. Names under `localhost` resolve to the
 //! loopback address (RFC 6761), so vault hosts need no `/etc/hosts` entries here.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,8 +20,8 @@ use tokio_rustls::TlsConnector;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not `https://host[:port]/…`.
-    #[error("unsupported URL '{0}'; expected https://host[:port]/path")]
+    /// The URL is not `https://host[:port]/…` or `http://host[:port]/…`.
+    #[error("unsupported URL '{0}'; expected https://host[:port]/path or http://host[:port]/path")]
     Url(String),
     /// The CA certificate could not be parsed.
     #[error("the CA certificate could not be parsed")]
@@ -95,9 +95,12 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        let (rest, tls, default_port) =
+            match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+                (Some(rest), _) => (rest, true, 443),
+                (None, Some(rest)) => (rest, false, 80),
+                (None, None) => return Err(ClientError::Url(url.to_owned())),
+            };
         let (authority, path) = rest
             .find('/')
             .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
@@ -107,7 +110,7 @@ impl Client {
                 p.parse::<u16>()
                     .map_err(|_| ClientError::Url(url.to_owned()))?,
             ),
-            None => (authority, 443),
+            None => (authority, default_port),
         };
         let host = host.to_ascii_lowercase();
         let connect_err = |e| ClientError::Connect(authority.to_owned(), e);
@@ -118,13 +121,14 @@ impl Client {
         }
         .map_err(connect_err)?;
         let _ = tcp.set_nodelay(true);
-        let name =
-            ServerName::try_from(host.clone()).map_err(|_| ClientError::Url(url.to_owned()))?;
-        let tls = self.tls.connect(name, tcp).await.map_err(connect_err)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = if tls {
+            let name =
+                ServerName::try_from(host.clone()).map_err(|_| ClientError::Url(url.to_owned()))?;
+            let stream = self.tls.connect(name, tcp).await.map_err(connect_err)?;
+            handshake(stream).await?
+        } else {
+            handshake(tcp).await?
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -144,4 +148,18 @@ impl Client {
             body,
         })
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven in the background.
+async fn handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }

@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::auth::{authenticate, require_admin};
 use crate::authorization;
 use crate::data_plane::vault_resource_id;
+use crate::detect::alert_json;
 use crate::error::ApiError;
 use crate::http::{
     empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
@@ -61,9 +62,10 @@ pub async fn handle(
         ["metrics"] if method == Method::GET => {
             // Unauthenticated, as Prometheus scrapes; counts and vault names only.
             ctx.operation = "Metrics";
-            let text = state
-                .metrics
-                .render(&state.throttle.saturation(std::time::Instant::now()));
+            let text = state.metrics.render(
+                &state.throttle.saturation(std::time::Instant::now()),
+                &state.audit_log.alert_counts()?,
+            );
             let mut resp = Resp::new(text.into());
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -942,6 +944,29 @@ async fn admin(
             let table =
                 result.map_err(|e| ApiError::bad_request("BadArgumentError", e.to_string()))?;
             Ok(json(StatusCode::OK, &query_json(&table)))
+        }
+        ("GET", ["alerts"]) => {
+            ctx.operation = "AlertList";
+            let limit = match param(query, "limit") {
+                None => 100,
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=10_000).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "BadParameter",
+                            format!("The limit '{l}' must be an integer from 1 to 10000."),
+                        )
+                    })?,
+            };
+            let items: Vec<Value> = state
+                .audit_log
+                .alerts(limit)?
+                .iter()
+                .map(alert_json)
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
         ("GET", ["audit", "verify"]) => {
             ctx.operation = "AuditVerify";

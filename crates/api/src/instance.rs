@@ -32,6 +32,8 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::audit::service_event;
+use crate::client::Client;
+use crate::detect;
 use crate::metrics::Metrics;
 use crate::scheduler::{scheduler_loop, Scheduler};
 use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
@@ -71,6 +73,9 @@ pub enum InstanceError {
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The alert webhook cannot be used.
+    #[error("alert webhook: {0}")]
+    Webhook(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstanceError + '_ {
@@ -95,6 +100,8 @@ pub struct Options {
     pub audit_retention: Option<Duration>,
     /// Per-vault throttling budgets.
     pub limits: ServiceLimits,
+    /// Where alerts are posted (`http://` or `https://` under the instance CA), if anywhere.
+    pub alert_webhook: Option<String>,
 }
 
 /// A started instance, listening but not yet serving.
@@ -340,8 +347,27 @@ impl Instance {
             &dir.join("audit.db"),
             Box::new(move |prev, event| chain_key.mac(&[prev, event])),
         )?);
-        let (audit, audit_writer) =
-            AuditSink::spawn(audit_log.clone()).map_err(io_err(&dir.join("audit.db")))?;
+        let webhook = match &opts.alert_webhook {
+            Some(url) => {
+                let ca = fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(InstanceError::Webhook(format!(
+                        "'{url}' is not an http:// or https:// URL"
+                    )));
+                }
+                let client = Client::new(&ca).map_err(|e| InstanceError::Webhook(e.to_string()))?;
+                Some((url.clone(), client))
+            }
+            None => None,
+        };
+        let detector = detect::spawn(
+            audit_log.clone(),
+            webhook,
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(io_err(&dir.join("audit.db")))?;
+        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone(), Some(detector))
+            .map_err(io_err(&dir.join("audit.db")))?;
         let settings = Settings {
             port,
             subscription,

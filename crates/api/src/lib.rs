@@ -15,6 +15,7 @@ mod authorization;
 pub mod client;
 mod control;
 mod data_plane;
+mod detect;
 mod error;
 mod http;
 pub mod instance;

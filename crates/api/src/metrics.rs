@@ -1,6 +1,7 @@
 //! Azure Key Vault's metrics for Prometheus: `ServiceApiHit` by operation,
 //! `ServiceApiLatency` (a histogram), `ServiceApiResult` by status, `Availability` and
-//! `SaturationShoebox` per vault. Only data-plane requests (those that named a vault) count.
+//! `SaturationShoebox` per vault; and `Alerts` raised per detection rule. Only data-plane
+//! requests (those that named a vault) count in the request metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -42,8 +43,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with `saturation` (percent per vault) from the
-    /// throttle.
-    pub fn render(&self, saturation: &[(String, f64)]) -> String {
+    /// throttle and the number of `alerts` per detection rule.
+    pub fn render(&self, saturation: &[(String, f64)], alerts: &[(String, u64)]) -> String {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let mut keys: Vec<&(String, &'static str)> = stats.keys().collect();
         keys.sort();
@@ -104,6 +105,12 @@ impl Metrics {
         for (vault, percent) in saturation {
             let _ = writeln!(out, "SaturationShoebox{{vault=\"{vault}\"}} {percent}");
         }
+        out.push_str(
+            "# HELP Alerts Alerts raised by each detection rule.\n# TYPE Alerts counter\n",
+        );
+        for (rule, count) in alerts {
+            let _ = writeln!(out, "Alerts{{rule=\"{rule}\"}} {count}");
+        }
         out
     }
 }
@@ -118,7 +125,7 @@ mod tests {
         m.record("KV1", "SecretGet", 200, Duration::from_micros(700));
         m.record("kv1", "SecretGet", 429, Duration::from_millis(30));
         m.record("kv1", "SecretGet", 500, Duration::from_secs(3));
-        let text = m.render(&[("kv1".into(), 42.5)]);
+        let text = m.render(&[("kv1".into(), 42.5)], &[("KeyPurge".into(), 2)]);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         has("ServiceApiHit{vault=\"kv1\",operation=\"SecretGet\"} 3");
         has("ServiceApiLatency_bucket{vault=\"kv1\",operation=\"SecretGet\",le=\"0.001\"} 1");
@@ -127,5 +134,6 @@ mod tests {
         has("ServiceApiResult{vault=\"kv1\",operation=\"SecretGet\",status=\"429\"} 1");
         has("Availability{vault=\"kv1\"} 66.66666666666667");
         has("SaturationShoebox{vault=\"kv1\"} 42.5");
+        has("Alerts{rule=\"KeyPurge\"} 2");
     }
 }

@@ -38,6 +38,7 @@ impl TestServer {
             purge_interval: Duration::from_secs(3600),
             audit_retention: None,
             limits: Default::default(),
+            alert_webhook: None,
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

@@ -1346,12 +1346,26 @@ pub enum MonitorCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Alerts raised by the built-in detection rules.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Run a Kusto (KQL) query over the audit and sign-in logs (`AzureDiagnostics`,
     /// `AADManagedIdentitySignInLogs`, `AADServicePrincipalSignInLogs`,
     /// `AADNonInteractiveUserSignInLogs`). Prints a table, or rows as JSON with `-o json`.
     Query {
         /// The query text.
         query: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AlertCommand {
+    /// List alerts, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -1415,6 +1429,14 @@ async fn monitor(
     let command = match command {
         MonitorCommand::Query { query } => {
             return monitor_query(conn, &query, chosen.unwrap_or(Format::Table)).await
+        }
+        MonitorCommand::Alert {
+            command: AlertCommand::List { limit },
+        } => {
+            let alerts = conn
+                .admin(Method::GET, &format!("/alerts?limit={limit}"), None)
+                .await?;
+            return print(&list(alerts), format);
         }
         MonitorCommand::Audit { command } => command,
     };

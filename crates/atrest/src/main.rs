@@ -63,6 +63,10 @@ struct ServerArgs {
     /// The throttling window (Azure's is 10 seconds).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     throttle_window: Duration,
+    /// POST each alert a detection rule raises, as JSON, to this URL (http://, or https://
+    /// with a certificate from the instance CA).
+    #[arg(long)]
+    alert_webhook: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -125,6 +129,7 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
             ..Default::default()
         }
         .with_overrides(&args.throttle_limits)?,
+        alert_webhook: args.alert_webhook,
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     tracing::info!(

@@ -60,6 +60,27 @@ pub struct AuditEvent {
     pub client_info: String,
 }
 
+/// An alert a detection rule raised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alert {
+    /// Assigned on insert (0 before).
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The rule's name.
+    pub rule: String,
+    /// `High`, `Medium` or `Low`.
+    pub severity: String,
+    /// The caller's app id, when the rule is about one.
+    pub caller: Option<String>,
+    /// The vault or object concerned.
+    pub resource: Option<String>,
+    /// What happened.
+    pub description: String,
+    /// The correlation id of the event that raised it.
+    pub correlation_id: String,
+}
+
 /// Hash of the chain's start, before any event.
 const GENESIS: [u8; 32] = [0; 32];
 
@@ -381,6 +402,52 @@ impl AuditLog {
         )?;
         tx.commit()?;
         Ok(deleted as u64)
+    }
+
+    /// Stores an alert; returns its id.
+    pub fn add_alert(&self, a: &Alert) -> Result<i64, StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.conn.execute(
+            "INSERT INTO alerts (time_ms, rule, severity, caller, resource, description, correlation_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.time_ms, a.rule, a.severity, a.caller, a.resource, a.description, a.correlation_id],
+        )?;
+        Ok(writer.conn.last_insert_rowid())
+    }
+
+    /// The newest alerts first, at most `limit`.
+    pub fn alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, time_ms, rule, severity, caller, resource, description, correlation_id \
+             FROM alerts ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(Alert {
+                    id: r.get(0)?,
+                    time_ms: r.get(1)?,
+                    rule: r.get(2)?,
+                    severity: r.get(3)?,
+                    caller: r.get(4)?,
+                    resource: r.get(5)?,
+                    description: r.get(6)?,
+                    correlation_id: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// How many alerts each rule has raised.
+    pub fn alert_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt =
+            conn.prepare_cached("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY rule")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Events with a sequence number above `after`, oldest first, at most `limit`.

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
-pub use audit::{AuditEvent, AuditFilter, AuditLog, ChainLink, Verification};
+pub use audit::{Alert, AuditEvent, AuditFilter, AuditLog, ChainLink, Verification};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use roles::RoleAssignmentRow;

@@ -130,6 +130,18 @@ CREATE TABLE audit_anchor (
     hash BLOB NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE alerts (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms        INTEGER NOT NULL,
+    rule           TEXT NOT NULL,
+    severity       TEXT NOT NULL,
+    caller         TEXT,
+    resource       TEXT,
+    description    TEXT NOT NULL,
+    correlation_id TEXT NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.

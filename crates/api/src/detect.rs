@@ -1,0 +1,302 @@
+//! Built-in detection rules, evaluated over committed audit events as they are written:
+//! purges, access changes, bursts of refusals, mass secret reads, and a caller using a key
+//! for the first time. Each alert is stored, counted in `/metrics`, and posted to the
+//! configured webhook.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use atrest_store::{Alert, AuditEvent, AuditLog};
+use serde_json::json;
+
+use crate::client::Client;
+
+/// Refusals from one caller within [`WINDOW_MS`] that make a burst.
+pub const FORBIDDEN_BURST: usize = 10;
+/// Successful secret reads by one caller within [`WINDOW_MS`] that count as mass reading.
+pub const MASS_SECRET_READS: usize = 50;
+/// The sliding window of the rate rules.
+pub const WINDOW_MS: i64 = 60_000;
+
+const KEY_USES: [&str; 6] = [
+    "KeyEncrypt",
+    "KeyDecrypt",
+    "KeyWrap",
+    "KeyUnwrap",
+    "KeySign",
+    "KeyVerify",
+];
+
+/// The rules' memory: recent events per caller, and who has used which key.
+#[derive(Debug, Default)]
+pub(crate) struct Detector {
+    refusals: HashMap<String, VecDeque<i64>>,
+    secret_reads: HashMap<String, VecDeque<i64>>,
+    key_users: HashSet<(String, String)>,
+}
+
+/// Pushes `t` and reports whether the caller reached `threshold` events within the window;
+/// the window restarts after a hit, so one burst raises one alert.
+fn rate_hit(times: &mut VecDeque<i64>, t: i64, threshold: usize) -> bool {
+    times.push_back(t);
+    while times.front().is_some_and(|first| t - first > WINDOW_MS) {
+        times.pop_front();
+    }
+    let hit = times.len() >= threshold;
+    if hit {
+        times.clear();
+    }
+    hit
+}
+
+fn caller_of(e: &AuditEvent) -> String {
+    e.app_id
+        .clone()
+        .or_else(|| e.object_id.clone())
+        .unwrap_or_else(|| e.caller_ip.clone())
+}
+
+/// `https://vault/keys/NAME/VERSION` → `https://vault/keys/NAME`.
+fn key_of(id: &str) -> String {
+    let parts: Vec<&str> = id.splitn(7, '/').collect();
+    parts[..parts.len().min(5)].join("/")
+}
+
+impl Detector {
+    /// Remembers key users from past events without raising alerts.
+    pub(crate) fn learn(&mut self, e: &AuditEvent) {
+        if KEY_USES.contains(&e.operation.as_str()) && e.status < 300 {
+            if let Some(id) = &e.target_id {
+                self.key_users.insert((caller_of(e), key_of(id)));
+            }
+        }
+    }
+
+    /// The alerts one committed event raises.
+    pub(crate) fn observe(&mut self, e: &AuditEvent) -> Vec<Alert> {
+        let ok = (200..300).contains(&e.status);
+        let caller = caller_of(e);
+        let alert = |rule: &str, severity: &str, description: String| Alert {
+            time_ms: e.time_ms,
+            rule: rule.to_owned(),
+            severity: severity.to_owned(),
+            caller: Some(caller.clone()),
+            resource: e.target_id.clone().or_else(|| e.resource.clone()),
+            description,
+            correlation_id: e.correlation_id.clone(),
+            ..Alert::default()
+        };
+        let mut out = Vec::new();
+        let op = e.operation.as_str();
+        if ok && matches!(op, "SecretPurge" | "KeyPurge") {
+            out.push(alert(
+                "PurgeOfKeyOrSecret",
+                "High",
+                format!(
+                    "{op} by {caller} permanently destroyed {}.",
+                    e.target_id.as_deref().unwrap_or("an object")
+                ),
+            ));
+        }
+        if ok
+            && matches!(
+                op,
+                "RoleAssignmentWrite" | "RoleAssignmentDelete" | "VaultAccessPolicyUpdate"
+            )
+        {
+            out.push(alert(
+                "AccessChange",
+                "Medium",
+                format!(
+                    "{op} by {caller} on {}.",
+                    e.resource.as_deref().unwrap_or("-")
+                ),
+            ));
+        }
+        if e.status == 403 {
+            let times = self.refusals.entry(caller.clone()).or_default();
+            if rate_hit(times, e.time_ms, FORBIDDEN_BURST) {
+                out.push(alert(
+                    "ForbiddenBurst",
+                    "Medium",
+                    format!(
+                        "{caller} was refused {FORBIDDEN_BURST} times within {} seconds.",
+                        WINDOW_MS / 1000
+                    ),
+                ));
+            }
+        }
+        if ok && op == "SecretGet" {
+            let times = self.secret_reads.entry(caller.clone()).or_default();
+            if rate_hit(times, e.time_ms, MASS_SECRET_READS) {
+                out.push(alert(
+                    "MassSecretRead",
+                    "High",
+                    format!(
+                        "{caller} read {MASS_SECRET_READS} secrets within {} seconds.",
+                        WINDOW_MS / 1000
+                    ),
+                ));
+            }
+        }
+        if ok && KEY_USES.contains(&op) {
+            if let Some(id) = &e.target_id {
+                let key = key_of(id);
+                if self.key_users.insert((caller.clone(), key.clone())) {
+                    out.push(alert(
+                        "NewCallerOnKey",
+                        "Low",
+                        format!("{caller} used key {key} ({op}) for the first time."),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Starts the detector thread: it learns key users from the existing log, then evaluates
+/// every batch the audit writer commits. Returns where to send committed batches.
+pub(crate) fn spawn(
+    log: Arc<AuditLog>,
+    webhook: Option<(String, Client)>,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<mpsc::Sender<Vec<AuditEvent>>> {
+    let (tx, rx) = mpsc::channel::<Vec<AuditEvent>>();
+    std::thread::Builder::new()
+        .name("detector".into())
+        .spawn(move || {
+            let mut detector = Detector::default();
+            let mut after = 0;
+            while let Ok(page) = log.export(after, 10_000) {
+                page.iter().for_each(|e| detector.learn(e));
+                match page.last() {
+                    Some(last) => after = last.seq,
+                    None => break,
+                }
+            }
+            for batch in rx {
+                for alert in batch.iter().flat_map(|e| detector.observe(e)) {
+                    tracing::warn!(rule = %alert.rule, severity = %alert.severity, "{}", alert.description);
+                    let id = match log.add_alert(&alert) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot store an alert");
+                            continue;
+                        }
+                    };
+                    if let Some((url, client)) = webhook.clone() {
+                        let body = alert_json(&Alert { id, ..alert }).to_string();
+                        runtime.spawn(async move {
+                            let sent = client
+                                .send(hyper::Method::POST, &url, &[("content-type", "application/json")], body.into_bytes())
+                                .await;
+                            match sent {
+                                Ok(r) if r.status < 300 => {}
+                                Ok(r) => tracing::warn!(status = r.status, "alert webhook refused the alert"),
+                                Err(e) => tracing::warn!(error = %e, "alert webhook unreachable"),
+                            }
+                        });
+                    }
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// An alert as the API, the CLI and webhooks show it.
+pub(crate) fn alert_json(a: &Alert) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(a.time_ms.max(0) as u64)).to_string(),
+        "rule": a.rule,
+        "severity": a.severity,
+        "caller": a.caller,
+        "resource": a.resource,
+        "description": a.description,
+        "correlationId": a.correlation_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(t: i64, op: &str, status: u16, app: &str, id: &str) -> AuditEvent {
+        AuditEvent {
+            time_ms: t,
+            operation: op.into(),
+            status,
+            app_id: Some(app.into()),
+            target_id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+
+    fn rules(d: &mut Detector, e: &AuditEvent) -> Vec<String> {
+        d.observe(e).into_iter().map(|a| a.rule).collect()
+    }
+
+    #[test]
+    fn each_rule_fires_once_per_occurrence() {
+        let mut d = Detector::default();
+        let key = "https://kv.vault.localhost:1/keys/k";
+        assert_eq!(
+            rules(&mut d, &event(0, "KeyPurge", 204, "a", key)),
+            ["PurgeOfKeyOrSecret"]
+        );
+        assert!(
+            rules(&mut d, &event(0, "KeyPurge", 403, "a", key)).is_empty(),
+            "a refused purge"
+        );
+        assert_eq!(
+            rules(&mut d, &event(0, "RoleAssignmentWrite", 201, "a", "")),
+            ["AccessChange"]
+        );
+        assert_eq!(
+            rules(
+                &mut d,
+                &event(0, "KeyUnwrap", 200, "a", &format!("{key}/v1"))
+            ),
+            ["NewCallerOnKey"]
+        );
+        assert!(
+            rules(&mut d, &event(1, "KeyWrap", 200, "a", &format!("{key}/v2"))).is_empty(),
+            "same key, other version"
+        );
+        assert_eq!(
+            rules(&mut d, &event(1, "KeyWrap", 200, "b", key)),
+            ["NewCallerOnKey"]
+        );
+
+        let refusals: Vec<Vec<String>> = (0..FORBIDDEN_BURST as i64 * 2)
+            .map(|i| rules(&mut d, &event(i * 100, "SecretGet", 403, "c", "x")))
+            .collect();
+        assert_eq!(refusals.iter().filter(|r| !r.is_empty()).count(), 2);
+        assert!(refusals[FORBIDDEN_BURST - 1] == ["ForbiddenBurst"]);
+        // Spread over more than the window, refusals never burst.
+        let slow = (0..FORBIDDEN_BURST as i64 * 2)
+            .map(|i| {
+                rules(
+                    &mut d,
+                    &event(1_000_000 + i * 10_000, "SecretGet", 403, "e", "x"),
+                )
+            })
+            .filter(|r| !r.is_empty())
+            .count();
+        assert_eq!(slow, 0);
+        let reads = (0..MASS_SECRET_READS as i64)
+            .filter(|i| !rules(&mut d, &event(*i, "SecretGet", 200, "d", "x")).is_empty())
+            .count();
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn learned_users_are_not_new() {
+        let mut d = Detector::default();
+        let id = "https://kv.vault.localhost:1/keys/k/v1";
+        d.learn(&event(0, "KeySign", 200, "a", id));
+        assert!(rules(&mut d, &event(1, "KeySign", 200, "a", id)).is_empty());
+    }
+}
