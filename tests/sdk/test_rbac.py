@@ -188,8 +188,21 @@ def test_vault_management_needs_control_plane_roles(server):
     assert "Microsoft.KeyVault/vaults/write" in r.json()["error"]["message"]
     assert server.cli("keyvault", "show", "--name", name, check=False).returncode != 0, "nothing was created"
 
+    # Lists show only the vaults the caller may read.
+    def listed():
+        r = requests.get(f"{server.env['ATREST_ENDPOINT']}/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults",
+                         params={"api-version": "2023-07-01"}, verify=server.env["ATREST_CA"],
+                         headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return {v["name"] for v in r.json()["value"]}
+
+    assert listed() == set()
+    assign(server, sp, "Reader", server.vault_scope("sdk-pp"))
+    assert listed() == {"sdk-pp"}
+
     # Reader may look, not change; Contributor may change, on everything in the group.
     assign(server, sp, "Reader", rg)
+    assert listed() >= {"sdk-main", "sdk-pp", "sdk-geo"}
     assert call("PUT", body).status_code == 403
     assign(server, sp, "Contributor", rg)
     assert call("PUT", body).status_code in (200, 201)

@@ -566,16 +566,16 @@ async fn management(
         {
             ctx.operation = "VaultList";
             let rg = scope.get(1).copied();
-            let list_scope = match rg {
-                Some(rg) => format!("{subscription}/resourceGroups/{rg}"),
-                None => subscription.clone(),
-            };
-            authorization::require(state, ctx, &list_scope, "Microsoft.KeyVault/vaults/read")?;
-            let items: Vec<Value> = vs
-                .list_vaults(sub, rg)?
-                .iter()
-                .map(|v| vault_json(state, v))
-                .collect();
+            // As ARM lists: the vaults the caller may read, wherever its role applies.
+            let caller = ctx.caller.as_ref().expect("authenticated before routing");
+            let object_ids = state.identity.object_ids_of(&caller.object_id)?;
+            let mut items = Vec::new();
+            for v in vs.list_vaults(sub, rg)? {
+                let id = vault_resource_id(&v);
+                if state.identity.allows_action(&object_ids, &id, "Microsoft.KeyVault/vaults/read")? {
+                    items.push(vault_json(state, &v));
+                }
+            }
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
         [prov_kw, p, deleted_kw]
