@@ -572,7 +572,11 @@ async fn management(
             let mut items = Vec::new();
             for v in vs.list_vaults(sub, rg)? {
                 let id = vault_resource_id(&v);
-                if state.identity.allows_action(&object_ids, &id, "Microsoft.KeyVault/vaults/read")? {
+                if state.identity.allows_action(
+                    &object_ids,
+                    &id,
+                    "Microsoft.KeyVault/vaults/read",
+                )? {
                     items.push(vault_json(state, &v));
                 }
             }

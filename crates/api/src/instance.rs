@@ -411,6 +411,9 @@ impl Instance {
 
     /// Serves until `shutdown` completes, then drains requests and the audit writer.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        if cfg!(feature = "unguarded-bench") {
+            tracing::error!("built with the unguarded-bench feature: requests are neither authorized nor audited; for benchmarks only");
+        }
         let purger = tokio::spawn(purge_loop(
             self.state.clone(),
             self.purge_interval,

@@ -22,15 +22,21 @@ struct OperationStats {
 /// Counters for every (vault, operation) seen.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    stats: Mutex<HashMap<(String, &'static str), OperationStats>>,
+    /// By vault name as stored (one spelling per vault), then operation.
+    stats: Mutex<HashMap<String, HashMap<&'static str, OperationStats>>>,
 }
 
 impl Metrics {
     /// Counts one finished data-plane request.
     pub fn record(&self, vault: &str, operation: &'static str, status: u16, took: Duration) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if !stats.contains_key(vault) {
+            stats.insert(vault.to_owned(), HashMap::new());
+        }
         let s = stats
-            .entry((vault.to_ascii_lowercase(), operation))
+            .get_mut(vault)
+            .expect("inserted above")
+            .entry(operation)
             .or_default();
         let secs = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS
@@ -45,21 +51,26 @@ impl Metrics {
     /// The Prometheus text exposition, with `saturation` (percent per vault) from the
     /// throttle and the number of `alerts` per detection rule.
     pub fn render(&self, saturation: &[(String, f64)], alerts: &[(String, u64)]) -> String {
-        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<&(String, &'static str)> = stats.keys().collect();
-        keys.sort();
+        let by_vault = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut flat: Vec<((&str, &str), &OperationStats)> = by_vault
+            .iter()
+            .flat_map(|(vault, ops)| ops.iter().map(move |(op, s)| ((vault.as_str(), *op), s)))
+            .collect();
+        flat.sort_by(|a, b| a.0.cmp(&b.0));
+        let stats: HashMap<(&str, &str), &OperationStats> = flat.iter().copied().collect();
+        let keys: Vec<(&str, &str)> = flat.iter().map(|(k, _)| *k).collect();
         let mut out = String::new();
         let label = |vault: &str, op: &str| format!("vault=\"{vault}\",operation=\"{op}\"");
 
         out.push_str("# HELP ServiceApiHit Number of total service API hits.\n# TYPE ServiceApiHit counter\n");
         for key in &keys {
-            let total: u64 = stats[*key].by_status.values().sum();
-            let _ = writeln!(out, "ServiceApiHit{{{}}} {total}", label(&key.0, key.1));
+            let total: u64 = stats[key].by_status.values().sum();
+            let _ = writeln!(out, "ServiceApiHit{{{}}} {total}", label(key.0, key.1));
         }
         out.push_str("# HELP ServiceApiLatency Overall latency of service API requests, in seconds.\n# TYPE ServiceApiLatency histogram\n");
         for key in &keys {
-            let s = &stats[*key];
-            let l = label(&key.0, key.1);
+            let s = &stats[key];
+            let l = label(key.0, key.1);
             let mut cumulative = 0;
             for (bound, count) in LATENCY_BUCKETS.iter().zip(s.buckets) {
                 cumulative += count;
@@ -78,19 +89,19 @@ impl Metrics {
         }
         out.push_str("# HELP ServiceApiResult Number of total service API results, by status code.\n# TYPE ServiceApiResult counter\n");
         for key in &keys {
-            for (status, count) in &stats[*key].by_status {
+            for (status, count) in &stats[key].by_status {
                 let _ = writeln!(
                     out,
                     "ServiceApiResult{{{},status=\"{status}\"}} {count}",
-                    label(&key.0, key.1)
+                    label(key.0, key.1)
                 );
             }
         }
         out.push_str("# HELP Availability Percent of vault requests the service did not fail (5xx).\n# TYPE Availability gauge\n");
         let mut per_vault: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for key in &keys {
-            let entry = per_vault.entry(&key.0).or_default();
-            for (status, count) in &stats[*key].by_status {
+            let entry = per_vault.entry(key.0).or_default();
+            for (status, count) in &stats[key].by_status {
                 entry.0 += count;
                 if *status >= 500 {
                     entry.1 += count;
@@ -122,7 +133,7 @@ mod tests {
     #[test]
     fn counts_render_as_prometheus_text() {
         let m = Metrics::default();
-        m.record("KV1", "SecretGet", 200, Duration::from_micros(700));
+        m.record("kv1", "SecretGet", 200, Duration::from_micros(700));
         m.record("kv1", "SecretGet", 429, Duration::from_millis(30));
         m.record("kv1", "SecretGet", 500, Duration::from_secs(3));
         let text = m.render(&[("kv1".into(), 42.5)], &[("KeyPurge".into(), 2)]);

