@@ -951,19 +951,7 @@ async fn admin(
         }
         ("GET", ["alerts"]) => {
             ctx.operation = "AlertList";
-            let limit = match param(query, "limit") {
-                None => 100,
-                Some(l) => l
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=10_000).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "BadParameter",
-                            format!("The limit '{l}' must be an integer from 1 to 10000."),
-                        )
-                    })?,
-            };
+            let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let items: Vec<Value> = state
                 .audit_log
                 .alerts(limit)?
@@ -982,40 +970,15 @@ async fn admin(
         }
         ("GET", ["audit", "export"]) => {
             ctx.operation = "AuditExport";
-            let number = |name: &str, default: i64, max: i64| match param(query, name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (0..=max).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "BadParameter",
-                            format!("The {name} '{v}' must be an integer from 0 to {max}."),
-                        )
-                    }),
-            };
-            let after = number("after", 0, i64::MAX)?;
-            let limit = number("limit", 1000, 10_000)?.max(1) as usize;
+            let after = integer_param(query, "after", 0, 0, i64::MAX)?;
+            let limit = integer_param(query, "limit", 1000, 1, 10_000)? as usize;
             let events = state.audit_log.export(after, limit)?;
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
         ("GET", ["audit"]) => {
             ctx.operation = "AuditList";
-            let limit = match param(query, "limit") {
-                None => 100,
-                Some(l) => l
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=10_000).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "BadParameter",
-                            format!("The limit '{l}' must be an integer from 1 to 10000."),
-                        )
-                    })?,
-            };
+            let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let since_ms = match param(query, "since") {
                 None => None,
                 Some(s) => Some(
@@ -1094,6 +1057,29 @@ fn query_json(t: &atrest_query::Table) -> Value {
         })
         .collect();
     json!({ "tables": [{ "name": "PrimaryResult", "columns": columns, "rows": rows }] })
+}
+
+/// The integer query parameter `name`, `default` when absent, refused outside `min..=max`.
+fn integer_param(
+    query: &[(String, String)],
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match param(query, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "BadParameter",
+                    format!("The {name} '{v}' must be an integer from {min} to {max}."),
+                )
+            }),
+    }
 }
 
 fn verification_json(v: &Verification) -> Value {
