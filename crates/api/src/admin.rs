@@ -1,0 +1,507 @@
+//! atrest's own administration under `/atrest/…` (administrators only): service
+//! principals, managed identities, users and groups, the audit log (list, verify, export),
+//! log queries, alerts and the scheduler's clock.
+
+use std::sync::Arc;
+
+use atrest_core::rotation::Period;
+use atrest_identity::NewServicePrincipal;
+use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, Verification};
+use hyper::body::Incoming;
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::detect::alert_json;
+use crate::error::ApiError;
+use crate::http::{empty, json, param, parse_json, read_body, rfc3339, Resp};
+use crate::logs::LogTables;
+use crate::scheduler;
+use crate::server::{AppState, Ctx};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewPrincipalDto {
+    display_name: String,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewUserDto {
+    display_name: String,
+    user_principal_name: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewGroupDto {
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberDto {
+    member_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewIdentityDto {
+    name: String,
+    resource_group: Option<String>,
+}
+
+fn principal_json(p: &PrincipalRow, tenant: &str) -> Value {
+    json!({
+        "appId": p.app_id,
+        "objectId": p.object_id,
+        "displayName": p.display_name,
+        "type": p.kind.as_str(),
+        "userPrincipalName": p.user_principal_name,
+        "isAdmin": p.is_admin,
+        "resourceId": p.resource_id,
+        "tenantId": tenant,
+    })
+}
+
+/// `az ad sp create-for-rbac`'s output shape.
+fn credential_json(sp: &NewServicePrincipal, tenant: &str) -> Value {
+    json!({
+        "appId": sp.principal.app_id,
+        "displayName": sp.principal.display_name,
+        "password": sp.password,
+        "tenant": tenant,
+    })
+}
+
+/// An event in the shape of Azure Monitor's Key Vault `AuditEvent` records.
+fn audit_json(e: &AuditEvent) -> Value {
+    let api_version = Some(crate::logs::api_version(&e.request_uri)).filter(|v| !v.is_empty());
+    json!({
+        "seq": e.seq,
+        "category": "AuditEvent",
+        "resourceId": e.resource.as_deref().filter(|r| r.starts_with('/')).map(str::to_ascii_uppercase),
+        "operationVersion": api_version,
+        "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms.max(0) as u64)).to_string(),
+        "operationName": e.operation,
+        "resultType": e.result_type,
+        "resultSignature": e.result_signature,
+        "resultDescription": e.result_description,
+        "durationMs": e.duration_ms,
+        "callerIpAddress": e.caller_ip,
+        "correlationId": e.correlation_id,
+        "identity": { "claim": {
+            "appid": e.app_id, "oid": e.object_id, "tid": e.tenant_id,
+            "idtyp": e.identity_type, "xms_mirid": e.mi_resource_id,
+        }},
+        "resource": e.resource,
+        "properties": {
+            "id": e.target_id,
+            "httpMethod": e.http_method,
+            "requestUri": e.request_uri,
+            "httpStatusCode": e.status,
+            "clientInfo": e.client_info,
+        },
+    })
+}
+
+fn list_principals(state: &AppState, kind: PrincipalKind) -> Result<Resp, ApiError> {
+    let tenant = state.identity.tenant();
+    let items: Vec<Value> = state
+        .identity
+        .list_principals(kind)?
+        .iter()
+        .map(|p| principal_json(p, tenant))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({ "value": items })))
+}
+
+/// The principal of `kind` named by `id`: its client id, object id, or a user's sign-in
+/// name.
+fn principal_of_kind(
+    state: &AppState,
+    kind: PrincipalKind,
+    id: &str,
+) -> Result<PrincipalRow, ApiError> {
+    let found = match state.identity.principal_by_app_id(id)? {
+        Some(p) => Some(p),
+        None => state.identity.find_principal(id)?,
+    };
+    found.filter(|p| p.kind == kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The {} '{id}' does not exist.", kind.as_str()),
+        )
+    })
+}
+
+/// Deletes the principal of `kind` named by `id`; nobody deletes themselves.
+fn delete_principal(
+    state: &AppState,
+    ctx: &mut Ctx,
+    kind: PrincipalKind,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    ctx.target_id = Some(id.to_owned());
+    let p = principal_of_kind(state, kind, id)?;
+    if ctx
+        .caller
+        .as_ref()
+        .is_some_and(|c| c.object_id == p.object_id)
+    {
+        return Err(ApiError::bad_request(
+            "BadRequest",
+            "A principal cannot delete itself.",
+        ));
+    }
+    state.identity.delete_principal(&p.object_id)?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `/atrest/…`: principals, identities and the audit log; administrators only.
+pub(crate) async fn admin(
+    state: &Arc<AppState>,
+    ctx: &mut Ctx,
+    method: &Method,
+    segments: &[&str],
+    query: &[(String, String)],
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let id = &state.identity;
+    let tenant = id.tenant();
+    let now = ctx.now;
+    let not_found = |what: &str, name: &str| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The {what} '{name}' does not exist."),
+        )
+    };
+    match (method.as_str(), segments) {
+        ("POST", ["servicePrincipals"]) => {
+            ctx.operation = "ServicePrincipalCreate";
+            let dto: NewPrincipalDto = parse_json(&read_body(body).await?)?;
+            if dto.display_name.trim().is_empty() || dto.display_name.len() > 120 {
+                return Err(ApiError::bad_request(
+                    "BadRequest",
+                    "The displayName must be 1-120 characters.",
+                ));
+            }
+            let sp = id.create_service_principal(&dto.display_name, dto.is_admin, now)?;
+            ctx.target_id = Some(sp.principal.app_id.clone());
+            Ok(json(StatusCode::CREATED, &credential_json(&sp, tenant)))
+        }
+        ("GET", ["servicePrincipals"]) => {
+            ctx.operation = "ServicePrincipalList";
+            list_principals(state, PrincipalKind::ServicePrincipal)
+        }
+        ("DELETE", ["servicePrincipals", app_id]) => {
+            ctx.operation = "ServicePrincipalDelete";
+            delete_principal(state, ctx, PrincipalKind::ServicePrincipal, app_id)
+        }
+        ("POST", ["servicePrincipals", app_id, "credentials", "reset"]) => {
+            ctx.operation = "ServicePrincipalCredentialReset";
+            ctx.target_id = Some(app_id.to_string());
+            let sp = id
+                .reset_credential(app_id)?
+                .ok_or_else(|| not_found("service principal", app_id))?;
+            Ok(json(StatusCode::OK, &credential_json(&sp, tenant)))
+        }
+        ("POST", ["identities"]) => {
+            ctx.operation = "ManagedIdentityCreate";
+            let dto: NewIdentityDto = parse_json(&read_body(body).await?)?;
+            atrest_core::names::check_resource_group_name(&dto.name).map_err(|e| {
+                ApiError::bad_request("BadRequest", format!("Invalid identity name: {e}"))
+            })?;
+            let rg = dto
+                .resource_group
+                .as_deref()
+                .unwrap_or(&state.settings.resource_group);
+            atrest_core::names::check_resource_group_name(rg)
+                .map_err(|e| ApiError::bad_request("BadRequest", e.to_string()))?;
+            let resource_id = format!(
+                "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                state.settings.subscription, dto.name
+            );
+            if id.managed_identity(&resource_id)?.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("The identity '{resource_id}' already exists."),
+                ));
+            }
+            let mi = id.create_managed_identity(&dto.name, &resource_id, now)?;
+            ctx.target_id = Some(resource_id);
+            let mut out = principal_json(&mi.principal, tenant);
+            out["identityHeader"] = Value::from(mi.identity_header);
+            Ok(json(StatusCode::CREATED, &out))
+        }
+        ("GET", ["identities"]) => {
+            ctx.operation = "ManagedIdentityList";
+            list_principals(state, PrincipalKind::ManagedIdentity)
+        }
+        ("DELETE", ["identities", client_id]) => {
+            ctx.operation = "ManagedIdentityDelete";
+            delete_principal(state, ctx, PrincipalKind::ManagedIdentity, client_id)
+        }
+        ("POST", ["users"]) => {
+            ctx.operation = "UserCreate";
+            let dto: NewUserDto = parse_json(&read_body(body).await?)?;
+            let password = Zeroizing::new(dto.password);
+            let user =
+                id.create_user(&dto.display_name, &dto.user_principal_name, &password, now)?;
+            ctx.target_id = Some(user.object_id.clone());
+            Ok(json(StatusCode::CREATED, &principal_json(&user, tenant)))
+        }
+        ("GET", ["users"]) => {
+            ctx.operation = "UserList";
+            list_principals(state, PrincipalKind::User)
+        }
+        ("DELETE", ["users", user]) => {
+            ctx.operation = "UserDelete";
+            delete_principal(state, ctx, PrincipalKind::User, user)
+        }
+        ("POST", ["groups"]) => {
+            ctx.operation = "GroupCreate";
+            let dto: NewGroupDto = parse_json(&read_body(body).await?)?;
+            let group = id.create_group(&dto.display_name, now)?;
+            ctx.target_id = Some(group.object_id.clone());
+            Ok(json(StatusCode::CREATED, &principal_json(&group, tenant)))
+        }
+        ("GET", ["groups"]) => {
+            ctx.operation = "GroupList";
+            list_principals(state, PrincipalKind::Group)
+        }
+        ("DELETE", ["groups", group]) => {
+            ctx.operation = "GroupDelete";
+            delete_principal(state, ctx, PrincipalKind::Group, group)
+        }
+        ("GET", ["groups", group, "members"]) => {
+            ctx.operation = "GroupMemberList";
+            ctx.target_id = Some(group.to_string());
+            let items: Vec<Value> = id
+                .group_members(group)?
+                .iter()
+                .map(|p| principal_json(p, tenant))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("POST", ["groups", group, "members"]) => {
+            ctx.operation = "GroupMemberAdd";
+            ctx.target_id = Some(group.to_string());
+            let dto: MemberDto = parse_json(&read_body(body).await?)?;
+            let added = id.add_group_member(group, &dto.member_id)?;
+            Ok(empty(if added {
+                StatusCode::CREATED
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        ("DELETE", ["groups", group, "members", member]) => {
+            ctx.operation = "GroupMemberRemove";
+            ctx.target_id = Some(group.to_string());
+            if !id.remove_group_member(group, member)? {
+                return Err(not_found("member", member));
+            }
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("POST", ["query"]) => {
+            ctx.operation = "LogQuery";
+            let dto: QueryDto = parse_json(&read_body(body).await?)?;
+            let state = state.clone();
+            let now_ms = crate::server::unix_now().1;
+            let result = tokio::task::spawn_blocking(move || {
+                let tables = LogTables::load(&state)?;
+                Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
+            let table =
+                result.map_err(|e| ApiError::bad_request("BadArgumentError", e.to_string()))?;
+            Ok(json(StatusCode::OK, &query_json(&table)))
+        }
+        ("GET", ["alerts"]) => {
+            ctx.operation = "AlertList";
+            let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
+            let items: Vec<Value> = state
+                .audit_log
+                .alerts(limit)?
+                .iter()
+                .map(alert_json)
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("GET", ["audit", "verify"]) => {
+            ctx.operation = "AuditVerify";
+            let log = state.audit_log.clone();
+            let verification = tokio::task::spawn_blocking(move || log.verify())
+                .await
+                .map_err(|e| ApiError::internal(&e))??;
+            Ok(json(StatusCode::OK, &verification_json(&verification)))
+        }
+        ("GET", ["audit", "export"]) => {
+            ctx.operation = "AuditExport";
+            let after = integer_param(query, "after", 0, 0, i64::MAX)?;
+            let limit = integer_param(query, "limit", 1000, 1, 10_000)? as usize;
+            let events = state.audit_log.export(after, limit)?;
+            let items: Vec<Value> = events.iter().map(audit_json).collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("GET", ["audit"]) => {
+            ctx.operation = "AuditList";
+            let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
+            let since_ms = match param(query, "since") {
+                None => None,
+                Some(s) => Some(
+                    humantime::parse_rfc3339_weak(s)
+                        .map_err(|_| {
+                            ApiError::bad_request(
+                                "BadParameter",
+                                format!("The time '{s}' is not an RFC 3339 time."),
+                            )
+                        })?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                ),
+            };
+            let filter = AuditFilter {
+                since_ms,
+                operation: param(query, "operation").map(str::to_owned),
+                limit,
+            };
+            let events = state.audit_log.list(&filter)?;
+            let items: Vec<Value> = events.iter().map(audit_json).collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
+        ("GET", ["clock"]) => {
+            ctx.operation = "SchedulerClockGet";
+            Ok(json(StatusCode::OK, &clock_json(state, &[])))
+        }
+        ("POST", ["clock", "advance"]) => {
+            ctx.operation = "SchedulerClockAdvance";
+            let dto: AdvanceDto = parse_json(&read_body(body).await?)?;
+            let by = Period::parse(&dto.by)
+                .map_err(|e| ApiError::bad_request("BadParameter", format!("Invalid 'by': {e}")))?;
+            if by.seconds() == 0 {
+                return Err(ApiError::bad_request(
+                    "BadParameter",
+                    "The clock moves forward only; 'by' must be longer than zero.",
+                ));
+            }
+            let events = scheduler::advance(state, by).await?;
+            Ok(json(StatusCode::OK, &clock_json(state, &events)))
+        }
+        _ => Err(ApiError::no_route(
+            method,
+            &format!("/atrest/{}", segments.join("/")),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryDto {
+    query: String,
+}
+
+/// A result in the Log Analytics query API's shape.
+fn query_json(t: &atrest_query::Table) -> Value {
+    let columns: Vec<Value> = t
+        .columns
+        .iter()
+        .zip(t.column_types())
+        .map(|(name, ty)| json!({ "name": name, "type": ty }))
+        .collect();
+    let rows: Vec<Value> = t
+        .rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| match v {
+                    atrest_query::Value::Null => Value::Null,
+                    atrest_query::Value::Bool(b) => Value::from(*b),
+                    atrest_query::Value::Long(n) => Value::from(*n),
+                    atrest_query::Value::Real(x) => Value::from(*x),
+                    other => Value::from(other.to_text()),
+                })
+                .collect()
+        })
+        .collect();
+    json!({ "tables": [{ "name": "PrimaryResult", "columns": columns, "rows": rows }] })
+}
+
+/// The integer query parameter `name`, `default` when absent, refused outside `min..=max`.
+fn integer_param(
+    query: &[(String, String)],
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match param(query, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "BadParameter",
+                    format!("The {name} '{v}' must be an integer from {min} to {max}."),
+                )
+            }),
+    }
+}
+
+fn verification_json(v: &Verification) -> Value {
+    let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match v {
+        Verification::Intact {
+            events,
+            first_seq,
+            head,
+        } => json!({
+            "verified": true,
+            "events": events,
+            "firstSeq": first_seq,
+            "headSeq": head.0,
+            "headHash": hex(&head.1),
+        }),
+        Verification::Broken {
+            seq,
+            operation,
+            time_ms,
+            reason,
+            verified,
+        } => json!({
+            "verified": false,
+            "verifiedBefore": verified,
+            "firstBadEvent": {
+                "seq": seq,
+                "operationName": operation,
+                "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis((*time_ms).max(0) as u64)).to_string(),
+                "reason": reason,
+            },
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceDto {
+    by: String,
+}
+
+/// The scheduler's clock, and the audit events of the pass an advance ran.
+fn clock_json(state: &AppState, events: &[AuditEvent]) -> Value {
+    json!({
+        "now": rfc3339(state.scheduler.now()),
+        "offsetSeconds": state.scheduler.offset(),
+        "actions": events.iter().map(audit_json).collect::<Vec<_>>(),
+    })
+}
