@@ -181,3 +181,23 @@ def test_audit_admin_api_refuses_bad_input(server):
     for path in ("verify", "export"):
         r = requests.get(f"{base}/atrest/audit/{path}", verify=ca, headers={"Authorization": f"Bearer {other}"})
         assert r.status_code == 403, r.text
+
+
+def test_deleting_the_newest_events_is_caught_by_the_checkpoint(workdir):
+    srv = Server(workdir / "truncated").start()
+    srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
+    vault_client(srv, "sdk-short").set_secret("kept", "v")
+    assert srv.stop() == 0, srv.log()  # a clean stop records the log's head
+    db = sqlite3.connect(srv.data_dir / "audit.db")
+    newest = db.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    db.execute("DELETE FROM audit_events WHERE seq > ?", (newest - 2,))
+    db.commit()
+    db.close()
+    srv.start()
+    try:
+        done = srv.cli("monitor", "audit", "verify", check=False)
+        assert done.returncode != 0, "a shortened log went unnoticed"
+        bad = json.loads(done.stdout)["firstBadEvent"]
+        assert bad["seq"] == newest and "checkpoint" in bad["reason"], bad
+    finally:
+        assert srv.stop() == 0, srv.log()

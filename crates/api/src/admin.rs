@@ -339,7 +339,8 @@ pub(crate) async fn admin(
         ("GET", ["audit", "verify"]) => {
             ctx.operation = "AuditVerify";
             let log = state.audit_log.clone();
-            let verification = tokio::task::spawn_blocking(move || log.verify())
+            let checkpoint = crate::audit::checkpoint(state)?;
+            let verification = tokio::task::spawn_blocking(move || log.verify(checkpoint))
                 .await
                 .map_err(|e| ApiError::internal(&e))??;
             Ok(json(StatusCode::OK, &verification_json(&verification)))

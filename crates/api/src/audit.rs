@@ -37,6 +37,47 @@ pub fn result_of(status: hyper::StatusCode) -> (String, String) {
     )
 }
 
+/// Where the audit log's head is recorded, outside the audit database.
+const CHECKPOINT: &str = "audit_checkpoint";
+
+/// Records the audit log's head (sequence number and hash) in the state database. The
+/// checkpoint only moves forward along the chain: if the log no longer holds the
+/// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
+/// checkpoint stays as evidence for `verify`.
+pub fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
+    let (seq, hash) = state.audit_log.head();
+    if seq == 0 {
+        return Ok(());
+    }
+    if let Some((old_seq, old_hash)) = checkpoint(state)? {
+        if old_seq > seq
+            || state
+                .audit_log
+                .hash_at(old_seq)?
+                .is_some_and(|h| h != old_hash)
+        {
+            tracing::error!(
+                checkpoint = old_seq,
+                head = seq,
+                "the audit log does not extend its checkpoint; run `atrest monitor audit verify`"
+            );
+            return Ok(());
+        }
+    }
+    let value = [&seq.to_be_bytes()[..], &hash].concat();
+    state.store.write(|tx| tx.meta_put(CHECKPOINT, &value))
+}
+
+/// The last recorded head, if any.
+pub fn checkpoint(state: &AppState) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
+    let stored = state.store.read(|tx| tx.meta_get(CHECKPOINT))?;
+    Ok(stored.and_then(|v| {
+        let seq = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+        let hash: [u8; 32] = v.get(8..)?.try_into().ok()?;
+        Some((seq, hash))
+    }))
+}
+
 /// An event for work the server does on its own (scheduled rotation, retention),
 /// attributed to the service in this tenant and to `client`.
 pub fn service_event(
@@ -245,7 +286,7 @@ mod tests {
         };
         assert_eq!(log.list(&all).unwrap().len(), total);
         assert!(
-            matches!(log.verify().unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
+            matches!(log.verify(None).unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
             "concurrent batches form one unbroken chain"
         );
         let _ = std::fs::remove_dir_all(&dir);

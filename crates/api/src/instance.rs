@@ -377,6 +377,7 @@ impl Instance {
             identity,
             vaults,
             audit_log,
+            store: store.clone(),
             audit,
             settings,
             request_ids: RequestIds::new(),
@@ -426,6 +427,9 @@ impl Instance {
         // Aborted tasks release their state once they have stopped.
         let _ = purger.await;
         let _ = scheduler.await;
+        if let Err(e) = crate::audit::save_checkpoint(&self.state) {
+            tracing::error!(error = %e, "cannot record the audit checkpoint");
+        }
         // The audit writer ends once every sink (held by the state) is gone.
         drop(self.state);
         if tokio::time::timeout(Duration::from_secs(5), self.audit_writer)
@@ -463,11 +467,19 @@ fn grant_bootstrap_roles(
 }
 
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
-/// events past their retention (itself recorded as an `AuditRetention` event).
+/// events past their retention (itself recorded as an `AuditRetention` event); records the
+/// audit log's head in the state database, so that `verify` notices deleted newest events.
 async fn purge_loop(state: Arc<AppState>, every: Duration, audit_retention: Option<Duration>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        let checkpoint = state.clone();
+        match tokio::task::spawn_blocking(move || crate::audit::save_checkpoint(&checkpoint)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the audit checkpoint"),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint panicked"),
+        }
         if let Some(keep) = audit_retention {
             let cutoff = unix_now().1 - keep.as_millis() as i64;
             let log = state.audit_log.clone();

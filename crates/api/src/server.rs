@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atrest_identity::{Caller, Identity};
-use atrest_store::{AuditEvent, AuditLog};
+use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
@@ -55,6 +55,8 @@ pub struct AppState {
     pub vaults: Vaults,
     /// The audit log, for listing.
     pub audit_log: Arc<AuditLog>,
+    /// The state database, for instance metadata (the audit checkpoint).
+    pub store: Arc<Store>,
     /// Where audit events go.
     pub audit: AuditSink,
     /// Instance settings.

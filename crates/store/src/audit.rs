@@ -323,8 +323,26 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The stored hash of event `seq`, if the log holds it.
+    pub fn hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(conn
+            .query_row("SELECT hash FROM audit_events WHERE seq = ?1", [seq], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?
+            .and_then(hash_column))
+    }
+
+    /// The newest event's sequence number and hash (0 and the genesis hash before any).
+    pub fn head(&self) -> (i64, [u8; 32]) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).head
+    }
+
     /// Walks the chain from the anchor to the newest event and reports the first break.
-    pub fn verify(&self) -> Result<Verification, StoreError> {
+    /// `checkpoint`, a head recorded earlier outside this database, also catches the newest
+    /// events being deleted, which the chain alone cannot show.
+    pub fn verify(&self, checkpoint: Option<(i64, [u8; 32])>) -> Result<Verification, StoreError> {
         let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         // One read transaction: a consistent snapshot while the writer goes on appending.
         let tx = conn.transaction()?;
@@ -352,6 +370,8 @@ impl AuditLog {
                 Some("its previous-hash does not match the event before it".to_owned())
             } else if stored != Some((self.link)(&prev, &canonical(&e))) {
                 Some("its content does not match its hash (edited, or moved)".to_owned())
+            } else if checkpoint.is_some_and(|(seq, hash)| seq == e.seq && stored != Some(hash)) {
+                Some("its hash differs from the recorded checkpoint".to_owned())
             } else {
                 None
             };
@@ -367,6 +387,17 @@ impl AuditLog {
             prev = stored.expect("checked above");
             expected += 1;
             verified += 1;
+        }
+        if let Some((seq, _)) = checkpoint.filter(|(seq, _)| *seq >= expected) {
+            return Ok(Verification::Broken {
+                seq,
+                operation: String::new(),
+                time_ms: 0,
+                reason: format!(
+                    "events {expected} to {seq} were recorded (checkpoint) but are gone from the log"
+                ),
+                verified,
+            });
         }
         Ok(Verification::Intact {
             events: verified,
@@ -526,7 +557,7 @@ mod tests {
     }
 
     fn broken_at(log: &AuditLog) -> (i64, String) {
-        match log.verify().unwrap() {
+        match log.verify(None).unwrap() {
             Verification::Broken { seq, reason, .. } => (seq, reason),
             intact => panic!("tampering went unnoticed: {intact:?}"),
         }
@@ -539,7 +570,7 @@ mod tests {
     #[test]
     fn an_untouched_chain_verifies_and_survives_a_restart() {
         let (log, path) = log_with(10);
-        let Verification::Intact { events, head, .. } = log.verify().unwrap() else {
+        let Verification::Intact { events, head, .. } = log.verify(None).unwrap() else {
             panic!("intact chain reported broken");
         };
         assert_eq!((events, head.0), (10, 10));
@@ -547,7 +578,7 @@ mod tests {
         let log = AuditLog::open(&path, toy_link()).unwrap();
         log.append(&[event(11)]).unwrap();
         assert!(matches!(
-            log.verify().unwrap(),
+            log.verify(None).unwrap(),
             Verification::Intact { events: 11, .. }
         ));
     }
@@ -588,7 +619,7 @@ mod tests {
         assert_eq!(log.prune(4500).unwrap(), 4);
         let Verification::Intact {
             events, first_seq, ..
-        } = log.verify().unwrap()
+        } = log.verify(None).unwrap()
         else {
             panic!("pruned chain reported broken");
         };
@@ -598,6 +629,32 @@ mod tests {
         // Deleting the oldest remaining event is not retention: the anchor does not match.
         tamper(&path, "DELETE FROM audit_events WHERE seq = 5");
         assert_eq!(broken_at(&log).0, 6);
+    }
+
+    #[test]
+    fn a_checkpoint_catches_deleted_newest_events() {
+        let (log, path) = log_with(10);
+        let checkpoint = log.head();
+        assert_eq!(checkpoint.0, 10);
+        assert!(matches!(
+            log.verify(Some(checkpoint)).unwrap(),
+            Verification::Intact { .. }
+        ));
+        tamper(&path, "DELETE FROM audit_events WHERE seq > 8");
+        assert!(
+            matches!(
+                log.verify(None).unwrap(),
+                Verification::Intact { events: 8, .. }
+            ),
+            "the chain alone cannot see a shortened tail"
+        );
+        match log.verify(Some(checkpoint)).unwrap() {
+            Verification::Broken { seq, reason, .. } => {
+                assert_eq!(seq, 10);
+                assert!(reason.contains("events 9 to 10"), "{reason}");
+            }
+            intact => panic!("truncation went unnoticed: {intact:?}"),
+        }
     }
 
     #[test]
@@ -611,7 +668,7 @@ mod tests {
         let log = AuditLog::open(&path, toy_link()).unwrap();
         log.append(&[event(5)]).unwrap();
         assert!(matches!(
-            log.verify().unwrap(),
+            log.verify(None).unwrap(),
             Verification::Intact { events: 5, .. }
         ));
     }
