@@ -85,14 +85,18 @@ class Server:
             return done
         return json.loads(done.stdout) if done.stdout.strip() else None
 
+    def credential(self, app_id=None, password=None):
+        """A client-secret credential for this server (its administrator by default)."""
+        return ClientSecretCredential("adfs", app_id or self.env["AZURE_CLIENT_ID"],
+                                      password or self.env["AZURE_CLIENT_SECRET"],
+                                      authority=self.env["AZURE_AUTHORITY_HOST"],
+                                      connection_verify=self.env["ATREST_CA"])
+
     def new_principal(self, prefix):
         """A new service principal (its objectId included) and a credential for it."""
         sp = self.cli("ad", "sp", "create-for-rbac", "--name", f"{prefix}-{uuid.uuid4().hex[:10]}")
-        credential = ClientSecretCredential("adfs", sp["appId"], sp["password"],
-                                            authority=self.env["AZURE_AUTHORITY_HOST"],
-                                            connection_verify=self.env["ATREST_CA"])
         listed = [p for p in self.cli("ad", "sp", "list") if p["appId"] == sp["appId"]]
-        return {**sp, "objectId": listed[0]["objectId"]}, credential
+        return {**sp, "objectId": listed[0]["objectId"]}, self.credential(sp["appId"], sp["password"])
 
     def log(self):
         return self.log_path.read_text()

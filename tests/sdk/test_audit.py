@@ -10,7 +10,6 @@ import uuid
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError
-from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
 from conftest import Server
@@ -18,11 +17,7 @@ from conftest import Server
 
 def vault_client(srv, vault, credential=None):
     """A client of `srv`, which may not be the server whose environment this process has."""
-    ca = srv.env["ATREST_CA"]
-    credential = credential or ClientSecretCredential(
-        "adfs", srv.env["AZURE_CLIENT_ID"], srv.env["AZURE_CLIENT_SECRET"], authority=srv.env["AZURE_AUTHORITY_HOST"],
-        connection_verify=ca)
-    return SecretClient(srv.vault_url(vault), credential, connection_verify=ca)
+    return SecretClient(srv.vault_url(vault), credential or srv.credential(), connection_verify=srv.env["ATREST_CA"])
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +42,7 @@ def test_every_request_is_recorded_and_exported_in_azure_shape(server):
     with pytest.raises(HttpResponseError):
         client.get_secret("no-such-secret", headers={"x-ms-client-request-id": ids["missing"]})
     sp = server.cli("ad", "sp", "create-for-rbac", "--name", "audit-denied")
-    stranger = vault_client(server, "sdk-main", ClientSecretCredential(
-        "adfs", sp["appId"], sp["password"], authority=server.env["AZURE_AUTHORITY_HOST"]))
+    stranger = vault_client(server, "sdk-main", server.credential(sp["appId"], sp["password"]))
     ids["denied"] = str(uuid.uuid4())
     with pytest.raises(HttpResponseError):
         stranger.get_secret("exported", headers={"x-ms-client-request-id": ids["denied"]})

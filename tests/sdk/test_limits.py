@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
@@ -28,8 +27,7 @@ def limited(workdir):
 
 def clients(srv):
     ca = srv.env["ATREST_CA"]
-    credential = ClientSecretCredential("adfs", srv.env["AZURE_CLIENT_ID"], srv.env["AZURE_CLIENT_SECRET"],
-                                        authority=srv.env["AZURE_AUTHORITY_HOST"], connection_verify=ca)
+    credential = srv.credential()
     return (SecretClient(srv.vault_url(VAULT), credential, connection_verify=ca),
             KeyClient(srv.vault_url(VAULT), credential, connection_verify=ca), credential)
 

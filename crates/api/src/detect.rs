@@ -186,13 +186,8 @@ pub(crate) fn spawn(
         .name("detector".into())
         .spawn(move || {
             let mut detector = Detector::default();
-            let mut after = 0;
-            while let Ok(page) = log.export(after, 10_000) {
-                page.iter().for_each(|e| detector.learn(e));
-                match page.last() {
-                    Some(last) => after = last.seq,
-                    None => break,
-                }
+            if let Err(e) = log.scan(|e| detector.learn(&e)) {
+                tracing::error!(error = %e, "cannot read the audit log; every key user is new");
             }
             while let Ok(first) = rx.recv() {
                 // Gather what arrives in the next moment too: under load this wakes the

@@ -10,9 +10,6 @@ use atrest_store::{AuditEvent, PrincipalKind, StoreError};
 
 use crate::server::AppState;
 
-/// Events read per page when loading the log.
-const PAGE: usize = 10_000;
-
 /// A snapshot of the audit log and the directory, served as tables.
 pub(crate) struct LogTables {
     events: Vec<AuditEvent>,
@@ -25,15 +22,7 @@ impl LogTables {
     /// Reads every audit event and principal.
     pub(crate) fn load(state: &AppState) -> Result<Self, StoreError> {
         let mut events = Vec::new();
-        loop {
-            let after = events.last().map_or(0, |e: &AuditEvent| e.seq);
-            let page = state.audit_log.export(after, PAGE)?;
-            let done = page.len() < PAGE;
-            events.extend(page);
-            if done {
-                break;
-            }
-        }
+        state.audit_log.scan(|e| events.push(e))?;
         let mut principals = HashMap::new();
         for kind in [
             PrincipalKind::ServicePrincipal,

@@ -46,6 +46,45 @@ pub enum DiskError {
     Cipher(#[from] XtsError),
 }
 
+/// The part of one unit a request covers.
+struct Piece {
+    unit: u64,
+    /// Where the piece starts within the unit.
+    offset_in_unit: usize,
+    /// Where it starts within the request.
+    start: usize,
+    len: usize,
+}
+
+impl Piece {
+    fn within(&self) -> std::ops::Range<usize> {
+        self.offset_in_unit..self.offset_in_unit + self.len
+    }
+
+    fn request(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+/// Splits the request `offset`, `len` at unit boundaries.
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = Piece> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        (start < len).then(|| {
+            let pos = offset + start as u64;
+            let offset_in_unit = (pos % UNIT as u64) as usize;
+            let piece = Piece {
+                unit: pos / UNIT as u64,
+                offset_in_unit,
+                start,
+                len: (UNIT - offset_in_unit).min(len - start),
+            };
+            start += piece.len;
+            piece
+        })
+    })
+}
+
 /// One disk's encrypted block file.
 pub struct EncryptedFile {
     file: File,
@@ -131,15 +170,9 @@ impl EncryptedFile {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.check(offset, buf.len())?;
         let mut unit_buf = vec![0u8; UNIT];
-        let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let unit = pos / UNIT as u64;
-            let within = (pos % UNIT as u64) as usize;
-            let n = (UNIT - within).min(buf.len() - done);
-            self.read_unit(unit, &mut unit_buf)?;
-            buf[done..done + n].copy_from_slice(&unit_buf[within..within + n]);
-            done += n;
+        for piece in pieces(offset, buf.len()) {
+            self.read_unit(piece.unit, &mut unit_buf)?;
+            buf[piece.request()].copy_from_slice(&unit_buf[piece.within()]);
         }
         Ok(())
     }
@@ -148,18 +181,12 @@ impl EncryptedFile {
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
         self.check(offset, data.len())?;
         let mut unit_buf = vec![0u8; UNIT];
-        let mut done = 0;
-        while done < data.len() {
-            let pos = offset + done as u64;
-            let unit = pos / UNIT as u64;
-            let within = (pos % UNIT as u64) as usize;
-            let n = (UNIT - within).min(data.len() - done);
-            if n < UNIT {
-                self.read_unit(unit, &mut unit_buf)?;
+        for piece in pieces(offset, data.len()) {
+            if piece.len < UNIT {
+                self.read_unit(piece.unit, &mut unit_buf)?;
             }
-            unit_buf[within..within + n].copy_from_slice(&data[done..done + n]);
-            self.write_unit(unit, &mut unit_buf)?;
-            done += n;
+            unit_buf[piece.within()].copy_from_slice(&data[piece.request()]);
+            self.write_unit(piece.unit, &mut unit_buf)?;
         }
         Ok(())
     }
@@ -168,11 +195,8 @@ impl EncryptedFile {
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.check(offset, len as usize)?;
         let zeros = vec![0u8; UNIT];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(UNIT as u64 - (offset + done) % UNIT as u64);
-            self.write(offset + done, &zeros[..n as usize])?;
-            done += n;
+        for piece in pieces(offset, len as usize) {
+            self.write(offset + piece.start as u64, &zeros[..piece.len])?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@ use atrest_crypto::hash_password;
 use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
 use thiserror::Error;
 
-use crate::{new_uuid, Identity, Memberships};
+use crate::principals::new_principal;
+use crate::{Identity, Memberships};
 
 /// A refused directory change.
 #[derive(Debug, Error)]
@@ -104,17 +105,10 @@ impl Identity {
         check_display_name(display_name)?;
         check_upn(user_principal_name)?;
         check_password(password)?;
-        let object_id = new_uuid();
         let user = PrincipalRow {
-            app_id: object_id.clone(),
-            object_id,
-            display_name: display_name.to_owned(),
-            kind: PrincipalKind::User,
             secret_hash: Some(hash_password(password)),
-            is_admin: false,
-            resource_id: None,
             user_principal_name: Some(user_principal_name.to_owned()),
-            created: now,
+            ..new_principal(PrincipalKind::User, display_name, now)
         };
         self.store.write(|tx| {
             if tx.principal_by_upn(user_principal_name)?.is_some() {
@@ -133,18 +127,7 @@ impl Identity {
         now: i64,
     ) -> Result<PrincipalRow, DirectoryError> {
         check_display_name(display_name)?;
-        let object_id = new_uuid();
-        let group = PrincipalRow {
-            app_id: object_id.clone(),
-            object_id,
-            display_name: display_name.to_owned(),
-            kind: PrincipalKind::Group,
-            secret_hash: None,
-            is_admin: false,
-            resource_id: None,
-            user_principal_name: None,
-            created: now,
-        };
+        let group = new_principal(PrincipalKind::Group, display_name, now);
         self.store.write(|tx| tx.insert_principal(&group))?;
         Ok(group)
     }
@@ -196,7 +179,7 @@ impl Identity {
         let added = self
             .store
             .write(|tx| tx.add_group_member(&group.object_id, &member.object_id));
-        self.forget_memberships();
+        self.memberships.forget();
         Ok(added?)
     }
 
@@ -210,7 +193,7 @@ impl Identity {
         let removed = self
             .store
             .write(|tx| tx.remove_group_member(&group.object_id, &member.object_id));
-        self.forget_memberships();
+        self.memberships.forget();
         Ok(removed?)
     }
 
@@ -250,22 +233,8 @@ impl Identity {
     }
 
     fn memberships(&self) -> Result<Arc<Memberships>, StoreError> {
-        if let Some(cached) = self
-            .memberships
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Ok(cached.clone());
-        }
-        let all = Arc::new(self.store.read(|tx| tx.group_memberships())?);
-        *self.memberships.write().unwrap_or_else(|p| p.into_inner()) = Some(all.clone());
-        Ok(all)
-    }
-
-    /// Drops the in-memory memberships after a change.
-    pub(crate) fn forget_memberships(&self) {
-        *self.memberships.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.memberships
+            .get(|| self.store.read(|tx| tx.group_memberships()))
     }
 }
 

@@ -12,6 +12,7 @@
 mod directory;
 mod principals;
 mod roles;
+mod snapshot;
 mod tokens;
 
 pub use directory::DirectoryError;
@@ -22,10 +23,12 @@ pub use tokens::{
 };
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use atrest_crypto::TokenSigner;
 use atrest_store::Store;
+
+use crate::snapshot::Snapshot;
 
 /// Every group membership, as (group object id, member object id) pairs.
 type Memberships = Vec<(String, String)>;
@@ -48,10 +51,10 @@ pub struct Identity {
     management_audiences: Vec<String>,
     token_lifetime: i64,
     verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
-    /// Role assignments as last read; `None` after a change.
-    role_assignments: RwLock<Option<Arc<Vec<RoleAssignment>>>>,
-    /// Group memberships as last read; `None` after a change.
-    memberships: RwLock<Option<Arc<Memberships>>>,
+    /// Role assignments as last read.
+    role_assignments: Snapshot<Vec<RoleAssignment>>,
+    /// Group memberships as last read.
+    memberships: Snapshot<Memberships>,
 }
 
 impl Identity {
@@ -84,8 +87,8 @@ impl Identity {
             ],
             token_lifetime: TOKEN_LIFETIME_SECS,
             verified: Mutex::new(HashMap::new()),
-            role_assignments: RwLock::new(None),
-            memberships: RwLock::new(None),
+            role_assignments: Snapshot::default(),
+            memberships: Snapshot::default(),
         }
     }
 

@@ -54,6 +54,27 @@ pub fn new_uuid() -> String {
     )
 }
 
+/// A new principal of `kind` with fresh ids and no credential, resource or sign-in name.
+/// Users and groups have no application of their own: their app id is their object id.
+pub(crate) fn new_principal(kind: PrincipalKind, display_name: &str, now: i64) -> PrincipalRow {
+    let object_id = new_uuid();
+    let app_id = match kind {
+        PrincipalKind::User | PrincipalKind::Group => object_id.clone(),
+        PrincipalKind::ServicePrincipal | PrincipalKind::ManagedIdentity => new_uuid(),
+    };
+    PrincipalRow {
+        object_id,
+        app_id,
+        display_name: display_name.to_owned(),
+        kind,
+        secret_hash: None,
+        is_admin: false,
+        resource_id: None,
+        user_principal_name: None,
+        created: now,
+    }
+}
+
 impl Identity {
     /// Creates a service principal with a fresh client secret.
     pub fn create_service_principal(
@@ -64,15 +85,9 @@ impl Identity {
     ) -> Result<NewServicePrincipal, StoreError> {
         let password = random_secret();
         let principal = PrincipalRow {
-            object_id: new_uuid(),
-            app_id: new_uuid(),
-            display_name: display_name.to_owned(),
-            kind: PrincipalKind::ServicePrincipal,
             secret_hash: Some(sha256(password.as_bytes()).to_vec()),
             is_admin,
-            resource_id: None,
-            user_principal_name: None,
-            created: now,
+            ..new_principal(PrincipalKind::ServicePrincipal, display_name, now)
         };
         self.store.write(|tx| tx.insert_principal(&principal))?;
         Ok(NewServicePrincipal {
@@ -113,15 +128,9 @@ impl Identity {
     ) -> Result<NewManagedIdentity, StoreError> {
         let identity_header = random_secret();
         let principal = PrincipalRow {
-            object_id: new_uuid(),
-            app_id: new_uuid(),
-            display_name: display_name.to_owned(),
-            kind: PrincipalKind::ManagedIdentity,
             secret_hash: Some(sha256(identity_header.as_bytes()).to_vec()),
-            is_admin: false,
             resource_id: Some(resource_id.to_owned()),
-            user_principal_name: None,
-            created: now,
+            ..new_principal(PrincipalKind::ManagedIdentity, display_name, now)
         };
         self.store.write(|tx| tx.insert_principal(&principal))?;
         Ok(NewManagedIdentity {
@@ -161,8 +170,8 @@ impl Identity {
                 None => Ok(false),
             }
         });
-        self.forget_assignments();
-        self.forget_memberships();
+        self.role_assignments.forget();
+        self.memberships.forget();
         deleted
     }
 

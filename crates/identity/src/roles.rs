@@ -43,17 +43,10 @@ pub struct RoleAssignment {
 
 impl Identity {
     fn assignments(&self) -> Result<Arc<Vec<RoleAssignment>>, StoreError> {
-        if let Some(cached) = self
-            .role_assignments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Ok(cached.clone());
-        }
-        let rows = self.store.read(|tx| tx.role_assignments())?;
-        let resolved: Arc<Vec<RoleAssignment>> = Arc::new(
-            rows.into_iter()
+        self.role_assignments.get(|| {
+            let rows = self.store.read(|tx| tx.role_assignments())?;
+            Ok(rows
+                .into_iter()
                 .filter_map(|(row, principal_kind)| {
                     find_role(&row.role_id).map(|role| RoleAssignment {
                         row,
@@ -61,21 +54,8 @@ impl Identity {
                         principal_kind,
                     })
                 })
-                .collect(),
-        );
-        *self
-            .role_assignments
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(resolved.clone());
-        Ok(resolved)
-    }
-
-    /// Drops the in-memory copy after a change.
-    pub(crate) fn forget_assignments(&self) {
-        *self
-            .role_assignments
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+                .collect())
+        })
     }
 
     /// Assigns `role` (id, resource id or name) to the principal with object id
@@ -112,7 +92,7 @@ impl Identity {
             tx.insert_role_assignment(&row)?;
             Ok(principal.kind)
         });
-        self.forget_assignments();
+        self.role_assignments.forget();
         Ok(RoleAssignment {
             row,
             role,
@@ -151,7 +131,7 @@ impl Identity {
         let found = self.role_assignment(id)?;
         if found.is_some() {
             let deleted = self.store.write(|tx| tx.delete_role_assignment(id));
-            self.forget_assignments();
+            self.role_assignments.forget();
             deleted?;
         }
         Ok(found)

@@ -481,6 +481,24 @@ impl AuditLog {
         Ok(rows)
     }
 
+    /// Calls `f` with every event, oldest first, reading a page at a time so other readers
+    /// get their turn.
+    pub fn scan(&self, mut f: impl FnMut(AuditEvent)) -> Result<(), StoreError> {
+        const PAGE: usize = 10_000;
+        let mut after = 0;
+        loop {
+            let page = self.export(after, PAGE)?;
+            let done = page.len() < PAGE;
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            page.into_iter().for_each(&mut f);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
     /// Events with a sequence number above `after`, oldest first, at most `limit`.
     pub fn export(&self, after: i64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());

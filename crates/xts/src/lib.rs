@@ -36,6 +36,33 @@ pub enum XtsError {
     Library,
 }
 
+/// `EVP_EncryptInit_ex` and `EVP_DecryptInit_ex` share this signature.
+type InitFn = unsafe extern "C" fn(
+    *mut ffi::EVP_CIPHER_CTX,
+    *const ffi::EVP_CIPHER,
+    *mut ffi::ENGINE,
+    *const u8,
+    *const u8,
+) -> std::os::raw::c_int;
+
+/// `EVP_EncryptUpdate` and `EVP_DecryptUpdate` share this signature.
+type UpdateFn = unsafe extern "C" fn(
+    *mut ffi::EVP_CIPHER_CTX,
+    *mut u8,
+    *mut std::os::raw::c_int,
+    *const u8,
+    std::os::raw::c_int,
+) -> std::os::raw::c_int;
+
+/// The EVP entry points of one direction.
+fn entry_points(encrypt: bool) -> (InitFn, UpdateFn) {
+    if encrypt {
+        (ffi::EVP_EncryptInit_ex, ffi::EVP_EncryptUpdate)
+    } else {
+        (ffi::EVP_DecryptInit_ex, ffi::EVP_DecryptUpdate)
+    }
+}
+
 /// One direction's cipher context, keyed once; the tweak is set per data unit.
 struct Context(*mut ffi::EVP_CIPHER_CTX);
 
@@ -58,16 +85,18 @@ impl Context {
             return Err(XtsError::Library);
         }
         let context = Context(ctx);
+        let (init, _) = entry_points(encrypt);
         // SAFETY: `ctx` is a live context; EVP_aes_256_xts returns a static cipher; `key`
         // points to KEY_LEN readable bytes, the cipher's key length; a null IV is allowed
         // at key setup.
         let ok = unsafe {
-            let cipher = ffi::EVP_aes_256_xts();
-            if encrypt {
-                ffi::EVP_EncryptInit_ex(ctx, cipher, ptr::null_mut(), key.as_ptr(), ptr::null())
-            } else {
-                ffi::EVP_DecryptInit_ex(ctx, cipher, ptr::null_mut(), key.as_ptr(), ptr::null())
-            }
+            init(
+                ctx,
+                ffi::EVP_aes_256_xts(),
+                ptr::null_mut(),
+                key.as_ptr(),
+                ptr::null(),
+            )
         };
         if ok != 1 {
             return Err(XtsError::Library);
@@ -82,43 +111,21 @@ impl Context {
         let mut tweak = [0u8; BLOCK];
         tweak[..8].copy_from_slice(&unit.to_le_bytes());
         let mut written = 0;
+        let (init, update) = entry_points(encrypt);
+        let len = data.len() as i32;
         // SAFETY: the context was keyed in `new`; a null cipher and key keep them and set
         // only the 16-byte tweak. `data` is valid for reads and writes of its length, and
         // AWS-LC's XTS permits in-place operation (input and output are the same buffer).
         // XTS output length equals input length, which `written` confirms.
         let ok = unsafe {
-            let ctx = self.0;
-            if encrypt {
-                ffi::EVP_EncryptInit_ex(
-                    ctx,
-                    ptr::null(),
-                    ptr::null_mut(),
-                    ptr::null(),
-                    tweak.as_ptr(),
-                ) == 1
-                    && ffi::EVP_EncryptUpdate(
-                        ctx,
-                        data.as_mut_ptr(),
-                        &mut written,
-                        data.as_ptr(),
-                        data.len() as i32,
-                    ) == 1
-            } else {
-                ffi::EVP_DecryptInit_ex(
-                    ctx,
-                    ptr::null(),
-                    ptr::null_mut(),
-                    ptr::null(),
-                    tweak.as_ptr(),
-                ) == 1
-                    && ffi::EVP_DecryptUpdate(
-                        ctx,
-                        data.as_mut_ptr(),
-                        &mut written,
-                        data.as_ptr(),
-                        data.len() as i32,
-                    ) == 1
-            }
+            init(
+                self.0,
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null(),
+                tweak.as_ptr(),
+            ) == 1
+                && update(self.0, data.as_mut_ptr(), &mut written, data.as_ptr(), len) == 1
         };
         if !ok || written as usize != data.len() {
             return Err(XtsError::Library);
