@@ -7,7 +7,6 @@ use std::sync::Arc;
 use atrest_core::rotation::Period;
 use atrest_identity::NewServicePrincipal;
 use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, Verification};
-use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::detect::alert_json;
 use crate::error::ApiError;
-use crate::http::{empty, json, param, parse_json, read_body, rfc3339, Resp};
+use crate::http::{Body, empty, json, param, parse_json, read_body, rfc3339, Resp};
 use crate::logs::LogTables;
 use crate::scheduler;
 use crate::server::{AppState, Ctx};
@@ -170,7 +169,7 @@ pub(crate) async fn admin(
     method: &Method,
     segments: &[&str],
     query: &[(String, String)],
-    body: Incoming,
+    body: Body,
 ) -> Result<Resp, ApiError> {
     let id = &state.identity;
     let tenant = id.tenant();

@@ -4,13 +4,12 @@
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
 use atrest_identity::{RoleAssignment, RoleError};
 use atrest_store::PrincipalKind;
-use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::http::{empty, json, parse_json, read_body, rfc3339, Resp};
+use crate::http::{Body, empty, json, parse_json, read_body, rfc3339, Resp};
 use crate::server::{AppState, Ctx};
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)
@@ -156,7 +155,7 @@ pub async fn handle(
     method: &Method,
     scope: &str,
     rest: &[&str],
-    body: Incoming,
+    body: Body,
 ) -> Result<Resp, ApiError> {
     let sub = state.settings.subscription.as_str();
     check_scope(scope)?;

@@ -10,7 +10,6 @@ use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken};
 use atrest_store::VaultRow;
 use atrest_vault::VaultRequest;
-use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +20,7 @@ use crate::authorization;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{
-    empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
+    Body,     empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
 };
 use crate::server::{AppState, Ctx};
 
@@ -34,7 +33,7 @@ fn seg(a: &str, b: &str) -> bool {
 pub async fn handle(
     state: &Arc<AppState>,
     ctx: &mut Ctx,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -201,7 +200,7 @@ fn oauth_bad_request(message: &str) -> ApiError {
     ))
 }
 
-async fn read_form(headers: &HeaderMap, body: Incoming) -> Result<Vec<(String, String)>, ApiError> {
+async fn read_form(headers: &HeaderMap, body: Body) -> Result<Vec<(String, String)>, ApiError> {
     let is_form = headers
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -440,7 +439,7 @@ async fn management(
     ctx: &mut Ctx,
     method: &Method,
     segments: &[&str],
-    body: Incoming,
+    body: Body,
 ) -> Result<Resp, ApiError> {
     let sub = *segments.first().unwrap_or(&"");
     if !sub.eq_ignore_ascii_case(&state.settings.subscription) {

@@ -13,7 +13,6 @@ use atrest_vault::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -21,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Resp};
+use crate::http::{Body, empty, form_pairs, json, param, parse_json, read_body, Resp};
 use crate::server::{AppState, Ctx};
 
 /// One data-plane operation, parsed from method and path.
@@ -362,7 +361,7 @@ pub async fn handle(
     state: &AppState,
     ctx: &mut Ctx,
     vault_name: &str,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let route = Route::parse(&parts.method, parts.uri.path());
@@ -684,7 +683,7 @@ async fn handle_key(
     vault: &VaultRow,
     route: KeyRoute<'_>,
     skip: Option<&str>,
-    body: Incoming,
+    body: Body,
 ) -> Result<Resp, ApiError> {
     let base = &plane.base;
     let vs = &state.vaults;

@@ -1,7 +1,7 @@
 //! Small HTTP helpers: bodies, JSON, query strings.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -11,6 +11,10 @@ use crate::error::ApiError;
 
 /// Every response body is a complete buffer.
 pub type Resp = Response<Full<Bytes>>;
+
+/// A request body: from the wire, or whole, for requests the server makes of itself (the
+/// disk service reaching a vault as a managed identity).
+pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// Largest request body accepted (a 25 KiB secret as JSON fits many times over).
 const MAX_BODY: usize = 1 << 20;
@@ -42,7 +46,7 @@ pub fn empty(status: StatusCode) -> Resp {
 }
 
 /// Reads the whole body, refusing bodies over [`MAX_BODY`].
-pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(

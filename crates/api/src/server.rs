@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use atrest_identity::{Caller, Identity};
 use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
@@ -20,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{result_of, AuditSink};
-use crate::http::Resp;
+use crate::http::{Body, Resp};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::throttle::Throttle;
@@ -157,7 +158,7 @@ pub(crate) fn unix_now() -> (i64, i64) {
 }
 
 /// The host a request addressed, without port, lower-cased.
-fn request_host(req: &Request<Incoming>) -> String {
+fn request_host(req: &Request<Body>) -> String {
     let raw = req
         .headers()
         .get(HOST)
@@ -172,7 +173,7 @@ fn request_host(req: &Request<Incoming>) -> String {
 }
 
 /// Serves one request and records its audit event before answering.
-async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
     let started = Instant::now();
     let audit = state.audit.expect();
     let (now, now_ms) = unix_now();
@@ -321,8 +322,9 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
+                let req = req.map(Either::Left);
                 async move { Ok::<_, std::convert::Infallible>(handle(state, peer, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

@@ -9,6 +9,7 @@
 pub mod access_policy;
 pub mod api_version;
 pub mod attributes;
+pub mod compute;
 pub mod limits;
 pub mod names;
 pub mod rbac;

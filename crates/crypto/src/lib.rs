@@ -22,7 +22,7 @@ pub use jwt::{JwtError, TokenSigner};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
 pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
-pub use random::{random_bytes, random_hex, random_secret, sha256, sha256_matches};
+pub use random::{random_bytes, random_hex, random_key, random_secret, sha256, sha256_matches};
 pub use tls::{generate_tls_identity, TlsIdentity};
 
 use thiserror::Error;

@@ -1,12 +1,20 @@
 //! Randomness and digests.
 
 use aws_lc_rs::{constant_time, digest, rand};
+use zeroize::Zeroizing;
 
 /// `n` bytes from AWS-LC's DRBG.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     rand::fill(&mut buf).expect("AWS-LC's DRBG does not fail once initialized");
     buf
+}
+
+/// A fresh random key of `N` bytes, wiped on drop.
+pub fn random_key<const N: usize>() -> Zeroizing<[u8; N]> {
+    let mut key = Zeroizing::new([0u8; N]);
+    rand::fill(key.as_mut()).expect("AWS-LC's DRBG does not fail once initialized");
+    key
 }
 
 /// `n` random bytes as lowercase hex (object versions, identifiers).

@@ -20,6 +20,7 @@
 mod audit;
 mod objects;
 mod principals;
+mod resources;
 mod roles;
 mod schema;
 mod vaults;
@@ -122,11 +123,22 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Copies every committed change into the main file and empties the write-ahead log,
+    /// so rows just deleted (zeroed in place by `secure_delete`) leave no older copy in the
+    /// log. A reader in the middle of a transaction can leave part of the log for later.
+    pub fn scrub(&self) -> Result<(), StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
 /// Opens the writing connection of a database, creating and migrating it if needed.
 fn open_connection(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA secure_delete=ON;",
     )?;
     schema::migrate(&mut conn, migrations)?;
     conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);

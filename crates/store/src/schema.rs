@@ -92,6 +92,20 @@ CREATE TABLE group_members (
     PRIMARY KEY (group_id, member_id)
 );
 "#,
+    r#"
+CREATE TABLE resources (
+    kind           TEXT NOT NULL,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    name           TEXT NOT NULL COLLATE NOCASE,
+    body           TEXT NOT NULL,
+    PRIMARY KEY (kind, resource_group, name)
+);
+CREATE TABLE platform_keys (
+    version INTEGER PRIMARY KEY,
+    sealed  BLOB NOT NULL,
+    created INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Migrations of the audit database.

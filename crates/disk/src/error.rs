@@ -1,0 +1,103 @@
+//! Why a compute operation was refused or failed.
+
+use atrest_core::compute::ComputeRuleError;
+use thiserror::Error;
+
+use crate::keys::KeyAccessError;
+
+/// A refused or failed compute operation. Each variant carries Azure's error code
+/// ([`ComputeError::code`]); the HTTP edge picks the status. Messages never contain key
+/// material.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ComputeError {
+    /// A parameter breaks a rule (`InvalidParameter`, 400).
+    #[error(transparent)]
+    Rule(#[from] ComputeRuleError),
+    /// A parameter is wrong in a way the rules of another resource decide (400).
+    #[error("{message}")]
+    Invalid {
+        /// Azure's error code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The resource does not exist (`ResourceNotFound`, 404).
+    #[error("The Resource 'Microsoft.Compute/{kind}/{name}' under resource group '{resource_group}' was not found.")]
+    NotFound {
+        /// `disks`, `diskEncryptionSets` or `virtualMachines`.
+        kind: &'static str,
+        /// Its resource group.
+        resource_group: String,
+        /// Its name.
+        name: String,
+    },
+    /// The resource's state forbids the operation (409).
+    #[error("{message}")]
+    Conflict {
+        /// Azure's error code.
+        code: &'static str,
+        /// What is in the way.
+        message: String,
+    },
+    /// The disk encryption set's identity cannot use its key (`KeyVaultAccessForbidden`, 400).
+    #[error("Unable to access key vault resource '{key_url}' to enable encryption at rest. Please grant get, wrap and unwrap key permissions to disk encryption set '{des}'. The vault answered: {cause}")]
+    KeyVaultAccessForbidden {
+        /// The key.
+        key_url: String,
+        /// The disk encryption set.
+        des: String,
+        /// What the vault said.
+        cause: KeyAccessError,
+    },
+    /// A disk's key cannot be used now: disabled, deleted, expired or access withdrawn
+    /// (`KeyVaultKeyUnusable`, 409).
+    #[error("The key '{key_url}' protecting disk '{disk}' cannot be used: {cause}")]
+    KeyUnusable {
+        /// The disk.
+        disk: String,
+        /// The key.
+        key_url: String,
+        /// What the vault said.
+        cause: KeyAccessError,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] atrest_store::StoreError),
+    /// A disk's block file failed.
+    #[error(transparent)]
+    Disk(#[from] crate::blocks::DiskError),
+    /// An invariant did not hold (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ComputeError {
+    /// Azure's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ComputeError::Rule(_) => "InvalidParameter",
+            ComputeError::Invalid { code, .. } | ComputeError::Conflict { code, .. } => code,
+            ComputeError::NotFound { .. } => "ResourceNotFound",
+            ComputeError::KeyVaultAccessForbidden { .. } => "KeyVaultAccessForbidden",
+            ComputeError::KeyUnusable { .. } => "KeyVaultKeyUnusable",
+            ComputeError::Store(_) | ComputeError::Disk(_) | ComputeError::Internal(_) => {
+                "InternalServerError"
+            }
+        }
+    }
+
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ComputeError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ComputeError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Data keys and what protects them: the platform key (PMK), kept here sealed by the
+//! instance root key, and customer-managed keys, reached only through a vault's own API
+//! as a disk encryption set's managed identity ([`KeyVaultAccess`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::RwLock;
+
+use atrest_crypto::{random_key, DataKey, RootKey};
+use atrest_store::Store;
+use atrest_xts::{XtsKey, KEY_LEN};
+use zeroize::Zeroizing;
+
+use crate::error::ComputeError;
+
+/// A vault's answer to a refused key operation, as the caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAccessError {
+    /// HTTP status.
+    pub status: u16,
+    /// The most specific Key Vault error code (`KeyDisabled`, `ForbiddenByRbac`, …).
+    pub code: String,
+    /// Key Vault's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyAccessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// What the platform itself knows of a vault and one of its keys, for validating a disk
+/// encryption set. No identity is involved and nothing secret is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDescription {
+    /// The vault's ARM resource id.
+    pub vault_resource_id: String,
+    /// The vault's location.
+    pub vault_location: String,
+    /// Whether the vault has purge protection.
+    pub purge_protection: bool,
+    /// The key's type (`RSA`, `RSA-HSM`, `EC`, …), if the version exists.
+    pub kty: Option<String>,
+    /// RSA modulus size in bits.
+    pub key_size: Option<u32>,
+    /// Whether the version is enabled and within its `nbf`/`exp`.
+    pub usable: bool,
+}
+
+/// A key version as a managed identity read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// The versioned key identifier.
+    pub kid: String,
+}
+
+/// A boxed future of a key operation.
+pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyAccessError>> + Send + 'a>>;
+
+/// The way to customer-managed keys. `identity` is the ARM resource id of the managed
+/// identity acting (a disk encryption set's); every call goes through the vault's
+/// authorization and audit like any client's.
+pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
+    /// Describes a vault and key version as the platform sees it.
+    fn describe(&self, vault: &str, key: &str, version: &str) -> Result<KeyDescription, KeyAccessError>;
+
+    /// Reads the current version of key `key_url` (versioned or not) as `identity`.
+    fn get_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, KeyVersion>;
+
+    /// Wraps `dek` with RSA-OAEP-256 under the versioned `key_url` as `identity`.
+    fn wrap_key<'a>(
+        &'a self,
+        identity: &'a str,
+        key_url: &'a str,
+        dek: &'a [u8],
+    ) -> KeyFuture<'a, Vec<u8>>;
+
+    /// Unwraps a data key wrapped by [`Self::wrap_key`] as `identity`.
+    fn unwrap_key<'a>(
+        &'a self,
+        identity: &'a str,
+        key_url: &'a str,
+        wrapped: &'a [u8],
+    ) -> KeyFuture<'a, Zeroizing<Vec<u8>>>;
+}
+
+/// A fresh AES-256-XTS data key (two independent 256-bit halves).
+pub(crate) fn new_dek() -> Zeroizing<[u8; KEY_LEN]> {
+    random_key::<KEY_LEN>()
+}
+
+/// The cipher of a data key received as bytes.
+pub(crate) fn xts_key(bytes: &[u8]) -> Result<XtsKey, ComputeError> {
+    let array: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(
+        bytes
+            .try_into()
+            .map_err(|_| ComputeError::Internal("an unwrapped data key has the wrong length".into()))?,
+    );
+    XtsKey::new(&array).map_err(|e| ComputeError::Internal(e.to_string()))
+}
+
+/// The platform key, versioned: new data keys are wrapped by the newest version, and
+/// every version stays to unwrap what it wrapped.
+pub(crate) struct PlatformKeys {
+    versions: RwLock<Vec<(u32, DataKey)>>,
+}
+
+impl std::fmt::Debug for PlatformKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformKeys").finish_non_exhaustive()
+    }
+}
+
+fn pmk_context(version: u32) -> String {
+    format!("platform-key/{version}")
+}
+
+impl PlatformKeys {
+    /// Loads every version, creating version 1 on first use.
+    pub(crate) fn load(store: &Store, root: &RootKey, now: i64) -> Result<Self, ComputeError> {
+        let sealed = store.write(|tx| {
+            let mut keys = tx.platform_keys()?;
+            if keys.is_empty() {
+                let wrapped = DataKey::generate().wrap(root, &pmk_context(1));
+                tx.insert_platform_key(1, &wrapped, now)?;
+                keys.push((1, wrapped));
+            }
+            Ok::<_, atrest_store::StoreError>(keys)
+        })?;
+        let versions = sealed
+            .iter()
+            .map(|(v, wrapped)| Ok((*v, DataKey::unwrap(root, &pmk_context(*v), wrapped)?)))
+            .collect::<Result<_, atrest_crypto::CryptoError>>()
+            .map_err(|e| ComputeError::Internal(format!("the platform key cannot be opened: {e}")))?;
+        Ok(PlatformKeys {
+            versions: RwLock::new(versions),
+        })
+    }
+
+    /// Wraps `dek` for the disk `disk_id` with the newest version.
+    pub(crate) fn wrap(&self, disk_id: &str, dek: &[u8]) -> (u32, Vec<u8>) {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        let (version, key) = versions.last().expect("at least one platform key version");
+        (*version, key.seal(disk_id.as_bytes(), dek))
+    }
+
+    /// Unwraps a data key that version `version` wrapped for `disk_id`.
+    pub(crate) fn unwrap(
+        &self,
+        disk_id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ComputeError> {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        let key = versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, k)| k)
+            .ok_or_else(|| ComputeError::Internal(format!("platform key version {version} is missing")))?;
+        key.open(disk_id.as_bytes(), wrapped)
+            .map(Zeroizing::new)
+            .map_err(|_| ComputeError::Internal("a platform-wrapped data key failed to open".into()))
+    }
+}

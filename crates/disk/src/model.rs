@@ -1,0 +1,170 @@
+//! The compute resources as stored: disk encryption sets, disks and virtual machines.
+
+use std::collections::BTreeMap;
+
+use atrest_core::compute::EncryptionType;
+use serde::{Deserialize, Serialize};
+
+/// Store kind of disk encryption sets.
+pub const DES_KIND: &str = "diskEncryptionSets";
+/// Store kind of disks.
+pub const DISK_KIND: &str = "disks";
+/// Store kind of virtual machines.
+pub const VM_KIND: &str = "virtualMachines";
+
+/// A key a disk encryption set uses: a versioned key URL and the vault holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// `https://VAULT.vault.localhost:PORT/keys/NAME/VERSION`.
+    pub key_url: String,
+    /// The vault's ARM resource id.
+    pub source_vault: String,
+}
+
+/// A disk encryption set (`Microsoft.Compute/diskEncryptionSets`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskEncryptionSet {
+    /// Name, unique in its resource group.
+    pub name: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// ARM resource id; also the resource id of its system-assigned identity.
+    pub id: String,
+    /// Normalized location.
+    pub location: String,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// `EncryptionAtRestWithCustomerKey` or `EncryptionAtRestWithPlatformAndCustomerKeys`.
+    pub encryption_type: String,
+    /// The key new data keys are wrapped with.
+    pub active_key: KeyRef,
+    /// Keys still wrapping some disk while a rewrap is in progress.
+    pub previous_keys: Vec<KeyRef>,
+    /// Whether new key versions are adopted automatically.
+    pub rotation_to_latest_key_version: bool,
+    /// When the active key last changed.
+    pub last_key_rotation: Option<i64>,
+    /// Why the last automatic rotation failed, if it did.
+    pub auto_key_rotation_error: Option<String>,
+    /// Object id of the system-assigned managed identity.
+    pub principal_id: String,
+    /// Creation time.
+    pub created: i64,
+}
+
+impl DiskEncryptionSet {
+    /// The encryption type.
+    pub fn encryption(&self) -> EncryptionType {
+        EncryptionType::parse(&self.encryption_type).unwrap_or(EncryptionType::CustomerKey)
+    }
+}
+
+/// One wrapped data key of a disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum WrappedDek {
+    /// Wrapped by a platform key version.
+    Platform {
+        /// The platform key version.
+        version: u32,
+        /// AES-256-GCM ciphertext, bound to the disk.
+        #[serde(with = "b64")]
+        wrapped: Vec<u8>,
+    },
+    /// Wrapped by a customer-managed key with RSA-OAEP-256.
+    Customer {
+        /// The versioned key that wrapped it.
+        key_url: String,
+        /// RSA-OAEP-256 ciphertext.
+        #[serde(with = "b64")]
+        wrapped: Vec<u8>,
+    },
+}
+
+/// A managed disk (`Microsoft.Compute/disks`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disk {
+    /// Name, unique in its resource group.
+    pub name: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// ARM resource id.
+    pub id: String,
+    /// Normalized location.
+    pub location: String,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// Size in GiB.
+    pub size_gb: u64,
+    /// Random id; names the block file and binds platform-wrapped keys to this disk.
+    pub unique_id: String,
+    /// Azure's encryption type name.
+    pub encryption_type: String,
+    /// The disk encryption set's resource id, for customer-managed keys.
+    pub disk_encryption_set: Option<String>,
+    /// The data keys, innermost layer first, each wrapped.
+    pub keys: Vec<WrappedDek>,
+    /// The virtual machine the disk is attached to.
+    pub managed_by: Option<String>,
+    /// Why the disk's key could not be used at the last attempt, until it can again.
+    pub key_error: Option<String>,
+    /// Creation time.
+    pub created: i64,
+}
+
+impl Disk {
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_gb << 30
+    }
+
+    /// The encryption type.
+    pub fn encryption(&self) -> EncryptionType {
+        EncryptionType::parse(&self.encryption_type).unwrap_or(EncryptionType::PlatformKey)
+    }
+
+    /// The customer-managed layer, if any.
+    pub fn customer_key(&self) -> Option<&str> {
+        self.keys.iter().find_map(|k| match k {
+            WrappedDek::Customer { key_url, .. } => Some(key_url.as_str()),
+            WrappedDek::Platform { .. } => None,
+        })
+    }
+}
+
+/// A virtual machine (`Microsoft.Compute/virtualMachines`): a set of attached data disks
+/// that are served over NBD while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VirtualMachine {
+    /// Name, unique in its resource group.
+    pub name: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// ARM resource id.
+    pub id: String,
+    /// Normalized location.
+    pub location: String,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// Names of the attached disks (same resource group), in LUN order.
+    pub disks: Vec<String>,
+    /// Whether it runs (its disks are exported).
+    pub running: bool,
+    /// Creation time.
+    pub created: i64,
+}
+
+mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
