@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::detect::alert_json;
 use crate::error::ApiError;
-use crate::http::{Body, empty, json, param, parse_json, read_body, rfc3339, Resp};
+use crate::http::{empty, json, param, parse_json, read_body, rfc3339, Body, Resp};
 use crate::logs::LogTables;
 use crate::scheduler;
 use crate::server::{AppState, Ctx};

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::http::{Body, empty, json, parse_json, read_body, rfc3339, Resp};
+use crate::http::{empty, json, parse_json, read_body, rfc3339, Body, Resp};
 use crate::server::{AppState, Ctx};
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)

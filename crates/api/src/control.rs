@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use atrest_core::access_policy::{AccessPolicyEntry, PolicyEdit};
+use atrest_core::names::check_resource_group_name;
 use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken};
 use atrest_store::VaultRow;
@@ -17,10 +18,11 @@ use serde_json::{json, Value};
 use crate::admin::admin;
 use crate::auth::{authenticate, require_admin};
 use crate::authorization;
+use crate::compute;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{
-    Body,     empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Resp,
+    empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Body, Resp,
 };
 use crate::server::{AppState, Ctx};
 
@@ -459,6 +461,39 @@ async fn management(
     let provider = |p: &str| seg(p, "Microsoft.KeyVault");
     let subscription = format!("/subscriptions/{sub}");
     match &segments[1..] {
+        [rg_kw, rg, prov_kw, p, kind, name, action @ ..]
+            if seg(rg_kw, "resourceGroups")
+                && seg(prov_kw, "providers")
+                && seg(p, "Microsoft.Compute")
+                && compute::kind_of(kind).is_some()
+                && action.len() <= 1 =>
+        {
+            check_resource_group_name(rg)
+                .map_err(|e| ApiError::bad_request("InvalidParameter", e.to_string()))?;
+            let kind = compute::kind_of(kind).expect("checked by the guard");
+            compute::resource(
+                state,
+                ctx,
+                method,
+                rg,
+                kind,
+                name,
+                action.first().copied(),
+                body,
+            )
+            .await
+        }
+        [scope @ .., prov_kw, p, kind]
+            if seg(prov_kw, "providers")
+                && seg(p, "Microsoft.Compute")
+                && compute::kind_of(kind).is_some()
+                && method == Method::GET
+                && matches!(scope, [] | [_, _])
+                && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
+        {
+            let kind = compute::kind_of(kind).expect("checked by the guard");
+            compute::list(state, ctx, scope.get(1).copied(), kind)
+        }
         [rg_kw, rg, prov_kw, p, vaults_kw, name]
             if seg(rg_kw, "resourceGroups")
                 && seg(prov_kw, "providers")

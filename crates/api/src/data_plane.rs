@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::http::{Body, empty, form_pairs, json, param, parse_json, read_body, Resp};
+use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Body, Resp};
 use crate::server::{AppState, Ctx};
 
 /// One data-plane operation, parsed from method and path.

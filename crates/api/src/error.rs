@@ -213,6 +213,22 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+impl From<atrest_disk::ComputeError> for ApiError {
+    fn from(e: atrest_disk::ComputeError) -> Self {
+        use atrest_disk::ComputeError as E;
+        let status = match &e {
+            E::Rule(_) | E::Invalid { .. } | E::KeyVaultAccessForbidden { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            E::NotFound { .. } => StatusCode::NOT_FOUND,
+            E::Conflict { .. } | E::KeyUnusable { .. } => StatusCode::CONFLICT,
+            // Store, block-file and internal faults: detail to the log only.
+            _ => return ApiError::internal(&e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
 impl From<atrest_store::StoreError> for ApiError {
     fn from(e: atrest_store::StoreError) -> Self {
         ApiError::internal(&e)

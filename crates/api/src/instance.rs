@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use atrest_core::limits::ServiceLimits;
 use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
+use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::{new_uuid, Identity};
 use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
@@ -36,8 +37,11 @@ use crate::client::Client;
 use crate::detect;
 use crate::metrics::Metrics;
 use crate::scheduler::{scheduler_loop, Scheduler};
-use crate::server::{load_tls_config, serve, unix_now, AppState, RequestIds, Settings};
+use crate::server::{
+    load_tls_config, serve, unix_now, AppState, RequestIds, Settings, VAULT_HOST_SUFFIX,
+};
 use crate::throttle::Throttle;
+use crate::vault_access::InProcessVaults;
 use crate::AuditSink;
 
 /// The resource group that exists from the first start.
@@ -73,6 +77,9 @@ pub enum InstanceError {
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The disk service failed to start.
+    #[error(transparent)]
+    Compute(#[from] atrest_disk::ComputeError),
     /// The alert webhook cannot be used.
     #[error("alert webhook: {0}")]
     Webhook(String),
@@ -102,6 +109,10 @@ pub struct Options {
     pub limits: ServiceLimits,
     /// Where alerts are posted (`http://` or `https://` under the instance CA), if anywhere.
     pub alert_webhook: Option<String>,
+    /// Where the NBD server listens; `None` runs none.
+    pub nbd_listen: Option<SocketAddr>,
+    /// How often each open disk re-checks its customer-managed key.
+    pub key_check_interval: Duration,
 }
 
 /// A started instance, listening but not yet serving.
@@ -111,6 +122,8 @@ pub struct Instance {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     audit_writer: tokio::task::JoinHandle<()>,
+    nbd: Option<TcpListener>,
+    key_check_interval: Duration,
     purge_interval: Duration,
     audit_retention: Option<Duration>,
     env_path: PathBuf,
@@ -342,7 +355,7 @@ impl Instance {
             DataKey::generate().wrap(&root, "audit_chain_key")
         })?;
         let chain_key = DataKey::unwrap(&root, "audit_chain_key", &wrapped)?;
-        let vaults = Vaults::new(store.clone(), root)?;
+        let vaults = Vaults::new(store.clone(), root.clone())?;
         let audit_log = Arc::new(AuditLog::open(
             &dir.join("audit.db"),
             Box::new(move |prev, event| chain_key.mac(&[prev, event])),
@@ -368,10 +381,39 @@ impl Instance {
         .map_err(io_err(&dir.join("audit.db")))?;
         let (audit, audit_writer) = AuditSink::spawn(audit_log.clone(), Some(detector))
             .map_err(io_err(&dir.join("audit.db")))?;
+        let nbd = match opts.nbd_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| InstanceError::Io {
+                            path: PathBuf::from(addr.to_string()),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let key_access = Arc::new(InProcessVaults::default());
+        let compute = Arc::new(Compute::new(
+            store.clone(),
+            &root,
+            key_access.clone(),
+            ComputeConfig {
+                subscription: subscription.clone(),
+                blocks_dir: dir.join("disks"),
+                vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
+            },
+            unix_now().0,
+        )?);
         let settings = Settings {
             port,
             subscription,
             resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
+            nbd: match &nbd {
+                Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
+                None => None,
+            },
         };
         let state = Arc::new(AppState {
             identity,
@@ -384,13 +426,17 @@ impl Instance {
             scheduler: Scheduler::open(store.clone())?,
             throttle: Throttle::new(opts.limits.clone()),
             metrics: Metrics::default(),
+            compute,
         });
+        key_access.attach(&state);
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
             state,
             listener,
             tls,
             audit_writer,
+            nbd,
+            key_check_interval: opts.key_check_interval,
             purge_interval: opts.purge_interval,
             audit_retention: opts.audit_retention,
             env_path,
@@ -421,12 +467,27 @@ impl Instance {
             self.audit_retention,
         ));
         let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
+        let key_checker = tokio::spawn(key_check_loop(self.state.clone(), self.key_check_interval));
+        let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
+        let nbd = self.nbd.map(|listener| {
+            let exports: Arc<dyn atrest_disk::nbd::Exports> = self.state.compute.clone();
+            tokio::spawn(atrest_disk::nbd::serve(listener, exports, async {
+                let _ = nbd_stopped.await;
+            }))
+        });
         let result = serve(self.listener, self.tls, self.state.clone(), shutdown).await;
+        let _ = stop_nbd.send(());
         purger.abort();
         scheduler.abort();
+        key_checker.abort();
         // Aborted tasks release their state once they have stopped.
         let _ = purger.await;
         let _ = scheduler.await;
+        let _ = key_checker.await;
+        if let Some(nbd) = nbd {
+            let _ = nbd.await;
+        }
+        self.state.compute.flush_all();
         if let Err(e) = crate::audit::save_checkpoint(&self.state) {
             tracing::error!(error = %e, "cannot record the audit checkpoint");
         }
@@ -464,6 +525,22 @@ fn grant_bootstrap_roles(
         }
     }
     Ok(())
+}
+
+/// Re-checks the customer-managed key of every open disk, and moves disk encryption sets
+/// that follow the latest key version to it.
+async fn key_check_loop(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.compute.check_keys().await {
+            tracing::error!(error = %e, "disk key check failed");
+        }
+        if let Err(e) = state.compute.rotate_to_latest(unix_now().0).await {
+            tracing::error!(error = %e, "disk encryption set rotation failed");
+        }
+    }
 }
 
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod authorization;
 pub mod client;
+mod compute;
 mod control;
 mod data_plane;
 mod detect;
@@ -25,6 +26,7 @@ mod metrics;
 mod scheduler;
 mod server;
 mod throttle;
+mod vault_access;
 
 pub use audit::AuditSink;
 pub use instance::{Instance, InstanceError, Options};

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use atrest_disk::Compute;
 use atrest_identity::{Caller, Identity};
 use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
-use hyper::header::{HeaderValue, HOST, USER_AGENT};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub subscription: String,
     /// The resource group created at bootstrap.
     pub resource_group: String,
+    /// Where the NBD server listens, if it runs.
+    pub nbd: Option<SocketAddr>,
 }
 
 /// Everything a request handler reaches.
@@ -70,6 +73,8 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Request counters for `/metrics`.
     pub metrics: Metrics,
+    /// Disk encryption sets, disks and virtual machines.
+    pub compute: Arc<Compute>,
 }
 
 impl AppState {
@@ -173,7 +178,7 @@ fn request_host(req: &Request<Body>) -> String {
 }
 
 /// Serves one request and records its audit event before answering.
-async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
+pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
     let started = Instant::now();
     let audit = state.audit.expect();
     let (now, now_ms) = unix_now();

@@ -39,6 +39,8 @@ impl TestServer {
             audit_retention: None,
             limits: Default::default(),
             alert_webhook: None,
+            nbd_listen: None,
+            key_check_interval: Duration::from_secs(60),
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

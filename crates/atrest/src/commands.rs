@@ -49,6 +49,22 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Disk encryption sets: customer-managed keys for disks.
+    #[command(name = "disk-encryption-set")]
+    DiskEncryptionSet {
+        #[command(subcommand)]
+        command: crate::compute::DesCommand,
+    },
+    /// Managed disks, always encrypted at rest.
+    Disk {
+        #[command(subcommand)]
+        command: crate::compute::DiskCommand,
+    },
+    /// Virtual machines, whose running disks are served over NBD.
+    Vm {
+        #[command(subcommand)]
+        command: crate::compute::VmCommand,
+    },
     /// Read the audit log.
     Monitor {
         #[command(subcommand)]
@@ -81,6 +97,11 @@ pub async fn run(
         ClientCommand::Monitor { command } => monitor(conn, command, chosen).await,
         ClientCommand::Clock { command } => clock(conn, command, format).await,
         ClientCommand::Role { command } => role(conn, command, format).await,
+        ClientCommand::DiskEncryptionSet { command } => {
+            crate::compute::disk_encryption_set(conn, command, format).await
+        }
+        ClientCommand::Disk { command } => crate::compute::disk(conn, command, format).await,
+        ClientCommand::Vm { command } => crate::compute::vm(conn, command, format).await,
     }
 }
 

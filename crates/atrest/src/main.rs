@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod compute;
 mod connection;
 mod output;
 
@@ -67,6 +68,14 @@ struct ServerArgs {
     /// with a certificate from the instance CA).
     #[arg(long)]
     alert_webhook: Option<String>,
+    /// Address of the NBD server that exports the disks of running virtual machines.
+    /// Port 0 picks a free port (`vm show` prints each disk's URI).
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd_listen: SocketAddr,
+    /// How often each open disk re-checks its customer-managed key (Azure takes up to an
+    /// hour); a disk whose key became unusable stops serving I/O until it is usable again.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    key_check_interval: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -130,6 +139,8 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         }
         .with_overrides(&args.throttle_limits)?,
         alert_webhook: args.alert_webhook,
+        nbd_listen: Some(args.nbd_listen),
+        key_check_interval: args.key_check_interval.max(Duration::from_millis(100)),
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     tracing::info!(

@@ -177,7 +177,12 @@ impl EncryptedFile {
             return Ok(());
         }
         let mut layers = self.layers();
-        for key in layers.as_mut().ok_or(DiskError::KeyUnavailable)?.iter_mut().rev() {
+        for key in layers
+            .as_mut()
+            .ok_or(DiskError::KeyUnavailable)?
+            .iter_mut()
+            .rev()
+        {
             key.decrypt(unit, buf)?;
         }
         Ok(())
@@ -408,7 +413,11 @@ mod tests {
             double.write_zeroes(0, 10),
             Err(DiskError::KeyUnavailable)
         ));
-        assert_eq!(std::fs::read(&path).unwrap()[..UNIT], stored[..], "nothing changed");
+        assert_eq!(
+            std::fs::read(&path).unwrap()[..UNIT],
+            stored[..],
+            "nothing changed"
+        );
         double.restore(vec![key_from(1), key_from(2)]);
         let mut back = vec![0u8; UNIT];
         double.read(0, &mut back).unwrap();

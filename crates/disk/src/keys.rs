@@ -63,7 +63,12 @@ pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyAccessError
 /// authorization and audit like any client's.
 pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
     /// Describes a vault and key version as the platform sees it.
-    fn describe(&self, vault: &str, key: &str, version: &str) -> Result<KeyDescription, KeyAccessError>;
+    fn describe(
+        &self,
+        vault: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<KeyDescription, KeyAccessError>;
 
     /// Reads the current version of key `key_url` (versioned or not) as `identity`.
     fn get_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, KeyVersion>;
@@ -92,11 +97,9 @@ pub(crate) fn new_dek() -> Zeroizing<[u8; KEY_LEN]> {
 
 /// The cipher of a data key received as bytes.
 pub(crate) fn xts_key(bytes: &[u8]) -> Result<XtsKey, ComputeError> {
-    let array: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(
-        bytes
-            .try_into()
-            .map_err(|_| ComputeError::Internal("an unwrapped data key has the wrong length".into()))?,
-    );
+    let array: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(bytes.try_into().map_err(|_| {
+        ComputeError::Internal("an unwrapped data key has the wrong length".into())
+    })?);
     XtsKey::new(&array).map_err(|e| ComputeError::Internal(e.to_string()))
 }
 
@@ -132,7 +135,9 @@ impl PlatformKeys {
             .iter()
             .map(|(v, wrapped)| Ok((*v, DataKey::unwrap(root, &pmk_context(*v), wrapped)?)))
             .collect::<Result<_, atrest_crypto::CryptoError>>()
-            .map_err(|e| ComputeError::Internal(format!("the platform key cannot be opened: {e}")))?;
+            .map_err(|e| {
+                ComputeError::Internal(format!("the platform key cannot be opened: {e}"))
+            })?;
         Ok(PlatformKeys {
             versions: RwLock::new(versions),
         })
@@ -157,9 +162,13 @@ impl PlatformKeys {
             .iter()
             .find(|(v, _)| *v == version)
             .map(|(_, k)| k)
-            .ok_or_else(|| ComputeError::Internal(format!("platform key version {version} is missing")))?;
+            .ok_or_else(|| {
+                ComputeError::Internal(format!("platform key version {version} is missing"))
+            })?;
         key.open(disk_id.as_bytes(), wrapped)
             .map(Zeroizing::new)
-            .map_err(|_| ComputeError::Internal("a platform-wrapped data key failed to open".into()))
+            .map_err(|_| {
+                ComputeError::Internal("a platform-wrapped data key failed to open".into())
+            })
     }
 }

@@ -12,10 +12,11 @@ pub mod blocks;
 mod error;
 pub mod keys;
 pub mod model;
+pub mod nbd;
 pub mod service;
 
 pub use blocks::{DiskError, EncryptedFile, UNIT};
 pub use error::ComputeError;
 pub use keys::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
-pub use model::{DiskEncryptionSet, Disk, KeyRef, VirtualMachine, WrappedDek};
+pub use model::{Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek};
 pub use service::{Compute, ComputeConfig, DesRequest, DiskRequest, OpenDisk, VmRequest};

@@ -6,7 +6,9 @@
 //! by the vault like any client's call.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use atrest_core::compute::{check_compute_name, check_disk_size_gb, EncryptionType, KeyUrl};
@@ -22,7 +24,7 @@ use crate::blocks::EncryptedFile;
 use crate::error::ComputeError;
 use crate::keys::{new_dek, xts_key, KeyAccessError, KeyVaultAccess, PlatformKeys};
 use crate::model::{
-    DiskEncryptionSet, Disk, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
+    Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
 };
 
 /// RSA sizes a disk encryption set's key may have.
@@ -79,6 +81,23 @@ pub struct OpenDisk {
     name: String,
     /// The blocks.
     pub file: EncryptedFile,
+    /// Set when its machine stops: the export is gone for good.
+    closed: AtomicBool,
+}
+
+impl OpenDisk {
+    /// Whether the export has ended (its machine stopped).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Err(e) = self.file.flush() {
+            tracing::warn!(disk = %self.name, error = %e, "flushing a disk at stop failed");
+        }
+        self.file.revoke();
+    }
 }
 
 impl std::fmt::Debug for OpenDisk {
@@ -159,8 +178,13 @@ impl Compute {
         config: ComputeConfig,
         now: i64,
     ) -> Result<Self, ComputeError> {
-        std::fs::create_dir_all(&config.blocks_dir)
-            .map_err(|e| ComputeError::Internal(format!("cannot create the disk directory: {e}")))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.blocks_dir)
+            .map_err(|e| {
+                ComputeError::Internal(format!("cannot create the disk directory: {e}"))
+            })?;
         Ok(Compute {
             platform: PlatformKeys::load(&store, root, now)?,
             store,
@@ -218,12 +242,19 @@ impl Compute {
     // ---- disk encryption sets ----
 
     /// A disk encryption set.
-    pub fn get_des(&self, resource_group: &str, name: &str) -> Result<DiskEncryptionSet, ComputeError> {
+    pub fn get_des(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<DiskEncryptionSet, ComputeError> {
         self.get(DES_KIND, resource_group, name)
     }
 
     /// Disk encryption sets of one resource group, or all.
-    pub fn list_des(&self, resource_group: Option<&str>) -> Result<Vec<DiskEncryptionSet>, ComputeError> {
+    pub fn list_des(
+        &self,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<DiskEncryptionSet>, ComputeError> {
         self.list(DES_KIND, resource_group)
     }
 
@@ -288,7 +319,11 @@ impl Compute {
     }
 
     /// Proves the set's identity can get, wrap and unwrap its key, by doing it.
-    async fn check_access(&self, des: &DiskEncryptionSet, key_url: &str) -> Result<(), ComputeError> {
+    async fn check_access(
+        &self,
+        des: &DiskEncryptionSet,
+        key_url: &str,
+    ) -> Result<(), ComputeError> {
         let forbidden = |cause: KeyAccessError| ComputeError::KeyVaultAccessForbidden {
             key_url: key_url.to_owned(),
             des: des.name.clone(),
@@ -310,7 +345,9 @@ impl Compute {
             .await
             .map_err(forbidden)?;
         if back.as_slice() != probe.as_ref() {
-            return Err(ComputeError::Internal("a wrapped probe key did not unwrap to itself".into()));
+            return Err(ComputeError::Internal(
+                "a wrapped probe key did not unwrap to itself".into(),
+            ));
         }
         Ok(())
     }
@@ -379,7 +416,10 @@ impl Compute {
         now: i64,
     ) -> Result<DiskEncryptionSet, ComputeError> {
         let location = normalize_location(req.location.as_deref().ok_or_else(|| {
-            ComputeError::invalid("LocationRequired", "The location property is required for this definition.")
+            ComputeError::invalid(
+                "LocationRequired",
+                "The location property is required for this definition.",
+            )
         })?)
         .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?;
         let encryption = match &req.encryption_type {
@@ -393,7 +433,10 @@ impl Compute {
             ));
         }
         let key_url = req.key_url.as_deref().ok_or_else(|| {
-            ComputeError::invalid("InvalidParameter", "Required parameter 'activeKey.keyUrl' is missing (null).")
+            ComputeError::invalid(
+                "InvalidParameter",
+                "Required parameter 'activeKey.keyUrl' is missing (null).",
+            )
         })?;
         let active_key = self.validate_key(key_url, req.source_vault.as_deref(), &location)?;
         let id = self.resource_id(resource_group, DES_KIND, name);
@@ -439,7 +482,10 @@ impl Compute {
 
     /// Rewraps every disk of the set still wrapped by an older key; `previousKeys` empties
     /// once none is left, and a failure is kept as `autoKeyRotationError`.
-    async fn rewrap_disks(&self, mut des: DiskEncryptionSet) -> Result<DiskEncryptionSet, ComputeError> {
+    async fn rewrap_disks(
+        &self,
+        mut des: DiskEncryptionSet,
+    ) -> Result<DiskEncryptionSet, ComputeError> {
         let disks: Vec<Disk> = self.list(DISK_KIND, None)?;
         let mut failures = Vec::new();
         for mut disk in disks.into_iter().filter(|d| uses_set(d, &des)) {
@@ -470,8 +516,12 @@ impl Compute {
                 if key_url.eq_ignore_ascii_case(&des.active_key.key_url) {
                     continue;
                 }
-                let dek = self.unwrap_customer(des, &disk.name, key_url, wrapped).await?;
-                *wrapped = self.wrap_customer(des, &des.active_key.key_url, &dek).await?;
+                let dek = self
+                    .unwrap_customer(des, &disk.name, key_url, wrapped)
+                    .await?;
+                *wrapped = self
+                    .wrap_customer(des, &des.active_key.key_url, &dek)
+                    .await?;
                 key_url.clone_from(&des.active_key.key_url);
             }
         }
@@ -549,7 +599,12 @@ impl Compute {
             if !des.rotation_to_latest_key_version {
                 continue;
             }
-            let Some(versionless) = des.active_key.key_url.rsplit_once('/').map(|(k, _)| k.to_owned()) else {
+            let Some(versionless) = des
+                .active_key
+                .key_url
+                .rsplit_once('/')
+                .map(|(k, _)| k.to_owned())
+            else {
                 continue;
             };
             let latest = match self.vaults.get_key(&des.id, &versionless).await {
@@ -575,7 +630,11 @@ impl Compute {
         Ok(())
     }
 
-    fn record_rotation_error(&self, des: &DiskEncryptionSet, error: String) -> Result<(), ComputeError> {
+    fn record_rotation_error(
+        &self,
+        des: &DiskEncryptionSet,
+        error: String,
+    ) -> Result<(), ComputeError> {
         if des.auto_key_rotation_error.as_deref() != Some(error.as_str()) {
             let mut des = des.clone();
             des.auto_key_rotation_error = Some(error);
@@ -609,7 +668,12 @@ impl Compute {
         let des: DiskEncryptionSet = self
             .store
             .read(|tx| tx.resource(DES_KIND, rg, name))?
-            .ok_or_else(|| ComputeError::invalid("NotFound", format!("The disk encryption set '{reference}' was not found.")))?;
+            .ok_or_else(|| {
+                ComputeError::invalid(
+                    "NotFound",
+                    format!("The disk encryption set '{reference}' was not found."),
+                )
+            })?;
         if des.location != location {
             return Err(ComputeError::invalid(
                 "InvalidParameter",
@@ -650,7 +714,10 @@ impl Compute {
             .store
             .read(|tx| tx.resource(DISK_KIND, resource_group, name))?;
         match existing {
-            None => Ok((self.create_disk(resource_group, name, req, now).await?, true)),
+            None => Ok((
+                self.create_disk(resource_group, name, req, now).await?,
+                true,
+            )),
             Some(disk) => Ok((self.update_disk(disk, req).await?, false)),
         }
     }
@@ -663,11 +730,17 @@ impl Compute {
         now: i64,
     ) -> Result<Disk, ComputeError> {
         let location = normalize_location(req.location.as_deref().ok_or_else(|| {
-            ComputeError::invalid("LocationRequired", "The location property is required for this definition.")
+            ComputeError::invalid(
+                "LocationRequired",
+                "The location property is required for this definition.",
+            )
         })?)
         .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?;
         let size_gb = check_disk_size_gb(req.size_gb.ok_or_else(|| {
-            ComputeError::invalid("InvalidParameter", "Required parameter 'diskSizeGB' is missing (null).")
+            ComputeError::invalid(
+                "InvalidParameter",
+                "Required parameter 'diskSizeGB' is missing (null).",
+            )
         })?)?;
         let encryption = Self::requested_encryption(req)?.unwrap_or(EncryptionType::PlatformKey);
         let des = match (&req.disk_encryption_set, encryption.uses_customer_key()) {
@@ -736,13 +809,19 @@ impl Compute {
             if size < disk.size_gb {
                 return Err(ComputeError::invalid(
                     "BadRequest",
-                    format!("Disk '{}' cannot shrink from {} GB to {size} GB.", disk.name, disk.size_gb),
+                    format!(
+                        "Disk '{}' cannot shrink from {} GB to {size} GB.",
+                        disk.name, disk.size_gb
+                    ),
                 ));
             }
             if size != disk.size_gb && self.is_open(&disk) {
                 return Err(ComputeError::conflict(
                     "OperationNotAllowed",
-                    format!("Disk '{}' cannot be resized while its virtual machine runs.", disk.name),
+                    format!(
+                        "Disk '{}' cannot be resized while its virtual machine runs.",
+                        disk.name
+                    ),
                 ));
             }
             disk.size_gb = size;
@@ -770,7 +849,9 @@ impl Compute {
                         format!("Encryption type {} requires a disk encryption set (encryption.diskEncryptionSetId).", to.as_str()),
                     )
                 })?;
-                if from != to && !(from == EncryptionType::PlatformKey && to == EncryptionType::CustomerKey) {
+                if from != to
+                    && !(from == EncryptionType::PlatformKey && to == EncryptionType::CustomerKey)
+                {
                     return Err(ComputeError::invalid(
                         "OperationNotAllowed",
                         format!("Disk '{}' cannot change from {} to {}: that would need a new data key and rewriting every block. Create a new disk instead.", disk.name, from.as_str(), to.as_str()),
@@ -789,7 +870,11 @@ impl Compute {
 
     /// Wraps the disk's customer layer (or, coming from the platform key, its only data
     /// key) with `des`'s active key.
-    async fn move_to_set(&self, disk: &mut Disk, des: &DiskEncryptionSet) -> Result<(), ComputeError> {
+    async fn move_to_set(
+        &self,
+        disk: &mut Disk,
+        des: &DiskEncryptionSet,
+    ) -> Result<(), ComputeError> {
         let current_set = match &disk.disk_encryption_set {
             Some(id) => {
                 let (rg, name) = resource_ref(id, DES_KIND, &disk.resource_group);
@@ -804,10 +889,14 @@ impl Compute {
                 self.platform.unwrap(&disk.unique_id, *version, wrapped)?
             }
             (WrappedDek::Customer { key_url, wrapped }, Some(current)) => {
-                self.unwrap_customer(current, &disk.name, key_url, wrapped).await?
+                self.unwrap_customer(current, &disk.name, key_url, wrapped)
+                    .await?
             }
             (WrappedDek::Customer { .. }, None) => {
-                return Err(ComputeError::Internal(format!("disk '{}' has a customer key but no set", disk.name)))
+                return Err(ComputeError::Internal(format!(
+                    "disk '{}' has a customer key but no set",
+                    disk.name
+                )))
             }
         };
         let wrapped = self.wrap_customer(des, &key_url, &dek).await?;
@@ -817,7 +906,11 @@ impl Compute {
 
     /// Deletes a disk: its wrapped data keys and its blocks. Without the data keys the
     /// blocks could not be read even if a copy survived (crypto-shredding).
-    pub async fn delete_disk(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
+    pub async fn delete_disk(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<bool, ComputeError> {
         let _guard = self.changes.lock().await;
         let Some(disk) = self
             .store
@@ -831,21 +924,29 @@ impl Compute {
                 format!("Disk '{name}' is attached to virtual machine '{vm}'; detach it first."),
             ));
         }
-        self.store.write(|tx| tx.delete_resource(DISK_KIND, resource_group, name))?;
+        self.store
+            .write(|tx| tx.delete_resource(DISK_KIND, resource_group, name))?;
         self.store.scrub()?;
         match std::fs::remove_file(self.blocks_path(&disk)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ComputeError::Internal(format!("cannot remove the blocks of disk '{name}': {e}"))),
+            Err(e) => {
+                return Err(ComputeError::Internal(format!(
+                    "cannot remove the blocks of disk '{name}': {e}"
+                )))
+            }
         }
         Ok(true)
     }
 
     fn blocks_path(&self, disk: &Disk) -> PathBuf {
-        self.config.blocks_dir.join(format!("{}.blocks", disk.unique_id))
+        self.config
+            .blocks_dir
+            .join(format!("{}.blocks", disk.unique_id))
     }
 
-    fn export_name(resource_group: &str, name: &str) -> String {
+    /// The NBD export name of a disk, `resource_group/name`, lower-cased.
+    pub fn export_name(resource_group: &str, name: &str) -> String {
         format!("{resource_group}/{name}").to_ascii_lowercase()
     }
 
@@ -868,7 +969,8 @@ impl Compute {
                     let id = disk.disk_encryption_set.as_deref().unwrap_or_default();
                     let (rg, name) = resource_ref(id, DES_KIND, &disk.resource_group);
                     let des: DiskEncryptionSet = self.get(DES_KIND, rg, name)?;
-                    self.unwrap_customer(&des, &disk.name, key_url, wrapped).await?
+                    self.unwrap_customer(&des, &disk.name, key_url, wrapped)
+                        .await?
                 }
             };
             layers.push(xts_key(&dek)?);
@@ -877,7 +979,12 @@ impl Compute {
     }
 
     /// Records (or clears) why a disk's key could not be used.
-    fn set_key_error(&self, resource_group: &str, name: &str, error: Option<String>) -> Result<(), ComputeError> {
+    fn set_key_error(
+        &self,
+        resource_group: &str,
+        name: &str,
+        error: Option<String>,
+    ) -> Result<(), ComputeError> {
         let Some(mut disk) = self
             .store
             .read(|tx| tx.resource::<Disk>(DISK_KIND, resource_group, name))?
@@ -899,7 +1006,10 @@ impl Compute {
     }
 
     /// Virtual machines of one resource group, or all.
-    pub fn list_vms(&self, resource_group: Option<&str>) -> Result<Vec<VirtualMachine>, ComputeError> {
+    pub fn list_vms(
+        &self,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<VirtualMachine>, ComputeError> {
         self.list(VM_KIND, resource_group)
     }
 
@@ -943,14 +1053,29 @@ impl Compute {
             let disk: Disk = self
                 .store
                 .read(|tx| tx.resource(DISK_KIND, rg, disk_name))?
-                .ok_or_else(|| ComputeError::invalid("NotFound", format!("The disk '{disk_name}' was not found in resource group '{rg}'.")))?;
-            if let Some(owner) = disk.managed_by.as_deref().filter(|o| !o.eq_ignore_ascii_case(name)) {
+                .ok_or_else(|| {
+                    ComputeError::invalid(
+                        "NotFound",
+                        format!("The disk '{disk_name}' was not found in resource group '{rg}'."),
+                    )
+                })?;
+            if let Some(owner) = disk
+                .managed_by
+                .as_deref()
+                .filter(|o| !o.eq_ignore_ascii_case(name))
+            {
                 return Err(ComputeError::conflict(
                     "AttachDiskWhileBeingDetached",
-                    format!("Disk '{}' is already attached to virtual machine '{owner}'.", disk.name),
+                    format!(
+                        "Disk '{}' is already attached to virtual machine '{owner}'.",
+                        disk.name
+                    ),
                 ));
             }
-            if disks.iter().any(|d: &Disk| d.name.eq_ignore_ascii_case(&disk.name)) {
+            if disks
+                .iter()
+                .any(|d: &Disk| d.name.eq_ignore_ascii_case(&disk.name))
+            {
                 return Err(ComputeError::invalid(
                     "InvalidParameter",
                     format!("Disk '{}' is listed twice.", disk.name),
@@ -959,30 +1084,45 @@ impl Compute {
             disks.push(disk);
         }
         let location = match (&req.location, disks.first()) {
-            (Some(l), _) => normalize_location(l)
-                .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?,
+            (Some(l), _) => normalize_location(l).map_err(|e| {
+                ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string())
+            })?,
             (None, _) if !vm.location.is_empty() => vm.location.clone(),
             (None, Some(d)) => d.location.clone(),
             (None, None) => {
-                return Err(ComputeError::invalid("LocationRequired", "The location property is required for this definition."))
+                return Err(ComputeError::invalid(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                ))
             }
         };
         if !created && location != vm.location {
-            return Err(ComputeError::invalid("PropertyChangeNotAllowed", "Changing property 'location' is not allowed."));
+            return Err(ComputeError::invalid(
+                "PropertyChangeNotAllowed",
+                "Changing property 'location' is not allowed.",
+            ));
         }
         if let Some(d) = disks.iter().find(|d| d.location != location) {
             return Err(ComputeError::invalid(
                 "InvalidParameter",
-                format!("Disk '{}' is in location '{}'; the virtual machine is in '{location}'.", d.name, d.location),
+                format!(
+                    "Disk '{}' is in location '{}'; the virtual machine is in '{location}'.",
+                    d.name, d.location
+                ),
             ));
         }
         let names: Vec<String> = disks.iter().map(|d| d.name.clone()).collect();
         let changed = names.len() != vm.disks.len()
-            || names.iter().zip(&vm.disks).any(|(a, b)| !a.eq_ignore_ascii_case(b));
+            || names
+                .iter()
+                .zip(&vm.disks)
+                .any(|(a, b)| !a.eq_ignore_ascii_case(b));
         if changed && vm.running {
             return Err(ComputeError::conflict(
                 "OperationNotAllowed",
-                format!("The disks of virtual machine '{name}' can change only while it is stopped."),
+                format!(
+                    "The disks of virtual machine '{name}' can change only while it is stopped."
+                ),
             ));
         }
         vm.location = location;
@@ -1011,7 +1151,11 @@ impl Compute {
 
     /// Starts a virtual machine: unwraps the data keys of each disk and exports it. Any
     /// unusable key refuses the start, naming the key and why, and nothing is exported.
-    pub async fn start_vm(&self, resource_group: &str, name: &str) -> Result<VirtualMachine, ComputeError> {
+    pub async fn start_vm(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<VirtualMachine, ComputeError> {
         let _guard = self.changes.lock().await;
         let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
         let mut opened = Vec::new();
@@ -1033,13 +1177,14 @@ impl Compute {
                 resource_group: resource_group.to_owned(),
                 name: disk.name.clone(),
                 file,
+                closed: AtomicBool::new(false),
             }));
         }
         {
             let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
             for disk in opened {
                 if let Some(previous) = open.insert(disk.export.clone(), disk) {
-                    previous.file.revoke();
+                    previous.close();
                 }
             }
         }
@@ -1050,7 +1195,11 @@ impl Compute {
 
     /// Stops a virtual machine: flushes its disks, withdraws their keys from memory and
     /// ends their exports.
-    pub async fn stop_vm(&self, resource_group: &str, name: &str) -> Result<VirtualMachine, ComputeError> {
+    pub async fn stop_vm(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<VirtualMachine, ComputeError> {
         let _guard = self.changes.lock().await;
         let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
         self.close_disks(&vm);
@@ -1063,10 +1212,7 @@ impl Compute {
         let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
         for disk in &vm.disks {
             if let Some(d) = open.remove(&Self::export_name(&vm.resource_group, disk)) {
-                if let Err(e) = d.file.flush() {
-                    tracing::warn!(disk = %d.name, error = %e, "flushing a disk at stop failed");
-                }
-                d.file.revoke();
+                d.close();
             }
         }
     }

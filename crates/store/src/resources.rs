@@ -106,17 +106,21 @@ mod tests {
         store
             .write(|tx| tx.put_resource("disks", "rg", "Disk1", &doc))
             .unwrap();
-        let got: Option<serde_json::Value> =
-            store.read(|tx| tx.resource("disks", "RG", "disk1")).unwrap();
+        let got: Option<serde_json::Value> = store
+            .read(|tx| tx.resource("disks", "RG", "disk1"))
+            .unwrap();
         assert_eq!(got, Some(doc));
         let other: Option<serde_json::Value> =
             store.read(|tx| tx.resource("vms", "rg", "disk1")).unwrap();
         assert_eq!(other, None);
-        let listed: Vec<serde_json::Value> =
-            store.read(|tx| tx.resources("disks", None)).unwrap();
+        let listed: Vec<serde_json::Value> = store.read(|tx| tx.resources("disks", None)).unwrap();
         assert_eq!(listed.len(), 1);
-        assert!(store.write(|tx| tx.delete_resource("disks", "rg", "DISK1")).unwrap());
-        assert!(!store.write(|tx| tx.delete_resource("disks", "rg", "disk1")).unwrap());
+        assert!(store
+            .write(|tx| tx.delete_resource("disks", "rg", "DISK1"))
+            .unwrap());
+        assert!(!store
+            .write(|tx| tx.delete_resource("disks", "rg", "disk1"))
+            .unwrap());
     }
 
     #[test]
@@ -130,6 +134,8 @@ mod tests {
             .unwrap();
         let keys = store.read(|tx| tx.platform_keys()).unwrap();
         assert_eq!(keys, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
-        assert!(store.write(|tx| tx.insert_platform_key(2, b"again", 30)).is_err());
+        assert!(store
+            .write(|tx| tx.insert_platform_key(2, b"again", 30))
+            .is_err());
     }
 }

@@ -1,0 +1,512 @@
+//! The ARM-shaped compute provider: `Microsoft.Compute/diskEncryptionSets`, `disks` and
+//! `virtualMachines` (with the `start`, `powerOff` and `deallocate` actions).
+
+use std::collections::BTreeMap;
+
+use atrest_disk::{DesRequest, Disk, DiskEncryptionSet, DiskRequest, VirtualMachine, VmRequest};
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::authorization;
+use crate::error::ApiError;
+use crate::http::{empty, json, parse_json, read_body, rfc3339, Body, Resp};
+use crate::server::{AppState, Ctx};
+
+/// The resource types this provider serves, as they appear in paths.
+const KINDS: [&str; 3] = ["diskEncryptionSets", "disks", "virtualMachines"];
+
+/// The canonical spelling of a resource type segment.
+pub(crate) fn kind_of(segment: &str) -> Option<&'static str> {
+    KINDS.into_iter().find(|k| k.eq_ignore_ascii_case(segment))
+}
+
+#[derive(Deserialize, Default)]
+struct SourceVaultDto {
+    id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct KeyDto {
+    key_url: Option<String>,
+    source_vault: Option<SourceVaultDto>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DesPropertiesDto {
+    encryption_type: Option<String>,
+    active_key: Option<KeyDto>,
+    rotation_to_latest_key_version_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct IdentityDto {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DesDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    identity: Option<IdentityDto>,
+    properties: Option<DesPropertiesDto>,
+}
+
+impl DesDto {
+    fn into_request(self) -> Result<DesRequest, ApiError> {
+        if let Some(kind) = self.identity.and_then(|i| i.kind) {
+            if !kind.eq_ignore_ascii_case("SystemAssigned") {
+                return Err(ApiError::bad_request(
+                    "InvalidParameter",
+                    format!("The identity type '{kind}' is not supported; a disk encryption set here has a SystemAssigned identity."),
+                ));
+            }
+        }
+        let p = self.properties.unwrap_or_default();
+        let key = p.active_key.unwrap_or_default();
+        Ok(DesRequest {
+            location: self.location,
+            tags: self.tags,
+            encryption_type: p.encryption_type,
+            key_url: key.key_url,
+            source_vault: key.source_vault.and_then(|v| v.id),
+            rotation_to_latest_key_version: p.rotation_to_latest_key_version_enabled,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreationDataDto {
+    create_option: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EncryptionDto {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    disk_encryption_set_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DiskPropertiesDto {
+    creation_data: Option<CreationDataDto>,
+    #[serde(rename = "diskSizeGB")]
+    disk_size_gb: Option<i64>,
+    encryption: Option<EncryptionDto>,
+}
+
+#[derive(Deserialize)]
+struct DiskDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    properties: Option<DiskPropertiesDto>,
+}
+
+impl DiskDto {
+    fn into_request(self) -> Result<DiskRequest, ApiError> {
+        let p = self.properties.unwrap_or_default();
+        if let Some(option) = p.creation_data.and_then(|c| c.create_option) {
+            if !option.eq_ignore_ascii_case("Empty") {
+                return Err(ApiError::bad_request(
+                    "InvalidParameter",
+                    format!("The createOption '{option}' is not supported; use 'Empty'."),
+                ));
+            }
+        }
+        let (encryption_type, disk_encryption_set) = match p.encryption {
+            Some(e) => (e.kind, e.disk_encryption_set_id),
+            None => (None, None),
+        };
+        Ok(DiskRequest {
+            location: self.location,
+            tags: self.tags,
+            size_gb: p.disk_size_gb,
+            encryption_type,
+            disk_encryption_set,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ManagedDiskDto {
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DataDiskDto {
+    name: Option<String>,
+    managed_disk: Option<ManagedDiskDto>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StorageProfileDto {
+    data_disks: Option<Vec<DataDiskDto>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct VmPropertiesDto {
+    storage_profile: Option<StorageProfileDto>,
+}
+
+#[derive(Deserialize)]
+struct VmDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    properties: Option<VmPropertiesDto>,
+}
+
+impl VmDto {
+    fn into_request(self) -> Result<VmRequest, ApiError> {
+        let disks = match self
+            .properties
+            .unwrap_or_default()
+            .storage_profile
+            .and_then(|s| s.data_disks)
+        {
+            Some(list) => Some(
+                list.into_iter()
+                    .map(|d| {
+                        d.managed_disk.and_then(|m| m.id).or(d.name).ok_or_else(|| {
+                            ApiError::bad_request(
+                                "InvalidParameter",
+                                "Each data disk needs managedDisk.id or a name.",
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => None,
+        };
+        Ok(VmRequest {
+            location: self.location,
+            tags: self.tags,
+            disks,
+        })
+    }
+}
+
+fn key_json(key: &atrest_disk::KeyRef) -> Value {
+    json!({ "sourceVault": { "id": key.source_vault }, "keyUrl": key.key_url })
+}
+
+fn des_json(state: &AppState, des: &DiskEncryptionSet) -> Value {
+    let mut properties = json!({
+        "encryptionType": des.encryption_type,
+        "activeKey": key_json(&des.active_key),
+        "previousKeys": des.previous_keys.iter().map(key_json).collect::<Vec<_>>(),
+        "rotationToLatestKeyVersionEnabled": des.rotation_to_latest_key_version,
+        "provisioningState": "Succeeded",
+    });
+    if let Some(t) = des.last_key_rotation {
+        properties["lastKeyRotationTimestamp"] = Value::from(rfc3339(t));
+    }
+    if let Some(message) = &des.auto_key_rotation_error {
+        properties["autoKeyRotationError"] =
+            json!({ "code": "KeyRotationFailed", "message": message });
+    }
+    json!({
+        "id": des.id,
+        "name": des.name,
+        "type": "Microsoft.Compute/diskEncryptionSets",
+        "location": des.location,
+        "tags": des.tags,
+        "identity": {
+            "type": "SystemAssigned",
+            "principalId": des.principal_id,
+            "tenantId": state.identity.tenant(),
+        },
+        "properties": properties,
+    })
+}
+
+fn vm_id(state: &AppState, resource_group: &str, vm: &str) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines/{vm}",
+        state.settings.subscription
+    )
+}
+
+fn disk_json(state: &AppState, disk: &Disk) -> Value {
+    let running = disk
+        .managed_by
+        .as_ref()
+        .and_then(|vm| state.compute.get_vm(&disk.resource_group, vm).ok())
+        .is_some_and(|vm| vm.running);
+    let disk_state = match (&disk.managed_by, running) {
+        (None, _) => "Unattached",
+        (Some(_), false) => "Reserved",
+        (Some(_), true) => "Attached",
+    };
+    let mut encryption = json!({ "type": disk.encryption_type });
+    if let Some(des) = &disk.disk_encryption_set {
+        encryption["diskEncryptionSetId"] = Value::from(des.as_str());
+    }
+    let key_access = match (&disk.key_error, state.compute.key_available(disk)) {
+        (Some(error), _) => json!({ "status": "Unavailable", "message": error }),
+        (None, Some(false)) => json!({ "status": "Unavailable" }),
+        (None, _) => json!({ "status": "Available" }),
+    };
+    json!({
+        "id": disk.id,
+        "name": disk.name,
+        "type": "Microsoft.Compute/disks",
+        "location": disk.location,
+        "tags": disk.tags,
+        "managedBy": disk.managed_by.as_ref().map(|vm| vm_id(state, &disk.resource_group, vm)),
+        "sku": { "name": "Standard_LRS", "tier": "Standard" },
+        "properties": {
+            "creationData": { "createOption": "Empty" },
+            "diskSizeGB": disk.size_gb,
+            "diskSizeBytes": disk.size_bytes(),
+            "uniqueId": disk.unique_id,
+            "timeCreated": rfc3339(disk.created),
+            "encryption": encryption,
+            "keyAccess": key_access,
+            "diskState": disk_state,
+            "provisioningState": "Succeeded",
+        },
+    })
+}
+
+/// `nbd://HOST:PORT/EXPORT` of a running machine's disk.
+fn nbd_uri(state: &AppState, resource_group: &str, disk: &str) -> Option<String> {
+    state.settings.nbd.map(|addr| {
+        format!(
+            "nbd://{addr}/{}",
+            atrest_disk::Compute::export_name(resource_group, disk)
+        )
+    })
+}
+
+fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
+    let disks: Vec<Value> = vm
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(lun, name)| {
+            let mut disk = json!({
+                "lun": lun,
+                "name": name,
+                "createOption": "Attach",
+                "managedDisk": { "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}", state.settings.subscription, vm.resource_group) },
+            });
+            if vm.running {
+                if let Some(uri) = nbd_uri(state, &vm.resource_group, name) {
+                    disk["nbdUri"] = Value::from(uri);
+                }
+            }
+            disk
+        })
+        .collect();
+    let power = if vm.running { "running" } else { "deallocated" };
+    json!({
+        "id": vm.id,
+        "name": vm.name,
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": vm.location,
+        "tags": vm.tags,
+        "properties": {
+            "storageProfile": { "dataDisks": disks },
+            "provisioningState": "Succeeded",
+            "instanceView": {
+                "statuses": [
+                    { "code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded" },
+                    { "code": format!("PowerState/{power}"), "level": "Info", "displayStatus": format!("VM {power}") },
+                ],
+            },
+        },
+    })
+}
+
+fn created_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Serves `…/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}/{name}[/{action}]`.
+pub(crate) async fn resource(
+    state: &AppState,
+    ctx: &mut Ctx,
+    method: &Method,
+    resource_group: &str,
+    kind: &'static str,
+    name: &str,
+    action: Option<&str>,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    let scope = format!(
+        "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{kind}/{name}",
+        state.settings.subscription
+    );
+    ctx.resource = Some(scope.clone());
+    let verb = match (method.as_str(), action) {
+        ("PUT" | "PATCH", None) => "write".to_owned(),
+        ("DELETE", None) => "delete".to_owned(),
+        ("GET", None) => "read".to_owned(),
+        ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read".to_owned(),
+        ("POST", Some(a)) if kind == "virtualMachines" => {
+            format!("{}/action", a.to_ascii_lowercase())
+        }
+        _ => return Err(ApiError::no_route(method, kind)),
+    };
+    authorization::require(
+        state,
+        ctx,
+        &scope,
+        &format!("Microsoft.Compute/{kind}/{verb}"),
+    )?;
+    let compute = &state.compute;
+    let now = ctx.now;
+    let op = |suffix: &str| -> &'static str {
+        match (kind, suffix) {
+            ("diskEncryptionSets", "write") => "DiskEncryptionSetWrite",
+            ("diskEncryptionSets", "delete") => "DiskEncryptionSetDelete",
+            ("diskEncryptionSets", _) => "DiskEncryptionSetRead",
+            ("disks", "write") => "DiskWrite",
+            ("disks", "delete") => "DiskDelete",
+            ("disks", _) => "DiskRead",
+            (_, "write") => "VirtualMachineWrite",
+            (_, "delete") => "VirtualMachineDelete",
+            (_, "start/action") => "VirtualMachineStart",
+            (_, "poweroff/action" | "deallocate/action") => "VirtualMachineStop",
+            _ => "VirtualMachineRead",
+        }
+    };
+    ctx.operation = op(&verb);
+    match (kind, method.as_str(), action) {
+        ("diskEncryptionSets", "PUT" | "PATCH", None) => {
+            let req = parse_json::<DesDto>(&read_body(body).await?)?.into_request()?;
+            if *method == Method::PATCH {
+                compute.get_des(resource_group, name)?;
+            }
+            let (des, created) = compute
+                .put_des(&state.identity, resource_group, name, &req, now)
+                .await?;
+            Ok(json(created_status(created), &des_json(state, &des)))
+        }
+        ("diskEncryptionSets", "GET", None) => Ok(json(
+            StatusCode::OK,
+            &des_json(state, &compute.get_des(resource_group, name)?),
+        )),
+        ("diskEncryptionSets", "DELETE", None) => {
+            let deleted = compute
+                .delete_des(&state.identity, resource_group, name)
+                .await?;
+            Ok(empty(if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        ("disks", "PUT" | "PATCH", None) => {
+            let req = parse_json::<DiskDto>(&read_body(body).await?)?.into_request()?;
+            if *method == Method::PATCH {
+                compute.get_disk(resource_group, name)?;
+            }
+            let (disk, created) = compute.put_disk(resource_group, name, &req, now).await?;
+            Ok(json(created_status(created), &disk_json(state, &disk)))
+        }
+        ("disks", "GET", None) => Ok(json(
+            StatusCode::OK,
+            &disk_json(state, &compute.get_disk(resource_group, name)?),
+        )),
+        ("disks", "DELETE", None) => {
+            let deleted = compute.delete_disk(resource_group, name).await?;
+            Ok(empty(if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        ("virtualMachines", "PUT" | "PATCH", None) => {
+            let req = parse_json::<VmDto>(&read_body(body).await?)?.into_request()?;
+            if *method == Method::PATCH {
+                compute.get_vm(resource_group, name)?;
+            }
+            let (vm, created) = compute.put_vm(resource_group, name, &req, now).await?;
+            Ok(json(created_status(created), &vm_json(state, &vm)))
+        }
+        ("virtualMachines", "GET", None) => Ok(json(
+            StatusCode::OK,
+            &vm_json(state, &compute.get_vm(resource_group, name)?),
+        )),
+        ("virtualMachines", "GET", Some(_)) => {
+            let vm = vm_json(state, &compute.get_vm(resource_group, name)?);
+            Ok(json(StatusCode::OK, &vm["properties"]["instanceView"]))
+        }
+        ("virtualMachines", "DELETE", None) => {
+            let deleted = compute.delete_vm(resource_group, name).await?;
+            Ok(empty(if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {
+            let vm = compute.start_vm(resource_group, name).await?;
+            Ok(json(StatusCode::OK, &vm_json(state, &vm)))
+        }
+        ("virtualMachines", "POST", Some(a))
+            if a.eq_ignore_ascii_case("powerOff") || a.eq_ignore_ascii_case("deallocate") =>
+        {
+            let vm = compute.stop_vm(resource_group, name).await?;
+            Ok(json(StatusCode::OK, &vm_json(state, &vm)))
+        }
+        _ => Err(ApiError::no_route(method, kind)),
+    }
+}
+
+/// Serves `GET /subscriptions/{s}[/resourceGroups/{rg}]/providers/Microsoft.Compute/{kind}`:
+/// what the caller may read.
+pub(crate) fn list(
+    state: &AppState,
+    ctx: &mut Ctx,
+    resource_group: Option<&str>,
+    kind: &'static str,
+) -> Result<Resp, ApiError> {
+    let caller = ctx.caller.as_ref().expect("authenticated before routing");
+    let object_ids = state.identity.object_ids_of(&caller.object_id)?;
+    let action = format!("Microsoft.Compute/{kind}/read");
+    let readable = |id: &str| state.identity.allows_action(&object_ids, id, &action);
+    let compute = &state.compute;
+    let mut items = Vec::new();
+    match kind {
+        "diskEncryptionSets" => {
+            ctx.operation = "DiskEncryptionSetList";
+            for des in compute.list_des(resource_group)? {
+                if readable(&des.id)? {
+                    items.push(des_json(state, &des));
+                }
+            }
+        }
+        "disks" => {
+            ctx.operation = "DiskList";
+            for disk in compute.list_disks(resource_group)? {
+                if readable(&disk.id)? {
+                    items.push(disk_json(state, &disk));
+                }
+            }
+        }
+        _ => {
+            ctx.operation = "VirtualMachineList";
+            for vm in compute.list_vms(resource_group)? {
+                if readable(&vm.id)? {
+                    items.push(vm_json(state, &vm));
+                }
+            }
+        }
+    }
+    Ok(json(StatusCode::OK, &json!({ "value": items })))
+}

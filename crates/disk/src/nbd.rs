@@ -1,0 +1,825 @@
+//! The NBD server that exports a running machine's disks: fixed newstyle handshake with
+//! `OPT_EXPORT_NAME`, `OPT_GO`, `OPT_INFO`, `OPT_LIST`, `OPT_ABORT`,
+//! `OPT_STRUCTURED_REPLY` and `OPT_{LIST,SET}_META_CONTEXT` (`base:allocation`); commands
+//! `READ`, `WRITE` (with FUA), `FLUSH`, `TRIM`, `WRITE_ZEROES`, `BLOCK_STATUS` and `DISC`.
+//!
+//! The wire parsing is pure ([`parse_request`], [`parse_export_query`],
+//! [`parse_meta_query`]) so it can be fuzzed. A malformed handshake or request ends the
+//! connection or gets a protocol error; it never reaches a disk. Requests on one
+//! connection run concurrently and their replies may come back in any order, as the
+//! protocol allows.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::blocks::DiskError;
+use crate::service::OpenDisk;
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const REQUEST_MAGIC: u32 = 0x2560_9513;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+
+const FLAG_FIXED_NEWSTYLE: u16 = 1;
+const FLAG_NO_ZEROES: u16 = 2;
+const CLIENT_FLAGS_KNOWN: u32 = 3;
+
+const OPT_EXPORT_NAME: u32 = 1;
+const OPT_ABORT: u32 = 2;
+const OPT_LIST: u32 = 3;
+const OPT_INFO: u32 = 6;
+const OPT_GO: u32 = 7;
+const OPT_STRUCTURED_REPLY: u32 = 8;
+const OPT_LIST_META_CONTEXT: u32 = 9;
+const OPT_SET_META_CONTEXT: u32 = 10;
+
+const REP_ACK: u32 = 1;
+const REP_SERVER: u32 = 2;
+const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
+const REP_ERR_UNSUP: u32 = 0x8000_0001;
+const REP_ERR_INVALID: u32 = 0x8000_0003;
+const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
+const REP_ERR_TOO_BIG: u32 = 0x8000_0009;
+
+const INFO_EXPORT: u16 = 0;
+const INFO_NAME: u16 = 1;
+const INFO_BLOCK_SIZE: u16 = 3;
+
+const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+const TFLAG_SEND_FLUSH: u16 = 1 << 2;
+const TFLAG_SEND_FUA: u16 = 1 << 3;
+const TFLAG_SEND_TRIM: u16 = 1 << 5;
+const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+const TRANSMISSION_FLAGS: u16 = TFLAG_HAS_FLAGS
+    | TFLAG_SEND_FLUSH
+    | TFLAG_SEND_FUA
+    | TFLAG_SEND_TRIM
+    | TFLAG_SEND_WRITE_ZEROES
+    | TFLAG_CAN_MULTI_CONN;
+
+/// `NBD_CMD_FLAG_FUA`.
+pub const CMD_FLAG_FUA: u16 = 1 << 0;
+/// `NBD_CMD_FLAG_REQ_ONE`.
+pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+const REPLY_FLAG_DONE: u16 = 1;
+const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+
+const STATE_HOLE: u32 = 1;
+const STATE_ZERO: u32 = 2;
+
+const EIO: u32 = 5;
+const EINVAL: u32 = 22;
+const ENOSPC: u32 = 28;
+const EOVERFLOW: u32 = 75;
+const ESHUTDOWN: u32 = 108;
+
+/// The one metadata context served.
+pub const BASE_ALLOCATION: &str = "base:allocation";
+const BASE_ALLOCATION_ID: u32 = 1;
+
+/// Largest option payload accepted during the handshake.
+const MAX_OPTION: u32 = 64 * 1024;
+/// Largest READ or WRITE, advertised as the maximum block size.
+pub const MAX_REQUEST: u32 = 32 * 1024 * 1024;
+/// Preferred request size and alignment advertised to clients.
+const PREFERRED_BLOCK: u32 = crate::blocks::UNIT as u32;
+/// Longest span one BLOCK_STATUS reply describes.
+const MAX_STATUS_SPAN: u64 = 1 << 30;
+/// Requests of one connection in flight at once.
+const IN_FLIGHT: usize = 16;
+/// How long a client may take over the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the server finds the exports it serves.
+pub trait Exports: Send + Sync + 'static {
+    /// The open disk exported as `name`.
+    fn export(&self, name: &str) -> Option<Arc<OpenDisk>>;
+    /// Every export name.
+    fn export_names(&self) -> Vec<String>;
+}
+
+impl Exports for crate::service::Compute {
+    fn export(&self, name: &str) -> Option<Arc<OpenDisk>> {
+        crate::service::Compute::export(self, name)
+    }
+
+    fn export_names(&self) -> Vec<String> {
+        crate::service::Compute::export_names(self)
+    }
+}
+
+/// A transmission-phase command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `NBD_CMD_READ`.
+    Read,
+    /// `NBD_CMD_WRITE`.
+    Write,
+    /// `NBD_CMD_DISC`.
+    Disconnect,
+    /// `NBD_CMD_FLUSH`.
+    Flush,
+    /// `NBD_CMD_TRIM`.
+    Trim,
+    /// `NBD_CMD_WRITE_ZEROES`.
+    WriteZeroes,
+    /// `NBD_CMD_BLOCK_STATUS`.
+    BlockStatus,
+    /// Anything else, by number.
+    Other(u16),
+}
+
+/// A transmission-phase request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Command flags.
+    pub flags: u16,
+    /// The command.
+    pub command: Command,
+    /// The client's cookie, echoed in the reply.
+    pub cookie: u64,
+    /// Offset in bytes.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u32,
+}
+
+/// A protocol violation that ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub &'static str);
+
+fn be_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("eight bytes"))
+}
+
+/// Parses the 28-byte request header.
+pub fn parse_request(header: &[u8; 28]) -> Result<Request, ProtocolError> {
+    if be_u32(&header[0..4]) != REQUEST_MAGIC {
+        return Err(ProtocolError("bad request magic"));
+    }
+    let command = match be_u16(&header[6..8]) {
+        0 => Command::Read,
+        1 => Command::Write,
+        2 => Command::Disconnect,
+        3 => Command::Flush,
+        4 => Command::Trim,
+        6 => Command::WriteZeroes,
+        7 => Command::BlockStatus,
+        n => Command::Other(n),
+    };
+    Ok(Request {
+        flags: be_u16(&header[4..6]),
+        command,
+        cookie: be_u64(&header[8..16]),
+        offset: be_u64(&header[16..24]),
+        length: be_u32(&header[24..28]),
+    })
+}
+
+/// A length-prefixed string at the start of `data`, and what follows it.
+fn take_string(data: &[u8]) -> Result<(String, &[u8]), ProtocolError> {
+    if data.len() < 4 {
+        return Err(ProtocolError("truncated string length"));
+    }
+    let len = be_u32(&data[..4]) as usize;
+    let rest = &data[4..];
+    if len > rest.len() || len > 4096 {
+        return Err(ProtocolError("string longer than its option"));
+    }
+    let text =
+        std::str::from_utf8(&rest[..len]).map_err(|_| ProtocolError("string is not UTF-8"))?;
+    Ok((text.to_owned(), &rest[len..]))
+}
+
+/// Parses the payload of `OPT_INFO`/`OPT_GO`: the export name and the information
+/// types requested.
+pub fn parse_export_query(data: &[u8]) -> Result<(String, Vec<u16>), ProtocolError> {
+    let (name, rest) = take_string(data)?;
+    if rest.len() < 2 {
+        return Err(ProtocolError("truncated information request count"));
+    }
+    let count = be_u16(&rest[..2]) as usize;
+    let rest = &rest[2..];
+    if rest.len() != count * 2 {
+        return Err(ProtocolError(
+            "information request count does not match the option length",
+        ));
+    }
+    Ok((name, rest.chunks(2).map(be_u16).collect()))
+}
+
+/// Parses the payload of `OPT_{LIST,SET}_META_CONTEXT`: the export name and the queries.
+pub fn parse_meta_query(data: &[u8]) -> Result<(String, Vec<String>), ProtocolError> {
+    let (name, rest) = take_string(data)?;
+    if rest.len() < 4 {
+        return Err(ProtocolError("truncated query count"));
+    }
+    let count = be_u32(&rest[..4]);
+    let mut rest = &rest[4..];
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        let (query, after) = take_string(rest)?;
+        queries.push(query);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(ProtocolError("bytes after the last query"));
+    }
+    Ok((name, queries))
+}
+
+/// Serves NBD on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    exports: Arc<dyn Exports>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NBD accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let exports = exports.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, exports).await {
+                tracing::debug!(%peer, error = %e, "NBD connection ended");
+            }
+        });
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug)]
+enum End {
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Io(e) => write!(f, "{e}"),
+            End::Protocol(p) => write!(f, "protocol violation: {}", p.0),
+        }
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+impl From<ProtocolError> for End {
+    fn from(e: ProtocolError) -> Self {
+        End::Protocol(e)
+    }
+}
+
+/// What the handshake settled.
+struct Session {
+    disk: Arc<OpenDisk>,
+    structured: bool,
+    allocation_context: bool,
+}
+
+async fn option_reply(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    option: u32,
+    reply: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut msg = Vec::with_capacity(20 + data.len());
+    msg.extend_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
+    msg.extend_from_slice(&option.to_be_bytes());
+    msg.extend_from_slice(&reply.to_be_bytes());
+    msg.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    msg.extend_from_slice(data);
+    w.write_all(&msg).await
+}
+
+fn info_export(size: u64) -> Vec<u8> {
+    let mut d = INFO_EXPORT.to_be_bytes().to_vec();
+    d.extend_from_slice(&size.to_be_bytes());
+    d.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+    d
+}
+
+fn info_block_size() -> Vec<u8> {
+    let mut d = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+    d.extend_from_slice(&1u32.to_be_bytes());
+    d.extend_from_slice(&PREFERRED_BLOCK.to_be_bytes());
+    d.extend_from_slice(&MAX_REQUEST.to_be_bytes());
+    d
+}
+
+/// Runs the option haggling; `None` when the client aborted or went away.
+async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Option<Session>, End> {
+    let mut hello = NBDMAGIC.to_be_bytes().to_vec();
+    hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    stream.write_all(&hello).await?;
+    let client_flags = stream.read_u32().await?;
+    if client_flags & !CLIENT_FLAGS_KNOWN != 0 || client_flags & 1 == 0 {
+        return Err(ProtocolError("unsupported client flags").into());
+    }
+    let no_zeroes = client_flags & u32::from(FLAG_NO_ZEROES) != 0;
+    let mut structured = false;
+    let mut meta: Option<(String, bool)> = None;
+    loop {
+        let mut head = [0u8; 16];
+        stream.read_exact(&mut head).await?;
+        if be_u64(&head[..8]) != IHAVEOPT {
+            return Err(ProtocolError("bad option magic").into());
+        }
+        let option = be_u32(&head[8..12]);
+        let len = be_u32(&head[12..16]);
+        if len > MAX_OPTION {
+            option_reply(stream, option, REP_ERR_TOO_BIG, b"option too large").await?;
+            return Err(ProtocolError("option too large").into());
+        }
+        let mut data = vec![0u8; len as usize];
+        stream.read_exact(&mut data).await?;
+        match option {
+            OPT_EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&data).into_owned();
+                let Some(disk) = exports.export(&name) else {
+                    // This option cannot be refused politely: the protocol says to close.
+                    return Err(ProtocolError("unknown export").into());
+                };
+                let mut reply = disk.file.size().to_be_bytes().to_vec();
+                reply.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+                if !no_zeroes {
+                    reply.extend_from_slice(&[0u8; 124]);
+                }
+                stream.write_all(&reply).await?;
+                let allocation_context = meta.is_some_and(|(n, on)| on && n == name);
+                return Ok(Some(Session {
+                    disk,
+                    structured,
+                    allocation_context,
+                }));
+            }
+            OPT_ABORT => {
+                let _ = option_reply(stream, option, REP_ACK, &[]).await;
+                return Ok(None);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    option_reply(stream, option, REP_ERR_INVALID, b"LIST takes no data").await?;
+                    continue;
+                }
+                for name in exports.export_names() {
+                    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+                    d.extend_from_slice(name.as_bytes());
+                    option_reply(stream, option, REP_SERVER, &d).await?;
+                }
+                option_reply(stream, option, REP_ACK, &[]).await?;
+            }
+            OPT_INFO | OPT_GO => {
+                let (name, requests) = match parse_export_query(&data) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        option_reply(stream, option, REP_ERR_INVALID, e.0.as_bytes()).await?;
+                        continue;
+                    }
+                };
+                let Some(disk) = exports.export(&name) else {
+                    let msg = format!("no export named '{name}'");
+                    option_reply(stream, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                    continue;
+                };
+                option_reply(stream, option, REP_INFO, &info_export(disk.file.size())).await?;
+                option_reply(stream, option, REP_INFO, &info_block_size()).await?;
+                if requests.contains(&INFO_NAME) {
+                    let mut d = INFO_NAME.to_be_bytes().to_vec();
+                    d.extend_from_slice(name.as_bytes());
+                    option_reply(stream, option, REP_INFO, &d).await?;
+                }
+                option_reply(stream, option, REP_ACK, &[]).await?;
+                if option == OPT_GO {
+                    let allocation_context = meta.is_some_and(|(n, on)| on && n == name);
+                    return Ok(Some(Session {
+                        disk,
+                        structured,
+                        allocation_context,
+                    }));
+                }
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"STRUCTURED_REPLY takes no data",
+                    )
+                    .await?;
+                } else {
+                    structured = true;
+                    option_reply(stream, option, REP_ACK, &[]).await?;
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                if !structured {
+                    option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"negotiate structured replies first",
+                    )
+                    .await?;
+                    continue;
+                }
+                let (name, queries) = match parse_meta_query(&data) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        option_reply(stream, option, REP_ERR_INVALID, e.0.as_bytes()).await?;
+                        continue;
+                    }
+                };
+                if exports.export(&name).is_none() {
+                    let msg = format!("no export named '{name}'");
+                    option_reply(stream, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                    continue;
+                }
+                let listing = option == OPT_LIST_META_CONTEXT;
+                let matched = queries
+                    .iter()
+                    .any(|q| q == BASE_ALLOCATION || (listing && (q == "base:" || q.is_empty())))
+                    || (listing && queries.is_empty());
+                if matched {
+                    let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+                    d.extend_from_slice(BASE_ALLOCATION.as_bytes());
+                    option_reply(stream, option, REP_META_CONTEXT, &d).await?;
+                }
+                if !listing {
+                    meta = Some((name, matched));
+                }
+                option_reply(stream, option, REP_ACK, &[]).await?;
+            }
+            _ => {
+                option_reply(stream, option, REP_ERR_UNSUP, b"option not supported").await?;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, exports: Arc<dyn Exports>) -> Result<(), End> {
+    let session =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, exports.as_ref()))
+            .await
+        {
+            Ok(result) => result?,
+            Err(_) => return Err(ProtocolError("handshake timed out").into()),
+        };
+    let Some(session) = session else {
+        return Ok(());
+    };
+    let session = Arc::new(session);
+    let (read, write) = stream.into_split();
+    let mut read = BufReader::with_capacity(256 * 1024, read);
+    let writer = Arc::new(Mutex::new(write));
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        let mut header = [0u8; 28];
+        if let Err(e) = read.read_exact(&mut header).await {
+            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(())
+            } else {
+                Err(e.into())
+            };
+        }
+        let request = match parse_request(&header) {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        if request.command == Command::Disconnect {
+            break Ok(());
+        }
+        let payload = if request.command == Command::Write {
+            if request.length > MAX_REQUEST {
+                // The payload cannot be skipped safely at any size; end the connection.
+                break Err(ProtocolError("write larger than the maximum block size").into());
+            }
+            let mut data = vec![0u8; request.length as usize];
+            if let Err(e) = read.read_exact(&mut data).await {
+                break Err(e.into());
+            }
+            data
+        } else {
+            Vec::new()
+        };
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let session = session.clone();
+        let writer = writer.clone();
+        tasks.spawn(async move {
+            let reply = execute(&session, request, payload).await;
+            let mut w = writer.lock().await;
+            let sent = w.write_all(&reply).await;
+            drop(permit);
+            sent
+        });
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(Err(e)) = done {
+                return Err(e.into());
+            }
+        }
+    };
+    while tasks.join_next().await.is_some() {}
+    if outcome.is_ok() {
+        // A soft disconnect: what was written is flushed before the socket closes.
+        let disk = session.disk.clone();
+        let _ = tokio::task::spawn_blocking(move || disk.file.flush()).await;
+    }
+    let _ = writer.lock().await.shutdown().await;
+    outcome
+}
+
+fn simple_reply(cookie: u64, error: u32, data: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(16 + data.len());
+    msg.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    msg.extend_from_slice(&error.to_be_bytes());
+    msg.extend_from_slice(&cookie.to_be_bytes());
+    msg.extend_from_slice(data);
+    msg
+}
+
+fn chunk(cookie: u64, kind: u16, payload: &[&[u8]]) -> Vec<u8> {
+    let len: usize = payload.iter().map(|p| p.len()).sum();
+    let mut msg = Vec::with_capacity(20 + len);
+    msg.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    msg.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    msg.extend_from_slice(&kind.to_be_bytes());
+    msg.extend_from_slice(&cookie.to_be_bytes());
+    msg.extend_from_slice(&(len as u32).to_be_bytes());
+    for p in payload {
+        msg.extend_from_slice(p);
+    }
+    msg
+}
+
+/// An error reply, structured (with a message) when the session allows.
+fn error_reply(session: &Session, cookie: u64, error: u32, message: &str) -> Vec<u8> {
+    if session.structured {
+        let message = &message.as_bytes()[..message.len().min(4096)];
+        chunk(
+            cookie,
+            REPLY_TYPE_ERROR,
+            &[
+                &error.to_be_bytes(),
+                &(message.len() as u16).to_be_bytes(),
+                message,
+            ],
+        )
+    } else {
+        simple_reply(cookie, error, &[])
+    }
+}
+
+/// The errno a disk failure is reported as.
+fn errno(e: &DiskError) -> u32 {
+    match e {
+        DiskError::OutOfRange { .. } => EINVAL,
+        _ => EIO,
+    }
+}
+
+/// Runs one request against the disk and builds its reply.
+async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> Vec<u8> {
+    let cookie = request.cookie;
+    let size = session.disk.file.size();
+    let in_range = request
+        .offset
+        .checked_add(u64::from(request.length))
+        .is_some_and(|end| end <= size);
+    let fua = request.flags & CMD_FLAG_FUA != 0;
+    if session.disk.is_closed() {
+        return error_reply(
+            session,
+            cookie,
+            ESHUTDOWN,
+            "the virtual machine was stopped",
+        );
+    }
+    match request.command {
+        Command::Read
+        | Command::Write
+        | Command::Trim
+        | Command::WriteZeroes
+        | Command::BlockStatus
+            if !in_range =>
+        {
+            let code = if request.command == Command::Write {
+                ENOSPC
+            } else {
+                EINVAL
+            };
+            return error_reply(
+                session,
+                cookie,
+                code,
+                "the request runs past the end of the disk",
+            );
+        }
+        Command::Read if request.length > MAX_REQUEST => {
+            return error_reply(
+                session,
+                cookie,
+                EOVERFLOW,
+                "the read is larger than the maximum block size",
+            );
+        }
+        Command::BlockStatus if !session.allocation_context => {
+            return error_reply(
+                session,
+                cookie,
+                EINVAL,
+                "no metadata context was negotiated",
+            );
+        }
+        Command::Other(_) | Command::Disconnect => {
+            return error_reply(session, cookie, EINVAL, "unsupported command");
+        }
+        _ => {}
+    }
+    let s = session.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DiskError> {
+        let file = &s.disk.file;
+        let (offset, length) = (request.offset, request.length);
+        match request.command {
+            Command::Read => {
+                let mut data = vec![0u8; length as usize];
+                file.read(offset, &mut data)?;
+                Ok(if s.structured {
+                    chunk(
+                        cookie,
+                        REPLY_TYPE_OFFSET_DATA,
+                        &[&offset.to_be_bytes(), &data],
+                    )
+                } else {
+                    simple_reply(cookie, 0, &data)
+                })
+            }
+            Command::Write => {
+                file.write(offset, &payload)?;
+                if fua {
+                    file.flush()?;
+                }
+                Ok(simple_reply(cookie, 0, &[]))
+            }
+            Command::Trim | Command::WriteZeroes => {
+                file.write_zeroes(offset, u64::from(length))?;
+                if fua {
+                    file.flush()?;
+                }
+                Ok(simple_reply(cookie, 0, &[]))
+            }
+            Command::Flush => {
+                file.flush()?;
+                Ok(simple_reply(cookie, 0, &[]))
+            }
+            Command::BlockStatus => {
+                let span = u64::from(length)
+                    .clamp(1, MAX_STATUS_SPAN)
+                    .min(size - offset);
+                let mut runs = file.extents(offset, span)?;
+                if request.flags & CMD_FLAG_REQ_ONE != 0 {
+                    runs.truncate(1);
+                }
+                let mut payload = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+                for (len, zero) in runs {
+                    payload.extend_from_slice(&(len as u32).to_be_bytes());
+                    let flags = if zero { STATE_HOLE | STATE_ZERO } else { 0 };
+                    payload.extend_from_slice(&flags.to_be_bytes());
+                }
+                Ok(chunk(cookie, REPLY_TYPE_BLOCK_STATUS, &[&payload]))
+            }
+            Command::Disconnect | Command::Other(_) => unreachable!("refused above"),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => error_reply(session, cookie, errno(&e), &e.to_string()),
+        Err(_) => error_reply(session, cookie, EIO, "the request failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(magic: u32, flags: u16, kind: u16, cookie: u64, offset: u64, len: u32) -> [u8; 28] {
+        let mut h = [0u8; 28];
+        h[0..4].copy_from_slice(&magic.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&kind.to_be_bytes());
+        h[8..16].copy_from_slice(&cookie.to_be_bytes());
+        h[16..24].copy_from_slice(&offset.to_be_bytes());
+        h[24..28].copy_from_slice(&len.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn requests_parse() {
+        let r = parse_request(&header(REQUEST_MAGIC, CMD_FLAG_FUA, 1, 7, 4096, 512)).unwrap();
+        assert_eq!(
+            r,
+            Request {
+                flags: CMD_FLAG_FUA,
+                command: Command::Write,
+                cookie: 7,
+                offset: 4096,
+                length: 512
+            }
+        );
+        assert_eq!(
+            parse_request(&header(REQUEST_MAGIC, 0, 9, 1, 0, 0))
+                .unwrap()
+                .command,
+            Command::Other(9)
+        );
+        assert!(parse_request(&header(0x1234_5678, 0, 0, 1, 0, 0)).is_err());
+    }
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut d = (s.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(s.as_bytes());
+        d
+    }
+
+    #[test]
+    fn export_queries_parse_and_refuse_bad_lengths() {
+        let mut d = string("default/d1");
+        d.extend_from_slice(&2u16.to_be_bytes());
+        d.extend_from_slice(&INFO_NAME.to_be_bytes());
+        d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+        assert_eq!(
+            parse_export_query(&d).unwrap(),
+            ("default/d1".into(), vec![INFO_NAME, INFO_BLOCK_SIZE])
+        );
+        assert!(parse_export_query(&d[..d.len() - 1]).is_err());
+        assert!(parse_export_query(&[0, 0, 0, 9, b'a']).is_err());
+        assert!(parse_export_query(&[]).is_err());
+        let mut huge = 0xffff_ffffu32.to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        assert!(parse_export_query(&huge).is_err());
+    }
+
+    #[test]
+    fn meta_queries_parse() {
+        let mut d = string("e");
+        d.extend_from_slice(&2u32.to_be_bytes());
+        d.extend_from_slice(&string(BASE_ALLOCATION));
+        d.extend_from_slice(&string("qemu:dirty-bitmap:x"));
+        assert_eq!(
+            parse_meta_query(&d).unwrap(),
+            (
+                "e".into(),
+                vec![BASE_ALLOCATION.into(), "qemu:dirty-bitmap:x".into()]
+            )
+        );
+        let mut extra = d.clone();
+        extra.push(0);
+        assert!(parse_meta_query(&extra).is_err());
+        let mut lying = string("e");
+        lying.extend_from_slice(&1000u32.to_be_bytes());
+        assert!(parse_meta_query(&lying).is_err());
+    }
+}
