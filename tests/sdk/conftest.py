@@ -46,7 +46,8 @@ class Server:
         env_file.unlink(missing_ok=True)  # a stale one from an earlier run is not readiness
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *self.args],
+            [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+             "--nbd-listen", "127.0.0.1:0", *self.args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 30

@@ -467,6 +467,9 @@ impl Instance {
             self.audit_retention,
         ));
         let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
+        if let Err(e) = self.state.compute.resume().await {
+            tracing::error!(error = %e, "cannot start the virtual machines that were running");
+        }
         let key_checker = tokio::spawn(key_check_loop(self.state.clone(), self.key_check_interval));
         let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
         let nbd = self.nbd.map(|listener| {

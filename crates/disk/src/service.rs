@@ -1193,6 +1193,20 @@ impl Compute {
         Ok(vm)
     }
 
+    /// Starts again the machines that were running when the server last stopped. One whose
+    /// keys cannot be unwrapped stays stopped, and its disk shows why.
+    pub async fn resume(&self) -> Result<(), ComputeError> {
+        for vm in self.list_vms(None)?.into_iter().filter(|vm| vm.running) {
+            if let Err(e) = self.start_vm(&vm.resource_group, &vm.name).await {
+                tracing::warn!(vm = %vm.name, error = %e, "a virtual machine that was running cannot start again");
+                let mut stopped = vm;
+                stopped.running = false;
+                self.save_vm(&stopped)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops a virtual machine: flushes its disks, withdraws their keys from memory and
     /// ends their exports.
     pub async fn stop_vm(
