@@ -463,3 +463,16 @@ def test_nbd_survives_hostile_clients(dsrv):
     if shutil.which("nbdinfo"):
         info = subprocess.run(["nbdinfo", "--json", uri], capture_output=True, text=True, timeout=30)
         assert info.returncode == 0 and '"export-size": 1073741824' in info.stdout, info.stderr
+
+
+def test_demo_tells_the_whole_story():
+    from conftest import ATREST
+    done = subprocess.run([str(ATREST), "demo"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for n in range(1, 6):
+        assert f"== {n}." in out
+    assert out.count('"Customer-managed keys keep this sentence unreadable at rest."') == 4
+    assert "the sentence appears nowhere in the file" in out
+    assert "read now fails: NBD error 5" in out and "KeyDisabled" in out
+    assert "KeyWrap" in out and "KeyUnwrap" in out and out.rstrip().endswith("through the vault's own API.")

@@ -1391,7 +1391,11 @@ pub enum AlertCommand {
 }
 
 /// `atrest monitor query`: the result's rows, as objects in column order.
-async fn monitor_query(conn: &Connection, query: &str, format: Format) -> anyhow::Result<()> {
+pub(crate) async fn monitor_query(
+    conn: &Connection,
+    query: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let result = conn
         .admin(Method::POST, "/query", Some(&json!({ "query": query })))
         .await?;

@@ -61,13 +61,20 @@ pub fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
         (None, Some(dir)) => read_env_file(&dir.join("env"))?,
         _ => HashMap::new(),
     };
+    from_vars(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+}
+
+/// Connects to the server of `data_dir` using its `DIR/env` alone.
+pub fn connect_to(data_dir: &Path) -> anyhow::Result<Connection> {
+    let file = read_env_file(&data_dir.join("env"))?;
+    from_vars(|name| file.get(name).cloned())
+}
+
+fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Connection> {
     let var = |name: &str| -> anyhow::Result<String> {
-        std::env::var(name)
-            .ok()
-            .or_else(|| file.get(name).cloned())
-            .with_context(|| {
-                format!("{name} is not set; run `source DIR/env` or pass --data-dir DIR")
-            })
+        lookup(name).with_context(|| {
+            format!("{name} is not set; run `source DIR/env` or pass --data-dir DIR")
+        })
     };
     let endpoint = var("ATREST_ENDPOINT")?.trim_end_matches('/').to_owned();
     let ca_path = var("ATREST_CA")?;
