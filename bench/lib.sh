@@ -16,7 +16,7 @@ trap cleanup EXIT
 
 # Azure's per-vault limits (4,000 secret reads per 10 s) would cap the figures; lift them.
 unlimited=secrets=4000000000,keys=4000000000,key-create=4000000000,hsm-keys=4000000000
-RUST_LOG=warn "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --purge-interval 1h \
+RUST_LOG=warn "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 --purge-interval 1h \
     --throttle-limits "$unlimited" 2>"$work/server.log" &
 pids+=($!)
 for _ in $(seq 300); do [ -f "$work/data/env" ] && break; sleep 0.1; done

@@ -9,6 +9,7 @@
 //! root.key    the instance root key, 0600
 //! state.db    SQLite (WAL): everything else, secrets sealed
 //! audit.db    SQLite (WAL): the audit log
+//! disks/      one sparse block file per disk, AES-256-XTS ciphertext (0700)
 //! tls/ca.pem, tls/server.pem   public certificates; the server key is sealed in state.db
 //! env         0600 `export` lines for SDKs and the CLI
 //! ```
