@@ -335,17 +335,46 @@ fn created_status(created: bool) -> StatusCode {
     }
 }
 
-/// Serves `…/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}/{name}[/{action}]`.
+/// One addressed compute resource: `…/resourceGroups/{rg}/providers/Microsoft.Compute/
+/// {kind}/{name}[/{action}]`.
+pub(crate) struct Target<'a> {
+    pub resource_group: &'a str,
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub action: Option<&'a str>,
+}
+
+/// `operationName` of a request, from the resource type and the RBAC verb it needs.
+fn operation_name(kind: &str, verb: &str) -> &'static str {
+    match (kind, verb) {
+        ("diskEncryptionSets", "write") => "DiskEncryptionSetWrite",
+        ("diskEncryptionSets", "delete") => "DiskEncryptionSetDelete",
+        ("diskEncryptionSets", _) => "DiskEncryptionSetRead",
+        ("disks", "write") => "DiskWrite",
+        ("disks", "delete") => "DiskDelete",
+        ("disks", _) => "DiskRead",
+        (_, "write") => "VirtualMachineWrite",
+        (_, "delete") => "VirtualMachineDelete",
+        (_, "start/action") => "VirtualMachineStart",
+        (_, "poweroff/action" | "deallocate/action") => "VirtualMachineStop",
+        _ => "VirtualMachineRead",
+    }
+}
+
+/// Serves one compute resource or action.
 pub(crate) async fn resource(
     state: &AppState,
     ctx: &mut Ctx,
     method: &Method,
-    resource_group: &str,
-    kind: &'static str,
-    name: &str,
-    action: Option<&str>,
+    target: Target<'_>,
     body: Body,
 ) -> Result<Resp, ApiError> {
+    let Target {
+        resource_group,
+        kind,
+        name,
+        action,
+    } = target;
     let scope = format!(
         "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{kind}/{name}",
         state.settings.subscription
@@ -356,11 +385,17 @@ pub(crate) async fn resource(
         ("DELETE", None) => "delete".to_owned(),
         ("GET", None) => "read".to_owned(),
         ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read".to_owned(),
-        ("POST", Some(a)) if kind == "virtualMachines" => {
+        ("POST", Some(a))
+            if kind == "virtualMachines"
+                && ["start", "powerOff", "deallocate"]
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(a)) =>
+        {
             format!("{}/action", a.to_ascii_lowercase())
         }
         _ => return Err(ApiError::no_route(method, kind)),
     };
+    ctx.operation = operation_name(kind, &verb);
     authorization::require(
         state,
         ctx,
@@ -369,22 +404,6 @@ pub(crate) async fn resource(
     )?;
     let compute = &state.compute;
     let now = ctx.now;
-    let op = |suffix: &str| -> &'static str {
-        match (kind, suffix) {
-            ("diskEncryptionSets", "write") => "DiskEncryptionSetWrite",
-            ("diskEncryptionSets", "delete") => "DiskEncryptionSetDelete",
-            ("diskEncryptionSets", _) => "DiskEncryptionSetRead",
-            ("disks", "write") => "DiskWrite",
-            ("disks", "delete") => "DiskDelete",
-            ("disks", _) => "DiskRead",
-            (_, "write") => "VirtualMachineWrite",
-            (_, "delete") => "VirtualMachineDelete",
-            (_, "start/action") => "VirtualMachineStart",
-            (_, "poweroff/action" | "deallocate/action") => "VirtualMachineStop",
-            _ => "VirtualMachineRead",
-        }
-    };
-    ctx.operation = op(&verb);
     match (kind, method.as_str(), action) {
         ("diskEncryptionSets", "PUT" | "PATCH", None) => {
             let req = parse_json::<DesDto>(&read_body(body).await?)?.into_request()?;
@@ -481,32 +500,49 @@ pub(crate) fn list(
     let action = format!("Microsoft.Compute/{kind}/read");
     let readable = |id: &str| state.identity.allows_action(&object_ids, id, &action);
     let compute = &state.compute;
-    let mut items = Vec::new();
-    match kind {
+    /// The items the caller may read, in their ARM shape.
+    fn shown<T>(
+        items: Vec<T>,
+        readable: impl Fn(&str) -> Result<bool, atrest_store::StoreError>,
+        id: impl Fn(&T) -> &str,
+        shape: impl Fn(&T) -> Value,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        for item in &items {
+            if readable(id(item))? {
+                out.push(shape(item));
+            }
+        }
+        Ok(out)
+    }
+    let items = match kind {
         "diskEncryptionSets" => {
             ctx.operation = "DiskEncryptionSetList";
-            for des in compute.list_des(resource_group)? {
-                if readable(&des.id)? {
-                    items.push(des_json(state, &des));
-                }
-            }
+            shown(
+                compute.list_des(resource_group)?,
+                readable,
+                |d| &d.id,
+                |d| des_json(state, d),
+            )?
         }
         "disks" => {
             ctx.operation = "DiskList";
-            for disk in compute.list_disks(resource_group)? {
-                if readable(&disk.id)? {
-                    items.push(disk_json(state, &disk));
-                }
-            }
+            shown(
+                compute.list_disks(resource_group)?,
+                readable,
+                |d| &d.id,
+                |d| disk_json(state, d),
+            )?
         }
         _ => {
             ctx.operation = "VirtualMachineList";
-            for vm in compute.list_vms(resource_group)? {
-                if readable(&vm.id)? {
-                    items.push(vm_json(state, &vm));
-                }
-            }
+            shown(
+                compute.list_vms(resource_group)?,
+                readable,
+                |v| &v.id,
+                |v| vm_json(state, v),
+            )?
         }
-    }
+    };
     Ok(json(StatusCode::OK, &json!({ "value": items })))
 }

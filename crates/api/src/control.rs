@@ -471,17 +471,13 @@ async fn management(
             check_resource_group_name(rg)
                 .map_err(|e| ApiError::bad_request("InvalidParameter", e.to_string()))?;
             let kind = compute::kind_of(kind).expect("checked by the guard");
-            compute::resource(
-                state,
-                ctx,
-                method,
-                rg,
+            let target = compute::Target {
+                resource_group: rg,
                 kind,
                 name,
-                action.first().copied(),
-                body,
-            )
-            .await
+                action: action.first().copied(),
+            };
+            compute::resource(state, ctx, method, target, body).await
         }
         [scope @ .., prov_kw, p, kind]
             if seg(prov_kw, "providers")

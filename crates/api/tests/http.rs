@@ -575,3 +575,130 @@ async fn scheduler_clock_moves_forward_only() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_compute_input_changes_nothing() {
+    let s = TestServer::start("compute").await;
+    let compute = |kind: &str, name: &str, suffix: &str| {
+        format!(
+            "/subscriptions/{}/resourceGroups/default/providers/Microsoft.Compute/{kind}/{name}{suffix}?api-version=2024-03-02",
+            s.subscription
+        )
+    };
+    async fn put(s: &TestServer, path: String, body: &str) -> Response {
+        s.mgmt(Method::PUT, &path, body.as_bytes()).await
+    }
+    check_error(
+        &put(&s, compute("disks", "d1", ""), "{").await,
+        400,
+        "BadRequest",
+    );
+    check_error(
+        &put(&s, compute("disks", "d1", ""), "").await,
+        400,
+        "BadRequest",
+    );
+    check_error(
+        &put(
+            &s,
+            compute("disks", "d1", ""),
+            r#"{"location":"westeurope","properties":{"diskSizeGB":"big"}}"#,
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
+    check_error(
+        &put(&s, compute("disks", "d1", ""), r#"{"location":"westeurope","properties":{"diskSizeGB":4,"creationData":{"createOption":"Copy"}}}"#).await,
+        400,
+        "InvalidParameter",
+    );
+    check_error(
+        &put(
+            &s,
+            compute("disks", "d1", ""),
+            r#"{"properties":{"diskSizeGB":4}}"#,
+        )
+        .await,
+        400,
+        "LocationRequired",
+    );
+    check_error(
+        &put(&s, compute("disks", "d1", ""), r#"{"location":"westeurope","properties":{"diskSizeGB":4,"encryption":{"diskEncryptionSetId":"nope"}}}"#).await,
+        400,
+        "NotFound",
+    );
+    check_error(
+        &put(
+            &s,
+            compute("diskEncryptionSets", "s1", ""),
+            r#"{"location":"westeurope","identity":{"type":"UserAssigned"},"properties":{}}"#,
+        )
+        .await,
+        400,
+        "InvalidParameter",
+    );
+    check_error(
+        &put(&s, compute("diskEncryptionSets", "s1", ""), r#"{"location":"westeurope","properties":{"activeKey":{"keyUrl":"https://kvt.vault.localhost/keys/k"}}}"#).await,
+        400,
+        "InvalidParameter",
+    );
+    check_error(
+        &put(&s, compute("virtualMachines", "v1", ""), r#"{"location":"westeurope","properties":{"storageProfile":{"dataDisks":[{"lun":0}]}}}"#).await,
+        400,
+        "InvalidParameter",
+    );
+    check_error(
+        &s.mgmt(
+            Method::PATCH,
+            &compute("disks", "missing", ""),
+            br#"{"properties":{}}"#,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    );
+    check_error(
+        &s.mgmt(
+            Method::POST,
+            &compute("virtualMachines", "v1", "/reboot"),
+            b"",
+        )
+        .await,
+        404,
+        "NotFound",
+    );
+    check_error(
+        &s.mgmt(Method::POST, &compute("disks", "d1", "/start"), b"")
+            .await,
+        404,
+        "NotFound",
+    );
+    // Nothing was created, and the server still serves.
+    for kind in ["disks", "diskEncryptionSets", "virtualMachines"] {
+        let list = s
+            .mgmt(
+                Method::GET,
+                &format!(
+                    "/subscriptions/{}/providers/Microsoft.Compute/{kind}?api-version=2024-03-02",
+                    s.subscription
+                ),
+                b"",
+            )
+            .await;
+        assert_eq!(list.status, 200);
+        assert_eq!(list.json()["value"], serde_json::json!([]), "{kind}");
+    }
+    let created = put(
+        &s,
+        compute("disks", "d1", ""),
+        r#"{"location":"westeurope","properties":{"diskSizeGB":4}}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    assert_eq!(
+        created.json()["properties"]["encryption"]["type"],
+        "EncryptionAtRestWithPlatformKey"
+    );
+    s.stop().await;
+}

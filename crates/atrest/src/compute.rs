@@ -63,12 +63,7 @@ pub enum DesCommand {
         enable_auto_key_rotation: Option<bool>,
     },
     /// Show a disk encryption set.
-    Show {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Show(Named),
     /// List disk encryption sets.
     List {
         #[arg(short = 'g', long)]
@@ -88,12 +83,7 @@ pub enum DesCommand {
         enable_auto_key_rotation: Option<bool>,
     },
     /// Delete a disk encryption set that no disk uses.
-    Delete {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Delete(Named),
 }
 
 #[derive(Subcommand)]
@@ -118,12 +108,7 @@ pub enum DiskCommand {
         encryption_type: Option<String>,
     },
     /// Show a disk.
-    Show {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Show(Named),
     /// List disks.
     List {
         #[arg(short = 'g', long)]
@@ -143,12 +128,7 @@ pub enum DiskCommand {
         encryption_type: Option<String>,
     },
     /// Delete a disk and its data keys; its data becomes unrecoverable.
-    Delete {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Delete(Named),
 }
 
 #[derive(Subcommand)]
@@ -166,38 +146,43 @@ pub enum VmCommand {
         attach_disks: Vec<String>,
     },
     /// Start a virtual machine: unwrap its disks' keys and export the disks over NBD.
-    Start {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Start(Named),
     /// Stop a virtual machine: end its exports and drop its disks' keys from memory.
-    Stop {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Stop(Named),
     /// Show a virtual machine, with the NBD URI of each disk while it runs.
-    Show {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Show(Named),
     /// List virtual machines.
     List {
         #[arg(short = 'g', long)]
         resource_group: Option<String>,
     },
     /// Delete a virtual machine; its disks stay.
-    Delete {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    Delete(Named),
+}
+
+/// A resource by name, in a resource group (the CLI's default when absent).
+#[derive(clap::Args)]
+pub struct Named {
+    #[arg(short = 'n', long)]
+    name: String,
+    #[arg(short = 'g', long)]
+    resource_group: Option<String>,
+}
+
+impl Named {
+    fn path(&self, conn: &Connection, kind: &str) -> String {
+        compute_path(conn, self.resource_group.as_deref(), kind, &self.name)
+    }
+}
+
+async fn show(conn: &Connection, kind: &str, named: &Named) -> anyhow::Result<Value> {
+    conn.management(Method::GET, &named.path(conn, kind), None)
+        .await
+}
+
+async fn delete(conn: &Connection, kind: &str, named: &Named) -> anyhow::Result<Value> {
+    conn.management(Method::DELETE, &named.path(conn, kind), None)
+        .await
 }
 
 /// A vault reference for `sourceVault.id`: a resource id as given, or a vault name.
@@ -269,17 +254,7 @@ pub async fn disk_encryption_set(
             )
             .await?
         }
-        C::Show {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::GET,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Show(named) => show(conn, KIND, &named).await?,
         C::List { resource_group } => {
             get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
         }
@@ -306,17 +281,7 @@ pub async fn disk_encryption_set(
             )
             .await?
         }
-        C::Delete {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::DELETE,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Delete(named) => delete(conn, KIND, &named).await?,
     };
     print(&out, format)
 }
@@ -360,17 +325,7 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
             )
             .await?
         }
-        C::Show {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::GET,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Show(named) => show(conn, KIND, &named).await?,
         C::List { resource_group } => {
             get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
         }
@@ -397,17 +352,7 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
             )
             .await?
         }
-        C::Delete {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::DELETE,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Delete(named) => delete(conn, KIND, &named).await?,
     };
     print(&out, format)
 }
@@ -415,8 +360,8 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
 pub async fn vm(conn: &Connection, command: VmCommand, format: Format) -> anyhow::Result<()> {
     const KIND: &str = "virtualMachines";
     use VmCommand as C;
-    let action = |rg: Option<String>, name: String, verb: &'static str| async move {
-        let path = format!("{}/{verb}", compute_path(conn, rg.as_deref(), KIND, &name));
+    let action = |named: Named, verb: &'static str| async move {
+        let path = format!("{}/{verb}", named.path(conn, KIND));
         conn.management(Method::POST, &path, None).await
     };
     let out = match command {
@@ -443,39 +388,13 @@ pub async fn vm(conn: &Connection, command: VmCommand, format: Format) -> anyhow
             )
             .await?
         }
-        C::Start {
-            name,
-            resource_group,
-        } => action(resource_group, name, "start").await?,
-        C::Stop {
-            name,
-            resource_group,
-        } => action(resource_group, name, "deallocate").await?,
-        C::Show {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::GET,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Start(named) => action(named, "start").await?,
+        C::Stop(named) => action(named, "deallocate").await?,
+        C::Show(named) => show(conn, KIND, &named).await?,
         C::List { resource_group } => {
             get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
         }
-        C::Delete {
-            name,
-            resource_group,
-        } => {
-            conn.management(
-                Method::DELETE,
-                &compute_path(conn, resource_group.as_deref(), KIND, &name),
-                None,
-            )
-            .await?
-        }
+        C::Delete(named) => delete(conn, KIND, &named).await?,
     };
     print(&out, format)
 }

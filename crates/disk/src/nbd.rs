@@ -673,6 +673,9 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
                 "no metadata context was negotiated",
             );
         }
+        Command::BlockStatus if request.length == 0 => {
+            return error_reply(session, cookie, EINVAL, "BLOCK_STATUS needs a length");
+        }
         Command::Other(_) | Command::Disconnect => {
             return error_reply(session, cookie, EINVAL, "unsupported command");
         }
@@ -715,9 +718,7 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
                 Ok(simple_reply(cookie, 0, &[]))
             }
             Command::BlockStatus => {
-                let span = u64::from(length)
-                    .clamp(1, MAX_STATUS_SPAN)
-                    .min(size - offset);
+                let span = u64::from(length).min(MAX_STATUS_SPAN);
                 let mut runs = file.extents(offset, span)?;
                 if request.flags & CMD_FLAG_REQ_ONE != 0 {
                     runs.truncate(1);

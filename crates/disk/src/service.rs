@@ -834,13 +834,12 @@ impl Compute {
         match target {
             None => {}
             Some(to) if to == from && req.disk_encryption_set.is_none() => {}
+            Some(EncryptionType::PlatformKey) if from == EncryptionType::PlatformKey => {}
             Some(EncryptionType::PlatformKey) => {
-                if from != EncryptionType::PlatformKey {
-                    return Err(ComputeError::invalid(
-                        "OperationNotAllowed",
-                        format!("Disk '{}' uses a customer-managed key; changing it back to EncryptionAtRestWithPlatformKey is not supported.", disk.name),
-                    ));
-                }
+                return Err(ComputeError::invalid(
+                    "OperationNotAllowed",
+                    format!("Disk '{}' uses a customer-managed key; changing it back to EncryptionAtRestWithPlatformKey is not supported.", disk.name),
+                ));
             }
             Some(to) => {
                 let reference = req.disk_encryption_set.as_deref().ok_or_else(|| {
@@ -978,23 +977,23 @@ impl Compute {
         Ok(layers)
     }
 
-    /// Records (or clears) why a disk's key could not be used.
+    /// Records (or clears) why a disk's key could not be used. One read-modify-write
+    /// transaction, since key checks run beside changes to the disk.
     fn set_key_error(
         &self,
         resource_group: &str,
         name: &str,
         error: Option<String>,
     ) -> Result<(), ComputeError> {
-        let Some(mut disk) = self
-            .store
-            .read(|tx| tx.resource::<Disk>(DISK_KIND, resource_group, name))?
-        else {
-            return Ok(());
-        };
-        if disk.key_error != error {
-            disk.key_error = error;
-            self.save_disk(&disk)?;
-        }
+        self.store.write(
+            |tx| match tx.resource::<Disk>(DISK_KIND, resource_group, name)? {
+                Some(mut disk) if disk.key_error != error => {
+                    disk.key_error = error;
+                    tx.put_resource(DISK_KIND, resource_group, name, &disk)
+                }
+                _ => Ok(()),
+            },
+        )?;
         Ok(())
     }
 
