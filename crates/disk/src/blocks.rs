@@ -52,45 +52,6 @@ pub enum DiskError {
     KeyUnavailable,
 }
 
-/// The part of one unit a request covers.
-struct Piece {
-    unit: u64,
-    /// Where the piece starts within the unit.
-    offset_in_unit: usize,
-    /// Where it starts within the request.
-    start: usize,
-    len: usize,
-}
-
-impl Piece {
-    fn within(&self) -> std::ops::Range<usize> {
-        self.offset_in_unit..self.offset_in_unit + self.len
-    }
-
-    fn request(&self) -> std::ops::Range<usize> {
-        self.start..self.start + self.len
-    }
-}
-
-/// Splits the request `offset`, `len` at unit boundaries.
-fn pieces(offset: u64, len: usize) -> impl Iterator<Item = Piece> {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        (start < len).then(|| {
-            let pos = offset + start as u64;
-            let offset_in_unit = (pos % UNIT as u64) as usize;
-            let piece = Piece {
-                unit: pos / UNIT as u64,
-                offset_in_unit,
-                start,
-                len: (UNIT - offset_in_unit).min(len - start),
-            };
-            start += piece.len;
-            piece
-        })
-    })
-}
-
 /// One disk's encrypted block file.
 pub struct EncryptedFile {
     file: File,
@@ -167,91 +128,140 @@ impl EncryptedFile {
         }
     }
 
-    /// Reads and decrypts one whole unit into `buf`.
-    fn read_unit(&self, unit: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        if !self.is_available() {
-            return Err(DiskError::KeyUnavailable);
-        }
-        self.file.read_exact_at(buf, unit * UNIT as u64)?;
-        if buf.iter().all(|b| *b == 0) {
-            return Ok(());
-        }
+    /// Decrypts whole units in place; `data` starts at unit `first`. All-zero units are
+    /// holes and stay zero.
+    fn decrypt_units(&self, first: u64, data: &mut [u8]) -> Result<(), DiskError> {
         let mut layers = self.layers();
-        for key in layers
-            .as_mut()
-            .ok_or(DiskError::KeyUnavailable)?
-            .iter_mut()
-            .rev()
-        {
-            key.decrypt(unit, buf)?;
+        let keys = layers.as_mut().ok_or(DiskError::KeyUnavailable)?;
+        for (unit, block) in (first..).zip(data.chunks_exact_mut(UNIT)) {
+            if block.iter().any(|b| *b != 0) {
+                for key in keys.iter_mut().rev() {
+                    key.decrypt(unit, block)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Encrypts `buf` (one whole unit of plaintext, consumed) and stores it; an all-zero
-    /// unit is stored as zeros.
-    fn write_unit(&self, unit: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        if buf.iter().any(|b| *b != 0) {
-            let mut layers = self.layers();
-            for key in layers.as_mut().ok_or(DiskError::KeyUnavailable)? {
-                key.encrypt(unit, buf)?;
+    /// Encrypts whole units of plaintext in place; `data` starts at unit `first`. All-zero
+    /// units stay zero, so they read back as holes.
+    fn encrypt_units(&self, first: u64, data: &mut [u8]) -> Result<(), DiskError> {
+        let mut layers = self.layers();
+        let keys = layers.as_mut().ok_or(DiskError::KeyUnavailable)?;
+        for (unit, block) in (first..).zip(data.chunks_exact_mut(UNIT)) {
+            if block.iter().any(|b| *b != 0) {
+                for key in keys.iter_mut() {
+                    key.encrypt(unit, block)?;
+                }
             }
-        } else if !self.is_available() {
+        }
+        Ok(())
+    }
+
+    /// Reads and decrypts the whole units starting at unit `first` into `data`.
+    fn read_units(&self, first: u64, data: &mut [u8]) -> Result<(), DiskError> {
+        if !self.is_available() {
             return Err(DiskError::KeyUnavailable);
         }
-        self.file.write_all_at(buf, unit * UNIT as u64)?;
-        Ok(())
+        self.file.read_exact_at(data, first * UNIT as u64)?;
+        self.decrypt_units(first, data)
+    }
+
+    /// The units `offset`, `len` touches: the first one and how many bytes they span.
+    fn span(offset: u64, len: usize) -> (u64, usize) {
+        let first = offset / UNIT as u64;
+        let end = (offset + len as u64).div_ceil(UNIT as u64);
+        (first, ((end - first) as usize) * UNIT)
     }
 
     /// Splits `offset`, `len` into runs of units that hold data (`false`) or read as zeros
     /// (`true`), as `(length, zero)` pairs, from the stored bytes alone (no key needed).
     pub fn extents(&self, offset: u64, len: u64) -> Result<Vec<(u64, bool)>, DiskError> {
+        const CHUNK: usize = 1 << 20;
         self.check(offset, len as usize)?;
+        let end = offset + len;
         let mut runs: Vec<(u64, bool)> = Vec::new();
-        let mut unit_buf = vec![0u8; UNIT];
-        for piece in pieces(offset, len as usize) {
-            self.file
-                .read_exact_at(&mut unit_buf, piece.unit * UNIT as u64)?;
-            let zero = unit_buf.iter().all(|b| *b == 0);
-            match runs.last_mut() {
-                Some((run, z)) if *z == zero => *run += piece.len as u64,
-                _ => runs.push((piece.len as u64, zero)),
+        let mut chunk = vec![0u8; CHUNK];
+        let mut pos = offset;
+        while pos < end {
+            let start = pos - pos % UNIT as u64;
+            let n = ((end - start).div_ceil(UNIT as u64) * UNIT as u64).min(CHUNK as u64) as usize;
+            self.file.read_exact_at(&mut chunk[..n], start)?;
+            for (unit_start, block) in (start..).step_by(UNIT).zip(chunk[..n].chunks_exact(UNIT)) {
+                let piece = (unit_start + UNIT as u64).min(end) - unit_start.max(pos);
+                let zero = block.iter().all(|b| *b == 0);
+                match runs.last_mut() {
+                    Some((run, z)) if *z == zero => *run += piece,
+                    _ => runs.push((piece, zero)),
+                }
             }
+            pos = start + n as u64;
         }
         Ok(runs)
     }
 
-    /// Fills `buf` with the plaintext at `offset`.
+    /// Fills `buf` with the plaintext at `offset`: one read of the units it touches.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.check(offset, buf.len())?;
-        let mut unit_buf = vec![0u8; UNIT];
-        for piece in pieces(offset, buf.len()) {
-            self.read_unit(piece.unit, &mut unit_buf)?;
-            buf[piece.request()].copy_from_slice(&unit_buf[piece.within()]);
+        if buf.is_empty() {
+            return Ok(());
         }
+        let (first, span) = Self::span(offset, buf.len());
+        if span == buf.len() {
+            return self.read_units(first, buf);
+        }
+        let mut units = vec![0u8; span];
+        self.read_units(first, &mut units)?;
+        let at = (offset - first * UNIT as u64) as usize;
+        buf.copy_from_slice(&units[at..at + buf.len()]);
         Ok(())
     }
 
-    /// Writes `data` at `offset`, merging partial units with what they hold.
+    /// Writes `data` at `offset`: the units it touches are assembled (reading those it
+    /// covers only partly), encrypted, and stored with one write.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
         self.check(offset, data.len())?;
-        let mut unit_buf = vec![0u8; UNIT];
-        for piece in pieces(offset, data.len()) {
-            if piece.len < UNIT {
-                self.read_unit(piece.unit, &mut unit_buf)?;
-            }
-            unit_buf[piece.within()].copy_from_slice(&data[piece.request()]);
-            self.write_unit(piece.unit, &mut unit_buf)?;
+        if data.is_empty() {
+            return Ok(());
         }
+        let (first, span) = Self::span(offset, data.len());
+        let at = (offset - first * UNIT as u64) as usize;
+        let mut units = vec![0u8; span];
+        if at != 0 {
+            self.read_units(first, &mut units[..UNIT])?;
+        }
+        if !(at + data.len()).is_multiple_of(UNIT) && (span > UNIT || at == 0) {
+            let last = first + (span / UNIT) as u64 - 1;
+            self.read_units(last, &mut units[span - UNIT..])?;
+        }
+        units[at..at + data.len()].copy_from_slice(data);
+        self.encrypt_units(first, &mut units)?;
+        self.file.write_all_at(&units, first * UNIT as u64)?;
         Ok(())
     }
 
-    /// Zeroes `len` bytes at `offset`.
+    /// [`Self::write`] that may encrypt `data` in place (when it covers whole units) and
+    /// so saves a copy; `data` holds ciphertext or plaintext afterwards.
+    pub fn write_in_place(&self, offset: u64, data: &mut [u8]) -> Result<(), DiskError> {
+        if !offset.is_multiple_of(UNIT as u64) || !data.len().is_multiple_of(UNIT) {
+            return self.write(offset, data);
+        }
+        self.check(offset, data.len())?;
+        self.encrypt_units(offset / UNIT as u64, data)?;
+        self.file.write_all_at(data, offset)?;
+        Ok(())
+    }
+
+    /// Zeroes `len` bytes at `offset`, a bounded piece at a time.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
+        const PIECE: u64 = 8 << 20;
         self.check(offset, len as usize)?;
-        let zeros = vec![0u8; UNIT];
-        for piece in pieces(offset, len as usize) {
-            self.write(offset + piece.start as u64, &zeros[..piece.len])?;
+        let zeros = vec![0u8; PIECE as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(PIECE);
+            self.write(offset + done, &zeros[..n as usize])?;
+            done += n;
         }
         Ok(())
     }
@@ -425,6 +435,29 @@ mod tests {
     }
 
     #[test]
+    fn writing_in_place_stores_what_writing_stores() {
+        let (a, b) = (temp("inplace-a"), temp("inplace-b"));
+        let size = 8 * UNIT as u64;
+        let (da, db) = (
+            EncryptedFile::open(&a, size, vec![key()]).unwrap(),
+            EncryptedFile::open(&b, size, vec![key()]).unwrap(),
+        );
+        for (offset, len) in [
+            (0, 2 * UNIT),
+            (3 * UNIT as u64, UNIT),
+            (UNIT as u64 + 9, 100),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+            da.write(offset, &data).unwrap();
+            db.write_in_place(offset, &mut data.clone()).unwrap();
+        }
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let mut back = vec![0u8; 2 * UNIT];
+        db.read(0, &mut back).unwrap();
+        assert_eq!(back[..3], [1, 2, 3]);
+    }
+
+    #[test]
     fn extents_follow_what_was_written() {
         let path = temp("extents");
         let disk = EncryptedFile::open(&path, 8 * UNIT as u64, vec![key()]).unwrap();
@@ -438,6 +471,20 @@ mod tests {
         assert_eq!(disk.extents(unit + 100, 200).unwrap(), vec![(200, true)]);
         disk.revoke();
         assert_eq!(disk.extents(2 * unit, 10).unwrap(), vec![(10, false)]);
+
+        // Spans longer than one read of the scan.
+        let path = temp("extents-long");
+        let mib = 1u64 << 20;
+        let long = EncryptedFile::open(&path, 4 * mib, vec![key()]).unwrap();
+        long.write(2 * mib + 5, b"y").unwrap();
+        assert_eq!(
+            long.extents(0, 4 * mib).unwrap(),
+            vec![(2 * mib, true), (unit, false), (2 * mib - unit, true)]
+        );
+        assert_eq!(
+            long.extents(mib + 3, 2 * mib).unwrap(),
+            vec![(mib - 3, true), (unit, false), (mib + 3 - unit, true)]
+        );
         assert!(disk.extents(0, 9 * unit).is_err());
     }
 }

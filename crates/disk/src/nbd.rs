@@ -306,11 +306,40 @@ impl From<ProtocolError> for End {
     }
 }
 
-/// What the handshake settled.
+/// What the handshake settled, and the connection's spare buffers.
 struct Session {
     disk: Arc<OpenDisk>,
     structured: bool,
     allocation_context: bool,
+    buffers: Buffers,
+}
+
+/// Request and reply buffers kept for reuse: a fresh megabyte for every request would
+/// cost a page fault per page.
+#[derive(Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    /// A buffer of `len` bytes (zeros, or a reused buffer's old bytes).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Keeps `buf` for reuse, unless enough are kept or it is large (a connection keeps
+    /// at most `IN_FLIGHT` × 4 MiB).
+    fn give(&self, buf: Vec<u8>) {
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < IN_FLIGHT && buf.capacity() <= 4 << 20 {
+            spare.push(buf);
+        }
+    }
 }
 
 async fn option_reply(
@@ -388,6 +417,7 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                     disk,
                     structured,
                     allocation_context,
+                    buffers: Buffers::default(),
                 }));
             }
             OPT_ABORT => {
@@ -433,6 +463,7 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                         disk,
                         structured,
                         allocation_context,
+                        buffers: Buffers::default(),
                     }));
                 }
             }
@@ -533,7 +564,7 @@ async fn connection(mut stream: TcpStream, exports: Arc<dyn Exports>) -> Result<
                 // The payload cannot be skipped safely at any size; end the connection.
                 break Err(ProtocolError("write larger than the maximum block size").into());
             }
-            let mut data = vec![0u8; request.length as usize];
+            let mut data = session.buffers.take(request.length as usize);
             if let Err(e) = read.read_exact(&mut data).await {
                 break Err(e.into());
             }
@@ -550,8 +581,8 @@ async fn connection(mut stream: TcpStream, exports: Arc<dyn Exports>) -> Result<
         let writer = writer.clone();
         tasks.spawn(async move {
             let reply = execute(&session, request, payload).await;
-            let mut w = writer.lock().await;
-            let sent = w.write_all(&reply).await;
+            let sent = writer.lock().await.write_all(&reply).await;
+            session.buffers.give(reply);
             drop(permit);
             sent
         });
@@ -571,23 +602,35 @@ async fn connection(mut stream: TcpStream, exports: Arc<dyn Exports>) -> Result<
     outcome
 }
 
-fn simple_reply(cookie: u64, error: u32, data: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(16 + data.len());
-    msg.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    msg.extend_from_slice(&error.to_be_bytes());
-    msg.extend_from_slice(&cookie.to_be_bytes());
-    msg.extend_from_slice(data);
-    msg
+const SIMPLE_HEADER: usize = 16;
+const CHUNK_HEADER: usize = 20;
+
+fn simple_header(cookie: u64, error: u32) -> [u8; SIMPLE_HEADER] {
+    let mut h = [0u8; SIMPLE_HEADER];
+    h[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    h[4..8].copy_from_slice(&error.to_be_bytes());
+    h[8..].copy_from_slice(&cookie.to_be_bytes());
+    h
+}
+
+fn chunk_header(cookie: u64, kind: u16, len: usize) -> [u8; CHUNK_HEADER] {
+    let mut h = [0u8; CHUNK_HEADER];
+    h[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    h[4..6].copy_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    h[6..8].copy_from_slice(&kind.to_be_bytes());
+    h[8..16].copy_from_slice(&cookie.to_be_bytes());
+    h[16..].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
+
+fn simple_reply(cookie: u64, error: u32) -> Vec<u8> {
+    simple_header(cookie, error).to_vec()
 }
 
 fn chunk(cookie: u64, kind: u16, payload: &[&[u8]]) -> Vec<u8> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
-    let mut msg = Vec::with_capacity(20 + len);
-    msg.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-    msg.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
-    msg.extend_from_slice(&kind.to_be_bytes());
-    msg.extend_from_slice(&cookie.to_be_bytes());
-    msg.extend_from_slice(&(len as u32).to_be_bytes());
+    let mut msg = Vec::with_capacity(CHUNK_HEADER + len);
+    msg.extend_from_slice(&chunk_header(cookie, kind, len));
     for p in payload {
         msg.extend_from_slice(p);
     }
@@ -608,7 +651,7 @@ fn error_reply(session: &Session, cookie: u64, error: u32, message: &str) -> Vec
             ],
         )
     } else {
-        simple_reply(cookie, error, &[])
+        simple_reply(cookie, error)
     }
 }
 
@@ -687,35 +730,45 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
         let (offset, length) = (request.offset, request.length);
         match request.command {
             Command::Read => {
-                let mut data = vec![0u8; length as usize];
-                file.read(offset, &mut data)?;
-                Ok(if s.structured {
-                    chunk(
+                // The data is read straight into the reply, behind its header.
+                let header = if s.structured {
+                    CHUNK_HEADER + 8
+                } else {
+                    SIMPLE_HEADER
+                };
+                let mut reply = s.buffers.take(header + length as usize);
+                file.read(offset, &mut reply[header..])?;
+                if s.structured {
+                    reply[..CHUNK_HEADER].copy_from_slice(&chunk_header(
                         cookie,
                         REPLY_TYPE_OFFSET_DATA,
-                        &[&offset.to_be_bytes(), &data],
-                    )
+                        8 + length as usize,
+                    ));
+                    reply[CHUNK_HEADER..header].copy_from_slice(&offset.to_be_bytes());
                 } else {
-                    simple_reply(cookie, 0, &data)
-                })
+                    reply[..header].copy_from_slice(&simple_header(cookie, 0));
+                }
+                Ok(reply)
             }
             Command::Write => {
-                file.write(offset, &payload)?;
+                let mut payload = payload;
+                file.write_in_place(offset, &mut payload)?;
+                s.buffers.give(payload);
                 if fua {
                     file.flush()?;
                 }
-                Ok(simple_reply(cookie, 0, &[]))
+                Ok(simple_reply(cookie, 0))
             }
             Command::Trim | Command::WriteZeroes => {
                 file.write_zeroes(offset, u64::from(length))?;
                 if fua {
                     file.flush()?;
                 }
-                Ok(simple_reply(cookie, 0, &[]))
+                Ok(simple_reply(cookie, 0))
             }
             Command::Flush => {
                 file.flush()?;
-                Ok(simple_reply(cookie, 0, &[]))
+                Ok(simple_reply(cookie, 0))
             }
             Command::BlockStatus => {
                 let span = u64::from(length).min(MAX_STATUS_SPAN);
