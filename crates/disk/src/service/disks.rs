@@ -1,0 +1,378 @@
+//! Disks: data keys by encryption type, PMK to CMK, deletion, and unwrapping for use.
+
+use super::*;
+
+/// Fields of a disk create or update.
+#[derive(Debug, Clone, Default)]
+pub struct DiskRequest {
+    /// Location (required on create).
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `diskSizeGB` (required on create).
+    pub size_gb: Option<i64>,
+    /// `encryption.type`.
+    pub encryption_type: Option<String>,
+    /// `encryption.diskEncryptionSetId`: a resource id or a name in the disk's group.
+    pub disk_encryption_set: Option<String>,
+}
+
+impl Compute {
+    /// A disk.
+    pub fn get_disk(&self, resource_group: &str, name: &str) -> Result<Disk, ComputeError> {
+        self.get(DISK_KIND, resource_group, name)
+    }
+
+    /// Disks of one resource group, or all.
+    pub fn list_disks(&self, resource_group: Option<&str>) -> Result<Vec<Disk>, ComputeError> {
+        self.list(DISK_KIND, resource_group)
+    }
+
+    /// The disk encryption set a request names, checked against the disk's location and
+    /// encryption type.
+    pub(super) fn des_for(
+        &self,
+        reference: &str,
+        resource_group: &str,
+        location: &str,
+        encryption: EncryptionType,
+    ) -> Result<DiskEncryptionSet, ComputeError> {
+        let (rg, name) = resource_ref(reference, DES_KIND, resource_group);
+        let des: DiskEncryptionSet = self
+            .store
+            .read(|tx| tx.resource(DES_KIND, rg, name))?
+            .ok_or_else(|| {
+                ComputeError::invalid(
+                    "NotFound",
+                    format!("The disk encryption set '{reference}' was not found."),
+                )
+            })?;
+        if des.location != location {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("The disk encryption set '{}' is in location '{}'; a disk in '{location}' cannot use it.", des.name, des.location),
+            ));
+        }
+        if des.encryption() != encryption {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("The disk's encryption type {} does not match the encryption type {} of disk encryption set '{}'.", encryption.as_str(), des.encryption_type, des.name),
+            ));
+        }
+        Ok(des)
+    }
+
+    /// The encryption type a request asks for, given whether it names a set.
+    pub(super) fn requested_encryption(
+        req: &DiskRequest,
+    ) -> Result<Option<EncryptionType>, ComputeError> {
+        Ok(match (&req.encryption_type, &req.disk_encryption_set) {
+            (Some(t), _) => Some(EncryptionType::parse(t)?),
+            (None, Some(_)) => Some(EncryptionType::CustomerKey),
+            (None, None) => None,
+        })
+    }
+
+    /// Creates or updates a disk. New disks get fresh data keys wrapped as their
+    /// encryption type says; an update may grow the disk or move it from the platform key
+    /// to a customer key (or to another set), which rewraps its data key and nothing else.
+    pub async fn put_disk(
+        &self,
+        resource_group: &str,
+        name: &str,
+        req: &DiskRequest,
+        now: i64,
+    ) -> Result<(Disk, bool), ComputeError> {
+        check_compute_name("disk", name)?;
+        let _guard = self.changes.lock().await;
+        let existing: Option<Disk> = self
+            .store
+            .read(|tx| tx.resource(DISK_KIND, resource_group, name))?;
+        match existing {
+            None => Ok((
+                self.create_disk(resource_group, name, req, now).await?,
+                true,
+            )),
+            Some(disk) => Ok((self.update_disk(disk, req).await?, false)),
+        }
+    }
+
+    pub(super) async fn create_disk(
+        &self,
+        resource_group: &str,
+        name: &str,
+        req: &DiskRequest,
+        now: i64,
+    ) -> Result<Disk, ComputeError> {
+        let location = normalize_location(req.location.as_deref().ok_or_else(|| {
+            ComputeError::invalid(
+                "LocationRequired",
+                "The location property is required for this definition.",
+            )
+        })?)
+        .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?;
+        let size_gb = check_disk_size_gb(req.size_gb.ok_or_else(|| {
+            ComputeError::invalid(
+                "InvalidParameter",
+                "Required parameter 'diskSizeGB' is missing (null).",
+            )
+        })?)?;
+        let encryption = Self::requested_encryption(req)?.unwrap_or(EncryptionType::PlatformKey);
+        let des = match (&req.disk_encryption_set, encryption.uses_customer_key()) {
+            (Some(reference), true) => Some(self.des_for(reference, resource_group, &location, encryption)?),
+            (None, true) => {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("Encryption type {} requires a disk encryption set (encryption.diskEncryptionSetId).", encryption.as_str()),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    "A disk encryption set cannot be used with EncryptionAtRestWithPlatformKey.",
+                ))
+            }
+            (None, false) => None,
+        };
+        let unique_id = new_uuid();
+        let mut keys = Vec::new();
+        if encryption != EncryptionType::CustomerKey {
+            let dek = new_dek();
+            let (version, wrapped) = self.platform.wrap(&unique_id, dek.as_ref());
+            keys.push(WrappedDek::Platform { version, wrapped });
+        }
+        if let Some(des) = &des {
+            let key_url = &des.active_key.key_url;
+            self.check_access(des, key_url).await?;
+            let dek = new_dek();
+            let wrapped = self.wrap_customer(des, key_url, dek.as_ref()).await?;
+            keys.push(WrappedDek::Customer {
+                key_url: key_url.clone(),
+                wrapped,
+            });
+        }
+        let disk = Disk {
+            name: name.to_owned(),
+            resource_group: resource_group.to_owned(),
+            id: self.resource_id(resource_group, DISK_KIND, name),
+            location,
+            tags: req.tags.clone().unwrap_or_default(),
+            size_gb,
+            unique_id,
+            encryption_type: encryption.as_str().to_owned(),
+            disk_encryption_set: des.map(|d| d.id),
+            keys,
+            managed_by: None,
+            key_error: None,
+            created: now,
+        };
+        self.save_disk(&disk)?;
+        Ok(disk)
+    }
+
+    pub(super) async fn update_disk(
+        &self,
+        mut disk: Disk,
+        req: &DiskRequest,
+    ) -> Result<Disk, ComputeError> {
+        if let Some(location) = &req.location {
+            if normalize_location(location).ok().as_deref() != Some(disk.location.as_str()) {
+                return Err(ComputeError::invalid(
+                    "PropertyChangeNotAllowed",
+                    "Changing property 'location' is not allowed.",
+                ));
+            }
+        }
+        if let Some(size) = req.size_gb {
+            let size = check_disk_size_gb(size)?;
+            if size < disk.size_gb {
+                return Err(ComputeError::invalid(
+                    "BadRequest",
+                    format!(
+                        "Disk '{}' cannot shrink from {} GB to {size} GB.",
+                        disk.name, disk.size_gb
+                    ),
+                ));
+            }
+            if size != disk.size_gb && self.is_open(&disk) {
+                return Err(ComputeError::conflict(
+                    "OperationNotAllowed",
+                    format!(
+                        "Disk '{}' cannot be resized while its virtual machine runs.",
+                        disk.name
+                    ),
+                ));
+            }
+            disk.size_gb = size;
+        }
+        if let Some(tags) = &req.tags {
+            disk.tags = tags.clone();
+        }
+        let target = Self::requested_encryption(req)?;
+        let from = disk.encryption();
+        match target {
+            None => {}
+            Some(to) if to == from && req.disk_encryption_set.is_none() => {}
+            Some(EncryptionType::PlatformKey) if from == EncryptionType::PlatformKey => {}
+            Some(EncryptionType::PlatformKey) => {
+                return Err(ComputeError::invalid(
+                    "OperationNotAllowed",
+                    format!("Disk '{}' uses a customer-managed key; changing it back to EncryptionAtRestWithPlatformKey is not supported.", disk.name),
+                ));
+            }
+            Some(to) => {
+                let reference = req.disk_encryption_set.as_deref().ok_or_else(|| {
+                    ComputeError::invalid(
+                        "InvalidParameter",
+                        format!("Encryption type {} requires a disk encryption set (encryption.diskEncryptionSetId).", to.as_str()),
+                    )
+                })?;
+                if from != to
+                    && !(from == EncryptionType::PlatformKey && to == EncryptionType::CustomerKey)
+                {
+                    return Err(ComputeError::invalid(
+                        "OperationNotAllowed",
+                        format!("Disk '{}' cannot change from {} to {}: that would need a new data key and rewriting every block. Create a new disk instead.", disk.name, from.as_str(), to.as_str()),
+                    ));
+                }
+                let des = self.des_for(reference, &disk.resource_group, &disk.location, to)?;
+                self.check_access(&des, &des.active_key.key_url).await?;
+                self.move_to_set(&mut disk, &des).await?;
+                disk.encryption_type = to.as_str().to_owned();
+                disk.disk_encryption_set = Some(des.id);
+            }
+        }
+        self.save_disk(&disk)?;
+        Ok(disk)
+    }
+
+    /// Wraps the disk's customer layer (or, coming from the platform key, its only data
+    /// key) with `des`'s active key.
+    pub(super) async fn move_to_set(
+        &self,
+        disk: &mut Disk,
+        des: &DiskEncryptionSet,
+    ) -> Result<(), ComputeError> {
+        let current_set = match &disk.disk_encryption_set {
+            Some(id) => {
+                let (rg, name) = resource_ref(id, DES_KIND, &disk.resource_group);
+                Some(self.get::<DiskEncryptionSet>(DES_KIND, rg, name)?)
+            }
+            None => None,
+        };
+        let key_url = des.active_key.key_url.clone();
+        let index = disk.keys.len() - 1;
+        let dek = match (&disk.keys[index], &current_set) {
+            (WrappedDek::Platform { version, wrapped }, _) => {
+                self.platform.unwrap(&disk.unique_id, *version, wrapped)?
+            }
+            (WrappedDek::Customer { key_url, wrapped }, Some(current)) => {
+                self.unwrap_customer(current, &disk.name, key_url, wrapped)
+                    .await?
+            }
+            (WrappedDek::Customer { .. }, None) => {
+                return Err(ComputeError::Internal(format!(
+                    "disk '{}' has a customer key but no set",
+                    disk.name
+                )))
+            }
+        };
+        let wrapped = self.wrap_customer(des, &key_url, &dek).await?;
+        disk.keys[index] = WrappedDek::Customer { key_url, wrapped };
+        Ok(())
+    }
+
+    /// Deletes a disk: its wrapped data keys and its blocks. Without the data keys the
+    /// blocks could not be read even if a copy survived (crypto-shredding).
+    pub async fn delete_disk(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<bool, ComputeError> {
+        let _guard = self.changes.lock().await;
+        let Some(disk) = self
+            .store
+            .read(|tx| tx.resource::<Disk>(DISK_KIND, resource_group, name))?
+        else {
+            return Ok(false);
+        };
+        if let Some(vm) = &disk.managed_by {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!("Disk '{name}' is attached to virtual machine '{vm}'; detach it first."),
+            ));
+        }
+        self.store
+            .write(|tx| tx.delete_resource(DISK_KIND, resource_group, name))?;
+        self.store.scrub()?;
+        match std::fs::remove_file(self.blocks_path(&disk)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ComputeError::Internal(format!(
+                    "cannot remove the blocks of disk '{name}': {e}"
+                )))
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) fn blocks_path(&self, disk: &Disk) -> PathBuf {
+        self.config
+            .blocks_dir
+            .join(format!("{}.blocks", disk.unique_id))
+    }
+
+    /// The NBD export name of a disk, `resource_group/name`, lower-cased.
+    pub fn export_name(resource_group: &str, name: &str) -> String {
+        format!("{resource_group}/{name}").to_ascii_lowercase()
+    }
+
+    pub(super) fn is_open(&self, disk: &Disk) -> bool {
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&Self::export_name(&disk.resource_group, &disk.name))
+    }
+
+    /// Unwraps every data key of a disk, innermost first.
+    pub(super) async fn unwrap_layers(&self, disk: &Disk) -> Result<Vec<XtsKey>, ComputeError> {
+        let mut layers = Vec::with_capacity(disk.keys.len());
+        for layer in &disk.keys {
+            let dek = match layer {
+                WrappedDek::Platform { version, wrapped } => {
+                    self.platform.unwrap(&disk.unique_id, *version, wrapped)?
+                }
+                WrappedDek::Customer { key_url, wrapped } => {
+                    let id = disk.disk_encryption_set.as_deref().unwrap_or_default();
+                    let (rg, name) = resource_ref(id, DES_KIND, &disk.resource_group);
+                    let des: DiskEncryptionSet = self.get(DES_KIND, rg, name)?;
+                    self.unwrap_customer(&des, &disk.name, key_url, wrapped)
+                        .await?
+                }
+            };
+            layers.push(xts_key(&dek)?);
+        }
+        Ok(layers)
+    }
+
+    /// Records (or clears) why a disk's key could not be used. One read-modify-write
+    /// transaction, since key checks run beside changes to the disk.
+    pub(super) fn set_key_error(
+        &self,
+        resource_group: &str,
+        name: &str,
+        error: Option<String>,
+    ) -> Result<(), ComputeError> {
+        self.store.write(
+            |tx| match tx.resource::<Disk>(DISK_KIND, resource_group, name)? {
+                Some(mut disk) if disk.key_error != error => {
+                    disk.key_error = error;
+                    tx.put_resource(DISK_KIND, resource_group, name, &disk)
+                }
+                _ => Ok(()),
+            },
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! Virtual machines: attaching disks, start and stop, the open-disk registry behind the
+//! NBD exports, and the periodic key checks.
+
+use super::*;
+
+/// Fields of a virtual machine create or update.
+#[derive(Debug, Clone, Default)]
+pub struct VmRequest {
+    /// Location (defaults to the first disk's).
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Data disks by name or resource id, in LUN order.
+    pub disks: Option<Vec<String>>,
+}
+
+impl Compute {
+    /// A virtual machine.
+    pub fn get_vm(&self, resource_group: &str, name: &str) -> Result<VirtualMachine, ComputeError> {
+        self.get(VM_KIND, resource_group, name)
+    }
+
+    /// Virtual machines of one resource group, or all.
+    pub fn list_vms(
+        &self,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<VirtualMachine>, ComputeError> {
+        self.list(VM_KIND, resource_group)
+    }
+
+    /// Creates or updates a virtual machine; its disks can change only while it is stopped.
+    pub async fn put_vm(
+        &self,
+        resource_group: &str,
+        name: &str,
+        req: &VmRequest,
+        now: i64,
+    ) -> Result<(VirtualMachine, bool), ComputeError> {
+        check_compute_name("virtual machine", name)?;
+        let _guard = self.changes.lock().await;
+        let existing: Option<VirtualMachine> = self
+            .store
+            .read(|tx| tx.resource(VM_KIND, resource_group, name))?;
+        let created = existing.is_none();
+        let mut vm = existing.unwrap_or_else(|| VirtualMachine {
+            name: name.to_owned(),
+            resource_group: resource_group.to_owned(),
+            id: self.resource_id(resource_group, VM_KIND, name),
+            location: String::new(),
+            tags: BTreeMap::new(),
+            disks: Vec::new(),
+            running: false,
+            created: now,
+        });
+        if let Some(tags) = &req.tags {
+            vm.tags = tags.clone();
+        }
+        let requested = req.disks.clone().unwrap_or_else(|| vm.disks.clone());
+        let mut disks = Vec::new();
+        for reference in &requested {
+            let (rg, disk_name) = resource_ref(reference, DISK_KIND, resource_group);
+            if !rg.eq_ignore_ascii_case(resource_group) {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("Disk '{reference}' is in resource group '{rg}'; attach disks from '{resource_group}'."),
+                ));
+            }
+            let disk: Disk = self
+                .store
+                .read(|tx| tx.resource(DISK_KIND, rg, disk_name))?
+                .ok_or_else(|| {
+                    ComputeError::invalid(
+                        "NotFound",
+                        format!("The disk '{disk_name}' was not found in resource group '{rg}'."),
+                    )
+                })?;
+            if let Some(owner) = disk
+                .managed_by
+                .as_deref()
+                .filter(|o| !o.eq_ignore_ascii_case(name))
+            {
+                return Err(ComputeError::conflict(
+                    "AttachDiskWhileBeingDetached",
+                    format!(
+                        "Disk '{}' is already attached to virtual machine '{owner}'.",
+                        disk.name
+                    ),
+                ));
+            }
+            if disks
+                .iter()
+                .any(|d: &Disk| d.name.eq_ignore_ascii_case(&disk.name))
+            {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("Disk '{}' is listed twice.", disk.name),
+                ));
+            }
+            disks.push(disk);
+        }
+        let location = match (&req.location, disks.first()) {
+            (Some(l), _) => normalize_location(l).map_err(|e| {
+                ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string())
+            })?,
+            (None, _) if !vm.location.is_empty() => vm.location.clone(),
+            (None, Some(d)) => d.location.clone(),
+            (None, None) => {
+                return Err(ComputeError::invalid(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                ))
+            }
+        };
+        if !created && location != vm.location {
+            return Err(ComputeError::invalid(
+                "PropertyChangeNotAllowed",
+                "Changing property 'location' is not allowed.",
+            ));
+        }
+        if let Some(d) = disks.iter().find(|d| d.location != location) {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!(
+                    "Disk '{}' is in location '{}'; the virtual machine is in '{location}'.",
+                    d.name, d.location
+                ),
+            ));
+        }
+        let names: Vec<String> = disks.iter().map(|d| d.name.clone()).collect();
+        let changed = names.len() != vm.disks.len()
+            || names
+                .iter()
+                .zip(&vm.disks)
+                .any(|(a, b)| !a.eq_ignore_ascii_case(b));
+        if changed && vm.running {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!(
+                    "The disks of virtual machine '{name}' can change only while it is stopped."
+                ),
+            ));
+        }
+        vm.location = location;
+        let detached: Vec<String> = vm
+            .disks
+            .iter()
+            .filter(|old| !names.iter().any(|n| n.eq_ignore_ascii_case(old)))
+            .cloned()
+            .collect();
+        vm.disks = names;
+        self.store.write(|tx| {
+            for old in &detached {
+                if let Some(mut d) = tx.resource::<Disk>(DISK_KIND, resource_group, old)? {
+                    d.managed_by = None;
+                    tx.put_resource(DISK_KIND, resource_group, &d.name, &d)?;
+                }
+            }
+            for d in &mut disks {
+                d.managed_by = Some(vm.name.clone());
+                tx.put_resource(DISK_KIND, resource_group, &d.name, d)?;
+            }
+            tx.put_resource(VM_KIND, resource_group, &vm.name, &vm)
+        })?;
+        Ok((vm, created))
+    }
+
+    /// Starts a virtual machine: unwraps the data keys of each disk and exports it. Any
+    /// unusable key refuses the start, naming the key and why, and nothing is exported.
+    pub async fn start_vm(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<VirtualMachine, ComputeError> {
+        let _guard = self.changes.lock().await;
+        let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
+        let mut opened = Vec::new();
+        for disk_name in &vm.disks {
+            let disk: Disk = self.get(DISK_KIND, resource_group, disk_name)?;
+            let layers = match self.unwrap_layers(&disk).await {
+                Ok(layers) => layers,
+                Err(e) => {
+                    if matches!(e, ComputeError::KeyUnusable { .. }) {
+                        self.set_key_error(resource_group, disk_name, Some(e.to_string()))?;
+                    }
+                    return Err(e);
+                }
+            };
+            self.set_key_error(resource_group, disk_name, None)?;
+            let file = EncryptedFile::open(&self.blocks_path(&disk), disk.size_bytes(), layers)?;
+            opened.push(Arc::new(OpenDisk {
+                export: Self::export_name(resource_group, &disk.name),
+                resource_group: resource_group.to_owned(),
+                name: disk.name.clone(),
+                file,
+                closed: AtomicBool::new(false),
+            }));
+        }
+        {
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            for disk in opened {
+                if let Some(previous) = open.insert(disk.export.clone(), disk) {
+                    previous.close();
+                }
+            }
+        }
+        vm.running = true;
+        self.save_vm(&vm)?;
+        Ok(vm)
+    }
+
+    /// Starts again the machines that were running when the server last stopped. One whose
+    /// keys cannot be unwrapped stays stopped, and its disk shows why.
+    pub async fn resume(&self) -> Result<(), ComputeError> {
+        for vm in self.list_vms(None)?.into_iter().filter(|vm| vm.running) {
+            if let Err(e) = self.start_vm(&vm.resource_group, &vm.name).await {
+                tracing::warn!(vm = %vm.name, error = %e, "a virtual machine that was running cannot start again");
+                let mut stopped = vm;
+                stopped.running = false;
+                self.save_vm(&stopped)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a virtual machine: flushes its disks, withdraws their keys from memory and
+    /// ends their exports.
+    pub async fn stop_vm(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<VirtualMachine, ComputeError> {
+        let _guard = self.changes.lock().await;
+        let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
+        self.close_disks(&vm);
+        vm.running = false;
+        self.save_vm(&vm)?;
+        Ok(vm)
+    }
+
+    pub(super) fn close_disks(&self, vm: &VirtualMachine) {
+        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+        for disk in &vm.disks {
+            if let Some(d) = open.remove(&Self::export_name(&vm.resource_group, disk)) {
+                d.close();
+            }
+        }
+    }
+
+    /// Deletes a virtual machine, stopping it first; its disks stay, detached.
+    pub async fn delete_vm(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
+        let _guard = self.changes.lock().await;
+        let Some(vm) = self
+            .store
+            .read(|tx| tx.resource::<VirtualMachine>(VM_KIND, resource_group, name))?
+        else {
+            return Ok(false);
+        };
+        self.close_disks(&vm);
+        self.store.write(|tx| {
+            for disk in &vm.disks {
+                if let Some(mut d) = tx.resource::<Disk>(DISK_KIND, resource_group, disk)? {
+                    d.managed_by = None;
+                    tx.put_resource(DISK_KIND, resource_group, &d.name, &d)?;
+                }
+            }
+            tx.delete_resource(VM_KIND, resource_group, name)
+        })?;
+        Ok(true)
+    }
+
+    /// The open disk exported under `name`.
+    pub fn export(&self, name: &str) -> Option<Arc<OpenDisk>> {
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Every export name, sorted.
+    pub fn export_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether the disk's keys are in memory now (`None` when it is not open).
+    pub fn key_available(&self, disk: &Disk) -> Option<bool> {
+        self.export(&Self::export_name(&disk.resource_group, &disk.name))
+            .map(|d| d.file.is_available())
+    }
+
+    /// Re-checks the customer-managed key of every open disk by unwrapping its data key
+    /// as the set's identity. A refusal wipes the keys from memory, so I/O fails; the
+    /// next success brings them back.
+    pub async fn check_keys(&self) -> Result<(), ComputeError> {
+        let open: Vec<Arc<OpenDisk>> = self
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for disk in open {
+            let Some(stored) = self
+                .store
+                .read(|tx| tx.resource::<Disk>(DISK_KIND, &disk.resource_group, &disk.name))?
+            else {
+                continue;
+            };
+            if stored.customer_key().is_none() {
+                continue;
+            }
+            match self.unwrap_layers(&stored).await {
+                Ok(layers) => {
+                    if !disk.file.is_available() {
+                        tracing::info!(disk = %disk.name, "the disk's key is usable again; I/O resumes");
+                        disk.file.restore(layers);
+                    }
+                    self.set_key_error(&disk.resource_group, &disk.name, None)?;
+                }
+                Err(e @ ComputeError::KeyUnusable { .. }) => {
+                    if disk.file.is_available() {
+                        tracing::warn!(disk = %disk.name, error = %e, "the disk's key is unusable; I/O stops");
+                        disk.file.revoke();
+                    }
+                    self.set_key_error(&disk.resource_group, &disk.name, Some(e.to_string()))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every open disk (at shutdown).
+    pub fn flush_all(&self) {
+        for disk in self.open.read().unwrap_or_else(|p| p.into_inner()).values() {
+            if let Err(e) = disk.file.flush() {
+                tracing::warn!(disk = %disk.name, error = %e, "flushing a disk failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The compute service: disk encryption sets, disks and their data keys, virtual machines,
+//! and the disks a running machine has open.
+//!
+//! Customer-managed keys are reached only through [`KeyVaultAccess`], as the disk
+//! encryption set's managed identity, so every wrap and unwrap is authorized and audited
+//! by the vault like any client's call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use atrest_core::compute::{check_compute_name, check_disk_size_gb, EncryptionType, KeyUrl};
+use atrest_core::vault::normalize_location;
+use atrest_crypto::RootKey;
+use atrest_identity::{new_uuid, Identity};
+use atrest_store::Store;
+use atrest_xts::XtsKey;
+use tokio::sync::Mutex as AsyncMutex;
+use zeroize::Zeroizing;
+
+use crate::blocks::EncryptedFile;
+use crate::error::ComputeError;
+use crate::keys::{new_dek, xts_key, KeyAccessError, KeyVaultAccess, PlatformKeys};
+use crate::model::{
+    Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
+};
+
+mod disks;
+mod machines;
+mod sets;
+
+pub use disks::DiskRequest;
+pub use machines::VmRequest;
+pub use sets::DesRequest;
+
+/// A disk being served: its block file with the data keys in memory.
+pub struct OpenDisk {
+    /// The NBD export name, `RESOURCE_GROUP/DISK`.
+    pub export: String,
+    resource_group: String,
+    name: String,
+    /// The blocks.
+    pub file: EncryptedFile,
+    /// Set when its machine stops: the export is gone for good.
+    closed: AtomicBool,
+}
+
+impl OpenDisk {
+    /// Whether the export has ended (its machine stopped).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Err(e) = self.file.flush() {
+            tracing::warn!(disk = %self.name, error = %e, "flushing a disk at stop failed");
+        }
+        self.file.revoke();
+    }
+}
+
+impl std::fmt::Debug for OpenDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenDisk")
+            .field("export", &self.export)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the compute service lives and what it reaches.
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    /// The subscription every resource belongs to.
+    pub subscription: String,
+    /// Directory of the block files.
+    pub blocks_dir: PathBuf,
+    /// Host suffix of vault URLs (`.vault.localhost`).
+    pub vault_host_suffix: String,
+}
+
+/// The compute service.
+pub struct Compute {
+    store: Arc<Store>,
+    vaults: Arc<dyn KeyVaultAccess>,
+    platform: PlatformKeys,
+    config: ComputeConfig,
+    /// Open disks by export name (lower-cased).
+    open: RwLock<HashMap<String, Arc<OpenDisk>>>,
+    /// Serializes changes, so a change that waits on a vault does not race another.
+    changes: AsyncMutex<()>,
+}
+
+impl std::fmt::Debug for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compute")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `disk` is protected through `des`.
+fn uses_set(disk: &Disk, des: &DiskEncryptionSet) -> bool {
+    disk.disk_encryption_set
+        .as_deref()
+        .is_some_and(|id| id.eq_ignore_ascii_case(&des.id))
+}
+
+fn not_found(kind: &'static str, resource_group: &str, name: &str) -> ComputeError {
+    ComputeError::NotFound {
+        kind,
+        resource_group: resource_group.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The name in a resource id of `kind` (or a bare name), with the resource group it names.
+fn resource_ref<'a>(reference: &'a str, kind: &str, default_group: &'a str) -> (&'a str, &'a str) {
+    let segments: Vec<&str> = reference.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["subscriptions", _, rg_kw, rg, "providers", provider, k, name]
+            if rg_kw.eq_ignore_ascii_case("resourceGroups")
+                && provider.eq_ignore_ascii_case("Microsoft.Compute")
+                && k.eq_ignore_ascii_case(kind) =>
+        {
+            (rg, name)
+        }
+        _ => (default_group, reference),
+    }
+}
+
+impl Compute {
+    /// The service over `store`, creating the platform key on first use.
+    pub fn new(
+        store: Arc<Store>,
+        root: &RootKey,
+        vaults: Arc<dyn KeyVaultAccess>,
+        config: ComputeConfig,
+        now: i64,
+    ) -> Result<Self, ComputeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.blocks_dir)
+            .map_err(|e| {
+                ComputeError::Internal(format!("cannot create the disk directory: {e}"))
+            })?;
+        Ok(Compute {
+            platform: PlatformKeys::load(&store, root, now)?,
+            store,
+            vaults,
+            config,
+            open: RwLock::new(HashMap::new()),
+            changes: AsyncMutex::new(()),
+        })
+    }
+
+    fn resource_id(&self, resource_group: &str, kind: &str, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{kind}/{name}",
+            self.config.subscription
+        )
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<T, ComputeError> {
+        self.store
+            .read(|tx| tx.resource(kind, resource_group, name))?
+            .ok_or_else(|| not_found(kind, resource_group, name))
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<T>, ComputeError> {
+        Ok(self.store.read(|tx| tx.resources(kind, resource_group))?)
+    }
+
+    fn save_des(&self, des: &DiskEncryptionSet) -> Result<(), ComputeError> {
+        Ok(self
+            .store
+            .write(|tx| tx.put_resource(DES_KIND, &des.resource_group, &des.name, des))?)
+    }
+
+    fn save_disk(&self, disk: &Disk) -> Result<(), ComputeError> {
+        Ok(self
+            .store
+            .write(|tx| tx.put_resource(DISK_KIND, &disk.resource_group, &disk.name, disk))?)
+    }
+
+    fn save_vm(&self, vm: &VirtualMachine) -> Result<(), ComputeError> {
+        Ok(self
+            .store
+            .write(|tx| tx.put_resource(VM_KIND, &vm.resource_group, &vm.name, vm))?)
+    }
+}
