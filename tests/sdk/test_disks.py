@@ -134,6 +134,13 @@ def test_cmk_disk_round_trip_survives_restart_and_leaves_no_plaintext(dsrv):
     # TRIM and WRITE_ZEROES leave zeros; the rest of the disk reads as zeros.
     assert_io(uri, "discard 0 8k", "write -z 4096000 4k", "read -P 0 0 8k", "read -P 0 4096000 4k",
               "read -P 0x11 8k 56k", "read -P 0 700M 1M")
+    # A discard gives the space back.
+    path = blocks_file(dsrv, disk)
+    used = path.stat().st_blocks * 512
+    assert_io(uri, "write -P 0x66 64M 8M")
+    assert path.stat().st_blocks * 512 >= used + 8 * 2**20
+    assert_io(uri, "discard 64M 8M", "read -P 0 64M 8M")
+    assert path.stat().st_blocks * 512 <= used + 2**20
     info = subprocess.run(["qemu-img", "info", "--output=json", uri], capture_output=True, text=True, check=True)
     assert '"virtual-size": 1073741824' in info.stdout
 

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use atrest_xts::{XtsError, XtsKey};
+use rustix::fs::{fallocate, FallocateFlags};
 use thiserror::Error;
 
 /// Bytes per encrypted data unit.
@@ -252,11 +253,39 @@ impl EncryptedFile {
         Ok(())
     }
 
-    /// Zeroes `len` bytes at `offset`, a bounded piece at a time.
+    /// Zeroes `len` bytes at `offset`. The whole units in the range become holes again
+    /// (their space is released); partial units at its edges are rewritten.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
+        self.check(offset, len as usize)?;
+        if !self.is_available() {
+            return Err(DiskError::KeyUnavailable);
+        }
+        let unit = UNIT as u64;
+        let end = offset + len;
+        let (whole_start, whole_end) = (offset.div_ceil(unit) * unit, end / unit * unit);
+        if whole_start >= whole_end {
+            return self.fill_zeroes(offset, len);
+        }
+        self.fill_zeroes(offset, whole_start - offset)?;
+        let punched = fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            whole_start,
+            whole_end - whole_start,
+        );
+        if punched.is_err() {
+            // A file system without hole punching: store zeros, which read the same.
+            self.fill_zeroes(whole_start, whole_end - whole_start)?;
+        }
+        self.fill_zeroes(whole_end, end - whole_end)
+    }
+
+    /// Zeroes `len` bytes at `offset` by writing zeros (space stays allocated), a bounded
+    /// piece at a time.
+    pub fn fill_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         const PIECE: u64 = 8 << 20;
         self.check(offset, len as usize)?;
-        let zeros = vec![0u8; PIECE as usize];
+        let zeros = vec![0u8; PIECE.min(len) as usize];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(PIECE);
@@ -455,6 +484,30 @@ mod tests {
         let mut back = vec![0u8; 2 * UNIT];
         db.read(0, &mut back).unwrap();
         assert_eq!(back[..3], [1, 2, 3]);
+    }
+
+    #[test]
+    fn zeroing_whole_units_releases_their_space() {
+        let path = temp("punch");
+        let mib = 1u64 << 20;
+        let disk = EncryptedFile::open(&path, 4 * mib, vec![key()]).unwrap();
+        disk.write(0, &vec![7u8; 2 * mib as usize]).unwrap();
+        disk.flush().unwrap();
+        let used = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(used() >= 2 * mib);
+        disk.write_zeroes(100, 2 * mib - 200).unwrap();
+        assert!(
+            used() < 2 * UNIT as u64 + 65536,
+            "{} bytes still used",
+            used()
+        );
+        let mut all = vec![1u8; 2 * mib as usize];
+        disk.read(0, &mut all).unwrap();
+        assert!(all[..100].iter().all(|b| *b == 7));
+        assert!(all[100..2 * mib as usize - 100].iter().all(|b| *b == 0));
+        assert!(all[2 * mib as usize - 100..].iter().all(|b| *b == 7));
+        disk.fill_zeroes(mib, UNIT as u64).unwrap();
+        assert_eq!(disk.extents(0, 2 * mib).unwrap()[0], (UNIT as u64, false));
     }
 
     #[test]

@@ -69,6 +69,8 @@ const TRANSMISSION_FLAGS: u16 = TFLAG_HAS_FLAGS
 
 /// `NBD_CMD_FLAG_FUA`.
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
+/// `NBD_CMD_FLAG_NO_HOLE`: zeroes must stay allocated.
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 /// `NBD_CMD_FLAG_REQ_ONE`.
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 
@@ -760,7 +762,12 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
                 Ok(simple_reply(cookie, 0))
             }
             Command::Trim | Command::WriteZeroes => {
-                file.write_zeroes(offset, u64::from(length))?;
+                if request.command == Command::WriteZeroes && request.flags & CMD_FLAG_NO_HOLE != 0
+                {
+                    file.fill_zeroes(offset, u64::from(length))?;
+                } else {
+                    file.write_zeroes(offset, u64::from(length))?;
+                }
                 if fua {
                     file.flush()?;
                 }
