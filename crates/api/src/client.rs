@@ -37,6 +37,19 @@ pub enum ClientError {
     Request(#[from] hyper::http::Error),
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A response with its whole body.
 #[derive(Debug)]
 pub struct Response {

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use crate::authorization;
 use crate::error::ApiError;
-use crate::http::{empty, json, parse_json, read_body, rfc3339, Body, Resp};
+use crate::http::{
+    created_status, deleted_status, empty, json, parse_json, read_body, rfc3339, Body, Resp,
+};
 use crate::server::{AppState, Ctx};
 
 /// The resource types this provider serves, as they appear in paths.
@@ -236,21 +238,18 @@ fn vm_id(state: &AppState, resource_group: &str, vm: &str) -> String {
 }
 
 fn disk_json(state: &AppState, disk: &Disk) -> Value {
-    let running = disk
-        .managed_by
-        .as_ref()
-        .and_then(|vm| state.compute.get_vm(&disk.resource_group, vm).ok())
-        .is_some_and(|vm| vm.running);
-    let disk_state = match (&disk.managed_by, running) {
+    // A disk is open exactly while the machine it is attached to runs.
+    let open = state.compute.key_available(disk);
+    let disk_state = match (&disk.managed_by, open) {
         (None, _) => "Unattached",
-        (Some(_), false) => "Reserved",
-        (Some(_), true) => "Attached",
+        (Some(_), None) => "Reserved",
+        (Some(_), Some(_)) => "Attached",
     };
     let mut encryption = json!({ "type": disk.encryption_type });
     if let Some(des) = &disk.disk_encryption_set {
         encryption["diskEncryptionSetId"] = Value::from(des.as_str());
     }
-    let key_access = match (&disk.key_error, state.compute.key_available(disk)) {
+    let key_access = match (&disk.key_error, open) {
         (Some(error), _) => json!({ "status": "Unavailable", "message": error }),
         (None, Some(false)) => json!({ "status": "Unavailable" }),
         (None, _) => json!({ "status": "Available" }),
@@ -325,14 +324,6 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
             },
         },
     })
-}
-
-fn created_status(created: bool) -> StatusCode {
-    if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    }
 }
 
 /// One addressed compute resource: `…/resourceGroups/{rg}/providers/Microsoft.Compute/
@@ -423,11 +414,7 @@ pub(crate) async fn resource(
             let deleted = compute
                 .delete_des(&state.identity, resource_group, name)
                 .await?;
-            Ok(empty(if deleted {
-                StatusCode::OK
-            } else {
-                StatusCode::NO_CONTENT
-            }))
+            Ok(empty(deleted_status(deleted)))
         }
         ("disks", "PUT" | "PATCH", None) => {
             let req = parse_json::<DiskDto>(&read_body(body).await?)?.into_request()?;
@@ -443,11 +430,7 @@ pub(crate) async fn resource(
         )),
         ("disks", "DELETE", None) => {
             let deleted = compute.delete_disk(resource_group, name).await?;
-            Ok(empty(if deleted {
-                StatusCode::OK
-            } else {
-                StatusCode::NO_CONTENT
-            }))
+            Ok(empty(deleted_status(deleted)))
         }
         ("virtualMachines", "PUT" | "PATCH", None) => {
             let req = parse_json::<VmDto>(&read_body(body).await?)?.into_request()?;
@@ -467,11 +450,7 @@ pub(crate) async fn resource(
         }
         ("virtualMachines", "DELETE", None) => {
             let deleted = compute.delete_vm(resource_group, name).await?;
-            Ok(empty(if deleted {
-                StatusCode::OK
-            } else {
-                StatusCode::NO_CONTENT
-            }))
+            Ok(empty(deleted_status(deleted)))
         }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {
             let vm = compute.start_vm(resource_group, name).await?;

@@ -22,7 +22,8 @@ use crate::compute;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{
-    empty, form_pairs, json, param, parse_json, path_segment, read_body, rfc3339, Body, Resp,
+    created_status, deleted_status, empty, form_pairs, json, param, parse_json, path_segment,
+    read_body, rfc3339, Body, Resp,
 };
 use crate::server::{AppState, Ctx};
 
@@ -510,14 +511,7 @@ async fn management(
                     let request =
                         parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
                     let (v, created) = vs.put_vault(sub, rg, name, tenant, &request, now)?;
-                    Ok(json(
-                        if created {
-                            StatusCode::CREATED
-                        } else {
-                            StatusCode::OK
-                        },
-                        &vault_json(state, &v),
-                    ))
+                    Ok(json(created_status(created), &vault_json(state, &v)))
                 }
                 "PATCH" => {
                     ctx.operation = "VaultPatch";
@@ -536,11 +530,7 @@ async fn management(
                 "DELETE" => {
                     ctx.operation = "VaultDelete";
                     let deleted = vs.delete_vault(sub, rg, name, now)?;
-                    Ok(empty(if deleted {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NO_CONTENT
-                    }))
+                    Ok(empty(deleted_status(deleted)))
                 }
                 _ => Err(ApiError::no_route(method, "vault")),
             }

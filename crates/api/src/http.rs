@@ -38,6 +38,24 @@ pub fn rfc3339(t: i64) -> String {
     .to_string()
 }
 
+/// ARM's status for a PUT: 201 when it created the resource, 200 when it updated one.
+pub fn created_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// ARM's status for a DELETE: 200 when something was deleted, 204 when nothing existed.
+pub fn deleted_status(deleted: bool) -> StatusCode {
+    if deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
 /// An empty response.
 pub fn empty(status: StatusCode) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::new()));

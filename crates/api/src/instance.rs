@@ -534,7 +534,9 @@ fn grant_bootstrap_roles(
 /// Re-checks the customer-managed key of every open disk, and moves disk encryption sets
 /// that follow the latest key version to it.
 async fn key_check_loop(state: Arc<AppState>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    // The disks were opened (their keys unwrapped) just before; the first check is due
+    // one interval later.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

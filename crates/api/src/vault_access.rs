@@ -18,6 +18,7 @@ use hyper::{Method, Request};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::client::percent_encode;
 use crate::data_plane::vault_resource_id;
 use crate::server::{handle, unix_now, AppState};
 
@@ -139,8 +140,8 @@ impl InProcessVaults {
         let resource = format!("https://vault.localhost:{}", state.settings.port);
         let query = format!(
             "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}&msi_res_id={}",
-            encode(&resource),
-            encode(identity)
+            percent_encode(&resource),
+            percent_encode(identity)
         );
         let host = format!("localhost:{}", state.settings.port);
         let (status, body) = Self::dispatch(
@@ -215,18 +216,6 @@ impl InProcessVaults {
             Err(refusal(status, &body))
         }
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl KeyVaultAccess for InProcessVaults {

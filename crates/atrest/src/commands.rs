@@ -740,7 +740,7 @@ pub enum SecretCommand {
     },
 }
 
-fn vault_path(conn: &Connection, rg: Option<&str>, name: &str) -> String {
+pub(crate) fn vault_path(conn: &Connection, rg: Option<&str>, name: &str) -> String {
     format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{name}",
         conn.subscription,

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{json, Value};
 
+use crate::commands::vault_path;
 use crate::connection::Connection;
 use crate::output::{print, Format};
 
@@ -17,25 +18,61 @@ fn compute_path(conn: &Connection, rg: Option<&str>, kind: &str, name: &str) -> 
     )
 }
 
-fn list_path(conn: &Connection, rg: Option<&str>, kind: &str) -> String {
-    match rg {
-        Some(rg) => format!(
-            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}",
-            conn.subscription
-        ),
-        None => format!(
-            "/subscriptions/{}/providers/Microsoft.Compute/{kind}",
-            conn.subscription
-        ),
+/// A reference given on the command line: a resource id as is, or a name made into one.
+fn id_or_name(reference: &str, id_of_name: impl FnOnce(&str) -> String) -> String {
+    if reference.starts_with('/') {
+        reference.to_owned()
+    } else {
+        id_of_name(reference)
     }
 }
 
-/// A disk encryption set reference: a resource id as given, or a name in `rg`.
-fn des_id(conn: &Connection, rg: Option<&str>, des: &str) -> String {
-    if des.starts_with('/') {
-        des.to_owned()
-    } else {
-        compute_path(conn, rg, "diskEncryptionSets", des)
+/// A resource by name, in a resource group (the CLI's default when absent).
+#[derive(clap::Args)]
+pub struct Named {
+    #[arg(short = 'n', long)]
+    name: String,
+    #[arg(short = 'g', long)]
+    resource_group: Option<String>,
+}
+
+impl Named {
+    fn rg(&self) -> Option<&str> {
+        self.resource_group.as_deref()
+    }
+
+    /// One management request to this resource of `kind` (or one of its actions).
+    async fn call(
+        &self,
+        conn: &Connection,
+        kind: &str,
+        method: Method,
+        action: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut path = compute_path(conn, self.rg(), kind, &self.name);
+        if let Some(action) = action {
+            path = format!("{path}/{action}");
+        }
+        conn.management(method, &path, body.as_ref()).await
+    }
+}
+
+/// The resources of `kind` in one resource group, or in the whole subscription.
+#[derive(clap::Args)]
+pub struct Listed {
+    #[arg(short = 'g', long)]
+    resource_group: Option<String>,
+}
+
+impl Listed {
+    async fn call(&self, conn: &Connection, kind: &str) -> anyhow::Result<Value> {
+        let scope = match &self.resource_group {
+            Some(rg) => format!("/subscriptions/{}/resourceGroups/{rg}", conn.subscription),
+            None => format!("/subscriptions/{}", conn.subscription),
+        };
+        let path = format!("{scope}/providers/Microsoft.Compute/{kind}");
+        Ok(conn.management(Method::GET, &path, None).await?["value"].take())
     }
 }
 
@@ -44,10 +81,8 @@ pub enum DesCommand {
     /// Create a disk encryption set with a system-assigned identity. Grant that identity
     /// (`identity.principalId`) get, wrap and unwrap on the key before creating disks.
     Create {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
+        #[command(flatten)]
+        target: Named,
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
         /// The versioned key URL.
@@ -65,16 +100,11 @@ pub enum DesCommand {
     /// Show a disk encryption set.
     Show(Named),
     /// List disk encryption sets.
-    List {
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    List(Listed),
     /// Change the key (every disk of the set is rewrapped to it) or the rotation setting.
     Update {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
+        #[command(flatten)]
+        target: Named,
         #[arg(long)]
         key_url: Option<String>,
         #[arg(long)]
@@ -90,10 +120,8 @@ pub enum DesCommand {
 pub enum DiskCommand {
     /// Create an empty managed disk, always encrypted.
     Create {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
+        #[command(flatten)]
+        target: Named,
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
         #[arg(short = 'z', long)]
@@ -110,16 +138,11 @@ pub enum DiskCommand {
     /// Show a disk.
     Show(Named),
     /// List disks.
-    List {
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    List(Listed),
     /// Grow a disk or move it to a customer-managed key (which rewraps its data key).
     Update {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
+        #[command(flatten)]
+        target: Named,
         #[arg(short = 'z', long)]
         size_gb: Option<i64>,
         #[arg(long)]
@@ -135,10 +158,8 @@ pub enum DiskCommand {
 pub enum VmCommand {
     /// Create a virtual machine with data disks.
     Create {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
+        #[command(flatten)]
+        target: Named,
         #[arg(short = 'l', long)]
         location: Option<String>,
         /// Disks to attach, by name, in LUN order.
@@ -152,73 +173,34 @@ pub enum VmCommand {
     /// Show a virtual machine, with the NBD URI of each disk while it runs.
     Show(Named),
     /// List virtual machines.
-    List {
-        #[arg(short = 'g', long)]
-        resource_group: Option<String>,
-    },
+    List(Listed),
     /// Delete a virtual machine; its disks stay.
     Delete(Named),
 }
 
-/// A resource by name, in a resource group (the CLI's default when absent).
-#[derive(clap::Args)]
-pub struct Named {
-    #[arg(short = 'n', long)]
-    name: String,
-    #[arg(short = 'g', long)]
-    resource_group: Option<String>,
-}
-
-impl Named {
-    fn path(&self, conn: &Connection, kind: &str) -> String {
-        compute_path(conn, self.resource_group.as_deref(), kind, &self.name)
-    }
-}
-
-async fn show(conn: &Connection, kind: &str, named: &Named) -> anyhow::Result<Value> {
-    conn.management(Method::GET, &named.path(conn, kind), None)
-        .await
-}
-
-async fn delete(conn: &Connection, kind: &str, named: &Named) -> anyhow::Result<Value> {
-    conn.management(Method::DELETE, &named.path(conn, kind), None)
-        .await
-}
-
-/// A vault reference for `sourceVault.id`: a resource id as given, or a vault name.
-fn vault_id(conn: &Connection, rg: Option<&str>, vault: &str) -> String {
-    if vault.starts_with('/') {
-        vault.to_owned()
-    } else {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{vault}",
-            conn.subscription,
-            rg.unwrap_or(&conn.resource_group)
-        )
-    }
-}
-
-fn active_key(
+/// The `properties` of a set: only what was given, so an update changes only that.
+fn des_properties(
     conn: &Connection,
     rg: Option<&str>,
     key_url: Option<String>,
     vault: Option<String>,
-) -> Option<Value> {
-    if key_url.is_none() && vault.is_none() {
-        return None;
+    rotate: Option<bool>,
+) -> Value {
+    let mut properties = json!({});
+    if key_url.is_some() || vault.is_some() {
+        let mut key = json!({});
+        if let Some(url) = key_url {
+            key["keyUrl"] = Value::from(url);
+        }
+        if let Some(v) = vault {
+            key["sourceVault"] = json!({ "id": id_or_name(&v, |n| vault_path(conn, rg, n)) });
+        }
+        properties["activeKey"] = key;
     }
-    let mut key = json!({});
-    if let Some(url) = key_url {
-        key["keyUrl"] = Value::from(url);
+    if let Some(r) = rotate {
+        properties["rotationToLatestKeyVersionEnabled"] = Value::from(r);
     }
-    if let Some(v) = vault {
-        key["sourceVault"] = json!({ "id": vault_id(conn, rg, &v) });
-    }
-    Some(key)
-}
-
-async fn get_list(conn: &Connection, path: &str) -> anyhow::Result<Value> {
-    Ok(conn.management(Method::GET, path, None).await?["value"].take())
+    properties
 }
 
 pub async fn disk_encryption_set(
@@ -230,58 +212,47 @@ pub async fn disk_encryption_set(
     use DesCommand as C;
     let out = match command {
         C::Create {
-            name,
-            resource_group,
+            target,
             location,
             key_url,
             source_vault,
             encryption_type,
             enable_auto_key_rotation,
         } => {
-            let rg = resource_group.as_deref();
-            let mut properties = json!({
-                "encryptionType": encryption_type,
-                "activeKey": active_key(conn, rg, Some(key_url), source_vault),
-            });
-            if let Some(r) = enable_auto_key_rotation {
-                properties["rotationToLatestKeyVersionEnabled"] = Value::from(r);
-            }
+            let mut properties = des_properties(
+                conn,
+                target.rg(),
+                Some(key_url),
+                source_vault,
+                enable_auto_key_rotation,
+            );
+            properties["encryptionType"] = Value::from(encryption_type);
             let body = json!({ "location": location, "identity": { "type": "SystemAssigned" }, "properties": properties });
-            conn.management(
-                Method::PUT,
-                &compute_path(conn, rg, KIND, &name),
-                Some(&body),
-            )
-            .await?
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?
         }
-        C::Show(named) => show(conn, KIND, &named).await?,
-        C::List { resource_group } => {
-            get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
-        }
+        C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
+        C::List(listed) => listed.call(conn, KIND).await?,
         C::Update {
-            name,
-            resource_group,
+            target,
             key_url,
             source_vault,
             enable_auto_key_rotation,
         } => {
-            let rg = resource_group.as_deref();
-            let mut properties = json!({});
-            if let Some(key) = active_key(conn, rg, key_url, source_vault) {
-                properties["activeKey"] = key;
-            }
-            if let Some(r) = enable_auto_key_rotation {
-                properties["rotationToLatestKeyVersionEnabled"] = Value::from(r);
-            }
+            let properties = des_properties(
+                conn,
+                target.rg(),
+                key_url,
+                source_vault,
+                enable_auto_key_rotation,
+            );
             let body = json!({ "properties": properties });
-            conn.management(
-                Method::PATCH,
-                &compute_path(conn, rg, KIND, &name),
-                Some(&body),
-            )
-            .await?
+            target
+                .call(conn, KIND, Method::PATCH, None, Some(body))
+                .await?
         }
-        C::Delete(named) => delete(conn, KIND, &named).await?,
+        C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
     };
     print(&out, format)
 }
@@ -292,7 +263,8 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
     let encryption = |rg: Option<&str>, des: Option<String>, kind: Option<String>| {
         let mut e = json!({});
         if let Some(d) = des {
-            e["diskEncryptionSetId"] = Value::from(des_id(conn, rg, &d));
+            let id = id_or_name(&d, |n| compute_path(conn, rg, "diskEncryptionSets", n));
+            e["diskEncryptionSetId"] = Value::from(id);
         }
         if let Some(k) = kind {
             e["type"] = Value::from(k);
@@ -301,58 +273,47 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
     };
     let out = match command {
         C::Create {
-            name,
-            resource_group,
+            target,
             location,
             size_gb,
             disk_encryption_set,
             encryption_type,
         } => {
-            let rg = resource_group.as_deref();
             let body = json!({
                 "location": location,
                 "sku": { "name": "Standard_LRS" },
                 "properties": {
                     "creationData": { "createOption": "Empty" },
                     "diskSizeGB": size_gb,
-                    "encryption": encryption(rg, disk_encryption_set, encryption_type),
+                    "encryption": encryption(target.rg(), disk_encryption_set, encryption_type),
                 },
             });
-            conn.management(
-                Method::PUT,
-                &compute_path(conn, rg, KIND, &name),
-                Some(&body),
-            )
-            .await?
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?
         }
-        C::Show(named) => show(conn, KIND, &named).await?,
-        C::List { resource_group } => {
-            get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
-        }
+        C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
+        C::List(listed) => listed.call(conn, KIND).await?,
         C::Update {
-            name,
-            resource_group,
+            target,
             size_gb,
             disk_encryption_set,
             encryption_type,
         } => {
-            let rg = resource_group.as_deref();
             let mut properties = json!({});
             if let Some(size) = size_gb {
                 properties["diskSizeGB"] = Value::from(size);
             }
             if disk_encryption_set.is_some() || encryption_type.is_some() {
-                properties["encryption"] = encryption(rg, disk_encryption_set, encryption_type);
+                properties["encryption"] =
+                    encryption(target.rg(), disk_encryption_set, encryption_type);
             }
             let body = json!({ "properties": properties });
-            conn.management(
-                Method::PATCH,
-                &compute_path(conn, rg, KIND, &name),
-                Some(&body),
-            )
-            .await?
+            target
+                .call(conn, KIND, Method::PATCH, None, Some(body))
+                .await?
         }
-        C::Delete(named) => delete(conn, KIND, &named).await?,
+        C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
     };
     print(&out, format)
 }
@@ -360,41 +321,38 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
 pub async fn vm(conn: &Connection, command: VmCommand, format: Format) -> anyhow::Result<()> {
     const KIND: &str = "virtualMachines";
     use VmCommand as C;
-    let action = |named: Named, verb: &'static str| async move {
-        let path = format!("{}/{verb}", named.path(conn, KIND));
-        conn.management(Method::POST, &path, None).await
-    };
     let out = match command {
         C::Create {
-            name,
-            resource_group,
+            target,
             location,
             attach_disks,
         } => {
-            let rg = resource_group.as_deref();
             let disks: Vec<Value> = attach_disks
                 .iter()
                 .enumerate()
-                .map(|(lun, d)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": compute_path(conn, rg, "disks", d) } }))
+                .map(|(lun, d)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": compute_path(conn, target.rg(), "disks", d) } }))
                 .collect();
             let mut body = json!({ "properties": { "storageProfile": { "dataDisks": disks } } });
             if let Some(l) = location {
                 body["location"] = Value::from(l);
             }
-            conn.management(
-                Method::PUT,
-                &compute_path(conn, rg, KIND, &name),
-                Some(&body),
-            )
-            .await?
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?
         }
-        C::Start(named) => action(named, "start").await?,
-        C::Stop(named) => action(named, "deallocate").await?,
-        C::Show(named) => show(conn, KIND, &named).await?,
-        C::List { resource_group } => {
-            get_list(conn, &list_path(conn, resource_group.as_deref(), KIND)).await?
+        C::Start(target) => {
+            target
+                .call(conn, KIND, Method::POST, Some("start"), None)
+                .await?
         }
-        C::Delete(named) => delete(conn, KIND, &named).await?,
+        C::Stop(target) => {
+            target
+                .call(conn, KIND, Method::POST, Some("deallocate"), None)
+                .await?
+        }
+        C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
+        C::List(listed) => listed.call(conn, KIND).await?,
+        C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
     };
     print(&out, format)
 }

@@ -97,18 +97,7 @@ fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Connecti
     })
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub use atrest_api::client::percent_encode as enc;
 
 /// The message of an Azure or OAuth error body.
 fn error_message(status: u16, body: &Value) -> String {

@@ -204,15 +204,18 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
         4,
         "Revocation: the key disabled, I/O fails; enabled again, the data is intact",
     );
-    let attributes = |enabled: bool| json!({ "attributes": { "enabled": enabled } });
-    conn.data_plane(
-        VAULT,
-        Method::PATCH,
-        &format!("/keys/{KEY}"),
-        "",
-        Some(&attributes(false)),
-    )
-    .await?;
+    let set_enabled = |enabled: bool| async move {
+        let body = json!({ "attributes": { "enabled": enabled } });
+        conn.data_plane(
+            VAULT,
+            Method::PATCH,
+            &format!("/keys/{KEY}"),
+            "",
+            Some(&body),
+        )
+        .await
+    };
+    set_enabled(false).await?;
     say(format!(
         "key {KEY} disabled; the disk re-checks its key every {}s",
         KEY_CHECK.as_secs()
@@ -228,14 +231,7 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
             .as_str()
             .unwrap_or("unavailable")
     ));
-    conn.data_plane(
-        VAULT,
-        Method::PATCH,
-        &format!("/keys/{KEY}"),
-        "",
-        Some(&attributes(true)),
-    )
-    .await?;
+    set_enabled(true).await?;
     say(format!("key {KEY} enabled again"));
     let back = nbd
         .read_until(MESSAGE.len(), true)

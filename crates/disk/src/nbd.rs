@@ -316,6 +316,24 @@ struct Session {
     buffers: Buffers,
 }
 
+impl Session {
+    /// The session on `disk` exported as `name`; `base:allocation` is on if the last
+    /// `SET_META_CONTEXT` selected it for that export.
+    fn new(
+        disk: Arc<OpenDisk>,
+        structured: bool,
+        meta: &Option<(String, bool)>,
+        name: &str,
+    ) -> Self {
+        Session {
+            disk,
+            structured,
+            allocation_context: meta.as_ref().is_some_and(|(n, on)| *on && n == name),
+            buffers: Buffers::default(),
+        }
+    }
+}
+
 /// Request and reply buffers kept for reuse: a fresh megabyte for every request would
 /// cost a page fault per page.
 #[derive(Default)]
@@ -414,13 +432,7 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                     reply.extend_from_slice(&[0u8; 124]);
                 }
                 stream.write_all(&reply).await?;
-                let allocation_context = meta.is_some_and(|(n, on)| on && n == name);
-                return Ok(Some(Session {
-                    disk,
-                    structured,
-                    allocation_context,
-                    buffers: Buffers::default(),
-                }));
+                return Ok(Some(Session::new(disk, structured, &meta, &name)));
             }
             OPT_ABORT => {
                 let _ = option_reply(stream, option, REP_ACK, &[]).await;
@@ -460,13 +472,7 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                 }
                 option_reply(stream, option, REP_ACK, &[]).await?;
                 if option == OPT_GO {
-                    let allocation_context = meta.is_some_and(|(n, on)| on && n == name);
-                    return Ok(Some(Session {
-                        disk,
-                        structured,
-                        allocation_context,
-                        buffers: Buffers::default(),
-                    }));
+                    return Ok(Some(Session::new(disk, structured, &meta, &name)));
                 }
             }
             OPT_STRUCTURED_REPLY => {

@@ -104,13 +104,7 @@ impl Compute {
         req: &DiskRequest,
         now: i64,
     ) -> Result<Disk, ComputeError> {
-        let location = normalize_location(req.location.as_deref().ok_or_else(|| {
-            ComputeError::invalid(
-                "LocationRequired",
-                "The location property is required for this definition.",
-            )
-        })?)
-        .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?;
+        let location = required_location(req.location.as_deref())?;
         let size_gb = check_disk_size_gb(req.size_gb.ok_or_else(|| {
             ComputeError::invalid(
                 "InvalidParameter",
@@ -175,14 +169,7 @@ impl Compute {
         mut disk: Disk,
         req: &DiskRequest,
     ) -> Result<Disk, ComputeError> {
-        if let Some(location) = &req.location {
-            if normalize_location(location).ok().as_deref() != Some(disk.location.as_str()) {
-                return Err(ComputeError::invalid(
-                    "PropertyChangeNotAllowed",
-                    "Changing property 'location' is not allowed.",
-                ));
-            }
-        }
+        same_location(req.location.as_deref(), &disk.location)?;
         if let Some(size) = req.size_gb {
             let size = check_disk_size_gb(size)?;
             if size < disk.size_gb {
@@ -194,7 +181,7 @@ impl Compute {
                     ),
                 ));
             }
-            if size != disk.size_gb && self.is_open(&disk) {
+            if size != disk.size_gb && self.key_available(&disk).is_some() {
                 return Err(ComputeError::conflict(
                     "OperationNotAllowed",
                     format!(
@@ -326,13 +313,6 @@ impl Compute {
     /// The NBD export name of a disk, `resource_group/name`, lower-cased.
     pub fn export_name(resource_group: &str, name: &str) -> String {
         format!("{resource_group}/{name}").to_ascii_lowercase()
-    }
-
-    pub(super) fn is_open(&self, disk: &Disk) -> bool {
-        self.open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&Self::export_name(&disk.resource_group, &disk.name))
     }
 
     /// Unwraps every data key of a disk, innermost first.

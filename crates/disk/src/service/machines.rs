@@ -98,25 +98,15 @@ impl Compute {
             }
             disks.push(disk);
         }
-        let location = match (&req.location, disks.first()) {
-            (Some(l), _) => normalize_location(l).map_err(|e| {
-                ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string())
-            })?,
-            (None, _) if !vm.location.is_empty() => vm.location.clone(),
-            (None, Some(d)) => d.location.clone(),
-            (None, None) => {
-                return Err(ComputeError::invalid(
-                    "LocationRequired",
-                    "The location property is required for this definition.",
-                ))
+        // A new machine defaults to the location of its first disk.
+        let location = match (created, disks.first()) {
+            (false, _) => {
+                same_location(req.location.as_deref(), &vm.location)?;
+                vm.location.clone()
             }
+            (true, Some(d)) if req.location.is_none() => d.location.clone(),
+            (true, _) => required_location(req.location.as_deref())?,
         };
-        if !created && location != vm.location {
-            return Err(ComputeError::invalid(
-                "PropertyChangeNotAllowed",
-                "Changing property 'location' is not allowed.",
-            ));
-        }
         if let Some(d) = disks.iter().find(|d| d.location != location) {
             return Err(ComputeError::invalid(
                 "InvalidParameter",

@@ -108,6 +108,45 @@ fn uses_set(disk: &Disk, des: &DiskEncryptionSet) -> bool {
         .is_some_and(|id| id.eq_ignore_ascii_case(&des.id))
 }
 
+/// A location given in a request, normalized.
+fn parse_location(location: &str) -> Result<String, ComputeError> {
+    normalize_location(location)
+        .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))
+}
+
+/// The location a new resource must be given.
+fn required_location(location: Option<&str>) -> Result<String, ComputeError> {
+    parse_location(location.ok_or_else(|| {
+        ComputeError::invalid(
+            "LocationRequired",
+            "The location property is required for this definition.",
+        )
+    })?)
+}
+
+/// An update may repeat a property that cannot change, never alter it.
+fn unchanged(property: &str, same: bool) -> Result<(), ComputeError> {
+    if same {
+        Ok(())
+    } else {
+        Err(ComputeError::invalid(
+            "PropertyChangeNotAllowed",
+            format!("Changing property '{property}' is not allowed."),
+        ))
+    }
+}
+
+/// Checks that an update's location, if given, is the resource's.
+fn same_location(given: Option<&str>, current: &str) -> Result<(), ComputeError> {
+    match given {
+        Some(l) => unchanged(
+            "location",
+            parse_location(l).ok().as_deref() == Some(current),
+        ),
+        None => Ok(()),
+    }
+}
+
 fn not_found(kind: &'static str, resource_group: &str, name: &str) -> ComputeError {
     ComputeError::NotFound {
         kind,

@@ -154,21 +154,12 @@ impl Compute {
             let des = self.create_des(identity, resource_group, name, req, now)?;
             return Ok((des, true));
         };
-        if let Some(location) = &req.location {
-            if normalize_location(location).ok().as_deref() != Some(des.location.as_str()) {
-                return Err(ComputeError::invalid(
-                    "PropertyChangeNotAllowed",
-                    "Changing property 'location' is not allowed.",
-                ));
-            }
-        }
+        same_location(req.location.as_deref(), &des.location)?;
         if let Some(t) = &req.encryption_type {
-            if EncryptionType::parse(t)? != des.encryption() {
-                return Err(ComputeError::invalid(
-                    "PropertyChangeNotAllowed",
-                    "Changing property 'encryptionType' is not allowed.",
-                ));
-            }
+            unchanged(
+                "encryptionType",
+                EncryptionType::parse(t)? == des.encryption(),
+            )?;
         }
         if let Some(tags) = &req.tags {
             des.tags = tags.clone();
@@ -180,7 +171,7 @@ impl Compute {
             Some(url) if !url.eq_ignore_ascii_case(&des.active_key.key_url) => {
                 let key = self.validate_key(url, req.source_vault.as_deref(), &des.location)?;
                 self.check_access(&des, &key.key_url).await?;
-                self.rotate_des(des, key, now).await
+                Ok((self.rotate_des(des, key, now).await?, false))
             }
             _ => {
                 self.save_des(&des)?;
@@ -197,13 +188,7 @@ impl Compute {
         req: &DesRequest,
         now: i64,
     ) -> Result<DiskEncryptionSet, ComputeError> {
-        let location = normalize_location(req.location.as_deref().ok_or_else(|| {
-            ComputeError::invalid(
-                "LocationRequired",
-                "The location property is required for this definition.",
-            )
-        })?)
-        .map_err(|e| ComputeError::invalid("LocationNotAvailableForResourceType", e.to_string()))?;
+        let location = required_location(req.location.as_deref())?;
         let encryption = match &req.encryption_type {
             Some(t) => EncryptionType::parse(t)?,
             None => EncryptionType::CustomerKey,
@@ -254,12 +239,12 @@ impl Compute {
         mut des: DiskEncryptionSet,
         key: KeyRef,
         now: i64,
-    ) -> Result<(DiskEncryptionSet, bool), ComputeError> {
+    ) -> Result<DiskEncryptionSet, ComputeError> {
         let old = std::mem::replace(&mut des.active_key, key);
         des.previous_keys.push(old);
         des.last_key_rotation = Some(now);
         self.save_des(&des)?;
-        Ok((self.rewrap_disks(des).await?, false))
+        self.rewrap_disks(des).await
     }
 
     /// Rewraps every disk of the set still wrapped by an older key; `previousKeys` empties
