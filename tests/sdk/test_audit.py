@@ -4,6 +4,7 @@ deletion, insertion or reordering broke; export as JSON lines in Azure's AuditEv
 retention that leaves the chain verifiable."""
 import json
 import sqlite3
+import subprocess
 import time
 import uuid
 
@@ -12,7 +13,7 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.secrets import SecretClient
 
-from conftest import Server
+from conftest import ATREST, Server
 
 
 def vault_client(srv, vault, credential=None):
@@ -195,3 +196,58 @@ def test_deleting_the_newest_events_is_caught_by_the_checkpoint(workdir):
         assert bad["seq"] == newest and "checkpoint" in bad["reason"], bad
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def stored_correlation_ids(srv):
+    """What audit.db itself holds, read beside the running server."""
+    db = sqlite3.connect(srv.data_dir / "audit.db")
+    try:
+        return {row[0] for row in db.execute("SELECT correlation_id FROM audit_events")}
+    finally:
+        db.close()
+
+
+def test_events_journaled_before_a_crash_are_stored_at_restart(workdir):
+    # A long interval: only the journal holds the events when the process dies.
+    srv = Server(workdir / "crashed", "--audit-journal-interval", "1h").start()
+    srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
+    client = vault_client(srv, "sdk-short")
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    client.set_secret("journaled", "v", headers={"x-ms-client-request-id": ids[0]})
+    for request_id in ids[1:]:
+        client.get_secret("journaled", headers={"x-ms-client-request-id": request_id})
+    assert not set(ids) & stored_correlation_ids(srv), "answered before being stored"
+    srv.proc.kill()
+    srv.proc.wait()
+    assert any(f.stat().st_size > 0 for f in (srv.data_dir / "audit-journal").iterdir())
+
+    srv.start()
+    try:
+        assert set(ids) <= stored_correlation_ids(srv), "the journal's events were stored at start"
+        listed = [(e["correlationId"], e["properties"]["httpStatusCode"])
+                  for e in srv.cli("monitor", "audit", "list", "--limit", "1000") if e["correlationId"] in ids]
+        assert len(listed) == len(set(listed)) >= len(ids), f"each stored once: {listed}"
+        assert srv.cli("monitor", "audit", "verify")["verified"]
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert not any(f.stat().st_size > 0 for f in (srv.data_dir / "audit-journal").iterdir())
+
+
+def test_commit_durability_stores_each_event_before_its_response(workdir):
+    srv = Server(workdir / "committed", "--audit-durability", "commit").start()
+    try:
+        srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
+        client = vault_client(srv, "sdk-short")
+        request_id = str(uuid.uuid4())
+        client.set_secret("committed", "v", headers={"x-ms-client-request-id": request_id})
+        assert request_id in stored_correlation_ids(srv)
+        assert not any(f.stat().st_size > 0 for f in (srv.data_dir / "audit-journal").iterdir())
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_durability_flags_refuse_bad_values(workdir):
+    for args in (["--audit-durability", "sometimes"], ["--audit-journal-interval", "soon"]):
+        done = subprocess.run([str(ATREST), "server", "--data-dir", str(workdir / "flags"), *args],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0 and args[0] in done.stderr, done.stderr

@@ -312,6 +312,7 @@ pub(crate) async fn admin(
         ("POST", ["query"]) => {
             ctx.operation = "LogQuery";
             let dto: QueryDto = parse_json(&read_body(body).await?)?;
+            state.audit.flush().await;
             let state = state.clone();
             let now_ms = crate::server::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
@@ -337,6 +338,7 @@ pub(crate) async fn admin(
         }
         ("GET", ["audit", "verify"]) => {
             ctx.operation = "AuditVerify";
+            state.audit.flush().await;
             let log = state.audit_log.clone();
             let checkpoint = crate::audit::checkpoint(state)?;
             let verification = tokio::task::spawn_blocking(move || log.verify(checkpoint))
@@ -346,6 +348,7 @@ pub(crate) async fn admin(
         }
         ("GET", ["audit", "export"]) => {
             ctx.operation = "AuditExport";
+            state.audit.flush().await;
             let after = integer_param(query, "after", 0, 0, i64::MAX)?;
             let limit = integer_param(query, "limit", 1000, 1, 10_000)? as usize;
             let events = state.audit_log.export(after, limit)?;
@@ -354,6 +357,7 @@ pub(crate) async fn admin(
         }
         ("GET", ["audit"]) => {
             ctx.operation = "AuditList";
+            state.audit.flush().await;
             let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let since_ms = match param(query, "since") {
                 None => None,

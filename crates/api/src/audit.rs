@@ -1,28 +1,57 @@
-//! The audit writer: requests hand their event to one thread that commits events in
-//! batches (group commit) and acknowledges each once it is durable, so no response leaves
-//! the server before its audit event is on disk.
+//! The audit writer: requests hand their events to one thread, which stores them in the
+//! audit log in batches. When a response may leave depends on the instance's
+//! [`Durability`]:
 //!
-//! The writer knows how many requests are being served. While more are in progress than
-//! it holds events for, it waits up to [`COMMIT_DELAY`] for theirs, so that under load one
-//! `fsync` covers many events; a lone request is committed at once.
+//! - [`Durability::Journal`] (the default): once its event is in the journal, written to
+//!   the operating system with one `write(2)`, so it survives a crash of the server
+//!   process. The writer stores and syncs what the journal holds at the end of each
+//!   interval (sooner when much is waiting or someone reads the log), so an
+//!   operating-system crash or power loss can cost at most one interval's events.
+//! - [`Durability::Commit`]: once its event is stored and synced. The writer knows how
+//!   many requests are in progress; while more are than it holds events for, it waits up
+//!   to [`COMMIT_DELAY`] for theirs, so that under load one `fsync` covers many events
+//!   (group commit), and a lone request is committed at once.
+//!
+//! Either way, a request whose event cannot be recorded gets an error, not its result.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use atrest_store::{AuditEvent, AuditLog};
+use atrest_store::{AuditEvent, AuditLog, Journal};
 use tokio::sync::oneshot;
 
 use crate::server::{unix_now, AppState};
 
-/// Most events committed in one transaction.
+/// When a response may leave, relative to its audit event's durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once the event is in the journal (written to the operating system); the writer
+    /// stores and syncs journaled events at least once per `interval`.
+    Journal {
+        /// Longest a journaled event waits to be stored and synced.
+        interval: Duration,
+    },
+    /// Once the event is stored in the audit log and synced.
+    Commit,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Journal {
+            interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Journaled events waiting that make the writer store them before the interval ends.
+const JOURNAL_BATCH: usize = 8192;
+
+/// Most events a group commit waits for.
 const MAX_BATCH: usize = 256;
 
-/// Longest a batch waits for the events of requests still in progress.
+/// Longest a group commit waits for the events of requests still in progress.
 const COMMIT_DELAY: Duration = Duration::from_micros(500);
-
-type Pending = (AuditEvent, oneshot::Sender<()>);
 
 /// `resultSignature` (the reason phrase) and `resultType` of an outcome.
 pub fn result_of(status: hyper::StatusCode) -> (String, String) {
@@ -101,11 +130,49 @@ pub fn service_event(
     }
 }
 
+/// What the writer has yet to store.
+#[derive(Debug, Default)]
+struct Queue {
+    events: Vec<AuditEvent>,
+    /// Who waits for the next commit: requests under [`Durability::Commit`], and readers
+    /// of the log.
+    acks: Vec<oneshot::Sender<bool>>,
+    /// Where events are written first, under [`Durability::Journal`], and how long they
+    /// may wait there.
+    journal: Option<(Journal, Duration)>,
+    /// Every sink is gone: store what is left and stop.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    in_progress: AtomicUsize,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the queue when the last sink is dropped.
+#[derive(Debug)]
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.queue().closed = true;
+        self.0.wake.notify_all();
+    }
+}
+
 /// Where requests send their audit events.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<Pending>,
-    in_progress: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
 }
 
 /// A unit of work (a request, a scheduled action) that will record one audit event. The
@@ -117,93 +184,189 @@ pub struct Expected<'a> {
 
 impl Drop for Expected<'_> {
     fn drop(&mut self) {
-        self.sink.in_progress.fetch_sub(1, Ordering::SeqCst);
+        self.sink.shared.in_progress.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Expected<'_> {
-    /// Queues the event and waits until it is committed.
-    pub async fn record(self, event: AuditEvent) {
-        let (ack, done) = oneshot::channel();
-        if self.sink.tx.send((event, ack)).is_ok() {
-            let _ = done.await;
-        } else {
-            tracing::error!("audit writer is gone; event dropped");
-        }
+    /// Records the event as durably as the instance requires; false if it could not be.
+    pub async fn record(self, event: AuditEvent) -> bool {
+        let shared = &self.sink.shared;
+        let done = {
+            let mut queue = shared.queue();
+            if let Some((journal, _)) = queue.journal.as_mut() {
+                if let Err(e) = journal.append(&event) {
+                    tracing::error!(error = %e, "cannot write to the audit journal");
+                    return false;
+                }
+                queue.events.push(event);
+                let waiting = queue.events.len();
+                drop(queue);
+                // The writer sleeps on an empty queue and lets a batch gather otherwise.
+                if waiting == 1 || waiting >= JOURNAL_BATCH {
+                    shared.wake.notify_one();
+                }
+                return true;
+            }
+            let (ack, done) = oneshot::channel();
+            queue.events.push(event);
+            queue.acks.push(ack);
+            shared.wake.notify_one();
+            done
+        };
+        done.await.unwrap_or(false)
     }
 }
 
 impl AuditSink {
-    /// Starts the writer thread over `log`. Committed batches go on to `committed` (the
-    /// detector), when given. It ends when every sink is dropped, after writing what was
-    /// queued; the handle completes then.
+    /// Starts the writer thread over `log`, writing first to `journal` when given
+    /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed` (the detector),
+    /// when given. It ends when every sink is dropped, after storing what was queued; the
+    /// handle completes then.
     pub fn spawn(
         log: Arc<AuditLog>,
+        journal: Option<(Journal, Duration)>,
         committed: Option<mpsc::Sender<Vec<AuditEvent>>>,
     ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel::<Pending>();
-        let in_progress = Arc::new(AtomicUsize::new(0));
-        let counted = in_progress.clone();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                journal,
+                ..Queue::default()
+            }),
+            wake: Condvar::new(),
+            in_progress: AtomicUsize::new(0),
+        });
+        let writer = shared.clone();
         let (finished, done) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                write_batches(&log, &rx, &counted, committed.as_ref());
+                write_batches(&log, &writer, committed.as_ref());
                 let _ = finished.send(());
             })?;
         let handle = tokio::spawn(async move {
             let _ = done.await;
         });
-        Ok((AuditSink { tx, in_progress }, handle))
+        let sink = AuditSink {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
+        };
+        Ok((sink, handle))
     }
 
     /// Announces work that will record an event; call it when the work begins.
     pub fn expect(&self) -> Expected<'_> {
-        self.in_progress.fetch_add(1, Ordering::SeqCst);
+        self.shared.in_progress.fetch_add(1, Ordering::SeqCst);
         Expected { sink: self }
+    }
+
+    /// Returns once every event recorded so far is stored in the audit log, so a reader of
+    /// the log sees them.
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        self.shared.queue().acks.push(ack);
+        self.shared.wake.notify_one();
+        let _ = done.await;
     }
 }
 
-/// The writer loop: collect a batch, commit it, acknowledge it; until every sender is gone.
+/// Waits until the queue holds a batch worth storing now, or is closed.
+fn next_batch<'a>(shared: &'a Shared, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+    let wait = |q, timeout: Option<Duration>| match timeout {
+        Some(t) => {
+            shared
+                .wake
+                .wait_timeout(q, t)
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+        }
+        None => shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+    };
+    while queue.events.is_empty() && queue.acks.is_empty() && !queue.closed {
+        queue = wait(queue, None);
+    }
+    let interval = queue.journal.as_ref().map(|(_, interval)| *interval);
+    let started = Instant::now();
+    loop {
+        let enough = if interval.is_some() {
+            !queue.acks.is_empty() || queue.events.len() >= JOURNAL_BATCH
+        } else {
+            queue.events.len() >= MAX_BATCH
+                || shared.in_progress.load(Ordering::SeqCst) <= 2 * queue.events.len()
+        };
+        let left = interval
+            .unwrap_or(COMMIT_DELAY)
+            .saturating_sub(started.elapsed());
+        if enough || queue.closed || left.is_zero() {
+            return queue;
+        }
+        queue = wait(queue, Some(left));
+    }
+}
+
+/// The writer loop: take a batch, store it, acknowledge it; until every sink is gone.
 fn write_batches(
     log: &AuditLog,
-    rx: &mpsc::Receiver<Pending>,
-    in_progress: &AtomicUsize,
+    shared: &Shared,
     committed: Option<&mpsc::Sender<Vec<AuditEvent>>>,
 ) {
-    let mut events = Vec::with_capacity(MAX_BATCH);
-    let mut acks = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + COMMIT_DELAY;
-        let mut next = Some(first);
-        while let Some((event, ack)) = next.take() {
-            events.push(event);
-            acks.push(ack);
-            if events.len() >= MAX_BATCH {
-                break;
+    // Events whose store failed, retried ahead of the next batch; and journal generations
+    // to delete once a batch is stored.
+    let mut retry: Vec<AuditEvent> = Vec::new();
+    let mut finished_generation = None;
+    let mut queue = shared.queue();
+    loop {
+        queue = next_batch(shared, queue);
+        let closed = queue.closed;
+        let mut events = std::mem::take(&mut retry);
+        events.append(&mut queue.events);
+        let acks = std::mem::take(&mut queue.acks);
+        let mark = queue.journal.as_mut().map(|(journal, _)| {
+            let mark = journal.mark();
+            match journal.rotate() {
+                Ok(()) => finished_generation = Some(mark.generation),
+                Err(e) => tracing::warn!(error = %e, "cannot start a new audit journal file"),
             }
-            next = rx.try_recv().ok();
-            if next.is_none() && in_progress.load(Ordering::SeqCst) > 2 * events.len() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                next = rx.recv_timeout(left).ok();
+            mark
+        });
+        drop(queue);
+
+        let stored = events.is_empty()
+            || match mark {
+                Some(mark) => log.append_journaled(&events, mark),
+                None => log.append(&events),
             }
+            .map_err(|e| tracing::error!(error = %e, waiting = events.len(), "audit events could not be stored"))
+            .is_ok();
+        for ack in acks {
+            let _ = ack.send(stored);
         }
-        match log.append(&events) {
-            Ok(()) => {
-                if let Some(next) = committed {
-                    let _ = next.send(std::mem::replace(
-                        &mut events,
-                        Vec::with_capacity(MAX_BATCH),
-                    ));
+        queue = shared.queue();
+        if !stored {
+            // Journaled events stay in the journal and are retried; unjournaled ones
+            // were refused to their requests.
+            if queue.journal.is_some() {
+                retry = events;
+            }
+        } else {
+            if let (Some((journal, _)), Some(generation)) =
+                (&queue.journal, finished_generation.take())
+            {
+                if let Err(e) = journal.remove_through(generation) {
+                    tracing::warn!(error = %e, "cannot delete a stored audit journal file");
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, lost = events.len(), "audit events could not be written")
+            if let Some(next) = committed.filter(|_| !events.is_empty()) {
+                let _ = next.send(events);
             }
         }
-        events.clear();
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        if closed && queue.events.is_empty() && retry.is_empty() {
+            break;
+        }
+    }
+    if let Some((journal, _)) = queue.journal.take() {
+        if let Err(e) = journal.close() {
+            tracing::warn!(error = %e, "cannot delete the empty audit journal file");
         }
     }
 }
@@ -238,20 +401,76 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_event_is_committed_before_its_acknowledgement() {
+    fn open_log() -> (Arc<AuditLog>, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("atrest-audit-{}", atrest_crypto::random_hex(8)));
         std::fs::create_dir_all(&dir).unwrap();
         let key = atrest_crypto::DataKey::generate();
-        let log = Arc::new(
-            AuditLog::open(
-                &dir.join("audit.db"),
-                Box::new(move |prev, event| key.mac(&[prev, event])),
-            )
-            .unwrap(),
+        let log = AuditLog::open(
+            &dir.join("audit.db"),
+            Box::new(move |prev, event| key.mac(&[prev, event])),
+        )
+        .unwrap();
+        (Arc::new(log), dir)
+    }
+
+    fn count(log: &AuditLog) -> usize {
+        let all = AuditFilter {
+            since_ms: None,
+            operation: None,
+            limit: 10_000,
+        };
+        log.list(&all).unwrap().len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journaled_events_are_stored_by_the_interval_on_flush_and_at_shutdown() {
+        let (log, dir) = open_log();
+        let journal_dir = dir.join("journal");
+        let (journal, _) = log.recover_journal(&journal_dir).unwrap();
+        let interval = Duration::from_millis(50);
+        let (sink, writer) =
+            AuditSink::spawn(log.clone(), Some((journal, interval)), None).unwrap();
+        let started = Instant::now();
+        assert!(sink.expect().record(event(0)).await);
+        assert_eq!(count(&log), 0, "answered before the event is stored");
+        while count(&log) == 0 {
+            assert!(started.elapsed() < 20 * interval, "never stored");
+            tokio::time::sleep(interval / 10).await;
+        }
+        assert!(started.elapsed() >= interval / 2, "stored as one batch");
+
+        for n in 1..=20 {
+            assert!(sink.expect().record(event(n)).await);
+        }
+        sink.flush().await;
+        assert_eq!(
+            count(&log),
+            21,
+            "a reader sees every event recorded before it"
         );
-        let (sink, writer) = AuditSink::spawn(log.clone(), None).unwrap();
+
+        for n in 21..=30 {
+            assert!(sink.expect().record(event(n)).await);
+        }
+        drop(sink);
+        writer.await.unwrap();
+        assert_eq!(count(&log), 31, "shutdown stores what was queued");
+        assert!(
+            std::fs::read_dir(&journal_dir).unwrap().next().is_none(),
+            "no journal file outlives its events"
+        );
+        assert!(matches!(
+            log.verify(None).unwrap(),
+            atrest_store::Verification::Intact { events: 31, .. }
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_event_is_committed_before_its_acknowledgement() {
+        let (log, dir) = open_log();
+        let (sink, writer) = AuditSink::spawn(log.clone(), None, None).unwrap();
         // More concurrent events than one batch holds, so batches split and wait.
         let total = 3 * MAX_BATCH + 7;
         let tasks: Vec<_> = (0..total)
@@ -259,7 +478,7 @@ mod tests {
                 let sink = sink.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
-                    sink.expect().record(event(n)).await;
+                    assert!(sink.expect().record(event(n)).await);
                     let filter = AuditFilter {
                         since_ms: None,
                         operation: Some(format!("Op{n}")),
@@ -276,15 +495,10 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(sink.in_progress.load(Ordering::SeqCst), 0);
+        assert_eq!(sink.shared.in_progress.load(Ordering::SeqCst), 0);
         drop(sink);
         writer.await.unwrap();
-        let all = AuditFilter {
-            since_ms: None,
-            operation: None,
-            limit: 10_000,
-        };
-        assert_eq!(log.list(&all).unwrap().len(), total);
+        assert_eq!(count(&log), total);
         assert!(
             matches!(log.verify(None).unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
             "concurrent batches form one unbroken chain"

@@ -43,7 +43,7 @@ use crate::server::{
 };
 use crate::throttle::Throttle;
 use crate::vault_access::InProcessVaults;
-use crate::AuditSink;
+use crate::{AuditSink, Durability};
 
 /// The resource group that exists from the first start.
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
@@ -114,6 +114,8 @@ pub struct Options {
     pub nbd_listen: Option<SocketAddr>,
     /// How often each open disk re-checks its customer-managed key.
     pub key_check_interval: Duration,
+    /// When a response may leave, relative to its audit event's durability.
+    pub audit_durability: Durability,
 }
 
 /// A started instance, listening but not yet serving.
@@ -380,7 +382,24 @@ impl Instance {
             tokio::runtime::Handle::current(),
         )
         .map_err(io_err(&dir.join("audit.db")))?;
-        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone(), Some(detector))
+        // Events journaled before a crash are stored first, whatever the durability now.
+        let journal_dir = dir.join("audit-journal");
+        let (journal, recovered) = audit_log.recover_journal(&journal_dir)?;
+        if recovered.events > 0 || recovered.torn_bytes > 0 {
+            tracing::warn!(
+                events = recovered.events,
+                torn_bytes = recovered.torn_bytes,
+                "stored audit events the journal held from before a crash"
+            );
+        }
+        let journal = match opts.audit_durability {
+            Durability::Journal { interval } => Some((journal, interval)),
+            Durability::Commit => {
+                journal.close().map_err(io_err(&journal_dir))?;
+                None
+            }
+        };
+        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone(), journal, Some(detector))
             .map_err(io_err(&dir.join("audit.db")))?;
         let nbd = match opts.nbd_listen {
             Some(addr) => {
@@ -492,6 +511,8 @@ impl Instance {
             let _ = nbd.await;
         }
         self.state.compute.flush_all();
+        // The checkpoint covers every event, the journaled ones included.
+        self.state.audit.flush().await;
         if let Err(e) = crate::audit::save_checkpoint(&self.state) {
             tracing::error!(error = %e, "cannot record the audit checkpoint");
         }

@@ -28,6 +28,6 @@ mod server;
 mod throttle;
 mod vault_access;
 
-pub use audit::AuditSink;
+pub use audit::{AuditSink, Durability};
 pub use instance::{Instance, InstanceError, Options};
 pub use server::{load_tls_config, serve, AppState, Settings};

@@ -13,7 +13,7 @@ use atrest_vault::Vaults;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{result_of, AuditSink};
+use crate::error::ApiError;
 use crate::http::{Body, Resp};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
@@ -270,8 +271,14 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         correlation_id = %event.correlation_id,
         "request"
     );
-    if !cfg!(feature = "unguarded-bench") {
-        audit.record(event).await;
+    if !cfg!(feature = "unguarded-bench") && !audit.record(event).await {
+        // Fail closed: no result leaves without its audit record.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The request's audit event could not be recorded, so its result is withheld.",
+        )
+        .into_response();
     }
     resp
 }

@@ -41,6 +41,7 @@ impl TestServer {
             alert_webhook: None,
             nbd_listen: None,
             key_check_interval: Duration::from_secs(60),
+            audit_durability: Default::default(),
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

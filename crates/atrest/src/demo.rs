@@ -50,6 +50,7 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         alert_webhook: None,
         nbd_listen: Some("127.0.0.1:0".parse()?),
         key_check_interval: KEY_CHECK,
+        audit_durability: Default::default(),
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     println!(

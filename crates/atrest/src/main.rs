@@ -85,6 +85,16 @@ struct ServerArgs {
     /// hour); a disk whose key became unusable stops serving I/O until it is usable again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     key_check_interval: Duration,
+    /// When a response may leave, relative to its audit event: `journal` once the event
+    /// is written to the audit journal (it survives a crash of atrest, and is stored and
+    /// synced within `--audit-journal-interval`), `commit` once it is stored and synced
+    /// (slower; survives a power loss too).
+    #[arg(long, value_enum, default_value = "journal")]
+    audit_durability: AuditDurability,
+    /// Longest a journaled audit event waits to be stored and synced: what a power loss
+    /// can cost under `--audit-durability journal`.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    audit_journal_interval: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,6 +139,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `--audit-durability`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AuditDurability {
+    Journal,
+    Commit,
+}
+
 async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -151,6 +168,12 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         alert_webhook: args.alert_webhook,
         nbd_listen: Some(args.nbd_listen),
         key_check_interval: args.key_check_interval.max(Duration::from_millis(100)),
+        audit_durability: match args.audit_durability {
+            AuditDurability::Journal => atrest_api::Durability::Journal {
+                interval: args.audit_journal_interval.max(Duration::from_millis(1)),
+            },
+            AuditDurability::Commit => atrest_api::Durability::Commit,
+        },
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     tracing::info!(

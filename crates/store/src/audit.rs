@@ -13,7 +13,17 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::journal::{self, Journal, JournalMark};
 use crate::{open_connection, open_reader, schema, StoreError};
+
+/// What [`AuditLog::recover_journal`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Events the journal held that the database did not, now stored.
+    pub events: usize,
+    /// Bytes of torn records (an operating-system crash mid-write), dropped.
+    pub torn_bytes: usize,
+}
 
 /// One audited request, in the shape of Azure's Key Vault AuditEvent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,9 +136,19 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// Leads the canonical bytes of every event.
+const CANONICAL_TAG: &[u8] = b"atrest-audit-v1";
+
 /// The canonical bytes an event's hash covers: every column, length-prefixed, so no two
-/// different events encode alike.
+/// different events encode alike. The journal stores events in this form too.
 fn canonical(e: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    encode(e, &mut out);
+    out
+}
+
+/// Appends the canonical bytes of `e` to `out`.
+pub(crate) fn encode(e: &AuditEvent, out: &mut Vec<u8>) {
     fn text(out: &mut Vec<u8>, s: Option<&str>) {
         match s {
             None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
@@ -138,8 +158,7 @@ fn canonical(e: &AuditEvent) -> Vec<u8> {
             }
         }
     }
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"atrest-audit-v1");
+    out.extend_from_slice(CANONICAL_TAG);
     for n in [e.seq, e.time_ms, i64::from(e.status), e.duration_ms] {
         out.extend_from_slice(&n.to_be_bytes());
     }
@@ -154,7 +173,7 @@ fn canonical(e: &AuditEvent) -> Vec<u8> {
         &e.correlation_id,
         &e.client_info,
     ] {
-        text(&mut out, Some(s));
+        text(out, Some(s));
     }
     for s in [
         &e.app_id,
@@ -165,9 +184,62 @@ fn canonical(e: &AuditEvent) -> Vec<u8> {
         &e.resource,
         &e.target_id,
     ] {
-        text(&mut out, s.as_deref());
+        text(out, s.as_deref());
     }
-    out
+}
+
+/// The event whose canonical bytes are exactly `bytes`; `None` for anything else.
+pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEvent> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            let (head, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(head)
+        }
+        fn int(&mut self) -> Option<i64> {
+            Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn text(&mut self) -> Option<Option<String>> {
+            let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+            if len == u32::MAX {
+                return Some(None);
+            }
+            let bytes = self.take(len as usize)?;
+            Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
+        }
+        fn required(&mut self) -> Option<String> {
+            self.text()?
+        }
+    }
+    let mut r = Reader(bytes);
+    if r.take(CANONICAL_TAG.len())? != CANONICAL_TAG {
+        return None;
+    }
+    let (seq, time_ms, status, duration_ms) = (r.int()?, r.int()?, r.int()?, r.int()?);
+    let event = AuditEvent {
+        seq,
+        time_ms,
+        status: u16::try_from(status).ok()?,
+        duration_ms,
+        operation: r.required()?,
+        result_signature: r.required()?,
+        result_type: r.required()?,
+        result_description: r.required()?,
+        caller_ip: r.required()?,
+        http_method: r.required()?,
+        request_uri: r.required()?,
+        correlation_id: r.required()?,
+        client_info: r.required()?,
+        app_id: r.text()?,
+        object_id: r.text()?,
+        tenant_id: r.text()?,
+        identity_type: r.text()?,
+        mi_resource_id: r.text()?,
+        resource: r.text()?,
+        target_id: r.text()?,
+    };
+    r.0.is_empty().then_some(event)
 }
 
 fn hash_column(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
@@ -277,6 +349,73 @@ impl AuditLog {
     /// Appends events in order, in one transaction: all are durable or none. Each gets the
     /// next sequence number and is chained to its predecessor.
     pub fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.append_with(events, None)
+    }
+
+    /// Appends journaled events, as [`AuditLog::append`], and records in the same
+    /// transaction that the journal is stored up to `mark`.
+    pub fn append_journaled(
+        &self,
+        events: &[AuditEvent],
+        mark: JournalMark,
+    ) -> Result<(), StoreError> {
+        self.append_with(events, Some(mark))
+    }
+
+    /// How far the journal is stored.
+    fn journal_stored(&self) -> Result<JournalMark, StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = writer
+            .conn
+            .query_row(
+                "SELECT generation, records FROM audit_journal WHERE id = 1",
+                [],
+                |r| {
+                    Ok(JournalMark {
+                        generation: r.get::<_, i64>(0)? as u64,
+                        records: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(stored.unwrap_or_default())
+    }
+
+    /// Stores whatever the journal in `dir` holds beyond what the database already has
+    /// (events journaled before a crash), deletes the stored files, and opens the journal
+    /// at a new generation.
+    pub fn recover_journal(&self, dir: &Path) -> Result<(Journal, Recovery), StoreError> {
+        let stored = self.journal_stored()?;
+        let mut recovery = Recovery::default();
+        let mut newest = stored.generation;
+        for file in journal::read_all(dir)? {
+            newest = newest.max(file.generation);
+            recovery.torn_bytes += file.torn_bytes;
+            let skip = match file.generation.cmp(&stored.generation) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => stored.records as usize,
+                std::cmp::Ordering::Greater => 0,
+            };
+            let Some(unstored) = file.events.get(skip..).filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            let mark = JournalMark {
+                generation: file.generation,
+                records: file.events.len() as u64,
+            };
+            self.append_journaled(unstored, mark)?;
+            recovery.events += unstored.len();
+        }
+        let journal = Journal::create(dir, newest + 1)?;
+        journal.remove_through(newest)?;
+        Ok((journal, recovery))
+    }
+
+    fn append_with(
+        &self,
+        events: &[AuditEvent],
+        mark: Option<JournalMark>,
+    ) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut head = writer.head;
         let tx = writer.conn.transaction()?;
@@ -317,6 +456,13 @@ impl AuditLog {
                 ])?;
                 head = (e.seq, hash);
             }
+        }
+        if let Some(mark) = mark {
+            tx.execute(
+                "INSERT INTO audit_journal (id, generation, records) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET generation = ?1, records = ?2",
+                params![mark.generation as i64, mark.records as i64],
+            )?;
         }
         tx.commit()?;
         writer.head = head;
@@ -583,6 +729,52 @@ mod tests {
 
     fn tamper(path: &Path, sql: &str) {
         Connection::open(path).unwrap().execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn journaled_events_left_by_a_crash_are_stored_exactly_once() {
+        let (log, path) = log_with(2);
+        let dir = path.with_file_name("journal");
+        let (mut journal, nothing) = log.recover_journal(&dir).unwrap();
+        assert_eq!(nothing, Recovery::default());
+        for i in 3..=5 {
+            journal.append(&event(i)).unwrap();
+        }
+        // The writer stored the first two, then the process died before the third.
+        let mark = JournalMark {
+            records: 2,
+            ..journal.mark()
+        };
+        log.append_journaled(&[event(3), event(4)], mark).unwrap();
+        journal.rotate().unwrap();
+        journal.append(&event(6)).unwrap();
+        drop((journal, log));
+
+        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let (_journal, recovered) = log.recover_journal(&dir).unwrap();
+        assert_eq!(
+            recovered,
+            Recovery {
+                events: 2,
+                torn_bytes: 0
+            }
+        );
+        let all = log
+            .list(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .unwrap();
+        let ops: Vec<&str> = all.iter().rev().map(|e| e.operation.as_str()).collect();
+        assert_eq!(ops, ["Op1", "Op2", "Op3", "Op4", "Op5", "Op6"]);
+        assert!(matches!(
+            log.verify(None).unwrap(),
+            Verification::Intact { events: 6, .. }
+        ));
+        // Stored files are gone, so another restart stores nothing again.
+        drop(_journal);
+        let (_journal, again) = log.recover_journal(&dir).unwrap();
+        assert_eq!(again, Recovery::default());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod journal;
 mod objects;
 mod principals;
 mod resources;
@@ -32,7 +33,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
-pub use audit::{Alert, AuditEvent, AuditFilter, AuditLog, ChainLink, Verification};
+pub use audit::{Alert, AuditEvent, AuditFilter, AuditLog, ChainLink, Recovery, Verification};
+pub use journal::{Journal, JournalMark};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use roles::RoleAssignmentRow;
@@ -45,6 +47,9 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A file beside the database (the audit journal) could not be read or written.
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored JSON column could not be decoded.
     #[error("corrupt JSON in column {0}")]
     CorruptJson(&'static str),

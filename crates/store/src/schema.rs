@@ -156,6 +156,13 @@ CREATE TABLE alerts (
     correlation_id TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE audit_journal (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    records    INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.
