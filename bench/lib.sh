@@ -55,3 +55,8 @@ wrk.body = '$2'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 }
+
+# `median N…` prints the median of its arguments.
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

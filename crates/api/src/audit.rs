@@ -15,10 +15,10 @@
 //! Either way, a request whose event cannot be recorded gets an error, not its result.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use atrest_store::{AuditEvent, AuditLog, Journal};
+use atrest_store::{decode_records, encode_record, AuditEvent, AuditLog, Journal, JournalMark};
 use tokio::sync::oneshot;
 
 use crate::server::{unix_now, AppState};
@@ -133,19 +133,24 @@ pub fn service_event(
 /// What the writer has yet to store.
 #[derive(Debug, Default)]
 struct Queue {
-    events: Vec<AuditEvent>,
+    /// Events as journal records, in the order they were queued.
+    records: Vec<u8>,
+    /// How many events `records` holds.
+    events: usize,
     /// Who waits for the next commit: requests under [`Durability::Commit`], and readers
     /// of the log.
     acks: Vec<oneshot::Sender<bool>>,
-    /// Where events are written first, under [`Durability::Journal`], and how long they
-    /// may wait there.
-    journal: Option<(Journal, Duration)>,
     /// Every sink is gone: store what is left and stop.
     closed: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
+    /// Where events are written first, under [`Durability::Journal`], and how long they may
+    /// wait there. Requests hold it shared while they append and queue an event, the
+    /// writer exclusively while it takes a batch and starts a new file, so a batch holds
+    /// exactly the records of the files it retires.
+    journal: RwLock<Option<(Journal, Duration)>>,
     queue: Mutex<Queue>,
     wake: Condvar,
     in_progress: AtomicUsize,
@@ -188,51 +193,63 @@ impl Drop for Expected<'_> {
     }
 }
 
+thread_local! {
+    /// Each thread's buffer for encoding a record, so recording allocates nothing.
+    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Expected<'_> {
     /// Records the event as durably as the instance requires; false if it could not be.
     pub async fn record(self, event: AuditEvent) -> bool {
         let shared = &self.sink.shared;
-        let done = {
-            let mut queue = shared.queue();
-            if let Some((journal, _)) = queue.journal.as_mut() {
-                if let Err(e) = journal.append(&event) {
+        let done = RECORD.with_borrow_mut(|record| {
+            record.clear();
+            encode_record(&event, record);
+            let journal = shared.journal.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((journal, _)) = journal.as_ref() {
+                if let Err(e) = journal.append(record) {
                     tracing::error!(error = %e, "cannot write to the audit journal");
-                    return false;
+                    return Err(());
                 }
-                queue.events.push(event);
-                let waiting = queue.events.len();
+            }
+            let mut queue = shared.queue();
+            queue.records.extend_from_slice(record);
+            queue.events += 1;
+            if journal.is_some() {
+                let waiting = queue.events;
                 drop(queue);
                 // The writer sleeps on an empty queue and lets a batch gather otherwise.
                 if waiting == 1 || waiting >= JOURNAL_BATCH {
                     shared.wake.notify_one();
                 }
-                return true;
+                return Ok(None);
             }
             let (ack, done) = oneshot::channel();
-            queue.events.push(event);
             queue.acks.push(ack);
             shared.wake.notify_one();
-            done
-        };
-        done.await.unwrap_or(false)
+            Ok(Some(done))
+        });
+        match done {
+            Ok(None) => true,
+            Ok(Some(done)) => done.await.unwrap_or(false),
+            Err(()) => false,
+        }
     }
 }
 
 impl AuditSink {
     /// Starts the writer thread over `log`, writing first to `journal` when given
-    /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed` (the detector),
-    /// when given. It ends when every sink is dropped, after storing what was queued; the
-    /// handle completes then.
+    /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed`
+    /// (the detector), when given. It ends when every sink is dropped, after storing what
+    /// was queued; the handle completes then.
     pub fn spawn(
         log: Arc<AuditLog>,
         journal: Option<(Journal, Duration)>,
         committed: Option<mpsc::Sender<Vec<AuditEvent>>>,
     ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                journal,
-                ..Queue::default()
-            }),
+            journal: RwLock::new(journal),
+            queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             in_progress: AtomicUsize::new(0),
         });
@@ -270,8 +287,10 @@ impl AuditSink {
     }
 }
 
-/// Waits until the queue holds a batch worth storing now, or is closed.
-fn next_batch<'a>(shared: &'a Shared, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+/// Waits until the queue holds a batch worth storing now, or is closed. `interval` is the
+/// journal's, `None` under [`Durability::Commit`].
+fn wait_for_batch(shared: &Shared, interval: Option<Duration>) {
+    let mut queue = shared.queue();
     let wait = |q, timeout: Option<Duration>| match timeout {
         Some(t) => {
             shared
@@ -282,25 +301,76 @@ fn next_batch<'a>(shared: &'a Shared, mut queue: MutexGuard<'a, Queue>) -> Mutex
         }
         None => shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
     };
-    while queue.events.is_empty() && queue.acks.is_empty() && !queue.closed {
+    while queue.events == 0 && queue.acks.is_empty() && !queue.closed {
         queue = wait(queue, None);
     }
-    let interval = queue.journal.as_ref().map(|(_, interval)| *interval);
     let started = Instant::now();
     loop {
         let enough = if interval.is_some() {
-            !queue.acks.is_empty() || queue.events.len() >= JOURNAL_BATCH
+            !queue.acks.is_empty() || queue.events >= JOURNAL_BATCH
         } else {
-            queue.events.len() >= MAX_BATCH
-                || shared.in_progress.load(Ordering::SeqCst) <= 2 * queue.events.len()
+            queue.events >= MAX_BATCH
+                || shared.in_progress.load(Ordering::SeqCst) <= 2 * queue.events
         };
         let left = interval
             .unwrap_or(COMMIT_DELAY)
             .saturating_sub(started.elapsed());
         if enough || queue.closed || left.is_zero() {
-            return queue;
+            return;
         }
         queue = wait(queue, Some(left));
+    }
+}
+
+/// A batch taken from the queue.
+struct Batch {
+    events: Vec<AuditEvent>,
+    acks: Vec<oneshot::Sender<bool>>,
+    /// How far into the journal the batch reaches, under [`Durability::Journal`].
+    mark: Option<JournalMark>,
+    /// The journal generation the batch completed, deletable once it is stored.
+    finished: Option<u64>,
+    closed: bool,
+}
+
+/// Takes what the queue holds and, under [`Durability::Journal`], starts a new journal
+/// file, while no request is between appending and queuing.
+fn take_batch(shared: &Shared) -> Batch {
+    let mut journal = shared.journal.write().unwrap_or_else(|p| p.into_inner());
+    let mut queue = shared.queue();
+    let records = std::mem::take(&mut queue.records);
+    queue.events = 0;
+    let acks = std::mem::take(&mut queue.acks);
+    let closed = queue.closed;
+    drop(queue);
+    let (mark, finished) = match journal.as_mut() {
+        Some((journal, _)) => {
+            let mark = journal.mark();
+            let finished = match journal.rotate() {
+                Ok(()) => Some(mark.generation),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a new audit journal file");
+                    None
+                }
+            };
+            (Some(mark), finished)
+        }
+        None => (None, None),
+    };
+    drop(journal);
+    let (events, used) = decode_records(&records);
+    if used != records.len() {
+        tracing::error!(
+            lost_bytes = records.len() - used,
+            "queued audit events could not be read back"
+        );
+    }
+    Batch {
+        events,
+        acks,
+        mark,
+        finished,
+        closed,
     }
 }
 
@@ -310,49 +380,41 @@ fn write_batches(
     shared: &Shared,
     committed: Option<&mpsc::Sender<Vec<AuditEvent>>>,
 ) {
-    // Events whose store failed, retried ahead of the next batch; and journal generations
-    // to delete once a batch is stored.
+    let interval = shared
+        .journal
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|(_, interval)| *interval);
+    // Journaled events whose store failed, retried ahead of the next batch (they stay in
+    // the journal meanwhile); and the newest journal generation to delete once stored.
     let mut retry: Vec<AuditEvent> = Vec::new();
-    let mut finished_generation = None;
-    let mut queue = shared.queue();
+    let mut finished = None;
     loop {
-        queue = next_batch(shared, queue);
-        let closed = queue.closed;
+        wait_for_batch(shared, interval);
+        let batch = take_batch(shared);
+        finished = batch.finished.or(finished);
         let mut events = std::mem::take(&mut retry);
-        events.append(&mut queue.events);
-        let acks = std::mem::take(&mut queue.acks);
-        let mark = queue.journal.as_mut().map(|(journal, _)| {
-            let mark = journal.mark();
-            match journal.rotate() {
-                Ok(()) => finished_generation = Some(mark.generation),
-                Err(e) => tracing::warn!(error = %e, "cannot start a new audit journal file"),
-            }
-            mark
-        });
-        drop(queue);
-
+        events.extend(batch.events);
         let stored = events.is_empty()
-            || match mark {
+            || match batch.mark {
                 Some(mark) => log.append_journaled(&events, mark),
                 None => log.append(&events),
             }
             .map_err(|e| tracing::error!(error = %e, waiting = events.len(), "audit events could not be stored"))
             .is_ok();
-        for ack in acks {
+        for ack in batch.acks {
             let _ = ack.send(stored);
         }
-        queue = shared.queue();
         if !stored {
-            // Journaled events stay in the journal and are retried; unjournaled ones
-            // were refused to their requests.
-            if queue.journal.is_some() {
+            // Unjournaled events were refused to their requests.
+            if interval.is_some() {
                 retry = events;
             }
         } else {
-            if let (Some((journal, _)), Some(generation)) =
-                (&queue.journal, finished_generation.take())
-            {
-                if let Err(e) = journal.remove_through(generation) {
+            if let Some(generation) = finished.take() {
+                let journal = shared.journal.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(Err(e)) = journal.as_ref().map(|(j, _)| j.remove_through(generation)) {
                     tracing::warn!(error = %e, "cannot delete a stored audit journal file");
                 }
             }
@@ -360,14 +422,17 @@ fn write_batches(
                 let _ = next.send(events);
             }
         }
-        if closed && queue.events.is_empty() && retry.is_empty() {
+        if batch.closed {
             break;
         }
     }
-    if let Some((journal, _)) = queue.journal.take() {
-        if let Err(e) = journal.close() {
-            tracing::warn!(error = %e, "cannot delete the empty audit journal file");
-        }
+    let journal = shared
+        .journal
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(Err(e)) = journal.map(|(journal, _)| journal.close()) {
+        tracing::warn!(error = %e, "cannot delete the empty audit journal file");
     }
 }
 
@@ -405,7 +470,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("atrest-audit-{}", atrest_crypto::random_hex(8)));
         std::fs::create_dir_all(&dir).unwrap();
-        let key = atrest_crypto::DataKey::generate();
+        let key = atrest_crypto::DataKey::generate().into_mac_key();
         let log = AuditLog::open(
             &dir.join("audit.db"),
             Box::new(move |prev, event| key.mac(&[prev, event])),

@@ -30,7 +30,8 @@ const KEY_USES: [&str; 6] = [
     "KeyVerify",
 ];
 
-/// One caller's recent events for a rate rule, and when the rule last fired for it.
+/// One caller's most recent events for a rate rule (no more than its threshold), and when
+/// the rule last fired for it.
 #[derive(Debug, Default)]
 struct Rate {
     times: VecDeque<i64>,
@@ -42,16 +43,17 @@ impl Rate {
     /// window and the rule has not fired for it within the last window, so a sustained
     /// flood raises one alert per window, not one per `threshold` events.
     fn hit(&mut self, t: i64, threshold: usize) -> bool {
-        self.times.push_back(t);
-        while self
-            .times
-            .front()
-            .is_some_and(|first| t - first > WINDOW_MS)
-        {
+        if self.times.len() == threshold {
             self.times.pop_front();
         }
+        self.times.push_back(t);
         let quiet = self.fired.is_none_or(|f| t - f > WINDOW_MS);
-        let hit = quiet && self.times.len() >= threshold;
+        let hit = quiet
+            && self.times.len() == threshold
+            && self
+                .times
+                .front()
+                .is_some_and(|first| t - first <= WINDOW_MS);
         if hit {
             self.fired = Some(t);
             self.times.clear();
@@ -68,11 +70,19 @@ pub(crate) struct Detector {
     key_users: HashSet<(String, String)>,
 }
 
-fn caller_of(e: &AuditEvent) -> String {
+fn caller_of(e: &AuditEvent) -> &str {
     e.app_id
-        .clone()
-        .or_else(|| e.object_id.clone())
-        .unwrap_or_else(|| e.caller_ip.clone())
+        .as_deref()
+        .or(e.object_id.as_deref())
+        .unwrap_or(&e.caller_ip)
+}
+
+/// The rate of `caller` in `rates`, created on first sight.
+fn rate_of<'a>(rates: &'a mut HashMap<String, Rate>, caller: &str) -> &'a mut Rate {
+    if !rates.contains_key(caller) {
+        rates.insert(caller.to_owned(), Rate::default());
+    }
+    rates.get_mut(caller).expect("just inserted")
 }
 
 /// `https://vault/keys/NAME/VERSION` → `https://vault/keys/NAME`.
@@ -86,7 +96,7 @@ impl Detector {
     pub(crate) fn learn(&mut self, e: &AuditEvent) {
         if KEY_USES.contains(&e.operation.as_str()) && e.status < 300 {
             if let Some(id) = &e.target_id {
-                self.key_users.insert((caller_of(e), key_of(id)));
+                self.key_users.insert((caller_of(e).to_owned(), key_of(id)));
             }
         }
     }
@@ -99,7 +109,7 @@ impl Detector {
             time_ms: e.time_ms,
             rule: rule.to_owned(),
             severity: severity.to_owned(),
-            caller: Some(caller.clone()),
+            caller: Some(caller.to_owned()),
             resource: e.target_id.clone().or_else(|| e.resource.clone()),
             description,
             correlation_id: e.correlation_id.clone(),
@@ -133,7 +143,7 @@ impl Detector {
             ));
         }
         if e.status == 403 {
-            let rate = self.refusals.entry(caller.clone()).or_default();
+            let rate = rate_of(&mut self.refusals, caller);
             if rate.hit(e.time_ms, FORBIDDEN_BURST) {
                 out.push(alert(
                     "ForbiddenBurst",
@@ -146,7 +156,7 @@ impl Detector {
             }
         }
         if ok && op == "SecretGet" {
-            let rate = self.secret_reads.entry(caller.clone()).or_default();
+            let rate = rate_of(&mut self.secret_reads, caller);
             if rate.hit(e.time_ms, MASS_SECRET_READS) {
                 out.push(alert(
                     "MassSecretRead",
@@ -161,7 +171,7 @@ impl Detector {
         if ok && KEY_USES.contains(&op) {
             if let Some(id) = &e.target_id {
                 let key = key_of(id);
-                if self.key_users.insert((caller.clone(), key.clone())) {
+                if self.key_users.insert((caller.to_owned(), key.clone())) {
                     out.push(alert(
                         "NewCallerOnKey",
                         "Low",

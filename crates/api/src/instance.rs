@@ -357,7 +357,7 @@ impl Instance {
         let wrapped = meta_or_init(&store, "audit_chain_key", || {
             DataKey::generate().wrap(&root, "audit_chain_key")
         })?;
-        let chain_key = DataKey::unwrap(&root, "audit_chain_key", &wrapped)?;
+        let chain_key = DataKey::unwrap(&root, "audit_chain_key", &wrapped)?.into_mac_key();
         let vaults = Vaults::new(store.clone(), root.clone())?;
         let audit_log = Arc::new(AuditLog::open(
             &dir.join("audit.db"),

@@ -162,17 +162,32 @@ impl DataKey {
         self.0.open(aad, sealed)
     }
 
-    /// HMAC-SHA256 over the concatenation of `parts`. A key that computes MACs (the audit
-    /// chain key) seals nothing, and the reverse.
+    /// The key as an HMAC-SHA256 key. A key that computes MACs (the audit chain key)
+    /// seals nothing, and the reverse.
+    pub fn into_mac_key(self) -> MacKey {
+        MacKey(hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0))
+    }
+}
+
+/// An HMAC-SHA256 key, its inner and outer states computed once.
+pub struct MacKey(hmac::Key);
+
+impl MacKey {
+    /// HMAC-SHA256 over the concatenation of `parts`.
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0);
-        let mut ctx = hmac::Context::with_key(&key);
+        let mut ctx = hmac::Context::with_key(&self.0);
         for part in parts {
             ctx.update(part);
         }
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.sign().as_ref());
         out
+    }
+}
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(<redacted>)")
     }
 }
 

@@ -17,7 +17,7 @@ mod provider;
 mod random;
 mod tls;
 
-pub use aead::{DataKey, RootKey};
+pub use aead::{DataKey, MacKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
 pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};

@@ -143,12 +143,12 @@ const CANONICAL_TAG: &[u8] = b"atrest-audit-v1";
 /// different events encode alike. The journal stores events in this form too.
 fn canonical(e: &AuditEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    encode(e, &mut out);
+    encode(e, e.seq, &mut out);
     out
 }
 
-/// Appends the canonical bytes of `e` to `out`.
-pub(crate) fn encode(e: &AuditEvent, out: &mut Vec<u8>) {
+/// Appends the canonical bytes of `e`, numbered `seq`, to `out`.
+pub(crate) fn encode(e: &AuditEvent, seq: i64, out: &mut Vec<u8>) {
     fn text(out: &mut Vec<u8>, s: Option<&str>) {
         match s {
             None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
@@ -159,7 +159,7 @@ pub(crate) fn encode(e: &AuditEvent, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(CANONICAL_TAG);
-    for n in [e.seq, e.time_ms, i64::from(e.status), e.duration_ms] {
+    for n in [seq, e.time_ms, i64::from(e.status), e.duration_ms] {
         out.extend_from_slice(&n.to_be_bytes());
     }
     for s in [
@@ -424,14 +424,14 @@ impl AuditLog {
                 "INSERT INTO audit_events ({COLUMNS}, prev_hash, hash) VALUES \
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
             ))?;
-            for event in events {
-                let e = AuditEvent {
-                    seq: head.0 + 1,
-                    ..event.clone()
-                };
-                let hash = (self.link)(&head.1, &canonical(&e));
+            let mut bytes = Vec::with_capacity(1024);
+            for e in events {
+                let seq = head.0 + 1;
+                bytes.clear();
+                encode(e, seq, &mut bytes);
+                let hash = (self.link)(&head.1, &bytes);
                 stmt.execute(params![
-                    e.seq,
+                    seq,
                     e.time_ms,
                     e.operation,
                     e.result_signature,
@@ -454,7 +454,7 @@ impl AuditLog {
                     head.1,
                     hash
                 ])?;
-                head = (e.seq, hash);
+                head = (seq, hash);
             }
         }
         if let Some(mark) = mark {
@@ -737,8 +737,13 @@ mod tests {
         let dir = path.with_file_name("journal");
         let (mut journal, nothing) = log.recover_journal(&dir).unwrap();
         assert_eq!(nothing, Recovery::default());
+        let record = |i| {
+            let mut out = Vec::new();
+            crate::encode_record(&event(i), &mut out);
+            out
+        };
         for i in 3..=5 {
-            journal.append(&event(i)).unwrap();
+            journal.append(&record(i)).unwrap();
         }
         // The writer stored the first two, then the process died before the third.
         let mark = JournalMark {
@@ -747,7 +752,7 @@ mod tests {
         };
         log.append_journaled(&[event(3), event(4)], mark).unwrap();
         journal.rotate().unwrap();
-        journal.append(&event(6)).unwrap();
+        journal.append(&record(6)).unwrap();
         drop((journal, log));
 
         let log = AuditLog::open(&path, toy_link()).unwrap();

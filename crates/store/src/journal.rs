@@ -13,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit::{decode, encode};
 use crate::AuditEvent;
@@ -27,13 +28,15 @@ pub struct JournalMark {
     pub records: u64,
 }
 
-/// The open journal: the file of the newest generation, appended to.
+/// The open journal: the file of the newest generation, appended to. Appends need only a
+/// shared reference, so concurrent requests append without waiting for each other; the
+/// kernel keeps each `write(2)` of an append-mode file whole.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     file: File,
-    mark: JournalMark,
-    buf: Vec<u8>,
+    generation: u64,
+    records: AtomicU64,
 }
 
 /// Header bytes of a record: length and checksum.
@@ -72,49 +75,40 @@ impl Journal {
         Ok(Journal {
             dir: dir.to_owned(),
             file: open_generation(dir, generation)?,
-            mark: JournalMark {
-                generation,
-                records: 0,
-            },
-            buf: Vec::with_capacity(1024),
+            generation,
+            records: AtomicU64::new(0),
         })
     }
 
-    /// Writes `event` to the journal in one `write(2)`.
-    pub fn append(&mut self, event: &AuditEvent) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; RECORD_HEADER]);
-        encode(event, &mut self.buf);
-        let len = (self.buf.len() - RECORD_HEADER) as u32;
-        let sum = checksum(&self.buf[RECORD_HEADER..]);
-        self.buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.buf[4..RECORD_HEADER].copy_from_slice(&sum.to_be_bytes());
-        self.file.write_all(&self.buf)?;
-        self.mark.records += 1;
+    /// Writes one record made by [`encode_record`] in one `write(2)`.
+    pub fn append(&self, record: &[u8]) -> io::Result<()> {
+        (&self.file).write_all(record)?;
+        self.records.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
-    /// How far the journal reaches now.
+    /// How far the journal reaches now. Exact once no append is in progress.
     pub fn mark(&self) -> JournalMark {
-        self.mark
+        JournalMark {
+            generation: self.generation,
+            records: self.records.load(Ordering::SeqCst),
+        }
     }
 
     /// Continues in a new generation, so the current one can be deleted once stored; on
     /// failure the journal goes on in the current one.
     pub fn rotate(&mut self) -> io::Result<()> {
-        let next = self.mark.generation + 1;
+        let next = self.generation + 1;
         self.file = open_generation(&self.dir, next)?;
-        self.mark = JournalMark {
-            generation: next,
-            records: 0,
-        };
+        self.generation = next;
+        self.records = AtomicU64::new(0);
         Ok(())
     }
 
     /// Deletes the files of generations up to `generation`, whose events are all stored.
     pub fn remove_through(&self, generation: u64) -> io::Result<()> {
         for g in generations(&self.dir)? {
-            if g <= generation && g != self.mark.generation {
+            if g <= generation && g != self.generation {
                 fs::remove_file(file_of(&self.dir, g))?;
             }
         }
@@ -123,8 +117,8 @@ impl Journal {
 
     /// Deletes the current file if it holds nothing (at shutdown, after the last batch).
     pub fn close(self) -> io::Result<()> {
-        if self.mark.records == 0 {
-            fs::remove_file(file_of(&self.dir, self.mark.generation))?;
+        if self.mark().records == 0 {
+            fs::remove_file(file_of(&self.dir, self.generation))?;
         }
         Ok(())
     }
@@ -157,7 +151,7 @@ pub(crate) fn read_all(dir: &Path) -> io::Result<Vec<Generation>> {
         .into_iter()
         .map(|generation| {
             let bytes = fs::read(file_of(dir, generation))?;
-            let (events, whole) = parse(&bytes);
+            let (events, whole) = decode_records(&bytes);
             Ok(Generation {
                 generation,
                 events,
@@ -167,8 +161,20 @@ pub(crate) fn read_all(dir: &Path) -> io::Result<Vec<Generation>> {
         .collect()
 }
 
-/// The whole records at the start of `bytes`, and how many bytes they take.
-fn parse(bytes: &[u8]) -> (Vec<AuditEvent>, usize) {
+/// Appends the journal record of `event` to `out`.
+pub fn encode_record(event: &AuditEvent, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
+    encode(event, event.seq, out);
+    let len = (out.len() - start - RECORD_HEADER) as u32;
+    let sum = checksum(&out[start + RECORD_HEADER..]);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    out[start + 4..start + RECORD_HEADER].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The events of the whole records at the start of `bytes` (records made by
+/// [`encode_record`]), and how many bytes they take.
+pub fn decode_records(bytes: &[u8]) -> (Vec<AuditEvent>, usize) {
     let mut events = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
@@ -216,8 +222,13 @@ mod tests {
     fn records_read_back_in_order_across_generations() {
         let dir = temp_dir();
         let mut j = Journal::create(&dir, 7).unwrap();
-        j.append(&event(1)).unwrap();
-        j.append(&event(2)).unwrap();
+        let record = |n| {
+            let mut out = Vec::new();
+            encode_record(&event(n), &mut out);
+            out
+        };
+        j.append(&record(1)).unwrap();
+        j.append(&record(2)).unwrap();
         assert_eq!(
             j.mark(),
             JournalMark {
@@ -226,7 +237,7 @@ mod tests {
             }
         );
         j.rotate().unwrap();
-        j.append(&event(3)).unwrap();
+        j.append(&record(3)).unwrap();
         let read = read_all(&dir).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].generation, 7);
@@ -243,34 +254,33 @@ mod tests {
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
         for n in 0..3 {
-            let mut body = Vec::new();
-            encode(&event(n), &mut body);
-            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&checksum(&body).to_be_bytes());
-            bytes.extend_from_slice(&body);
+            encode_record(&event(n), &mut bytes);
             ends.push(bytes.len());
         }
-        assert_eq!(parse(&bytes), (vec![event(0), event(1), event(2)], ends[2]));
+        assert_eq!(
+            decode_records(&bytes),
+            (vec![event(0), event(1), event(2)], ends[2])
+        );
         // Cut short: the last record is dropped.
         assert_eq!(
-            parse(&bytes[..ends[2] - 5]),
+            decode_records(&bytes[..ends[2] - 5]),
             (vec![event(0), event(1)], ends[1])
         );
         // A flipped byte in the middle record ends reading before it.
         let mut damaged = bytes.clone();
         damaged[ends[0] + RECORD_HEADER + 20] ^= 0x40;
-        assert_eq!(parse(&damaged), (vec![event(0)], ends[0]));
+        assert_eq!(decode_records(&damaged), (vec![event(0)], ends[0]));
         // Zeros where a record should be (space allocated, data never written).
         let mut zeroed = bytes[..ends[1]].to_vec();
         zeroed.extend_from_slice(&[0; 64]);
-        assert_eq!(parse(&zeroed), (vec![event(0), event(1)], ends[1]));
+        assert_eq!(decode_records(&zeroed), (vec![event(0), event(1)], ends[1]));
     }
 
     #[test]
     fn canonical_bytes_decode_to_the_same_event() {
         for n in 0..4 {
             let mut body = Vec::new();
-            encode(&event(n), &mut body);
+            encode(&event(n), 0, &mut body);
             assert_eq!(decode(&body), Some(event(n)));
             assert_eq!(decode(&body[..body.len() - 1]), None);
             body.push(0);

@@ -34,7 +34,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
 pub use audit::{Alert, AuditEvent, AuditFilter, AuditLog, ChainLink, Recovery, Verification};
-pub use journal::{Journal, JournalMark};
+pub use journal::{decode_records, encode_record, Journal, JournalMark};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use roles::RoleAssignmentRow;

@@ -446,7 +446,7 @@ impl Vaults {
         {
             return Ok(m.clone());
         }
-        let bytes = self.open_payload(&self.storage_key(vault)?, vault, row)?;
+        let bytes = self.open_payload(&*self.storage_key(vault)?, vault, row)?;
         let kty = row.public["kty"].as_str().unwrap_or_default();
         let material = self.key_provider(kty).load(&bytes)?;
         let mut cache = self.parsed_keys.lock().unwrap_or_else(|p| p.into_inner());

@@ -56,6 +56,9 @@ pub struct Vaults {
     backup_key: DataKey,
     /// Live vaults and object versions, for the data plane's per-request lookups.
     cache: Mutex<ReadCache>,
+    /// Unwrapped storage keys by vault id (a vault's storage key never changes), emptied
+    /// with the read cache.
+    storage_keys: Mutex<HashMap<String, Arc<DataKey>>>,
     /// Parsed key material by (vault id, version id); versions are immutable.
     parsed_keys: Mutex<HashMap<(String, String), Arc<dyn KeyHandle>>>,
     /// The provider of software-protected keys.
@@ -86,6 +89,7 @@ impl Vaults {
             root,
             backup_key,
             cache: Mutex::new(ReadCache::default()),
+            storage_keys: Mutex::new(HashMap::new()),
             parsed_keys: Mutex::new(HashMap::new()),
             software_keys: Arc::new(SoftwareKeys),
             hsm_keys: Arc::new(SoftwareKeys),
@@ -109,6 +113,11 @@ impl Vaults {
         cache.generation += 1;
         cache.vaults.clear();
         cache.objects.clear();
+        // A purged vault's storage key leaves memory with it.
+        self.storage_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         result
     }
 
@@ -165,12 +174,19 @@ impl Vaults {
         )
     }
 
-    fn storage_key(&self, vault: &VaultRow) -> Result<DataKey, VaultError> {
-        Ok(DataKey::unwrap(
+    /// The vault's storage key, unwrapped once per vault.
+    fn storage_key(&self, vault: &VaultRow) -> Result<Arc<DataKey>, VaultError> {
+        let lock = || self.storage_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = lock().get(&vault.vault_id) {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(DataKey::unwrap(
             &self.root,
             &vault_key_context(&vault.vault_id),
             &vault.wrapped_key,
-        )?)
+        )?);
+        lock().insert(vault.vault_id.clone(), key.clone());
+        Ok(key)
     }
 
     /// Purges soft-deleted objects and vaults whose scheduled purge date has passed.

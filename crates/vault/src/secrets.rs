@@ -178,7 +178,7 @@ impl Vaults {
                 operation: "get",
                 reason,
             })?;
-        let value = utf8(self.open_payload(&self.storage_key(vault)?, vault, &stored.row)?)?;
+        let value = utf8(self.open_payload(&*self.storage_key(vault)?, vault, &stored.row)?)?;
         Ok(secret(vault, stored, Some(value)))
     }
 
