@@ -239,7 +239,16 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
             .metrics
             .record(vault, ctx.operation, status.as_u16(), started.elapsed());
     }
-    let caller = ctx.caller.as_ref();
+    let (app_id, object_id, tenant_id, identity_type, mi_resource_id) = match ctx.caller.take() {
+        Some(c) => (
+            Some(c.app_id),
+            Some(c.object_id),
+            Some(c.tenant_id),
+            Some(c.identity_type),
+            c.mi_resource_id,
+        ),
+        None => Default::default(),
+    };
     let (result_signature, result_type) = result_of(status);
     let event = AuditEvent {
         seq: 0,
@@ -251,11 +260,11 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         status: status.as_u16(),
         duration_ms: started.elapsed().as_millis() as i64,
         caller_ip: peer.ip().to_string(),
-        app_id: caller.map(|c| c.app_id.clone()),
-        object_id: caller.map(|c| c.object_id.clone()),
-        tenant_id: caller.map(|c| c.tenant_id.clone()),
-        identity_type: caller.map(|c| c.identity_type.clone()),
-        mi_resource_id: caller.and_then(|c| c.mi_resource_id.clone()),
+        app_id,
+        object_id,
+        tenant_id,
+        identity_type,
+        mi_resource_id,
         resource: ctx.resource,
         target_id: ctx.target_id,
         http_method: method,

@@ -269,7 +269,7 @@ fn split_kty(kty: &str) -> Result<(&str, bool), VaultError> {
     }
 }
 
-fn key(vault: &VaultRow, stored: Stored) -> Key {
+fn key(vault: &VaultRow, stored: &Stored) -> Key {
     let Stored { state, row } = stored;
     let text_list = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -283,12 +283,12 @@ fn key(vault: &VaultRow, stored: Stored) -> Key {
         kty: row.public["kty"].as_str().unwrap_or_default().to_owned(),
         key_ops: text_list(&row.public["key_ops"]),
         public: row.public["jwk"].as_object().cloned().unwrap_or_default(),
-        attributes: attributes(&row),
+        attributes: attributes(row),
         recovery: recovery(vault),
         deleted: state.deleted.zip(state.scheduled_purge),
-        name: state.name,
-        version: row.version,
-        tags: row.tags,
+        name: state.name.clone(),
+        version: row.version.clone(),
+        tags: row.tags.clone(),
     }
 }
 
@@ -336,7 +336,7 @@ impl Vaults {
             tx.insert_version(&row)?;
             live_version(tx, vault, KIND, &row.name, Some(&row.version))
         })?;
-        Ok(key(vault, stored))
+        Ok(key(vault, &stored))
     }
 
     /// Creates a key, or a new version of it.
@@ -473,7 +473,7 @@ impl Vaults {
         };
         let current = self.key_material(vault, &latest.row)?;
         let spec = current.spec();
-        let current = key(vault, latest);
+        let current = key(vault, &latest);
         let material = self.key_provider(&current.kty).generate(spec)?;
         let tags = Some(current.tags.clone());
         self.add_key_version(
@@ -501,7 +501,7 @@ impl Vaults {
         version: Option<&str>,
     ) -> Result<Key, VaultError> {
         check_object_name(name)?;
-        Ok(key(vault, self.live_version(vault, KIND, name, version)?))
+        Ok(key(vault, &*self.live_version(vault, KIND, name, version)?))
     }
 
     /// Updates `key_ops`, tags or attributes of a version.
@@ -523,7 +523,7 @@ impl Vaults {
             }
             Ok(())
         })?;
-        Ok(key(vault, stored))
+        Ok(key(vault, &stored))
     }
 
     /// Lists keys (latest version of each), by name.
@@ -535,7 +535,7 @@ impl Vaults {
     ) -> Result<Page<Key>, VaultError> {
         Ok(self
             .list_stored(vault, KIND, false, maxresults, skip)?
-            .map(|s| key(vault, s)))
+            .map(|s| key(vault, &s)))
     }
 
     /// Lists soft-deleted keys.
@@ -547,7 +547,7 @@ impl Vaults {
     ) -> Result<Page<Key>, VaultError> {
         Ok(self
             .list_stored(vault, KIND, true, maxresults, skip)?
-            .map(|s| key(vault, s)))
+            .map(|s| key(vault, &s)))
     }
 
     /// Lists the versions of a key, oldest first.
@@ -560,22 +560,22 @@ impl Vaults {
     ) -> Result<Page<Key>, VaultError> {
         Ok(self
             .list_stored_versions(vault, KIND, name, maxresults, skip)?
-            .map(|s| key(vault, s)))
+            .map(|s| key(vault, &s)))
     }
 
     /// Soft-deletes a key (all versions).
     pub fn delete_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
-        Ok(key(vault, self.delete_stored(vault, KIND, name, now)?))
+        Ok(key(vault, &self.delete_stored(vault, KIND, name, now)?))
     }
 
     /// A soft-deleted key.
     pub fn get_deleted_key(&self, vault: &VaultRow, name: &str) -> Result<Key, VaultError> {
-        Ok(key(vault, self.get_deleted_stored(vault, KIND, name)?))
+        Ok(key(vault, &self.get_deleted_stored(vault, KIND, name)?))
     }
 
     /// Recovers a soft-deleted key with all its versions.
     pub fn recover_key(&self, vault: &VaultRow, name: &str) -> Result<Key, VaultError> {
-        Ok(key(vault, self.recover_stored(vault, KIND, name)?))
+        Ok(key(vault, &self.recover_stored(vault, KIND, name)?))
     }
 
     /// Permanently deletes a soft-deleted key, unless purge protection forbids it yet.
@@ -594,7 +594,7 @@ impl Vaults {
             let kty = public["kty"].as_str().unwrap_or_default();
             self.key_provider(kty).load(payload).is_ok()
         })?;
-        Ok(key(vault, stored))
+        Ok(key(vault, &stored))
     }
 
     /// Runs a cryptographic operation with a key version, after checking `key_ops`,
@@ -611,7 +611,7 @@ impl Vaults {
         check_object_name(name)?;
         let stored = self.live_version(vault, KIND, name, version)?;
         let material = self.key_material(vault, &stored.row)?;
-        let key = key(vault, stored);
+        let key = key(vault, &stored);
         if !key.key_ops.iter().any(|o| o == op.name()) {
             return Err(VaultError::OperationNotPermitted(op.name()));
         }

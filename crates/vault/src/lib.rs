@@ -41,8 +41,8 @@ use crate::objects::{live_version, Stored};
 #[derive(Debug, Default)]
 struct ReadCache {
     generation: u64,
-    vaults: HashMap<String, VaultRow>,
-    objects: HashMap<String, Stored>,
+    vaults: HashMap<String, Arc<VaultRow>>,
+    objects: HashMap<String, Arc<Stored>>,
 }
 
 /// Object versions cached at most (the cache is emptied when full).
@@ -123,12 +123,12 @@ impl Vaults {
 
     /// Looks `key` up in one of the cache's maps, or reads it with `load` and caches it
     /// unless a write happened meanwhile.
-    fn cached<T: Clone>(
+    fn cached<T>(
         &self,
-        map: fn(&mut ReadCache) -> &mut HashMap<String, T>,
+        map: fn(&mut ReadCache) -> &mut HashMap<String, Arc<T>>,
         key: String,
         load: impl FnOnce() -> Result<T, VaultError>,
-    ) -> Result<T, VaultError> {
+    ) -> Result<Arc<T>, VaultError> {
         let generation = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(hit) = map(&mut cache).get(&key) {
@@ -136,7 +136,7 @@ impl Vaults {
             }
             cache.generation
         };
-        let value = load()?;
+        let value = Arc::new(load()?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.generation == generation {
             let entries = map(&mut cache);
@@ -156,7 +156,7 @@ impl Vaults {
         kind: ObjectKind,
         name: &str,
         version: Option<&str>,
-    ) -> Result<Stored, VaultError> {
+    ) -> Result<Arc<Stored>, VaultError> {
         let key = format!(
             "{}/{}/{}/{}",
             vault.vault_id,

@@ -1,5 +1,7 @@
 //! Vault management: the rules behind `Microsoft.KeyVault/vaults`.
 
+use std::sync::Arc;
+
 use std::collections::BTreeMap;
 
 use atrest_core::access_policy::{
@@ -316,7 +318,7 @@ impl Vaults {
     /// The live vault serving the data plane at `NAME.vault.localhost`.
     /// Served from memory: every vault write goes through this service (one server per
     /// data directory) and empties the cache.
-    pub fn data_plane_vault(&self, name: &str) -> Result<VaultRow, VaultError> {
+    pub fn data_plane_vault(&self, name: &str) -> Result<Arc<VaultRow>, VaultError> {
         self.cached(
             |c| &mut c.vaults,
             name.to_ascii_lowercase(),

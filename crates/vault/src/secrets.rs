@@ -88,7 +88,7 @@ fn check_content_type(content_type: &Option<String>) -> Result<(), VaultError> {
     Ok(())
 }
 
-fn secret(vault: &VaultRow, stored: Stored, value: Option<Zeroizing<String>>) -> Secret {
+fn secret(vault: &VaultRow, stored: &Stored, value: Option<Zeroizing<String>>) -> Secret {
     let Stored { state, row } = stored;
     Secret {
         content_type: row
@@ -96,12 +96,12 @@ fn secret(vault: &VaultRow, stored: Stored, value: Option<Zeroizing<String>>) ->
             .get("contentType")
             .and_then(|c| c.as_str())
             .map(str::to_owned),
-        attributes: attributes(&row),
+        attributes: attributes(row),
         recovery: recovery(vault),
         deleted: state.deleted.zip(state.scheduled_purge),
-        name: state.name,
-        version: row.version,
-        tags: row.tags,
+        name: state.name.clone(),
+        version: row.version.clone(),
+        tags: row.tags.clone(),
         value,
     }
 }
@@ -158,7 +158,7 @@ impl Vaults {
             tx.insert_version(&row)?;
             live_version(tx, vault, KIND, &row.name, Some(&row.version))
         })?;
-        Ok(secret(vault, stored, Some(req.value.clone())))
+        Ok(secret(vault, &stored, Some(req.value.clone())))
     }
 
     /// Gets a version (the latest when `version` is `None`), enforcing its attributes.
@@ -179,7 +179,7 @@ impl Vaults {
                 reason,
             })?;
         let value = utf8(self.open_payload(&*self.storage_key(vault)?, vault, &stored.row)?)?;
-        Ok(secret(vault, stored, Some(value)))
+        Ok(secret(vault, &stored, Some(value)))
     }
 
     /// Updates a version's content type, tags or attributes (the latest when `version` is `None`).
@@ -199,7 +199,7 @@ impl Vaults {
             }
             Ok(())
         })?;
-        Ok(secret(vault, stored, None))
+        Ok(secret(vault, &stored, None))
     }
 
     /// Lists secrets (latest version of each, no values), by name.
@@ -211,7 +211,7 @@ impl Vaults {
     ) -> Result<Page<Secret>, VaultError> {
         Ok(self
             .list_stored(vault, KIND, false, maxresults, skip)?
-            .map(|s| secret(vault, s, None)))
+            .map(|s| secret(vault, &s, None)))
     }
 
     /// Lists soft-deleted secrets.
@@ -223,7 +223,7 @@ impl Vaults {
     ) -> Result<Page<Secret>, VaultError> {
         Ok(self
             .list_stored(vault, KIND, true, maxresults, skip)?
-            .map(|s| secret(vault, s, None)))
+            .map(|s| secret(vault, &s, None)))
     }
 
     /// Lists the versions of a secret, oldest first, without values.
@@ -236,7 +236,7 @@ impl Vaults {
     ) -> Result<Page<Secret>, VaultError> {
         Ok(self
             .list_stored_versions(vault, KIND, name, maxresults, skip)?
-            .map(|s| secret(vault, s, None)))
+            .map(|s| secret(vault, &s, None)))
     }
 
     /// Soft-deletes a secret (all versions) and returns the deleted bundle.
@@ -248,7 +248,7 @@ impl Vaults {
     ) -> Result<Secret, VaultError> {
         Ok(secret(
             vault,
-            self.delete_stored(vault, KIND, name, now)?,
+            &self.delete_stored(vault, KIND, name, now)?,
             None,
         ))
     }
@@ -257,14 +257,18 @@ impl Vaults {
     pub fn get_deleted_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
         Ok(secret(
             vault,
-            self.get_deleted_stored(vault, KIND, name)?,
+            &self.get_deleted_stored(vault, KIND, name)?,
             None,
         ))
     }
 
     /// Recovers a soft-deleted secret with all its versions.
     pub fn recover_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
-        Ok(secret(vault, self.recover_stored(vault, KIND, name)?, None))
+        Ok(secret(
+            vault,
+            &self.recover_stored(vault, KIND, name)?,
+            None,
+        ))
     }
 
     /// Permanently deletes a soft-deleted secret, unless purge protection forbids it yet.
@@ -282,7 +286,7 @@ impl Vaults {
         let stored = self.restore_stored(vault, KIND, blob, |_, payload| {
             std::str::from_utf8(payload).is_ok()
         })?;
-        Ok(secret(vault, stored, None))
+        Ok(secret(vault, &stored, None))
     }
 }
 
