@@ -169,7 +169,8 @@ impl DataKey {
     }
 }
 
-/// An HMAC-SHA256 key, its inner and outer states computed once.
+/// An HMAC-SHA256 key, its inner and outer states computed once (AWS-LC cleanses them on
+/// drop).
 pub struct MacKey(hmac::Key);
 
 impl MacKey {
