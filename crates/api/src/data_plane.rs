@@ -338,14 +338,15 @@ fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Re
 /// The budget a route draws on and its cost there: HSM keys have their own budget, and
 /// cryptographic operations with larger RSA keys cost more.
 fn throttle_cost(state: &AppState, vault: &VaultRow, route: &Route) -> (OperationClass, u32) {
-    let key = match route {
-        Route::Key(KeyRoute::Operation(name, version, _)) => {
-            state.vaults.get_key(vault, name, *version).ok()
-        }
-        _ => None,
+    let (hsm, rsa_bits) = match route {
+        Route::Key(KeyRoute::Operation(name, version, _)) => state
+            .vaults
+            .key_weight(vault, name, *version)
+            .unwrap_or_default(),
+        _ => (false, None),
     };
-    let class = OperationClass::of(route.operation(), key.as_ref().is_some_and(Key::is_hsm));
-    (class, cost(class, key.as_ref().and_then(Key::rsa_bits)))
+    let class = OperationClass::of(route.operation(), hsm);
+    (class, cost(class, rsa_bits))
 }
 
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.

@@ -66,23 +66,23 @@ pub struct Key {
 }
 
 impl Key {
-    /// Whether the key is HSM-protected (`-HSM` type).
-    pub fn is_hsm(&self) -> bool {
-        self.kty.ends_with("-HSM")
-    }
-
     /// The modulus length of an RSA key, in bits.
     pub fn rsa_bits(&self) -> Option<usize> {
-        use base64::Engine;
-        if !self.kty.starts_with("RSA") {
-            return None;
-        }
-        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(self.public.get("n")?.as_str()?)
-            .ok()?;
-        let significant = n.iter().skip_while(|b| **b == 0).count();
-        Some(significant * 8)
+        rsa_bits(&self.kty, self.public.get("n")?.as_str()?)
     }
+}
+
+/// The modulus length in bits of an RSA key whose JWK `n` is `n`; `None` for other types.
+fn rsa_bits(kty: &str, n: &str) -> Option<usize> {
+    use base64::Engine;
+    if !kty.starts_with("RSA") {
+        return None;
+    }
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n)
+        .ok()?;
+    let significant = n.iter().skip_while(|b| **b == 0).count();
+    Some(significant * 8)
 }
 
 /// What kind of key to create.
@@ -502,6 +502,21 @@ impl Vaults {
     ) -> Result<Key, VaultError> {
         check_object_name(name)?;
         Ok(key(vault, &*self.live_version(vault, KIND, name, version)?))
+    }
+
+    /// Whether a key version is an `-HSM` key, and an RSA key's modulus length: what its
+    /// operations cost against the vault's limits. Reads the cached row only.
+    pub fn key_weight(
+        &self,
+        vault: &VaultRow,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(bool, Option<usize>), VaultError> {
+        check_object_name(name)?;
+        let stored = self.live_version(vault, KIND, name, version)?;
+        let kty = stored.row.public["kty"].as_str().unwrap_or_default();
+        let n = stored.row.public["jwk"]["n"].as_str();
+        Ok((kty.ends_with("-HSM"), n.and_then(|n| rsa_bits(kty, n))))
     }
 
     /// Updates `key_ops`, tags or attributes of a version.
