@@ -206,33 +206,33 @@ impl Expected<'_> {
             record.clear();
             encode_record(&event, record);
             let journal = shared.journal.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((journal, _)) = journal.as_ref() {
-                if let Err(e) = journal.append(record) {
-                    tracing::error!(error = %e, "cannot write to the audit journal");
-                    return Err(());
-                }
-            }
+            // An event the journal refused is still queued for the log; its request fails.
+            let journaled = journal.as_ref().map(|(journal, _)| {
+                journal
+                    .append(record)
+                    .map_err(|e| tracing::error!(error = %e, "cannot write to the audit journal"))
+                    .is_ok()
+            });
             let mut queue = shared.queue();
             queue.records.extend_from_slice(record);
             queue.events += 1;
-            if journal.is_some() {
+            if let Some(journaled) = journaled {
                 let waiting = queue.events;
                 drop(queue);
                 // The writer sleeps on an empty queue and lets a batch gather otherwise.
                 if waiting == 1 || waiting >= JOURNAL_BATCH {
                     shared.wake.notify_one();
                 }
-                return Ok(None);
+                return Err(journaled);
             }
             let (ack, done) = oneshot::channel();
             queue.acks.push(ack);
             shared.wake.notify_one();
-            Ok(Some(done))
+            Ok(done)
         });
         match done {
-            Ok(None) => true,
-            Ok(Some(done)) => done.await.unwrap_or(false),
-            Err(()) => false,
+            Ok(done) => done.await.unwrap_or(false),
+            Err(journaled) => journaled,
         }
     }
 }
@@ -529,6 +529,26 @@ mod tests {
             log.verify(None).unwrap(),
             atrest_store::Verification::Intact { events: 31, .. }
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_the_journal_refuses_fails_its_request_but_reaches_the_log() {
+        let (log, dir) = open_log();
+        let journal_dir = dir.join("journal");
+        let (journal, _) = log.recover_journal(&journal_dir).unwrap();
+        // The next journal file (after the first batch) is a device that is always full.
+        std::os::unix::fs::symlink("/dev/full", journal_dir.join(format!("{:020}", 2))).unwrap();
+        let interval = Duration::from_secs(3600);
+        let (sink, writer) =
+            AuditSink::spawn(log.clone(), Some((journal, interval)), None).unwrap();
+        assert!(sink.expect().record(event(0)).await);
+        sink.flush().await;
+        assert!(!sink.expect().record(event(1)).await, "fails closed");
+        sink.flush().await;
+        assert_eq!(count(&log), 2);
+        drop(sink);
+        writer.await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
