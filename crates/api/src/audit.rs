@@ -142,6 +142,8 @@ struct Queue {
     acks: Vec<oneshot::Sender<bool>>,
     /// Every sink is gone: store what is left and stop.
     closed: bool,
+    /// The writer has stopped (or died): nothing queued now will be stored.
+    stopped: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,9 @@ impl Expected<'_> {
                     .is_ok()
             });
             let mut queue = shared.queue();
+            if queue.stopped {
+                return Err(false);
+            }
             queue.records.extend_from_slice(record);
             queue.events += 1;
             if let Some(journaled) = journaled {
@@ -258,6 +263,7 @@ impl AuditSink {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
+                let _stopped = Stopped(&writer);
                 write_batches(&log, &writer, committed.as_ref());
                 let _ = finished.send(());
             })?;
@@ -281,9 +287,32 @@ impl AuditSink {
     /// the log sees them.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        self.shared.queue().acks.push(ack);
+        {
+            let mut queue = self.shared.queue();
+            if queue.stopped {
+                return;
+            }
+            queue.acks.push(ack);
+        }
         self.shared.wake.notify_one();
         let _ = done.await;
+    }
+}
+
+/// Marks the writer stopped when its thread ends, by return or by panic, and fails whoever
+/// still waits, so no request or reader waits for a writer that is gone.
+struct Stopped<'a>(&'a Shared);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue();
+        queue.stopped = true;
+        for ack in queue.acks.drain(..) {
+            let _ = ack.send(false);
+        }
+        if std::thread::panicking() {
+            tracing::error!("the audit writer died; requests fail until the server restarts");
+        }
     }
 }
 
@@ -549,6 +578,25 @@ mod tests {
         assert_eq!(count(&log), 2);
         drop(sink);
         writer.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nobody_waits_for_a_writer_that_is_gone() {
+        let (log, dir) = open_log();
+        for journal in [
+            None,
+            Some(log.recover_journal(&dir.join("journal")).unwrap().0),
+        ] {
+            let journal = journal.map(|j| (j, Duration::from_secs(3600)));
+            let (sink, _writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
+            // What the writer thread's guard does when it ends, by return or by panic.
+            drop(Stopped(&sink.shared));
+            assert!(!sink.expect().record(event(0)).await, "fails closed");
+            tokio::time::timeout(Duration::from_secs(5), sink.flush())
+                .await
+                .expect("a flush does not hang");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
