@@ -74,6 +74,140 @@ def test_every_request_is_recorded_and_exported_in_azure_shape(server):
     assert all(e["seq"] > after for e in export(server, "--after", str(after)))
 
 
+# The stored block form (see crates/store/src/audit_codec.rs), read and written here on
+# its own so the test can tamper with single events the way someone with the database would.
+NUMBERS, TEXTS = 4, 16  # seq, time, status, duration; operation … target_id
+OPERATION, CORRELATION_ID, APP_ID = 0, 7, 9
+
+
+def read_varint(blob, at):
+    value = shift = 0
+    while True:
+        byte = blob[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def write_varint(value):
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_block(blob):
+    """A block's events as [numbers, texts, hash]."""
+    assert blob[0] == 1, "block format"
+    at, events = 1, []
+    numbers, texts = [0] * NUMBERS, [None] * TEXTS
+    while at < len(blob):
+        numbers = list(numbers)
+        for i in range(NUMBERS):
+            zigzag, at = read_varint(blob, at)
+            numbers[i] += (zigzag >> 1) ^ -(zigzag & 1)
+        same = int.from_bytes(blob[at:at + 2], "little")
+        at += 2
+        texts = list(texts)
+        for i in range(TEXTS):
+            if not same & (1 << i):
+                length, at = read_varint(blob, at)
+                texts[i] = None if length == 0 else blob[at:at + length - 1].decode()
+                at += max(length - 1, 0)
+        events.append([numbers, texts, blob[at:at + 32]])
+        at += 32
+    return events
+
+
+def encode_block(events):
+    out = bytearray([1])
+    previous = None
+    for numbers, texts, digest in events:
+        for i, n in enumerate(numbers):
+            delta = n - (previous[0][i] if previous else 0)
+            out += write_varint(((delta << 1) ^ (delta >> 63)) & (2**64 - 1))
+        same = sum(1 << i for i in range(TEXTS) if previous and previous[1][i] == texts[i])
+        out += same.to_bytes(2, "little")
+        for i, text in enumerate(texts):
+            if not same & (1 << i):
+                out += write_varint(0 if text is None else len(text.encode()) + 1)
+                out += b"" if text is None else text.encode()
+        out += digest
+        previous = (numbers, texts)
+    return bytes(out)
+
+
+class StoredLog:
+    """audit.db's blocks, edited in place and put back as they were."""
+
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, timeout=10)
+        self.saved = {}
+
+    def blocks(self):
+        return self.db.execute("SELECT first_seq, events FROM audit_blocks ORDER BY first_seq").fetchall()
+
+    def events(self):
+        return [e for _, blob in self.blocks() for e in decode_block(blob)]
+
+    def edit(self, seq, change):
+        """Calls `change` with the events of the block holding event `seq` and the index of
+        that event, and stores the result as a forger would: index columns to match, and
+        no row for an emptied block."""
+        for first, blob in self.blocks():
+            events = decode_block(blob)
+            at = next((i for i, e in enumerate(events) if e[0][0] == seq), None)
+            if at is None:
+                continue
+            self.saved.setdefault(first, blob)
+            change(events, at)
+            self.db.execute("DELETE FROM audit_blocks WHERE first_seq = ?", (first,))
+            if events:
+                times = [e[0][1] for e in events]
+                self.db.execute(
+                    "INSERT INTO audit_blocks (first_seq, last_seq, min_time_ms, max_time_ms, events) VALUES (?, ?, ?, ?, ?)",
+                    (events[0][0][0], events[-1][0][0], min(times), max(times), encode_block(events)))
+            self.db.commit()
+            return
+        raise AssertionError(f"event {seq} is not stored")
+
+    def truncate(self, seq):
+        """Deletes event `seq` and every later one."""
+        for _, blob in self.blocks():
+            numbers = [e[0][0] for e in decode_block(blob)]
+            if numbers[-1] >= seq:
+                self.edit(max(numbers[0], seq), lambda events, at: events.__delitem__(slice(at, None)))
+
+    def restore(self):
+        for first, blob in self.saved.items():
+            events = decode_block(blob)
+            times = [e[0][1] for e in events]
+            self.db.execute("DELETE FROM audit_blocks WHERE first_seq = ? OR (first_seq >= ? AND first_seq <= ?)",
+                            (first, events[0][0][0], events[-1][0][0]))
+            self.db.execute(
+                "INSERT INTO audit_blocks (first_seq, last_seq, min_time_ms, max_time_ms, events) VALUES (?, ?, ?, ?, ?)",
+                (first, events[-1][0][0], min(times), max(times), blob))
+        self.db.commit()
+        self.saved = {}
+
+
+def test_block_codec_of_this_test_reads_what_the_server_stores(tamper_server):
+    client = vault_client(tamper_server, "sdk-short")
+    client.set_secret("codec", "v")
+    exported = {e["seq"]: e for e in export(tamper_server)}
+    log = StoredLog(tamper_server.data_dir / "audit.db")
+    stored = log.events()
+    assert [e[0][0] for e in stored] == sorted(exported), "every exported event, in order"
+    for numbers, texts, _ in stored:
+        assert texts[OPERATION] == exported[numbers[0]]["operationName"]
+    for first, blob in log.blocks():
+        assert encode_block(decode_block(blob)) == blob, f"block {first} written back unchanged"
+
+
 def test_verify_names_the_first_edited_deleted_inserted_or_reordered_event(tamper_server):
     srv = tamper_server
     client = vault_client(srv, "sdk-short")
@@ -81,17 +215,9 @@ def test_verify_names_the_first_edited_deleted_inserted_or_reordered_event(tampe
         client.set_secret(f"s{i}", "v")
     ok = srv.cli("monitor", "audit", "verify")
     assert ok["verified"] is True and ok["events"] >= 6
-    db = sqlite3.connect(srv.data_dir / "audit.db", timeout=10)
-    rows = db.execute("SELECT seq FROM audit_events WHERE operation = 'SecretSet' ORDER BY seq").fetchall()
-    a, b = rows[1][0], rows[3][0]
-    columns = [c[1] for c in db.execute("PRAGMA table_info(audit_events)")]
-
-    def row(seq):
-        return db.execute(f"SELECT {', '.join(columns)} FROM audit_events WHERE seq = ?", (seq,)).fetchone()
-
-    def put(values):
-        db.execute(f"INSERT OR REPLACE INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
-        db.commit()
+    log = StoredLog(srv.data_dir / "audit.db")
+    sets = [e[0][0] for e in log.events() if e[1][OPERATION] == "SecretSet"]
+    a, b = sets[1], sets[3]
 
     def broken_at():
         done = srv.cli("monitor", "audit", "verify", check=False)
@@ -101,40 +227,47 @@ def test_verify_names_the_first_edited_deleted_inserted_or_reordered_event(tampe
         assert f"event {report['firstBadEvent']['seq']}" in done.stderr
         return report["firstBadEvent"]
 
-    original_a, original_b = row(a), row(b)
+    def intact():
+        log.restore()
+        assert srv.cli("monitor", "audit", "verify")["verified"] is True
+
     # An edit: the call attributed to someone else.
-    db.execute("UPDATE audit_events SET app_id = ? WHERE seq = ?", (str(uuid.uuid4()), a))
-    db.commit()
+    log.edit(a, lambda events, at: events[at][1].__setitem__(APP_ID, str(uuid.uuid4())))
     bad = broken_at()
     assert bad["seq"] == a and bad["operationName"] == "SecretSet" and "content" in bad["reason"]
-    put(original_a)
-    assert srv.cli("monitor", "audit", "verify")["verified"] is True
+    intact()
 
     # A deletion.
-    db.execute("DELETE FROM audit_events WHERE seq = ?", (a,))
-    db.commit()
+    log.edit(a, lambda events, at: events.pop(at))
     bad = broken_at()
     assert bad["seq"] == a + 1 and "missing" in bad["reason"]
-    put(original_a)
+    intact()
 
-    # A reordering: two events swap places.
-    swapped_a = (a,) + original_b[1:]
-    swapped_b = (b,) + original_a[1:]
-    put(swapped_a)
-    put(swapped_b)
+    # A reordering: two events swap places (each keeps its number).
+    original_a = next(e for e in log.events() if e[0][0] == a)
+    original_b = next(e for e in log.events() if e[0][0] == b)
+
+    def put(seq, source):
+        def change(events, at):
+            events[at] = [[seq] + source[0][1:], source[1], source[2]]
+        log.edit(seq, change)
+
+    put(a, original_b)
+    put(b, original_a)
     assert broken_at()["seq"] == a
-    put(original_a)
-    put(original_b)
+    intact()
 
     # An insertion at the end with a copied hash.
-    last = db.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
-    forged = (last + 1,) + row(last)[1:]
-    put(forged)
+    last = log.events()[-1][0][0]
+
+    def forge(events, at):
+        numbers, texts, digest = events[at]
+        events.append([[last + 1] + numbers[1:], texts, digest])
+
+    log.edit(last, forge)
     assert broken_at()["seq"] == last + 1
-    db.execute("DELETE FROM audit_events WHERE seq = ?", (last + 1,))
-    db.commit()
-    assert srv.cli("monitor", "audit", "verify")["verified"] is True
-    db.close()
+    intact()
+    log.db.close()
 
 
 def test_retention_deletes_old_events_and_keeps_the_chain(workdir):
@@ -183,11 +316,10 @@ def test_deleting_the_newest_events_is_caught_by_the_checkpoint(workdir):
     srv.cli("keyvault", "create", "-n", "sdk-short", "-l", "westeurope")
     vault_client(srv, "sdk-short").set_secret("kept", "v")
     assert srv.stop() == 0, srv.log()  # a clean stop records the log's head
-    db = sqlite3.connect(srv.data_dir / "audit.db")
-    newest = db.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
-    db.execute("DELETE FROM audit_events WHERE seq > ?", (newest - 2,))
-    db.commit()
-    db.close()
+    log = StoredLog(srv.data_dir / "audit.db")
+    newest = log.events()[-1][0][0]
+    log.truncate(newest - 1)
+    log.db.close()
     srv.start()
     try:
         done = srv.cli("monitor", "audit", "verify", check=False)
@@ -200,11 +332,11 @@ def test_deleting_the_newest_events_is_caught_by_the_checkpoint(workdir):
 
 def stored_correlation_ids(srv):
     """What audit.db itself holds, read beside the running server."""
-    db = sqlite3.connect(srv.data_dir / "audit.db")
+    log = StoredLog(srv.data_dir / "audit.db")
     try:
-        return {row[0] for row in db.execute("SELECT correlation_id FROM audit_events")}
+        return {e[1][CORRELATION_ID] for e in log.events()}
     finally:
-        db.close()
+        log.db.close()
 
 
 def test_events_journaled_before_a_crash_are_stored_at_restart(workdir):

@@ -3,7 +3,7 @@
 //! [`Durability`]:
 //!
 //! - [`Durability::Journal`] (the default): once its event is in the journal, written to
-//!   the operating system with one `write(2)`, so it survives a crash of the server
+//!   the operating system with one `pwrite(2)`, so it survives a crash of the server
 //!   process. The writer stores and syncs what the journal holds at the end of each
 //!   interval (sooner when much is waiting or someone reads the log), so an
 //!   operating-system crash or power loss can cost at most one interval's events.

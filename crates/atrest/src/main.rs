@@ -12,6 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+
+/// Frees from any thread without taking a lock the allocating thread holds: requests move
+/// between runtime threads and hand buffers to the audit writer.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use crate::commands::ClientCommand;

@@ -1,18 +1,20 @@
-//! Audit events: one row per request, appended by the API edge's audit writer to a
-//! database of their own, in a keyed hash chain.
+//! Audit events, appended by the API edge's audit writer to a database of their own, in a
+//! keyed hash chain.
 //!
-//! Each event stores `prev_hash`, the hash of its predecessor, and `hash`, the chain key's
-//! MAC over `prev_hash` and the event (its sequence number included). Editing, deleting,
-//! inserting or reordering rows breaks the chain at the first affected event, and without
-//! the chain key nobody can forge a consistent continuation. Retention deletes the oldest
-//! events and keeps the last deleted one's sequence number and hash as the anchor the chain
-//! continues from.
+//! Each event's hash is the chain key's MAC over its predecessor's hash and the event's
+//! canonical bytes (its sequence number included). Events are stored in blocks, one row per
+//! batch the writer stores (see [`crate::audit_codec`]), each event with its hash. Editing,
+//! deleting, inserting or reordering events or rows breaks the chain at the first affected
+//! event, and without the chain key nobody can forge a consistent continuation. Retention
+//! deletes the oldest blocks and keeps the last deleted event's sequence number and hash as
+//! the anchor the chain continues from.
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::audit_codec::{decode_block, encode, BlockWriter};
 use crate::journal::{self, Journal, JournalMark};
 use crate::{open_connection, open_reader, schema, StoreError};
 
@@ -136,144 +138,12 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
-/// Leads the canonical bytes of every event.
-const CANONICAL_TAG: &[u8] = b"atrest-audit-v1";
-
-/// The canonical bytes an event's hash covers: every column, length-prefixed, so no two
-/// different events encode alike. The journal stores events in this form too.
-fn canonical(e: &AuditEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    encode(e, e.seq, &mut out);
-    out
-}
-
-/// Appends the canonical bytes of `e`, numbered `seq`, to `out`.
-pub(crate) fn encode(e: &AuditEvent, seq: i64, out: &mut Vec<u8>) {
-    fn text(out: &mut Vec<u8>, s: Option<&str>) {
-        match s {
-            None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
-            Some(s) => {
-                out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-    out.extend_from_slice(CANONICAL_TAG);
-    for n in [seq, e.time_ms, i64::from(e.status), e.duration_ms] {
-        out.extend_from_slice(&n.to_be_bytes());
-    }
-    for s in [
-        &e.operation,
-        &e.result_signature,
-        &e.result_type,
-        &e.result_description,
-        &e.caller_ip,
-        &e.http_method,
-        &e.request_uri,
-        &e.correlation_id,
-        &e.client_info,
-    ] {
-        text(out, Some(s));
-    }
-    for s in [
-        &e.app_id,
-        &e.object_id,
-        &e.tenant_id,
-        &e.identity_type,
-        &e.mi_resource_id,
-        &e.resource,
-        &e.target_id,
-    ] {
-        text(out, s.as_deref());
-    }
-}
-
-/// The event whose canonical bytes are exactly `bytes`; `None` for anything else.
-pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEvent> {
-    struct Reader<'a>(&'a [u8]);
-    impl Reader<'_> {
-        fn take(&mut self, n: usize) -> Option<&[u8]> {
-            let (head, rest) = self.0.split_at_checked(n)?;
-            self.0 = rest;
-            Some(head)
-        }
-        fn int(&mut self) -> Option<i64> {
-            Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-        }
-        fn text(&mut self) -> Option<Option<String>> {
-            let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
-            if len == u32::MAX {
-                return Some(None);
-            }
-            let bytes = self.take(len as usize)?;
-            Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
-        }
-        fn required(&mut self) -> Option<String> {
-            self.text()?
-        }
-    }
-    let mut r = Reader(bytes);
-    if r.take(CANONICAL_TAG.len())? != CANONICAL_TAG {
-        return None;
-    }
-    let (seq, time_ms, status, duration_ms) = (r.int()?, r.int()?, r.int()?, r.int()?);
-    let event = AuditEvent {
-        seq,
-        time_ms,
-        status: u16::try_from(status).ok()?,
-        duration_ms,
-        operation: r.required()?,
-        result_signature: r.required()?,
-        result_type: r.required()?,
-        result_description: r.required()?,
-        caller_ip: r.required()?,
-        http_method: r.required()?,
-        request_uri: r.required()?,
-        correlation_id: r.required()?,
-        client_info: r.required()?,
-        app_id: r.text()?,
-        object_id: r.text()?,
-        tenant_id: r.text()?,
-        identity_type: r.text()?,
-        mi_resource_id: r.text()?,
-        resource: r.text()?,
-        target_id: r.text()?,
-    };
-    r.0.is_empty().then_some(event)
-}
-
 fn hash_column(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
     bytes.and_then(|b| b.try_into().ok())
 }
 
-const COLUMNS: &str = "seq, time_ms, operation, result_signature, result_type, result_description, status, duration_ms, \
-    caller_ip, app_id, object_id, tenant_id, identity_type, mi_resource_id, resource, target_id, http_method, request_uri, \
-    correlation_id, client_info";
-
-fn row(r: &Row) -> rusqlite::Result<AuditEvent> {
-    Ok(AuditEvent {
-        seq: r.get(0)?,
-        time_ms: r.get(1)?,
-        operation: r.get(2)?,
-        result_signature: r.get(3)?,
-        result_type: r.get(4)?,
-        result_description: r.get(5)?,
-        status: r.get(6)?,
-        duration_ms: r.get(7)?,
-        caller_ip: r.get(8)?,
-        app_id: r.get(9)?,
-        object_id: r.get(10)?,
-        tenant_id: r.get(11)?,
-        identity_type: r.get(12)?,
-        mi_resource_id: r.get(13)?,
-        resource: r.get(14)?,
-        target_id: r.get(15)?,
-        http_method: r.get(16)?,
-        request_uri: r.get(17)?,
-        correlation_id: r.get(18)?,
-        client_info: r.get(19)?,
-    })
-}
+/// Most events one stored block holds when blocks are made from existing rows.
+const BLOCK_EVENTS: usize = 4096;
 
 /// The writer connection and the chain's head (the newest event's sequence number and
 /// hash), which only this writer advances.
@@ -296,48 +166,163 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// The events of the stored block `events` that starts at `first_seq`, or an error naming
+/// the block if it cannot be read whole.
+fn whole_block(first_seq: i64, events: &[u8]) -> Result<Vec<(AuditEvent, [u8; 32])>, StoreError> {
+    let block = decode_block(events);
+    match block.whole {
+        true => Ok(block.events),
+        false => Err(StoreError::DamagedAuditBlock(first_seq)),
+    }
+}
+
+/// Stores `events` as one block and returns the new head. Each is numbered from `head`'s
+/// successor and chained to it, unless `chained` gives its number and hash (events moved
+/// from rows that already hold them).
+fn insert_block(
+    conn: &Connection,
+    link: &ChainLink,
+    mut head: (i64, [u8; 32]),
+    events: &[AuditEvent],
+    chained: impl Fn(usize) -> Option<(i64, [u8; 32])>,
+) -> Result<(i64, [u8; 32]), StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(head);
+    };
+    let mut block = BlockWriter::with_capacity(events.len());
+    let mut canonical = Vec::with_capacity(1024);
+    let (first_seq, mut min_time, mut max_time) = (head.0 + 1, first.time_ms, first.time_ms);
+    for (i, e) in events.iter().enumerate() {
+        let (seq, hash) = chained(i).unwrap_or_else(|| {
+            canonical.clear();
+            encode(e, head.0 + 1, &mut canonical);
+            (head.0 + 1, link(&head.1, &canonical))
+        });
+        block.push(e, seq, &hash);
+        (min_time, max_time) = (min_time.min(e.time_ms), max_time.max(e.time_ms));
+        head = (seq, hash);
+    }
+    conn.prepare_cached(
+        "INSERT INTO audit_blocks (first_seq, last_seq, min_time_ms, max_time_ms, events) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        chained(0).map_or(first_seq, |(seq, _)| seq),
+        head.0,
+        min_time,
+        max_time,
+        block.finish()
+    ])?;
+    Ok(head)
+}
+
+/// Moves events stored one row each (before blocks) into blocks, keeping their sequence
+/// numbers and hashes, so evidence of earlier tampering survives; rows from before the
+/// chain existed are chained now. Drops the old table.
+fn move_rows_into_blocks(tx: &Connection, link: &ChainLink) -> Result<(), StoreError> {
+    let exists: bool = tx.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare(
+        "SELECT seq, time_ms, operation, result_signature, result_type, result_description, status, \
+         duration_ms, caller_ip, app_id, object_id, tenant_id, identity_type, mi_resource_id, resource, \
+         target_id, http_method, request_uri, correlation_id, client_info, hash FROM audit_events ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut head = anchor(tx)?;
+    let mut events = Vec::with_capacity(BLOCK_EVENTS);
+    let mut hashes: Vec<Option<[u8; 32]>> = Vec::with_capacity(BLOCK_EVENTS);
+    loop {
+        let row = rows.next()?;
+        if let Some(r) = row {
+            events.push(AuditEvent {
+                seq: r.get(0)?,
+                time_ms: r.get(1)?,
+                operation: r.get(2)?,
+                result_signature: r.get(3)?,
+                result_type: r.get(4)?,
+                result_description: r.get(5)?,
+                status: r.get(6)?,
+                duration_ms: r.get(7)?,
+                caller_ip: r.get(8)?,
+                app_id: r.get(9)?,
+                object_id: r.get(10)?,
+                tenant_id: r.get(11)?,
+                identity_type: r.get(12)?,
+                mi_resource_id: r.get(13)?,
+                resource: r.get(14)?,
+                target_id: r.get(15)?,
+                http_method: r.get(16)?,
+                request_uri: r.get(17)?,
+                correlation_id: r.get(18)?,
+                client_info: r.get(19)?,
+            });
+            hashes.push(hash_column(r.get(20)?));
+        }
+        if events.len() == BLOCK_EVENTS || (row.is_none() && !events.is_empty()) {
+            // Each row keeps its own number, gaps included; unchained rows continue the
+            // chain from the row before them.
+            let mut previous = head;
+            let chained: Vec<(i64, [u8; 32])> = events
+                .iter()
+                .zip(&hashes)
+                .map(|(e, hash)| {
+                    let hash = hash.unwrap_or_else(|| {
+                        let mut canonical = Vec::new();
+                        encode(e, e.seq, &mut canonical);
+                        link(&previous.1, &canonical)
+                    });
+                    previous = (e.seq, hash);
+                    previous
+                })
+                .collect();
+            head = insert_block(tx, link, head, &events, |i| Some(chained[i]))?;
+            events.clear();
+            hashes.clear();
+        }
+        if row.is_none() {
+            break;
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    tx.execute_batch("DROP TABLE audit_events")?;
+    Ok(())
+}
+
+/// The newest stored event's sequence number and hash, or the anchor's when no block is
+/// stored.
+fn newest(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT first_seq, events FROM audit_blocks ORDER BY first_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match last {
+        None => anchor(conn),
+        Some((first_seq, events)) => Ok(whole_block(first_seq, &events)?
+            .pop()
+            .map(|(e, hash)| (e.seq, hash))
+            .ok_or(StoreError::DamagedAuditBlock(first_seq))?),
+    }
+}
+
 impl AuditLog {
     /// Opens (creating and migrating if needed) the audit database at `path`, chaining
-    /// events with `link`. Events stored before the chain existed are chained now, in order.
+    /// events with `link`. Events stored one row each by earlier versions are moved into
+    /// blocks.
     pub fn open(path: &Path, link: ChainLink) -> Result<Self, StoreError> {
         let mut conn = open_connection(path, schema::AUDIT)?;
         let tx = conn.transaction()?;
-        let mut head = anchor(&tx)?;
-        let unchained: Vec<AuditEvent> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE hash IS NULL ORDER BY seq"
-            ))?;
-            let rows = stmt.query_map([], row)?.collect::<Result<_, _>>()?;
-            rows
-        };
-        if let Some(first) = unchained.first() {
-            head = tx
-                .query_row(
-                    "SELECT seq, hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
-                    [first.seq],
-                    |r| Ok((r.get(0)?, hash_column(r.get(1)?).unwrap_or(GENESIS))),
-                )
-                .optional()?
-                .unwrap_or(head);
-        }
-        for e in &unchained {
-            let hash = link(&head.1, &canonical(e));
-            tx.execute(
-                "UPDATE audit_events SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
-                params![e.seq, head.1, hash],
-            )?;
-            head = (e.seq, hash);
-        }
-        let newest = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, hash_column(r.get(1)?))),
-            )
-            .optional()?;
-        if let Some((seq, Some(hash))) = newest {
-            head = (seq, hash);
-        }
+        move_rows_into_blocks(&tx, &link)?;
+        let head = newest(&tx)?;
         tx.commit()?;
         Ok(AuditLog {
             writer: Mutex::new(Writer { conn, head }),
@@ -417,46 +402,9 @@ impl AuditLog {
         mark: Option<JournalMark>,
     ) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut head = writer.head;
+        let head = writer.head;
         let tx = writer.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO audit_events ({COLUMNS}, prev_hash, hash) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
-            ))?;
-            let mut bytes = Vec::with_capacity(1024);
-            for e in events {
-                let seq = head.0 + 1;
-                bytes.clear();
-                encode(e, seq, &mut bytes);
-                let hash = (self.link)(&head.1, &bytes);
-                stmt.execute(params![
-                    seq,
-                    e.time_ms,
-                    e.operation,
-                    e.result_signature,
-                    e.result_type,
-                    e.result_description,
-                    e.status,
-                    e.duration_ms,
-                    e.caller_ip,
-                    e.app_id,
-                    e.object_id,
-                    e.tenant_id,
-                    e.identity_type,
-                    e.mi_resource_id,
-                    e.resource,
-                    e.target_id,
-                    e.http_method,
-                    e.request_uri,
-                    e.correlation_id,
-                    e.client_info,
-                    head.1,
-                    hash
-                ])?;
-                head = (seq, hash);
-            }
-        }
+        let head = insert_block(&tx, &self.link, head, events, |_| None)?;
         if let Some(mark) = mark {
             tx.execute(
                 "INSERT INTO audit_journal (id, generation, records) VALUES (1, ?1, ?2) \
@@ -472,12 +420,20 @@ impl AuditLog {
     /// The stored hash of event `seq`, if the log holds it.
     pub fn hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(conn
-            .query_row("SELECT hash FROM audit_events WHERE seq = ?1", [seq], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
-            .optional()?
-            .and_then(hash_column))
+        let block: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT first_seq, events FROM audit_blocks WHERE first_seq <= ?1 AND last_seq >= ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((first_seq, events)) = block else {
+            return Ok(None);
+        };
+        Ok(whole_block(first_seq, &events)?
+            .into_iter()
+            .find(|(e, _)| e.seq == seq)
+            .map(|(_, hash)| hash))
     }
 
     /// The newest event's sequence number and hash (0 and the genesis hash before any).
@@ -493,57 +449,76 @@ impl AuditLog {
         // One read transaction: a consistent snapshot while the writer goes on appending.
         let tx = conn.transaction()?;
         let (anchor_seq, mut prev) = anchor(&tx)?;
-        let mut stmt = tx.prepare(&format!(
-            "SELECT {COLUMNS}, prev_hash, hash FROM audit_events ORDER BY seq"
-        ))?;
+        let mut stmt = tx.prepare(
+            "SELECT first_seq, last_seq, min_time_ms, max_time_ms, events FROM audit_blocks ORDER BY first_seq",
+        )?;
         let mut rows = stmt.query([])?;
         let mut verified = 0u64;
         let mut expected = anchor_seq + 1;
+        let mut canonical = Vec::with_capacity(1024);
+        let broken = |seq, e: Option<&AuditEvent>, reason: String, verified| Verification::Broken {
+            seq,
+            operation: e.map(|e| e.operation.clone()).unwrap_or_default(),
+            time_ms: e.map_or(0, |e| e.time_ms),
+            reason,
+            verified,
+        };
         while let Some(r) = rows.next()? {
-            let e = row(r)?;
-            let stored_prev = hash_column(r.get(20)?);
-            let stored = hash_column(r.get(21)?);
-            let reason = if e.seq != expected {
-                Some(if e.seq > expected {
-                    format!("events {expected} to {} are missing", e.seq - 1)
+            let (first_seq, last_seq): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let (min_time, max_time): (i64, i64) = (r.get(2)?, r.get(3)?);
+            let block = decode_block(r.get_ref(4)?.as_blob().unwrap_or_default());
+            for (e, stored) in &block.events {
+                canonical.clear();
+                encode(e, e.seq, &mut canonical);
+                let reason = if e.seq != expected {
+                    Some(if e.seq > expected {
+                        format!(
+                            "events {expected} to {} are missing (deleted, or moved)",
+                            e.seq - 1
+                        )
+                    } else {
+                        format!(
+                            "sequence number {} is out of order; {expected} was expected",
+                            e.seq
+                        )
+                    })
+                } else if *stored != (self.link)(&prev, &canonical) {
+                    Some("its content does not match its hash (edited, or moved)".to_owned())
+                } else if checkpoint.is_some_and(|(seq, hash)| seq == e.seq && *stored != hash) {
+                    Some("its hash differs from the recorded checkpoint".to_owned())
                 } else {
-                    format!(
-                        "sequence number {} is out of order; {expected} was expected",
-                        e.seq
-                    )
-                })
-            } else if stored_prev != Some(prev) {
-                Some("its previous-hash does not match the event before it".to_owned())
-            } else if stored != Some((self.link)(&prev, &canonical(&e))) {
-                Some("its content does not match its hash (edited, or moved)".to_owned())
-            } else if checkpoint.is_some_and(|(seq, hash)| seq == e.seq && stored != Some(hash)) {
-                Some("its hash differs from the recorded checkpoint".to_owned())
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Ok(Verification::Broken {
-                    seq: e.seq,
-                    operation: e.operation,
-                    time_ms: e.time_ms,
-                    reason,
-                    verified,
-                });
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Ok(broken(e.seq, Some(e), reason, verified));
+                }
+                prev = *stored;
+                expected += 1;
+                verified += 1;
             }
-            prev = stored.expect("checked above");
-            expected += 1;
-            verified += 1;
+            if !block.whole {
+                let reason = "its stored block is damaged and cannot be read".to_owned();
+                return Ok(broken(expected, None, reason, verified));
+            }
+            let seqs = block.events.first().zip(block.events.last());
+            let times = block.events.iter().map(|(e, _)| e.time_ms);
+            let indexed = seqs.is_some_and(|((first, _), (last, _))| {
+                (first.seq, last.seq) == (first_seq, last_seq)
+                    && times.clone().min() == Some(min_time)
+                    && times.max() == Some(max_time)
+            });
+            if !indexed {
+                let reason = format!(
+                    "the block starting at {first_seq} is indexed by sequence numbers or times its events do not have"
+                );
+                return Ok(broken(first_seq, None, reason, verified));
+            }
         }
         if let Some((seq, _)) = checkpoint.filter(|(seq, _)| *seq >= expected) {
-            return Ok(Verification::Broken {
-                seq,
-                operation: String::new(),
-                time_ms: 0,
-                reason: format!(
-                    "events {expected} to {seq} were recorded (checkpoint) but are gone from the log"
-                ),
-                verified,
-            });
+            let reason = format!(
+                "events {expected} to {seq} were recorded (checkpoint) but are gone from the log"
+            );
+            return Ok(broken(seq, None, reason, verified));
         }
         Ok(Verification::Intact {
             events: verified,
@@ -552,26 +527,38 @@ impl AuditLog {
         })
     }
 
-    /// Deletes events older than `before_ms`, oldest first, and moves the anchor to the
-    /// last one deleted. Returns how many were deleted.
+    /// Deletes events older than `before_ms`, oldest first, a whole block at a time, and
+    /// moves the anchor to the last one deleted. Returns how many were deleted.
     pub fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = writer.conn.transaction()?;
-        // Events are committed in sequence order; the cut is the newest event older than
-        // the cutoff whose predecessors are all older too.
+        // The cut is the newest block older than the cutoff whose predecessors are all
+        // older too.
         let cut: Option<(i64, Vec<u8>)> = tx
             .query_row(
-                "SELECT seq, hash FROM audit_events WHERE seq < \
-                 coalesce((SELECT min(seq) FROM audit_events WHERE time_ms >= ?1), 9223372036854775807) \
-                 ORDER BY seq DESC LIMIT 1",
+                "SELECT first_seq, events FROM audit_blocks WHERE first_seq < \
+                 coalesce((SELECT min(first_seq) FROM audit_blocks WHERE max_time_ms >= ?1), 9223372036854775807) \
+                 ORDER BY first_seq DESC LIMIT 1",
                 [before_ms],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((seq, hash)) = cut else {
+        let Some((first_seq, events)) = cut else {
             return Ok(0);
         };
-        let deleted = tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [seq])?;
+        let (seq, hash) = whole_block(first_seq, &events)?
+            .pop()
+            .map(|(e, hash)| (e.seq, hash))
+            .ok_or(StoreError::DamagedAuditBlock(first_seq))?;
+        let deleted: i64 = tx.query_row(
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM audit_blocks WHERE first_seq <= ?1",
+            [first_seq],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "DELETE FROM audit_blocks WHERE first_seq <= ?1",
+            [first_seq],
+        )?;
         tx.execute(
             "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -648,29 +635,51 @@ impl AuditLog {
     /// Events with a sequence number above `after`, oldest first, at most `limit`.
     pub fn export(&self, after: i64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-        ))?;
-        let rows = stmt
-            .query_map(params![after, limit as i64], row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        let mut stmt = conn.prepare_cached(
+            "SELECT first_seq, events FROM audit_blocks WHERE last_seq > ?1 ORDER BY first_seq",
+        )?;
+        let mut rows = stmt.query([after])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()?.filter(|_| out.len() < limit) {
+            let events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
+            out.extend(
+                events
+                    .into_iter()
+                    .map(|(e, _)| e)
+                    .filter(|e| e.seq > after)
+                    .take(limit - out.len()),
+            );
+        }
+        Ok(out)
     }
 
     /// Events matching `filter`, newest first.
     pub fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE (?1 IS NULL OR time_ms >= ?1) AND (?2 IS NULL OR operation = ?2) \
-             ORDER BY seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![filter.since_ms, filter.operation, filter.limit as i64],
-                row,
-            )?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        let mut stmt = conn.prepare_cached(
+            "SELECT first_seq, events FROM audit_blocks WHERE (?1 IS NULL OR max_time_ms >= ?1) \
+             ORDER BY first_seq DESC",
+        )?;
+        let mut rows = stmt.query([filter.since_ms])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()?.filter(|_| out.len() < filter.limit) {
+            let events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
+            out.extend(
+                events
+                    .into_iter()
+                    .rev()
+                    .map(|(e, _)| e)
+                    .filter(|e| {
+                        filter.since_ms.is_none_or(|t| e.time_ms >= t)
+                            && filter
+                                .operation
+                                .as_ref()
+                                .is_none_or(|op| e.operation == *op)
+                    })
+                    .take(filter.limit - out.len()),
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -683,7 +692,6 @@ fn anchor(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
         .optional()?
         .map_or((0, GENESIS), |(seq, hash)| (seq, hash.unwrap_or(GENESIS))))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,52 +806,145 @@ mod tests {
         ));
     }
 
+    /// Rewrites the stored block starting at `first_seq` after `edit` changed its events
+    /// (numbers and hashes as stored), leaving its index columns as they were.
+    fn rewrite_block(
+        path: &Path,
+        first_seq: i64,
+        edit: impl FnOnce(&mut Vec<(AuditEvent, [u8; 32])>),
+    ) {
+        let conn = Connection::open(path).unwrap();
+        let bytes: Vec<u8> = conn
+            .query_row(
+                "SELECT events FROM audit_blocks WHERE first_seq = ?1",
+                [first_seq],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut events = decode_block(&bytes).events;
+        edit(&mut events);
+        let mut block = BlockWriter::with_capacity(events.len());
+        for (e, hash) in &events {
+            block.push(e, e.seq, hash);
+        }
+        conn.execute(
+            "UPDATE audit_blocks SET events = ?2 WHERE first_seq = ?1",
+            params![first_seq, block.finish()],
+        )
+        .unwrap();
+    }
+
     #[test]
     fn edits_deletions_insertions_and_reordering_are_found() {
-        let cases: [(&str, i64, &str); 5] = [
-            ("UPDATE audit_events SET status = 403 WHERE seq = 4", 4, "content"),
-            ("DELETE FROM audit_events WHERE seq = 6", 7, "missing"),
+        type Tamper = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Tamper, i64, &str)> = vec![
             (
-                "UPDATE audit_events SET operation = CASE seq WHEN 3 THEN 'Op5' ELSE 'Op3' END, \
-                 time_ms = CASE seq WHEN 3 THEN 5000 ELSE 3000 END, \
-                 request_uri = CASE seq WHEN 3 THEN '/secrets/s5' ELSE '/secrets/s3' END WHERE seq IN (3, 5)",
+                "an edited event",
+                Box::new(|p| rewrite_block(p, 1, |events| events[3].0.status = 403)),
+                4,
+                "content",
+            ),
+            (
+                "a deleted event",
+                Box::new(|p| rewrite_block(p, 6, |events| drop(events.remove(0)))),
+                7,
+                "missing",
+            ),
+            (
+                "two events swapped",
+                Box::new(|p| rewrite_block(p, 1, |events| events.swap(2, 4))),
+                5,
+                "missing",
+            ),
+            (
+                "two events' contents swapped under their own numbers",
+                Box::new(|p| {
+                    rewrite_block(p, 1, |events| {
+                        events.swap(2, 4);
+                        (events[2].0.seq, events[4].0.seq) = (3, 5);
+                    })
+                }),
                 3,
                 "content",
             ),
             (
-                "INSERT INTO audit_events (seq, time_ms, operation, result_signature, result_type, result_description, \
-                 status, duration_ms, caller_ip, http_method, request_uri, correlation_id, client_info, prev_hash, hash) \
-                 SELECT 11, 11000, 'Forged', '', '', '', 200, 0, '', 'GET', '/', '', '', hash, hash FROM audit_events WHERE seq = 10",
+                "an event appended with a copied hash",
+                Box::new(|p| {
+                    rewrite_block(p, 6, |events| {
+                        let (mut forged, hash) = events[4].clone();
+                        forged.seq = 11;
+                        forged.operation = "Forged".into();
+                        events.push((forged, hash));
+                    })
+                }),
                 11,
                 "content",
             ),
-            ("UPDATE audit_events SET prev_hash = zeroblob(32) WHERE seq = 2", 2, "previous-hash"),
+            (
+                "a deleted block",
+                Box::new(|p| tamper(p, "DELETE FROM audit_blocks WHERE first_seq = 1")),
+                6,
+                "events 1 to 5 are missing",
+            ),
+            (
+                "two blocks swapped",
+                Box::new(|p| {
+                    tamper(
+                        p,
+                        "UPDATE audit_blocks SET first_seq = -first_seq; \
+                         UPDATE audit_blocks SET first_seq = CASE first_seq WHEN -1 THEN 6 ELSE 1 END",
+                    )
+                }),
+                6,
+                "missing",
+            ),
+            (
+                "a block's times altered",
+                Box::new(|p| {
+                    tamper(
+                        p,
+                        "UPDATE audit_blocks SET max_time_ms = 0 WHERE first_seq = 6",
+                    )
+                }),
+                6,
+                "indexed",
+            ),
+            (
+                "a damaged block",
+                Box::new(|p| {
+                    tamper(p, "UPDATE audit_blocks SET events = substr(events, 1, length(events) - 40) WHERE first_seq = 6")
+                }),
+                10,
+                "damaged",
+            ),
         ];
-        for (sql, seq, reason) in cases {
+        for (what, tampering, seq, reason) in cases {
             let (log, path) = log_with(10);
-            tamper(&path, sql);
+            tampering(&path);
             let (at, why) = broken_at(&log);
-            assert_eq!(at, seq, "{sql}: {why}");
-            assert!(why.contains(reason), "{sql}: {why}");
+            assert_eq!(at, seq, "{what}: {why}");
+            assert!(why.contains(reason), "{what}: {why}");
         }
     }
 
     #[test]
     fn retention_keeps_the_rest_verifiable() {
         let (log, path) = log_with(10);
-        assert_eq!(log.prune(4500).unwrap(), 4);
+        // Blocks go whole: the first (events 1 to 5) once all its events are old.
+        assert_eq!(log.prune(4500).unwrap(), 0);
+        assert_eq!(log.prune(5500).unwrap(), 5);
         let Verification::Intact {
             events, first_seq, ..
         } = log.verify(None).unwrap()
         else {
             panic!("pruned chain reported broken");
         };
-        assert_eq!((events, first_seq), (6, 5));
-        assert_eq!(log.prune(4500).unwrap(), 0);
-        assert_eq!(log.export(0, 100).unwrap().first().map(|e| e.seq), Some(5));
+        assert_eq!((events, first_seq), (5, 6));
+        assert_eq!(log.prune(5500).unwrap(), 0);
+        assert_eq!(log.export(0, 100).unwrap().first().map(|e| e.seq), Some(6));
         // Deleting the oldest remaining event is not retention: the anchor does not match.
-        tamper(&path, "DELETE FROM audit_events WHERE seq = 5");
-        assert_eq!(broken_at(&log).0, 6);
+        rewrite_block(&path, 6, |events| drop(events.remove(0)));
+        assert_eq!(broken_at(&log).0, 7);
     }
 
     #[test]
@@ -855,7 +956,11 @@ mod tests {
             log.verify(Some(checkpoint)).unwrap(),
             Verification::Intact { .. }
         ));
-        tamper(&path, "DELETE FROM audit_events WHERE seq > 8");
+        rewrite_block(&path, 6, |events| events.truncate(3));
+        tamper(
+            &path,
+            "UPDATE audit_blocks SET last_seq = 8, max_time_ms = 8000 WHERE first_seq = 6",
+        );
         assert!(
             matches!(
                 log.verify(None).unwrap(),
@@ -873,18 +978,87 @@ mod tests {
     }
 
     #[test]
-    fn events_from_before_the_chain_are_chained_on_open() {
-        let (log, path) = log_with(4);
-        drop(log);
-        tamper(
-            &path,
-            "UPDATE audit_events SET prev_hash = NULL, hash = NULL WHERE seq > 2",
-        );
+    fn reads_find_events_across_blocks() {
+        let (log, _path) = log_with(10);
+        let seqs = |events: Vec<AuditEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(log.export(3, 4).unwrap()), [4, 5, 6, 7]);
+        assert_eq!(seqs(log.export(10, 4).unwrap()), Vec::<i64>::new());
+        let list = |since_ms, operation: Option<&str>, limit| {
+            seqs(
+                log.list(&AuditFilter {
+                    since_ms,
+                    operation: operation.map(str::to_owned),
+                    limit,
+                })
+                .unwrap(),
+            )
+        };
+        assert_eq!(list(None, None, 3), [10, 9, 8]);
+        assert_eq!(list(Some(4000), None, 100), [10, 9, 8, 7, 6, 5, 4]);
+        assert_eq!(list(None, Some("Op2"), 100), [2]);
+        let mut scanned = Vec::new();
+        log.scan(|e| scanned.push(e.seq)).unwrap();
+        assert_eq!(scanned, (1..=10).collect::<Vec<_>>());
+        let (_, head) = log.head();
+        assert_eq!(log.hash_at(10).unwrap(), Some(head));
+        assert!(log.hash_at(3).unwrap().is_some());
+        assert_eq!(log.hash_at(11).unwrap(), None);
+    }
+
+    #[test]
+    fn events_stored_a_row_each_move_into_blocks_with_their_hashes() {
+        let path = crate::test_dir().join("audit.db");
+        let link = toy_link();
+        {
+            // The database as versions with one row per event left it: events 1 to 3
+            // chained (event 2 edited afterwards), 4 and 5 from before the chain existed.
+            let mut conn = Connection::open(&path).unwrap();
+            schema::migrate(&mut conn, &schema::AUDIT[..4]).unwrap();
+            let mut prev = GENESIS;
+            for i in 1..=5 {
+                let e = event(i);
+                let mut canonical = Vec::new();
+                encode(&e, i, &mut canonical);
+                let hash = link(&prev, &canonical);
+                let chained = i <= 3;
+                conn.execute(
+                    "INSERT INTO audit_events (seq, time_ms, operation, result_signature, result_type, \
+                     result_description, status, duration_ms, caller_ip, http_method, request_uri, \
+                     correlation_id, client_info, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, '', '', '', ?4, 0, '', '', ?5, '', '', ?6, ?7)",
+                    params![
+                        i,
+                        e.time_ms,
+                        e.operation,
+                        e.status,
+                        e.request_uri,
+                        chained.then_some(prev),
+                        chained.then_some(hash)
+                    ],
+                )
+                .unwrap();
+                prev = hash;
+            }
+            conn.execute("UPDATE audit_events SET status = 500 WHERE seq = 2", [])
+                .unwrap();
+        }
         let log = AuditLog::open(&path, toy_link()).unwrap();
-        log.append(&[event(5)]).unwrap();
+        let (at, why) = broken_at(&log);
+        assert_eq!(at, 2, "an edit made before the move is still found: {why}");
+        rewrite_block(&path, 1, |events| events[1].0.status = 200);
+        log.append(&[event(6)]).unwrap();
         assert!(matches!(
             log.verify(None).unwrap(),
-            Verification::Intact { events: 5, .. }
+            Verification::Intact { events: 6, .. }
         ));
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'audit_events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the per-event table is gone");
     }
 }

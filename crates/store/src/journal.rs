@@ -10,12 +10,12 @@
 //! exactly once. A generation whose events are all stored is deleted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::audit::{decode, encode};
+use crate::audit_codec::{decode, encode};
 use crate::AuditEvent;
 
 /// How far a batch of journaled events reaches: the first `records` records of the file of
@@ -86,9 +86,11 @@ impl Journal {
         })
     }
 
-    /// Writes one record made by [`encode_record`] in one `write(2)`.
+    /// Writes one record made by [`encode_record`] in one `pwrite(2)`. On Linux a file
+    /// opened to append is appended to whatever the offset; unlike `write(2)`, `pwrite(2)`
+    /// takes no lock on the file position shared by every thread writing to the file.
     pub fn append(&self, record: &[u8]) -> io::Result<()> {
-        (&self.file).write_all(record)?;
+        self.file.write_all_at(record, 0)?;
         self.records.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -280,17 +282,5 @@ mod tests {
         let mut zeroed = bytes[..ends[1]].to_vec();
         zeroed.extend_from_slice(&[0; 64]);
         assert_eq!(decode_records(&zeroed), (vec![event(0), event(1)], ends[1]));
-    }
-
-    #[test]
-    fn canonical_bytes_decode_to_the_same_event() {
-        for n in 0..4 {
-            let mut body = Vec::new();
-            encode(&event(n), 0, &mut body);
-            assert_eq!(decode(&body), Some(event(n)));
-            assert_eq!(decode(&body[..body.len() - 1]), None);
-            body.push(0);
-            assert_eq!(decode(&body), None);
-        }
     }
 }

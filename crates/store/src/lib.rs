@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod audit_codec;
 mod journal;
 mod objects;
 mod principals;
@@ -50,6 +51,10 @@ pub enum StoreError {
     /// A file beside the database (the audit journal) could not be read or written.
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
+    /// A stored block of audit events (named by its first sequence number) could not be
+    /// read: it was damaged or edited.
+    #[error("the audit block starting at event {0} is damaged")]
+    DamagedAuditBlock(i64),
     /// A stored JSON column could not be decoded.
     #[error("corrupt JSON in column {0}")]
     CorruptJson(&'static str),

@@ -163,6 +163,15 @@ CREATE TABLE audit_journal (
     records    INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE audit_blocks (
+    first_seq   INTEGER PRIMARY KEY,
+    last_seq    INTEGER NOT NULL,
+    min_time_ms INTEGER NOT NULL,
+    max_time_ms INTEGER NOT NULL,
+    events      BLOB NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.
