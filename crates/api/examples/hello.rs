@@ -1,6 +1,6 @@
 //! The benchmark anchor: the smallest HTTPS server on atrest's own TLS and HTTP stack
-//! (rustls with AWS-LC, hyper HTTP/1.1, the same TLS configuration), answering "hello".
-//! Prints its port, then serves until killed.
+//! (rustls with AWS-LC, hyper HTTP/1.1, the same TLS configuration and allocator),
+//! answering "hello". Prints its port, then serves until killed.
 
 use std::convert::Infallible;
 
@@ -9,6 +9,9 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -3,8 +3,10 @@
 //! [`Durability`]:
 //!
 //! - [`Durability::Journal`] (the default): once its event is in the journal, written to
-//!   the operating system with one `pwrite(2)`, so it survives a crash of the server
-//!   process. The writer stores and syncs what the journal holds at the end of each
+//!   the operating system, so it survives a crash of the server process. One request at a
+//!   time writes; those that arrive meanwhile wait, and one of them then writes all their
+//!   records with one `pwrite(2)` (under load a write carries several events, at once
+//!   alone). The writer stores and syncs what the journal holds at the end of each
 //!   interval (sooner when much is waiting or someone reads the log), so an
 //!   operating-system crash or power loss can cost at most one interval's events.
 //! - [`Durability::Commit`]: once its event is stored and synced. The writer knows how
@@ -153,6 +155,9 @@ struct Shared {
     /// writer exclusively while it takes a batch and starts a new file, so a batch holds
     /// exactly the records of the files it retires.
     journal: RwLock<Option<(Journal, Duration)>>,
+    /// Whether the instance journals ([`Durability::Journal`]).
+    journaled: bool,
+    pending: Mutex<Pending>,
     queue: Mutex<Queue>,
     wake: Condvar,
     in_progress: AtomicUsize,
@@ -195,50 +200,177 @@ impl Drop for Expected<'_> {
     }
 }
 
-thread_local! {
-    /// Each thread's buffer for encoding a record, so recording allocates nothing.
-    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Journal records waiting for one `pwrite(2)` that carries them all, under
+/// [`Durability::Journal`]. While one request (the flusher) writes, the requests that
+/// arrive add their records here and wait; one of them then writes them all.
+#[derive(Debug, Default)]
+struct Pending {
+    records: Vec<u8>,
+    events: usize,
+    /// Requests whose records are in `records` (but for a successor's, once handed the
+    /// turn).
+    waiting: Vec<oneshot::Sender<Turn>>,
+    /// A request is writing, or has been handed the turn to.
+    flushing: bool,
+}
+
+/// What a request waiting in [`Pending`] is told.
+#[derive(Debug)]
+enum Turn {
+    /// Its record was written (true) or refused (false).
+    Written(bool),
+    /// Its record is among those waiting: it writes them.
+    Flush,
 }
 
 impl Expected<'_> {
     /// Records the event as durably as the instance requires; false if it could not be.
     pub async fn record(self, event: AuditEvent) -> bool {
         let shared = &self.sink.shared;
-        let done = RECORD.with_borrow_mut(|record| {
-            record.clear();
-            encode_record(&event, record);
-            let journal = shared.journal.read().unwrap_or_else(|p| p.into_inner());
-            // An event the journal refused is still queued for the log; its request fails.
-            let journaled = journal.as_ref().map(|(journal, _)| {
-                journal
-                    .append(record)
-                    .map_err(|e| tracing::error!(error = %e, "cannot write to the audit journal"))
-                    .is_ok()
-            });
-            let mut queue = shared.queue();
-            if queue.stopped {
-                return Err(false);
-            }
-            queue.records.extend_from_slice(record);
-            queue.events += 1;
-            if let Some(journaled) = journaled {
-                let waiting = queue.events;
-                drop(queue);
-                // The writer sleeps on an empty queue and lets a batch gather otherwise.
-                if waiting == 1 || waiting >= JOURNAL_BATCH {
-                    shared.wake.notify_one();
+        if !shared.journaled {
+            let done = {
+                let mut queue = shared.queue();
+                if queue.stopped {
+                    return false;
                 }
-                return Err(journaled);
-            }
-            let (ack, done) = oneshot::channel();
-            queue.acks.push(ack);
+                encode_record(&event, &mut queue.records);
+                queue.events += 1;
+                let (ack, done) = oneshot::channel();
+                queue.acks.push(ack);
+                done
+            };
             shared.wake.notify_one();
-            Ok(done)
-        });
-        match done {
-            Ok(done) => done.await.unwrap_or(false),
-            Err(journaled) => journaled,
+            return done.await.unwrap_or(false);
         }
+        let waiting = {
+            let mut pending = shared.pending();
+            encode_record(&event, &mut pending.records);
+            pending.events += 1;
+            if pending.flushing {
+                let (turn, wait) = oneshot::channel();
+                pending.waiting.push(turn);
+                Some(Waiting { shared, turn: wait })
+            } else {
+                pending.flushing = true;
+                None
+            }
+        };
+        drop(event);
+        if let Some(mut waiting) = waiting {
+            match (&mut waiting.turn).await {
+                Ok(Turn::Written(written)) => return written,
+                Ok(Turn::Flush) => {}
+                Err(_) => return false,
+            }
+        }
+        let mut flusher = Flusher {
+            shared,
+            armed: true,
+        };
+        // Let the other requests ready on this thread reach this point first, so one
+        // write carries their records too.
+        tokio::task::yield_now().await;
+        flusher.armed = false;
+        shared.flush_pending()
+    }
+}
+
+/// A request waiting in [`Pending`]. Dropped (its connection closed) after being handed
+/// the turn, it writes the pending records as it goes, so the turn is never lost.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    turn: oneshot::Receiver<Turn>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(Turn::Flush) = self.turn.try_recv() {
+            self.shared.flush_pending();
+        }
+    }
+}
+
+/// The request that holds the turn; dropped before it writes, it writes as it goes.
+struct Flusher<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for Flusher<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.flush_pending();
+        }
+    }
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the pending records to the journal in one `pwrite(2)` and queues them for
+    /// the log, tells their requests, and hands the turn to one that arrived meanwhile
+    /// (or writes again, if none can take it). True if the caller's record was written.
+    /// A record the journal refused is still queued for the log; its request fails.
+    fn flush_pending(&self) -> bool {
+        let mut first = None;
+        loop {
+            let (records, events, waiting) = {
+                let mut pending = self.pending();
+                let records = std::mem::take(&mut pending.records);
+                let events = std::mem::take(&mut pending.events);
+                (records, events, std::mem::take(&mut pending.waiting))
+            };
+            let written = self.write_journal(&records, events);
+            for turn in waiting {
+                let _ = turn.send(Turn::Written(written));
+            }
+            let mine = *first.get_or_insert(written);
+            let mut pending = self.pending();
+            if pending.records.capacity() == 0 {
+                pending.records = records;
+                pending.records.clear();
+            }
+            while !pending.waiting.is_empty() {
+                if pending.waiting.remove(0).send(Turn::Flush).is_ok() {
+                    return mine;
+                }
+            }
+            if pending.events == 0 {
+                pending.flushing = false;
+                return mine;
+            }
+            // Only records of requests that went away are left: write them too.
+        }
+    }
+
+    /// Writes `events` records to the journal and queues them for the log; true if both
+    /// happened.
+    fn write_journal(&self, records: &[u8], events: usize) -> bool {
+        if events == 0 {
+            return true;
+        }
+        let journal = self.journal.read().unwrap_or_else(|p| p.into_inner());
+        let journaled = journal.as_ref().is_some_and(|(journal, _)| {
+            journal
+                .append(records, events as u64)
+                .map_err(|e| tracing::error!(error = %e, "cannot write to the audit journal"))
+                .is_ok()
+        });
+        let mut queue = self.queue();
+        if queue.stopped {
+            return false;
+        }
+        queue.records.extend_from_slice(records);
+        let before = queue.events;
+        queue.events += events;
+        drop(queue);
+        // The writer sleeps on an empty queue and lets a batch gather otherwise.
+        if before == 0 || (before < JOURNAL_BATCH && before + events >= JOURNAL_BATCH) {
+            self.wake.notify_one();
+        }
+        journaled
     }
 }
 
@@ -253,7 +385,9 @@ impl AuditSink {
         committed: Option<mpsc::Sender<Vec<AuditEvent>>>,
     ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
         let shared = Arc::new(Shared {
+            journaled: journal.is_some(),
             journal: RwLock::new(journal),
+            pending: Mutex::new(Pending::default()),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             in_progress: AtomicUsize::new(0),
@@ -578,6 +712,79 @@ mod tests {
         assert_eq!(count(&log), 2);
         drop(sink);
         writer.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: std::future::Future>(future: &mut std::pin::Pin<Box<F>>) {
+        std::future::poll_fn(|cx| {
+            assert!(future.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_requests_gone_while_holding_the_turn_are_still_written() {
+        let (log, dir) = open_log();
+        let (journal, _) = log.recover_journal(&dir.join("journal")).unwrap();
+        let journal = Some((journal, Duration::from_secs(3600)));
+        let (sink, writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
+
+        // Dropped while it holds the turn, before writing.
+        let mut flusher = Box::pin(sink.expect().record(event(1)));
+        poll_once(&mut flusher).await;
+        assert!(sink.shared.pending().flushing);
+        drop(flusher);
+        assert!(!sink.shared.pending().flushing, "the turn is free again");
+
+        // Waiting while another request writes, handed the turn, dropped before taking it.
+        sink.shared.pending().flushing = true;
+        let mut waiter = Box::pin(sink.expect().record(event(2)));
+        poll_once(&mut waiter).await;
+        let turn = sink.shared.pending().waiting.remove(0);
+        assert!(turn.send(Turn::Flush).is_ok());
+        drop(waiter);
+        assert!(!sink.shared.pending().flushing, "the turn is free again");
+
+        sink.flush().await;
+        assert_eq!(
+            count(&log),
+            2,
+            "both records reached the journal and the log"
+        );
+        assert!(sink.expect().record(event(3)).await);
+        drop(sink);
+        writer.await.unwrap();
+        assert_eq!(count(&log), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_journal_writes_and_all_reach_the_log() {
+        let (log, dir) = open_log();
+        let (journal, _) = log.recover_journal(&dir.join("journal")).unwrap();
+        let journal = Some((journal, Duration::from_secs(3600)));
+        let (sink, writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
+        let total = 500;
+        let tasks: Vec<_> = (0..total)
+            .map(|n| {
+                let sink = sink.clone();
+                tokio::spawn(async move { assert!(sink.expect().record(event(n)).await) })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(!sink.shared.pending().flushing);
+        sink.flush().await;
+        assert_eq!(count(&log), total);
+        drop(sink);
+        writer.await.unwrap();
+        assert!(matches!(
+            log.verify(None).unwrap(),
+            atrest_store::Verification::Intact { events, .. } if events == total as u64
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

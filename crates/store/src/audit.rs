@@ -751,7 +751,7 @@ mod tests {
             out
         };
         for i in 3..=5 {
-            journal.append(&record(i)).unwrap();
+            journal.append(&record(i), 1).unwrap();
         }
         // The writer stored the first two, then the process died before the third.
         let mark = JournalMark {
@@ -760,7 +760,7 @@ mod tests {
         };
         log.append_journaled(&[event(3), event(4)], mark).unwrap();
         journal.rotate().unwrap();
-        journal.append(&record(6)).unwrap();
+        journal.append(&record(6), 1).unwrap();
         drop((journal, log));
 
         let log = AuditLog::open(&path, toy_link()).unwrap();

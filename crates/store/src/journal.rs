@@ -86,12 +86,13 @@ impl Journal {
         })
     }
 
-    /// Writes one record made by [`encode_record`] in one `pwrite(2)`. On Linux a file
-    /// opened to append is appended to whatever the offset; unlike `write(2)`, `pwrite(2)`
-    /// takes no lock on the file position shared by every thread writing to the file.
-    pub fn append(&self, record: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(record, 0)?;
-        self.records.fetch_add(1, Ordering::SeqCst);
+    /// Writes `count` whole records made by [`encode_record`] in one `pwrite(2)`. On
+    /// Linux a file opened to append is appended to whatever the offset; unlike
+    /// `write(2)`, `pwrite(2)` takes no lock on the file position shared by every thread
+    /// writing to the file.
+    pub fn append(&self, records: &[u8], count: u64) -> io::Result<()> {
+        self.file.write_all_at(records, 0)?;
+        self.records.fetch_add(count, Ordering::SeqCst);
         Ok(())
     }
 
@@ -235,8 +236,8 @@ mod tests {
             encode_record(&event(n), &mut out);
             out
         };
-        j.append(&record(1)).unwrap();
-        j.append(&record(2)).unwrap();
+        j.append(&record(1), 1).unwrap();
+        j.append(&record(2), 1).unwrap();
         assert_eq!(
             j.mark(),
             JournalMark {
@@ -245,7 +246,7 @@ mod tests {
             }
         );
         j.rotate().unwrap();
-        j.append(&record(3)).unwrap();
+        j.append(&record(3), 1).unwrap();
         let read = read_all(&dir).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].generation, 7);
