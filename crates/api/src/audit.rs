@@ -377,12 +377,12 @@ impl Shared {
 impl AuditSink {
     /// Starts the writer thread over `log`, writing first to `journal` when given
     /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed`
-    /// (the detector), when given. It ends when every sink is dropped, after storing what
+    /// (the detector) as journal records, when given. It ends when every sink is dropped, after storing what
     /// was queued; the handle completes then.
     pub fn spawn(
         log: Arc<AuditLog>,
         journal: Option<(Journal, Duration)>,
-        committed: Option<mpsc::Sender<Vec<AuditEvent>>>,
+        committed: Option<mpsc::Sender<Vec<u8>>>,
     ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
         let shared = Arc::new(Shared {
             journaled: journal.is_some(),
@@ -487,7 +487,8 @@ fn wait_for_batch(shared: &Shared, interval: Option<Duration>) {
 
 /// A batch taken from the queue.
 struct Batch {
-    events: Vec<AuditEvent>,
+    /// Its events, as journal records.
+    records: Vec<u8>,
     acks: Vec<oneshot::Sender<bool>>,
     /// How far into the journal the batch reaches, under [`Durability::Journal`].
     mark: Option<JournalMark>,
@@ -521,15 +522,8 @@ fn take_batch(shared: &Shared) -> Batch {
         None => (None, None),
     };
     drop(journal);
-    let (events, used) = decode_records(&records);
-    if used != records.len() {
-        tracing::error!(
-            lost_bytes = records.len() - used,
-            "queued audit events could not be read back"
-        );
-    }
     Batch {
-        events,
+        records,
         acks,
         mark,
         finished,
@@ -537,12 +531,28 @@ fn take_batch(shared: &Shared) -> Batch {
     }
 }
 
+/// Stores the events of `records` (journal records) in the log, recording that the
+/// journal is stored up to `mark` when given; true if they are stored.
+fn store(log: &AuditLog, records: &[u8], mark: Option<JournalMark>) -> bool {
+    let (events, used) = decode_records(records);
+    if used != records.len() {
+        tracing::error!(
+            lost_bytes = records.len() - used,
+            "queued audit events could not be read back"
+        );
+    }
+    events.is_empty() || match mark {
+        Some(mark) => log.append_journaled(&events, mark),
+        None => log.append(&events),
+    }
+    .map_err(
+        |e| tracing::error!(error = %e, waiting = events.len(), "audit events could not be stored"),
+    )
+    .is_ok()
+}
+
 /// The writer loop: take a batch, store it, acknowledge it; until every sink is gone.
-fn write_batches(
-    log: &AuditLog,
-    shared: &Shared,
-    committed: Option<&mpsc::Sender<Vec<AuditEvent>>>,
-) {
+fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sender<Vec<u8>>>) {
     let interval = shared
         .journal
         .read()
@@ -551,28 +561,22 @@ fn write_batches(
         .map(|(_, interval)| *interval);
     // Journaled events whose store failed, retried ahead of the next batch (they stay in
     // the journal meanwhile); and the newest journal generation to delete once stored.
-    let mut retry: Vec<AuditEvent> = Vec::new();
+    let mut retry: Vec<u8> = Vec::new();
     let mut finished = None;
     loop {
         wait_for_batch(shared, interval);
         let batch = take_batch(shared);
         finished = batch.finished.or(finished);
-        let mut events = std::mem::take(&mut retry);
-        events.extend(batch.events);
-        let stored = events.is_empty()
-            || match batch.mark {
-                Some(mark) => log.append_journaled(&events, mark),
-                None => log.append(&events),
-            }
-            .map_err(|e| tracing::error!(error = %e, waiting = events.len(), "audit events could not be stored"))
-            .is_ok();
+        let mut records = std::mem::take(&mut retry);
+        records.extend_from_slice(&batch.records);
+        let stored = store(log, &records, batch.mark);
         for ack in batch.acks {
             let _ = ack.send(stored);
         }
         if !stored {
             // Unjournaled events were refused to their requests.
             if interval.is_some() {
-                retry = events;
+                retry = records;
             }
         } else {
             if let Some(generation) = finished.take() {
@@ -581,8 +585,8 @@ fn write_batches(
                     tracing::warn!(error = %e, "cannot delete a stored audit journal file");
                 }
             }
-            if let Some(next) = committed.filter(|_| !events.is_empty()) {
-                let _ = next.send(events);
+            if let Some(next) = committed.filter(|_| !records.is_empty()) {
+                let _ = next.send(records);
             }
         }
         if batch.closed {

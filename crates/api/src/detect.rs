@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use atrest_store::{Alert, AuditEvent, AuditLog};
+use atrest_store::{decode_records, Alert, AuditEventRef, AuditLog};
 use serde_json::json;
 
 use crate::client::Client;
@@ -70,11 +70,8 @@ pub(crate) struct Detector {
     key_users: HashSet<(String, String)>,
 }
 
-fn caller_of(e: &AuditEvent) -> &str {
-    e.app_id
-        .as_deref()
-        .or(e.object_id.as_deref())
-        .unwrap_or(&e.caller_ip)
+fn caller_of<'a>(e: &AuditEventRef<'a>) -> &'a str {
+    e.app_id.or(e.object_id).unwrap_or(e.caller_ip)
 }
 
 /// The rate of `caller` in `rates`, created on first sight.
@@ -93,16 +90,16 @@ fn key_of(id: &str) -> String {
 
 impl Detector {
     /// Remembers key users from past events without raising alerts.
-    pub(crate) fn learn(&mut self, e: &AuditEvent) {
-        if KEY_USES.contains(&e.operation.as_str()) && e.status < 300 {
-            if let Some(id) = &e.target_id {
+    pub(crate) fn learn(&mut self, e: &AuditEventRef<'_>) {
+        if KEY_USES.contains(&e.operation) && e.status < 300 {
+            if let Some(id) = e.target_id {
                 self.key_users.insert((caller_of(e).to_owned(), key_of(id)));
             }
         }
     }
 
     /// The alerts one committed event raises.
-    pub(crate) fn observe(&mut self, e: &AuditEvent) -> Vec<Alert> {
+    pub(crate) fn observe(&mut self, e: &AuditEventRef<'_>) -> Vec<Alert> {
         let ok = (200..300).contains(&e.status);
         let caller = caller_of(e);
         let alert = |rule: &str, severity: &str, description: String| Alert {
@@ -110,20 +107,20 @@ impl Detector {
             rule: rule.to_owned(),
             severity: severity.to_owned(),
             caller: Some(caller.to_owned()),
-            resource: e.target_id.clone().or_else(|| e.resource.clone()),
+            resource: e.target_id.or(e.resource).map(str::to_owned),
             description,
-            correlation_id: e.correlation_id.clone(),
+            correlation_id: e.correlation_id.to_owned(),
             ..Alert::default()
         };
         let mut out = Vec::new();
-        let op = e.operation.as_str();
+        let op = e.operation;
         if ok && matches!(op, "SecretPurge" | "KeyPurge") {
             out.push(alert(
                 "PurgeOfKeyOrSecret",
                 "High",
                 format!(
                     "{op} by {caller} permanently destroyed {}.",
-                    e.target_id.as_deref().unwrap_or("an object")
+                    e.target_id.unwrap_or("an object")
                 ),
             ));
         }
@@ -136,10 +133,7 @@ impl Detector {
             out.push(alert(
                 "AccessChange",
                 "Medium",
-                format!(
-                    "{op} by {caller} on {}.",
-                    e.resource.as_deref().unwrap_or("-")
-                ),
+                format!("{op} by {caller} on {}.", e.resource.unwrap_or("-")),
             ));
         }
         if e.status == 403 {
@@ -169,7 +163,7 @@ impl Detector {
             }
         }
         if ok && KEY_USES.contains(&op) {
-            if let Some(id) = &e.target_id {
+            if let Some(id) = e.target_id {
                 let key = key_of(id);
                 if self.key_users.insert((caller.to_owned(), key.clone())) {
                     out.push(alert(
@@ -185,29 +179,32 @@ impl Detector {
 }
 
 /// Starts the detector thread: it learns key users from the existing log, then evaluates
-/// every batch the audit writer commits. Returns where to send committed batches.
+/// every batch the audit writer commits. Returns where to send committed batches (as
+/// journal records).
 pub(crate) fn spawn(
     log: Arc<AuditLog>,
     webhook: Option<(String, Client)>,
     runtime: tokio::runtime::Handle,
-) -> std::io::Result<mpsc::Sender<Vec<AuditEvent>>> {
-    let (tx, rx) = mpsc::channel::<Vec<AuditEvent>>();
+) -> std::io::Result<mpsc::Sender<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::Builder::new()
         .name("detector".into())
         .spawn(move || {
             let mut detector = Detector::default();
-            if let Err(e) = log.scan(|e| detector.learn(&e)) {
+            if let Err(e) = log.scan(|e| detector.learn(&e.view())) {
                 tracing::error!(error = %e, "cannot read the audit log; every key user is new");
             }
             while let Ok(first) = rx.recv() {
                 // Gather what arrives in the next moment too: under load this wakes the
                 // thread a few hundred times a second instead of once per committed batch.
                 std::thread::sleep(GATHER);
-                let batch: Vec<AuditEvent> = std::iter::once(first)
-                    .chain(rx.try_iter())
-                    .flatten()
+                let batches: Vec<Vec<u8>> = std::iter::once(first).chain(rx.try_iter()).collect();
+                let alerts: Vec<Alert> = batches
+                    .iter()
+                    .flat_map(|records| decode_records(records).0)
+                    .flat_map(|e| detector.observe(&e))
                     .collect();
-                for alert in batch.iter().flat_map(|e| detector.observe(e)) {
+                for alert in alerts {
                     tracing::warn!(rule = %alert.rule, severity = %alert.severity, "{}", alert.description);
                     let id = match log.add_alert(&alert) {
                         Ok(id) => id,
@@ -252,6 +249,7 @@ pub(crate) fn alert_json(a: &Alert) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atrest_store::AuditEvent;
 
     fn event(t: i64, op: &str, status: u16, app: &str, id: &str) -> AuditEvent {
         AuditEvent {
@@ -265,7 +263,7 @@ mod tests {
     }
 
     fn rules(d: &mut Detector, e: &AuditEvent) -> Vec<String> {
-        d.observe(e).into_iter().map(|a| a.rule).collect()
+        d.observe(&e.view()).into_iter().map(|a| a.rule).collect()
     }
 
     #[test]
@@ -340,7 +338,7 @@ mod tests {
     fn learned_users_are_not_new() {
         let mut d = Detector::default();
         let id = "https://kv.vault.localhost:1/keys/k/v1";
-        d.learn(&event(0, "KeySign", 200, "a", id));
+        d.learn(&event(0, "KeySign", 200, "a", id).view());
         assert!(rules(&mut d, &event(1, "KeySign", 200, "a", id)).is_empty());
     }
 }

@@ -72,6 +72,90 @@ pub struct AuditEvent {
     pub client_info: String,
 }
 
+/// An [`AuditEvent`] borrowed from its encoded bytes or from an owned event: the same
+/// fields, read without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields of `AuditEvent`, borrowed
+pub struct AuditEventRef<'a> {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub operation: &'a str,
+    pub result_signature: &'a str,
+    pub result_type: &'a str,
+    pub result_description: &'a str,
+    pub status: u16,
+    pub duration_ms: i64,
+    pub caller_ip: &'a str,
+    pub app_id: Option<&'a str>,
+    pub object_id: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+    pub identity_type: Option<&'a str>,
+    pub mi_resource_id: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    pub http_method: &'a str,
+    pub request_uri: &'a str,
+    pub correlation_id: &'a str,
+    pub client_info: &'a str,
+}
+
+impl AuditEvent {
+    /// This event, borrowed.
+    pub fn view(&self) -> AuditEventRef<'_> {
+        AuditEventRef {
+            seq: self.seq,
+            time_ms: self.time_ms,
+            operation: &self.operation,
+            result_signature: &self.result_signature,
+            result_type: &self.result_type,
+            result_description: &self.result_description,
+            status: self.status,
+            duration_ms: self.duration_ms,
+            caller_ip: &self.caller_ip,
+            app_id: self.app_id.as_deref(),
+            object_id: self.object_id.as_deref(),
+            tenant_id: self.tenant_id.as_deref(),
+            identity_type: self.identity_type.as_deref(),
+            mi_resource_id: self.mi_resource_id.as_deref(),
+            resource: self.resource.as_deref(),
+            target_id: self.target_id.as_deref(),
+            http_method: &self.http_method,
+            request_uri: &self.request_uri,
+            correlation_id: &self.correlation_id,
+            client_info: &self.client_info,
+        }
+    }
+}
+
+impl AuditEventRef<'_> {
+    /// An owned copy of the event.
+    pub fn to_event(&self) -> AuditEvent {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        AuditEvent {
+            seq: self.seq,
+            time_ms: self.time_ms,
+            operation: self.operation.to_owned(),
+            result_signature: self.result_signature.to_owned(),
+            result_type: self.result_type.to_owned(),
+            result_description: self.result_description.to_owned(),
+            status: self.status,
+            duration_ms: self.duration_ms,
+            caller_ip: self.caller_ip.to_owned(),
+            app_id: owned(self.app_id),
+            object_id: owned(self.object_id),
+            tenant_id: owned(self.tenant_id),
+            identity_type: owned(self.identity_type),
+            mi_resource_id: owned(self.mi_resource_id),
+            resource: owned(self.resource),
+            target_id: owned(self.target_id),
+            http_method: self.http_method.to_owned(),
+            request_uri: self.request_uri.to_owned(),
+            correlation_id: self.correlation_id.to_owned(),
+            client_info: self.client_info.to_owned(),
+        }
+    }
+}
+
 /// An alert a detection rule raised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Alert {
@@ -183,7 +267,7 @@ fn insert_block(
     conn: &Connection,
     link: &ChainLink,
     mut head: (i64, [u8; 32]),
-    events: &[AuditEvent],
+    events: &[AuditEventRef<'_>],
     chained: impl Fn(usize) -> Option<(i64, [u8; 32])>,
 ) -> Result<(i64, [u8; 32]), StoreError> {
     let Some(first) = events.first() else {
@@ -274,14 +358,15 @@ fn move_rows_into_blocks(tx: &Connection, link: &ChainLink) -> Result<(), StoreE
                 .map(|(e, hash)| {
                     let hash = hash.unwrap_or_else(|| {
                         let mut canonical = Vec::new();
-                        encode(e, e.seq, &mut canonical);
+                        encode(&e.view(), e.seq, &mut canonical);
                         link(&previous.1, &canonical)
                     });
                     previous = (e.seq, hash);
                     previous
                 })
                 .collect();
-            head = insert_block(tx, link, head, &events, |i| Some(chained[i]))?;
+            let views: Vec<AuditEventRef<'_>> = events.iter().map(AuditEvent::view).collect();
+            head = insert_block(tx, link, head, &views, |i| Some(chained[i]))?;
             events.clear();
             hashes.clear();
         }
@@ -333,7 +418,7 @@ impl AuditLog {
 
     /// Appends events in order, in one transaction: all are durable or none. Each gets the
     /// next sequence number and is chained to its predecessor.
-    pub fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    pub fn append(&self, events: &[AuditEventRef<'_>]) -> Result<(), StoreError> {
         self.append_with(events, None)
     }
 
@@ -341,7 +426,7 @@ impl AuditLog {
     /// transaction that the journal is stored up to `mark`.
     pub fn append_journaled(
         &self,
-        events: &[AuditEvent],
+        events: &[AuditEventRef<'_>],
         mark: JournalMark,
     ) -> Result<(), StoreError> {
         self.append_with(events, Some(mark))
@@ -388,7 +473,8 @@ impl AuditLog {
                 generation: file.generation,
                 records: file.events.len() as u64,
             };
-            self.append_journaled(unstored, mark)?;
+            let unstored: Vec<AuditEventRef<'_>> = unstored.iter().map(AuditEvent::view).collect();
+            self.append_journaled(&unstored, mark)?;
             recovery.events += unstored.len();
         }
         let journal = Journal::create(dir, newest + 1)?;
@@ -398,7 +484,7 @@ impl AuditLog {
 
     fn append_with(
         &self,
-        events: &[AuditEvent],
+        events: &[AuditEventRef<'_>],
         mark: Option<JournalMark>,
     ) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -469,7 +555,7 @@ impl AuditLog {
             let block = decode_block(r.get_ref(4)?.as_blob().unwrap_or_default());
             for (e, stored) in &block.events {
                 canonical.clear();
-                encode(e, e.seq, &mut canonical);
+                encode(&e.view(), e.seq, &mut canonical);
                 let reason = if e.seq != expected {
                     Some(if e.seq > expected {
                         format!(
@@ -723,8 +809,9 @@ mod tests {
         let path = crate::test_dir().join("audit.db");
         let log = AuditLog::open(&path, toy_link()).unwrap();
         let events: Vec<AuditEvent> = (1..=n).map(event).collect();
-        log.append(&events[..n as usize / 2]).unwrap();
-        log.append(&events[n as usize / 2..]).unwrap();
+        let views: Vec<AuditEventRef<'_>> = events.iter().map(AuditEvent::view).collect();
+        log.append(&views[..n as usize / 2]).unwrap();
+        log.append(&views[n as usize / 2..]).unwrap();
         (log, path)
     }
 
@@ -758,7 +845,8 @@ mod tests {
             records: 2,
             ..journal.mark()
         };
-        log.append_journaled(&[event(3), event(4)], mark).unwrap();
+        log.append_journaled(&[event(3).view(), event(4).view()], mark)
+            .unwrap();
         journal.rotate().unwrap();
         journal.append(&record(6), 1).unwrap();
         drop((journal, log));
@@ -799,7 +887,7 @@ mod tests {
         assert_eq!((events, head.0), (10, 10));
         drop(log);
         let log = AuditLog::open(&path, toy_link()).unwrap();
-        log.append(&[event(11)]).unwrap();
+        log.append(&[event(11).view()]).unwrap();
         assert!(matches!(
             log.verify(None).unwrap(),
             Verification::Intact { events: 11, .. }
@@ -825,7 +913,7 @@ mod tests {
         edit(&mut events);
         let mut block = BlockWriter::with_capacity(events.len());
         for (e, hash) in &events {
-            block.push(e, e.seq, hash);
+            block.push(&e.view(), e.seq, hash);
         }
         conn.execute(
             "UPDATE audit_blocks SET events = ?2 WHERE first_seq = ?1",
@@ -1018,7 +1106,7 @@ mod tests {
             for i in 1..=5 {
                 let e = event(i);
                 let mut canonical = Vec::new();
-                encode(&e, i, &mut canonical);
+                encode(&e.view(), i, &mut canonical);
                 let hash = link(&prev, &canonical);
                 let chained = i <= 3;
                 conn.execute(
@@ -1046,7 +1134,7 @@ mod tests {
         let (at, why) = broken_at(&log);
         assert_eq!(at, 2, "an edit made before the move is still found: {why}");
         rewrite_block(&path, 1, |events| events[1].0.status = 200);
-        log.append(&[event(6)]).unwrap();
+        log.append(&[event(6).view()]).unwrap();
         assert!(matches!(
             log.verify(None).unwrap(),
             Verification::Intact { events: 6, .. }

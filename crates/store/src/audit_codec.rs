@@ -11,7 +11,7 @@
 //! Both forms are read back through [`Fields`], the one list of an event's fields in
 //! canonical order.
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditEventRef};
 
 /// Leads the canonical bytes of every event.
 const CANONICAL_TAG: &[u8] = b"atrest-audit-v1";
@@ -29,44 +29,38 @@ struct Fields<'a> {
     texts: [Option<&'a str>; TEXTS],
 }
 
-/// How many of [`Fields::texts`] are required.
-const REQUIRED_TEXTS: usize = 9;
-
 impl<'a> Fields<'a> {
-    fn of(e: &'a AuditEvent, seq: i64) -> Self {
+    fn of(e: &AuditEventRef<'a>, seq: i64) -> Self {
         Fields {
             numbers: [seq, e.time_ms, i64::from(e.status), e.duration_ms],
             texts: [
-                Some(&e.operation),
-                Some(&e.result_signature),
-                Some(&e.result_type),
-                Some(&e.result_description),
-                Some(&e.caller_ip),
-                Some(&e.http_method),
-                Some(&e.request_uri),
-                Some(&e.correlation_id),
-                Some(&e.client_info),
-                e.app_id.as_deref(),
-                e.object_id.as_deref(),
-                e.tenant_id.as_deref(),
-                e.identity_type.as_deref(),
-                e.mi_resource_id.as_deref(),
-                e.resource.as_deref(),
-                e.target_id.as_deref(),
+                Some(e.operation),
+                Some(e.result_signature),
+                Some(e.result_type),
+                Some(e.result_description),
+                Some(e.caller_ip),
+                Some(e.http_method),
+                Some(e.request_uri),
+                Some(e.correlation_id),
+                Some(e.client_info),
+                e.app_id,
+                e.object_id,
+                e.tenant_id,
+                e.identity_type,
+                e.mi_resource_id,
+                e.resource,
+                e.target_id,
             ],
         }
     }
 
     /// The event these fields describe; `None` if a required text is missing or the
     /// status is not an HTTP status.
-    fn to_event(&self) -> Option<AuditEvent> {
+    fn to_ref(&self) -> Option<AuditEventRef<'a>> {
         let [seq, time_ms, status, duration_ms] = self.numbers;
-        if self.texts[..REQUIRED_TEXTS].iter().any(Option::is_none) {
-            return None;
-        }
         let [operation, result_signature, result_type, result_description, caller_ip, http_method, request_uri, correlation_id, client_info, app_id, object_id, tenant_id, identity_type, mi_resource_id, resource, target_id] =
-            self.texts.map(|t| t.map(str::to_owned));
-        Some(AuditEvent {
+            self.texts;
+        Some(AuditEventRef {
             seq,
             time_ms,
             status: u16::try_from(status).ok()?,
@@ -123,7 +117,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends the canonical bytes of `e`, numbered `seq`, to `out`.
-pub(crate) fn encode(e: &AuditEvent, seq: i64, out: &mut Vec<u8>) {
+pub(crate) fn encode(e: &AuditEventRef<'_>, seq: i64, out: &mut Vec<u8>) {
     let fields = Fields::of(e, seq);
     out.extend_from_slice(CANONICAL_TAG);
     for n in fields.numbers {
@@ -141,7 +135,7 @@ pub(crate) fn encode(e: &AuditEvent, seq: i64, out: &mut Vec<u8>) {
 }
 
 /// The event whose canonical bytes are exactly `bytes`; `None` for anything else.
-pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEvent> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEventRef<'_>> {
     let mut r = Reader(bytes);
     if r.take(CANONICAL_TAG.len())? != CANONICAL_TAG {
         return None;
@@ -160,7 +154,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEvent> {
         }
     }
     r.0.is_empty().then_some(())?;
-    fields.to_event()
+    fields.to_ref()
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -193,7 +187,7 @@ impl<'a> BlockWriter<'a> {
     }
 
     /// Adds `e`, numbered `seq`, whose chain hash is `hash`.
-    pub(crate) fn push(&mut self, e: &'a AuditEvent, seq: i64, hash: &[u8; 32]) {
+    pub(crate) fn push(&mut self, e: &AuditEventRef<'a>, seq: i64, hash: &[u8; 32]) {
         let fields = Fields::of(e, seq);
         let previous = self.previous.as_ref();
         for (i, n) in fields.numbers.iter().enumerate() {
@@ -250,7 +244,7 @@ fn read_entry<'a>(r: &mut Reader<'a>, previous: &mut Fields<'a>) -> Option<(Audi
         }
     }
     let hash = r.fixed()?;
-    Some((previous.to_event()?, hash))
+    Some((previous.to_ref()?.to_event(), hash))
 }
 
 /// Reads a block written by [`BlockWriter`].
@@ -307,8 +301,8 @@ mod tests {
     fn canonical_bytes_decode_to_the_same_event() {
         for n in 0..4 {
             let mut body = Vec::new();
-            encode(&event(n), 0, &mut body);
-            assert_eq!(decode(&body), Some(event(n)));
+            encode(&event(n).view(), 0, &mut body);
+            assert_eq!(decode(&body), Some(event(n).view()));
             assert_eq!(decode(&body[..body.len() - 1]), None);
             body.push(0);
             assert_eq!(decode(&body), None);
@@ -318,7 +312,7 @@ mod tests {
     fn block_of(events: &[AuditEvent], first_seq: i64) -> Vec<u8> {
         let mut block = BlockWriter::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            block.push(e, first_seq + i as i64, &[i as u8; 32]);
+            block.push(&e.view(), first_seq + i as i64, &[i as u8; 32]);
         }
         block.finish()
     }
@@ -342,7 +336,7 @@ mod tests {
             .iter()
             .map(|e| {
                 let mut out = Vec::new();
-                encode(e, 0, &mut out);
+                encode(&e.view(), 0, &mut out);
                 out.len()
             })
             .sum();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit_codec::{decode, encode};
-use crate::AuditEvent;
+use crate::{AuditEvent, AuditEventRef};
 
 /// How far a batch of journaled events reaches: the first `records` records of the file of
 /// `generation`, and every earlier generation.
@@ -163,7 +163,7 @@ pub(crate) fn read_all(dir: &Path) -> io::Result<Vec<Generation>> {
             let (events, whole) = decode_records(&bytes);
             Ok(Generation {
                 generation,
-                events,
+                events: events.iter().map(AuditEventRef::to_event).collect(),
                 torn_bytes: bytes.len() - whole,
             })
         })
@@ -174,7 +174,7 @@ pub(crate) fn read_all(dir: &Path) -> io::Result<Vec<Generation>> {
 pub fn encode_record(event: &AuditEvent, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER]);
-    encode(event, event.seq, out);
+    encode(&event.view(), event.seq, out);
     let len = (out.len() - start - RECORD_HEADER) as u32;
     let sum = checksum(&out[start + RECORD_HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -183,7 +183,7 @@ pub fn encode_record(event: &AuditEvent, out: &mut Vec<u8>) {
 
 /// The events of the whole records at the start of `bytes` (records made by
 /// [`encode_record`]), and how many bytes they take.
-pub fn decode_records(bytes: &[u8]) -> (Vec<AuditEvent>, usize) {
+pub fn decode_records(bytes: &[u8]) -> (Vec<AuditEventRef<'_>>, usize) {
     let mut events = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
@@ -260,6 +260,13 @@ mod tests {
 
     #[test]
     fn a_torn_or_damaged_record_ends_the_file() {
+        let owned = |events: &[AuditEventRef<'_>]| -> Vec<AuditEvent> {
+            events.iter().map(AuditEventRef::to_event).collect()
+        };
+        let decoded = |bytes: &[u8]| {
+            let (events, used) = decode_records(bytes);
+            (owned(&events), used)
+        };
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
         for n in 0..3 {
@@ -267,21 +274,21 @@ mod tests {
             ends.push(bytes.len());
         }
         assert_eq!(
-            decode_records(&bytes),
+            decoded(&bytes),
             (vec![event(0), event(1), event(2)], ends[2])
         );
         // Cut short: the last record is dropped.
         assert_eq!(
-            decode_records(&bytes[..ends[2] - 5]),
+            decoded(&bytes[..ends[2] - 5]),
             (vec![event(0), event(1)], ends[1])
         );
         // A flipped byte in the middle record ends reading before it.
         let mut damaged = bytes.clone();
         damaged[ends[0] + RECORD_HEADER + 20] ^= 0x40;
-        assert_eq!(decode_records(&damaged), (vec![event(0)], ends[0]));
+        assert_eq!(decoded(&damaged), (vec![event(0)], ends[0]));
         // Zeros where a record should be (space allocated, data never written).
         let mut zeroed = bytes[..ends[1]].to_vec();
         zeroed.extend_from_slice(&[0; 64]);
-        assert_eq!(decode_records(&zeroed), (vec![event(0), event(1)], ends[1]));
+        assert_eq!(decoded(&zeroed), (vec![event(0), event(1)], ends[1]));
     }
 }

@@ -34,7 +34,9 @@ use std::sync::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
-pub use audit::{Alert, AuditEvent, AuditFilter, AuditLog, ChainLink, Recovery, Verification};
+pub use audit::{
+    Alert, AuditEvent, AuditEventRef, AuditFilter, AuditLog, ChainLink, Recovery, Verification,
+};
 pub use journal::{decode_records, encode_record, Journal, JournalMark};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
