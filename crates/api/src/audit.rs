@@ -377,8 +377,8 @@ impl Shared {
 impl AuditSink {
     /// Starts the writer thread over `log`, writing first to `journal` when given
     /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed`
-    /// (the detector) as journal records, when given. It ends when every sink is dropped, after storing what
-    /// was queued; the handle completes then.
+    /// (the detector) as journal records, when given. It ends when every sink is dropped,
+    /// after storing what was queued; the handle completes then.
     pub fn spawn(
         log: Arc<AuditLog>,
         journal: Option<(Journal, Duration)>,
@@ -567,8 +567,13 @@ fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sende
         wait_for_batch(shared, interval);
         let batch = take_batch(shared);
         finished = batch.finished.or(finished);
-        let mut records = std::mem::take(&mut retry);
-        records.extend_from_slice(&batch.records);
+        let records = if retry.is_empty() {
+            batch.records
+        } else {
+            let mut records = std::mem::take(&mut retry);
+            records.extend_from_slice(&batch.records);
+            records
+        };
         let stored = store(log, &records, batch.mark);
         for ack in batch.acks {
             let _ = ack.send(stored);
