@@ -56,6 +56,9 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 }
 
+# `ratio A B` prints A / B to two places.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
 # `median N…` prints the median of its arguments.
 median() {
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

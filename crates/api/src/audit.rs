@@ -651,6 +651,16 @@ mod tests {
         (Arc::new(log), dir)
     }
 
+    /// A sink journaling to `dir/journal`, stored every `interval`, and its writer.
+    fn journaled_sink(
+        log: &Arc<AuditLog>,
+        dir: &std::path::Path,
+        interval: Duration,
+    ) -> (AuditSink, tokio::task::JoinHandle<()>) {
+        let (journal, _) = log.recover_journal(&dir.join("journal")).unwrap();
+        AuditSink::spawn(log.clone(), Some((journal, interval)), None).unwrap()
+    }
+
     fn count(log: &AuditLog) -> usize {
         let all = AuditFilter {
             since_ms: None,
@@ -663,11 +673,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn journaled_events_are_stored_by_the_interval_on_flush_and_at_shutdown() {
         let (log, dir) = open_log();
-        let journal_dir = dir.join("journal");
-        let (journal, _) = log.recover_journal(&journal_dir).unwrap();
         let interval = Duration::from_millis(50);
-        let (sink, writer) =
-            AuditSink::spawn(log.clone(), Some((journal, interval)), None).unwrap();
+        let (sink, writer) = journaled_sink(&log, &dir, interval);
         let started = Instant::now();
         assert!(sink.expect().record(event(0)).await);
         assert_eq!(count(&log), 0, "answered before the event is stored");
@@ -694,7 +701,10 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(count(&log), 31, "shutdown stores what was queued");
         assert!(
-            std::fs::read_dir(&journal_dir).unwrap().next().is_none(),
+            std::fs::read_dir(dir.join("journal"))
+                .unwrap()
+                .next()
+                .is_none(),
             "no journal file outlives its events"
         );
         assert!(matches!(
@@ -736,9 +746,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_requests_gone_while_holding_the_turn_are_still_written() {
         let (log, dir) = open_log();
-        let (journal, _) = log.recover_journal(&dir.join("journal")).unwrap();
-        let journal = Some((journal, Duration::from_secs(3600)));
-        let (sink, writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
+        let (sink, writer) = journaled_sink(&log, &dir, Duration::from_secs(3600));
 
         // Dropped while it holds the turn, before writing.
         let mut flusher = Box::pin(sink.expect().record(event(1)));
@@ -772,9 +780,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_journal_writes_and_all_reach_the_log() {
         let (log, dir) = open_log();
-        let (journal, _) = log.recover_journal(&dir.join("journal")).unwrap();
-        let journal = Some((journal, Duration::from_secs(3600)));
-        let (sink, writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
+        let (sink, writer) = journaled_sink(&log, &dir, Duration::from_secs(3600));
         let total = 500;
         let tasks: Vec<_> = (0..total)
             .map(|n| {

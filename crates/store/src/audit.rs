@@ -260,6 +260,35 @@ fn whole_block(first_seq: i64, events: &[u8]) -> Result<Vec<(AuditEvent, [u8; 32
     }
 }
 
+/// The sequence number and hash of the last event of the stored block `events` that starts
+/// at `first_seq`.
+fn last_of_block(first_seq: i64, events: &[u8]) -> Result<(i64, [u8; 32]), StoreError> {
+    whole_block(first_seq, events)?
+        .pop()
+        .map(|(e, hash)| (e.seq, hash))
+        .ok_or(StoreError::DamagedAuditBlock(first_seq))
+}
+
+/// The events of the blocks `rows` yields (`first_seq, events`) that `keep` accepts, at
+/// most `limit`: each block's in stored order, or reversed when `newest_first`.
+fn events_of_blocks(
+    mut rows: rusqlite::Rows<'_>,
+    limit: usize,
+    newest_first: bool,
+    keep: impl Fn(&AuditEvent) -> bool,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()?.filter(|_| out.len() < limit) {
+        let mut events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
+        if newest_first {
+            events.reverse();
+        }
+        let kept = events.into_iter().map(|(e, _)| e).filter(|e| keep(e));
+        out.extend(kept.take(limit - out.len()));
+    }
+    Ok(out)
+}
+
 /// Stores `events` as one block and returns the new head. Each is numbered from `head`'s
 /// successor and chained to it, unless `chained` gives its number and hash (events moved
 /// from rows that already hold them).
@@ -392,10 +421,7 @@ fn newest(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
         .optional()?;
     match last {
         None => anchor(conn),
-        Some((first_seq, events)) => Ok(whole_block(first_seq, &events)?
-            .pop()
-            .map(|(e, hash)| (e.seq, hash))
-            .ok_or(StoreError::DamagedAuditBlock(first_seq))?),
+        Some((first_seq, events)) => last_of_block(first_seq, &events),
     }
 }
 
@@ -632,10 +658,7 @@ impl AuditLog {
         let Some((first_seq, events)) = cut else {
             return Ok(0);
         };
-        let (seq, hash) = whole_block(first_seq, &events)?
-            .pop()
-            .map(|(e, hash)| (e.seq, hash))
-            .ok_or(StoreError::DamagedAuditBlock(first_seq))?;
+        let (seq, hash) = last_of_block(first_seq, &events)?;
         let deleted: i64 = tx.query_row(
             "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM audit_blocks WHERE first_seq <= ?1",
             [first_seq],
@@ -724,19 +747,8 @@ impl AuditLog {
         let mut stmt = conn.prepare_cached(
             "SELECT first_seq, events FROM audit_blocks WHERE last_seq > ?1 ORDER BY first_seq",
         )?;
-        let mut rows = stmt.query([after])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()?.filter(|_| out.len() < limit) {
-            let events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
-            out.extend(
-                events
-                    .into_iter()
-                    .map(|(e, _)| e)
-                    .filter(|e| e.seq > after)
-                    .take(limit - out.len()),
-            );
-        }
-        Ok(out)
+        let rows = stmt.query([after])?;
+        events_of_blocks(rows, limit, false, |e| e.seq > after)
     }
 
     /// Events matching `filter`, newest first.
@@ -746,26 +758,14 @@ impl AuditLog {
             "SELECT first_seq, events FROM audit_blocks WHERE (?1 IS NULL OR max_time_ms >= ?1) \
              ORDER BY first_seq DESC",
         )?;
-        let mut rows = stmt.query([filter.since_ms])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()?.filter(|_| out.len() < filter.limit) {
-            let events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
-            out.extend(
-                events
-                    .into_iter()
-                    .rev()
-                    .map(|(e, _)| e)
-                    .filter(|e| {
-                        filter.since_ms.is_none_or(|t| e.time_ms >= t)
-                            && filter
-                                .operation
-                                .as_ref()
-                                .is_none_or(|op| e.operation == *op)
-                    })
-                    .take(filter.limit - out.len()),
-            );
-        }
-        Ok(out)
+        let rows = stmt.query([filter.since_ms])?;
+        events_of_blocks(rows, filter.limit, true, |e| {
+            filter.since_ms.is_none_or(|t| e.time_ms >= t)
+                && filter
+                    .operation
+                    .as_ref()
+                    .is_none_or(|op| e.operation == *op)
+        })
     }
 }
 
@@ -778,6 +778,7 @@ fn anchor(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
         .optional()?
         .map_or((0, GENESIS), |(seq, hash)| (seq, hash.unwrap_or(GENESIS))))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ const TEXTS: usize = 16;
 
 /// An event's fields in canonical order: the numbers (sequence number, time, status,
 /// duration) and the texts (the required ones first, then the optional ones).
+#[derive(Default)]
 struct Fields<'a> {
     numbers: [i64; NUMBERS],
     texts: [Option<&'a str>; TEXTS],
@@ -140,10 +141,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<AuditEventRef<'_>> {
     if r.take(CANONICAL_TAG.len())? != CANONICAL_TAG {
         return None;
     }
-    let mut fields = Fields {
-        numbers: [0; NUMBERS],
-        texts: [None; TEXTS],
-    };
+    let mut fields = Fields::default();
     for n in &mut fields.numbers {
         *n = i64::from_be_bytes(r.fixed()?);
     }
@@ -254,10 +252,7 @@ pub(crate) fn decode_block(bytes: &[u8]) -> Block {
     if r.fixed::<1>() != Some([BLOCK_FORMAT]) {
         return block;
     }
-    let mut previous = Fields {
-        numbers: [0; NUMBERS],
-        texts: [None; TEXTS],
-    };
+    let mut previous = Fields::default();
     while !r.0.is_empty() {
         match read_entry(&mut r, &mut previous) {
             Some(event) => block.events.push(event),
