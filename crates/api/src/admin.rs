@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use atrest_core::operation::Operation;
 use atrest_core::rotation::Period;
-use atrest_identity::NewServicePrincipal;
+use atrest_identity::{Caller, NewServicePrincipal};
 use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, Verification};
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -143,16 +144,13 @@ fn principal_of_kind(
 fn delete_principal(
     state: &AppState,
     ctx: &mut Ctx,
+    caller: &Caller,
     kind: PrincipalKind,
     id: &str,
 ) -> Result<Resp, ApiError> {
     ctx.target_id = Some(id.to_owned());
     let p = principal_of_kind(state, kind, id)?;
-    if ctx
-        .caller
-        .as_ref()
-        .is_some_and(|c| c.object_id == p.object_id)
-    {
+    if caller.object_id == p.object_id {
         return Err(ApiError::bad_request(
             "BadRequest",
             "A principal cannot delete itself.",
@@ -162,12 +160,130 @@ fn delete_principal(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `/atrest/…`: principals, identities and the audit log; administrators only.
-pub(crate) async fn admin(
+/// A route below `/atrest/`, with its path segments percent-decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Create a service principal.
+    ServicePrincipalCreate,
+    /// Issue a new secret for a service principal.
+    CredentialReset(String),
+    /// Create a managed identity.
+    IdentityCreate,
+    /// Create a user.
+    UserCreate,
+    /// Create a group.
+    GroupCreate,
+    /// List the principals of a kind.
+    List(PrincipalKind),
+    /// Delete a principal of a kind, by client id, object id or sign-in name.
+    Delete(PrincipalKind, String),
+    /// List a group's members.
+    Members(String),
+    /// Add a member to a group.
+    MemberAdd(String),
+    /// Remove a member from a group.
+    MemberRemove(String, String),
+    /// Run a log query.
+    Query,
+    /// List alerts.
+    Alerts,
+    /// Verify the audit chain.
+    AuditVerify,
+    /// Export audit events.
+    AuditExport,
+    /// List audit events.
+    AuditList,
+    /// Read the scheduler's clock.
+    ClockGet,
+    /// Move the scheduler's clock forward.
+    ClockAdvance,
+}
+
+/// The principal kind a collection segment names.
+fn collection(segment: &str) -> Option<PrincipalKind> {
+    Some(match segment {
+        "servicePrincipals" => PrincipalKind::ServicePrincipal,
+        "identities" => PrincipalKind::ManagedIdentity,
+        "users" => PrincipalKind::User,
+        "groups" => PrincipalKind::Group,
+        _ => return None,
+    })
+}
+
+impl Route {
+    /// The route of `method` and the decoded `segments` after `/atrest/`, if one.
+    pub(crate) fn parse(method: &Method, segments: &[String]) -> Option<Route> {
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match (method.as_str(), segments.as_slice()) {
+            ("POST", ["servicePrincipals"]) => Route::ServicePrincipalCreate,
+            ("POST", ["servicePrincipals", app_id, "credentials", "reset"]) => {
+                Route::CredentialReset((*app_id).to_owned())
+            }
+            ("POST", ["identities"]) => Route::IdentityCreate,
+            ("POST", ["users"]) => Route::UserCreate,
+            ("POST", ["groups"]) => Route::GroupCreate,
+            ("GET", [kind]) if collection(kind).is_some() => Route::List(collection(kind)?),
+            ("DELETE", [kind, id]) if collection(kind).is_some() => {
+                Route::Delete(collection(kind)?, (*id).to_owned())
+            }
+            ("GET", ["groups", group, "members"]) => Route::Members((*group).to_owned()),
+            ("POST", ["groups", group, "members"]) => Route::MemberAdd((*group).to_owned()),
+            ("DELETE", ["groups", group, "members", member]) => {
+                Route::MemberRemove((*group).to_owned(), (*member).to_owned())
+            }
+            ("POST", ["query"]) => Route::Query,
+            ("GET", ["alerts"]) => Route::Alerts,
+            ("GET", ["audit", "verify"]) => Route::AuditVerify,
+            ("GET", ["audit", "export"]) => Route::AuditExport,
+            ("GET", ["audit"]) => Route::AuditList,
+            ("GET", ["clock"]) => Route::ClockGet,
+            ("POST", ["clock", "advance"]) => Route::ClockAdvance,
+            _ => return None,
+        })
+    }
+
+    /// The audited operation.
+    pub(crate) fn operation(&self) -> Operation {
+        use PrincipalKind::{Group, ManagedIdentity, ServicePrincipal, User};
+        match self {
+            Route::ServicePrincipalCreate => Operation::ServicePrincipalCreate,
+            Route::CredentialReset(_) => Operation::ServicePrincipalCredentialReset,
+            Route::IdentityCreate => Operation::ManagedIdentityCreate,
+            Route::UserCreate => Operation::UserCreate,
+            Route::GroupCreate => Operation::GroupCreate,
+            Route::List(kind) => match kind {
+                ServicePrincipal => Operation::ServicePrincipalList,
+                ManagedIdentity => Operation::ManagedIdentityList,
+                User => Operation::UserList,
+                Group => Operation::GroupList,
+            },
+            Route::Delete(kind, _) => match kind {
+                ServicePrincipal => Operation::ServicePrincipalDelete,
+                ManagedIdentity => Operation::ManagedIdentityDelete,
+                User => Operation::UserDelete,
+                Group => Operation::GroupDelete,
+            },
+            Route::Members(_) => Operation::GroupMemberList,
+            Route::MemberAdd(_) => Operation::GroupMemberAdd,
+            Route::MemberRemove(..) => Operation::GroupMemberRemove,
+            Route::Query => Operation::LogQuery,
+            Route::Alerts => Operation::AlertList,
+            Route::AuditVerify => Operation::AuditVerify,
+            Route::AuditExport => Operation::AuditExport,
+            Route::AuditList => Operation::AuditList,
+            Route::ClockGet => Operation::SchedulerClockGet,
+            Route::ClockAdvance => Operation::SchedulerClockAdvance,
+        }
+    }
+}
+
+/// `/atrest/…`: principals, identities and the audit log, for an authenticated
+/// administrator.
+pub(crate) async fn handle(
     state: &Arc<AppState>,
     ctx: &mut Ctx,
-    method: &Method,
-    segments: &[&str],
+    caller: &Caller,
+    route: Route,
     query: &[(String, String)],
     body: Body,
 ) -> Result<Resp, ApiError> {
@@ -181,9 +297,8 @@ pub(crate) async fn admin(
             format!("The {what} '{name}' does not exist."),
         )
     };
-    match (method.as_str(), segments) {
-        ("POST", ["servicePrincipals"]) => {
-            ctx.operation = "ServicePrincipalCreate";
+    match route {
+        Route::ServicePrincipalCreate => {
             let dto: NewPrincipalDto = parse_json(&read_body(body).await?)?;
             if dto.display_name.trim().is_empty() || dto.display_name.len() > 120 {
                 return Err(ApiError::bad_request(
@@ -195,24 +310,16 @@ pub(crate) async fn admin(
             ctx.target_id = Some(sp.principal.app_id.clone());
             Ok(json(StatusCode::CREATED, &credential_json(&sp, tenant)))
         }
-        ("GET", ["servicePrincipals"]) => {
-            ctx.operation = "ServicePrincipalList";
-            list_principals(state, PrincipalKind::ServicePrincipal)
-        }
-        ("DELETE", ["servicePrincipals", app_id]) => {
-            ctx.operation = "ServicePrincipalDelete";
-            delete_principal(state, ctx, PrincipalKind::ServicePrincipal, app_id)
-        }
-        ("POST", ["servicePrincipals", app_id, "credentials", "reset"]) => {
-            ctx.operation = "ServicePrincipalCredentialReset";
-            ctx.target_id = Some(app_id.to_string());
+        Route::List(kind) => list_principals(state, kind),
+        Route::Delete(kind, principal) => delete_principal(state, ctx, caller, kind, &principal),
+        Route::CredentialReset(app_id) => {
+            ctx.target_id = Some(app_id.clone());
             let sp = id
-                .reset_credential(app_id)?
-                .ok_or_else(|| not_found("service principal", app_id))?;
+                .reset_credential(&app_id)?
+                .ok_or_else(|| not_found("service principal", &app_id))?;
             Ok(json(StatusCode::OK, &credential_json(&sp, tenant)))
         }
-        ("POST", ["identities"]) => {
-            ctx.operation = "ManagedIdentityCreate";
+        Route::IdentityCreate => {
             let dto: NewIdentityDto = parse_json(&read_body(body).await?)?;
             atrest_core::names::check_resource_group_name(&dto.name).map_err(|e| {
                 ApiError::bad_request("BadRequest", format!("Invalid identity name: {e}"))
@@ -240,16 +347,7 @@ pub(crate) async fn admin(
             out["identityHeader"] = Value::from(mi.identity_header);
             Ok(json(StatusCode::CREATED, &out))
         }
-        ("GET", ["identities"]) => {
-            ctx.operation = "ManagedIdentityList";
-            list_principals(state, PrincipalKind::ManagedIdentity)
-        }
-        ("DELETE", ["identities", client_id]) => {
-            ctx.operation = "ManagedIdentityDelete";
-            delete_principal(state, ctx, PrincipalKind::ManagedIdentity, client_id)
-        }
-        ("POST", ["users"]) => {
-            ctx.operation = "UserCreate";
+        Route::UserCreate => {
             let dto: NewUserDto = parse_json(&read_body(body).await?)?;
             let password = Zeroizing::new(dto.password);
             let user =
@@ -257,60 +355,39 @@ pub(crate) async fn admin(
             ctx.target_id = Some(user.object_id.clone());
             Ok(json(StatusCode::CREATED, &principal_json(&user, tenant)))
         }
-        ("GET", ["users"]) => {
-            ctx.operation = "UserList";
-            list_principals(state, PrincipalKind::User)
-        }
-        ("DELETE", ["users", user]) => {
-            ctx.operation = "UserDelete";
-            delete_principal(state, ctx, PrincipalKind::User, user)
-        }
-        ("POST", ["groups"]) => {
-            ctx.operation = "GroupCreate";
+        Route::GroupCreate => {
             let dto: NewGroupDto = parse_json(&read_body(body).await?)?;
             let group = id.create_group(&dto.display_name, now)?;
             ctx.target_id = Some(group.object_id.clone());
             Ok(json(StatusCode::CREATED, &principal_json(&group, tenant)))
         }
-        ("GET", ["groups"]) => {
-            ctx.operation = "GroupList";
-            list_principals(state, PrincipalKind::Group)
-        }
-        ("DELETE", ["groups", group]) => {
-            ctx.operation = "GroupDelete";
-            delete_principal(state, ctx, PrincipalKind::Group, group)
-        }
-        ("GET", ["groups", group, "members"]) => {
-            ctx.operation = "GroupMemberList";
-            ctx.target_id = Some(group.to_string());
+        Route::Members(group) => {
+            ctx.target_id = Some(group.clone());
             let items: Vec<Value> = id
-                .group_members(group)?
+                .group_members(&group)?
                 .iter()
                 .map(|p| principal_json(p, tenant))
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("POST", ["groups", group, "members"]) => {
-            ctx.operation = "GroupMemberAdd";
-            ctx.target_id = Some(group.to_string());
+        Route::MemberAdd(group) => {
+            ctx.target_id = Some(group.clone());
             let dto: MemberDto = parse_json(&read_body(body).await?)?;
-            let added = id.add_group_member(group, &dto.member_id)?;
+            let added = id.add_group_member(&group, &dto.member_id)?;
             Ok(empty(if added {
                 StatusCode::CREATED
             } else {
                 StatusCode::NO_CONTENT
             }))
         }
-        ("DELETE", ["groups", group, "members", member]) => {
-            ctx.operation = "GroupMemberRemove";
-            ctx.target_id = Some(group.to_string());
-            if !id.remove_group_member(group, member)? {
-                return Err(not_found("member", member));
+        Route::MemberRemove(group, member) => {
+            ctx.target_id = Some(group.clone());
+            if !id.remove_group_member(&group, &member)? {
+                return Err(not_found("member", &member));
             }
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        ("POST", ["query"]) => {
-            ctx.operation = "LogQuery";
+        Route::Query => {
             let dto: QueryDto = parse_json(&read_body(body).await?)?;
             state.audit.flush().await;
             let state = state.clone();
@@ -325,8 +402,7 @@ pub(crate) async fn admin(
                 result.map_err(|e| ApiError::bad_request("BadArgumentError", e.to_string()))?;
             Ok(json(StatusCode::OK, &query_json(&table)))
         }
-        ("GET", ["alerts"]) => {
-            ctx.operation = "AlertList";
+        Route::Alerts => {
             let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let items: Vec<Value> = state
                 .audit_log
@@ -336,8 +412,7 @@ pub(crate) async fn admin(
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("GET", ["audit", "verify"]) => {
-            ctx.operation = "AuditVerify";
+        Route::AuditVerify => {
             state.audit.flush().await;
             let log = state.audit_log.clone();
             let checkpoint = crate::audit::checkpoint(state)?;
@@ -346,8 +421,7 @@ pub(crate) async fn admin(
                 .map_err(|e| ApiError::internal(&e))??;
             Ok(json(StatusCode::OK, &verification_json(&verification)))
         }
-        ("GET", ["audit", "export"]) => {
-            ctx.operation = "AuditExport";
+        Route::AuditExport => {
             state.audit.flush().await;
             let after = integer_param(query, "after", 0, 0, i64::MAX)?;
             let limit = integer_param(query, "limit", 1000, 1, 10_000)? as usize;
@@ -355,8 +429,7 @@ pub(crate) async fn admin(
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("GET", ["audit"]) => {
-            ctx.operation = "AuditList";
+        Route::AuditList => {
             state.audit.flush().await;
             let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let since_ms = match param(query, "since") {
@@ -382,12 +455,8 @@ pub(crate) async fn admin(
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("GET", ["clock"]) => {
-            ctx.operation = "SchedulerClockGet";
-            Ok(json(StatusCode::OK, &clock_json(state, &[])))
-        }
-        ("POST", ["clock", "advance"]) => {
-            ctx.operation = "SchedulerClockAdvance";
+        Route::ClockGet => Ok(json(StatusCode::OK, &clock_json(state, &[]))),
+        Route::ClockAdvance => {
             let dto: AdvanceDto = parse_json(&read_body(body).await?)?;
             let by = Period::parse(&dto.by)
                 .map_err(|e| ApiError::bad_request("BadParameter", format!("Invalid 'by': {e}")))?;
@@ -400,10 +469,6 @@ pub(crate) async fn admin(
             let events = scheduler::advance(state, by).await?;
             Ok(json(StatusCode::OK, &clock_json(state, &events)))
         }
-        _ => Err(ApiError::no_route(
-            method,
-            &format!("/atrest/{}", segments.join("/")),
-        )),
     }
 }
 

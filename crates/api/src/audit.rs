@@ -16,6 +16,7 @@
 //!
 //! Either way, a request whose event cannot be recorded gets an error, not its result.
 
+use atrest_core::operation::Operation;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -114,13 +115,13 @@ pub fn checkpoint(state: &AppState) -> Result<Option<(i64, [u8; 32])>, atrest_st
 pub fn service_event(
     state: &AppState,
     client: &str,
-    operation: &str,
+    operation: Operation,
     status: hyper::StatusCode,
 ) -> AuditEvent {
     let (result_signature, result_type) = result_of(status);
     AuditEvent {
         time_ms: unix_now().1,
-        operation: operation.to_owned(),
+        operation: operation.name().to_owned(),
         result_signature,
         result_type,
         status: status.as_u16(),

@@ -29,14 +29,10 @@ pub fn authenticate(
     result.map_err(|e| ApiError::unauthorized(&e, state.challenge()))
 }
 
-/// Refuses callers that are not instance administrators.
-pub fn require_admin(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    if state.identity.is_admin(&caller.object_id)? {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "The client '{}' with object id '{}' is not an atrest administrator.",
-            caller.app_id, caller.object_id
-        )))
-    }
+/// The refusal of a caller who is not an instance administrator.
+pub(crate) fn not_admin(caller: &Caller) -> ApiError {
+    ApiError::forbidden(format!(
+        "The client '{}' with object id '{}' is not an atrest administrator.",
+        caller.app_id, caller.object_id
+    ))
 }

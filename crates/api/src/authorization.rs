@@ -1,8 +1,9 @@
 //! `{scope}/providers/Microsoft.Authorization/…`: role definitions and role assignments,
 //! in ARM's shapes.
 
+use atrest_core::operation::Operation;
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
-use atrest_identity::{RoleAssignment, RoleError};
+use atrest_identity::{Caller, RoleAssignment, RoleError};
 use atrest_store::PrincipalKind;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use crate::server::{AppState, Ctx};
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)
 /// into the scope and REST, if the path is an authorization route.
-pub fn split<'a>(segments: &'a [&'a str]) -> Option<(String, &'a [&'a str])> {
+pub(crate) fn split<'s, 'a>(segments: &'s [&'a str]) -> Option<(String, &'s [&'a str])> {
     let at = segments.windows(2).position(|w| {
         w[0].eq_ignore_ascii_case("providers")
             && w[1].eq_ignore_ascii_case("Microsoft.Authorization")
@@ -114,14 +115,10 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
 /// Refuses callers without control-plane `action` at `scope` (403 `AuthorizationFailed`).
 pub(crate) fn require(
     state: &AppState,
-    ctx: &Ctx,
+    caller: &Caller,
     scope: &str,
     action: &str,
 ) -> Result<(), ApiError> {
-    let caller = ctx
-        .caller
-        .as_ref()
-        .expect("authenticated before authorization");
     let object_ids = state.identity.object_ids_of(&caller.object_id)?;
     if state.identity.allows_action(&object_ids, scope, action)? {
         return Ok(());
@@ -148,30 +145,72 @@ struct AssignmentProperties {
     principal_id: String,
 }
 
-/// Serves one authorization route.
-pub async fn handle(
+/// A route below `{scope}/providers/Microsoft.Authorization/`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// The built-in role definitions.
+    DefinitionList,
+    /// One role definition, by id.
+    DefinitionGet(&'a str),
+    /// The assignments at the scope.
+    AssignmentList,
+    /// One assignment, by id.
+    AssignmentGet(&'a str),
+    /// Create an assignment with this id.
+    AssignmentPut(&'a str),
+    /// Delete an assignment.
+    AssignmentDelete(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route of `method` and the segments after `Microsoft.Authorization`, if one.
+    pub(crate) fn parse(method: &Method, rest: &[&'a str]) -> Option<Self> {
+        let seg = |s: &str, w: &str| s.eq_ignore_ascii_case(w);
+        Some(match (method.as_str(), rest) {
+            ("GET", [defs]) if seg(defs, "roleDefinitions") => Route::DefinitionList,
+            ("GET", [defs, id]) if seg(defs, "roleDefinitions") => Route::DefinitionGet(id),
+            ("GET", [a]) if seg(a, "roleAssignments") => Route::AssignmentList,
+            ("GET", [a, id]) if seg(a, "roleAssignments") => Route::AssignmentGet(id),
+            ("PUT", [a, id]) if seg(a, "roleAssignments") => Route::AssignmentPut(id),
+            ("DELETE", [a, id]) if seg(a, "roleAssignments") => Route::AssignmentDelete(id),
+            _ => return None,
+        })
+    }
+
+    /// The audited operation.
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            Route::DefinitionList => Operation::RoleDefinitionList,
+            Route::DefinitionGet(_) => Operation::RoleDefinitionGet,
+            Route::AssignmentList => Operation::RoleAssignmentList,
+            Route::AssignmentGet(_) => Operation::RoleAssignmentGet,
+            Route::AssignmentPut(_) => Operation::RoleAssignmentWrite,
+            Route::AssignmentDelete(_) => Operation::RoleAssignmentDelete,
+        }
+    }
+}
+
+/// Serves one authorization route of an authenticated caller.
+pub(crate) async fn handle(
     state: &AppState,
     ctx: &mut Ctx,
-    method: &Method,
+    caller: &Caller,
     scope: &str,
-    rest: &[&str],
+    route: Route<'_>,
     body: Body,
 ) -> Result<Resp, ApiError> {
     let sub = state.settings.subscription.as_str();
     check_scope(scope)?;
     ctx.resource = Some(scope.to_owned());
-    let seg = |s: &str, w: &str| s.eq_ignore_ascii_case(w);
-    match (method.as_str(), rest) {
-        ("GET", [defs]) if seg(defs, "roleDefinitions") => {
-            ctx.operation = "RoleDefinitionList";
+    match route {
+        Route::DefinitionList => {
             let items: Vec<Value> = BUILT_IN_ROLES
                 .iter()
                 .map(|r| definition_json(sub, r))
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("GET", [defs, id]) if seg(defs, "roleDefinitions") => {
-            ctx.operation = "RoleDefinitionGet";
+        Route::DefinitionGet(id) => {
             let role = find_role(id).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -181,11 +220,10 @@ pub async fn handle(
             })?;
             Ok(json(StatusCode::OK, &definition_json(sub, role)))
         }
-        ("GET", [assignments]) if seg(assignments, "roleAssignments") => {
-            ctx.operation = "RoleAssignmentList";
+        Route::AssignmentList => {
             require(
                 state,
-                ctx,
+                caller,
                 scope,
                 "Microsoft.Authorization/roleAssignments/read",
             )?;
@@ -197,11 +235,10 @@ pub async fn handle(
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        ("GET", [assignments, id]) if seg(assignments, "roleAssignments") => {
-            ctx.operation = "RoleAssignmentGet";
+        Route::AssignmentGet(id) => {
             require(
                 state,
-                ctx,
+                caller,
                 scope,
                 "Microsoft.Authorization/roleAssignments/read",
             )?;
@@ -212,11 +249,10 @@ pub async fn handle(
                 .ok_or_else(|| not_found(id))?;
             Ok(json(StatusCode::OK, &assignment_json(state, &a)))
         }
-        ("PUT", [assignments, id]) if seg(assignments, "roleAssignments") => {
-            ctx.operation = "RoleAssignmentWrite";
+        Route::AssignmentPut(id) => {
             require(
                 state,
-                ctx,
+                caller,
                 scope,
                 "Microsoft.Authorization/roleAssignments/write",
             )?;
@@ -253,11 +289,10 @@ pub async fn handle(
             ctx.target_id = Some(a.row.id.clone());
             Ok(json(StatusCode::CREATED, &assignment_json(state, &a)))
         }
-        ("DELETE", [assignments, id]) if seg(assignments, "roleAssignments") => {
-            ctx.operation = "RoleAssignmentDelete";
+        Route::AssignmentDelete(id) => {
             require(
                 state,
-                ctx,
+                caller,
                 scope,
                 "Microsoft.Authorization/roleAssignments/delete",
             )?;
@@ -274,13 +309,6 @@ pub async fn handle(
                 None => Ok(empty(StatusCode::NO_CONTENT)),
             }
         }
-        _ => Err(ApiError::no_route(
-            method,
-            &format!(
-                "{scope}/providers/Microsoft.Authorization/{}",
-                rest.join("/")
-            ),
-        )),
     }
 }
 

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use atrest_core::names::check_resource_group_name;
+use atrest_core::operation::Operation;
 use atrest_disk::{DesRequest, Disk, DiskEncryptionSet, DiskRequest, VirtualMachine, VmRequest};
+use atrest_identity::Caller;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -328,6 +331,7 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
 
 /// One addressed compute resource: `…/resourceGroups/{rg}/providers/Microsoft.Compute/
 /// {kind}/{name}[/{action}]`.
+#[derive(Debug)]
 pub(crate) struct Target<'a> {
     pub resource_group: &'a str,
     pub kind: &'static str,
@@ -335,61 +339,132 @@ pub(crate) struct Target<'a> {
     pub action: Option<&'a str>,
 }
 
-/// `operationName` of a request, from the resource type and the RBAC verb it needs.
-fn operation_name(kind: &str, verb: &str) -> &'static str {
-    match (kind, verb) {
-        ("diskEncryptionSets", "write") => "DiskEncryptionSetWrite",
-        ("diskEncryptionSets", "delete") => "DiskEncryptionSetDelete",
-        ("diskEncryptionSets", _) => "DiskEncryptionSetRead",
-        ("disks", "write") => "DiskWrite",
-        ("disks", "delete") => "DiskDelete",
-        ("disks", _) => "DiskRead",
-        (_, "write") => "VirtualMachineWrite",
-        (_, "delete") => "VirtualMachineDelete",
-        (_, "start/action") => "VirtualMachineStart",
-        (_, "poweroff/action" | "deallocate/action") => "VirtualMachineStop",
-        _ => "VirtualMachineRead",
+/// A route of the compute provider.
+#[derive(Debug)]
+pub(crate) enum Route<'a> {
+    /// One resource or an action on it, with the RBAC verb it needs (`write`, `read`,
+    /// `delete`, `start/action`, …).
+    Resource(Target<'a>, &'static str),
+    /// `GET …[/resourceGroups/{rg}]/providers/Microsoft.Compute/{kind}`.
+    List {
+        /// The resource group, if the listing is limited to one.
+        resource_group: Option<&'a str>,
+        /// The resource type.
+        kind: &'static str,
+    },
+}
+
+impl<'a> Route<'a> {
+    /// The route of `method` and the path `segments` after `subscriptions/{s}/`, if one.
+    pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
+        let seg = crate::control::seg;
+        match segments {
+            [rg_kw, rg, prov_kw, p, kind, name, action @ ..]
+                if seg(rg_kw, "resourceGroups")
+                    && seg(prov_kw, "providers")
+                    && seg(p, "Microsoft.Compute")
+                    && action.len() <= 1 =>
+            {
+                let kind = kind_of(kind)?;
+                let action = action.first().copied();
+                let verb = match (method.as_str(), action) {
+                    ("PUT" | "PATCH", None) => "write",
+                    ("DELETE", None) => "delete",
+                    ("GET", None) => "read",
+                    ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read",
+                    ("POST", Some(a)) if kind == "virtualMachines" => {
+                        ["start/action", "poweroff/action", "deallocate/action"]
+                            .into_iter()
+                            .find(|verb| {
+                                verb.split('/')
+                                    .next()
+                                    .is_some_and(|v| v.eq_ignore_ascii_case(a))
+                            })?
+                    }
+                    _ => return None,
+                };
+                let target = Target {
+                    resource_group: rg,
+                    kind,
+                    name,
+                    action,
+                };
+                Some(Route::Resource(target, verb))
+            }
+            [scope @ .., prov_kw, p, kind]
+                if seg(prov_kw, "providers")
+                    && seg(p, "Microsoft.Compute")
+                    && method == Method::GET
+                    && matches!(scope, [] | [_, _])
+                    && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
+            {
+                Some(Route::List {
+                    resource_group: scope.get(1).copied(),
+                    kind: kind_of(kind)?,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The audited operation.
+    pub(crate) fn operation(&self) -> Operation {
+        use Operation::*;
+        match self {
+            Route::Resource(target, verb) => match (target.kind, *verb) {
+                ("diskEncryptionSets", "write") => DiskEncryptionSetWrite,
+                ("diskEncryptionSets", "delete") => DiskEncryptionSetDelete,
+                ("diskEncryptionSets", _) => DiskEncryptionSetRead,
+                ("disks", "write") => DiskWrite,
+                ("disks", "delete") => DiskDelete,
+                ("disks", _) => DiskRead,
+                (_, "write") => VirtualMachineWrite,
+                (_, "delete") => VirtualMachineDelete,
+                (_, "start/action") => VirtualMachineStart,
+                (_, "poweroff/action" | "deallocate/action") => VirtualMachineStop,
+                _ => VirtualMachineRead,
+            },
+            Route::List { kind, .. } => match *kind {
+                "diskEncryptionSets" => DiskEncryptionSetList,
+                "disks" => DiskList,
+                _ => VirtualMachineList,
+            },
+        }
     }
 }
 
-/// Serves one compute resource or action.
-pub(crate) async fn resource(
+/// Serves one compute route of an authenticated caller.
+pub(crate) async fn handle(
     state: &AppState,
     ctx: &mut Ctx,
+    caller: &Caller,
     method: &Method,
-    target: Target<'_>,
+    route: Route<'_>,
     body: Body,
 ) -> Result<Resp, ApiError> {
+    let (target, verb) = match route {
+        Route::Resource(target, verb) => (target, verb),
+        Route::List {
+            resource_group,
+            kind,
+        } => return list(state, caller, resource_group, kind),
+    };
     let Target {
         resource_group,
         kind,
         name,
         action,
     } = target;
+    check_resource_group_name(resource_group)
+        .map_err(|e| ApiError::bad_request("InvalidParameter", e.to_string()))?;
     let scope = format!(
         "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{kind}/{name}",
         state.settings.subscription
     );
     ctx.resource = Some(scope.clone());
-    let verb = match (method.as_str(), action) {
-        ("PUT" | "PATCH", None) => "write".to_owned(),
-        ("DELETE", None) => "delete".to_owned(),
-        ("GET", None) => "read".to_owned(),
-        ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read".to_owned(),
-        ("POST", Some(a))
-            if kind == "virtualMachines"
-                && ["start", "powerOff", "deallocate"]
-                    .iter()
-                    .any(|known| known.eq_ignore_ascii_case(a)) =>
-        {
-            format!("{}/action", a.to_ascii_lowercase())
-        }
-        _ => return Err(ApiError::no_route(method, kind)),
-    };
-    ctx.operation = operation_name(kind, &verb);
     authorization::require(
         state,
-        ctx,
+        caller,
         &scope,
         &format!("Microsoft.Compute/{kind}/{verb}"),
     )?;
@@ -468,13 +543,12 @@ pub(crate) async fn resource(
 
 /// Serves `GET /subscriptions/{s}[/resourceGroups/{rg}]/providers/Microsoft.Compute/{kind}`:
 /// what the caller may read.
-pub(crate) fn list(
+fn list(
     state: &AppState,
-    ctx: &mut Ctx,
+    caller: &Caller,
     resource_group: Option<&str>,
     kind: &'static str,
 ) -> Result<Resp, ApiError> {
-    let caller = ctx.caller.as_ref().expect("authenticated before routing");
     let object_ids = state.identity.object_ids_of(&caller.object_id)?;
     let action = format!("Microsoft.Compute/{kind}/read");
     let readable = |id: &str| state.identity.allows_action(&object_ids, id, &action);
@@ -495,33 +569,24 @@ pub(crate) fn list(
         Ok(out)
     }
     let items = match kind {
-        "diskEncryptionSets" => {
-            ctx.operation = "DiskEncryptionSetList";
-            shown(
-                compute.list_des(resource_group)?,
-                readable,
-                |d| &d.id,
-                |d| des_json(state, d),
-            )?
-        }
-        "disks" => {
-            ctx.operation = "DiskList";
-            shown(
-                compute.list_disks(resource_group)?,
-                readable,
-                |d| &d.id,
-                |d| disk_json(state, d),
-            )?
-        }
-        _ => {
-            ctx.operation = "VirtualMachineList";
-            shown(
-                compute.list_vms(resource_group)?,
-                readable,
-                |v| &v.id,
-                |v| vm_json(state, v),
-            )?
-        }
+        "diskEncryptionSets" => shown(
+            compute.list_des(resource_group)?,
+            readable,
+            |d| &d.id,
+            |d| des_json(state, d),
+        )?,
+        "disks" => shown(
+            compute.list_disks(resource_group)?,
+            readable,
+            |d| &d.id,
+            |d| disk_json(state, d),
+        )?,
+        _ => shown(
+            compute.list_vms(resource_group)?,
+            readable,
+            |v| &v.id,
+            |v| vm_json(state, v),
+        )?,
     };
     Ok(json(StatusCode::OK, &json!({ "value": items })))
 }

@@ -3,63 +3,104 @@
 //! management API for vaults, and the way into atrest's own administration (`admin`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use atrest_core::access_policy::{AccessPolicyEntry, PolicyEdit};
-use atrest_core::names::check_resource_group_name;
+use atrest_core::operation::Operation;
 use atrest_core::vault::VaultPatch;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken};
 use atrest_store::VaultRow;
 use atrest_vault::VaultRequest;
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::admin;
-use crate::auth::{authenticate, require_admin};
 use crate::authorization;
 use crate::compute;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{
-    created_status, deleted_status, empty, form_pairs, json, param, parse_json, path_segment,
-    read_body, rfc3339, Body, Resp,
+    created_status, deleted_status, empty, form_pairs, json, param, parse_json, read_body, rfc3339,
+    Body, Resp,
 };
 use crate::server::{AppState, Ctx};
 
 /// Case-insensitive path segment comparison, as ARM treats resource paths.
-fn seg(a: &str, b: &str) -> bool {
+pub(crate) fn seg(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// Serves one request to the control host.
-pub async fn handle(
-    state: &Arc<AppState>,
-    ctx: &mut Ctx,
-    req: Request<Body>,
-) -> Result<Resp, ApiError> {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
-    let query = form_pairs(parts.uri.query().unwrap_or(""));
-    let segments: Vec<&str> = path
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .split('/')
-        .collect();
-    let method = &parts.method;
-    let headers = &parts.headers;
+/// A route of the token service and the unauthenticated endpoints beside it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OpenRoute<'a> {
+    /// OpenID discovery for a tenant.
+    Discovery(&'a str),
+    /// `GET /metrics`.
+    Metrics,
+    /// Home realm discovery for a user name.
+    UserRealm(&'a str),
+    /// The token-signing keys.
+    Jwks,
+    /// `POST /{tenant}/oauth2[/v2.0]/token`.
+    Token {
+        /// The v1 endpoint, which answers in the v1 shape.
+        v1: bool,
+    },
+    /// The IMDS-style managed-identity endpoint.
+    Imds,
+    /// The App-Service-style managed-identity endpoint.
+    Msi,
+}
 
-    match segments.as_slice() {
-        [tenant, "v2.0", ".well-known", "openid-configuration"]
-        | [tenant, ".well-known", "openid-configuration"]
-            if method == Method::GET =>
-        {
-            ctx.operation = "OpenIdConfiguration";
-            Ok(json(StatusCode::OK, &discovery(state, tenant)))
+impl<'a> OpenRoute<'a> {
+    /// The route of `method` and the path's `segments`, if one.
+    pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
+        let get = method == Method::GET;
+        let post = method == Method::POST;
+        Some(match segments {
+            [tenant, "v2.0", ".well-known", "openid-configuration"]
+            | [tenant, ".well-known", "openid-configuration"]
+                if get =>
+            {
+                OpenRoute::Discovery(tenant)
+            }
+            ["metrics"] if get => OpenRoute::Metrics,
+            ["common", "userrealm", username] if get => OpenRoute::UserRealm(username),
+            [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] if get => OpenRoute::Jwks,
+            [_, "oauth2", "v2.0", "token"] if post => OpenRoute::Token { v1: false },
+            [_, "oauth2", "token"] if post => OpenRoute::Token { v1: true },
+            ["metadata", "identity", "oauth2", "token"] if get => OpenRoute::Imds,
+            ["msi", "token"] if get => OpenRoute::Msi,
+            _ => return None,
+        })
+    }
+
+    /// The audited operation.
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            OpenRoute::Discovery(_) => Operation::OpenIdConfiguration,
+            OpenRoute::Metrics => Operation::Metrics,
+            OpenRoute::UserRealm(_) => Operation::UserRealmDiscovery,
+            OpenRoute::Jwks => Operation::Jwks,
+            OpenRoute::Token { .. } | OpenRoute::Imds | OpenRoute::Msi => Operation::Authentication,
         }
-        ["metrics"] if method == Method::GET => {
+    }
+}
+
+/// Serves the token service and the unauthenticated endpoints.
+pub(crate) async fn open(
+    state: &AppState,
+    ctx: &mut Ctx,
+    route: OpenRoute<'_>,
+    parts: &Parts,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    let query = form_pairs(parts.uri.query().unwrap_or(""));
+    let headers = &parts.headers;
+    match route {
+        OpenRoute::Discovery(tenant) => Ok(json(StatusCode::OK, &discovery(state, tenant))),
+        OpenRoute::Metrics => {
             // Unauthenticated, as Prometheus scrapes; counts and vault names only.
-            ctx.operation = "Metrics";
             let text = state.metrics.render(
                 &state.throttle.saturation(std::time::Instant::now()),
                 &state.audit_log.alert_counts()?,
@@ -71,9 +112,8 @@ pub async fn handle(
             );
             Ok(resp)
         }
-        ["common", "userrealm", username] if method == Method::GET => {
+        OpenRoute::UserRealm(username) => {
             // Home realm discovery: every user here signs in with a password (managed).
-            ctx.operation = "UserRealmDiscovery";
             let domain = username.rsplit_once('@').map_or("", |(_, d)| d);
             Ok(json(
                 StatusCode::OK,
@@ -86,12 +126,8 @@ pub async fn handle(
                 }),
             ))
         }
-        [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] if method == Method::GET => {
-            ctx.operation = "Jwks";
-            Ok(json(StatusCode::OK, &state.identity.jwks()))
-        }
-        [_, "oauth2", "v2.0", "token"] if method == Method::POST => {
-            ctx.operation = "Authentication";
+        OpenRoute::Jwks => Ok(json(StatusCode::OK, &state.identity.jwks())),
+        OpenRoute::Token { v1: false } => {
             let form = read_form(headers, body).await?;
             let token = issued(
                 ctx,
@@ -111,8 +147,7 @@ pub async fn handle(
             }
             Ok(json(StatusCode::OK, &body))
         }
-        [_, "oauth2", "token"] if method == Method::POST => {
-            ctx.operation = "Authentication";
+        OpenRoute::Token { v1: true } => {
             let form = read_form(headers, body).await?;
             let token = issued(
                 ctx,
@@ -122,12 +157,8 @@ pub async fn handle(
             )?;
             Ok(json(StatusCode::OK, &v1_token(&token, ctx.now)))
         }
-        ["metadata", "identity", "oauth2", "token"] if method == Method::GET => {
-            ctx.operation = "Authentication";
-            imds_token(state, ctx, headers, &query)
-        }
-        ["msi", "token"] if method == Method::GET => {
-            ctx.operation = "Authentication";
+        OpenRoute::Imds => imds_token(state, ctx, headers, &query),
+        OpenRoute::Msi => {
             let header = headers
                 .get("x-identity-header")
                 .and_then(|v| v.to_str().ok())
@@ -149,33 +180,6 @@ pub async fn handle(
                 }),
             ))
         }
-        ["atrest", rest @ ..] => {
-            ctx.caller = Some(authenticate(
-                state,
-                headers,
-                state.identity.management_audiences(),
-                ctx.now,
-            )?);
-            require_admin(state, ctx.caller.as_ref().expect("set above"))?;
-            let decoded: Vec<String> = rest.iter().map(|s| path_segment(s)).collect();
-            let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
-            admin(state, ctx, method, &rest, &query, body)
-                .await
-                .map_err(ApiError::in_arm_terms)
-        }
-        ["subscriptions", ..] => {
-            ctx.caller = Some(authenticate(
-                state,
-                headers,
-                state.identity.management_audiences(),
-                ctx.now,
-            )?);
-            check_arm_api_version(param(&query, "api-version"))?;
-            management(state, ctx, method, &segments[1..], body)
-                .await
-                .map_err(ApiError::in_arm_terms)
-        }
-        _ => Err(ApiError::no_route(method, &path)),
     }
 }
 
@@ -436,119 +440,250 @@ fn deleted_vault_json(v: &VaultRow) -> Value {
     })
 }
 
-/// `/subscriptions/{s}/…` after the `subscriptions` segment.
-async fn management(
+/// What a request does to one vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VaultVerb {
+    /// `PUT`: create or replace.
+    Put,
+    /// `PATCH`: update properties.
+    Patch,
+    /// `GET`.
+    Get,
+    /// `DELETE`: soft delete.
+    Delete,
+}
+
+/// A route of the ARM-shaped management API, below `/subscriptions/{s}/`.
+#[derive(Debug)]
+pub(crate) enum ArmRoute<'a> {
+    /// `{scope}/providers/Microsoft.Authorization/…`.
+    Authorization {
+        /// The scope the route acts at.
+        scope: String,
+        /// What it does there.
+        route: authorization::Route<'a>,
+    },
+    /// `Microsoft.Compute` resources.
+    Compute(compute::Route<'a>),
+    /// One vault.
+    Vault {
+        /// Its resource group.
+        resource_group: &'a str,
+        /// Its name.
+        name: &'a str,
+        /// What the request does to it.
+        verb: VaultVerb,
+    },
+    /// `…/vaults/{name}/accessPolicies/{kind}`.
+    AccessPolicies {
+        /// The vault's resource group.
+        resource_group: &'a str,
+        /// The vault's name.
+        name: &'a str,
+        /// `add`, `replace` or `remove`, as the client spelled it.
+        kind: &'a str,
+    },
+    /// The vaults of the subscription or of one resource group.
+    VaultList {
+        /// The resource group, if the listing is limited to one.
+        resource_group: Option<&'a str>,
+    },
+    /// The soft-deleted vaults of the subscription.
+    DeletedVaultList,
+    /// One soft-deleted vault.
+    DeletedVaultGet(&'a str),
+    /// Purge a soft-deleted vault.
+    DeletedVaultPurge(&'a str),
+}
+
+impl<'a> ArmRoute<'a> {
+    /// The route of `method` and the path `segments` after `subscriptions/{s}`, if one.
+    pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
+        if let Some((scope, rest)) = authorization::split(segments) {
+            let route = authorization::Route::parse(method, rest)?;
+            return Some(ArmRoute::Authorization { scope, route });
+        }
+        let below = segments.get(1..).unwrap_or_default();
+        if let Some(route) = compute::Route::parse(method, below) {
+            return Some(ArmRoute::Compute(route));
+        }
+        let provider = |p: &str| seg(p, "Microsoft.KeyVault");
+        let get = method == Method::GET;
+        Some(match below {
+            [rg_kw, rg, prov_kw, p, vaults_kw, name]
+                if seg(rg_kw, "resourceGroups")
+                    && seg(prov_kw, "providers")
+                    && provider(p)
+                    && seg(vaults_kw, "vaults") =>
+            {
+                let verb = match method.as_str() {
+                    "PUT" => VaultVerb::Put,
+                    "PATCH" => VaultVerb::Patch,
+                    "GET" => VaultVerb::Get,
+                    "DELETE" => VaultVerb::Delete,
+                    _ => return None,
+                };
+                ArmRoute::Vault {
+                    resource_group: rg,
+                    name,
+                    verb,
+                }
+            }
+            [rg_kw, rg, prov_kw, p, vaults_kw, name, policies_kw, kind]
+                if seg(rg_kw, "resourceGroups")
+                    && seg(prov_kw, "providers")
+                    && provider(p)
+                    && seg(vaults_kw, "vaults")
+                    && seg(policies_kw, "accessPolicies")
+                    && method == Method::PUT =>
+            {
+                ArmRoute::AccessPolicies {
+                    resource_group: rg,
+                    name,
+                    kind,
+                }
+            }
+            [scope @ .., prov_kw, p, vaults_kw]
+                if seg(prov_kw, "providers")
+                    && provider(p)
+                    && seg(vaults_kw, "vaults")
+                    && get
+                    && matches!(scope, [] | [_, _])
+                    && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
+            {
+                ArmRoute::VaultList {
+                    resource_group: scope.get(1).copied(),
+                }
+            }
+            [prov_kw, p, deleted_kw]
+                if seg(prov_kw, "providers")
+                    && provider(p)
+                    && seg(deleted_kw, "deletedVaults")
+                    && get =>
+            {
+                ArmRoute::DeletedVaultList
+            }
+            [prov_kw, p, loc_kw, _location, deleted_kw, name, rest @ ..]
+                if seg(prov_kw, "providers")
+                    && provider(p)
+                    && seg(loc_kw, "locations")
+                    && seg(deleted_kw, "deletedVaults") =>
+            {
+                match (method.as_str(), rest) {
+                    ("GET", []) => ArmRoute::DeletedVaultGet(name),
+                    ("POST", [purge]) if seg(purge, "purge") => ArmRoute::DeletedVaultPurge(name),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The audited operation.
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            ArmRoute::Authorization { route, .. } => route.operation(),
+            ArmRoute::Compute(route) => route.operation(),
+            ArmRoute::Vault { verb, .. } => match verb {
+                VaultVerb::Put => Operation::VaultPut,
+                VaultVerb::Patch => Operation::VaultPatch,
+                VaultVerb::Get => Operation::VaultGet,
+                VaultVerb::Delete => Operation::VaultDelete,
+            },
+            ArmRoute::AccessPolicies { .. } => Operation::VaultAccessPolicyUpdate,
+            ArmRoute::VaultList { .. } => Operation::VaultList,
+            ArmRoute::DeletedVaultList => Operation::DeletedVaultList,
+            ArmRoute::DeletedVaultGet(_) => Operation::DeletedVaultGet,
+            ArmRoute::DeletedVaultPurge(_) => Operation::DeletedVaultPurge,
+        }
+    }
+}
+
+/// Serves one management request of an authenticated caller: `subscription` is the
+/// path's, `segments` the whole path after `subscriptions`.
+pub(crate) async fn management(
     state: &AppState,
     ctx: &mut Ctx,
-    method: &Method,
-    segments: &[&str],
+    caller: &Caller,
+    subscription: &str,
+    route: Option<ArmRoute<'_>>,
+    parts: &Parts,
     body: Body,
 ) -> Result<Resp, ApiError> {
-    let sub = *segments.first().unwrap_or(&"");
-    if !sub.eq_ignore_ascii_case(&state.settings.subscription) {
+    let query = form_pairs(parts.uri.query().unwrap_or(""));
+    check_arm_api_version(param(&query, "api-version"))?;
+    let method = &parts.method;
+    if !subscription.eq_ignore_ascii_case(&state.settings.subscription) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
-            format!("The subscription '{sub}' could not be found."),
+            format!("The subscription '{subscription}' could not be found."),
         ));
     }
-    if let Some((scope, rest)) = authorization::split(segments) {
-        return authorization::handle(state, ctx, method, &scope, rest, body).await;
-    }
+    let Some(route) = route else {
+        return Err(ApiError::no_route(method, parts.uri.path()));
+    };
     let sub = state.settings.subscription.as_str();
     let tenant = state.identity.tenant();
     let vs = &state.vaults;
     let now = ctx.now;
-    let provider = |p: &str| seg(p, "Microsoft.KeyVault");
     let subscription = format!("/subscriptions/{sub}");
-    match &segments[1..] {
-        [rg_kw, rg, prov_kw, p, kind, name, action @ ..]
-            if seg(rg_kw, "resourceGroups")
-                && seg(prov_kw, "providers")
-                && seg(p, "Microsoft.Compute")
-                && compute::kind_of(kind).is_some()
-                && action.len() <= 1 =>
-        {
-            check_resource_group_name(rg)
-                .map_err(|e| ApiError::bad_request("InvalidParameter", e.to_string()))?;
-            let kind = compute::kind_of(kind).expect("checked by the guard");
-            let target = compute::Target {
-                resource_group: rg,
-                kind,
-                name,
-                action: action.first().copied(),
-            };
-            compute::resource(state, ctx, method, target, body).await
+    let vault_scope = |rg: &str, name: &str| {
+        format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+        )
+    };
+    match route {
+        ArmRoute::Authorization { scope, route } => {
+            authorization::handle(state, ctx, caller, &scope, route, body).await
         }
-        [scope @ .., prov_kw, p, kind]
-            if seg(prov_kw, "providers")
-                && seg(p, "Microsoft.Compute")
-                && compute::kind_of(kind).is_some()
-                && method == Method::GET
-                && matches!(scope, [] | [_, _])
-                && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
-        {
-            let kind = compute::kind_of(kind).expect("checked by the guard");
-            compute::list(state, ctx, scope.get(1).copied(), kind)
-        }
-        [rg_kw, rg, prov_kw, p, vaults_kw, name]
-            if seg(rg_kw, "resourceGroups")
-                && seg(prov_kw, "providers")
-                && provider(p)
-                && seg(vaults_kw, "vaults") =>
-        {
-            let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}");
+        ArmRoute::Compute(route) => compute::handle(state, ctx, caller, method, route, body).await,
+        ArmRoute::Vault {
+            resource_group: rg,
+            name,
+            verb,
+        } => {
+            let scope = vault_scope(rg, name);
             ctx.resource = Some(scope.clone());
-            let action = match method.as_str() {
-                "PUT" | "PATCH" => "Microsoft.KeyVault/vaults/write",
-                "DELETE" => "Microsoft.KeyVault/vaults/delete",
-                _ => "Microsoft.KeyVault/vaults/read",
+            let action = match verb {
+                VaultVerb::Put | VaultVerb::Patch => "Microsoft.KeyVault/vaults/write",
+                VaultVerb::Delete => "Microsoft.KeyVault/vaults/delete",
+                VaultVerb::Get => "Microsoft.KeyVault/vaults/read",
             };
-            authorization::require(state, ctx, &scope, action)?;
-            match method.as_str() {
-                "PUT" => {
-                    ctx.operation = "VaultPut";
+            authorization::require(state, caller, &scope, action)?;
+            match verb {
+                VaultVerb::Put => {
                     let request =
                         parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
                     let (v, created) = vs.put_vault(sub, rg, name, tenant, &request, now)?;
                     Ok(json(created_status(created), &vault_json(state, &v)))
                 }
-                "PATCH" => {
-                    ctx.operation = "VaultPatch";
+                VaultVerb::Patch => {
                     let request =
                         parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
                     let v = vs.patch_vault(sub, rg, name, &request, now)?;
                     Ok(json(StatusCode::OK, &vault_json(state, &v)))
                 }
-                "GET" => {
-                    ctx.operation = "VaultGet";
-                    Ok(json(
-                        StatusCode::OK,
-                        &vault_json(state, &vs.get_vault(sub, rg, name)?),
-                    ))
-                }
-                "DELETE" => {
-                    ctx.operation = "VaultDelete";
+                VaultVerb::Get => Ok(json(
+                    StatusCode::OK,
+                    &vault_json(state, &vs.get_vault(sub, rg, name)?),
+                )),
+                VaultVerb::Delete => {
                     let deleted = vs.delete_vault(sub, rg, name, now)?;
                     Ok(empty(deleted_status(deleted)))
                 }
-                _ => Err(ApiError::no_route(method, "vault")),
             }
         }
-        [rg_kw, rg, prov_kw, p, vaults_kw, name, policies_kw, kind]
-            if seg(rg_kw, "resourceGroups")
-                && seg(prov_kw, "providers")
-                && provider(p)
-                && seg(vaults_kw, "vaults")
-                && seg(policies_kw, "accessPolicies")
-                && method == Method::PUT =>
-        {
-            ctx.operation = "VaultAccessPolicyUpdate";
-            let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}");
+        ArmRoute::AccessPolicies {
+            resource_group: rg,
+            name,
+            kind,
+        } => {
+            let scope = vault_scope(rg, name);
             ctx.resource = Some(scope.clone());
             authorization::require(
                 state,
-                ctx,
+                caller,
                 &scope,
                 "Microsoft.KeyVault/vaults/accessPolicies/write",
             )?;
@@ -572,21 +707,11 @@ async fn management(
                 }),
             ))
         }
-        [scope @ .., prov_kw, p, vaults_kw]
-            if seg(prov_kw, "providers")
-                && provider(p)
-                && seg(vaults_kw, "vaults")
-                && method == Method::GET
-                && matches!(scope, [] | [_, _])
-                && scope.first().is_none_or(|kw| seg(kw, "resourceGroups")) =>
-        {
-            ctx.operation = "VaultList";
-            let rg = scope.get(1).copied();
+        ArmRoute::VaultList { resource_group } => {
             // As ARM lists: the vaults the caller may read, wherever its role applies.
-            let caller = ctx.caller.as_ref().expect("authenticated before routing");
             let object_ids = state.identity.object_ids_of(&caller.object_id)?;
             let mut items = Vec::new();
-            for v in vs.list_vaults(sub, rg)? {
+            for v in vs.list_vaults(sub, resource_group)? {
                 let id = vault_resource_id(&v);
                 if state.identity.allows_action(
                     &object_ids,
@@ -598,16 +723,10 @@ async fn management(
             }
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        [prov_kw, p, deleted_kw]
-            if seg(prov_kw, "providers")
-                && provider(p)
-                && seg(deleted_kw, "deletedVaults")
-                && method == Method::GET =>
-        {
-            ctx.operation = "DeletedVaultList";
+        ArmRoute::DeletedVaultList => {
             authorization::require(
                 state,
-                ctx,
+                caller,
                 &subscription,
                 "Microsoft.KeyVault/deletedVaults/read",
             )?;
@@ -618,45 +737,30 @@ async fn management(
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
-        [prov_kw, p, loc_kw, _location, deleted_kw, name, rest @ ..]
-            if seg(prov_kw, "providers")
-                && provider(p)
-                && seg(loc_kw, "locations")
-                && seg(deleted_kw, "deletedVaults") =>
-        {
+        ArmRoute::DeletedVaultGet(name) => {
             ctx.resource = Some(name.to_string());
-            match (method.as_str(), rest) {
-                ("GET", []) => {
-                    ctx.operation = "DeletedVaultGet";
-                    authorization::require(
-                        state,
-                        ctx,
-                        &subscription,
-                        "Microsoft.KeyVault/locations/deletedVaults/read",
-                    )?;
-                    Ok(json(
-                        StatusCode::OK,
-                        &deleted_vault_json(&vs.get_deleted_vault(sub, name)?),
-                    ))
-                }
-                ("POST", [purge]) if seg(purge, "purge") => {
-                    ctx.operation = "DeletedVaultPurge";
-                    authorization::require(
-                        state,
-                        ctx,
-                        &subscription,
-                        "Microsoft.KeyVault/locations/deletedVaults/purge/action",
-                    )?;
-                    vs.purge_deleted_vault(sub, name, now)?;
-                    Ok(empty(StatusCode::OK))
-                }
-                _ => Err(ApiError::no_route(method, "deletedVaults")),
-            }
+            authorization::require(
+                state,
+                caller,
+                &subscription,
+                "Microsoft.KeyVault/locations/deletedVaults/read",
+            )?;
+            Ok(json(
+                StatusCode::OK,
+                &deleted_vault_json(&vs.get_deleted_vault(sub, name)?),
+            ))
         }
-        _ => Err(ApiError::no_route(
-            method,
-            &format!("/subscriptions/{}", segments.join("/")),
-        )),
+        ArmRoute::DeletedVaultPurge(name) => {
+            ctx.resource = Some(name.to_string());
+            authorization::require(
+                state,
+                caller,
+                &subscription,
+                "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+            )?;
+            vs.purge_deleted_vault(sub, name, now)?;
+            Ok(empty(StatusCode::OK))
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use atrest_core::access_policy::{policies_grant, required_permission};
+use atrest_core::access_policy::policies_grant;
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::limits::{cost, OperationClass};
+use atrest_core::operation::Operation;
 use atrest_crypto::PrivateJwk;
+use atrest_identity::Caller;
 use atrest_store::VaultRow;
 use atrest_vault::{
     AttributesPatch, CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput,
@@ -13,19 +15,19 @@ use atrest_vault::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use hyper::{Method, Request, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Body, Resp};
 use crate::server::{AppState, Ctx};
 
 /// One data-plane operation, parsed from method and path.
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     Set(&'a str),
     Get(&'a str, Option<&'a str>),
     Update(&'a str, Option<&'a str>),
@@ -43,7 +45,7 @@ enum Route<'a> {
 
 /// Routes under `/keys`, `/deletedkeys` and `/rng`.
 #[derive(Debug, PartialEq, Eq)]
-enum KeyRoute<'a> {
+pub(crate) enum KeyRoute<'a> {
     Create(&'a str),
     Import(&'a str),
     Get(&'a str, Option<&'a str>),
@@ -128,39 +130,40 @@ impl KeyRoute<'_> {
         }
     }
 
-    fn operation(&self) -> &'static str {
+    fn operation(&self) -> Operation {
         match self {
-            KeyRoute::Create(_) => "KeyCreate",
-            KeyRoute::Import(_) => "KeyImport",
-            KeyRoute::Get(..) => "KeyGet",
-            KeyRoute::Update(..) => "KeyUpdate",
-            KeyRoute::Delete(_) => "KeyDelete",
-            KeyRoute::List => "KeyList",
-            KeyRoute::ListVersions(_) => "KeyListVersions",
-            KeyRoute::Backup(_) => "KeyBackup",
-            KeyRoute::Restore => "KeyRestore",
-            KeyRoute::ListDeleted => "KeyListDeleted",
-            KeyRoute::GetDeleted(_) => "KeyGetDeleted",
-            KeyRoute::Purge(_) => "KeyPurge",
-            KeyRoute::Recover(_) => "KeyRecover",
+            KeyRoute::Create(_) => Operation::KeyCreate,
+            KeyRoute::Import(_) => Operation::KeyImport,
+            KeyRoute::Get(..) => Operation::KeyGet,
+            KeyRoute::Update(..) => Operation::KeyUpdate,
+            KeyRoute::Delete(_) => Operation::KeyDelete,
+            KeyRoute::List => Operation::KeyList,
+            KeyRoute::ListVersions(_) => Operation::KeyListVersions,
+            KeyRoute::Backup(_) => Operation::KeyBackup,
+            KeyRoute::Restore => Operation::KeyRestore,
+            KeyRoute::ListDeleted => Operation::KeyListDeleted,
+            KeyRoute::GetDeleted(_) => Operation::KeyGetDeleted,
+            KeyRoute::Purge(_) => Operation::KeyPurge,
+            KeyRoute::Recover(_) => Operation::KeyRecover,
             KeyRoute::Operation(_, _, op) => match op {
-                KeyOperation::Encrypt => "KeyEncrypt",
-                KeyOperation::Decrypt => "KeyDecrypt",
-                KeyOperation::WrapKey => "KeyWrap",
-                KeyOperation::UnwrapKey => "KeyUnwrap",
-                KeyOperation::Sign => "KeySign",
-                KeyOperation::Verify => "KeyVerify",
+                KeyOperation::Encrypt => Operation::KeyEncrypt,
+                KeyOperation::Decrypt => Operation::KeyDecrypt,
+                KeyOperation::WrapKey => Operation::KeyWrap,
+                KeyOperation::UnwrapKey => Operation::KeyUnwrap,
+                KeyOperation::Sign => Operation::KeySign,
+                KeyOperation::Verify => Operation::KeyVerify,
             },
-            KeyRoute::Random => "RngGet",
-            KeyRoute::Rotate(_) => "KeyRotate",
-            KeyRoute::GetRotationPolicy(_) => "KeyGetRotationPolicy",
-            KeyRoute::SetRotationPolicy(_) => "KeyUpdateRotationPolicy",
+            KeyRoute::Random => Operation::RngGet,
+            KeyRoute::Rotate(_) => Operation::KeyRotate,
+            KeyRoute::GetRotationPolicy(_) => Operation::KeyGetRotationPolicy,
+            KeyRoute::SetRotationPolicy(_) => Operation::KeyUpdateRotationPolicy,
         }
     }
 }
 
 impl Route<'_> {
-    fn parse<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
+    /// The route of `method` and `path`, if the data plane serves it.
+    pub(crate) fn parse<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
         let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
         let version = |v: &'a str| (!v.is_empty()).then_some(v);
         Some(match (method.as_str(), segments.as_slice()) {
@@ -219,21 +222,21 @@ impl Route<'_> {
         })
     }
 
-    /// Key Vault's `operationName` for the audit log.
-    fn operation(&self) -> &'static str {
+    /// The operation, for the audit log, authorization and throttling.
+    pub(crate) fn operation(&self) -> Operation {
         match self {
-            Route::Set(_) => "SecretSet",
-            Route::Get(..) => "SecretGet",
-            Route::Update(..) => "SecretUpdate",
-            Route::Delete(_) => "SecretDelete",
-            Route::List => "SecretList",
-            Route::ListVersions(_) => "SecretListVersions",
-            Route::Backup(_) => "SecretBackup",
-            Route::Restore => "SecretRestore",
-            Route::ListDeleted => "SecretListDeleted",
-            Route::GetDeleted(_) => "SecretGetDeleted",
-            Route::Purge(_) => "SecretPurge",
-            Route::Recover(_) => "SecretRecover",
+            Route::Set(_) => Operation::SecretSet,
+            Route::Get(..) => Operation::SecretGet,
+            Route::Update(..) => Operation::SecretUpdate,
+            Route::Delete(_) => Operation::SecretDelete,
+            Route::List => Operation::SecretList,
+            Route::ListVersions(_) => Operation::SecretListVersions,
+            Route::Backup(_) => Operation::SecretBackup,
+            Route::Restore => Operation::SecretRestore,
+            Route::ListDeleted => Operation::SecretListDeleted,
+            Route::GetDeleted(_) => Operation::SecretGetDeleted,
+            Route::Purge(_) => Operation::SecretPurge,
+            Route::Recover(_) => Operation::SecretRecover,
             Route::Key(k) => k.operation(),
         }
     }
@@ -278,14 +281,17 @@ struct RestoreDto {
     value: Option<String>,
 }
 
-/// Checks that the caller may perform the route: on an RBAC vault, a role granting the
-/// route's data action at the object, the vault, or above; otherwise an access policy
-/// entry granting the permission. Unknown operations are refused, never let through.
-fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Result<(), ApiError> {
-    let caller = ctx
-        .caller
-        .as_ref()
-        .expect("authenticated before authorization");
+/// Checks that the caller may perform `operation` on `object_scope` (`/secrets/NAME`,
+/// `/keys/NAME`, or empty for whole collections): on an RBAC vault, a role granting its
+/// data action at the object, the vault, or above; otherwise an access policy entry
+/// granting its permission. Operations without either are refused, never let through.
+pub(crate) fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    vault: &VaultRow,
+    operation: Operation,
+    object_scope: &str,
+) -> Result<(), ApiError> {
     let object_ids = state.identity.object_ids_of(&caller.object_id)?;
     let who = || {
         format!(
@@ -296,7 +302,7 @@ fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Re
         )
     };
     if !vault.rbac {
-        let required = required_permission(route.operation());
+        let required = operation.permission();
         if let Some((class, permission)) = required {
             if policies_grant(
                 &vault.access_policies,
@@ -315,8 +321,8 @@ fn authorize(state: &AppState, ctx: &Ctx, vault: &VaultRow, route: &Route) -> Re
             who(), vault.name, vault.location,
         )));
     }
-    let resource = format!("{}{}", vault_resource_id(vault), route.object_scope());
-    let action = atrest_core::rbac::data_action(route.operation());
+    let resource = format!("{}{object_scope}", vault_resource_id(vault));
+    let action = operation.data_action();
     if let Some(action) = action {
         if state
             .identity
@@ -345,7 +351,7 @@ fn throttle_cost(state: &AppState, vault: &VaultRow, route: &Route) -> (Operatio
             .unwrap_or_default(),
         _ => (false, None),
     };
-    let class = OperationClass::of(route.operation(), hsm);
+    let class = route.operation().class(hsm);
     (class, cost(class, rsa_bits))
 }
 
@@ -357,24 +363,17 @@ pub(crate) fn vault_resource_id(v: &VaultRow) -> String {
     )
 }
 
-/// Serves one data-plane request for the vault named by the host.
-pub async fn handle(
+/// Serves one data-plane request for the vault named by the host, from an authenticated
+/// caller.
+pub(crate) async fn handle(
     state: &AppState,
     ctx: &mut Ctx,
+    caller: &Caller,
     vault_name: &str,
-    req: Request<Body>,
+    route: Option<Route<'_>>,
+    parts: &Parts,
+    body: Body,
 ) -> Result<Resp, ApiError> {
-    let (parts, body) = req.into_parts();
-    let route = Route::parse(&parts.method, parts.uri.path());
-    ctx.operation = route.as_ref().map_or("Unknown", Route::operation);
-    ctx.resource = Some(vault_name.to_owned());
-    // Challenge first: the SDK's first request carries no token and no body.
-    ctx.caller = Some(authenticate(
-        state,
-        &parts.headers,
-        state.identity.data_plane_audiences(),
-        ctx.now,
-    )?);
     let query = form_pairs(parts.uri.query().unwrap_or(""));
     let api_version = param(&query, "api-version");
     atrest_core::api_version::check(api_version)
@@ -393,7 +392,13 @@ pub async fn handle(
         .admit(&vault.name, class, cost, std::time::Instant::now())
         .map_err(|t| ApiError::throttled(&t, &vault.name))?;
     if !cfg!(feature = "unguarded-bench") {
-        authorize(state, ctx, &vault, &route)?;
+        authorize(
+            state,
+            caller,
+            &vault,
+            route.operation(),
+            &route.object_scope(),
+        )?;
     }
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {

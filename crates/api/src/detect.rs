@@ -3,6 +3,7 @@
 //! for the first time. Each alert is stored, counted in `/metrics`, and posted to the
 //! configured webhook.
 
+use atrest_core::operation::Operation;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -20,15 +21,6 @@ pub const MASS_SECRET_READS: usize = 50;
 pub const WINDOW_MS: i64 = 60_000;
 /// How long the detector waits for more batches after being woken.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
-
-const KEY_USES: [&str; 6] = [
-    "KeyEncrypt",
-    "KeyDecrypt",
-    "KeyWrap",
-    "KeyUnwrap",
-    "KeySign",
-    "KeyVerify",
-];
 
 /// One caller's most recent events for a rate rule (no more than its threshold), and when
 /// the rule last fired for it.
@@ -91,7 +83,7 @@ fn key_of(id: &str) -> String {
 impl Detector {
     /// Remembers key users from past events without raising alerts.
     pub(crate) fn learn(&mut self, e: &AuditEventRef<'_>) {
-        if KEY_USES.contains(&e.operation) && e.status < 300 {
+        if Operation::from_name(e.operation).is_some_and(Operation::is_key_use) && e.status < 300 {
             if let Some(id) = e.target_id {
                 self.key_users.insert((caller_of(e).to_owned(), key_of(id)));
             }
@@ -114,7 +106,13 @@ impl Detector {
         };
         let mut out = Vec::new();
         let op = e.operation;
-        if ok && matches!(op, "SecretPurge" | "KeyPurge") {
+        let operation = Operation::from_name(op);
+        if ok
+            && matches!(
+                operation,
+                Some(Operation::SecretPurge | Operation::KeyPurge)
+            )
+        {
             out.push(alert(
                 "PurgeOfKeyOrSecret",
                 "High",
@@ -126,8 +124,12 @@ impl Detector {
         }
         if ok
             && matches!(
-                op,
-                "RoleAssignmentWrite" | "RoleAssignmentDelete" | "VaultAccessPolicyUpdate"
+                operation,
+                Some(
+                    Operation::RoleAssignmentWrite
+                        | Operation::RoleAssignmentDelete
+                        | Operation::VaultAccessPolicyUpdate
+                )
             )
         {
             out.push(alert(
@@ -149,7 +151,7 @@ impl Detector {
                 ));
             }
         }
-        if ok && op == "SecretGet" {
+        if ok && operation == Some(Operation::SecretGet) {
             let rate = rate_of(&mut self.secret_reads, caller);
             if rate.hit(e.time_ms, MASS_SECRET_READS) {
                 out.push(alert(
@@ -162,7 +164,7 @@ impl Detector {
                 ));
             }
         }
-        if ok && KEY_USES.contains(&op) {
+        if ok && operation.is_some_and(Operation::is_key_use) {
             if let Some(id) = e.target_id {
                 let key = key_of(id);
                 if self.key_users.insert((caller.to_owned(), key.clone())) {

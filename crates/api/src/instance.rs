@@ -14,6 +14,7 @@
 //! env         0600 `export` lines for SDKs and the CLI
 //! ```
 
+use atrest_core::operation::Operation;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -600,7 +601,7 @@ async fn purge_loop(state: Arc<AppState>, every: Duration, audit_retention: Opti
                         ..service_event(
                             &state,
                             "atrest-retention",
-                            "AuditRetention",
+                            Operation::AuditRetention,
                             StatusCode::OK,
                         )
                     };

@@ -6,6 +6,7 @@
 //! scheduler reads that clock: request handling, token lifetimes and purges keep real
 //! time. Passes are serialized, so a key is never rotated twice for one due date.
 
+use atrest_core::operation::Operation;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,15 +127,16 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
         format!("{}/keys/{name}/{version}", state.vault_base(vault))
     };
     let at = rfc3339(now);
-    let make =
-        |operation: &str, status: StatusCode, vault: &str, id: String, description| AuditEvent {
+    let make = |operation: Operation, status: StatusCode, vault: &str, id: String, description| {
+        AuditEvent {
             result_description: description,
             resource: Some(vault.to_owned()),
             target_id: Some(id.clone()),
             request_uri: id,
             correlation_id: correlation_id.clone(),
             ..service_event(state, SCHEDULER_CLIENT, operation, status)
-        };
+        }
+    };
     match event {
         LifetimeEvent::Rotated {
             vault,
@@ -142,14 +144,14 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
             key,
         } => vec![
             make(
-                "KeyRotateIfDue",
+                Operation::KeyRotateIfDue,
                 StatusCode::OK,
                 &vault,
                 key_id(&vault, &key.name, &previous_version),
                 format!("The rotation policy made the rotation due at {at}."),
             ),
             make(
-                "KeyRotate",
+                Operation::KeyRotate,
                 StatusCode::OK,
                 &vault,
                 key_id(&vault, &key.name, &key.version),
@@ -159,7 +161,7 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
         LifetimeEvent::RotationFailed { vault, name, error } => {
             let error = ApiError::from(error);
             vec![make(
-                "KeyRotateIfDue",
+                Operation::KeyRotateIfDue,
                 error.status,
                 &vault,
                 format!("{}/keys/{name}", state.vault_base(&vault)),
@@ -172,7 +174,7 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
             version,
             expires,
         } => vec![make(
-            "KeyNearExpiry",
+            Operation::KeyNearExpiry,
             StatusCode::OK,
             &vault,
             key_id(&vault, &name, &version),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use atrest_core::operation::Operation;
 use atrest_disk::Compute;
 use atrest_identity::{Caller, Identity};
 use atrest_store::{AuditEvent, AuditLog, Store};
@@ -13,7 +14,8 @@ use atrest_vault::Vaults;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
-use hyper::{Request, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -22,12 +24,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{result_of, AuditSink};
+use crate::auth::{authenticate, not_admin};
 use crate::error::ApiError;
-use crate::http::{Body, Resp};
+use crate::http::{form_pairs, path_segment, Body, Resp};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::throttle::Throttle;
-use crate::{control, data_plane};
+use crate::{admin, control, data_plane};
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
 pub const VAULT_HOST_SUFFIX: &str = ".vault.localhost";
@@ -139,9 +142,10 @@ impl Default for RequestIds {
 /// What a handler learned about the request, for its audit event.
 #[derive(Debug)]
 pub struct Ctx {
-    /// `operationName`.
-    pub operation: &'static str,
-    /// The authenticated caller, once known.
+    /// `operationName`, from the route, fixed before anything runs.
+    pub operation: Operation,
+    /// The caller the audit event names: the authenticated one, or on the token
+    /// endpoints, whom the token was asked for.
     pub caller: Option<Caller>,
     /// The addressed resource (vault name, resource id).
     pub resource: Option<String>,
@@ -164,12 +168,12 @@ pub(crate) fn unix_now() -> (i64, i64) {
 }
 
 /// The host a request addressed, without port, lower-cased.
-fn request_host(req: &Request<Body>) -> String {
-    let raw = req
-        .headers()
+fn request_host(parts: &Parts) -> String {
+    let raw = parts
+        .headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
+        .or_else(|| parts.uri.host())
         .unwrap_or("");
     let host = match raw.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -178,14 +182,135 @@ fn request_host(req: &Request<Body>) -> String {
     host.to_ascii_lowercase()
 }
 
+/// A request, routed by host, method and path before anything else happens, so that its
+/// audit event names the operation whatever the outcome.
+#[derive(Debug)]
+enum Route<'a> {
+    /// `NAME.vault.localhost`: the Key Vault data plane.
+    KeyVault {
+        /// The vault the host names.
+        vault: &'a str,
+        /// The operation, if the path names one.
+        route: Option<data_plane::Route<'a>>,
+    },
+    /// `/subscriptions/{s}/…`: the management API.
+    Arm {
+        /// The subscription the path names.
+        subscription: &'a str,
+        /// The operation, if the path names one.
+        route: Option<control::ArmRoute<'a>>,
+    },
+    /// `/atrest/…`: administration.
+    Admin(Option<admin::Route>),
+    /// The token service and the unauthenticated endpoints.
+    Open(control::OpenRoute<'a>),
+    /// Nothing this server serves.
+    Unrouted,
+}
+
+impl<'a> Route<'a> {
+    fn parse(host: &'a str, method: &Method, path: &'a str, segments: &[&'a str]) -> Self {
+        if let Some(vault) = host
+            .strip_suffix(VAULT_HOST_SUFFIX)
+            .filter(|name| !name.contains('.'))
+        {
+            let route = data_plane::Route::parse(method, path);
+            return Route::KeyVault { vault, route };
+        }
+        if let Some(route) = control::OpenRoute::parse(method, segments) {
+            return Route::Open(route);
+        }
+        match segments {
+            ["atrest", rest @ ..] => {
+                let decoded: Vec<String> = rest.iter().map(|s| path_segment(s)).collect();
+                Route::Admin(admin::Route::parse(method, &decoded))
+            }
+            ["subscriptions", rest @ ..] => Route::Arm {
+                subscription: rest.first().copied().unwrap_or(""),
+                route: control::ArmRoute::parse(method, rest),
+            },
+            _ => Route::Unrouted,
+        }
+    }
+
+    fn operation(&self) -> Operation {
+        match self {
+            Route::KeyVault { route, .. } => route
+                .as_ref()
+                .map_or(Operation::Unknown, data_plane::Route::operation),
+            Route::Arm { route, .. } => route
+                .as_ref()
+                .map_or(Operation::Unknown, control::ArmRoute::operation),
+            Route::Admin(route) => route
+                .as_ref()
+                .map_or(Operation::Unknown, admin::Route::operation),
+            Route::Open(route) => route.operation(),
+            Route::Unrouted => Operation::Unknown,
+        }
+    }
+}
+
+/// Authenticates the request for its surface, then runs it as that caller. The caller
+/// is kept for the audit event whatever the outcome.
+async fn dispatch(
+    state: &Arc<AppState>,
+    ctx: &mut Ctx,
+    route: Route<'_>,
+    parts: &Parts,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    let identity = &state.identity;
+    let now = ctx.now;
+    let authenticate = |audiences| authenticate(state, &parts.headers, audiences, now);
+    match route {
+        Route::KeyVault { vault, route } => {
+            ctx.resource = Some(vault.to_owned());
+            // Challenge first: the SDK's first request carries no token and no body.
+            let caller = authenticate(identity.data_plane_audiences())?;
+            let result = data_plane::handle(state, ctx, &caller, vault, route, parts, body).await;
+            ctx.caller = Some(caller);
+            result
+        }
+        Route::Arm {
+            subscription,
+            route,
+        } => {
+            let caller = authenticate(identity.management_audiences())?;
+            let result =
+                control::management(state, ctx, &caller, subscription, route, parts, body).await;
+            ctx.caller = Some(caller);
+            result.map_err(ApiError::in_arm_terms)
+        }
+        Route::Admin(route) => {
+            let caller = authenticate(identity.management_audiences())?;
+            let result = match route {
+                _ if !identity.is_admin(&caller.object_id)? => Err(not_admin(&caller)),
+                None => Err(ApiError::no_route(&parts.method, parts.uri.path()).in_arm_terms()),
+                Some(route) => {
+                    let query = form_pairs(parts.uri.query().unwrap_or(""));
+                    admin::handle(state, ctx, &caller, route, &query, body)
+                        .await
+                        .map_err(ApiError::in_arm_terms)
+                }
+            };
+            ctx.caller = Some(caller);
+            result
+        }
+        Route::Open(route) => control::open(state, ctx, route, parts, body).await,
+        Route::Unrouted => Err(ApiError::no_route(&parts.method, parts.uri.path())),
+    }
+}
+
 /// Serves one request and records its audit event before answering.
 pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
     let started = Instant::now();
     let audit = state.audit.expect();
     let (now, now_ms) = unix_now();
-    let host = request_host(&req);
+    let (parts, body) = req.into_parts();
+    let host = request_host(&parts);
     let header = |name| {
-        req.headers()
+        parts
+            .headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::to_owned)
@@ -194,14 +319,21 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         .filter(|c| c.len() <= 200)
         .unwrap_or_else(|| state.request_ids.next());
     let client_info = header(USER_AGENT.as_str()).unwrap_or_default();
-    let method = req.method().to_string();
+    let method = parts.method.to_string();
     let request_uri = format!(
         "https://{host}:{}{}",
         state.settings.port,
-        req.uri().path_and_query().map_or("/", |p| p.as_str())
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
+    let path = parts.uri.path();
+    let segments: Vec<&str> = path
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    let route = Route::parse(&host, &parts.method, path, &segments);
     let mut ctx = Ctx {
-        operation: "Unknown",
+        operation: route.operation(),
         caller: None,
         resource: None,
         target_id: None,
@@ -209,14 +341,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         now,
         peer,
     };
-
-    let result = match host
-        .strip_suffix(VAULT_HOST_SUFFIX)
-        .filter(|name| !name.contains('.'))
-    {
-        Some(vault) => data_plane::handle(&state, &mut ctx, vault, req).await,
-        None => control::handle(&state, &mut ctx, req).await,
-    };
+    let result = dispatch(&state, &mut ctx, route, &parts, body).await;
     let (mut resp, description) = match result {
         Ok(resp) => (resp, String::new()),
         Err(e) => {
@@ -235,9 +360,12 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
     }
 
     if let Some(vault) = &ctx.vault {
-        state
-            .metrics
-            .record(vault, ctx.operation, status.as_u16(), started.elapsed());
+        state.metrics.record(
+            vault,
+            ctx.operation.name(),
+            status.as_u16(),
+            started.elapsed(),
+        );
     }
     let (app_id, object_id, tenant_id, identity_type, mi_resource_id) = match ctx.caller.take() {
         Some(c) => (
@@ -253,7 +381,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
     let event = AuditEvent {
         seq: 0,
         time_ms: now_ms,
-        operation: ctx.operation.to_owned(),
+        operation: ctx.operation.name().to_owned(),
         result_signature,
         result_type,
         result_description: description,

@@ -365,41 +365,6 @@ pub fn check_count(n: usize) -> Result<(), AccessPolicyError> {
     }
 }
 
-/// The permission a data-plane operation (Key Vault's `operationName`) requires.
-pub fn required_permission(operation: &str) -> Option<(PermissionClass, &'static str)> {
-    use PermissionClass::{Keys, Secrets};
-    Some(match operation {
-        "SecretGet" | "SecretGetDeleted" => (Secrets, "get"),
-        "SecretSet" | "SecretUpdate" => (Secrets, "set"),
-        "SecretList" | "SecretListVersions" | "SecretListDeleted" => (Secrets, "list"),
-        "SecretDelete" => (Secrets, "delete"),
-        "SecretRecover" => (Secrets, "recover"),
-        "SecretPurge" => (Secrets, "purge"),
-        "SecretBackup" => (Secrets, "backup"),
-        "SecretRestore" => (Secrets, "restore"),
-        "KeyGet" | "KeyGetDeleted" | "RngGet" => (Keys, "get"),
-        "KeyList" | "KeyListVersions" | "KeyListDeleted" => (Keys, "list"),
-        "KeyCreate" => (Keys, "create"),
-        "KeyImport" => (Keys, "import"),
-        "KeyUpdate" => (Keys, "update"),
-        "KeyDelete" => (Keys, "delete"),
-        "KeyRecover" => (Keys, "recover"),
-        "KeyPurge" => (Keys, "purge"),
-        "KeyBackup" => (Keys, "backup"),
-        "KeyRestore" => (Keys, "restore"),
-        "KeyRotate" => (Keys, "rotate"),
-        "KeyGetRotationPolicy" => (Keys, "getrotationpolicy"),
-        "KeyUpdateRotationPolicy" => (Keys, "setrotationpolicy"),
-        "KeyEncrypt" => (Keys, "encrypt"),
-        "KeyDecrypt" => (Keys, "decrypt"),
-        "KeyWrap" => (Keys, "wrapKey"),
-        "KeyUnwrap" => (Keys, "unwrapKey"),
-        "KeySign" => (Keys, "sign"),
-        "KeyVerify" => (Keys, "verify"),
-        _ => return None,
-    })
-}
-
 /// Whether an entry for one of `object_ids` (the caller and its groups), acting through
 /// application `app_id`, grants `permission` in `class`.
 pub fn policies_grant(
@@ -537,13 +502,5 @@ mod tests {
             PermissionClass::Keys,
             "sign"
         ));
-        for op in ["SecretGet", "KeyUnwrap", "KeyGetRotationPolicy", "RngGet"] {
-            let (class, perm) = required_permission(op).unwrap();
-            assert!(
-                class.canonical(perm) == Some(perm),
-                "{op} maps to a real permission"
-            );
-        }
-        assert_eq!(required_permission("VaultGet"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod attributes;
 pub mod compute;
 pub mod limits;
 pub mod names;
+pub mod operation;
 pub mod rbac;
 pub mod rotation;
 pub mod vault;

@@ -38,22 +38,6 @@ impl OperationClass {
             OperationClass::HsmKeys => "hsm-keys",
         }
     }
-
-    /// The class of a data-plane operation (Key Vault's `operationName`); `hsm` says whether
-    /// the key it acts on is an HSM key, when known.
-    pub fn of(operation: &str, hsm: bool) -> Self {
-        match operation {
-            "KeyCreate" | "KeyImport" | "KeyRotate" => OperationClass::KeyCreate,
-            op if op.starts_with("Key") || op == "RngGet" => {
-                if hsm {
-                    OperationClass::HsmKeys
-                } else {
-                    OperationClass::Keys
-                }
-            }
-            _ => OperationClass::Secrets,
-        }
-    }
 }
 
 /// What one operation costs of its class's budget: RSA 3072 counts 4 and RSA 4096 counts 8
@@ -142,16 +126,6 @@ mod tests {
 
     #[test]
     fn classes_weights_and_overrides() {
-        assert_eq!(
-            OperationClass::of("SecretGet", false),
-            OperationClass::Secrets
-        );
-        assert_eq!(
-            OperationClass::of("KeyRotate", true),
-            OperationClass::KeyCreate
-        );
-        assert_eq!(OperationClass::of("KeyUnwrap", false), OperationClass::Keys);
-        assert_eq!(OperationClass::of("KeySign", true), OperationClass::HsmKeys);
         let limits = ServiceLimits::default();
         // The published per-size limits follow from the weights.
         for (bits, published) in [(2048, 2000), (3072, 500), (4096, 250)] {

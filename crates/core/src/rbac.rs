@@ -259,46 +259,10 @@ pub fn scope_contains(scope: &str, resource: &str) -> bool {
         && matches!(resource.as_bytes().get(scope.len()), None | Some(b'/'))
 }
 
-/// The data action a Key Vault data-plane operation (by its audit `operationName`) needs.
-pub fn data_action(operation: &str) -> Option<&'static str> {
-    Some(match operation {
-        "SecretGet" => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
-        "SecretSet" => "Microsoft.KeyVault/vaults/secrets/setSecret/action",
-        "SecretUpdate" => "Microsoft.KeyVault/vaults/secrets/update/action",
-        "SecretList" | "SecretListVersions" | "SecretListDeleted" | "SecretGetDeleted" => {
-            "Microsoft.KeyVault/vaults/secrets/readMetadata/action"
-        }
-        "SecretDelete" => "Microsoft.KeyVault/vaults/secrets/delete",
-        "SecretRecover" => "Microsoft.KeyVault/vaults/secrets/recover/action",
-        "SecretPurge" => "Microsoft.KeyVault/vaults/secrets/purge/action",
-        "SecretBackup" => "Microsoft.KeyVault/vaults/secrets/backup/action",
-        "SecretRestore" => "Microsoft.KeyVault/vaults/secrets/restore/action",
-        "KeyGet" | "KeyList" | "KeyListVersions" | "KeyListDeleted" | "KeyGetDeleted"
-        | "RngGet" => "Microsoft.KeyVault/vaults/keys/read",
-        "KeyCreate" => "Microsoft.KeyVault/vaults/keys/create/action",
-        "KeyImport" => "Microsoft.KeyVault/vaults/keys/import/action",
-        "KeyUpdate" => "Microsoft.KeyVault/vaults/keys/update/action",
-        "KeyDelete" => "Microsoft.KeyVault/vaults/keys/delete",
-        "KeyRecover" => "Microsoft.KeyVault/vaults/keys/recover/action",
-        "KeyPurge" => "Microsoft.KeyVault/vaults/keys/purge/action",
-        "KeyBackup" => "Microsoft.KeyVault/vaults/keys/backup/action",
-        "KeyRestore" => "Microsoft.KeyVault/vaults/keys/restore/action",
-        "KeyRotate" => "Microsoft.KeyVault/vaults/keys/rotate/action",
-        "KeyGetRotationPolicy" => "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
-        "KeyUpdateRotationPolicy" => "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
-        "KeyEncrypt" => "Microsoft.KeyVault/vaults/keys/encrypt/action",
-        "KeyDecrypt" => "Microsoft.KeyVault/vaults/keys/decrypt/action",
-        "KeyWrap" => "Microsoft.KeyVault/vaults/keys/wrap/action",
-        "KeyUnwrap" => "Microsoft.KeyVault/vaults/keys/unwrap/action",
-        "KeySign" => "Microsoft.KeyVault/vaults/keys/sign/action",
-        "KeyVerify" => "Microsoft.KeyVault/vaults/keys/verify/action",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operation::Operation;
 
     #[test]
     fn patterns_and_scopes() {
@@ -343,12 +307,15 @@ mod tests {
             role("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/e147488a-f6f5-4113-8e2d-b22465e65bf6").name,
             "Key Vault Crypto Service Encryption User"
         );
-        let unwrap = data_action("KeyUnwrap").unwrap();
+        let unwrap = Operation::KeyUnwrap.data_action().unwrap();
         assert!(role("Key Vault Crypto Service Encryption User").allows_data_action(unwrap));
         assert!(!role("Key Vault Crypto Service Encryption User")
-            .allows_data_action(data_action("KeySign").unwrap()));
-        assert!(!role("Key Vault Reader").allows_data_action(data_action("SecretGet").unwrap()));
-        assert!(role("Key Vault Reader").allows_data_action(data_action("KeyGet").unwrap()));
+            .allows_data_action(Operation::KeySign.data_action().unwrap()));
+        assert!(!role("Key Vault Reader")
+            .allows_data_action(Operation::SecretGet.data_action().unwrap()));
+        assert!(
+            role("Key Vault Reader").allows_data_action(Operation::KeyGet.data_action().unwrap())
+        );
         assert!(
             !role("Owner").allows_data_action(unwrap),
             "Owner has no data actions"
