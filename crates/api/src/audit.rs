@@ -57,7 +57,7 @@ const MAX_BATCH: usize = 256;
 const COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 /// `resultSignature` (the reason phrase) and `resultType` of an outcome.
-pub fn result_of(status: hyper::StatusCode) -> (String, String) {
+pub(crate) fn result_of(status: hyper::StatusCode) -> (String, String) {
     let kind = if status.is_success() {
         "Success"
     } else {
@@ -76,7 +76,7 @@ const CHECKPOINT: &str = "audit_checkpoint";
 /// checkpoint only moves forward along the chain: if the log no longer holds the
 /// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
 /// checkpoint stays as evidence for `verify`.
-pub fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
+pub(crate) fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
     let (seq, hash) = state.audit_log.head();
     if seq == 0 {
         return Ok(());
@@ -101,7 +101,9 @@ pub fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError>
 }
 
 /// The last recorded head, if any.
-pub fn checkpoint(state: &AppState) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
+pub(crate) fn checkpoint(
+    state: &AppState,
+) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
     let stored = state.store.read(|tx| tx.meta_get(CHECKPOINT))?;
     Ok(stored.and_then(|v| {
         let seq = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
@@ -112,7 +114,7 @@ pub fn checkpoint(state: &AppState) -> Result<Option<(i64, [u8; 32])>, atrest_st
 
 /// An event for work the server does on its own (scheduled rotation, retention),
 /// attributed to the service in this tenant and to `client`.
-pub fn service_event(
+pub(crate) fn service_event(
     state: &AppState,
     client: &str,
     operation: Operation,

@@ -16,7 +16,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Verifies the request's bearer token for `audiences`; a failure carries the
 /// Key Vault challenge so clients know where to get a token.
-pub fn authenticate(
+pub(crate) fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     audiences: &[String],

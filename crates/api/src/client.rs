@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request};
+use hyper::{HeaderMap, Request};
+
+/// The request method, re-exported so clients need not depend on `hyper`.
+pub use hyper::Method;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;

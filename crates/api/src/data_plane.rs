@@ -391,7 +391,7 @@ pub(crate) async fn handle(
         .throttle
         .admit(&vault.name, class, cost, std::time::Instant::now())
         .map_err(|t| ApiError::throttled(&t, &vault.name))?;
-    if !cfg!(feature = "unguarded-bench") {
+    if !cfg!(atrest_unguarded_bench) {
         authorize(
             state,
             caller,

@@ -14,11 +14,11 @@ use serde_json::json;
 use crate::client::Client;
 
 /// Refusals from one caller within [`WINDOW_MS`] that make a burst.
-pub const FORBIDDEN_BURST: usize = 10;
+pub(crate) const FORBIDDEN_BURST: usize = 10;
 /// Successful secret reads by one caller within [`WINDOW_MS`] that count as mass reading.
-pub const MASS_SECRET_READS: usize = 50;
+pub(crate) const MASS_SECRET_READS: usize = 50;
 /// The sliding window of the rate rules.
-pub const WINDOW_MS: i64 = 60_000;
+pub(crate) const WINDOW_MS: i64 = 60_000;
 /// How long the detector waits for more batches after being woken.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 

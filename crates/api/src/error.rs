@@ -13,7 +13,7 @@ use crate::throttle::Throttled;
 
 /// An error response on its way out.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Azure error code (or OAuth2 `error`).
@@ -28,7 +28,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with an Azure body.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code: code.to_owned(),
@@ -41,7 +41,7 @@ impl ApiError {
     }
 
     /// 429 `Throttled` with `Retry-After`, as Key Vault answers a vault over its limits.
-    pub fn throttled(t: &Throttled, vault: &str) -> Self {
+    pub(crate) fn throttled(t: &Throttled, vault: &str) -> Self {
         ApiError {
             retry_after: Some(t.retry_after_secs),
             ..Self::new(
@@ -59,12 +59,12 @@ impl ApiError {
     }
 
     /// 400 with an Azure body.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 401 carrying the Key Vault bearer challenge.
-    pub fn unauthorized(err: &TokenError, challenge: String) -> Self {
+    pub(crate) fn unauthorized(err: &TokenError, challenge: String) -> Self {
         ApiError {
             challenge: Some(challenge),
             ..Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", err.to_string())
@@ -72,13 +72,13 @@ impl ApiError {
     }
 
     /// 403 for a principal that lacks administrator rights.
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
     /// 403 `Forbidden` with the inner code `ForbiddenByRbac`, as Key Vault denies a caller
     /// without a role granting the action.
-    pub fn forbidden_by_rbac(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden_by_rbac(message: impl Into<String>) -> Self {
         let mut e = Self::forbidden(message);
         e.inner = Some("ForbiddenByRbac");
         e
@@ -86,14 +86,14 @@ impl ApiError {
 
     /// 403 `Forbidden` with the inner code `ForbiddenByPolicy`, as Key Vault denies a caller
     /// no access policy entry grants the permission.
-    pub fn forbidden_by_policy(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden_by_policy(message: impl Into<String>) -> Self {
         let mut e = Self::forbidden(message);
         e.inner = Some("ForbiddenByPolicy");
         e
     }
 
     /// 404 for a path or method this server does not serve.
-    pub fn no_route(method: &hyper::Method, path: &str) -> Self {
+    pub(crate) fn no_route(method: &hyper::Method, path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -102,7 +102,7 @@ impl ApiError {
     }
 
     /// 500 without internal detail in the body; the detail goes to the log.
-    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,7 +113,7 @@ impl ApiError {
 
     /// The same error as ARM names it: resource providers answer invalid input with
     /// `BadRequest` where the Key Vault data plane says `BadParameter`.
-    pub fn in_arm_terms(mut self) -> Self {
+    pub(crate) fn in_arm_terms(mut self) -> Self {
         if self.code == "BadParameter" {
             self.code = "BadRequest".to_owned();
         }
@@ -121,7 +121,7 @@ impl ApiError {
     }
 
     /// The response.
-    pub fn into_response(self) -> Resp {
+    pub(crate) fn into_response(self) -> Resp {
         let body = match self.oauth_number {
             Some(number) => json!({
                 "error": self.code,

@@ -10,17 +10,17 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Every response body is a complete buffer.
-pub type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 /// A request body: from the wire, or whole, for requests the server makes of itself (the
 /// disk service reaching a vault as a managed identity).
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
 /// Largest request body accepted (a 25 KiB secret as JSON fits many times over).
 const MAX_BODY: usize = 1 << 20;
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -31,7 +31,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
 }
 
 /// RFC 3339 (ARM's timestamp format) for Unix seconds.
-pub fn rfc3339(t: i64) -> String {
+pub(crate) fn rfc3339(t: i64) -> String {
     humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
     )
@@ -39,7 +39,7 @@ pub fn rfc3339(t: i64) -> String {
 }
 
 /// ARM's status for a PUT: 201 when it created the resource, 200 when it updated one.
-pub fn created_status(created: bool) -> StatusCode {
+pub(crate) fn created_status(created: bool) -> StatusCode {
     if created {
         StatusCode::CREATED
     } else {
@@ -48,7 +48,7 @@ pub fn created_status(created: bool) -> StatusCode {
 }
 
 /// ARM's status for a DELETE: 200 when something was deleted, 204 when nothing existed.
-pub fn deleted_status(deleted: bool) -> StatusCode {
+pub(crate) fn deleted_status(deleted: bool) -> StatusCode {
     if deleted {
         StatusCode::OK
     } else {
@@ -57,14 +57,14 @@ pub fn deleted_status(deleted: bool) -> StatusCode {
 }
 
 /// An empty response.
-pub fn empty(status: StatusCode) -> Resp {
+pub(crate) fn empty(status: StatusCode) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }
 
 /// Reads the whole body, refusing bodies over [`MAX_BODY`].
-pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
@@ -80,7 +80,7 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 /// Parses a JSON body into `T`, with an Azure-style error naming the fault.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "BadParameter",
@@ -98,7 +98,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Decodes `application/x-www-form-urlencoded` or a query string into pairs.
-pub fn form_pairs(text: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -109,7 +109,7 @@ pub fn form_pairs(text: &str) -> Vec<(String, String)> {
 }
 
 /// The first value of `name` in a list of pairs.
-pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -117,7 +117,7 @@ pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// One path segment with its `%XX` escapes decoded (`+` stays `+` in a path).
-pub fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     percent_decode(s, false)
 }
 

@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_core::limits::ServiceLimits;
+use atrest_crypto::random_uuid;
 use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
-use atrest_identity::{new_uuid, Identity};
+use atrest_identity::Identity;
 use atrest_store::{AuditEvent, AuditLog, Store};
 use atrest_vault::Vaults;
 use hyper::StatusCode;
@@ -243,8 +244,8 @@ impl Instance {
         }
         let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
         let store = Arc::new(Store::open(&dir.join("state.db"))?);
-        let tenant = meta_text(&store, "tenant_id", new_uuid)?;
-        let subscription = meta_text(&store, "subscription_id", new_uuid)?;
+        let tenant = meta_text(&store, "tenant_id", random_uuid)?;
+        let subscription = meta_text(&store, "subscription_id", random_uuid)?;
 
         let signer = match meta_get(&store, "token_signer")? {
             Some(sealed) => TokenSigner::open(&root, "token_signer", &sealed)?,
@@ -479,8 +480,8 @@ impl Instance {
 
     /// Serves until `shutdown` completes, then drains requests and the audit writer.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
-        if cfg!(feature = "unguarded-bench") {
-            tracing::error!("built with the unguarded-bench feature: requests are neither authorized nor audited; for benchmarks only");
+        if cfg!(atrest_unguarded_bench) {
+            tracing::error!("built with --cfg atrest_unguarded_bench: requests are neither authorized nor audited; for benchmarks only");
         }
         let purger = tokio::spawn(purge_loop(
             self.state.clone(),
@@ -535,7 +536,7 @@ impl Instance {
 const BOOTSTRAP_ROLES: [&str; 2] = ["Owner", "Key Vault Administrator"];
 
 fn grant_bootstrap_roles(
-    identity: &atrest_identity::Identity,
+    identity: &Identity,
     admin_app_id: &str,
     subscription: &str,
 ) -> Result<(), InstanceError> {

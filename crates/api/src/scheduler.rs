@@ -22,7 +22,7 @@ use crate::http::rfc3339;
 use crate::server::{unix_now, AppState};
 
 /// How often the scheduler looks for due actions on its own.
-pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `clientInfo` of the events the scheduler records.
 const SCHEDULER_CLIENT: &str = "atrest-scheduler";
@@ -65,7 +65,10 @@ impl Scheduler {
 
 /// Moves the scheduler's clock forward by `by`, then runs a pass at the new time. The move
 /// and the pass happen under the pass lock, so the pass that sees the new time is this one.
-pub async fn advance(state: &Arc<AppState>, by: Period) -> Result<Vec<AuditEvent>, ApiError> {
+pub(crate) async fn advance(
+    state: &Arc<AppState>,
+    by: Period,
+) -> Result<Vec<AuditEvent>, ApiError> {
     let _serialized = state.scheduler.pass.lock().await;
     let offset = state.scheduler.offset() + by.seconds();
     let worker = state.clone();
@@ -184,7 +187,7 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
 }
 
 /// Runs a pass every [`SCHEDULER_INTERVAL`], the first at once.
-pub async fn scheduler_loop(state: Arc<AppState>) {
+pub(crate) async fn scheduler_loop(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
         tick.tick().await;

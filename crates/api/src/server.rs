@@ -33,7 +33,7 @@ use crate::throttle::Throttle;
 use crate::{admin, control, data_plane};
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
-pub const VAULT_HOST_SUFFIX: &str = ".vault.localhost";
+pub(crate) const VAULT_HOST_SUFFIX: &str = ".vault.localhost";
 
 /// How long a client may take to finish the TLS handshake or send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +141,7 @@ impl Default for RequestIds {
 
 /// What a handler learned about the request, for its audit event.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// `operationName`, from the route, fixed before anything runs.
     pub operation: Operation,
     /// The caller the audit event names: the authenticated one, or on the token
@@ -408,7 +408,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         correlation_id = %event.correlation_id,
         "request"
     );
-    if !cfg!(feature = "unguarded-bench") && !audit.record(event).await {
+    if !cfg!(atrest_unguarded_bench) && !audit.record(event).await {
         // Fail closed: no result leaves without its audit record.
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -34,7 +34,7 @@ const RENEW_BEFORE: i64 = 300;
 /// The in-process vault client. It holds the server state weakly: the state owns the
 /// disk service, which owns this.
 #[derive(Default)]
-pub struct InProcessVaults {
+pub(crate) struct InProcessVaults {
     state: OnceLock<Weak<AppState>>,
     /// Cached access tokens by identity resource id: (token, expires_on).
     tokens: Mutex<HashMap<String, (Zeroizing<String>, i64)>>,
@@ -70,7 +70,7 @@ fn refusal(status: u16, body: &Value) -> KeyAccessError {
 
 impl InProcessVaults {
     /// Connects the client to the state it dispatches into.
-    pub fn attach(&self, state: &Arc<AppState>) {
+    pub(crate) fn attach(&self, state: &Arc<AppState>) {
         let _ = self.state.set(Arc::downgrade(state));
     }
 

@@ -1,8 +1,8 @@
 //! The `az`-like commands: each builds one or a few API calls and prints the result.
 
 use anyhow::Context;
+use atrest_api::client::Method;
 use clap::{ArgAction, Subcommand};
-use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use crate::connection::{enc, Connection};
@@ -33,7 +33,7 @@ fn list(mut body: Value) -> Value {
 
 /// Every command that talks to a running server.
 #[derive(Subcommand)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     /// Manage vaults, their secrets and keys.
     Keyvault {
         #[command(subcommand)]
@@ -84,7 +84,7 @@ pub enum ClientCommand {
 }
 
 /// Runs a client command against the server `conn` reaches.
-pub async fn run(
+pub(crate) async fn run(
     conn: &Connection,
     command: ClientCommand,
     chosen: Option<Format>,
@@ -106,7 +106,7 @@ pub async fn run(
 }
 
 #[derive(Subcommand)]
-pub enum KeyvaultCommand {
+pub(crate) enum KeyvaultCommand {
     /// Create a vault.
     Create {
         #[arg(short = 'n', long)]
@@ -223,7 +223,7 @@ pub enum KeyvaultCommand {
 /// The principal of an access policy entry, named as `az keyvault set-policy` names it.
 #[derive(clap::Args)]
 #[group(required = true, multiple = false)]
-pub struct PolicyPrincipal {
+pub(crate) struct PolicyPrincipal {
     /// Object id of a user, group, service principal or managed identity.
     #[arg(long)]
     object_id: Option<String>,
@@ -267,7 +267,7 @@ async fn edit_policy(
 
 /// `--vault-name` and `--name`, shared by every key command on one key.
 #[derive(clap::Args)]
-pub struct KeyRef {
+pub(crate) struct KeyRef {
     #[arg(long)]
     vault_name: String,
     #[arg(short = 'n', long)]
@@ -276,7 +276,7 @@ pub struct KeyRef {
 
 /// `--algorithm` and `--value` (base64) of the cryptographic commands.
 #[derive(clap::Args)]
-pub struct CryptoArgs {
+pub(crate) struct CryptoArgs {
     #[command(flatten)]
     key: KeyRef,
     /// Key version; the latest when absent.
@@ -291,7 +291,7 @@ pub struct CryptoArgs {
 }
 
 #[derive(Subcommand)]
-pub enum KeyCommand {
+pub(crate) enum KeyCommand {
     /// Create a key, or a new version of it.
     Create {
         #[command(flatten)]
@@ -402,7 +402,7 @@ pub enum KeyCommand {
 }
 
 #[derive(Subcommand)]
-pub enum RotationPolicyCommand {
+pub(crate) enum RotationPolicyCommand {
     /// Show a key's rotation policy.
     Show(KeyRef),
     /// Replace a key's rotation policy.
@@ -669,7 +669,7 @@ async fn key(conn: &Connection, command: KeyCommand, format: Format) -> anyhow::
 }
 
 #[derive(Subcommand)]
-pub enum SecretCommand {
+pub(crate) enum SecretCommand {
     /// Create a secret or a new version of it.
     Set {
         #[arg(long)]
@@ -1073,7 +1073,7 @@ async fn secret(conn: &Connection, command: SecretCommand, format: Format) -> an
 }
 
 #[derive(Subcommand)]
-pub enum AdCommand {
+pub(crate) enum AdCommand {
     /// Service principals.
     Sp {
         #[command(subcommand)]
@@ -1092,7 +1092,7 @@ pub enum AdCommand {
 }
 
 #[derive(Subcommand)]
-pub enum UserCommand {
+pub(crate) enum UserCommand {
     /// Create a user.
     Create {
         #[arg(long)]
@@ -1115,7 +1115,7 @@ pub enum UserCommand {
 }
 
 #[derive(Subcommand)]
-pub enum GroupCommand {
+pub(crate) enum GroupCommand {
     /// Create a group.
     Create {
         #[arg(long)]
@@ -1137,7 +1137,7 @@ pub enum GroupCommand {
 }
 
 #[derive(Subcommand)]
-pub enum MemberCommand {
+pub(crate) enum MemberCommand {
     /// Add a member (a user, service principal, managed identity or group).
     Add {
         /// Object id or display name of the group.
@@ -1162,7 +1162,7 @@ pub enum MemberCommand {
 }
 
 #[derive(Subcommand)]
-pub enum SpCommand {
+pub(crate) enum SpCommand {
     /// Create a service principal and print its credentials.
     CreateForRbac {
         #[arg(short = 'n', long)]
@@ -1187,7 +1187,7 @@ pub enum SpCommand {
 }
 
 #[derive(Subcommand)]
-pub enum CredentialCommand {
+pub(crate) enum CredentialCommand {
     /// Issue a new client secret; the old one stops working.
     Reset {
         /// The appId.
@@ -1314,7 +1314,7 @@ async fn service_principal(conn: &Connection, command: SpCommand) -> anyhow::Res
 }
 
 #[derive(Subcommand)]
-pub enum IdentityCommand {
+pub(crate) enum IdentityCommand {
     /// Create a user-assigned managed identity.
     Create {
         #[arg(short = 'n', long)]
@@ -1361,7 +1361,7 @@ async fn identity(
 }
 
 #[derive(Subcommand)]
-pub enum MonitorCommand {
+pub(crate) enum MonitorCommand {
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -1382,7 +1382,7 @@ pub enum MonitorCommand {
 }
 
 #[derive(Subcommand)]
-pub enum AlertCommand {
+pub(crate) enum AlertCommand {
     /// List alerts, newest first.
     List {
         #[arg(long, default_value_t = 100)]
@@ -1419,7 +1419,7 @@ pub(crate) async fn monitor_query(
 }
 
 #[derive(Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// List audit events, newest first.
     List {
         /// Only this operationName.
@@ -1535,7 +1535,7 @@ async fn monitor(
 }
 
 #[derive(Subcommand)]
-pub enum ClockCommand {
+pub(crate) enum ClockCommand {
     /// Show the scheduler's time.
     Show,
     /// Move the scheduler's time forward and run the key lifetime actions now due.
@@ -1559,7 +1559,7 @@ async fn clock(conn: &Connection, command: ClockCommand, format: Format) -> anyh
 }
 
 #[derive(Subcommand)]
-pub enum RoleCommand {
+pub(crate) enum RoleCommand {
     /// Role definitions.
     Definition {
         #[command(subcommand)]
@@ -1573,7 +1573,7 @@ pub enum RoleCommand {
 }
 
 #[derive(Subcommand)]
-pub enum RoleDefinitionCommand {
+pub(crate) enum RoleDefinitionCommand {
     /// List the built-in role definitions.
     List {
         /// Only the role with this name or id.
@@ -1583,7 +1583,7 @@ pub enum RoleDefinitionCommand {
 }
 
 #[derive(Subcommand)]
-pub enum RoleAssignmentCommand {
+pub(crate) enum RoleAssignmentCommand {
     /// Assign a role to a principal at a scope.
     Create {
         /// The principal: app id, object id or display name.
@@ -1687,7 +1687,7 @@ async fn role(conn: &Connection, command: RoleCommand, format: Format) -> anyhow
         } => {
             let principal = principal_object_id(conn, &assignee).await?;
             let scope = scope.unwrap_or(subscription);
-            let id = atrest_identity::new_uuid();
+            let id = atrest_crypto::random_uuid();
             conn.management(
                 Method::PUT,
                 &format!("{}/{id}", assignments(&scope)),

@@ -1,8 +1,8 @@
 //! `atrest disk-encryption-set`, `atrest disk` and `atrest vm`: clients of the ARM-shaped
 //! `Microsoft.Compute` API, with `az`'s flags.
 
+use atrest_api::client::Method;
 use clap::Subcommand;
-use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::commands::vault_path;
@@ -29,7 +29,7 @@ fn id_or_name(reference: &str, id_of_name: impl FnOnce(&str) -> String) -> Strin
 
 /// A resource by name, in a resource group (the CLI's default when absent).
 #[derive(clap::Args)]
-pub struct Named {
+pub(crate) struct Named {
     #[arg(short = 'n', long)]
     name: String,
     #[arg(short = 'g', long)]
@@ -60,7 +60,7 @@ impl Named {
 
 /// The resources of `kind` in one resource group, or in the whole subscription.
 #[derive(clap::Args)]
-pub struct Listed {
+pub(crate) struct Listed {
     #[arg(short = 'g', long)]
     resource_group: Option<String>,
 }
@@ -77,7 +77,7 @@ impl Listed {
 }
 
 #[derive(Subcommand)]
-pub enum DesCommand {
+pub(crate) enum DesCommand {
     /// Create a disk encryption set with a system-assigned identity. Grant that identity
     /// (`identity.principalId`) get, wrap and unwrap on the key before creating disks.
     Create {
@@ -117,7 +117,7 @@ pub enum DesCommand {
 }
 
 #[derive(Subcommand)]
-pub enum DiskCommand {
+pub(crate) enum DiskCommand {
     /// Create an empty managed disk, always encrypted.
     Create {
         #[command(flatten)]
@@ -155,7 +155,7 @@ pub enum DiskCommand {
 }
 
 #[derive(Subcommand)]
-pub enum VmCommand {
+pub(crate) enum VmCommand {
     /// Create a virtual machine with data disks.
     Create {
         #[command(flatten)]
@@ -203,7 +203,7 @@ fn des_properties(
     properties
 }
 
-pub async fn disk_encryption_set(
+pub(crate) async fn disk_encryption_set(
     conn: &Connection,
     command: DesCommand,
     format: Format,
@@ -257,7 +257,11 @@ pub async fn disk_encryption_set(
     print(&out, format)
 }
 
-pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> anyhow::Result<()> {
+pub(crate) async fn disk(
+    conn: &Connection,
+    command: DiskCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     const KIND: &str = "disks";
     use DiskCommand as C;
     let encryption = |rg: Option<&str>, des: Option<String>, kind: Option<String>| {
@@ -318,7 +322,11 @@ pub async fn disk(conn: &Connection, command: DiskCommand, format: Format) -> an
     print(&out, format)
 }
 
-pub async fn vm(conn: &Connection, command: VmCommand, format: Format) -> anyhow::Result<()> {
+pub(crate) async fn vm(
+    conn: &Connection,
+    command: VmCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     const KIND: &str = "virtualMachines";
     use VmCommand as C;
     let out = match command {

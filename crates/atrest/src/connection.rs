@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use atrest_api::client::Client;
-use hyper::Method;
+use atrest_api::client::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
@@ -19,7 +19,7 @@ const DATA_API_VERSION: &str = "7.6";
 const MANAGEMENT_RESOURCE: &str = "https://management.azure.com";
 
 /// An authenticated connection to one instance.
-pub struct Connection {
+pub(crate) struct Connection {
     client: Client,
     endpoint: String,
     tenant: String,
@@ -56,7 +56,7 @@ fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
 }
 
 /// Connects using the process environment, falling back to `DIR/env`.
-pub fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
+pub(crate) fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
     let file = match (std::env::var_os("ATREST_ENDPOINT"), data_dir) {
         (None, Some(dir)) => read_env_file(&dir.join("env"))?,
         _ => HashMap::new(),
@@ -65,7 +65,7 @@ pub fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
 }
 
 /// Connects to the server of `data_dir` using its `DIR/env` alone.
-pub fn connect_to(data_dir: &Path) -> anyhow::Result<Connection> {
+pub(crate) fn connect_to(data_dir: &Path) -> anyhow::Result<Connection> {
     let file = read_env_file(&data_dir.join("env"))?;
     from_vars(|name| file.get(name).cloned())
 }
@@ -97,7 +97,7 @@ fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Connecti
     })
 }
 
-pub use atrest_api::client::percent_encode as enc;
+pub(crate) use atrest_api::client::percent_encode as enc;
 
 /// The message of an Azure or OAuth error body.
 fn error_message(status: u16, body: &Value) -> String {
@@ -196,7 +196,7 @@ impl Connection {
     }
 
     /// A management request; `path` starts with `/` and has no query string.
-    pub async fn management(
+    pub(crate) async fn management(
         &self,
         method: Method,
         path: &str,
@@ -207,7 +207,7 @@ impl Connection {
     }
 
     /// An administration request under `/atrest`; `path_and_query` starts with `/`.
-    pub async fn admin(
+    pub(crate) async fn admin(
         &self,
         method: Method,
         path_and_query: &str,
@@ -218,7 +218,7 @@ impl Connection {
     }
 
     /// A data-plane request to `vault`; `path` starts with `/`, `query` is extra parameters.
-    pub async fn data_plane(
+    pub(crate) async fn data_plane(
         &self,
         vault: &str,
         method: Method,
@@ -235,7 +235,11 @@ impl Connection {
     }
 
     /// Follows `nextLink`s of a data-plane listing, collecting every item.
-    pub async fn data_plane_all(&self, vault: &str, path: &str) -> anyhow::Result<Vec<Value>> {
+    pub(crate) async fn data_plane_all(
+        &self,
+        vault: &str,
+        path: &str,
+    ) -> anyhow::Result<Vec<Value>> {
         let resource = format!("https://vault.localhost:{}", self.port);
         let mut page = self.data_plane(vault, Method::GET, path, "", None).await?;
         let mut items = Vec::new();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hyper::Method;
+use atrest_api::client::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,7 +37,7 @@ fn say(line: impl AsRef<str>) {
 
 /// Runs the demo on a fresh directory under the system temporary directory, removed
 /// afterwards unless `keep`.
-pub async fn run(keep: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("atrest-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let opts = atrest_api::Options {
@@ -130,7 +130,7 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
     ));
     let assignment = format!(
         "{vault_id}/providers/Microsoft.Authorization/roleAssignments/{}",
-        atrest_identity::new_uuid()
+        atrest_crypto::random_uuid()
     );
     conn.management(
         Method::PUT,

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Pretty JSON, as `az` prints by default.
     Json,
     /// One row per item, scalar fields only.
@@ -12,7 +12,7 @@ pub enum Format {
 }
 
 /// Prints `value` in `format` to stdout.
-pub fn print(value: &Value, format: Format) -> anyhow::Result<()> {
+pub(crate) fn print(value: &Value, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Table => print!("{}", table(value)),

@@ -248,7 +248,7 @@ enum Material {
 
 /// A Key Vault key's private material. It never leaves this type except sealed (via
 /// [`KeyMaterial::to_bytes`], which the caller must seal at once).
-pub struct KeyMaterial(Material);
+pub(crate) struct KeyMaterial(Material);
 
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -305,21 +305,21 @@ fn pad(bytes: &[u8], len: usize) -> Result<Vec<u8>, KeyError> {
 
 impl KeyMaterial {
     /// A new RSA key of 2048, 3072 or 4096 bits.
-    pub fn generate_rsa(bits: u32) -> Result<Self, KeyError> {
+    pub(crate) fn generate_rsa(bits: u32) -> Result<Self, KeyError> {
         let pair = RsaKeyPair::generate(rsa_key_size(bits)?).map_err(LIB)?;
         let der = pair.as_der().map_err(LIB)?;
         Self::rsa_from_pkcs8(der.as_ref())
     }
 
     /// A new EC key on `curve`.
-    pub fn generate_ec(curve: Curve) -> Result<Self, KeyError> {
+    pub(crate) fn generate_ec(curve: Curve) -> Result<Self, KeyError> {
         let pair = EcdsaKeyPair::generate(curve.signing()).map_err(LIB)?;
         let der = pair.to_pkcs8v1().map_err(LIB)?;
         Self::ec_from_pkcs8(curve, der.as_ref())
     }
 
     /// A new AES key of 128, 192 or 256 bits.
-    pub fn generate_oct(bits: u32) -> Result<Self, KeyError> {
+    pub(crate) fn generate_oct(bits: u32) -> Result<Self, KeyError> {
         match bits {
             128 | 192 | 256 => Ok(KeyMaterial(Material::Oct(Zeroizing::new(random_bytes(
                 bits as usize / 8,
@@ -354,7 +354,7 @@ impl KeyMaterial {
 
     /// Imports a private JWK (`RSA` with CRT parameters, `EC` with `d`, or `oct` with `k`;
     /// `-HSM` suffixes accepted).
-    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
+    pub(crate) fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
         let kty = jwk
             .get("kty")
             .and_then(Value::as_str)
@@ -418,7 +418,7 @@ impl KeyMaterial {
     }
 
     /// Serialized private material (tag byte, then PKCS#8 or raw key). Seal it at once.
-    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let (tag, body): (u8, &[u8]) = match &self.0 {
             Material::Rsa { pkcs8, .. } => (0x10, pkcs8),
             Material::Ec { curve, pkcs8, .. } => (0x20 | curve.tag(), pkcs8),
@@ -431,7 +431,7 @@ impl KeyMaterial {
     }
 
     /// Reverses [`KeyMaterial::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let (&tag, body) = bytes
             .split_first()
             .ok_or(KeyError::Library("empty key material"))?;
@@ -447,7 +447,7 @@ impl KeyMaterial {
     }
 
     /// `RSA`, `EC` or `oct`.
-    pub fn kty(&self) -> &'static str {
+    pub(crate) fn kty(&self) -> &'static str {
         match &self.0 {
             Material::Rsa { .. } => "RSA",
             Material::Ec { .. } => "EC",
@@ -456,7 +456,7 @@ impl KeyMaterial {
     }
 
     /// Key size in bits (RSA modulus, AES key); `None` for EC.
-    pub fn size_bits(&self) -> Option<u32> {
+    pub(crate) fn size_bits(&self) -> Option<u32> {
         match &self.0 {
             Material::Rsa { signing, .. } => Some(signing.public_modulus_len() as u32 * 8),
             Material::Ec { .. } => None,
@@ -473,7 +473,7 @@ impl KeyMaterial {
     }
 
     /// The public JWK members: `n`/`e` for RSA, `crv`/`x`/`y` for EC, nothing for oct.
-    pub fn public_jwk(&self) -> Map<String, Value> {
+    pub(crate) fn public_jwk(&self) -> Map<String, Value> {
         let mut jwk = Map::new();
         match &self.0 {
             Material::Rsa { signing, .. } => {

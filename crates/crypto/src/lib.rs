@@ -7,7 +7,6 @@
 //! Primitives come from AWS-LC (`aws-lc-rs`): AES-256-GCM for sealing, ECDSA P-256 for
 //! token signatures, SHA-256 for credential digests, its DRBG for randomness.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod aead;
 mod jwt;
@@ -22,7 +21,9 @@ pub use jwt::{JwtError, TokenSigner};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
 pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
-pub use random::{random_bytes, random_hex, random_key, random_secret, sha256, sha256_matches};
+pub use random::{
+    random_bytes, random_hex, random_key, random_secret, random_uuid, sha256, sha256_matches,
+};
 pub use tls::{generate_tls_identity, TlsIdentity};
 
 use thiserror::Error;

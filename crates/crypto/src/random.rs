@@ -22,6 +22,20 @@ pub fn random_hex(n: usize) -> String {
     random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A random (version 4, variant 1) UUID in lowercase hex, as Entra ID and ARM name
+/// principals, assignments and tenants.
+pub fn random_uuid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
 /// A random credential of 40 characters from an unambiguous alphabet with 240 bits of entropy.
 pub fn random_secret() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

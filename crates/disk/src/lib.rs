@@ -6,7 +6,6 @@
 //! wrapped: by the platform key (sealed by the instance root key), by a customer-managed
 //! key reached through the vault's API as the disk encryption set's identity, or both.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod blocks;
 mod error;

@@ -41,26 +41,15 @@ impl std::fmt::Debug for NewManagedIdentity {
     }
 }
 
-/// A random UUID (version 4 layout), for ids and correlation ids.
-pub fn new_uuid() -> String {
-    let h = atrest_crypto::random_hex(16);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 /// A new principal of `kind` with fresh ids and no credential, resource or sign-in name.
 /// Users and groups have no application of their own: their app id is their object id.
 pub(crate) fn new_principal(kind: PrincipalKind, display_name: &str, now: i64) -> PrincipalRow {
-    let object_id = new_uuid();
+    let object_id = atrest_crypto::random_uuid();
     let app_id = match kind {
         PrincipalKind::User | PrincipalKind::Group => object_id.clone(),
-        PrincipalKind::ServicePrincipal | PrincipalKind::ManagedIdentity => new_uuid(),
+        PrincipalKind::ServicePrincipal | PrincipalKind::ManagedIdentity => {
+            atrest_crypto::random_uuid()
+        }
     };
     PrincipalRow {
         object_id,

@@ -70,7 +70,7 @@ impl Identity {
     ) -> Result<RoleAssignment, RoleError> {
         let role = find_role(role).ok_or_else(|| RoleError::UnknownRole(role.to_owned()))?;
         let row = RoleAssignmentRow {
-            id: id.map_or_else(crate::principals::new_uuid, str::to_owned),
+            id: id.map_or_else(atrest_crypto::random_uuid, str::to_owned),
             scope: scope.trim_end_matches('/').to_owned(),
             role_id: role.id.to_owned(),
             principal_id: principal_id.to_owned(),

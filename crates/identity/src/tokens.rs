@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use std::sync::Arc;
 
-use crate::{new_uuid, Identity, VERIFIED_TOKENS_CACHED};
+use crate::{Identity, VERIFIED_TOKENS_CACHED};
 
 /// An access token and its lifetime.
 #[derive(Clone)]
@@ -342,7 +342,7 @@ impl Identity {
             "sub": principal.object_id,
             "tid": self.tenant,
             "idtyp": identity_type,
-            "uti": new_uuid(),
+            "uti": atrest_crypto::random_uuid(),
             "ver": "2.0",
         });
         if let Some(rid) = principal

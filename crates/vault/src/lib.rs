@@ -6,7 +6,6 @@
 //! they reach the store. This crate knows nothing of HTTP; the API edge maps [`VaultError`]
 //! to Azure's status codes and error bodies.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod error;
 mod keys;
@@ -214,7 +213,7 @@ fn vault_key_context(vault_id: &str) -> String {
 pub(crate) mod test_support {
     use super::*;
 
-    pub struct Fixture {
+    pub(crate) struct Fixture {
         pub vaults: Vaults,
         pub dir: std::path::PathBuf,
     }
@@ -226,8 +225,13 @@ pub(crate) mod test_support {
     }
 
     /// A live vault `name` in subscription `sub`, resource group `rg`.
-    pub fn vault(vaults: &Vaults, name: &str, location: &str, purge_protection: bool) -> VaultRow {
-        let mut req = crate::VaultRequest {
+    pub(crate) fn vault(
+        vaults: &Vaults,
+        name: &str,
+        location: &str,
+        purge_protection: bool,
+    ) -> VaultRow {
+        let mut req = VaultRequest {
             location: Some(location.into()),
             ..Default::default()
         };
@@ -235,7 +239,7 @@ pub(crate) mod test_support {
         vaults.put_vault("sub", "rg", name, "t", &req, 0).unwrap().0
     }
 
-    pub fn fixture() -> Fixture {
+    pub(crate) fn fixture() -> Fixture {
         let dir =
             std::env::temp_dir().join(format!("atrest-vault-{}", atrest_crypto::random_hex(8)));
         std::fs::create_dir_all(&dir).unwrap();

