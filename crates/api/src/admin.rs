@@ -17,8 +17,9 @@ use crate::detect::alert_json;
 use crate::error::ApiError;
 use crate::http::{empty, json, param, parse_json, read_body, rfc3339, Body, Resp};
 use crate::logs::LogTables;
+use crate::pipeline::Ctx;
 use crate::scheduler;
-use crate::server::{AppState, Ctx};
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -391,7 +392,7 @@ pub(crate) async fn handle(
             let dto: QueryDto = parse_json(&read_body(body).await?)?;
             state.audit.flush().await;
             let state = state.clone();
-            let now_ms = crate::server::unix_now().1;
+            let now_ms = crate::pipeline::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
                 let tables = LogTables::load(&state)?;
                 Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use atrest_store::{decode_records, encode_record, AuditEvent, AuditLog, Journal, JournalMark};
 use tokio::sync::oneshot;
 
-use crate::server::{unix_now, AppState};
+use crate::pipeline::unix_now;
+use crate::state::AppState;
 
 /// When a response may leave, relative to its audit event's durability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

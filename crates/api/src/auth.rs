@@ -5,7 +5,7 @@ use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The token in `Authorization: Bearer …`, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::http::{empty, json, parse_json, read_body, rfc3339, Body, Resp};
-use crate::server::{AppState, Ctx};
+use crate::pipeline::Ctx;
+use crate::state::AppState;
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)
 /// into the scope and REST, if the path is an authorization route.

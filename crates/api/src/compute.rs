@@ -16,7 +16,8 @@ use crate::error::ApiError;
 use crate::http::{
     created_status, deleted_status, empty, json, parse_json, read_body, rfc3339, Body, Resp,
 };
-use crate::server::{AppState, Ctx};
+use crate::pipeline::Ctx;
+use crate::state::AppState;
 
 /// The resource types this provider serves, as they appear in paths.
 const KINDS: [&str; 3] = ["diskEncryptionSets", "disks", "virtualMachines"];

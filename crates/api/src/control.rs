@@ -23,7 +23,8 @@ use crate::http::{
     created_status, deleted_status, empty, form_pairs, json, param, parse_json, read_body, rfc3339,
     Body, Resp,
 };
-use crate::server::{AppState, Ctx};
+use crate::pipeline::Ctx;
+use crate::state::AppState;
 
 /// Case-insensitive path segment comparison, as ARM treats resource paths.
 pub(crate) fn seg(a: &str, b: &str) -> bool {
@@ -225,7 +226,7 @@ async fn read_form(headers: &HeaderMap, body: Body) -> Result<Vec<(String, Strin
 
 /// Records who asked for a token (the claims of the issued token, or the client id that
 /// failed) and passes the result on.
-fn issued(
+pub(crate) fn issued(
     ctx: &mut Ctx,
     state: &AppState,
     result: Result<IssuedToken, atrest_identity::OAuthError>,

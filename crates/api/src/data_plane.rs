@@ -1,6 +1,7 @@
 //! The Key Vault data plane (`https://NAME.vault.localhost:PORT/secrets/…`, `/keys/…`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use atrest_core::access_policy::policies_grant;
 use atrest_core::attributes::{Attributes, Recovery};
@@ -23,7 +24,8 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Body, Resp};
-use crate::server::{AppState, Ctx};
+use crate::pipeline::Ctx;
+use crate::state::AppState;
 
 /// One data-plane operation, parsed from method and path.
 #[derive(Debug, PartialEq, Eq)]
@@ -363,6 +365,40 @@ pub(crate) fn vault_resource_id(v: &VaultRow) -> String {
     )
 }
 
+/// The guards of a data-plane operation once its caller is authenticated, for requests
+/// over HTTP and in process alike: the vault must exist, its budget must admit the
+/// operation (refused ones count too), and the caller must be authorized. Records the
+/// vault and the target in `ctx`.
+pub(crate) fn guard(
+    state: &AppState,
+    ctx: &mut Ctx,
+    caller: &Caller,
+    vault_name: &str,
+    route: &Route<'_>,
+) -> Result<Arc<VaultRow>, ApiError> {
+    let vault = state.vaults.data_plane_vault(vault_name)?;
+    ctx.resource = Some(vault_resource_id(&vault));
+    ctx.vault = Some(vault.name.clone());
+    ctx.target_id = route
+        .object_id()
+        .map(|id| format!("{}{id}", state.vault_base(&vault.name)));
+    let (class, cost) = throttle_cost(state, &vault, route);
+    state
+        .throttle
+        .admit(&vault.name, class, cost, std::time::Instant::now())
+        .map_err(|t| ApiError::throttled(&t, &vault.name))?;
+    if !cfg!(atrest_unguarded_bench) {
+        authorize(
+            state,
+            caller,
+            &vault,
+            route.operation(),
+            &route.object_scope(),
+        )?;
+    }
+    Ok(vault)
+}
+
 /// Serves one data-plane request for the vault named by the host, from an authenticated
 /// caller.
 pub(crate) async fn handle(
@@ -379,27 +415,7 @@ pub(crate) async fn handle(
     atrest_core::api_version::check(api_version)
         .map_err(|e| ApiError::bad_request("BadParameter", e.to_string()))?;
     let route = route.ok_or_else(|| ApiError::no_route(&parts.method, parts.uri.path()))?;
-    let vault = state.vaults.data_plane_vault(vault_name)?;
-    ctx.resource = Some(vault_resource_id(&vault));
-    ctx.vault = Some(vault.name.clone());
-    ctx.target_id = route
-        .object_id()
-        .map(|id| format!("{}{id}", state.vault_base(&vault.name)));
-    // Every transaction counts against the vault's limits, refused ones included.
-    let (class, cost) = throttle_cost(state, &vault, &route);
-    state
-        .throttle
-        .admit(&vault.name, class, cost, std::time::Instant::now())
-        .map_err(|t| ApiError::throttled(&t, &vault.name))?;
-    if !cfg!(atrest_unguarded_bench) {
-        authorize(
-            state,
-            caller,
-            &vault,
-            route.operation(),
-            &route.object_scope(),
-        )?;
-    }
+    let vault = guard(state, ctx, caller, vault_name, &route)?;
     let base = state.vault_base(&vault.name);
     let maxresults = match param(&query, "maxresults") {
         Some(m) => Some(m.parse::<usize>().map_err(|_| {

@@ -111,6 +111,11 @@ impl ApiError {
         )
     }
 
+    /// The inner error code (`ForbiddenByRbac`, `KeyDisabled`, …), if one.
+    pub(crate) fn inner_code(&self) -> Option<&'static str> {
+        self.inner
+    }
+
     /// The same error as ARM names it: resource providers answer invalid input with
     /// `BadRequest` where the Key Vault data plane says `BadParameter`.
     pub(crate) fn in_arm_terms(mut self) -> Self {

@@ -39,10 +39,10 @@ use crate::audit::service_event;
 use crate::client::Client;
 use crate::detect;
 use crate::metrics::Metrics;
+use crate::pipeline::unix_now;
 use crate::scheduler::{scheduler_loop, Scheduler};
-use crate::server::{
-    load_tls_config, serve, unix_now, AppState, RequestIds, Settings, VAULT_HOST_SUFFIX,
-};
+use crate::server::{load_tls_config, serve};
+use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::throttle::Throttle;
 use crate::vault_access::InProcessVaults;
 use crate::{AuditSink, Durability};

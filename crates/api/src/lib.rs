@@ -22,11 +22,14 @@ mod http;
 pub mod instance;
 mod logs;
 mod metrics;
+mod pipeline;
 mod scheduler;
 mod server;
+mod state;
 mod throttle;
 mod vault_access;
 
 pub use audit::{AuditSink, Durability};
 pub use instance::{Instance, InstanceError, Options};
-pub use server::{load_tls_config, serve, AppState, Settings};
+pub use server::{load_tls_config, serve};
+pub use state::{AppState, Settings};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use atrest_query::{Catalog, Table, Value};
 use atrest_store::{AuditEvent, PrincipalKind, StoreError};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A snapshot of the audit log and the directory, served as tables.
 pub(crate) struct LogTables {

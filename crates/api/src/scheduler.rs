@@ -19,7 +19,8 @@ use hyper::StatusCode;
 use crate::audit::service_event;
 use crate::error::ApiError;
 use crate::http::rfc3339;
-use crate::server::{unix_now, AppState};
+use crate::pipeline::unix_now;
+use crate::state::AppState;
 
 /// How often the scheduler looks for due actions on its own.
 pub(crate) const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);

@@ -2,20 +2,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use atrest_core::operation::Operation;
-use atrest_disk::Compute;
-use atrest_identity::{Caller, Identity};
-use atrest_store::{AuditEvent, AuditLog, Store};
-use atrest_vault::Vaults;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -23,149 +18,18 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::audit::{result_of, AuditSink};
 use crate::auth::{authenticate, not_admin};
 use crate::error::ApiError;
 use crate::http::{form_pairs, path_segment, Body, Resp};
-use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
-use crate::throttle::Throttle;
+use crate::pipeline::{Ctx, Exchange};
+use crate::state::{AppState, VAULT_HOST_SUFFIX};
 use crate::{admin, control, data_plane};
-
-/// The host suffix of vault data planes: `NAME.vault.localhost`.
-pub(crate) const VAULT_HOST_SUFFIX: &str = ".vault.localhost";
 
 /// How long a client may take to finish the TLS handshake or send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Instance-wide settings the edge needs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The port clients reach the server on (part of every vault URI).
-    pub port: u16,
-    /// The subscription all resources live in.
-    pub subscription: String,
-    /// The resource group created at bootstrap.
-    pub resource_group: String,
-    /// Where the NBD server listens, if it runs.
-    pub nbd: Option<SocketAddr>,
-}
-
-/// Everything a request handler reaches.
-#[derive(Debug)]
-pub struct AppState {
-    /// Token service and principals.
-    pub identity: Identity,
-    /// Vaults and secrets.
-    pub vaults: Vaults,
-    /// The audit log, for listing.
-    pub audit_log: Arc<AuditLog>,
-    /// The state database, for instance metadata (the audit checkpoint).
-    pub store: Arc<Store>,
-    /// Where audit events go.
-    pub audit: AuditSink,
-    /// Instance settings.
-    pub settings: Settings,
-    /// Request and correlation ids.
-    pub request_ids: RequestIds,
-    /// The key lifetime-action scheduler and its clock.
-    pub scheduler: Scheduler,
-    /// Per-vault budgets.
-    pub throttle: Throttle,
-    /// Request counters for `/metrics`.
-    pub metrics: Metrics,
-    /// Disk encryption sets, disks and virtual machines.
-    pub compute: Arc<Compute>,
-}
-
-impl AppState {
-    /// The `WWW-Authenticate` challenge of the data plane. The resource is the parent
-    /// domain of every vault host, port included, as the Python SDK requires.
-    pub fn challenge(&self) -> String {
-        format!(
-            "Bearer authorization=\"{}/{}\", resource=\"https://vault.localhost:{}\"",
-            self.identity.authority(),
-            self.identity.tenant(),
-            self.settings.port
-        )
-    }
-
-    /// `https://NAME.vault.localhost:PORT`, without a trailing slash.
-    pub fn vault_base(&self, name: &str) -> String {
-        format!(
-            "https://{}{VAULT_HOST_SUFFIX}:{}",
-            name.to_ascii_lowercase(),
-            self.settings.port
-        )
-    }
-}
-
-/// Request and correlation ids: unique, not secret, so a random per-process prefix and
-/// a counter serve, without a trip to the DRBG on every request.
-#[derive(Debug)]
-pub struct RequestIds {
-    prefix: String,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    /// A generator with a fresh random prefix.
-    pub fn new() -> Self {
-        let h = atrest_crypto::random_hex(8);
-        RequestIds {
-            prefix: format!("{}-{}-4{}", &h[..8], &h[8..12], &h[13..16]),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// The next id, in UUID layout.
-    pub fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}-{:04x}-{:012x}",
-            self.prefix,
-            0x8000 | (n >> 48) & 0x3fff,
-            n & 0xffff_ffff_ffff
-        )
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// What a handler learned about the request, for its audit event.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    /// `operationName`, from the route, fixed before anything runs.
-    pub operation: Operation,
-    /// The caller the audit event names: the authenticated one, or on the token
-    /// endpoints, whom the token was asked for.
-    pub caller: Option<Caller>,
-    /// The addressed resource (vault name, resource id).
-    pub resource: Option<String>,
-    /// The addressed object id, with its version when known.
-    pub target_id: Option<String>,
-    /// The vault a data-plane request reached, for metrics.
-    pub vault: Option<String>,
-    /// Request time, seconds since the Unix epoch.
-    pub now: i64,
-    /// The client's address.
-    pub peer: SocketAddr,
-}
-
-/// Now, as (seconds, milliseconds) since the Unix epoch.
-pub(crate) fn unix_now() -> (i64, i64) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_secs() as i64, d.as_millis() as i64)
-}
 
 /// The host a request addressed, without port, lower-cased.
 fn request_host(parts: &Parts) -> String {
@@ -303,28 +167,8 @@ async fn dispatch(
 
 /// Serves one request and records its audit event before answering.
 pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
-    let started = Instant::now();
-    let audit = state.audit.expect();
-    let (now, now_ms) = unix_now();
     let (parts, body) = req.into_parts();
     let host = request_host(&parts);
-    let header = |name| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let correlation_id = header("x-ms-client-request-id")
-        .filter(|c| c.len() <= 200)
-        .unwrap_or_else(|| state.request_ids.next());
-    let client_info = header(USER_AGENT.as_str()).unwrap_or_default();
-    let method = parts.method.to_string();
-    let request_uri = format!(
-        "https://{host}:{}{}",
-        state.settings.port,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
     let path = parts.uri.path();
     let segments: Vec<&str> = path
         .trim_start_matches('/')
@@ -332,15 +176,24 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
         .split('/')
         .collect();
     let route = Route::parse(&host, &parts.method, path, &segments);
-    let mut ctx = Ctx {
-        operation: route.operation(),
-        caller: None,
-        resource: None,
-        target_id: None,
-        vault: None,
-        now,
-        peer,
+    let (mut exchange, mut ctx) = Exchange::begin(&state, route.operation(), peer);
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
     };
+    exchange.correlation_id = header("x-ms-client-request-id")
+        .filter(|c| c.len() <= 200)
+        .unwrap_or_else(|| state.request_ids.next());
+    exchange.client_info = header(USER_AGENT.as_str()).unwrap_or_default();
+    exchange.method = parts.method.to_string();
+    exchange.request_uri = format!(
+        "https://{host}:{}{}",
+        state.settings.port,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
     let result = dispatch(&state, &mut ctx, route, &parts, body).await;
     let (mut resp, description) = match result {
         Ok(resp) => (resp, String::new()),
@@ -349,75 +202,19 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
             (e.into_response(), message)
         }
     };
-    let status = resp.status();
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+    if let Ok(v) = HeaderValue::from_str(&exchange.correlation_id) {
         headers.insert("x-ms-client-request-id", v.clone());
         headers.insert("x-ms-correlation-request-id", v);
     }
     if let Ok(v) = HeaderValue::from_str(&state.request_ids.next()) {
         headers.insert("x-ms-request-id", v);
     }
-
-    if let Some(vault) = &ctx.vault {
-        state.metrics.record(
-            vault,
-            ctx.operation.name(),
-            status.as_u16(),
-            started.elapsed(),
-        );
+    let status = resp.status();
+    match exchange.finish(&state, ctx, status, description).await {
+        Ok(()) => resp,
+        Err(withheld) => withheld.into_response(),
     }
-    let (app_id, object_id, tenant_id, identity_type, mi_resource_id) = match ctx.caller.take() {
-        Some(c) => (
-            Some(c.app_id),
-            Some(c.object_id),
-            Some(c.tenant_id),
-            Some(c.identity_type),
-            c.mi_resource_id,
-        ),
-        None => Default::default(),
-    };
-    let (result_signature, result_type) = result_of(status);
-    let event = AuditEvent {
-        seq: 0,
-        time_ms: now_ms,
-        operation: ctx.operation.name().to_owned(),
-        result_signature,
-        result_type,
-        result_description: description,
-        status: status.as_u16(),
-        duration_ms: started.elapsed().as_millis() as i64,
-        caller_ip: peer.ip().to_string(),
-        app_id,
-        object_id,
-        tenant_id,
-        identity_type,
-        mi_resource_id,
-        resource: ctx.resource,
-        target_id: ctx.target_id,
-        http_method: method,
-        request_uri,
-        correlation_id,
-        client_info,
-    };
-    tracing::info!(
-        operation = %event.operation,
-        status = event.status,
-        duration_ms = event.duration_ms,
-        caller = event.app_id.as_deref().unwrap_or("-"),
-        correlation_id = %event.correlation_id,
-        "request"
-    );
-    if !cfg!(atrest_unguarded_bench) && !audit.record(event).await {
-        // Fail closed: no result leaves without its audit record.
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "The request's audit event could not be recorded, so its result is withheld.",
-        )
-        .into_response();
-    }
-    resp
 }
 
 /// Builds the TLS configuration from a PEM certificate chain and PEM private key.
@@ -491,19 +288,4 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight at shutdown were abandoned"),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_distinct_uuids() {
-        let ids = RequestIds::new();
-        let (a, b) = (ids.next(), ids.next());
-        assert_ne!(a, b);
-        let groups: Vec<usize> = a.split('-').map(str::len).collect();
-        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
-        assert_ne!(RequestIds::new().next(), RequestIds::new().next());
-    }
 }

@@ -1,28 +1,30 @@
-//! How the disk service reaches customer-managed keys: as a managed identity, through
-//! this server's own token endpoint and Key Vault data plane. Requests are dispatched in
-//! process (no socket, no TLS) but take the same path as any client's: the IMDS-style
-//! token request, bearer-token verification, authorization, throttling and one audit
-//! event each, under the identity's ids.
+//! How the disk service reaches customer-managed keys: as a managed identity, through the
+//! same pipeline as any client's request, in process and typed. The identity signs in
+//! (a managed-identity token, audited as its sign-in), each call presents that token, and
+//! the vault's guards run as for a request over HTTP: authentication, the vault's budget,
+//! its roles or access policies, and one audit event under the identity's ids. No JSON
+//! and no HTTP in between; unwrapped keys stay in zeroizing buffers.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use atrest_core::operation::Operation;
 use atrest_disk::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request};
-use serde_json::{json, Value};
+use atrest_identity::IdentitySelector;
+use atrest_store::VaultRow;
+use atrest_vault::{KeyOperation, OperationInput, OperationOutput};
+use hyper::{StatusCode, Uri};
 use zeroize::Zeroizing;
 
 use crate::client::percent_encode;
-use crate::data_plane::vault_resource_id;
-use crate::server::{handle, unix_now, AppState};
+use crate::control::issued;
+use crate::data_plane::{self, vault_resource_id, KeyRoute, Route};
+use crate::error::ApiError;
+use crate::pipeline::{unix_now, Ctx, Exchange};
+use crate::state::{AppState, VAULT_HOST_SUFFIX};
 
-/// The Key Vault api-version the disk service speaks.
+/// The Key Vault api-version the disk service's calls are recorded under.
 const API_VERSION: &str = "7.6";
 
 /// `User-Agent` of the disk service's requests, as they appear in the audit log.
@@ -30,6 +32,9 @@ const USER_AGENT_VALUE: &str = concat!("atrest-disk/", env!("CARGO_PKG_VERSION")
 
 /// Tokens are renewed this long before they expire.
 const RENEW_BEFORE: i64 = 300;
+
+/// The wrapping algorithm of data keys.
+const WRAP_ALGORITHM: &str = "RSA-OAEP-256";
 
 /// The in-process vault client. It holds the server state weakly: the state owns the
 /// disk service, which owns this.
@@ -54,18 +59,60 @@ fn failure(status: u16, code: &str, message: impl Into<String>) -> KeyAccessErro
     }
 }
 
-/// Key Vault's error body as the caller sees it, the inner code preferred.
-fn refusal(status: u16, body: &Value) -> KeyAccessError {
-    let error = &body["error"];
-    let code = error["innererror"]["code"]
-        .as_str()
-        .or_else(|| error["code"].as_str())
-        .unwrap_or("Unknown");
-    let message = error["message"]
-        .as_str()
-        .or_else(|| body["error_description"].as_str())
-        .unwrap_or("the vault refused the request");
-    failure(status, code, message)
+/// The refusal as the caller sees it, the inner code preferred.
+fn refusal(e: ApiError) -> KeyAccessError {
+    KeyAccessError {
+        status: e.status.as_u16(),
+        code: e.inner_code().unwrap_or(&e.code).to_owned(),
+        message: e.message,
+    }
+}
+
+/// The calls come from the loopback address, as the managed-identity endpoint requires.
+fn local_peer() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// A key URL of this server: `https://{vault}.vault.localhost:{port}/keys/{name}[/{version}]`.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyUrl<'a> {
+    /// The vault's host, lower-cased, without port.
+    host: String,
+    vault: &'a str,
+    name: &'a str,
+    version: Option<&'a str>,
+}
+
+impl<'a> KeyUrl<'a> {
+    fn parse(url: &'a str, uri: &'a Uri) -> Result<Self, KeyAccessError> {
+        let bad_url = || {
+            failure(
+                400,
+                "BadParameter",
+                format!("'{url}' is not a key URL of this server"),
+            )
+        };
+        if uri.scheme_str() != Some("https") || uri.query().is_some() {
+            return Err(bad_url());
+        }
+        let host = uri.host().ok_or_else(bad_url)?;
+        let vault = host
+            .strip_suffix(VAULT_HOST_SUFFIX)
+            .filter(|v| !v.is_empty() && !v.contains('.'))
+            .ok_or_else(bad_url)?;
+        let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
+        let (name, version) = match segments.as_slice() {
+            ["", "keys", name] => (*name, None),
+            ["", "keys", name, version] => (*name, Some(*version)),
+            _ => return Err(bad_url()),
+        };
+        Ok(KeyUrl {
+            host: host.to_ascii_lowercase(),
+            vault,
+            name,
+            version,
+        })
+    }
 }
 
 impl InProcessVaults {
@@ -81,49 +128,18 @@ impl InProcessVaults {
             .ok_or_else(|| failure(503, "ServiceUnavailable", "the server is shutting down"))
     }
 
-    /// Sends one request through the server's own request path.
-    async fn dispatch(
-        state: &Arc<AppState>,
-        method: Method,
-        host: &str,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Result<(u16, Value), KeyAccessError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(HOST, host)
-            .header(USER_AGENT, USER_AGENT_VALUE);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let bytes = match body {
-            Some(v) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Bytes::from(v.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let request = builder
-            .body(Either::Right(Full::new(bytes)))
-            .map_err(|e| failure(400, "BadRequest", e.to_string()))?;
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let response = handle(state.clone(), peer, request).await;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    fn forget_token(&self, identity: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(identity);
     }
 
-    /// An access token for the vault audience as `identity`, from the IMDS-style endpoint.
+    /// An access token for the vault audience as `identity`: the cached one, or a new one
+    /// from the managed-identity token service, audited as that identity's sign-in.
     async fn token(
         &self,
-        state: &Arc<AppState>,
+        state: &AppState,
         identity: &str,
     ) -> Result<Zeroizing<String>, KeyAccessError> {
         let now = unix_now().0;
@@ -138,84 +154,165 @@ impl InProcessVaults {
             }
         }
         let resource = format!("https://vault.localhost:{}", state.settings.port);
-        let query = format!(
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}&msi_res_id={}",
-            percent_encode(&resource),
-            percent_encode(identity)
-        );
-        let host = format!("localhost:{}", state.settings.port);
-        let (status, body) = Self::dispatch(
+        let (mut exchange, mut ctx) =
+            Exchange::begin(state, Operation::Authentication, local_peer());
+        describe(
+            &mut exchange,
             state,
-            Method::GET,
-            &host,
-            &query,
-            &[("Metadata", "true")],
-            None,
-        )
-        .await?;
-        let token = body["access_token"].as_str().filter(|_| status == 200);
-        let Some(token) = token else {
-            return Err(refusal(status, &body));
+            "GET",
+            format!(
+                "https://localhost:{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}&msi_res_id={}",
+                state.settings.port,
+                percent_encode(&resource),
+                percent_encode(identity)
+            ),
+        );
+        let selector = IdentitySelector {
+            client_id: None,
+            object_id: None,
+            resource_id: Some(identity),
         };
-        let token = Zeroizing::new(token.to_owned());
-        let expires = body["expires_on"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| body["expires_on"].as_i64())
-            .unwrap_or(now);
+        let result = state
+            .identity
+            .managed_identity_token(None, &selector, &resource, ctx.now);
+        let result = issued(&mut ctx, state, result, None);
+        let (status, description) = outcome(&result);
+        exchange
+            .finish(state, ctx, status, description)
+            .await
+            .map_err(refusal)?;
+        let issued = result.map_err(refusal)?;
+        let token = Zeroizing::new(issued.access_token);
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(identity.to_owned(), (token.clone(), expires));
+            .insert(identity.to_owned(), (token.clone(), issued.expires_on));
         Ok(token)
     }
 
-    /// Calls the data plane at `key_url` (+ `suffix`) as `identity`.
-    async fn call(
+    /// Reads the key at `key_url` (`op` is `None`) or runs `op` with it, as `identity`,
+    /// through the data plane's guards, and records it; `run` does the work, given the
+    /// key's name and version, once the guards pass.
+    async fn guarded<T>(
         &self,
         identity: &str,
-        method: Method,
         key_url: &str,
-        suffix: &str,
-        body: Option<Value>,
-    ) -> Result<Value, KeyAccessError> {
+        op: Option<KeyOperation>,
+        run: impl FnOnce(&AppState, &mut Ctx, &VaultRow, &str, Option<&str>) -> Result<T, ApiError>,
+    ) -> Result<T, KeyAccessError> {
         let state = self.state()?;
-        let bad_url = || {
+        let uri: Uri = key_url.parse().map_err(|_| {
             failure(
                 400,
                 "BadParameter",
                 format!("'{key_url}' is not a key URL of this server"),
             )
-        };
-        let rest = key_url.strip_prefix("https://").ok_or_else(bad_url)?;
-        let (host, path) = rest.split_once('/').ok_or_else(bad_url)?;
+        })?;
+        let url = KeyUrl::parse(key_url, &uri)?;
         let token = self.token(&state, identity).await?;
-        let bearer = format!("Bearer {}", token.as_str());
-        let target = format!(
-            "/{}{suffix}?api-version={API_VERSION}",
-            path.trim_end_matches('/')
-        );
-        let (status, body) = Self::dispatch(
+        let (route, method, suffix) = match op {
+            None => (KeyRoute::Get(url.name, url.version), "GET", String::new()),
+            Some(op) => (
+                KeyRoute::Operation(url.name, url.version, op),
+                "POST",
+                format!("/{}", op.name().to_ascii_lowercase()),
+            ),
+        };
+        let route = Route::Key(route);
+        let (mut exchange, mut ctx) = Exchange::begin(&state, route.operation(), local_peer());
+        describe(
+            &mut exchange,
             &state,
             method,
-            host,
-            &target,
-            &[(AUTHORIZATION.as_str(), bearer.as_str())],
-            body,
-        )
-        .await?;
-        if status == 200 {
-            Ok(body)
-        } else {
-            if status == 401 {
-                self.tokens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(identity);
+            format!(
+                "https://{}:{}{}{suffix}?api-version={API_VERSION}",
+                url.host,
+                state.settings.port,
+                uri.path().trim_end_matches('/'),
+            ),
+        );
+        ctx.resource = Some(url.vault.to_owned());
+        let result =
+            match state
+                .identity
+                .verify(&token, state.identity.data_plane_audiences(), ctx.now)
+            {
+                Err(e) => Err(ApiError::unauthorized(&e, state.challenge())),
+                Ok(caller) => {
+                    let result = data_plane::guard(&state, &mut ctx, &caller, url.vault, &route)
+                        .and_then(|vault| run(&state, &mut ctx, &vault, url.name, url.version));
+                    ctx.caller = Some(caller);
+                    result
+                }
+            };
+        let (status, description) = outcome(&result);
+        exchange
+            .finish(&state, ctx, status, description)
+            .await
+            .map_err(refusal)?;
+        result.map_err(|e| {
+            if e.status == StatusCode::UNAUTHORIZED {
+                self.forget_token(identity);
             }
-            Err(refusal(status, &body))
-        }
+            refusal(e)
+        })
     }
+
+    /// Wraps or unwraps `value` under the key at `key_url` as `identity`.
+    async fn wrapping(
+        &self,
+        identity: &str,
+        key_url: &str,
+        op: KeyOperation,
+        value: &[u8],
+    ) -> Result<OperationOutput, KeyAccessError> {
+        self.guarded(
+            identity,
+            key_url,
+            Some(op),
+            |state, ctx, vault, name, version| {
+                let input = OperationInput {
+                    alg: WRAP_ALGORITHM.to_owned(),
+                    value: Zeroizing::new(value.to_vec()),
+                    digest: None,
+                    iv: None,
+                    aad: None,
+                    tag: None,
+                };
+                let (key, output) = state
+                    .vaults
+                    .key_operation(vault, name, version, op, &input, ctx.now)?;
+                ctx.target_id = Some(format!(
+                    "{}/keys/{}/{}",
+                    state.vault_base(&vault.name),
+                    key.name,
+                    key.version
+                ));
+                Ok(output)
+            },
+        )
+        .await
+    }
+}
+
+/// The request line of an in-process call, as its audit event records it.
+fn describe(exchange: &mut Exchange<'_>, state: &AppState, method: &str, request_uri: String) {
+    exchange.method = method.to_owned();
+    exchange.request_uri = request_uri;
+    exchange.correlation_id = state.request_ids.next();
+    exchange.client_info = USER_AGENT_VALUE.to_owned();
+}
+
+/// The status and description an outcome is audited with.
+fn outcome<T>(result: &Result<T, ApiError>) -> (StatusCode, String) {
+    match result {
+        Ok(_) => (StatusCode::OK, String::new()),
+        Err(e) => (e.status, e.message.clone()),
+    }
+}
+
+fn unexpected(what: &str) -> KeyAccessError {
+    failure(500, "InternalError", format!("the vault answered {what}"))
 }
 
 impl KeyVaultAccess for InProcessVaults {
@@ -249,13 +346,23 @@ impl KeyVaultAccess for InProcessVaults {
 
     fn get_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, KeyVersion> {
         Box::pin(async move {
-            let body = self.call(identity, Method::GET, key_url, "", None).await?;
-            let kid = body["key"]["kid"]
-                .as_str()
-                .ok_or_else(|| failure(500, "InternalError", "the key has no kid"))?;
-            Ok(KeyVersion {
-                kid: kid.to_owned(),
-            })
+            self.guarded(
+                identity,
+                key_url,
+                None,
+                |state, ctx, vault, name, version| {
+                    let key = state.vaults.get_key(vault, name, version)?;
+                    let kid = format!(
+                        "{}/keys/{}/{}",
+                        state.vault_base(&vault.name),
+                        key.name,
+                        key.version
+                    );
+                    ctx.target_id = Some(kid.clone());
+                    Ok(KeyVersion { kid })
+                },
+            )
+            .await
         })
     }
 
@@ -266,15 +373,13 @@ impl KeyVaultAccess for InProcessVaults {
         dek: &'a [u8],
     ) -> KeyFuture<'a, Vec<u8>> {
         Box::pin(async move {
-            let value = Zeroizing::new(B64.encode(dek));
-            let body = json!({ "alg": "RSA-OAEP-256", "value": value.as_str() });
-            let answer = self
-                .call(identity, Method::POST, key_url, "/wrapkey", Some(body))
-                .await?;
-            answer["value"]
-                .as_str()
-                .and_then(|v| B64.decode(v).ok())
-                .ok_or_else(|| failure(500, "InternalError", "the wrapped key is not base64url"))
+            match self
+                .wrapping(identity, key_url, KeyOperation::WrapKey, dek)
+                .await?
+            {
+                OperationOutput::Encrypted(e) => Ok(e.ciphertext),
+                _ => Err(unexpected("a wrap without ciphertext")),
+            }
         })
     }
 
@@ -285,16 +390,45 @@ impl KeyVaultAccess for InProcessVaults {
         wrapped: &'a [u8],
     ) -> KeyFuture<'a, Zeroizing<Vec<u8>>> {
         Box::pin(async move {
-            let body = json!({ "alg": "RSA-OAEP-256", "value": B64.encode(wrapped) });
-            let answer = self
-                .call(identity, Method::POST, key_url, "/unwrapkey", Some(body))
-                .await?;
-            let value = answer["value"]
-                .as_str()
-                .ok_or_else(|| failure(500, "InternalError", "the unwrapped key is missing"))?;
-            B64.decode(value)
-                .map(Zeroizing::new)
-                .map_err(|_| failure(500, "InternalError", "the unwrapped key is not base64url"))
+            match self
+                .wrapping(identity, key_url, KeyOperation::UnwrapKey, wrapped)
+                .await?
+            {
+                OperationOutput::Plaintext(p) => Ok(p),
+                _ => Err(unexpected("an unwrap without plaintext")),
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_urls() {
+        let parse = |url: &'static str| {
+            let uri: &'static Uri = Box::leak(Box::new(url.parse::<Uri>().unwrap()));
+            KeyUrl::parse(url, uri).map(|k| (k.host, k.vault, k.name, k.version))
+        };
+        assert_eq!(
+            parse("https://KV1.vault.localhost:8443/keys/k1/abc").unwrap(),
+            ("kv1.vault.localhost".to_owned(), "KV1", "k1", Some("abc"))
+        );
+        assert_eq!(
+            parse("https://kv1.vault.localhost:8443/keys/k1/").unwrap(),
+            ("kv1.vault.localhost".to_owned(), "kv1", "k1", None)
+        );
+        for bad in [
+            "http://kv1.vault.localhost:8443/keys/k1/v",
+            "https://kv1.example.com/keys/k1/v",
+            "https://a.b.vault.localhost/keys/k1/v",
+            "https://kv1.vault.localhost/secrets/s1/v",
+            "https://kv1.vault.localhost/keys/k1/v/extra",
+            "https://kv1.vault.localhost/keys/k1/v?x=1",
+            "https://[::1]:443/keys/k1/v",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, "BadParameter", "{bad}");
+        }
     }
 }
