@@ -3,7 +3,7 @@
 
 use atrest_core::operation::Operation;
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
-use atrest_identity::{Caller, RoleAssignment, RoleError};
+use atrest_identity::{Caller, RoleAssignment};
 use atrest_store::PrincipalKind;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -67,7 +67,7 @@ fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
             "principalType": match a.principal_kind {
                 PrincipalKind::User => "User",
                 PrincipalKind::Group => "Group",
-                _ => "ServicePrincipal",
+                PrincipalKind::ServicePrincipal | PrincipalKind::ManagedIdentity => "ServicePrincipal",
             },
             "scope": a.row.scope,
             "createdOn": rfc3339(a.row.created),
@@ -265,28 +265,13 @@ pub(crate) async fn handle(
                 ));
             }
             let p = dto.properties;
-            let a = state
-                .identity
-                .create_role_assignment(
-                    Some(id),
-                    scope,
-                    &p.role_definition_id,
-                    &p.principal_id,
-                    ctx.now,
-                )
-                .map_err(|e| match e {
-                    RoleError::UnknownRole(_) => {
-                        ApiError::bad_request("RoleDefinitionDoesNotExist", e.to_string())
-                    }
-                    RoleError::UnknownPrincipal(_) => {
-                        ApiError::bad_request("PrincipalNotFound", e.to_string())
-                    }
-                    RoleError::Exists => {
-                        ApiError::new(StatusCode::CONFLICT, "RoleAssignmentExists", e.to_string())
-                    }
-                    RoleError::Store(e) => e.into(),
-                    _ => ApiError::internal(&e),
-                })?;
+            let a = state.identity.create_role_assignment(
+                Some(id),
+                scope,
+                &p.role_definition_id,
+                &p.principal_id,
+                ctx.now,
+            )?;
             ctx.target_id = Some(a.row.id.clone());
             Ok(json(StatusCode::CREATED, &assignment_json(state, &a)))
         }

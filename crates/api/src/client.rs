@@ -21,7 +21,6 @@ use tokio_rustls::TlsConnector;
 
 /// Why a request did not produce a response.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum ClientError {
     /// The URL is not `https://host[:port]/…` or `http://host[:port]/…`.
     #[error("unsupported URL '{0}'; expected https://host[:port]/path or http://host[:port]/path")]

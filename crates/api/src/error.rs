@@ -1,7 +1,9 @@
 //! Mapping service errors to HTTP statuses and Azure (or OAuth2) error bodies.
 
+use atrest_core::attributes::Unusable;
 use atrest_crypto::KeyError;
-use atrest_identity::{DirectoryError, OAuthError, TokenError};
+use atrest_disk::ComputeError;
+use atrest_identity::{DirectoryError, OAuthError, RoleError, TokenError};
 use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
 use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -156,81 +158,136 @@ impl ApiError {
 
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
+        use ObjectKind::{Key, Secret};
         use VaultError as E;
-        let (status, code) = match &e {
-            E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-            E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
+        let (status, code, inner) = match &e {
+            E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", None),
+            E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists", None),
             E::NotFound { kind, .. } | E::DeletedNotFound { kind, .. } => (
                 StatusCode::NOT_FOUND,
                 match kind {
-                    ObjectKind::Secret => "SecretNotFound",
-                    ObjectKind::Key => "KeyNotFound",
+                    Secret => "SecretNotFound",
+                    Key => "KeyNotFound",
                 },
+                None,
             ),
-            E::DeletedButRecoverable { .. } | E::AlreadyExists { .. } => {
-                (StatusCode::CONFLICT, "Conflict")
+            E::DeletedButRecoverable { .. } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                Some("ObjectIsDeletedButRecoverable"),
+            ),
+            E::AlreadyExists { .. } => (StatusCode::CONFLICT, "Conflict", None),
+            E::Unusable { kind, reason, .. } => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                Some(match (kind, reason) {
+                    (Secret, Unusable::Disabled) => "SecretDisabled",
+                    (Secret, Unusable::NotYetValid) => "SecretNotYetValid",
+                    (Secret, Unusable::Expired) => "SecretExpired",
+                    (Key, Unusable::Disabled) => "KeyDisabled",
+                    (Key, Unusable::NotYetValid) => "KeyNotYetValid",
+                    (Key, Unusable::Expired) => "KeyExpired",
+                }),
+            ),
+            E::PurgeProtected => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                Some("PurgeProtectionEnabled"),
+            ),
+            E::VaultPurgeProtected(_) | E::OperationNotPermitted(_) => {
+                (StatusCode::FORBIDDEN, "Forbidden", None)
             }
-            E::Unusable { .. }
-            | E::PurgeProtected
-            | E::VaultPurgeProtected(_)
-            | E::OperationNotPermitted(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             E::Key(KeyError::Library(_)) => return ApiError::internal(&e),
-            E::Key(_) => (StatusCode::BAD_REQUEST, "BadParameter"),
-            E::BadParameter(_) | E::Name(_) | E::Rule(_) | E::AccessPolicy(_) | E::BadBackup(_) => {
-                (StatusCode::BAD_REQUEST, "BadParameter")
-            }
-            // Store and crypto faults, and variants added later: detail to the log only.
-            _ => return ApiError::internal(&e),
+            E::Key(
+                KeyError::UnsupportedAlgorithm { .. }
+                | KeyError::DigestLength { .. }
+                | KeyError::BadInput(_)
+                | KeyError::DecryptionFailed
+                | KeyError::InvalidJwk(_)
+                | KeyError::UnsupportedKey(_),
+            )
+            | E::BadParameter(_)
+            | E::Name(_)
+            | E::Rule(_)
+            | E::AccessPolicy(_)
+            | E::BadBackup(_) => (StatusCode::BAD_REQUEST, "BadParameter", None),
+            // Store and crypto faults: the detail goes to the log only.
+            E::Store(_) | E::Crypto(_) => return ApiError::internal(&e),
         };
         ApiError {
-            inner: e.inner_code(),
+            inner,
             ..ApiError::new(status, code, e.to_string())
         }
     }
 }
 
 impl From<OAuthError> for ApiError {
+    /// Entra ID's answer: status, OAuth2 `error` code and `AADSTS` number.
     fn from(e: OAuthError) -> Self {
-        if let OAuthError::Store(inner) = &e {
-            return ApiError::internal(inner);
-        }
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        use OAuthError as E;
+        let (status, code, number) = match &e {
+            E::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", 900144),
+            E::UnsupportedGrantType(_) => {
+                (StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003)
+            }
+            E::InvalidClient(_) => (StatusCode::UNAUTHORIZED, "invalid_client", 7000215),
+            E::InvalidGrant => (StatusCode::BAD_REQUEST, "invalid_grant", 50126),
+            E::UnknownClient(_) => (StatusCode::BAD_REQUEST, "unauthorized_client", 700016),
+            E::InvalidResource(_) => (StatusCode::BAD_REQUEST, "invalid_resource", 500011),
+            E::IdentityNotFound => (StatusCode::BAD_REQUEST, "invalid_request", 400),
+            E::Store(inner) => return ApiError::internal(inner),
+        };
         ApiError {
-            oauth_number: Some(e.error_number()),
-            ..ApiError::new(status, e.code(), e.to_string())
+            oauth_number: Some(number),
+            ..ApiError::new(status, code, e.to_string())
         }
     }
 }
 
 impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> Self {
-        let status = match &e {
-            DirectoryError::NotFound(_) => StatusCode::NOT_FOUND,
-            DirectoryError::Store(inner) => return ApiError::internal(inner),
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let code = if status == StatusCode::NOT_FOUND {
-            "Request_ResourceNotFound"
-        } else {
-            "Request_BadRequest"
+        use DirectoryError as E;
+        let (status, code) = match &e {
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
+            E::BadUserPrincipalName(_)
+            | E::WeakPassword
+            | E::BadDisplayName
+            | E::UserExists
+            | E::Cycle { .. } => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
+            E::Store(inner) => return ApiError::internal(inner),
         };
         ApiError::new(status, code, e.to_string())
     }
 }
 
-impl From<atrest_disk::ComputeError> for ApiError {
-    fn from(e: atrest_disk::ComputeError) -> Self {
-        use atrest_disk::ComputeError as E;
-        let status = match &e {
-            E::Rule(_) | E::Invalid { .. } | E::KeyVaultAccessForbidden { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            E::NotFound { .. } => StatusCode::NOT_FOUND,
-            E::Conflict { .. } | E::KeyUnusable { .. } => StatusCode::CONFLICT,
-            // Store, block-file and internal faults: detail to the log only.
-            _ => return ApiError::internal(&e),
+impl From<RoleError> for ApiError {
+    fn from(e: RoleError) -> Self {
+        let (status, code) = match &e {
+            RoleError::UnknownRole(_) => (StatusCode::BAD_REQUEST, "RoleDefinitionDoesNotExist"),
+            RoleError::UnknownPrincipal(_) => (StatusCode::BAD_REQUEST, "PrincipalNotFound"),
+            RoleError::Exists => (StatusCode::CONFLICT, "RoleAssignmentExists"),
+            RoleError::Store(inner) => return ApiError::internal(inner),
         };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<ComputeError> for ApiError {
+    fn from(e: ComputeError) -> Self {
+        use ComputeError as E;
+        let (status, code) = match &e {
+            E::Rule(_) => (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            E::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            E::KeyVaultAccessForbidden { .. } => {
+                (StatusCode::BAD_REQUEST, "KeyVaultAccessForbidden")
+            }
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            E::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            E::KeyUnusable { .. } => (StatusCode::CONFLICT, "KeyVaultKeyUnusable"),
+            // Store, block-file and internal faults: the detail goes to the log only.
+            E::Store(_) | E::Disk(_) | E::Internal(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

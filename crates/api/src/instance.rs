@@ -55,7 +55,6 @@ pub const BOOTSTRAP_ADMIN: &str = "atrest-bootstrap-admin";
 
 /// Why an instance could not start.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum InstanceError {
     /// Another server holds the data directory.
     #[error("another atrest server is already running on data directory {0}")]

@@ -213,7 +213,6 @@ fn eq_opt(a: &Option<String>, b: &Option<String>) -> bool {
 
 /// An access policy change the rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum AccessPolicyError {
     /// More entries than a vault may hold.
     #[error("The number of access policies ({0}) exceeds the maximum of {MAX_ACCESS_POLICIES} per vault.")]

@@ -7,7 +7,6 @@ use thiserror::Error;
 
 /// The `api-version` parameter is missing or names a version this server does not speak.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum ApiVersionError {
     /// No `api-version` query parameter.
     #[error("The 'api-version' query parameter is missing.")]

@@ -7,7 +7,6 @@ use crate::names::{check_object_name, check_vault_name, is_object_version};
 
 /// A request the compute rules refuse. Each message names the parameter at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum ComputeRuleError {
     /// A resource name breaks the naming rules of its type.
     #[error("The {kind} name '{name}' is invalid. It must be 1-{max} characters of letters, digits, '_', '-' and '.', begin with a letter or digit, and end with a letter, digit or '_'.")]

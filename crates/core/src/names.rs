@@ -4,7 +4,6 @@ use thiserror::Error;
 
 /// A name that breaks Azure's naming rules.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum NameError {
     /// Vault names: 3–24 characters, letters, digits and hyphens, starting with a letter,
     /// ending with a letter or digit, without consecutive hyphens.

@@ -25,7 +25,6 @@ pub struct Period {
 
 /// A rotation policy the rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum RotationRuleError {
     /// Not an ISO 8601 duration.
     #[error("'{0}' is not an ISO 8601 duration such as P90D or P1Y.")]

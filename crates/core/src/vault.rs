@@ -68,7 +68,6 @@ pub struct VaultPatch {
 
 /// A vault setting the rules forbid.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum VaultRuleError {
     /// Retention outside 7–90 days.
     #[error("The property \"softDeleteRetentionInDays\" has an invalid value {0}. It must be between 7 and 90.")]

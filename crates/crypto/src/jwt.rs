@@ -11,7 +11,6 @@ use crate::{sha256, CryptoError, RootKey};
 
 /// Why a token's signature layer was rejected. Claims checks belong to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum JwtError {
     /// Not three base64url segments with JSON header and claims.
     #[error("the token is malformed")]

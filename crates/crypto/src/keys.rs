@@ -31,7 +31,6 @@ use crate::random_bytes;
 
 /// Why a key operation was refused. Messages name the fault, never key material.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum KeyError {
     /// The algorithm does not apply to this key type or size.
     #[error("The algorithm '{alg}' is not supported by a key of type {kty}.")]

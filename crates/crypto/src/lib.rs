@@ -30,7 +30,6 @@ use thiserror::Error;
 
 /// A cryptographic operation failed. Variants never carry key material.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum CryptoError {
     /// Authenticated decryption failed: wrong key, wrong context or tampered data.
     #[error(

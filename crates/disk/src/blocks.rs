@@ -27,7 +27,6 @@ pub const UNIT: usize = 4096;
 
 /// A refused or failed disk access.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum DiskError {
     /// The range runs past the end of the disk.
     #[error("the range {offset}+{len} runs past the end of the {size}-byte disk")]

@@ -5,11 +5,10 @@ use thiserror::Error;
 
 use crate::keys::KeyAccessError;
 
-/// A refused or failed compute operation. Each variant carries Azure's error code
-/// ([`ComputeError::code`]); the HTTP edge picks the status. Messages never contain key
-/// material.
+/// A refused or failed compute operation. Each variant's documentation names its class
+/// (and Azure's code where a rule picks one); the HTTP edge picks codes and statuses.
+/// Messages never contain key material.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum ComputeError {
     /// A parameter breaks a rule (`InvalidParameter`, 400).
     #[error(transparent)]
@@ -73,20 +72,6 @@ pub enum ComputeError {
 }
 
 impl ComputeError {
-    /// Azure's error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ComputeError::Rule(_) => "InvalidParameter",
-            ComputeError::Invalid { code, .. } | ComputeError::Conflict { code, .. } => code,
-            ComputeError::NotFound { .. } => "ResourceNotFound",
-            ComputeError::KeyVaultAccessForbidden { .. } => "KeyVaultAccessForbidden",
-            ComputeError::KeyUnusable { .. } => "KeyVaultKeyUnusable",
-            ComputeError::Store(_) | ComputeError::Disk(_) | ComputeError::Internal(_) => {
-                "InternalServerError"
-            }
-        }
-    }
-
     pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         ComputeError::Invalid {
             code,

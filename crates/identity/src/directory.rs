@@ -18,7 +18,6 @@ use crate::{Identity, Memberships};
 
 /// A refused directory change.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum DirectoryError {
     /// A sign-in name that is not `local@domain`.
     #[error("The userPrincipalName '{0}' is not valid; it must look like 'alias@domain'.")]

@@ -14,7 +14,6 @@ use crate::Identity;
 
 /// A refused role-assignment change.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum RoleError {
     /// No built-in role has that id or name.
     #[error("The role definition '{0}' does not exist.")]

@@ -49,7 +49,6 @@ impl std::fmt::Debug for IssuedToken {
 
 /// A token request the token service refuses, in OAuth2 terms.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum OAuthError {
     /// A required parameter is missing or malformed.
     #[error("AADSTS900144: {0}")]
@@ -77,46 +76,6 @@ pub enum OAuthError {
     Store(#[from] StoreError),
 }
 
-impl OAuthError {
-    /// The OAuth2 `error` code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            OAuthError::InvalidRequest(_) => "invalid_request",
-            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
-            OAuthError::InvalidClient(_) => "invalid_client",
-            OAuthError::InvalidGrant => "invalid_grant",
-            OAuthError::UnknownClient(_) => "unauthorized_client",
-            OAuthError::InvalidResource(_) => "invalid_resource",
-            OAuthError::IdentityNotFound => "invalid_request",
-            OAuthError::Store(_) => "server_error",
-        }
-    }
-
-    /// The HTTP status Entra ID answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            OAuthError::InvalidClient(_) => 401,
-            OAuthError::Store(_) => 500,
-            OAuthError::IdentityNotFound => 400,
-            _ => 400,
-        }
-    }
-
-    /// The `AADSTS` number for `error_codes`.
-    pub fn error_number(&self) -> u32 {
-        match self {
-            OAuthError::InvalidRequest(_) => 900144,
-            OAuthError::UnsupportedGrantType(_) => 70003,
-            OAuthError::InvalidClient(_) => 7000215,
-            OAuthError::InvalidGrant => 50126,
-            OAuthError::UnknownClient(_) => 700016,
-            OAuthError::InvalidResource(_) => 500011,
-            OAuthError::IdentityNotFound => 400,
-            OAuthError::Store(_) => 0,
-        }
-    }
-}
-
 /// The authenticated caller of a request, from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -134,7 +93,6 @@ pub struct Caller {
 
 /// Why a bearer token was refused. Messages follow Key Vault's `AKV100xx` texts.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum TokenError {
     /// No `Authorization: Bearer` header.
     #[error("AKV10000: Request is missing a Bearer or PoP token.")]

@@ -44,7 +44,6 @@ pub use vaults::VaultRow;
 
 /// A storage failure. The message names the operation, never stored values.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]

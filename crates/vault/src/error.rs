@@ -9,7 +9,6 @@ use thiserror::Error;
 
 /// A refused or failed vault operation. Messages are Key Vault's and never include values.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum VaultError {
     /// The vault does not exist (or is soft-deleted).
     #[error("The Vault '{0}' could not be found.")]
@@ -116,25 +115,5 @@ fn describe(kind: ObjectKind, reason: &Unusable) -> String {
             format!("on a {noun} that is not yet valid (before its nbf time).")
         }
         Unusable::Expired => format!("on an expired {noun}."),
-    }
-}
-
-impl VaultError {
-    /// The Azure inner error code, where Key Vault sends one.
-    pub fn inner_code(&self) -> Option<&'static str> {
-        use ObjectKind::{Key, Secret};
-        Some(match self {
-            VaultError::Unusable { kind, reason, .. } => match (kind, reason) {
-                (Secret, Unusable::Disabled) => "SecretDisabled",
-                (Secret, Unusable::NotYetValid) => "SecretNotYetValid",
-                (Secret, Unusable::Expired) => "SecretExpired",
-                (Key, Unusable::Disabled) => "KeyDisabled",
-                (Key, Unusable::NotYetValid) => "KeyNotYetValid",
-                (Key, Unusable::Expired) => "KeyExpired",
-            },
-            VaultError::DeletedButRecoverable { .. } => "ObjectIsDeletedButRecoverable",
-            VaultError::PurgeProtected => "PurgeProtectionEnabled",
-            _ => return None,
-        })
     }
 }

@@ -827,7 +827,13 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(err.inner_code(), Some("KeyDisabled"));
+        assert!(matches!(
+            err,
+            VaultError::Unusable {
+                kind: ObjectKind::Key,
+                ..
+            }
+        ));
 
         // A second version keeps the first usable for unwrap, and backup carries both.
         let k2 = f.vaults.create_key(&v, "KEK", &rsa(), 20).unwrap();

@@ -23,7 +23,6 @@ pub const BLOCK: usize = 16;
 
 /// Why a key or a data unit was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum XtsError {
     /// The two halves of the key are equal, which IEEE 1619 forbids.
     #[error("the two halves of an XTS key must differ")]
