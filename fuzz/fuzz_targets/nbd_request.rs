@@ -3,7 +3,7 @@
 //! panic, and whatever parses must be consistent with its input.
 #![no_main]
 
-use atrest_disk::nbd::{parse_export_query, parse_meta_query, parse_request};
+use atrest_nbd::{parse_export_query, parse_meta_query, parse_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,15 +2,13 @@
 //! about a minute, printing each step. It starts its own server and speaks to it the way
 //! the CLI does (HTTPS) and the way qemu does (NBD).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use atrest_api::client::Method;
+use atrest_nbd::client::{Client, ClientError};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::commands::monitor_query;
 use crate::connection::{connect_to, Connection};
@@ -171,17 +169,18 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
     say(format!(
         "vm {VM} started; its disk is at {uri} (qemu-img info {uri})"
     ));
-    let mut nbd = Nbd::open(&uri).await?;
+    let (addr, export) = uri
+        .strip_prefix("nbd://")
+        .and_then(|rest| rest.split_once('/'))
+        .context("not an nbd://HOST:PORT/EXPORT URI")?;
+    let mut nbd = Client::connect(addr.parse()?, export).await?;
     nbd.write(0, MESSAGE).await?;
     nbd.flush().await?;
     say(format!(
         "wrote at offset 0: {:?}",
         String::from_utf8_lossy(MESSAGE)
     ));
-    let back = nbd
-        .read(0, MESSAGE.len())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let back = nbd.read(0, MESSAGE.len() as u32).await?;
     say(format!(
         "read it back:      {:?}",
         String::from_utf8_lossy(&back)
@@ -221,7 +220,10 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
         "key {KEY} disabled; the disk re-checks its key every {}s",
         KEY_CHECK.as_secs()
     ));
-    let errno = nbd.read_until(16, false).await?.err().unwrap_or_default();
+    let errno = match read_until(&mut nbd, 16, false).await? {
+        Err(e) => e.to_string(),
+        Ok(_) => String::new(),
+    };
     say(format!("read now fails: {errno}"));
     let shown = conn
         .management(Method::GET, &compute("disks", DISK), None)
@@ -234,8 +236,7 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
     ));
     set_enabled(true).await?;
     say(format!("key {KEY} enabled again"));
-    let back = nbd
-        .read_until(MESSAGE.len(), true)
+    let back = read_until(&mut nbd, MESSAGE.len() as u32, true)
         .await?
         .unwrap_or_default();
     say(format!("read: {:?}", String::from_utf8_lossy(&back)));
@@ -269,11 +270,7 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
     say("the set moved to it and rewrapped the disk's data key; no block was rewritten");
     say(format!(
         "read after rotation: {:?}",
-        String::from_utf8_lossy(
-            &nbd.read(0, MESSAGE.len())
-                .await
-                .map_err(anyhow::Error::msg)?
-        )
+        String::from_utf8_lossy(&nbd.read(0, MESSAGE.len() as u32).await?)
     ));
     println!();
     let query = format!(
@@ -291,120 +288,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A minimal NBD client: fixed newstyle, `OPT_GO`, simple replies.
-struct Nbd {
-    stream: TcpStream,
-    cookie: u64,
-}
-
-impl Nbd {
-    async fn open(uri: &str) -> anyhow::Result<Self> {
-        let rest = uri.strip_prefix("nbd://").context("not an nbd:// URI")?;
-        let (addr, export) = rest.split_once('/').context("no export name")?;
-        let addr: SocketAddr = addr.parse()?;
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut hello = [0u8; 18];
-        stream.read_exact(&mut hello).await?;
-        if &hello[..8] != b"NBDMAGIC" {
-            bail!("not an NBD server");
+/// Reads the start of the disk until the read succeeds (`ok`) or fails (`!ok`).
+async fn read_until(
+    nbd: &mut Client,
+    len: u32,
+    ok: bool,
+) -> anyhow::Result<Result<Vec<u8>, ClientError>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let result = nbd.read(0, len).await;
+        if result.is_ok() == ok {
+            return Ok(result);
         }
-        let mut go = 3u32.to_be_bytes().to_vec(); // fixed newstyle, no zeroes
-        go.extend_from_slice(b"IHAVEOPT");
-        go.extend_from_slice(&7u32.to_be_bytes());
-        go.extend_from_slice(&(export.len() as u32 + 6).to_be_bytes());
-        go.extend_from_slice(&(export.len() as u32).to_be_bytes());
-        go.extend_from_slice(export.as_bytes());
-        go.extend_from_slice(&0u16.to_be_bytes());
-        stream.write_all(&go).await?;
-        loop {
-            let mut head = [0u8; 20];
-            stream.read_exact(&mut head).await?;
-            let kind = u32::from_be_bytes(head[12..16].try_into()?);
-            let len = u32::from_be_bytes(head[16..20].try_into()?);
-            let mut data = vec![0u8; len as usize];
-            stream.read_exact(&mut data).await?;
-            match kind {
-                1 => return Ok(Nbd { stream, cookie: 0 }),
-                3 => continue,
-                _ => bail!(
-                    "the server refused export '{export}': {}",
-                    String::from_utf8_lossy(&data)
-                ),
-            }
+        if Instant::now() > deadline {
+            bail!("the disk's key access did not change in time");
         }
-    }
-
-    /// Sends one request; the reply's data, or the error number.
-    async fn call(
-        &mut self,
-        command: u16,
-        offset: u64,
-        length: u32,
-        payload: &[u8],
-        reply_len: usize,
-    ) -> anyhow::Result<Result<Vec<u8>, String>> {
-        self.cookie += 1;
-        let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
-        req.extend_from_slice(&0u16.to_be_bytes());
-        req.extend_from_slice(&command.to_be_bytes());
-        req.extend_from_slice(&self.cookie.to_be_bytes());
-        req.extend_from_slice(&offset.to_be_bytes());
-        req.extend_from_slice(&length.to_be_bytes());
-        req.extend_from_slice(payload);
-        self.stream.write_all(&req).await?;
-        let mut head = [0u8; 16];
-        self.stream.read_exact(&mut head).await?;
-        let error = u32::from_be_bytes(head[4..8].try_into()?);
-        if error != 0 {
-            let name = match error {
-                5 => "EIO (input/output error)",
-                108 => "ESHUTDOWN",
-                _ => "error",
-            };
-            return Ok(Err(format!("NBD error {error}, {name}")));
-        }
-        let mut data = vec![0u8; reply_len];
-        self.stream.read_exact(&mut data).await?;
-        Ok(Ok(data))
-    }
-
-    async fn write(&mut self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
-        self.call(1, offset, data.len() as u32, data, 0)
-            .await?
-            .map_err(anyhow::Error::msg)?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        self.call(3, 0, 0, &[], 0)
-            .await?
-            .map_err(anyhow::Error::msg)?;
-        Ok(())
-    }
-
-    /// Reads the start of the disk until the read succeeds (`ok`) or fails (`!ok`).
-    async fn read_until(
-        &mut self,
-        len: usize,
-        ok: bool,
-    ) -> anyhow::Result<Result<Vec<u8>, String>> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let result = self.read(0, len).await;
-            if result.is_ok() == ok {
-                return Ok(result);
-            }
-            if Instant::now() > deadline {
-                bail!("the disk's key access did not change in time");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, String> {
-        match self.call(0, offset, len as u32, &[], len).await {
-            Ok(result) => result,
-            Err(e) => Err(e.to_string()),
-        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
