@@ -161,3 +161,15 @@ def test_cli_service_principals(server):
     assert not any(p["appId"] == sp["appId"] for p in server.cli("ad", "sp", "list"))
     with pytest.raises(Exception):
         ClientSecretCredential("adfs", sp["appId"], reset["password"], authority=authority).get_token(scope)
+
+
+def test_cli_output_to_a_closed_pipe(server):
+    """`atrest … | head` that stops reading early: no panic, no error, exit 0."""
+    env = {**os.environ, **server.env}
+    for args in (["ad", "sp", "list"], ["role", "definition", "list", "-o", "table"]):
+        proc = subprocess.Popen([str(ATREST), *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader is gone before anything is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, err
+        assert "panicked" not in err and err == "", err

@@ -1,11 +1,7 @@
 //! `atrest`: the server and an `az`-like command line over its HTTP API.
 #![forbid(unsafe_code)]
 
-mod commands;
-mod compute;
-mod connection;
-mod demo;
-mod output;
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +15,8 @@ use anyhow::Context;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
-use crate::commands::ClientCommand;
-use crate::output::Format;
+use crate::cli::output::Format;
+use crate::cli::ClientCommand;
 
 #[derive(Parser)]
 #[command(
@@ -132,10 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("--data-dir is required for `atrest server`")?;
             server(data_dir, args).await
         }
-        Command::Demo { keep } => demo::run(keep).await,
+        Command::Demo { keep } => cli::demo::run(keep).await,
         Command::Client(command) => {
-            commands::run(
-                &connection::connect(cli.data_dir.as_deref())?,
+            cli::run(
+                &cli::connection::connect(cli.data_dir.as_deref())?,
                 command,
                 format,
             )

@@ -10,9 +10,9 @@ use atrest_api::client::Method;
 use atrest_nbd::client::{Client, ClientError};
 use serde_json::json;
 
-use crate::commands::monitor_query;
-use crate::connection::{connect_to, Connection};
-use crate::output::Format;
+use super::connection::{connect_to, Connection};
+use super::monitor::monitor_query;
+use super::output::Format;
 
 const VAULT: &str = "demo-kv";
 const KEY: &str = "disk-cmk";

@@ -1,5 +1,7 @@
 //! Printing results: JSON by default, a plain table with `-o table`.
 
+use std::io::{ErrorKind, Write};
+
 use serde_json::Value;
 
 /// Output format.
@@ -13,11 +15,16 @@ pub(crate) enum Format {
 
 /// Prints `value` in `format` to stdout.
 pub(crate) fn print(value: &Value, format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Table => print!("{}", table(value)),
+    let text = match format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
+        Format::Table => table(value),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // The reader went away (`atrest … | head`): what it wanted, it has.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
-    Ok(())
 }
 
 fn cell(v: &Value) -> Option<String> {

@@ -5,9 +5,9 @@ use atrest_api::client::Method;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::commands::vault_path;
-use crate::connection::Connection;
-use crate::output::{print, Format};
+use super::connection::Connection;
+use super::keyvault::vault_path;
+use super::output::{print, Format};
 
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}/{name}`.
 fn compute_path(conn: &Connection, rg: Option<&str>, kind: &str, name: &str) -> String {
