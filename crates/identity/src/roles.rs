@@ -171,3 +171,112 @@ impl Identity {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use atrest_core::operation::Operation;
+
+    use crate::Identity;
+
+    const VAULT: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1";
+    const SECRETS_USER: &str = "Key Vault Secrets User";
+
+    fn service() -> (Identity, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(atrest_store::Store::open(&dir.path().join("state.db")).unwrap());
+        let id = Identity::new(
+            store,
+            atrest_crypto::TokenSigner::generate().unwrap(),
+            "t1".into(),
+            "https://localhost:1".into(),
+            "https://vault.localhost:1".into(),
+        );
+        (id, dir)
+    }
+
+    /// Whether `object_id` (with its groups) may read secret `s1` of the vault.
+    fn may_read(id: &Identity, object_id: &str) -> bool {
+        let ids = id.object_ids_of(object_id).unwrap();
+        let action = Operation::SecretGet.data_action().unwrap();
+        id.allows_data_action(&ids, &format!("{VAULT}/secrets/s1"), action)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_change_takes_effect_on_the_next_check() {
+        let (id, _dir) = service();
+        let sp = id.create_service_principal("app", false, 0).unwrap();
+        let oid = sp.principal.object_id.clone();
+        // Loaded (and kept) while empty.
+        assert!(!may_read(&id, &oid));
+        let a = id
+            .create_role_assignment(None, VAULT, SECRETS_USER, &oid, 0)
+            .unwrap();
+        assert!(may_read(&id, &oid), "a new assignment grants at once");
+        assert!(
+            !id.allows_data_action(
+                &[oid.clone()],
+                &format!("{VAULT}/secrets/s1"),
+                Operation::KeyUnwrap.data_action().unwrap()
+            )
+            .unwrap(),
+            "only what the role grants"
+        );
+        id.delete_role_assignment(&a.row.id).unwrap();
+        assert!(
+            !may_read(&id, &oid),
+            "a removed assignment stops granting at once"
+        );
+
+        // Through a group: membership changes count at once too.
+        let group = id.create_group("readers", 0).unwrap();
+        id.create_role_assignment(None, VAULT, SECRETS_USER, &group.object_id, 0)
+            .unwrap();
+        assert!(!may_read(&id, &oid));
+        id.add_group_member(&group.object_id, &oid).unwrap();
+        assert!(may_read(&id, &oid), "joining the group grants");
+        id.remove_group_member(&group.object_id, &oid).unwrap();
+        assert!(!may_read(&id, &oid), "leaving the group revokes");
+
+        // Deleting a principal deletes its assignments.
+        id.create_role_assignment(None, VAULT, SECRETS_USER, &oid, 0)
+            .unwrap();
+        assert!(may_read(&id, &oid));
+        id.delete_principal(&oid).unwrap();
+        assert!(!may_read(&id, &oid));
+        assert!(id
+            .list_role_assignments(None)
+            .unwrap()
+            .iter()
+            .all(|a| a.row.principal_id != oid));
+    }
+
+    #[test]
+    fn refused_changes_leave_the_cache_true() {
+        let (id, _dir) = service();
+        let sp = id.create_service_principal("app", false, 0).unwrap();
+        let oid = sp.principal.object_id.clone();
+        let a = id
+            .create_role_assignment(None, VAULT, SECRETS_USER, &oid, 0)
+            .unwrap();
+        assert!(matches!(
+            id.create_role_assignment(None, VAULT, SECRETS_USER, &oid, 0),
+            Err(super::RoleError::Exists)
+        ));
+        assert!(matches!(
+            id.create_role_assignment(None, VAULT, SECRETS_USER, "no-such-principal", 0),
+            Err(super::RoleError::UnknownPrincipal(_))
+        ));
+        assert_eq!(id.list_role_assignments(Some(VAULT)).unwrap().len(), 1);
+        assert_eq!(
+            id.role_assignment(&a.row.id.to_uppercase())
+                .unwrap()
+                .map(|r| r.row.id),
+            Some(a.row.id)
+        );
+        assert!(may_read(&id, &oid));
+    }
+}

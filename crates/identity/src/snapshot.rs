@@ -53,3 +53,50 @@ impl<T> Snapshot<T> {
         state.value = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_until_forgotten_and_a_raced_load_is_not_kept() {
+        let snapshot = Snapshot::<u32>::default();
+        let loads = std::cell::Cell::new(0);
+        let load = |value| {
+            loads.set(loads.get() + 1);
+            Ok(value)
+        };
+        assert_eq!(*snapshot.get(|| load(1)).unwrap(), 1);
+        assert_eq!(*snapshot.get(|| load(2)).unwrap(), 1, "kept");
+        assert_eq!(loads.get(), 1);
+        snapshot.forget();
+        assert_eq!(
+            *snapshot.get(|| load(3)).unwrap(),
+            3,
+            "reloaded after a change"
+        );
+        snapshot.forget();
+        // A change lands while a load is under way: its result serves that caller only.
+        let raced = snapshot
+            .get(|| {
+                snapshot.forget();
+                load(4)
+            })
+            .unwrap();
+        assert_eq!(*raced, 4);
+        assert_eq!(
+            *snapshot.get(|| load(5)).unwrap(),
+            5,
+            "the raced load was not kept"
+        );
+        snapshot.forget();
+        let failed: Result<Arc<u32>, StoreError> =
+            snapshot.get(|| Err(StoreError::DamagedAuditBlock(0)));
+        assert!(failed.is_err());
+        assert_eq!(
+            *snapshot.get(|| load(6)).unwrap(),
+            6,
+            "a failed load keeps nothing"
+        );
+    }
+}
