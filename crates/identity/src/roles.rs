@@ -218,7 +218,7 @@ mod tests {
         assert!(may_read(&id, &oid), "a new assignment grants at once");
         assert!(
             !id.allows_data_action(
-                &[oid.clone()],
+                std::slice::from_ref(&oid),
                 &format!("{VAULT}/secrets/s1"),
                 Operation::KeyUnwrap.data_action().unwrap()
             )
