@@ -30,6 +30,8 @@ use crate::model::{
 mod disks;
 mod machines;
 mod sets;
+#[cfg(test)]
+mod tests;
 
 pub use disks::DiskRequest;
 pub use machines::VmRequest;

@@ -1,0 +1,403 @@
+//! The compute service against an in-memory vault: customer-key disks written and read
+//! through their open files, revocation and its return, rotation by rewrap, refused
+//! access, and platform-key disks that never reach a vault. The real vault path (the
+//! in-process client of `atrest-api`) is covered by the HTTP and SDK suites.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use atrest_crypto::{DataKey, RootKey, TokenSigner};
+use atrest_identity::Identity;
+use atrest_store::Store;
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::keys::{KeyDescription, KeyFuture, KeyVersion};
+use crate::model::WrappedDek;
+
+const RG: &str = "rg";
+const LOCATION: &str = "westeurope";
+const KEY: &str = "https://kv1.vault.localhost:8443/keys/cmk";
+
+/// The URL of version `v1`, `v2`, …: a 32-digit version like Key Vault's.
+fn version_url(version: &str) -> String {
+    format!("{KEY}/{}", version.trim_start_matches('v').repeat(32))
+}
+
+/// A vault holding one key name with versions that wrap with AES-GCM: it records who
+/// called what, and refuses disabled versions and denied identities as Key Vault would.
+#[derive(Debug, Default)]
+struct MemoryVault(Mutex<VaultState>);
+
+#[derive(Debug, Default)]
+struct VaultState {
+    /// Versioned key URL → (wrapping key, enabled).
+    versions: HashMap<String, (Arc<DataKey>, bool)>,
+    latest: Option<String>,
+    denied: HashSet<String>,
+    /// (operation, identity, key URL) of every call made as an identity.
+    calls: Vec<(&'static str, String, String)>,
+}
+
+fn refused(status: u16, code: &str) -> KeyAccessError {
+    KeyAccessError {
+        status,
+        code: code.to_owned(),
+        message: format!("refused: {code}"),
+    }
+}
+
+impl MemoryVault {
+    fn state(&self) -> std::sync::MutexGuard<'_, VaultState> {
+        self.0.lock().unwrap()
+    }
+
+    fn add_version(&self, version: &str) {
+        let mut state = self.state();
+        state
+            .versions
+            .insert(version_url(version), (Arc::new(DataKey::generate()), true));
+        state.latest = Some(version_url(version));
+    }
+
+    fn set_enabled(&self, version: &str, enabled: bool) {
+        self.state()
+            .versions
+            .get_mut(&version_url(version))
+            .expect("a known version")
+            .1 = enabled;
+    }
+
+    /// The wrapping key of `key_url` if `identity` may use it now.
+    fn usable(
+        &self,
+        operation: &'static str,
+        identity: &str,
+        key_url: &str,
+    ) -> Result<Arc<DataKey>, KeyAccessError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push((operation, identity.to_owned(), key_url.to_owned()));
+        if state.denied.contains(identity) {
+            return Err(refused(403, "ForbiddenByRbac"));
+        }
+        match state.versions.get(key_url) {
+            None => Err(refused(404, "KeyNotFound")),
+            Some((_, false)) => Err(refused(403, "KeyDisabled")),
+            Some((key, true)) => Ok(key.clone()),
+        }
+    }
+}
+
+impl KeyVaultAccess for MemoryVault {
+    fn describe(
+        &self,
+        vault: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<KeyDescription, KeyAccessError> {
+        let state = self.state();
+        let found = state.versions.get(&format!(
+            "https://{vault}.vault.localhost:8443/keys/{key}/{version}"
+        ));
+        Ok(KeyDescription {
+            vault_resource_id: format!(
+                "/subscriptions/sub/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{vault}"
+            ),
+            vault_location: LOCATION.to_owned(),
+            purge_protection: true,
+            kty: found.map(|_| "RSA".to_owned()),
+            key_size: found.map(|_| 2048),
+            usable: found.is_some_and(|(_, enabled)| *enabled),
+        })
+    }
+
+    fn get_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, KeyVersion> {
+        Box::pin(async move {
+            let kid = if key_url.trim_end_matches('/') == KEY {
+                self.state()
+                    .latest
+                    .clone()
+                    .ok_or(refused(404, "KeyNotFound"))?
+            } else {
+                key_url.to_owned()
+            };
+            self.usable("get", identity, &kid)?;
+            Ok(KeyVersion { kid })
+        })
+    }
+
+    fn wrap_key<'a>(
+        &'a self,
+        identity: &'a str,
+        key_url: &'a str,
+        dek: &'a [u8],
+    ) -> KeyFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            Ok(self
+                .usable("wrap", identity, key_url)?
+                .seal(key_url.as_bytes(), dek))
+        })
+    }
+
+    fn unwrap_key<'a>(
+        &'a self,
+        identity: &'a str,
+        key_url: &'a str,
+        wrapped: &'a [u8],
+    ) -> KeyFuture<'a, Zeroizing<Vec<u8>>> {
+        Box::pin(async move {
+            let key = self.usable("unwrap", identity, key_url)?;
+            key.open(key_url.as_bytes(), wrapped)
+                .map(Zeroizing::new)
+                .map_err(|_| refused(400, "BadParameter"))
+        })
+    }
+}
+
+struct Fixture {
+    compute: Compute,
+    identity: Identity,
+    vault: Arc<MemoryVault>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+    let root = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
+    let identity = Identity::new(
+        store.clone(),
+        TokenSigner::generate().unwrap(),
+        "t1".into(),
+        "https://localhost:8443".into(),
+        "https://vault.localhost:8443".into(),
+    );
+    let vault = Arc::new(MemoryVault::default());
+    vault.add_version("v1");
+    let config = ComputeConfig {
+        subscription: "sub".into(),
+        blocks_dir: dir.path().join("disks"),
+        vault_host_suffix: ".vault.localhost".into(),
+    };
+    let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
+    Fixture {
+        compute,
+        identity,
+        vault,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn des(
+        &self,
+        name: &str,
+        version: &str,
+        encryption: &str,
+    ) -> Result<DiskEncryptionSet, ComputeError> {
+        let req = DesRequest {
+            location: Some(LOCATION.into()),
+            key_url: Some(version_url(version)),
+            encryption_type: Some(encryption.into()),
+            ..Default::default()
+        };
+        let (des, _) = self
+            .compute
+            .put_des(&self.identity, RG, name, &req, 0)
+            .await?;
+        Ok(des)
+    }
+
+    async fn disk(
+        &self,
+        name: &str,
+        encryption: &str,
+        des: Option<&str>,
+    ) -> Result<Disk, ComputeError> {
+        let req = DiskRequest {
+            location: Some(LOCATION.into()),
+            size_gb: Some(1),
+            encryption_type: Some(encryption.into()),
+            disk_encryption_set: des.map(str::to_owned),
+            ..Default::default()
+        };
+        Ok(self.compute.put_disk(RG, name, &req, 0).await?.0)
+    }
+
+    /// Starts a machine with `disk` and returns the disk's export.
+    async fn start(&self, vm: &str, disk: &str) -> Arc<OpenDisk> {
+        let req = VmRequest {
+            location: Some(LOCATION.into()),
+            disks: Some(vec![disk.to_owned()]),
+            ..Default::default()
+        };
+        self.compute.put_vm(RG, vm, &req, 0).await.unwrap();
+        self.compute.start_vm(RG, vm).await.unwrap();
+        self.compute
+            .export(&Compute::export_name(RG, disk))
+            .expect("exported while running")
+    }
+
+    /// The first mebibyte of the disk's block file, where the tests write.
+    fn block_file(&self, disk: &Disk) -> Vec<u8> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(self.compute.blocks_path(disk))
+            .unwrap()
+            .take(1 << 20)
+            .read_to_end(&mut head)
+            .unwrap();
+        head
+    }
+}
+
+const CUSTOMER: &str = "EncryptionAtRestWithCustomerKey";
+const DOUBLE: &str = "EncryptionAtRestWithPlatformAndCustomerKeys";
+
+const DATA: &[u8] = b"a sentence that must never reach the block file in the clear";
+
+#[tokio::test]
+async fn customer_key_disk_round_trip_revocation_and_return() {
+    let f = fixture();
+    let des = f.des("des1", "v1", CUSTOMER).await.unwrap();
+    let disk = f.disk("d1", CUSTOMER, Some("des1")).await.unwrap();
+    assert!(matches!(
+        disk.keys.as_slice(),
+        [WrappedDek::Customer { key_url, .. }] if *key_url == version_url("v1")
+    ));
+    let open = f.start("vm1", "d1").await;
+    open.file.write(4096, DATA).unwrap();
+    open.file.flush().unwrap();
+    let mut back = vec![0u8; DATA.len()];
+    open.file.read(4096, &mut back).unwrap();
+    assert_eq!(back, DATA);
+    let stored = f.block_file(&disk);
+    assert!(
+        !stored.windows(DATA.len()).any(|w| w == DATA),
+        "no plaintext at rest"
+    );
+
+    // Every vault call was made as the set's identity.
+    let calls = f.vault.state().calls.clone();
+    assert!(calls.iter().any(|(op, _, _)| *op == "unwrap"));
+    assert!(calls.iter().all(|(_, identity, _)| *identity == des.id));
+
+    // The key disabled: the next check withdraws the data key, and I/O fails.
+    f.vault.set_enabled("v1", false);
+    f.compute.check_keys().await.unwrap();
+    assert_eq!(f.compute.key_available(&disk), Some(false));
+    assert!(open.file.read(4096, &mut back).is_err());
+    assert!(f
+        .compute
+        .get_disk(RG, "d1")
+        .unwrap()
+        .key_error
+        .is_some_and(|e| e.contains("KeyDisabled")));
+
+    // Enabled again: the data comes back as written.
+    f.vault.set_enabled("v1", true);
+    f.compute.check_keys().await.unwrap();
+    assert_eq!(f.compute.key_available(&disk), Some(true));
+    let mut again = vec![0u8; DATA.len()];
+    open.file.read(4096, &mut again).unwrap();
+    assert_eq!(again, DATA);
+    assert_eq!(f.compute.get_disk(RG, "d1").unwrap().key_error, None);
+}
+
+#[tokio::test]
+async fn a_new_key_version_rewraps_and_touches_no_block() {
+    let f = fixture();
+    f.des("des1", "v1", DOUBLE).await.unwrap();
+    let disk = f.disk("d1", DOUBLE, Some("des1")).await.unwrap();
+    assert_eq!(
+        disk.keys.len(),
+        2,
+        "double encryption: a platform and a customer layer"
+    );
+    let open = f.start("vm1", "d1").await;
+    open.file.write(0, DATA).unwrap();
+    open.file.flush().unwrap();
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    let before = f.block_file(&disk);
+
+    f.vault.add_version("v2");
+    f.des("des1", "v2", DOUBLE).await.unwrap();
+    let rewrapped = f.compute.get_disk(RG, "d1").unwrap();
+    assert!(rewrapped.keys.iter().any(
+        |k| matches!(k, WrappedDek::Customer { key_url, .. } if *key_url == version_url("v2"))
+    ));
+    assert_eq!(f.block_file(&disk), before, "rotation rewrites no block");
+
+    // The old version may go: the disk needs only the new one.
+    f.vault.set_enabled("v1", false);
+    f.compute.start_vm(RG, "vm1").await.unwrap();
+    let open = f.compute.export(&Compute::export_name(RG, "d1")).unwrap();
+    let mut back = vec![0u8; DATA.len()];
+    open.file.read(0, &mut back).unwrap();
+    assert_eq!(back, DATA);
+}
+
+#[tokio::test]
+async fn refused_access_creates_nothing() {
+    let f = fixture();
+    // A set is created with its identity, before anyone can grant that identity access;
+    // the first disk that uses the set proves the access.
+    let des = f.des("des2", "v1", CUSTOMER).await.unwrap();
+    f.vault.state().denied.insert(des.id.clone());
+    let err = f.disk("d2", CUSTOMER, Some("des2")).await.unwrap_err();
+    assert!(
+        matches!(&err, ComputeError::KeyVaultAccessForbidden { cause, .. } if cause.code == "ForbiddenByRbac"),
+        "{err}"
+    );
+    assert!(matches!(
+        f.compute.get_disk(RG, "d2"),
+        Err(ComputeError::NotFound { .. })
+    ));
+
+    // A disabled key refuses a start, and the disk says why.
+    f.des("des1", "v1", CUSTOMER).await.unwrap();
+    f.disk("d1", CUSTOMER, Some("des1")).await.unwrap();
+    f.compute
+        .put_vm(
+            RG,
+            "vm1",
+            &VmRequest {
+                location: Some(LOCATION.into()),
+                disks: Some(vec!["d1".into()]),
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    f.vault.set_enabled("v1", false);
+    assert!(matches!(
+        f.compute.start_vm(RG, "vm1").await,
+        Err(ComputeError::KeyUnusable { .. })
+    ));
+    assert!(f.compute.export(&Compute::export_name(RG, "d1")).is_none());
+    assert!(f.compute.get_disk(RG, "d1").unwrap().key_error.is_some());
+}
+
+#[tokio::test]
+async fn platform_key_disks_never_reach_a_vault() {
+    let f = fixture();
+    let disk = f
+        .disk("d1", "EncryptionAtRestWithPlatformKey", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        disk.keys.as_slice(),
+        [WrappedDek::Platform { .. }]
+    ));
+    let open = f.start("vm1", "d1").await;
+    open.file.write(8192, DATA).unwrap();
+    let mut back = vec![0u8; DATA.len()];
+    open.file.read(8192, &mut back).unwrap();
+    assert_eq!(back, DATA);
+    f.compute.check_keys().await.unwrap();
+    assert_eq!(f.compute.key_available(&disk), Some(true));
+    assert!(f.vault.state().calls.is_empty());
+}
