@@ -13,13 +13,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::body::{parse_json, read_body};
 use crate::detect::alert_json;
 use crate::error::ApiError;
-use crate::http::{empty, json, param, parse_json, read_body, rfc3339, Body, Resp};
+use crate::http::{empty, json, param, Body, Resp};
+use crate::jobs;
 use crate::logs::LogTables;
 use crate::pipeline::Ctx;
-use crate::scheduler;
 use crate::state::AppState;
+use crate::time::rfc3339;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -392,7 +394,7 @@ pub(crate) async fn handle(
             let dto: QueryDto = parse_json(&read_body(body).await?)?;
             state.audit.flush().await;
             let state = state.clone();
-            let now_ms = crate::pipeline::unix_now().1;
+            let now_ms = crate::time::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
                 let tables = LogTables::load(&state)?;
                 Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
@@ -416,7 +418,7 @@ pub(crate) async fn handle(
         Route::AuditVerify => {
             state.audit.flush().await;
             let log = state.audit_log.clone();
-            let checkpoint = crate::audit::checkpoint(state)?;
+            let checkpoint = jobs::checkpoint(state)?;
             let verification = tokio::task::spawn_blocking(move || log.verify(checkpoint))
                 .await
                 .map_err(|e| ApiError::internal(&e))??;
@@ -467,7 +469,7 @@ pub(crate) async fn handle(
                     "The clock moves forward only; 'by' must be longer than zero.",
                 ));
             }
-            let events = scheduler::advance(state, by).await?;
+            let events = jobs::advance(state, by).await?;
             Ok(json(StatusCode::OK, &clock_json(state, &events)))
         }
     }

@@ -16,16 +16,12 @@
 //!
 //! Either way, a request whose event cannot be recorded gets an error, not its result.
 
-use atrest_core::operation::Operation;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use atrest_store::{decode_records, encode_record, AuditEvent, AuditLog, Journal, JournalMark};
 use tokio::sync::oneshot;
-
-use crate::pipeline::unix_now;
-use crate::state::AppState;
 
 /// When a response may leave, relative to its audit event's durability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,72 +64,6 @@ pub(crate) fn result_of(status: hyper::StatusCode) -> (String, String) {
         status.canonical_reason().unwrap_or("Unknown").to_owned(),
         kind.to_owned(),
     )
-}
-
-/// Where the audit log's head is recorded, outside the audit database.
-const CHECKPOINT: &str = "audit_checkpoint";
-
-/// Records the audit log's head (sequence number and hash) in the state database. The
-/// checkpoint only moves forward along the chain: if the log no longer holds the
-/// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
-/// checkpoint stays as evidence for `verify`.
-pub(crate) fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
-    let (seq, hash) = state.audit_log.head();
-    if seq == 0 {
-        return Ok(());
-    }
-    if let Some((old_seq, old_hash)) = checkpoint(state)? {
-        if old_seq > seq
-            || state
-                .audit_log
-                .hash_at(old_seq)?
-                .is_some_and(|h| h != old_hash)
-        {
-            tracing::error!(
-                checkpoint = old_seq,
-                head = seq,
-                "the audit log does not extend its checkpoint; run `atrest monitor audit verify`"
-            );
-            return Ok(());
-        }
-    }
-    let value = [&seq.to_be_bytes()[..], &hash].concat();
-    state.store.write(|tx| tx.meta_put(CHECKPOINT, &value))
-}
-
-/// The last recorded head, if any.
-pub(crate) fn checkpoint(
-    state: &AppState,
-) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
-    let stored = state.store.read(|tx| tx.meta_get(CHECKPOINT))?;
-    Ok(stored.and_then(|v| {
-        let seq = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-        let hash: [u8; 32] = v.get(8..)?.try_into().ok()?;
-        Some((seq, hash))
-    }))
-}
-
-/// An event for work the server does on its own (scheduled rotation, retention),
-/// attributed to the service in this tenant and to `client`.
-pub(crate) fn service_event(
-    state: &AppState,
-    client: &str,
-    operation: Operation,
-    status: hyper::StatusCode,
-) -> AuditEvent {
-    let (result_signature, result_type) = result_of(status);
-    AuditEvent {
-        time_ms: unix_now().1,
-        operation: operation.name().to_owned(),
-        result_signature,
-        result_type,
-        status: status.as_u16(),
-        tenant_id: Some(state.identity.tenant().to_owned()),
-        identity_type: Some("Service".to_owned()),
-        correlation_id: state.request_ids.next(),
-        client_info: client.to_owned(),
-        ..AuditEvent::default()
-    }
 }
 
 /// What the writer has yet to store.

@@ -9,10 +9,12 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
-use crate::http::{empty, json, parse_json, read_body, rfc3339, Body, Resp};
+use crate::http::{empty, json, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
+use crate::time::rfc3339;
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)
 /// into the scope and REST, if the path is an authorization route.

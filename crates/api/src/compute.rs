@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::authorization;
+use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
-use crate::http::{
-    created_status, deleted_status, empty, json, parse_json, read_body, rfc3339, Body, Resp,
-};
+use crate::http::{created_status, deleted_status, empty, json, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
+use crate::time::rfc3339;
 
 /// The resource types this provider serves, as they appear in paths.
 const KINDS: [&str; 3] = ["diskEncryptionSets", "disks", "virtualMachines"];
@@ -358,7 +358,7 @@ pub(crate) enum Route<'a> {
 impl<'a> Route<'a> {
     /// The route of `method` and the path `segments` after `subscriptions/{s}/`, if one.
     pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
-        let seg = crate::control::seg;
+        let seg = crate::http::seg;
         match segments {
             [rg_kw, rg, prov_kw, p, kind, name, action @ ..]
                 if seg(rg_kw, "resourceGroups")

@@ -16,20 +16,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::authorization;
+use crate::body::{parse_json, read_body};
 use crate::compute;
 use crate::data_plane::vault_resource_id;
 use crate::error::ApiError;
 use crate::http::{
-    created_status, deleted_status, empty, form_pairs, json, param, parse_json, read_body, rfc3339,
-    Body, Resp,
+    created_status, deleted_status, empty, form_pairs, json, param, seg, Body, Resp,
 };
 use crate::pipeline::Ctx;
 use crate::state::AppState;
-
-/// Case-insensitive path segment comparison, as ARM treats resource paths.
-pub(crate) fn seg(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
+use crate::time::rfc3339;
 
 /// A route of the token service and the unauthenticated endpoints beside it.
 #[derive(Debug, PartialEq, Eq)]

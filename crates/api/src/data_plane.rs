@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
+use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
-use crate::http::{empty, form_pairs, json, param, parse_json, read_body, Body, Resp};
+use crate::http::{empty, form_pairs, json, param, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 

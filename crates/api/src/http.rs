@@ -1,13 +1,10 @@
 //! Small HTTP helpers: bodies, JSON, query strings.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use serde::de::DeserializeOwned;
-
-use crate::error::ApiError;
 
 /// Every response body is a complete buffer.
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -17,7 +14,7 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
 /// Largest request body accepted (a 25 KiB secret as JSON fits many times over).
-const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// A JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
@@ -28,14 +25,6 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     resp
-}
-
-/// RFC 3339 (ARM's timestamp format) for Unix seconds.
-pub(crate) fn rfc3339(t: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-    )
-    .to_string()
 }
 
 /// ARM's status for a PUT: 201 when it created the resource, 200 when it updated one.
@@ -61,40 +50,6 @@ pub(crate) fn empty(status: StatusCode) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     resp
-}
-
-/// Reads the whole body, refusing bodies over [`MAX_BODY`].
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!("The request body is larger than {MAX_BODY} bytes."),
-        )),
-        Err(_) => Err(ApiError::bad_request(
-            "BadParameter",
-            "The request body could not be read.",
-        )),
-    }
-}
-
-/// Parses a JSON body into `T`, with an Azure-style error naming the fault.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "BadParameter",
-            "The request body is empty; a JSON object is required.",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let kind = if e.is_data() {
-            "has a wrong type or value"
-        } else {
-            "is not valid JSON"
-        };
-        ApiError::bad_request("BadParameter", format!("The request body {kind}: {e}."))
-    })
 }
 
 /// Decodes `application/x-www-form-urlencoded` or a query string into pairs.
@@ -144,6 +99,11 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Case-insensitive path segment comparison, as ARM treats resource paths.
+pub(crate) fn seg(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! env         0600 `export` lines for SDKs and the CLI
 //! ```
 
-use atrest_core::operation::Operation;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -28,22 +27,21 @@ use atrest_crypto::random_uuid;
 use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::Identity;
-use atrest_store::{AuditEvent, AuditLog, Store};
+use atrest_store::{AuditLog, Store};
 use atrest_vault::Vaults;
-use hyper::StatusCode;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use crate::audit::service_event;
 use crate::client::Client;
 use crate::detect;
+use crate::jobs::{key_check_loop, purge_loop, save_checkpoint, scheduler_loop};
 use crate::metrics::Metrics;
-use crate::pipeline::unix_now;
-use crate::scheduler::{scheduler_loop, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::throttle::Throttle;
+use crate::time::unix_now;
 use crate::vault_access::InProcessVaults;
 use crate::{AuditSink, Durability};
 
@@ -215,247 +213,38 @@ fn sh_quote(s: &str) -> String {
 
 impl Instance {
     /// Opens (or initialises) the data directory, binds the listener and writes `DIR/env`.
+    /// Each step returns what the next needs.
     pub async fn start(opts: &Options) -> Result<Instance, InstanceError> {
         let dir = &opts.data_dir;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir))?;
-        let lock_path = dir.join("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(InstanceError::Locked(dir.clone())),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
-
-        // Readiness is signalled by `DIR/env` appearing, so a stale one goes first.
-        let env_path = dir.join("env");
-        match fs::remove_file(&env_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&env_path)(e)),
-            _ => {}
-        }
-        let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
-        let store = Arc::new(Store::open(&dir.join("state.db"))?);
-        let tenant = meta_text(&store, "tenant_id", random_uuid)?;
-        let subscription = meta_text(&store, "subscription_id", random_uuid)?;
-
-        let signer = match meta_get(&store, "token_signer")? {
-            Some(sealed) => TokenSigner::open(&root, "token_signer", &sealed)?,
-            None => {
-                let signer = TokenSigner::generate()?;
-                meta_put(&store, "token_signer", &signer.seal(&root, "token_signer"))?;
-                signer
-            }
-        };
-
-        let tls_dir = dir.join("tls");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&tls_dir)
-            .map_err(io_err(&tls_dir))?;
-        let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
-        let tls = match (
-            fs::read_to_string(&chain_path),
-            sealed_meta_get(&store, &root, "tls_server_key")?,
-        ) {
-            (Ok(chain), Some(key)) if ca_path.exists() => {
-                let key = std::str::from_utf8(&key)
-                    .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
-                load_tls_config(&chain, key)?
-            }
-            _ => {
-                let ips = [
-                    std::net::Ipv4Addr::LOCALHOST.into(),
-                    std::net::Ipv6Addr::LOCALHOST.into(),
-                ];
-                let id = generate_tls_identity(
-                    &["localhost", "*.vault.localhost", "vault.localhost"],
-                    &ips,
-                )?;
-                sealed_meta_put(&store, &root, "tls_server_key", id.key_pem.as_bytes())?;
-                fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
-                fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
-                load_tls_config(&id.chain_pem, &id.key_pem)?
-            }
-        };
-
-        let listener =
-            TcpListener::bind(opts.listen)
-                .await
-                .map_err(|source| InstanceError::Io {
-                    path: PathBuf::from(opts.listen.to_string()),
-                    source,
-                })?;
+        let (lock, env_path) = lock_data_dir(dir)?;
+        let (keys, signer) = open_keys(dir)?;
+        let (tls, ca_path) = tls_identity(dir, &keys)?;
+        let listener = bind(opts.listen).await?;
         let port = listener.local_addr().map_err(io_err(dir))?.port();
-        let authority = format!("https://localhost:{port}");
         let identity = Identity::new(
-            store.clone(),
+            keys.store.clone(),
             signer,
-            tenant.clone(),
-            authority.clone(),
+            keys.tenant.clone(),
+            format!("https://localhost:{port}"),
             format!("https://vault.localhost:{port}"),
         )
         .with_token_lifetime(opts.token_lifetime);
-
-        // The bootstrap administrator's secret is sealed so that restarts rewrite the
-        // same `DIR/env`.
-        let admin = match (
-            meta_get(&store, "bootstrap_admin")?,
-            sealed_meta_get(&store, &root, "bootstrap_secret")?,
-        ) {
-            (Some(app_id), Some(secret)) => (
-                String::from_utf8_lossy(&app_id).into_owned(),
-                Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()),
-            ),
-            _ => {
-                let sp = identity.create_service_principal(BOOTSTRAP_ADMIN, true, unix_now().0)?;
-                meta_put(&store, "bootstrap_admin", sp.principal.app_id.as_bytes())?;
-                sealed_meta_put(&store, &root, "bootstrap_secret", sp.password.as_bytes())?;
-                (
-                    sp.principal.app_id.clone(),
-                    Zeroizing::new(sp.password.clone()),
-                )
-            }
-        };
-
-        grant_bootstrap_roles(&identity, &admin.0, &subscription)?;
-
-        let ca = ca_path.canonicalize().map_err(io_err(&ca_path))?;
-        let ca = ca.display().to_string();
-        let data_dir = dir.canonicalize().map_err(io_err(dir))?;
-        let lines = [
-            ("AZURE_AUTHORITY_HOST", authority.clone()),
-            ("AZURE_TENANT_ID", "adfs".to_owned()),
-            ("AZURE_CLIENT_ID", admin.0.clone()),
-            ("AZURE_CLIENT_SECRET", admin.1.to_string()),
-            ("AZURE_SUBSCRIPTION_ID", subscription.clone()),
-            ("REQUESTS_CA_BUNDLE", ca.clone()),
-            ("SSL_CERT_FILE", ca.clone()),
-            ("NODE_EXTRA_CA_CERTS", ca.clone()),
-            ("ATREST_ENDPOINT", authority.clone()),
-            ("ATREST_TENANT_ID", tenant.clone()),
-            ("ATREST_SUBSCRIPTION_ID", subscription.clone()),
-            ("ATREST_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP.to_owned()),
-            ("ATREST_CA", ca),
-            ("ATREST_DATA_DIR", data_dir.display().to_string()),
-        ];
-        let env = Zeroizing::new(
-            lines
-                .iter()
-                .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
-                .collect::<String>(),
-        );
-
-        // The audit chain's MAC key: without it nobody can rewrite the log consistently.
-        let wrapped = meta_or_init(&store, "audit_chain_key", || {
-            DataKey::generate().wrap(&root, "audit_chain_key")
-        })?;
-        let chain_key = DataKey::unwrap(&root, "audit_chain_key", &wrapped)?.into_mac_key();
-        let vaults = Vaults::new(store.clone(), root.clone())?;
-        let audit_log = Arc::new(AuditLog::open(
-            &dir.join("audit.db"),
-            Box::new(move |prev, event| chain_key.mac(&[prev, event])),
-        )?);
-        let webhook = match &opts.alert_webhook {
-            Some(url) => {
-                let ca = fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(InstanceError::Webhook(format!(
-                        "'{url}' is not an http:// or https:// URL"
-                    )));
-                }
-                let client = Client::new(&ca).map_err(|e| InstanceError::Webhook(e.to_string()))?;
-                Some((url.clone(), client))
-            }
-            None => None,
-        };
-        let detector = detect::spawn(
-            audit_log.clone(),
-            webhook,
-            tokio::runtime::Handle::current(),
-        )
-        .map_err(io_err(&dir.join("audit.db")))?;
-        // Events journaled before a crash are stored first, whatever the durability now.
-        let journal_dir = dir.join("audit-journal");
-        let (journal, recovered) = audit_log.recover_journal(&journal_dir)?;
-        if recovered.events > 0 || recovered.torn_bytes > 0 {
-            tracing::warn!(
-                events = recovered.events,
-                torn_bytes = recovered.torn_bytes,
-                "stored audit events the journal held from before a crash"
-            );
-        }
-        let journal = match opts.audit_durability {
-            Durability::Journal { interval } => Some((journal, interval)),
-            Durability::Commit => {
-                journal.close().map_err(io_err(&journal_dir))?;
-                None
-            }
-        };
-        let (audit, audit_writer) = AuditSink::spawn(audit_log.clone(), journal, Some(detector))
-            .map_err(io_err(&dir.join("audit.db")))?;
+        let admin = bootstrap_admin(&identity, &keys.store, &keys.root, &keys.subscription)?;
+        let env = env_file(dir, &ca_path, &identity, &keys, &admin)?;
+        let audit = open_audit(dir, opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
-            Some(addr) => {
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| InstanceError::Io {
-                            path: PathBuf::from(addr.to_string()),
-                            source,
-                        })?,
-                )
-            }
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let key_access = Arc::new(InProcessVaults::default());
-        let compute = Arc::new(Compute::new(
-            store.clone(),
-            &root,
-            key_access.clone(),
-            ComputeConfig {
-                subscription: subscription.clone(),
-                blocks_dir: dir.join("disks"),
-                vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
-            },
-            unix_now().0,
-        )?);
-        let settings = Settings {
-            port,
-            subscription,
-            resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
-            nbd: match &nbd {
-                Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
-                None => None,
-            },
-        };
-        let state = Arc::new(AppState {
-            identity,
-            vaults,
-            audit_log,
-            store: store.clone(),
-            audit,
-            settings,
-            request_ids: RequestIds::new(),
-            scheduler: Scheduler::open(store.clone())?,
-            throttle: Throttle::new(opts.limits.clone()),
-            metrics: Metrics::default(),
-            compute,
-        });
+        let (state, key_access) =
+            services(dir, opts, keys, identity, audit.log, audit.sink, port, &nbd)?;
         key_access.attach(&state);
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
             state,
             listener,
             tls,
-            audit_writer,
+            audit_writer: audit.writer,
             nbd,
             key_check_interval: opts.key_check_interval,
             purge_interval: opts.purge_interval,
@@ -514,7 +303,7 @@ impl Instance {
         self.state.compute.flush_all();
         // The checkpoint covers every event, the journaled ones included.
         self.state.audit.flush().await;
-        if let Err(e) = crate::audit::save_checkpoint(&self.state) {
+        if let Err(e) = save_checkpoint(&self.state) {
             tracing::error!(error = %e, "cannot record the audit checkpoint");
         }
         // The audit writer ends once every sink (held by the state) is gone.
@@ -527,6 +316,299 @@ impl Instance {
         }
         result
     }
+}
+
+/// The keys and identifiers every later step needs, from the root key outward.
+struct Keys {
+    root: Arc<RootKey>,
+    store: Arc<Store>,
+    tenant: String,
+    subscription: String,
+}
+
+/// Creates the data directory (0700) and takes its lock; removes a stale `DIR/env`, whose
+/// appearance signals readiness.
+fn lock_data_dir(dir: &Path) -> Result<(fs::File, PathBuf), InstanceError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    let lock_path = dir.join("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(InstanceError::Locked(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
+    let env_path = dir.join("env");
+    match fs::remove_file(&env_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&env_path)(e)),
+        _ => {}
+    }
+    Ok((lock, env_path))
+}
+
+/// The root key, the state database and the instance's ids; and the token signer.
+fn open_keys(dir: &Path) -> Result<(Keys, TokenSigner), InstanceError> {
+    let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
+    let store = Arc::new(Store::open(&dir.join("state.db"))?);
+    let tenant = meta_text(&store, "tenant_id", random_uuid)?;
+    let subscription = meta_text(&store, "subscription_id", random_uuid)?;
+    let signer = match meta_get(&store, "token_signer")? {
+        Some(sealed) => TokenSigner::open(&root, "token_signer", &sealed)?,
+        None => {
+            let signer = TokenSigner::generate()?;
+            meta_put(&store, "token_signer", &signer.seal(&root, "token_signer"))?;
+            signer
+        }
+    };
+    let keys = Keys {
+        root,
+        store,
+        tenant,
+        subscription,
+    };
+    Ok((keys, signer))
+}
+
+/// The TLS configuration, from the sealed server key and `tls/`, or a new CA and server
+/// certificate on first start; and the path of the CA certificate.
+fn tls_identity(
+    dir: &Path,
+    keys: &Keys,
+) -> Result<(Arc<rustls::ServerConfig>, PathBuf), InstanceError> {
+    let (store, root) = (&keys.store, &keys.root);
+    let tls_dir = dir.join("tls");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&tls_dir)
+        .map_err(io_err(&tls_dir))?;
+    let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
+    let tls = match (
+        fs::read_to_string(&chain_path),
+        sealed_meta_get(store, root, "tls_server_key")?,
+    ) {
+        (Ok(chain), Some(key)) if ca_path.exists() => {
+            let key = std::str::from_utf8(&key)
+                .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
+            load_tls_config(&chain, key)?
+        }
+        _ => {
+            let ips = [
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ];
+            let id = generate_tls_identity(
+                &["localhost", "*.vault.localhost", "vault.localhost"],
+                &ips,
+            )?;
+            sealed_meta_put(store, root, "tls_server_key", id.key_pem.as_bytes())?;
+            fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
+            fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
+            load_tls_config(&id.chain_pem, &id.key_pem)?
+        }
+    };
+    Ok((tls, ca_path))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, InstanceError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| InstanceError::Io {
+            path: PathBuf::from(addr.to_string()),
+            source,
+        })
+}
+
+/// The bootstrap administrator's client id and secret, created on first start and then
+/// read back (the secret is sealed, so restarts write the same `DIR/env`), with its roles
+/// ensured.
+fn bootstrap_admin(
+    identity: &Identity,
+    store: &Store,
+    root: &RootKey,
+    subscription: &str,
+) -> Result<(String, Zeroizing<String>), InstanceError> {
+    let admin = match (
+        meta_get(store, "bootstrap_admin")?,
+        sealed_meta_get(store, root, "bootstrap_secret")?,
+    ) {
+        (Some(app_id), Some(secret)) => (
+            String::from_utf8_lossy(&app_id).into_owned(),
+            Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()),
+        ),
+        _ => {
+            let sp = identity.create_service_principal(BOOTSTRAP_ADMIN, true, unix_now().0)?;
+            meta_put(store, "bootstrap_admin", sp.principal.app_id.as_bytes())?;
+            sealed_meta_put(store, root, "bootstrap_secret", sp.password.as_bytes())?;
+            (
+                sp.principal.app_id.clone(),
+                Zeroizing::new(sp.password.clone()),
+            )
+        }
+    };
+    grant_bootstrap_roles(identity, &admin.0, subscription)?;
+    Ok(admin)
+}
+
+/// The contents of `DIR/env`.
+fn env_file(
+    dir: &Path,
+    ca_path: &Path,
+    identity: &Identity,
+    keys: &Keys,
+    admin: &(String, Zeroizing<String>),
+) -> Result<Zeroizing<String>, InstanceError> {
+    let authority = identity.authority().to_owned();
+    let ca = ca_path.canonicalize().map_err(io_err(ca_path))?;
+    let ca = ca.display().to_string();
+    let data_dir = dir.canonicalize().map_err(io_err(dir))?;
+    let lines = [
+        ("AZURE_AUTHORITY_HOST", authority.clone()),
+        ("AZURE_TENANT_ID", "adfs".to_owned()),
+        ("AZURE_CLIENT_ID", admin.0.clone()),
+        ("AZURE_CLIENT_SECRET", admin.1.to_string()),
+        ("AZURE_SUBSCRIPTION_ID", keys.subscription.clone()),
+        ("REQUESTS_CA_BUNDLE", ca.clone()),
+        ("SSL_CERT_FILE", ca.clone()),
+        ("NODE_EXTRA_CA_CERTS", ca.clone()),
+        ("ATREST_ENDPOINT", authority),
+        ("ATREST_TENANT_ID", keys.tenant.clone()),
+        ("ATREST_SUBSCRIPTION_ID", keys.subscription.clone()),
+        ("ATREST_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP.to_owned()),
+        ("ATREST_CA", ca),
+        ("ATREST_DATA_DIR", data_dir.display().to_string()),
+    ];
+    Ok(Zeroizing::new(
+        lines
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+            .collect::<String>(),
+    ))
+}
+
+/// The audit log with its chain key, the detector, what a crash left in the journal, and
+/// the writer with the sink requests record through.
+struct Audit {
+    log: Arc<AuditLog>,
+    sink: AuditSink,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+fn open_audit(
+    dir: &Path,
+    opts: &Options,
+    keys: &Keys,
+    ca_path: &Path,
+) -> Result<Audit, InstanceError> {
+    // The audit chain's MAC key: without it nobody can rewrite the log consistently.
+    let wrapped = meta_or_init(&keys.store, "audit_chain_key", || {
+        DataKey::generate().wrap(&keys.root, "audit_chain_key")
+    })?;
+    let chain_key = DataKey::unwrap(&keys.root, "audit_chain_key", &wrapped)?.into_mac_key();
+    let log = Arc::new(AuditLog::open(
+        &dir.join("audit.db"),
+        Box::new(move |prev, event| chain_key.mac(&[prev, event])),
+    )?);
+    let webhook = match &opts.alert_webhook {
+        Some(url) => {
+            let ca = fs::read_to_string(ca_path).map_err(io_err(ca_path))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(InstanceError::Webhook(format!(
+                    "'{url}' is not an http:// or https:// URL"
+                )));
+            }
+            let client = Client::new(&ca).map_err(|e| InstanceError::Webhook(e.to_string()))?;
+            Some((url.clone(), client))
+        }
+        None => None,
+    };
+    let detector = detect::spawn(log.clone(), webhook, tokio::runtime::Handle::current())
+        .map_err(io_err(&dir.join("audit.db")))?;
+    // Events journaled before a crash are stored first, whatever the durability now.
+    let journal_dir = dir.join("audit-journal");
+    let (journal, recovered) = log.recover_journal(&journal_dir)?;
+    if recovered.events > 0 || recovered.torn_bytes > 0 {
+        tracing::warn!(
+            events = recovered.events,
+            torn_bytes = recovered.torn_bytes,
+            "stored audit events the journal held from before a crash"
+        );
+    }
+    let journal = match opts.audit_durability {
+        Durability::Journal { interval } => Some((journal, interval)),
+        Durability::Commit => {
+            journal.close().map_err(io_err(&journal_dir))?;
+            None
+        }
+    };
+    let (sink, writer) = AuditSink::spawn(log.clone(), journal, Some(detector))
+        .map_err(io_err(&dir.join("audit.db")))?;
+    Ok(Audit { log, sink, writer })
+}
+
+/// The services and the state every handler reaches; the in-process vault client, which
+/// must be attached to that state.
+#[allow(clippy::too_many_arguments)]
+fn services(
+    dir: &Path,
+    opts: &Options,
+    keys: Keys,
+    identity: Identity,
+    audit_log: Arc<AuditLog>,
+    audit: AuditSink,
+    port: u16,
+    nbd: &Option<TcpListener>,
+) -> Result<(Arc<AppState>, Arc<InProcessVaults>), InstanceError> {
+    let Keys {
+        root,
+        store,
+        subscription,
+        ..
+    } = keys;
+    let vaults = Vaults::new(store.clone(), root.clone())?;
+    let key_access = Arc::new(InProcessVaults::default());
+    let compute = Arc::new(Compute::new(
+        store.clone(),
+        &root,
+        key_access.clone(),
+        ComputeConfig {
+            subscription: subscription.clone(),
+            blocks_dir: dir.join("disks"),
+            vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
+        },
+        unix_now().0,
+    )?);
+    let settings = Settings {
+        port,
+        subscription,
+        resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
+        nbd: match nbd {
+            Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
+            None => None,
+        },
+    };
+    let state = Arc::new(AppState {
+        identity,
+        vaults,
+        audit_log,
+        store: store.clone(),
+        audit,
+        settings,
+        request_ids: RequestIds::new(),
+        scheduler: Scheduler::open(store)?,
+        throttle: Throttle::new(opts.limits.clone()),
+        metrics: Metrics::default(),
+        compute,
+    });
+    Ok((state, key_access))
 }
 
 /// The roles the bootstrap administrator holds on the whole subscription: Owner (manage
@@ -551,78 +633,6 @@ fn grant_bootstrap_roles(
         }
     }
     Ok(())
-}
-
-/// Re-checks the customer-managed key of every open disk, and moves disk encryption sets
-/// that follow the latest key version to it.
-async fn key_check_loop(state: Arc<AppState>, every: Duration) {
-    // The disks were opened (their keys unwrapped) just before; the first check is due
-    // one interval later.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = state.compute.check_keys().await {
-            tracing::error!(error = %e, "disk key check failed");
-        }
-        if let Err(e) = state.compute.rotate_to_latest(unix_now().0).await {
-            tracing::error!(error = %e, "disk encryption set rotation failed");
-        }
-    }
-}
-
-/// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
-/// events past their retention (itself recorded as an `AuditRetention` event); records the
-/// audit log's head in the state database, so that `verify` notices deleted newest events.
-async fn purge_loop(state: Arc<AppState>, every: Duration, audit_retention: Option<Duration>) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let checkpoint = state.clone();
-        match tokio::task::spawn_blocking(move || crate::audit::save_checkpoint(&checkpoint)).await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the audit checkpoint"),
-            Err(e) => tracing::error!(error = %e, "audit checkpoint panicked"),
-        }
-        if let Some(keep) = audit_retention {
-            let cutoff = unix_now().1 - keep.as_millis() as i64;
-            let log = state.audit_log.clone();
-            match tokio::task::spawn_blocking(move || log.prune(cutoff)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(deleted)) => {
-                    let event = AuditEvent {
-                        result_description: format!(
-                            "Deleted {deleted} audit events older than {}.",
-                            humantime::format_rfc3339_millis(
-                                std::time::UNIX_EPOCH + Duration::from_millis(cutoff.max(0) as u64)
-                            )
-                        ),
-                        ..service_event(
-                            &state,
-                            "atrest-retention",
-                            Operation::AuditRetention,
-                            StatusCode::OK,
-                        )
-                    };
-                    state.audit.expect().record(event).await;
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
-                Err(e) => tracing::error!(error = %e, "audit retention panicked"),
-            }
-        }
-        let state = state.clone();
-        match tokio::task::spawn_blocking(move || state.vaults.purge_due(unix_now().0)).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((objects, vaults))) => tracing::info!(
-                objects,
-                vaults,
-                "purged soft-deleted items past their purge date"
-            ),
-            Ok(Err(e)) => tracing::error!(error = %e, "purge job failed"),
-            Err(e) => tracing::error!(error = %e, "purge job panicked"),
-        }
-    }
 }
 
 #[cfg(test)]

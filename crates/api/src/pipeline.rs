@@ -6,7 +6,7 @@
 //! its [`Ctx`]. A result whose event cannot be recorded never leaves.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use atrest_core::operation::Operation;
 use atrest_identity::Caller;
@@ -16,14 +16,7 @@ use hyper::StatusCode;
 use crate::audit::{result_of, Expected};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Now, as (seconds, milliseconds) since the Unix epoch.
-pub(crate) fn unix_now() -> (i64, i64) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_secs() as i64, d.as_millis() as i64)
-}
+use crate::time::unix_now;
 
 /// What a handler learned about the request, for its audit event.
 #[derive(Debug)]

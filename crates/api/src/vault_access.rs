@@ -21,8 +21,9 @@ use crate::client::percent_encode;
 use crate::control::issued;
 use crate::data_plane::{self, vault_resource_id, KeyRoute, Route};
 use crate::error::ApiError;
-use crate::pipeline::{unix_now, Ctx, Exchange};
+use crate::pipeline::{Ctx, Exchange};
 use crate::state::{AppState, VAULT_HOST_SUFFIX};
+use crate::time::unix_now;
 
 /// The Key Vault api-version the disk service's calls are recorded under.
 const API_VERSION: &str = "7.6";

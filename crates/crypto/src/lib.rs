@@ -12,15 +12,14 @@ mod aead;
 mod jwt;
 mod keys;
 mod password;
-mod provider;
 mod random;
 mod tls;
 
 pub use aead::{DataKey, MacKey, RootKey};
 pub use jwt::{JwtError, TokenSigner};
+pub use keys::provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
 pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};
-pub use provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
 pub use random::{
     random_bytes, random_hex, random_key, random_secret, random_uuid, sha256, sha256_matches,
 };

@@ -3,8 +3,6 @@
 use atrest_core::compute::ComputeRuleError;
 use thiserror::Error;
 
-use crate::keys::KeyAccessError;
-
 /// A refused or failed compute operation. Each variant's documentation names its class
 /// (and Azure's code where a rule picks one); the HTTP edge picks codes and statuses.
 /// Messages never contain key material.
@@ -84,5 +82,22 @@ impl ComputeError {
             code,
             message: message.into(),
         }
+    }
+}
+
+/// A vault's answer to a refused key operation, as the caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAccessError {
+    /// HTTP status.
+    pub status: u16,
+    /// The most specific Key Vault error code (`KeyDisabled`, `ForbiddenByRbac`, …).
+    pub code: String,
+    /// Key Vault's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyAccessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
     }
 }

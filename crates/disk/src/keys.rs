@@ -11,24 +11,7 @@ use atrest_store::Store;
 use atrest_xts::{XtsKey, KEY_LEN};
 use zeroize::Zeroizing;
 
-use crate::error::ComputeError;
-
-/// A vault's answer to a refused key operation, as the caller saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyAccessError {
-    /// HTTP status.
-    pub status: u16,
-    /// The most specific Key Vault error code (`KeyDisabled`, `ForbiddenByRbac`, …).
-    pub code: String,
-    /// Key Vault's message.
-    pub message: String,
-}
-
-impl std::fmt::Display for KeyAccessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
-    }
-}
+use crate::error::{ComputeError, KeyAccessError};
 
 /// What the platform itself knows of a vault and one of its keys, for validating a disk
 /// encryption set. No identity is involved and nothing secret is returned.

@@ -15,7 +15,7 @@ pub mod nbd;
 pub mod service;
 
 pub use blocks::{DiskError, EncryptedFile, UNIT};
-pub use error::ComputeError;
-pub use keys::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
+pub use error::{ComputeError, KeyAccessError};
+pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 pub use model::{Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek};
 pub use service::{Compute, ComputeConfig, DesRequest, DiskRequest, OpenDisk, VmRequest};

@@ -17,8 +17,6 @@
 #![forbid(unsafe_code)]
 
 mod audit;
-mod audit_codec;
-mod journal;
 mod objects;
 mod principals;
 mod resources;
@@ -33,10 +31,10 @@ use std::sync::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
+pub use audit::journal::{decode_records, encode_record, Journal, JournalMark};
 pub use audit::{
     Alert, AuditEvent, AuditEventRef, AuditFilter, AuditLog, ChainLink, Recovery, Verification,
 };
-pub use journal::{decode_records, encode_record, Journal, JournalMark};
 pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
 pub use principals::{PrincipalKind, PrincipalRow};
 pub use roles::RoleAssignmentRow;

@@ -200,3 +200,132 @@ fn every_crate_is_mapped_and_linted() {
         );
     }
 }
+
+/// The top-level module a source file belongs to: `src/a.rs` and `src/a/…` are `a`.
+fn top_module(src: &Path, file: &Path) -> Option<String> {
+    let first = file.strip_prefix(src).ok()?.components().next()?;
+    let name = first.as_os_str().to_string_lossy();
+    let name = name.strip_suffix(".rs").unwrap_or(&name).to_owned();
+    (name != "lib" && name != "main").then_some(name)
+}
+
+/// The top-level modules a source text names through `crate::`, including the groups of
+/// `use crate::{a, b::c}`.
+fn crate_references(source: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (i, _) in source.match_indices("crate::") {
+        let rest = &source[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's items at the top level: `{a::{b, c}, d}` names `a` and `d`.
+            let (mut depth, mut item) = (0, String::new());
+            for c in group.chars() {
+                match (c, depth) {
+                    ('}', 0) => break,
+                    (',', 0) => out.insert(ident(std::mem::take(&mut item).trim())),
+                    _ => {
+                        depth += usize::from(c == '{');
+                        depth -= usize::from(c == '}');
+                        item.push(c);
+                        true
+                    }
+                };
+            }
+            out.insert(ident(item.trim()));
+        } else {
+            out.insert(ident(rest));
+        }
+    }
+    out.retain(|m| !m.is_empty() && m.chars().next().is_some_and(|c| c.is_lowercase()));
+    out
+}
+
+/// A cycle in `graph`, if there is one, as the modules along it.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn module_graphs_have_no_cycle() {
+    for (name, dir) in crates() {
+        let src = dir.join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(module) = top_module(&src, file) else {
+                continue;
+            };
+            let source = fs::read_to_string(file).expect("source");
+            // Tests may reach anything; the rule is for the code they test.
+            let source = source.split("#[cfg(test)]").next().unwrap_or("");
+            let edges = graph.entry(module.clone()).or_default();
+            edges.extend(
+                crate_references(source)
+                    .into_iter()
+                    .filter(|m| *m != module),
+            );
+        }
+        assert_eq!(
+            find_cycle(&graph),
+            None,
+            "{name}: modules that import each other"
+        );
+    }
+}
+
+#[test]
+fn cycle_detection() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry((*a).to_owned())
+                .or_default()
+                .insert((*b).to_owned());
+        }
+        g
+    };
+    assert_eq!(find_cycle(&graph(&[("a", "b"), ("b", "c")])), None);
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    assert_eq!(
+        crate_references("use crate::{http::{json, Resp}, error};\nlet x = crate::time::now();"),
+        ["error", "http", "time"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+}

@@ -21,8 +21,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
 use crate::blocks::EncryptedFile;
-use crate::error::ComputeError;
-use crate::keys::{new_dek, xts_key, KeyAccessError, KeyVaultAccess, PlatformKeys};
+use crate::error::{ComputeError, KeyAccessError};
+use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys};
 use crate::model::{
     Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
 };

@@ -3,19 +3,22 @@
 //!
 //! Each event's hash is the chain key's MAC over its predecessor's hash and the event's
 //! canonical bytes (its sequence number included). Events are stored in blocks, one row per
-//! batch the writer stores (see [`crate::audit_codec`]), each event with its hash. Editing,
+//! batch the writer stores (see [`crate::audit::codec`]), each event with its hash. Editing,
 //! deleting, inserting or reordering events or rows breaks the chain at the first affected
 //! event, and without the chain key nobody can forge a consistent continuation. Retention
 //! deletes the oldest blocks and keeps the last deleted event's sequence number and hash as
 //! the anchor the chain continues from.
+
+pub(crate) mod codec;
+pub(crate) mod journal;
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::audit_codec::{decode_block, encode, BlockWriter};
-use crate::journal::{self, Journal, JournalMark};
+use self::codec::{decode_block, encode, BlockWriter};
+use self::journal::{Journal, JournalMark};
 use crate::{open_connection, open_reader, schema, StoreError};
 
 /// What [`AuditLog::recover_journal`] found.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::keys::{CipherParams, Curve, Encrypted, KeyError, KeyMaterial};
+use super::{CipherParams, Curve, Encrypted, KeyError, KeyMaterial};
 
 /// The type and size of a key, enough to generate another like it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! `sign_digest`/`verify_digest`. A192KW, which AWS-LC lacks, comes from the `aes-kw`
 //! crate.
 
+pub(crate) mod provider;
+
 use aws_lc_rs::cipher::{
     DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, PaddedBlockDecryptingKey,
     PaddedBlockEncryptingKey, UnboundCipherKey, AES_128, AES_192, AES_256,
@@ -26,7 +28,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::provider::{KeyHandle, KeySpec};
+use self::provider::{KeyHandle, KeySpec};
 use crate::random_bytes;
 
 /// Why a key operation was refused. Messages name the fault, never key material.

@@ -15,7 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::audit_codec::{decode, encode};
+use crate::audit::codec::{decode, encode};
 use crate::{AuditEvent, AuditEventRef};
 
 /// How far a batch of journaled events reaches: the first `records` records of the file of

@@ -1,0 +1,282 @@
+//! Work the server does on its own, beside requests: the scheduler's passes (key
+//! rotation and expiry notices), purging and audit retention, the audit checkpoint, and the
+//! disk key checks. Each is audited as a service event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_core::operation::Operation;
+use atrest_core::rotation::Period;
+use atrest_store::AuditEvent;
+use atrest_vault::LifetimeEvent;
+use hyper::StatusCode;
+
+use crate::audit::result_of;
+use crate::error::ApiError;
+use crate::scheduler::{SCHEDULER_CLIENT, SCHEDULER_INTERVAL};
+use crate::state::AppState;
+use crate::time::{rfc3339, unix_now};
+
+/// Where the audit log's head is recorded, outside the audit database.
+const CHECKPOINT: &str = "audit_checkpoint";
+
+/// Records the audit log's head (sequence number and hash) in the state database. The
+/// checkpoint only moves forward along the chain: if the log no longer holds the
+/// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
+/// checkpoint stays as evidence for `verify`.
+pub(crate) fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
+    let (seq, hash) = state.audit_log.head();
+    if seq == 0 {
+        return Ok(());
+    }
+    if let Some((old_seq, old_hash)) = checkpoint(state)? {
+        if old_seq > seq
+            || state
+                .audit_log
+                .hash_at(old_seq)?
+                .is_some_and(|h| h != old_hash)
+        {
+            tracing::error!(
+                checkpoint = old_seq,
+                head = seq,
+                "the audit log does not extend its checkpoint; run `atrest monitor audit verify`"
+            );
+            return Ok(());
+        }
+    }
+    let value = [&seq.to_be_bytes()[..], &hash].concat();
+    state.store.write(|tx| tx.meta_put(CHECKPOINT, &value))
+}
+
+/// The last recorded head, if any.
+pub(crate) fn checkpoint(
+    state: &AppState,
+) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
+    let stored = state.store.read(|tx| tx.meta_get(CHECKPOINT))?;
+    Ok(stored.and_then(|v| {
+        let seq = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+        let hash: [u8; 32] = v.get(8..)?.try_into().ok()?;
+        Some((seq, hash))
+    }))
+}
+
+/// An event for work the server does on its own (scheduled rotation, retention),
+/// attributed to the service in this tenant and to `client`.
+pub(crate) fn service_event(
+    state: &AppState,
+    client: &str,
+    operation: Operation,
+    status: StatusCode,
+) -> AuditEvent {
+    let (result_signature, result_type) = result_of(status);
+    AuditEvent {
+        time_ms: unix_now().1,
+        operation: operation.name().to_owned(),
+        result_signature,
+        result_type,
+        status: status.as_u16(),
+        tenant_id: Some(state.identity.tenant().to_owned()),
+        identity_type: Some("Service".to_owned()),
+        correlation_id: state.request_ids.next(),
+        client_info: client.to_owned(),
+        ..AuditEvent::default()
+    }
+}
+
+/// Moves the scheduler's clock forward by `by`, then runs a pass at the new time. The move
+/// and the pass happen under the pass lock, so the pass that sees the new time is this one.
+pub(crate) async fn advance(
+    state: &Arc<AppState>,
+    by: Period,
+) -> Result<Vec<AuditEvent>, ApiError> {
+    let _serialized = state.scheduler.pass_lock().lock().await;
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || worker.scheduler.move_forward(by.seconds()))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    Ok(pass_locked(state).await)
+}
+
+/// Runs one pass at the scheduler's time and audits what it did; the caller holds the
+/// pass lock.
+async fn pass_locked(state: &Arc<AppState>) -> Vec<AuditEvent> {
+    let now = state.scheduler.now();
+    let worker = state.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || worker.vaults.run_lifetime_actions(now)).await;
+    let events = match outcome {
+        Ok(Ok(events)) => events,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "key lifetime actions failed");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "key lifetime actions panicked");
+            return Vec::new();
+        }
+    };
+    let mut recorded = Vec::new();
+    for event in events {
+        for audit in audit_events(state, now, event) {
+            tracing::info!(
+                operation = %audit.operation,
+                id = audit.target_id.as_deref().unwrap_or("-"),
+                result = %audit.result_type,
+                "scheduled key lifetime action"
+            );
+            state.audit.expect().record(audit.clone()).await;
+            recorded.push(audit);
+        }
+    }
+    recorded
+}
+
+/// The audit events for one lifetime event: a rotation is `KeyRotateIfDue` (the check that
+/// found it due, on the old version) followed by `KeyRotate` (the new version), sharing a
+/// correlation id.
+fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEvent> {
+    let correlation_id = state.request_ids.next();
+    let key_id = |vault: &str, name: &str, version: &str| {
+        format!("{}/keys/{name}/{version}", state.vault_base(vault))
+    };
+    let at = rfc3339(now);
+    let make = |operation: Operation, status: StatusCode, vault: &str, id: String, description| {
+        AuditEvent {
+            result_description: description,
+            resource: Some(vault.to_owned()),
+            target_id: Some(id.clone()),
+            request_uri: id,
+            correlation_id: correlation_id.clone(),
+            ..service_event(state, SCHEDULER_CLIENT, operation, status)
+        }
+    };
+    match event {
+        LifetimeEvent::Rotated {
+            vault,
+            previous_version,
+            key,
+        } => vec![
+            make(
+                Operation::KeyRotateIfDue,
+                StatusCode::OK,
+                &vault,
+                key_id(&vault, &key.name, &previous_version),
+                format!("The rotation policy made the rotation due at {at}."),
+            ),
+            make(
+                Operation::KeyRotate,
+                StatusCode::OK,
+                &vault,
+                key_id(&vault, &key.name, &key.version),
+                format!("New version created by the rotation policy at {at}."),
+            ),
+        ],
+        LifetimeEvent::RotationFailed { vault, name, error } => {
+            let error = ApiError::from(error);
+            vec![make(
+                Operation::KeyRotateIfDue,
+                error.status,
+                &vault,
+                format!("{}/keys/{name}", state.vault_base(&vault)),
+                error.message,
+            )]
+        }
+        LifetimeEvent::NearExpiry {
+            vault,
+            name,
+            version,
+            expires,
+        } => vec![make(
+            Operation::KeyNearExpiry,
+            StatusCode::OK,
+            &vault,
+            key_id(&vault, &name, &version),
+            format!("The key version expires at {}.", rfc3339(expires)),
+        )],
+    }
+}
+
+/// Runs a pass every [`SCHEDULER_INTERVAL`], the first at once.
+pub(crate) async fn scheduler_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
+    loop {
+        tick.tick().await;
+        let _serialized = state.scheduler.pass_lock().lock().await;
+        pass_locked(&state).await;
+    }
+}
+
+/// Re-checks the customer-managed key of every open disk, and moves disk encryption sets
+/// that follow the latest key version to it.
+pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
+    // The disks were opened (their keys unwrapped) just before; the first check is due
+    // one interval later.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.compute.check_keys().await {
+            tracing::error!(error = %e, "disk key check failed");
+        }
+        if let Err(e) = state.compute.rotate_to_latest(unix_now().0).await {
+            tracing::error!(error = %e, "disk encryption set rotation failed");
+        }
+    }
+}
+
+/// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
+/// events past their retention (itself recorded as an `AuditRetention` event); records the
+/// audit log's head in the state database, so that `verify` notices deleted newest events.
+pub(crate) async fn purge_loop(
+    state: Arc<AppState>,
+    every: Duration,
+    audit_retention: Option<Duration>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let checkpoint = state.clone();
+        match tokio::task::spawn_blocking(move || save_checkpoint(&checkpoint)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the audit checkpoint"),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint panicked"),
+        }
+        if let Some(keep) = audit_retention {
+            let cutoff = unix_now().1 - keep.as_millis() as i64;
+            let log = state.audit_log.clone();
+            match tokio::task::spawn_blocking(move || log.prune(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(deleted)) => {
+                    let event = AuditEvent {
+                        result_description: format!(
+                            "Deleted {deleted} audit events older than {}.",
+                            humantime::format_rfc3339_millis(
+                                std::time::UNIX_EPOCH + Duration::from_millis(cutoff.max(0) as u64)
+                            )
+                        ),
+                        ..service_event(
+                            &state,
+                            "atrest-retention",
+                            Operation::AuditRetention,
+                            StatusCode::OK,
+                        )
+                    };
+                    state.audit.expect().record(event).await;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
+                Err(e) => tracing::error!(error = %e, "audit retention panicked"),
+            }
+        }
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || state.vaults.purge_due(unix_now().0)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((objects, vaults))) => tracing::info!(
+                objects,
+                vaults,
+                "purged soft-deleted items past their purge date"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "purge job failed"),
+            Err(e) => tracing::error!(error = %e, "purge job panicked"),
+        }
+    }
+}
