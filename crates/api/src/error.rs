@@ -4,6 +4,7 @@ use atrest_core::attributes::Unusable;
 use atrest_crypto::KeyError;
 use atrest_disk::ComputeError;
 use atrest_identity::{DirectoryError, OAuthError, RoleError, TokenError};
+use atrest_runtime::throttle::Throttled;
 use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
 use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -11,7 +12,6 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::http::{json, Resp};
-use crate::throttle::Throttled;
 
 /// An error response on its way out.
 #[derive(Debug)]

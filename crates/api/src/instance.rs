@@ -27,23 +27,24 @@ use atrest_crypto::random_uuid;
 use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::Identity;
+use atrest_runtime::audit::{AuditSink, Durability};
+use atrest_runtime::detect;
+use atrest_runtime::metrics::Metrics;
+use atrest_runtime::scheduler::Scheduler;
+use atrest_runtime::throttle::Throttle;
+use atrest_runtime::time::unix_now;
 use atrest_store::{AuditLog, Store};
 use atrest_vault::Vaults;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use crate::admin::alerts;
 use crate::client::Client;
-use crate::detect;
 use crate::jobs::{key_check_loop, purge_loop, save_checkpoint, scheduler_loop};
-use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
-use crate::throttle::Throttle;
-use crate::time::unix_now;
 use crate::vault_access::InProcessVaults;
-use crate::{AuditSink, Durability};
 
 /// The resource group that exists from the first start.
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
@@ -526,12 +527,20 @@ fn open_audit(
                 )));
             }
             let client = Client::new(&ca).map_err(|e| InstanceError::Webhook(e.to_string()))?;
-            Some((url.clone(), client))
+            Some(alerts::webhook(
+                url.clone(),
+                client,
+                tokio::runtime::Handle::current(),
+            ))
         }
         None => None,
     };
-    let detector = detect::spawn(log.clone(), webhook, tokio::runtime::Handle::current())
-        .map_err(io_err(&dir.join("audit.db")))?;
+    let detector = detect::spawn(log.clone(), move |alert| {
+        if let Some(post) = &webhook {
+            post(alert);
+        }
+    })
+    .map_err(io_err(&dir.join("audit.db")))?;
     // Events journaled before a crash are stored first, whatever the durability now.
     let journal_dir = dir.join("audit-journal");
     let (journal, recovered) = log.recover_journal(&journal_dir)?;

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use atrest_core::operation::Operation;
 use atrest_core::rotation::Period;
+use atrest_runtime::scheduler::{SCHEDULER_CLIENT, SCHEDULER_INTERVAL};
+use atrest_runtime::time::{rfc3339, unix_now};
 use atrest_store::AuditEvent;
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 
-use crate::audit::result_of;
 use crate::error::ApiError;
-use crate::scheduler::{SCHEDULER_CLIENT, SCHEDULER_INTERVAL};
+use crate::pipeline::result_of;
 use crate::state::AppState;
-use crate::time::{rfc3339, unix_now};
 
 /// Where the audit log's head is recorded, outside the audit database.
 const CHECKPOINT: &str = "audit_checkpoint";

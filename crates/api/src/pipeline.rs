@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use atrest_core::operation::Operation;
 use atrest_identity::Caller;
+use atrest_runtime::audit::Expected;
+use atrest_runtime::time::unix_now;
 use atrest_store::AuditEvent;
 use hyper::StatusCode;
 
-use crate::audit::{result_of, Expected};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::time::unix_now;
 
 /// What a handler learned about the request, for its audit event.
 #[derive(Debug)]
@@ -154,4 +154,17 @@ impl<'a> Exchange<'a> {
             ))
         }
     }
+}
+
+/// `resultSignature` (the reason phrase) and `resultType` of an outcome.
+pub(crate) fn result_of(status: StatusCode) -> (String, String) {
+    let kind = if status.is_success() {
+        "Success"
+    } else {
+        "Failure"
+    };
+    (
+        status.canonical_reason().unwrap_or("Unknown").to_owned(),
+        kind.to_owned(),
+    )
 }

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::http::{form_pairs, path_segment, Body, Resp};
 use crate::pipeline::{Ctx, Exchange};
 use crate::state::{AppState, VAULT_HOST_SUFFIX};
-use crate::{admin, control, data_plane};
+use crate::{admin, arm, keyvault, token};
 
 /// How long a client may take to finish the TLS handshake or send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,19 +55,19 @@ enum Route<'a> {
         /// The vault the host names.
         vault: &'a str,
         /// The operation, if the path names one.
-        route: Option<data_plane::Route<'a>>,
+        route: Option<keyvault::Route<'a>>,
     },
     /// `/subscriptions/{s}/…`: the management API.
     Arm {
         /// The subscription the path names.
         subscription: &'a str,
         /// The operation, if the path names one.
-        route: Option<control::ArmRoute<'a>>,
+        route: Option<arm::ArmRoute<'a>>,
     },
     /// `/atrest/…`: administration.
     Admin(Option<admin::Route>),
     /// The token service and the unauthenticated endpoints.
-    Open(control::OpenRoute<'a>),
+    Open(token::OpenRoute<'a>),
     /// Nothing this server serves.
     Unrouted,
 }
@@ -78,10 +78,10 @@ impl<'a> Route<'a> {
             .strip_suffix(VAULT_HOST_SUFFIX)
             .filter(|name| !name.contains('.'))
         {
-            let route = data_plane::Route::parse(method, path);
+            let route = keyvault::Route::parse(method, path);
             return Route::KeyVault { vault, route };
         }
-        if let Some(route) = control::OpenRoute::parse(method, segments) {
+        if let Some(route) = token::OpenRoute::parse(method, segments) {
             return Route::Open(route);
         }
         match segments {
@@ -91,7 +91,7 @@ impl<'a> Route<'a> {
             }
             ["subscriptions", rest @ ..] => Route::Arm {
                 subscription: rest.first().copied().unwrap_or(""),
-                route: control::ArmRoute::parse(method, rest),
+                route: arm::ArmRoute::parse(method, rest),
             },
             _ => Route::Unrouted,
         }
@@ -101,10 +101,10 @@ impl<'a> Route<'a> {
         match self {
             Route::KeyVault { route, .. } => route
                 .as_ref()
-                .map_or(Operation::Unknown, data_plane::Route::operation),
+                .map_or(Operation::Unknown, keyvault::Route::operation),
             Route::Arm { route, .. } => route
                 .as_ref()
-                .map_or(Operation::Unknown, control::ArmRoute::operation),
+                .map_or(Operation::Unknown, arm::ArmRoute::operation),
             Route::Admin(route) => route
                 .as_ref()
                 .map_or(Operation::Unknown, admin::Route::operation),
@@ -131,7 +131,7 @@ async fn dispatch(
             ctx.resource = Some(vault.to_owned());
             // Challenge first: the SDK's first request carries no token and no body.
             let caller = authenticate(identity.data_plane_audiences())?;
-            let result = data_plane::handle(state, ctx, &caller, vault, route, parts, body).await;
+            let result = keyvault::handle(state, ctx, &caller, vault, route, parts, body).await;
             ctx.caller = Some(caller);
             result
         }
@@ -141,7 +141,7 @@ async fn dispatch(
         } => {
             let caller = authenticate(identity.management_audiences())?;
             let result =
-                control::management(state, ctx, &caller, subscription, route, parts, body).await;
+                arm::management(state, ctx, &caller, subscription, route, parts, body).await;
             ctx.caller = Some(caller);
             result.map_err(ApiError::in_arm_terms)
         }
@@ -160,7 +160,7 @@ async fn dispatch(
             ctx.caller = Some(caller);
             result
         }
-        Route::Open(route) => control::open(state, ctx, route, parts, body).await,
+        Route::Open(route) => token::open(state, ctx, route, parts, body).await,
         Route::Unrouted => Err(ApiError::no_route(&parts.method, parts.uri.path())),
     }
 }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use atrest_disk::Compute;
 use atrest_identity::Identity;
+use atrest_runtime::audit::AuditSink;
+use atrest_runtime::metrics::Metrics;
+use atrest_runtime::scheduler::Scheduler;
+use atrest_runtime::throttle::Throttle;
 use atrest_store::{AuditLog, Store};
 use atrest_vault::Vaults;
-
-use crate::audit::AuditSink;
-use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
-use crate::throttle::Throttle;
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
 pub(crate) const VAULT_HOST_SUFFIX: &str = ".vault.localhost";

@@ -12,18 +12,18 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use atrest_core::operation::Operation;
 use atrest_disk::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 use atrest_identity::IdentitySelector;
+use atrest_runtime::time::unix_now;
 use atrest_store::VaultRow;
 use atrest_vault::{KeyOperation, OperationInput, OperationOutput};
 use hyper::{StatusCode, Uri};
 use zeroize::Zeroizing;
 
 use crate::client::percent_encode;
-use crate::control::issued;
-use crate::data_plane::{self, vault_resource_id, KeyRoute, Route};
 use crate::error::ApiError;
+use crate::keyvault::{self, vault_resource_id, KeyRoute, Route};
 use crate::pipeline::{Ctx, Exchange};
 use crate::state::{AppState, VAULT_HOST_SUFFIX};
-use crate::time::unix_now;
+use crate::token::issued;
 
 /// The Key Vault api-version the disk service's calls are recorded under.
 const API_VERSION: &str = "7.6";
@@ -240,7 +240,7 @@ impl InProcessVaults {
             {
                 Err(e) => Err(ApiError::unauthorized(&e, state.challenge())),
                 Ok(caller) => {
-                    let result = data_plane::guard(&state, &mut ctx, &caller, url.vault, &route)
+                    let result = keyvault::guard(&state, &mut ctx, &caller, url.vault, &route)
                         .and_then(|vault| run(&state, &mut ctx, &vault, url.name, url.version));
                     ctx.caller = Some(caller);
                     result

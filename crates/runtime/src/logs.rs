@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 
+use atrest_identity::Identity;
 use atrest_query::{Catalog, Table, Value};
-use atrest_store::{AuditEvent, PrincipalKind, StoreError};
-
-use crate::state::AppState;
+use atrest_store::{AuditEvent, AuditLog, PrincipalKind, StoreError};
 
 /// A snapshot of the audit log and the directory, served as tables.
-pub(crate) struct LogTables {
+pub struct LogTables {
     events: Vec<AuditEvent>,
     /// Object id → (display name, user principal name).
     principals: HashMap<String, (String, Option<String>)>,
@@ -20,23 +19,23 @@ pub(crate) struct LogTables {
 
 impl LogTables {
     /// Reads every audit event and principal.
-    pub(crate) fn load(state: &AppState) -> Result<Self, StoreError> {
+    pub fn load(log: &AuditLog, identity: &Identity) -> Result<Self, StoreError> {
         let mut events = Vec::new();
-        state.audit_log.scan(|e| events.push(e))?;
+        log.scan(|e| events.push(e))?;
         let mut principals = HashMap::new();
         for kind in [
             PrincipalKind::ServicePrincipal,
             PrincipalKind::ManagedIdentity,
             PrincipalKind::User,
         ] {
-            for p in state.identity.list_principals(kind)? {
+            for p in identity.list_principals(kind)? {
                 principals.insert(p.object_id, (p.display_name, p.user_principal_name));
             }
         }
         Ok(LogTables {
             events,
             principals,
-            audiences: state.identity.data_plane_audiences().to_vec(),
+            audiences: identity.data_plane_audiences().to_vec(),
         })
     }
 
@@ -220,7 +219,7 @@ fn table(columns: &[&str], rows: Vec<Vec<Value>>) -> Table {
 }
 
 /// The `api-version` query parameter of a request URI.
-pub(crate) fn api_version(uri: &str) -> String {
+pub fn api_version(uri: &str) -> String {
     uri.split_once('?')
         .map(|(_, q)| q)
         .into_iter()

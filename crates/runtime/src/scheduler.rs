@@ -15,10 +15,10 @@ use atrest_store::{Store, StoreError};
 use crate::time::unix_now;
 
 /// How often the scheduler looks for due actions on its own.
-pub(crate) const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `clientInfo` of the events the scheduler records.
-pub(crate) const SCHEDULER_CLIENT: &str = "atrest-scheduler";
+pub const SCHEDULER_CLIENT: &str = "atrest-scheduler";
 
 /// Where the clock's offset is kept, so a restart does not move the clock back.
 const OFFSET_META: &str = "scheduler-clock-offset";
@@ -56,13 +56,13 @@ impl Scheduler {
     }
 
     /// The lock that serializes passes: one due date causes one rotation.
-    pub(crate) fn pass_lock(&self) -> &tokio::sync::Mutex<()> {
+    pub fn pass_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.pass
     }
 
     /// Moves the clock forward by `seconds`, storing the new offset first so that a
     /// restart never moves the clock back. Blocking; the caller holds the pass lock.
-    pub(crate) fn move_forward(&self, seconds: i64) -> Result<(), StoreError> {
+    pub fn move_forward(&self, seconds: i64) -> Result<(), StoreError> {
         let offset = self.offset() + seconds;
         self.store
             .write(|tx| tx.meta_put(OFFSET_META, offset.to_string().as_bytes()))?;

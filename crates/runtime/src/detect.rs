@@ -9,16 +9,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use atrest_store::{decode_records, Alert, AuditEventRef, AuditLog};
-use serde_json::json;
-
-use crate::client::Client;
 
 /// Refusals from one caller within [`WINDOW_MS`] that make a burst.
-pub(crate) const FORBIDDEN_BURST: usize = 10;
+pub const FORBIDDEN_BURST: usize = 10;
 /// Successful secret reads by one caller within [`WINDOW_MS`] that count as mass reading.
-pub(crate) const MASS_SECRET_READS: usize = 50;
+pub const MASS_SECRET_READS: usize = 50;
 /// The sliding window of the rate rules.
-pub(crate) const WINDOW_MS: i64 = 60_000;
+pub const WINDOW_MS: i64 = 60_000;
 /// How long the detector waits for more batches after being woken.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -56,7 +53,7 @@ impl Rate {
 
 /// The rules' memory: recent events per caller, and who has used which key.
 #[derive(Debug, Default)]
-pub(crate) struct Detector {
+pub struct Detector {
     refusals: HashMap<String, Rate>,
     secret_reads: HashMap<String, Rate>,
     key_users: HashSet<(String, String)>,
@@ -82,7 +79,7 @@ fn key_of(id: &str) -> String {
 
 impl Detector {
     /// Remembers key users from past events without raising alerts.
-    pub(crate) fn learn(&mut self, e: &AuditEventRef<'_>) {
+    pub fn learn(&mut self, e: &AuditEventRef<'_>) {
         if Operation::from_name(e.operation).is_some_and(Operation::is_key_use) && e.status < 300 {
             if let Some(id) = e.target_id {
                 self.key_users.insert((caller_of(e).to_owned(), key_of(id)));
@@ -91,7 +88,7 @@ impl Detector {
     }
 
     /// The alerts one committed event raises.
-    pub(crate) fn observe(&mut self, e: &AuditEventRef<'_>) -> Vec<Alert> {
+    pub fn observe(&mut self, e: &AuditEventRef<'_>) -> Vec<Alert> {
         let ok = (200..300).contains(&e.status);
         let caller = caller_of(e);
         let alert = |rule: &str, severity: &str, description: String| Alert {
@@ -181,12 +178,12 @@ impl Detector {
 }
 
 /// Starts the detector thread: it learns key users from the existing log, then evaluates
-/// every batch the audit writer commits. Returns where to send committed batches (as
-/// journal records).
-pub(crate) fn spawn(
+/// every batch the audit writer commits, stores each alert and hands it, with its id, to
+/// `notify` (the edge posts it to the webhook). Returns where to send committed batches
+/// (as journal records).
+pub fn spawn(
     log: Arc<AuditLog>,
-    webhook: Option<(String, Client)>,
-    runtime: tokio::runtime::Handle,
+    notify: impl Fn(Alert) + Send + 'static,
 ) -> std::io::Result<mpsc::Sender<Vec<u8>>> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::Builder::new()
@@ -208,44 +205,14 @@ pub(crate) fn spawn(
                     .collect();
                 for alert in alerts {
                     tracing::warn!(rule = %alert.rule, severity = %alert.severity, "{}", alert.description);
-                    let id = match log.add_alert(&alert) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot store an alert");
-                            continue;
-                        }
-                    };
-                    if let Some((url, client)) = webhook.clone() {
-                        let body = alert_json(&Alert { id, ..alert }).to_string();
-                        runtime.spawn(async move {
-                            let sent = client
-                                .send(hyper::Method::POST, &url, &[("content-type", "application/json")], body.into_bytes())
-                                .await;
-                            match sent {
-                                Ok(r) if r.status < 300 => {}
-                                Ok(r) => tracing::warn!(status = r.status, "alert webhook refused the alert"),
-                                Err(e) => tracing::warn!(error = %e, "alert webhook unreachable"),
-                            }
-                        });
+                    match log.add_alert(&alert) {
+                        Ok(id) => notify(Alert { id, ..alert }),
+                        Err(e) => tracing::error!(error = %e, "cannot store an alert"),
                     }
                 }
             }
         })?;
     Ok(tx)
-}
-
-/// An alert as the API, the CLI and webhooks show it.
-pub(crate) fn alert_json(a: &Alert) -> serde_json::Value {
-    json!({
-        "id": a.id,
-        "time": humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(a.time_ms.max(0) as u64)).to_string(),
-        "rule": a.rule,
-        "severity": a.severity,
-        "caller": a.caller,
-        "resource": a.resource,
-        "description": a.description,
-        "correlationId": a.correlation_id,
-    })
 }
 
 #[cfg(test)]

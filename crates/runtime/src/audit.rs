@@ -53,19 +53,6 @@ const MAX_BATCH: usize = 256;
 /// Longest a group commit waits for the events of requests still in progress.
 const COMMIT_DELAY: Duration = Duration::from_micros(500);
 
-/// `resultSignature` (the reason phrase) and `resultType` of an outcome.
-pub(crate) fn result_of(status: hyper::StatusCode) -> (String, String) {
-    let kind = if status.is_success() {
-        "Success"
-    } else {
-        "Failure"
-    };
-    (
-        status.canonical_reason().unwrap_or("Unknown").to_owned(),
-        kind.to_owned(),
-    )
-}
-
 /// What the writer has yet to store.
 #[derive(Debug, Default)]
 struct Queue {
@@ -572,13 +559,11 @@ mod tests {
         }
     }
 
-    fn open_log() -> (Arc<AuditLog>, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("atrest-audit-{}", atrest_crypto::random_hex(8)));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn open_log() -> (Arc<AuditLog>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let key = atrest_crypto::DataKey::generate().into_mac_key();
         let log = AuditLog::open(
-            &dir.join("audit.db"),
+            &dir.path().join("audit.db"),
             Box::new(move |prev, event| key.mac(&[prev, event])),
         )
         .unwrap();
@@ -608,7 +593,7 @@ mod tests {
     async fn journaled_events_are_stored_by_the_interval_on_flush_and_at_shutdown() {
         let (log, dir) = open_log();
         let interval = Duration::from_millis(50);
-        let (sink, writer) = journaled_sink(&log, &dir, interval);
+        let (sink, writer) = journaled_sink(&log, dir.path(), interval);
         let started = Instant::now();
         assert!(sink.expect().record(event(0)).await);
         assert_eq!(count(&log), 0, "answered before the event is stored");
@@ -635,7 +620,7 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(count(&log), 31, "shutdown stores what was queued");
         assert!(
-            std::fs::read_dir(dir.join("journal"))
+            std::fs::read_dir(dir.path().join("journal"))
                 .unwrap()
                 .next()
                 .is_none(),
@@ -645,13 +630,12 @@ mod tests {
             log.verify(None).unwrap(),
             atrest_store::Verification::Intact { events: 31, .. }
         ));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_the_journal_refuses_fails_its_request_but_reaches_the_log() {
         let (log, dir) = open_log();
-        let journal_dir = dir.join("journal");
+        let journal_dir = dir.path().join("journal");
         let (journal, _) = log.recover_journal(&journal_dir).unwrap();
         // The next journal file (after the first batch) is a device that is always full.
         std::os::unix::fs::symlink("/dev/full", journal_dir.join(format!("{:020}", 2))).unwrap();
@@ -665,7 +649,6 @@ mod tests {
         assert_eq!(count(&log), 2);
         drop(sink);
         writer.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Polls `future` once.
@@ -680,7 +663,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_requests_gone_while_holding_the_turn_are_still_written() {
         let (log, dir) = open_log();
-        let (sink, writer) = journaled_sink(&log, &dir, Duration::from_secs(3600));
+        let (sink, writer) = journaled_sink(&log, dir.path(), Duration::from_secs(3600));
 
         // Dropped while it holds the turn, before writing.
         let mut flusher = Box::pin(sink.expect().record(event(1)));
@@ -708,13 +691,12 @@ mod tests {
         drop(sink);
         writer.await.unwrap();
         assert_eq!(count(&log), 3);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_journal_writes_and_all_reach_the_log() {
         let (log, dir) = open_log();
-        let (sink, writer) = journaled_sink(&log, &dir, Duration::from_secs(3600));
+        let (sink, writer) = journaled_sink(&log, dir.path(), Duration::from_secs(3600));
         let total = 500;
         let tasks: Vec<_> = (0..total)
             .map(|n| {
@@ -734,7 +716,6 @@ mod tests {
             log.verify(None).unwrap(),
             atrest_store::Verification::Intact { events, .. } if events == total as u64
         ));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,7 +723,7 @@ mod tests {
         let (log, dir) = open_log();
         for journal in [
             None,
-            Some(log.recover_journal(&dir.join("journal")).unwrap().0),
+            Some(log.recover_journal(&dir.path().join("journal")).unwrap().0),
         ] {
             let journal = journal.map(|j| (j, Duration::from_secs(3600)));
             let (sink, _writer) = AuditSink::spawn(log.clone(), journal, None).unwrap();
@@ -753,12 +734,11 @@ mod tests {
                 .await
                 .expect("a flush does not hang");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_event_is_committed_before_its_acknowledgement() {
-        let (log, dir) = open_log();
+        let (log, _dir) = open_log();
         let (sink, writer) = AuditSink::spawn(log.clone(), None, None).unwrap();
         // More concurrent events than one batch holds, so batches split and wait.
         let total = 3 * MAX_BATCH + 7;
@@ -792,6 +772,5 @@ mod tests {
             matches!(log.verify(None).unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
             "concurrent batches form one unbroken chain"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, as (seconds, milliseconds) since the Unix epoch.
-pub(crate) fn unix_now() -> (i64, i64) {
+pub fn unix_now() -> (i64, i64) {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -11,7 +11,7 @@ pub(crate) fn unix_now() -> (i64, i64) {
 }
 
 /// RFC 3339 (ARM's timestamp format) for Unix seconds.
-pub(crate) fn rfc3339(t: i64) -> String {
+pub fn rfc3339(t: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
         .to_string()
 }

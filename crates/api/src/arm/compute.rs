@@ -7,17 +7,17 @@ use atrest_core::names::check_resource_group_name;
 use atrest_core::operation::Operation;
 use atrest_disk::{DesRequest, Disk, DiskEncryptionSet, DiskRequest, VirtualMachine, VmRequest};
 use atrest_identity::Caller;
+use atrest_runtime::time::rfc3339;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::authorization;
+use crate::arm::authorization;
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
 use crate::http::{created_status, deleted_status, empty, json, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
-use crate::time::rfc3339;
 
 /// The resource types this provider serves, as they appear in paths.
 const KINDS: [&str; 3] = ["diskEncryptionSets", "disks", "virtualMachines"];

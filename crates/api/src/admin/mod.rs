@@ -2,26 +2,28 @@
 //! principals, managed identities, users and groups, the audit log (list, verify, export),
 //! log queries, alerts and the scheduler's clock.
 
+pub(crate) mod alerts;
+
 use std::sync::Arc;
 
 use atrest_core::operation::Operation;
 use atrest_core::rotation::Period;
 use atrest_identity::{Caller, NewServicePrincipal};
+use atrest_runtime::logs::LogTables;
+use atrest_runtime::time::rfc3339;
 use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, Verification};
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::admin::alerts::alert_json;
 use crate::body::{parse_json, read_body};
-use crate::detect::alert_json;
 use crate::error::ApiError;
 use crate::http::{empty, json, param, Body, Resp};
 use crate::jobs;
-use crate::logs::LogTables;
 use crate::pipeline::Ctx;
 use crate::state::AppState;
-use crate::time::rfc3339;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,7 +85,8 @@ fn credential_json(sp: &NewServicePrincipal, tenant: &str) -> Value {
 
 /// An event in the shape of Azure Monitor's Key Vault `AuditEvent` records.
 fn audit_json(e: &AuditEvent) -> Value {
-    let api_version = Some(crate::logs::api_version(&e.request_uri)).filter(|v| !v.is_empty());
+    let api_version =
+        Some(atrest_runtime::logs::api_version(&e.request_uri)).filter(|v| !v.is_empty());
     json!({
         "seq": e.seq,
         "category": "AuditEvent",
@@ -394,9 +397,9 @@ pub(crate) async fn handle(
             let dto: QueryDto = parse_json(&read_body(body).await?)?;
             state.audit.flush().await;
             let state = state.clone();
-            let now_ms = crate::time::unix_now().1;
+            let now_ms = atrest_runtime::time::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
-                let tables = LogTables::load(&state)?;
+                let tables = LogTables::load(&state.audit_log, &state.identity)?;
                 Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
             })
             .await

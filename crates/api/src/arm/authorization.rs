@@ -4,6 +4,7 @@
 use atrest_core::operation::Operation;
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
 use atrest_identity::{Caller, RoleAssignment};
+use atrest_runtime::time::rfc3339;
 use atrest_store::PrincipalKind;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -14,7 +15,6 @@ use crate::error::ApiError;
 use crate::http::{empty, json, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
-use crate::time::rfc3339;
 
 /// Splits `…/providers/Microsoft.Authorization/REST` (segments after `subscriptions`)
 /// into the scope and REST, if the path is an authorization route.
