@@ -1,11 +1,11 @@
 //! Mapping service errors to HTTP statuses and Azure (or OAuth2) error bodies.
 
 use atrest_core::attributes::Unusable;
+use atrest_core::vault::ObjectKind;
 use atrest_crypto::KeyError;
 use atrest_disk::ComputeError;
 use atrest_identity::{DirectoryError, OAuthError, RoleError, TokenError};
 use atrest_runtime::throttle::Throttled;
-use atrest_store::ObjectKind;
 use atrest_vault::VaultError;
 use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::StatusCode;

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_core::audit::AuditEvent;
 use atrest_core::operation::Operation;
 use atrest_core::rotation::Period;
 use atrest_runtime::scheduler::{SCHEDULER_CLIENT, SCHEDULER_INTERVAL};
 use atrest_runtime::time::{rfc3339, unix_now};
-use atrest_store::AuditEvent;
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 

@@ -8,11 +8,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use atrest_core::audit::AuditEvent;
 use atrest_core::operation::Operation;
 use atrest_identity::Caller;
 use atrest_runtime::audit::Expected;
 use atrest_runtime::time::unix_now;
-use atrest_store::AuditEvent;
 use hyper::StatusCode;
 
 use crate::error::ApiError;

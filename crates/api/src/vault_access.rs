@@ -10,10 +10,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use atrest_core::operation::Operation;
+use atrest_core::vault::VaultRecord;
 use atrest_disk::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 use atrest_identity::IdentitySelector;
 use atrest_runtime::time::unix_now;
-use atrest_store::VaultRow;
 use atrest_vault::{KeyOperation, OperationInput, OperationOutput};
 use hyper::{StatusCode, Uri};
 use zeroize::Zeroizing;
@@ -199,7 +199,7 @@ impl InProcessVaults {
         identity: &str,
         key_url: &str,
         op: Option<KeyOperation>,
-        run: impl FnOnce(&AppState, &mut Ctx, &VaultRow, &str, Option<&str>) -> Result<T, ApiError>,
+        run: impl FnOnce(&AppState, &mut Ctx, &VaultRecord, &str, Option<&str>) -> Result<T, ApiError>,
     ) -> Result<T, KeyAccessError> {
         let state = self.state()?;
         let uri: Uri = key_url.parse().map_err(|_| {

@@ -8,10 +8,12 @@
 pub mod access_policy;
 pub mod api_version;
 pub mod attributes;
+pub mod audit;
 pub mod compute;
 pub mod limits;
 pub mod names;
 pub mod operation;
+pub mod principal;
 pub mod rbac;
 pub mod rotation;
 pub mod vault;

@@ -1,7 +1,10 @@
 //! Vault properties and the rules for creating and updating them.
 
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 
+use crate::access_policy::AccessPolicyEntry;
 use crate::attributes::Recovery;
 
 /// Default `softDeleteRetentionInDays`.
@@ -269,5 +272,72 @@ mod tests {
         assert_eq!(geography("westus2"), geography("eastus"));
         assert_ne!(geography("westeurope"), geography("eastus"));
         assert_eq!(geography("mars"), "mars");
+    }
+}
+
+/// A stored vault. `wrapped_key` is the vault storage key sealed by the root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRecord {
+    /// Vault name (unique, case-insensitive).
+    pub name: String,
+    /// Random immutable id; binds sealed data to this vault even if the name is reused.
+    pub vault_id: String,
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Normalized location.
+    pub location: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// `softDeleteRetentionInDays`.
+    pub retention_days: u32,
+    /// `enablePurgeProtection`.
+    pub purge_protection: bool,
+    /// `enabledForDiskEncryption`.
+    pub disk_encryption: bool,
+    /// `enableRbacAuthorization`.
+    pub rbac: bool,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// Access policies; they authorize the data plane when `rbac` is false.
+    pub access_policies: Vec<AccessPolicyEntry>,
+    /// Sealed storage key.
+    pub wrapped_key: Vec<u8>,
+    /// Creation time.
+    pub created: i64,
+    /// Last update.
+    pub updated: i64,
+    /// Deletion time, when the vault is soft-deleted.
+    pub deleted: Option<i64>,
+    /// When a soft-deleted vault is purged.
+    pub scheduled_purge: Option<i64>,
+}
+
+/// Which collection an object belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `/secrets`.
+    Secret,
+    /// `/keys`.
+    Key,
+}
+
+impl ObjectKind {
+    /// The stored discriminator.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "secret",
+            ObjectKind::Key => "key",
+        }
+    }
+
+    /// The kind stored as `s`; anything but `key` is a secret.
+    pub fn parse(s: &str) -> Self {
+        if s == "key" {
+            ObjectKind::Key
+        } else {
+            ObjectKind::Secret
+        }
     }
 }

@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_crypto::hash_password;
-use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
+use atrest_store::StoreError;
 use thiserror::Error;
 
 use crate::principals::new_principal;
@@ -100,11 +101,11 @@ impl Identity {
         user_principal_name: &str,
         password: &str,
         now: i64,
-    ) -> Result<PrincipalRow, DirectoryError> {
+    ) -> Result<PrincipalRecord, DirectoryError> {
         check_display_name(display_name)?;
         check_upn(user_principal_name)?;
         check_password(password)?;
-        let user = PrincipalRow {
+        let user = PrincipalRecord {
             secret_hash: Some(hash_password(password)),
             user_principal_name: Some(user_principal_name.to_owned()),
             ..new_principal(PrincipalKind::User, display_name, now)
@@ -124,7 +125,7 @@ impl Identity {
         &self,
         display_name: &str,
         now: i64,
-    ) -> Result<PrincipalRow, DirectoryError> {
+    ) -> Result<PrincipalRecord, DirectoryError> {
         check_display_name(display_name)?;
         let group = new_principal(PrincipalKind::Group, display_name, now);
         self.store.write(|tx| tx.insert_principal(&group))?;
@@ -132,14 +133,14 @@ impl Identity {
     }
 
     /// A principal by object id, or a user by sign-in name.
-    pub fn find_principal(&self, id: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    pub fn find_principal(&self, id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         self.store.read(|tx| match tx.principal_by_object_id(id)? {
             Some(p) => Ok(Some(p)),
             None => tx.principal_by_upn(id),
         })
     }
 
-    fn group(&self, group_id: &str) -> Result<PrincipalRow, DirectoryError> {
+    fn group(&self, group_id: &str) -> Result<PrincipalRecord, DirectoryError> {
         self.find_principal(group_id)?
             .filter(|p| p.kind == PrincipalKind::Group)
             .ok_or_else(|| DirectoryError::NotFound(group_id.to_owned()))
@@ -150,7 +151,7 @@ impl Identity {
         &self,
         group_id: &str,
         member_id: &str,
-    ) -> Result<(PrincipalRow, PrincipalRow), DirectoryError> {
+    ) -> Result<(PrincipalRecord, PrincipalRecord), DirectoryError> {
         let group = self.group(group_id)?;
         let member = self
             .find_principal(member_id)?
@@ -197,7 +198,7 @@ impl Identity {
     }
 
     /// The direct members of a group.
-    pub fn group_members(&self, group_id: &str) -> Result<Vec<PrincipalRow>, DirectoryError> {
+    pub fn group_members(&self, group_id: &str) -> Result<Vec<PrincipalRecord>, DirectoryError> {
         let group = self.group(group_id)?;
         let ids: Vec<String> = self
             .memberships()?

@@ -1,7 +1,8 @@
 //! Creating and managing principals. Credentials are returned once and stored as digests.
 
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_crypto::{random_secret, sha256};
-use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
+use atrest_store::StoreError;
 
 use crate::Identity;
 
@@ -9,7 +10,7 @@ use crate::Identity;
 #[derive(Clone)]
 pub struct NewServicePrincipal {
     /// The stored principal.
-    pub principal: PrincipalRow,
+    pub principal: PrincipalRecord,
     /// The client secret; shown once, never stored.
     pub password: String,
 }
@@ -27,7 +28,7 @@ impl std::fmt::Debug for NewServicePrincipal {
 #[derive(Clone)]
 pub struct NewManagedIdentity {
     /// The stored principal.
-    pub principal: PrincipalRow,
+    pub principal: PrincipalRecord,
     /// The `X-IDENTITY-HEADER` secret for the App-Service-style endpoint.
     pub identity_header: String,
 }
@@ -43,7 +44,7 @@ impl std::fmt::Debug for NewManagedIdentity {
 
 /// A new principal of `kind` with fresh ids and no credential, resource or sign-in name.
 /// Users and groups have no application of their own: their app id is their object id.
-pub(crate) fn new_principal(kind: PrincipalKind, display_name: &str, now: i64) -> PrincipalRow {
+pub(crate) fn new_principal(kind: PrincipalKind, display_name: &str, now: i64) -> PrincipalRecord {
     let object_id = atrest_crypto::random_uuid();
     let app_id = match kind {
         PrincipalKind::User | PrincipalKind::Group => object_id.clone(),
@@ -51,7 +52,7 @@ pub(crate) fn new_principal(kind: PrincipalKind, display_name: &str, now: i64) -
             atrest_crypto::random_uuid()
         }
     };
-    PrincipalRow {
+    PrincipalRecord {
         object_id,
         app_id,
         display_name: display_name.to_owned(),
@@ -73,7 +74,7 @@ impl Identity {
         now: i64,
     ) -> Result<NewServicePrincipal, StoreError> {
         let password = random_secret();
-        let principal = PrincipalRow {
+        let principal = PrincipalRecord {
             secret_hash: Some(sha256(password.as_bytes()).to_vec()),
             is_admin,
             ..new_principal(PrincipalKind::ServicePrincipal, display_name, now)
@@ -116,7 +117,7 @@ impl Identity {
         now: i64,
     ) -> Result<NewManagedIdentity, StoreError> {
         let identity_header = random_secret();
-        let principal = PrincipalRow {
+        let principal = PrincipalRecord {
             secret_hash: Some(sha256(identity_header.as_bytes()).to_vec()),
             resource_id: Some(resource_id.to_owned()),
             ..new_principal(PrincipalKind::ManagedIdentity, display_name, now)
@@ -129,17 +130,20 @@ impl Identity {
     }
 
     /// All principals of one kind.
-    pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRow>, StoreError> {
+    pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>, StoreError> {
         self.store.read(|tx| tx.list_principals(kind))
     }
 
     /// The principal with this app id.
-    pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         self.store.read(|tx| tx.principal_by_app_id(app_id))
     }
 
     /// The managed identity with this ARM resource id.
-    pub fn managed_identity(&self, resource_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    pub fn managed_identity(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<PrincipalRecord>, StoreError> {
         self.store
             .read(|tx| tx.principal_by_resource_id(resource_id))
     }

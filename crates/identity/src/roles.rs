@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use atrest_core::principal::PrincipalKind;
 use atrest_core::rbac::{find_role, scope_contains, RoleDefinition};
-use atrest_store::{PrincipalKind, RoleAssignmentRow, StoreError};
+use atrest_store::{RoleAssignmentRow, StoreError};
 use thiserror::Error;
 
 use crate::Identity;

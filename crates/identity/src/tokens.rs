@@ -1,7 +1,8 @@
 //! Token issue (client credentials, user password, managed identity) and verification.
 
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_crypto::{sha256_matches, verify_password};
-use atrest_store::{PrincipalKind, PrincipalRow, StoreError};
+use atrest_store::StoreError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -213,7 +214,7 @@ impl Identity {
         &self,
         client_id: &str,
         secret: &str,
-    ) -> Result<PrincipalRow, OAuthError> {
+    ) -> Result<PrincipalRecord, OAuthError> {
         self.store
             .read(|tx| tx.principal_by_app_id(client_id))?
             .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
@@ -236,7 +237,7 @@ impl Identity {
     ) -> Result<IssuedToken, OAuthError> {
         let named = self
             .store
-            .read(|tx| -> Result<Option<PrincipalRow>, StoreError> {
+            .read(|tx| -> Result<Option<PrincipalRecord>, StoreError> {
                 Ok(
                     match (selector.client_id, selector.object_id, selector.resource_id) {
                         (Some(id), _, _) => tx.principal_by_app_id(id)?,
@@ -269,7 +270,7 @@ impl Identity {
     /// A token for `principal` acting through the application `app_id`.
     fn issue(
         &self,
-        principal: &PrincipalRow,
+        principal: &PrincipalRecord,
         app_id: &str,
         resource: &str,
         now: i64,
@@ -327,7 +328,7 @@ impl Identity {
     }
 
     /// The ID token and `client_info` of a user's sign-in through client `app_id`.
-    fn user_sign_in(&self, user: &PrincipalRow, app_id: &str, now: i64) -> UserSignIn {
+    fn user_sign_in(&self, user: &PrincipalRecord, app_id: &str, now: i64) -> UserSignIn {
         let claims = json!({
             "aud": app_id,
             "iss": self.issuer(),

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use atrest_store::{decode_records, encode_record, AuditEvent, AuditLog, Journal, JournalMark};
+use atrest_core::audit::AuditEvent;
+
+use atrest_store::{decode_records, encode_record, AuditLog, Journal, JournalMark};
 use tokio::sync::oneshot;
 
 /// When a response may leave, relative to its audit event's durability.
@@ -532,7 +534,7 @@ fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sende
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atrest_store::AuditFilter;
+    use atrest_core::audit::AuditFilter;
 
     fn event(n: usize) -> AuditEvent {
         AuditEvent {
@@ -628,7 +630,7 @@ mod tests {
         );
         assert!(matches!(
             log.verify(None).unwrap(),
-            atrest_store::Verification::Intact { events: 31, .. }
+            atrest_core::audit::Verification::Intact { events: 31, .. }
         ));
     }
 
@@ -714,7 +716,7 @@ mod tests {
         writer.await.unwrap();
         assert!(matches!(
             log.verify(None).unwrap(),
-            atrest_store::Verification::Intact { events, .. } if events == total as u64
+            atrest_core::audit::Verification::Intact { events, .. } if events == total as u64
         ));
     }
 
@@ -769,7 +771,7 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(count(&log), total);
         assert!(
-            matches!(log.verify(None).unwrap(), atrest_store::Verification::Intact { events, .. } if events == total as u64),
+            matches!(log.verify(None).unwrap(), atrest_core::audit::Verification::Intact { events, .. } if events == total as u64),
             "concurrent batches form one unbroken chain"
         );
     }

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use atrest_store::{decode_records, Alert, AuditEventRef, AuditLog};
+use atrest_core::audit::{Alert, AuditEventRef};
+
+use atrest_store::{decode_records, AuditLog};
 
 /// Refusals from one caller within [`WINDOW_MS`] that make a burst.
 pub const FORBIDDEN_BURST: usize = 10;
@@ -218,7 +220,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atrest_store::AuditEvent;
+    use atrest_core::audit::AuditEvent;
 
     fn event(t: i64, op: &str, status: u16, app: &str, id: &str) -> AuditEvent {
         AuditEvent {

@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 
+use atrest_core::audit::AuditEvent;
+use atrest_core::principal::PrincipalKind;
 use atrest_identity::Identity;
 use atrest_query::{Catalog, Table, Value};
-use atrest_store::{AuditEvent, AuditLog, PrincipalKind, StoreError};
+use atrest_store::{AuditLog, StoreError};
 
 /// A snapshot of the audit log and the directory, served as tables.
 pub struct LogTables {

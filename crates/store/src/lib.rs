@@ -32,13 +32,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
 pub use audit::journal::{decode_records, encode_record, Journal, JournalMark};
-pub use audit::{
-    Alert, AuditEvent, AuditEventRef, AuditFilter, AuditLog, ChainLink, Recovery, Verification,
-};
-pub use objects::{KeyLifetime, ObjectKind, ObjectState, VersionRow};
-pub use principals::{PrincipalKind, PrincipalRow};
+pub use audit::{AuditLog, ChainLink, Recovery};
+pub use objects::{KeyLifetime, ObjectState, VersionRow};
 pub use roles::RoleAssignmentRow;
-pub use vaults::VaultRow;
 
 /// A storage failure. The message names the operation, never stored values.
 #[derive(Debug, Error)]

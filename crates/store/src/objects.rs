@@ -6,36 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use atrest_core::vault::ObjectKind;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{from_json, to_json, StoreError, Tx};
-
-/// Which collection an object belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
-    /// `/secrets`.
-    Secret,
-    /// `/keys`.
-    Key,
-}
-
-impl ObjectKind {
-    /// The stored discriminator.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjectKind::Secret => "secret",
-            ObjectKind::Key => "key",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        if s == "key" {
-            ObjectKind::Key
-        } else {
-            ObjectKind::Secret
-        }
-    }
-}
 
 /// An object's name (as first stored) and deletion state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,75 +1,17 @@
 //! Principals (service principals, managed identities, users, groups) and group
 //! membership.
 
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{StoreError, Tx};
-
-/// What kind of identity a principal is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrincipalKind {
-    /// An application with a client secret.
-    ServicePrincipal,
-    /// A managed identity; its secret is the hosting environment's identity header.
-    ManagedIdentity,
-    /// A user who signs in with a password (a salted, slow hash is stored).
-    User,
-    /// A group; roles and access policies granted to it reach its members.
-    Group,
-}
-
-impl PrincipalKind {
-    /// The name stored, and shown as Azure's `principalType`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PrincipalKind::ServicePrincipal => "ServicePrincipal",
-            PrincipalKind::ManagedIdentity => "ManagedIdentity",
-            PrincipalKind::User => "User",
-            PrincipalKind::Group => "Group",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Self {
-        match s {
-            "ManagedIdentity" => PrincipalKind::ManagedIdentity,
-            "User" => PrincipalKind::User,
-            "Group" => PrincipalKind::Group,
-            _ => PrincipalKind::ServicePrincipal,
-        }
-    }
-}
-
-/// A stored principal. `secret_hash` is a digest of the credential, never the credential.
-/// Users and groups have no application of their own: their `app_id` is their object id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrincipalRow {
-    /// Object id (`oid` claim).
-    pub object_id: String,
-    /// Application (client) id (`appid` claim); the object id for users and groups.
-    pub app_id: String,
-    /// Display name.
-    pub display_name: String,
-    /// Service principal or managed identity.
-    pub kind: PrincipalKind,
-    /// Digest of the current credential: SHA-256 of a generated secret, or a salted
-    /// password hash for users.
-    pub secret_hash: Option<Vec<u8>>,
-    /// May manage principals and read the audit log.
-    pub is_admin: bool,
-    /// ARM resource id of a managed identity.
-    pub resource_id: Option<String>,
-    /// Sign-in name of a user (`alice@contoso.com`).
-    pub user_principal_name: Option<String>,
-    /// Creation time.
-    pub created: i64,
-}
 
 const COLUMNS: &str =
     "object_id, app_id, display_name, kind, secret_hash, is_admin, resource_id, created, \
                        user_principal_name";
 
-fn row(r: &Row) -> rusqlite::Result<PrincipalRow> {
-    Ok(PrincipalRow {
+fn row(r: &Row) -> rusqlite::Result<PrincipalRecord> {
+    Ok(PrincipalRecord {
         object_id: r.get(0)?,
         app_id: r.get(1)?,
         display_name: r.get(2)?,
@@ -84,7 +26,7 @@ fn row(r: &Row) -> rusqlite::Result<PrincipalRow> {
 
 impl Tx<'_> {
     /// Inserts a principal.
-    pub fn insert_principal(&self, p: &PrincipalRow) -> Result<(), StoreError> {
+    pub fn insert_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {
         self.exec(
             &format!(
                 "INSERT INTO principals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -105,7 +47,7 @@ impl Tx<'_> {
     }
 
     /// The principal with this application (client) id.
-    pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         Ok(self
             .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE app_id = ?1"),
@@ -119,7 +61,7 @@ impl Tx<'_> {
     pub fn principal_by_object_id(
         &self,
         object_id: &str,
-    ) -> Result<Option<PrincipalRow>, StoreError> {
+    ) -> Result<Option<PrincipalRecord>, StoreError> {
         Ok(self
             .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE object_id = ?1"),
@@ -130,7 +72,7 @@ impl Tx<'_> {
     }
 
     /// The user with this sign-in name (case-insensitive).
-    pub fn principal_by_upn(&self, upn: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    pub fn principal_by_upn(&self, upn: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         Ok(self
             .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE user_principal_name = ?1"),
@@ -144,7 +86,7 @@ impl Tx<'_> {
     pub fn principal_by_resource_id(
         &self,
         resource_id: &str,
-    ) -> Result<Option<PrincipalRow>, StoreError> {
+    ) -> Result<Option<PrincipalRecord>, StoreError> {
         Ok(self
             .query_one(
                 &format!("SELECT {COLUMNS} FROM principals WHERE lower(resource_id) = lower(?1)"),
@@ -155,7 +97,7 @@ impl Tx<'_> {
     }
 
     /// All principals of one kind, oldest first.
-    pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRow>, StoreError> {
+    pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>, StoreError> {
         let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM principals WHERE kind = ?1 ORDER BY created, app_id"
         ))?;

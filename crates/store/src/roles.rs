@@ -2,7 +2,9 @@
 
 use rusqlite::{params, Row};
 
-use crate::{PrincipalKind, StoreError, Tx};
+use atrest_core::principal::PrincipalKind;
+
+use crate::{StoreError, Tx};
 
 /// A stored role assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]

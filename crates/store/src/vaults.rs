@@ -2,59 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use atrest_core::access_policy::AccessPolicyEntry;
+use atrest_core::vault::VaultRecord;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{from_json, to_json, StoreError, Tx};
-
-/// A stored vault. `wrapped_key` is the vault storage key sealed by the root key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VaultRow {
-    /// Vault name (unique, case-insensitive).
-    pub name: String,
-    /// Random immutable id; binds sealed data to this vault even if the name is reused.
-    pub vault_id: String,
-    /// Subscription id.
-    pub subscription: String,
-    /// Resource group.
-    pub resource_group: String,
-    /// Normalized location.
-    pub location: String,
-    /// Tenant id.
-    pub tenant: String,
-    /// `softDeleteRetentionInDays`.
-    pub retention_days: u32,
-    /// `enablePurgeProtection`.
-    pub purge_protection: bool,
-    /// `enabledForDiskEncryption`.
-    pub disk_encryption: bool,
-    /// `enableRbacAuthorization`.
-    pub rbac: bool,
-    /// ARM tags.
-    pub tags: BTreeMap<String, String>,
-    /// Access policies; they authorize the data plane when `rbac` is false.
-    pub access_policies: Vec<AccessPolicyEntry>,
-    /// Sealed storage key.
-    pub wrapped_key: Vec<u8>,
-    /// Creation time.
-    pub created: i64,
-    /// Last update.
-    pub updated: i64,
-    /// Deletion time, when the vault is soft-deleted.
-    pub deleted: Option<i64>,
-    /// When a soft-deleted vault is purged.
-    pub scheduled_purge: Option<i64>,
-}
 
 const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, tenant, retention_days, purge_protection, \
                        disk_encryption, rbac, tags, wrapped_key, created, updated, deleted, scheduled_purge, access_policies";
 
 /// A vault row with its JSON columns (tags, access policies) still to decode.
-type RawVault = (VaultRow, String, String);
+type RawVault = (VaultRecord, String, String);
 
 fn row(r: &Row) -> rusqlite::Result<RawVault> {
     Ok((
-        VaultRow {
+        VaultRecord {
             name: r.get(0)?,
             vault_id: r.get(1)?,
             subscription: r.get(2)?,
@@ -78,7 +39,7 @@ fn row(r: &Row) -> rusqlite::Result<RawVault> {
     ))
 }
 
-fn decoded((mut v, tags, policies): RawVault) -> Result<VaultRow, StoreError> {
+fn decoded((mut v, tags, policies): RawVault) -> Result<VaultRecord, StoreError> {
     v.tags = from_json(&tags, "vaults.tags")?;
     v.access_policies = from_json(&policies, "vaults.access_policies")?;
     Ok(v)
@@ -86,7 +47,7 @@ fn decoded((mut v, tags, policies): RawVault) -> Result<VaultRow, StoreError> {
 
 impl Tx<'_> {
     /// Inserts a vault.
-    pub fn insert_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
+    pub fn insert_vault(&self, v: &VaultRecord) -> Result<(), StoreError> {
         self.exec(
             &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
@@ -100,7 +61,7 @@ impl Tx<'_> {
 
     /// Writes back the mutable fields of a vault (flags, tags, access policies, deletion
     /// state).
-    pub fn update_vault(&self, v: &VaultRow) -> Result<(), StoreError> {
+    pub fn update_vault(&self, v: &VaultRecord) -> Result<(), StoreError> {
         self.exec(
             "UPDATE vaults SET purge_protection = ?2, disk_encryption = ?3, rbac = ?4, tags = ?5, updated = ?6, \
              deleted = ?7, scheduled_purge = ?8, access_policies = ?9 WHERE vault_id = ?1",
@@ -110,7 +71,7 @@ impl Tx<'_> {
     }
 
     /// The vault with this name, deleted or not.
-    pub fn vault(&self, name: &str) -> Result<Option<VaultRow>, StoreError> {
+    pub fn vault(&self, name: &str) -> Result<Option<VaultRecord>, StoreError> {
         self.query_one(
             &format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"),
             [name],
@@ -127,7 +88,7 @@ impl Tx<'_> {
         subscription: &str,
         resource_group: Option<&str>,
         deleted: bool,
-    ) -> Result<Vec<VaultRow>, StoreError> {
+    ) -> Result<Vec<VaultRecord>, StoreError> {
         let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM vaults WHERE subscription = ?1 AND (?2 IS NULL OR resource_group = ?2) \
              AND (deleted IS NOT NULL) = ?3 ORDER BY name"
@@ -137,7 +98,7 @@ impl Tx<'_> {
     }
 
     /// Soft-deleted vaults whose purge date is at or before `now`.
-    pub fn vaults_due_for_purge(&self, now: i64) -> Result<Vec<VaultRow>, StoreError> {
+    pub fn vaults_due_for_purge(&self, now: i64) -> Result<Vec<VaultRecord>, StoreError> {
         let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"
         ))?;

@@ -3,8 +3,8 @@
 use atrest_core::access_policy::AccessPolicyError;
 use atrest_core::attributes::Unusable;
 use atrest_core::names::NameError;
+use atrest_core::vault::ObjectKind;
 use atrest_core::vault::VaultRuleError;
-use atrest_store::ObjectKind;
 use thiserror::Error;
 
 /// A refused or failed vault operation. Messages are Key Vault's and never include values.

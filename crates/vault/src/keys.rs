@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
+use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_crypto::{
     random_hex, CipherParams, Curve, Encrypted, KeyHandle, KeyProvider, KeySpec, PrivateJwk,
 };
-use atrest_store::{ObjectKind, VaultRow, VersionRow};
+use atrest_store::VersionRow;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
@@ -269,7 +270,7 @@ fn split_kty(kty: &str) -> Result<(&str, bool), VaultError> {
     }
 }
 
-fn key(vault: &VaultRow, stored: &Stored) -> Key {
+fn key(vault: &VaultRecord, stored: &Stored) -> Key {
     let Stored { state, row } = stored;
     let text_list = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -305,7 +306,7 @@ impl Vaults {
     /// Stores `material` as a new version of `name`.
     fn add_key_version(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         material: &dyn KeyHandle,
         (kty, key_ops): (&str, Vec<String>),
@@ -342,7 +343,7 @@ impl Vaults {
     /// Creates a key, or a new version of it.
     pub fn create_key(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         req: &CreateKey,
         now: i64,
@@ -396,7 +397,7 @@ impl Vaults {
     /// Imports a private JWK as a key, or a new version of it.
     pub fn import_key(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         req: &ImportKey,
         now: i64,
@@ -434,7 +435,7 @@ impl Vaults {
     /// keys are kept (bounded) and each operation skips unsealing and parsing.
     fn key_material(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         row: &VersionRow,
     ) -> Result<Arc<dyn KeyHandle>, VaultError> {
         let id = (vault.vault_id.clone(), row.version.clone());
@@ -460,7 +461,7 @@ impl Vaults {
     /// Rotates a key: a new version with the type, size or curve, `key_ops` and tags of
     /// the latest one, expiring as the rotation policy's `expiryTime` says. Older versions
     /// stay usable until disabled.
-    pub fn rotate_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
+    pub fn rotate_key(&self, vault: &VaultRecord, name: &str, now: i64) -> Result<Key, VaultError> {
         check_object_name(name)?;
         let (latest, policy) = self.store.read(|tx| {
             let latest = live_version(tx, vault, KIND, name, None)?;
@@ -496,7 +497,7 @@ impl Vaults {
     /// stays readable whatever the attributes say, as in Key Vault.
     pub fn get_key(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
     ) -> Result<Key, VaultError> {
@@ -508,7 +509,7 @@ impl Vaults {
     /// operations cost against the vault's limits. Reads the cached row only.
     pub fn key_weight(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
     ) -> Result<(bool, Option<usize>), VaultError> {
@@ -522,7 +523,7 @@ impl Vaults {
     /// Updates `key_ops`, tags or attributes of a version.
     pub fn update_key(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
         update: &KeyUpdate,
@@ -544,7 +545,7 @@ impl Vaults {
     /// Lists keys (latest version of each), by name.
     pub fn list_keys(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Key>, VaultError> {
@@ -556,7 +557,7 @@ impl Vaults {
     /// Lists soft-deleted keys.
     pub fn list_deleted_keys(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Key>, VaultError> {
@@ -568,7 +569,7 @@ impl Vaults {
     /// Lists the versions of a key, oldest first.
     pub fn list_key_versions(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         maxresults: Option<usize>,
         skip: Option<&str>,
@@ -579,32 +580,32 @@ impl Vaults {
     }
 
     /// Soft-deletes a key (all versions).
-    pub fn delete_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<Key, VaultError> {
+    pub fn delete_key(&self, vault: &VaultRecord, name: &str, now: i64) -> Result<Key, VaultError> {
         Ok(key(vault, &self.delete_stored(vault, KIND, name, now)?))
     }
 
     /// A soft-deleted key.
-    pub fn get_deleted_key(&self, vault: &VaultRow, name: &str) -> Result<Key, VaultError> {
+    pub fn get_deleted_key(&self, vault: &VaultRecord, name: &str) -> Result<Key, VaultError> {
         Ok(key(vault, &self.get_deleted_stored(vault, KIND, name)?))
     }
 
     /// Recovers a soft-deleted key with all its versions.
-    pub fn recover_key(&self, vault: &VaultRow, name: &str) -> Result<Key, VaultError> {
+    pub fn recover_key(&self, vault: &VaultRecord, name: &str) -> Result<Key, VaultError> {
         Ok(key(vault, &self.recover_stored(vault, KIND, name)?))
     }
 
     /// Permanently deletes a soft-deleted key, unless purge protection forbids it yet.
-    pub fn purge_key(&self, vault: &VaultRow, name: &str, now: i64) -> Result<(), VaultError> {
+    pub fn purge_key(&self, vault: &VaultRecord, name: &str, now: i64) -> Result<(), VaultError> {
         self.purge_stored(vault, KIND, name, now)
     }
 
     /// An encrypted, integrity-protected backup of every version of a key.
-    pub fn backup_key(&self, vault: &VaultRow, name: &str) -> Result<Vec<u8>, VaultError> {
+    pub fn backup_key(&self, vault: &VaultRecord, name: &str) -> Result<Vec<u8>, VaultError> {
         self.backup_stored(vault, KIND, name)
     }
 
     /// Restores a key backup into `vault`: same subscription and geography, unused name.
-    pub fn restore_key(&self, vault: &VaultRow, blob: &[u8]) -> Result<Key, VaultError> {
+    pub fn restore_key(&self, vault: &VaultRecord, blob: &[u8]) -> Result<Key, VaultError> {
         let stored = self.restore_stored(vault, KIND, blob, |public, payload| {
             let kty = public["kty"].as_str().unwrap_or_default();
             self.key_provider(kty).load(payload).is_ok()
@@ -616,7 +617,7 @@ impl Vaults {
     /// `enabled`, `nbf` and `exp`. Returns the key (for its `kid`) and the result.
     pub fn key_operation(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
         op: KeyOperation,

@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_crypto::{DataKey, KeyHandle, KeyProvider, RootKey, SoftwareKeys};
-use atrest_store::{ObjectKind, Store, VaultRow};
+use atrest_store::Store;
 
 use crate::objects::{live_version, Stored};
 
@@ -40,7 +41,7 @@ use crate::objects::{live_version, Stored};
 #[derive(Debug, Default)]
 struct ReadCache {
     generation: u64,
-    vaults: HashMap<String, Arc<VaultRow>>,
+    vaults: HashMap<String, Arc<VaultRecord>>,
     objects: HashMap<String, Arc<Stored>>,
 }
 
@@ -151,7 +152,7 @@ impl Vaults {
     /// when possible.
     pub(crate) fn live_version(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
         version: Option<&str>,
@@ -174,7 +175,7 @@ impl Vaults {
     }
 
     /// The vault's storage key, unwrapped once per vault.
-    fn storage_key(&self, vault: &VaultRow) -> Result<Arc<DataKey>, VaultError> {
+    fn storage_key(&self, vault: &VaultRecord) -> Result<Arc<DataKey>, VaultError> {
         let lock = || self.storage_keys.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(key) = lock().get(&vault.vault_id) {
             return Ok(key.clone());
@@ -230,7 +231,7 @@ pub(crate) mod test_support {
         name: &str,
         location: &str,
         purge_protection: bool,
-    ) -> VaultRow {
+    ) -> VaultRecord {
         let mut req = VaultRequest {
             location: Some(location.into()),
             ..Default::default()

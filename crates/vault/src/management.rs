@@ -8,9 +8,10 @@ use atrest_core::access_policy::{
     check_count, edit_policies, normalize_entry, AccessPolicyEntry, PolicyEdit,
 };
 use atrest_core::names::{check_resource_group_name, check_vault_name};
+use atrest_core::vault::VaultRecord;
 use atrest_core::vault::{normalize_location, VaultPatch, VaultProperties};
 use atrest_crypto::{random_hex, DataKey};
-use atrest_store::{Tx, VaultRow};
+use atrest_store::Tx;
 
 use crate::{vault_key_context, VaultError, Vaults};
 
@@ -49,7 +50,7 @@ fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), VaultError>
     }
 }
 
-fn props_of(v: &VaultRow) -> VaultProperties {
+fn props_of(v: &VaultRecord) -> VaultProperties {
     VaultProperties {
         soft_delete_retention_days: v.retention_days,
         purge_protection: v.purge_protection,
@@ -59,7 +60,11 @@ fn props_of(v: &VaultRow) -> VaultProperties {
 }
 
 /// Applies the property, tag and access-policy changes of `req` to `v`.
-fn apply(v: &mut VaultRow, props: &VaultProperties, req: &VaultRequest) -> Result<(), VaultError> {
+fn apply(
+    v: &mut VaultRecord,
+    props: &VaultProperties,
+    req: &VaultRequest,
+) -> Result<(), VaultError> {
     v.purge_protection = props.purge_protection;
     v.disk_encryption = props.enabled_for_disk_encryption;
     v.rbac = props.enable_rbac_authorization;
@@ -89,7 +94,7 @@ fn live_vault(
     subscription: &str,
     resource_group: &str,
     name: &str,
-) -> Result<VaultRow, VaultError> {
+) -> Result<VaultRecord, VaultError> {
     tx.vault(name)?
         .filter(|v| {
             v.deleted.is_none()
@@ -109,7 +114,7 @@ impl Vaults {
         tenant: &str,
         req: &VaultRequest,
         now: i64,
-    ) -> Result<(VaultRow, bool), VaultError> {
+    ) -> Result<(VaultRecord, bool), VaultError> {
         check_vault_name(name)?;
         check_resource_group_name(resource_group)?;
         check_tags(&req.tags)?;
@@ -157,7 +162,7 @@ impl Vaults {
                     let props = VaultProperties::create(&req.patch)?;
                     let vault_id = random_hex(16);
                     let key = DataKey::generate();
-                    let mut v = VaultRow {
+                    let mut v = VaultRecord {
                         name: name.to_owned(),
                         wrapped_key: key.wrap(&self.root, &vault_key_context(&vault_id)),
                         vault_id,
@@ -193,7 +198,7 @@ impl Vaults {
         name: &str,
         req: &VaultRequest,
         now: i64,
-    ) -> Result<VaultRow, VaultError> {
+    ) -> Result<VaultRecord, VaultError> {
         if req.location.is_some() || req.recover {
             return Err(VaultError::BadParameter(
                 "A vault's location and createMode cannot be patched.".into(),
@@ -220,7 +225,7 @@ impl Vaults {
         edit: PolicyEdit,
         entries: &[AccessPolicyEntry],
         now: i64,
-    ) -> Result<VaultRow, VaultError> {
+    ) -> Result<VaultRecord, VaultError> {
         self.write(|tx| {
             let mut v = live_vault(tx, subscription, resource_group, name)?;
             let entries = normalized(entries, &v.tenant)?;
@@ -237,7 +242,7 @@ impl Vaults {
         subscription: &str,
         resource_group: &str,
         name: &str,
-    ) -> Result<VaultRow, VaultError> {
+    ) -> Result<VaultRecord, VaultError> {
         self.store
             .read(|tx| live_vault(tx, subscription, resource_group, name))
     }
@@ -247,7 +252,7 @@ impl Vaults {
         &self,
         subscription: &str,
         resource_group: Option<&str>,
-    ) -> Result<Vec<VaultRow>, VaultError> {
+    ) -> Result<Vec<VaultRecord>, VaultError> {
         Ok(self
             .store
             .read(|tx| tx.list_vaults(subscription, resource_group, false))?)
@@ -277,7 +282,7 @@ impl Vaults {
     }
 
     /// Soft-deleted vaults of a subscription.
-    pub fn list_deleted_vaults(&self, subscription: &str) -> Result<Vec<VaultRow>, VaultError> {
+    pub fn list_deleted_vaults(&self, subscription: &str) -> Result<Vec<VaultRecord>, VaultError> {
         Ok(self
             .store
             .read(|tx| tx.list_vaults(subscription, None, true))?)
@@ -288,7 +293,7 @@ impl Vaults {
         &self,
         subscription: &str,
         name: &str,
-    ) -> Result<VaultRow, VaultError> {
+    ) -> Result<VaultRecord, VaultError> {
         self.store
             .read(|tx| tx.vault(name))?
             .filter(|v| v.deleted.is_some() && v.subscription == subscription)
@@ -318,7 +323,7 @@ impl Vaults {
     /// The live vault serving the data plane at `NAME.vault.localhost`.
     /// Served from memory: every vault write goes through this service (one server per
     /// data directory) and empties the cache.
-    pub fn data_plane_vault(&self, name: &str) -> Result<Arc<VaultRow>, VaultError> {
+    pub fn data_plane_vault(&self, name: &str) -> Result<Arc<VaultRecord>, VaultError> {
         self.cached(
             |c| &mut c.vaults,
             name.to_ascii_lowercase(),

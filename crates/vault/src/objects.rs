@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::{check_object_name, is_object_version};
 use atrest_core::vault::{geography, MAX_TAGS, MAX_TAG_NAME_CHARS, MAX_TAG_VALUE_CHARS};
+use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_crypto::DataKey;
-use atrest_store::{ObjectKind, ObjectState, Tx, VaultRow, VersionRow};
+use atrest_store::{ObjectState, Tx, VersionRow};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -118,7 +119,7 @@ pub(crate) fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), 
     Ok(())
 }
 
-pub(crate) fn recovery(vault: &VaultRow) -> Recovery {
+pub(crate) fn recovery(vault: &VaultRecord) -> Recovery {
     Recovery {
         retention_days: vault.retention_days,
         purge_protection: vault.purge_protection,
@@ -137,7 +138,7 @@ pub(crate) fn attributes(v: &VersionRow) -> Attributes {
 
 /// Associated data binding a sealed payload to its vault, kind, object and version.
 pub(crate) fn payload_aad(
-    vault: &VaultRow,
+    vault: &VaultRecord,
     kind: ObjectKind,
     name: &str,
     version: &str,
@@ -163,7 +164,7 @@ pub(crate) fn not_found(kind: ObjectKind, name: &str, version: Option<&str>) -> 
 /// The object's state if it exists and is not deleted.
 pub(crate) fn live_state(
     tx: &Tx,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     kind: ObjectKind,
     name: &str,
 ) -> Result<ObjectState, VaultError> {
@@ -174,7 +175,7 @@ pub(crate) fn live_state(
 
 fn deleted_state(
     tx: &Tx,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     kind: ObjectKind,
     name: &str,
 ) -> Result<ObjectState, VaultError> {
@@ -189,7 +190,7 @@ fn deleted_state(
 /// A version (the latest when `version` is `None`) of a live object.
 pub(crate) fn live_version(
     tx: &Tx,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     kind: ObjectKind,
     name: &str,
     version: Option<&str>,
@@ -201,7 +202,7 @@ pub(crate) fn live_version(
     Ok(Stored { state, row })
 }
 
-fn latest(tx: &Tx, vault: &VaultRow, state: ObjectState) -> Result<Stored, VaultError> {
+fn latest(tx: &Tx, vault: &VaultRecord, state: ObjectState) -> Result<Stored, VaultError> {
     let row = tx
         .version(&vault.vault_id, state.kind, &state.name, None)?
         .ok_or_else(|| not_found(state.kind, &state.name, None))?;
@@ -212,7 +213,7 @@ fn latest(tx: &Tx, vault: &VaultRow, state: ObjectState) -> Result<Stored, Vault
 /// kept), unless that object is soft-deleted, which reserves the name.
 pub(crate) fn name_for_new_version(
     tx: &Tx,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     kind: ObjectKind,
     name: &str,
 ) -> Result<String, VaultError> {
@@ -288,7 +289,7 @@ impl Vaults {
     /// Lists live (or soft-deleted) objects, latest version of each, by name.
     pub(crate) fn list_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         deleted: bool,
         maxresults: Option<usize>,
@@ -316,7 +317,7 @@ impl Vaults {
     /// Lists the versions of an object, oldest first.
     pub(crate) fn list_stored_versions(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
         maxresults: Option<usize>,
@@ -353,7 +354,7 @@ impl Vaults {
     /// Edits a version (the latest when `version` is `None`) of a live object.
     pub(crate) fn update_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         (name, version): (&str, Option<&str>),
         now: i64,
@@ -372,7 +373,7 @@ impl Vaults {
     /// Soft-deletes an object (all versions); returns its latest version.
     pub(crate) fn delete_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
         now: i64,
@@ -391,7 +392,7 @@ impl Vaults {
     /// The latest version of a soft-deleted object.
     pub(crate) fn get_deleted_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
     ) -> Result<Stored, VaultError> {
@@ -403,7 +404,7 @@ impl Vaults {
     /// Recovers a soft-deleted object with all its versions.
     pub(crate) fn recover_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
     ) -> Result<Stored, VaultError> {
@@ -420,7 +421,7 @@ impl Vaults {
     /// Permanently deletes a soft-deleted object, unless purge protection forbids it yet.
     pub(crate) fn purge_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
         now: i64,
@@ -440,7 +441,7 @@ impl Vaults {
     pub(crate) fn open_payload(
         &self,
         key: &DataKey,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         row: &VersionRow,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         Ok(Zeroizing::new(key.open(
@@ -452,7 +453,7 @@ impl Vaults {
     /// An encrypted, integrity-protected backup of every version of an object.
     pub(crate) fn backup_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         name: &str,
     ) -> Result<Vec<u8>, VaultError> {
@@ -498,7 +499,7 @@ impl Vaults {
     /// `check_payload` validates each version's payload before anything is written.
     pub(crate) fn restore_stored(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         kind: ObjectKind,
         blob: &[u8],
         payload_ok: impl Fn(&serde_json::Value, &[u8]) -> bool,

@@ -2,7 +2,7 @@
 
 use atrest_core::names::check_object_name;
 use atrest_core::rotation::{Action, Period, RotationPolicy, Trigger};
-use atrest_store::{ObjectKind, VaultRow};
+use atrest_core::vault::{ObjectKind, VaultRecord};
 use serde_json::{json, Value};
 
 use crate::objects::live_state;
@@ -130,7 +130,11 @@ pub enum LifetimeEvent {
 
 impl Vaults {
     /// A key's rotation policy (the default one when none was set).
-    pub fn get_rotation_policy(&self, vault: &VaultRow, name: &str) -> Result<Value, VaultError> {
+    pub fn get_rotation_policy(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Value, VaultError> {
         check_object_name(name)?;
         self.store.read(|tx| {
             let state = live_state(tx, vault, ObjectKind::Key, name)?;
@@ -143,7 +147,7 @@ impl Vaults {
     /// Replaces a key's rotation policy after checking Azure's rules.
     pub fn set_rotation_policy(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         body: &Value,
         now: i64,

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
+use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_core::vault::{MAX_CONTENT_TYPE_CHARS, MAX_SECRET_VALUE_BYTES};
 use atrest_crypto::random_hex;
-use atrest_store::{ObjectKind, VaultRow, VersionRow};
+use atrest_store::VersionRow;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -88,7 +89,7 @@ fn check_content_type(content_type: &Option<String>) -> Result<(), VaultError> {
     Ok(())
 }
 
-fn secret(vault: &VaultRow, stored: &Stored, value: Option<Zeroizing<String>>) -> Secret {
+fn secret(vault: &VaultRecord, stored: &Stored, value: Option<Zeroizing<String>>) -> Secret {
     let Stored { state, row } = stored;
     Secret {
         content_type: row
@@ -116,7 +117,7 @@ impl Vaults {
     /// Sets a secret: adds a new version, creating the secret if the name is new.
     pub fn set_secret(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         req: &SetSecret,
         now: i64,
@@ -164,7 +165,7 @@ impl Vaults {
     /// Gets a version (the latest when `version` is `None`), enforcing its attributes.
     pub fn get_secret(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
         now: i64,
@@ -185,7 +186,7 @@ impl Vaults {
     /// Updates a version's content type, tags or attributes (the latest when `version` is `None`).
     pub fn update_secret(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
         update: &SecretUpdate,
@@ -205,7 +206,7 @@ impl Vaults {
     /// Lists secrets (latest version of each, no values), by name.
     pub fn list_secrets(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
@@ -217,7 +218,7 @@ impl Vaults {
     /// Lists soft-deleted secrets.
     pub fn list_deleted_secrets(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         maxresults: Option<usize>,
         skip: Option<&str>,
     ) -> Result<Page<Secret>, VaultError> {
@@ -229,7 +230,7 @@ impl Vaults {
     /// Lists the versions of a secret, oldest first, without values.
     pub fn list_secret_versions(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         maxresults: Option<usize>,
         skip: Option<&str>,
@@ -242,7 +243,7 @@ impl Vaults {
     /// Soft-deletes a secret (all versions) and returns the deleted bundle.
     pub fn delete_secret(
         &self,
-        vault: &VaultRow,
+        vault: &VaultRecord,
         name: &str,
         now: i64,
     ) -> Result<Secret, VaultError> {
@@ -254,7 +255,11 @@ impl Vaults {
     }
 
     /// A soft-deleted secret.
-    pub fn get_deleted_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
+    pub fn get_deleted_secret(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Secret, VaultError> {
         Ok(secret(
             vault,
             &self.get_deleted_stored(vault, KIND, name)?,
@@ -263,7 +268,7 @@ impl Vaults {
     }
 
     /// Recovers a soft-deleted secret with all its versions.
-    pub fn recover_secret(&self, vault: &VaultRow, name: &str) -> Result<Secret, VaultError> {
+    pub fn recover_secret(&self, vault: &VaultRecord, name: &str) -> Result<Secret, VaultError> {
         Ok(secret(
             vault,
             &self.recover_stored(vault, KIND, name)?,
@@ -272,17 +277,22 @@ impl Vaults {
     }
 
     /// Permanently deletes a soft-deleted secret, unless purge protection forbids it yet.
-    pub fn purge_secret(&self, vault: &VaultRow, name: &str, now: i64) -> Result<(), VaultError> {
+    pub fn purge_secret(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        now: i64,
+    ) -> Result<(), VaultError> {
         self.purge_stored(vault, KIND, name, now)
     }
 
     /// An encrypted, integrity-protected backup of every version of a secret.
-    pub fn backup_secret(&self, vault: &VaultRow, name: &str) -> Result<Vec<u8>, VaultError> {
+    pub fn backup_secret(&self, vault: &VaultRecord, name: &str) -> Result<Vec<u8>, VaultError> {
         self.backup_stored(vault, KIND, name)
     }
 
     /// Restores a backup into `vault`: same subscription and geography, unused name.
-    pub fn restore_secret(&self, vault: &VaultRow, blob: &[u8]) -> Result<Secret, VaultError> {
+    pub fn restore_secret(&self, vault: &VaultRecord, blob: &[u8]) -> Result<Secret, VaultError> {
         let stored = self.restore_stored(vault, KIND, blob, |_, payload| {
             std::str::from_utf8(payload).is_ok()
         })?;
@@ -296,7 +306,7 @@ mod tests {
     use crate::test_support::{fixture, Fixture};
     use atrest_core::attributes::Unusable;
 
-    fn vault(f: &Fixture, name: &str, location: &str, purge_protection: bool) -> VaultRow {
+    fn vault(f: &Fixture, name: &str, location: &str, purge_protection: bool) -> VaultRecord {
         crate::test_support::vault(&f.vaults, name, location, purge_protection)
     }
 

@@ -1,7 +1,7 @@
 //! Alerts as the API, the CLI and webhooks show them, and their delivery to the
 //! configured webhook.
 
-use atrest_store::Alert;
+use atrest_core::audit::Alert;
 use serde_json::json;
 
 use crate::client::Client;

@@ -6,12 +6,13 @@ pub(crate) mod alerts;
 
 use std::sync::Arc;
 
+use atrest_core::audit::{AuditEvent, AuditFilter, Verification};
 use atrest_core::operation::Operation;
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_core::rotation::Period;
 use atrest_identity::{Caller, NewServicePrincipal};
 use atrest_runtime::logs::LogTables;
 use atrest_runtime::time::rfc3339;
-use atrest_store::{AuditEvent, AuditFilter, PrincipalKind, PrincipalRow, Verification};
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,7 +61,7 @@ struct NewIdentityDto {
     resource_group: Option<String>,
 }
 
-fn principal_json(p: &PrincipalRow, tenant: &str) -> Value {
+fn principal_json(p: &PrincipalRecord, tenant: &str) -> Value {
     json!({
         "appId": p.app_id,
         "objectId": p.object_id,
@@ -132,7 +133,7 @@ fn principal_of_kind(
     state: &AppState,
     kind: PrincipalKind,
     id: &str,
-) -> Result<PrincipalRow, ApiError> {
+) -> Result<PrincipalRecord, ApiError> {
     let found = match state.identity.principal_by_app_id(id)? {
         Some(p) => Some(p),
         None => state.identity.find_principal(id)?,

@@ -2,10 +2,10 @@
 //! in ARM's shapes.
 
 use atrest_core::operation::Operation;
+use atrest_core::principal::PrincipalKind;
 use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
 use atrest_identity::{Caller, RoleAssignment};
 use atrest_runtime::time::rfc3339;
-use atrest_store::PrincipalKind;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};

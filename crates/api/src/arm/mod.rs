@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use atrest_core::access_policy::{AccessPolicyEntry, PolicyEdit};
 use atrest_core::operation::Operation;
 use atrest_core::vault::VaultPatch;
+use atrest_core::vault::VaultRecord;
 use atrest_identity::Caller;
 use atrest_runtime::time::rfc3339;
-use atrest_store::VaultRow;
 use atrest_vault::VaultRequest;
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
@@ -121,7 +121,7 @@ impl VaultDto {
     }
 }
 
-fn vault_json(state: &AppState, v: &VaultRow) -> Value {
+fn vault_json(state: &AppState, v: &VaultRecord) -> Value {
     json!({
         "id": vault_resource_id(v),
         "name": v.name,
@@ -147,7 +147,7 @@ fn vault_json(state: &AppState, v: &VaultRow) -> Value {
     })
 }
 
-fn deleted_vault_json(v: &VaultRow) -> Value {
+fn deleted_vault_json(v: &VaultRecord) -> Value {
     json!({
         "id": format!("/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}", v.subscription, v.location, v.name),
         "name": v.name,

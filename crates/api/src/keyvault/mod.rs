@@ -7,9 +7,9 @@ use atrest_core::access_policy::policies_grant;
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::limits::{cost, OperationClass};
 use atrest_core::operation::Operation;
+use atrest_core::vault::VaultRecord;
 use atrest_crypto::PrivateJwk;
 use atrest_identity::Caller;
-use atrest_store::VaultRow;
 use atrest_vault::{
     AttributesPatch, CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput,
     OperationOutput, Page, Secret, SecretUpdate, SetSecret, VaultError,
@@ -291,7 +291,7 @@ struct RestoreDto {
 pub(crate) fn authorize(
     state: &AppState,
     caller: &Caller,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     operation: Operation,
     object_scope: &str,
 ) -> Result<(), ApiError> {
@@ -346,7 +346,7 @@ pub(crate) fn authorize(
 
 /// The budget a route draws on and its cost there: HSM keys have their own budget, and
 /// cryptographic operations with larger RSA keys cost more.
-fn throttle_cost(state: &AppState, vault: &VaultRow, route: &Route) -> (OperationClass, u32) {
+fn throttle_cost(state: &AppState, vault: &VaultRecord, route: &Route) -> (OperationClass, u32) {
     let (hsm, rsa_bits) = match route {
         Route::Key(KeyRoute::Operation(name, version, _)) => state
             .vaults
@@ -359,7 +359,7 @@ fn throttle_cost(state: &AppState, vault: &VaultRow, route: &Route) -> (Operatio
 }
 
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
-pub(crate) fn vault_resource_id(v: &VaultRow) -> String {
+pub(crate) fn vault_resource_id(v: &VaultRecord) -> String {
     format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
         v.subscription, v.resource_group, v.name
@@ -376,7 +376,7 @@ pub(crate) fn guard(
     caller: &Caller,
     vault_name: &str,
     route: &Route<'_>,
-) -> Result<Arc<VaultRow>, ApiError> {
+) -> Result<Arc<VaultRecord>, ApiError> {
     let vault = state.vaults.data_plane_vault(vault_name)?;
     ctx.resource = Some(vault_resource_id(&vault));
     ctx.vault = Some(vault.name.clone());
@@ -703,7 +703,7 @@ async fn handle_key(
     state: &AppState,
     ctx: &mut Ctx,
     plane: &Plane,
-    vault: &VaultRow,
+    vault: &VaultRecord,
     route: KeyRoute<'_>,
     skip: Option<&str>,
     body: Body,

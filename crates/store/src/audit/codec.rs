@@ -11,7 +11,7 @@
 //! Both forms are read back through [`Fields`], the one list of an event's fields in
 //! canonical order.
 
-use crate::audit::{AuditEvent, AuditEventRef};
+use atrest_core::audit::{AuditEvent, AuditEventRef};
 
 /// Leads the canonical bytes of every event.
 const CANONICAL_TAG: &[u8] = b"atrest-audit-v1";

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit::codec::{decode, encode};
-use crate::{AuditEvent, AuditEventRef};
+use atrest_core::audit::{AuditEvent, AuditEventRef};
 
 /// How far a batch of journaled events reaches: the first `records` records of the file of
 /// `generation`, and every earlier generation.
