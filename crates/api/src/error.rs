@@ -285,14 +285,22 @@ impl From<ComputeError> for ApiError {
             E::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             E::KeyUnusable { .. } => (StatusCode::CONFLICT, "KeyVaultKeyUnusable"),
             // Store, block-file and internal faults: the detail goes to the log only.
-            E::Store(_) | E::Disk(_) | E::Internal(_) => return ApiError::internal(&e),
+            E::Store(_) | E::Directory(_) | E::Disk(_) | E::Internal(_) => {
+                return ApiError::internal(&e)
+            }
         };
         ApiError::new(status, code, e.to_string())
     }
 }
 
-impl From<atrest_store::StoreError> for ApiError {
-    fn from(e: atrest_store::StoreError) -> Self {
-        ApiError::internal(&e)
+impl From<atrest_runtime::Error> for ApiError {
+    fn from(e: atrest_runtime::Error) -> Self {
+        use atrest_runtime::Error as E;
+        match e {
+            // Faults of the instance's own storage and keys: the detail goes to the log only.
+            E::Store(_) | E::Directory(_) | E::Crypto(_) | E::Io { .. } | E::Damaged(_) => {
+                ApiError::internal(&e)
+            }
+        }
     }
 }

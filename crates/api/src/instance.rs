@@ -23,17 +23,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_core::limits::ServiceLimits;
-use atrest_crypto::random_uuid;
-use atrest_crypto::{generate_tls_identity, DataKey, RootKey, TokenSigner};
+use atrest_crypto::{generate_tls_identity, random_uuid, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::Identity;
 use atrest_runtime::audit::{AuditSink, Durability};
-use atrest_runtime::detect;
+use atrest_runtime::meta::Meta;
 use atrest_runtime::metrics::Metrics;
 use atrest_runtime::scheduler::Scheduler;
 use atrest_runtime::throttle::Throttle;
 use atrest_runtime::time::unix_now;
-use atrest_store::{AuditLog, Store};
+use atrest_runtime::trail::{self, AuditTrail, OpenedAudit};
 use atrest_vault::Vaults;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -41,7 +40,7 @@ use zeroize::Zeroizing;
 
 use crate::admin::alerts;
 use crate::client::Client;
-use crate::jobs::{key_check_loop, purge_loop, save_checkpoint, scheduler_loop};
+use crate::jobs::{key_check_loop, purge_loop, scheduler_loop};
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::vault_access::InProcessVaults;
@@ -69,9 +68,15 @@ pub enum InstanceError {
     /// The root key or sealed state could not be used.
     #[error(transparent)]
     Crypto(#[from] atrest_crypto::CryptoError),
-    /// The state database failed.
+    /// The state database, the audit log or the metadata failed.
     #[error(transparent)]
-    Store(#[from] atrest_store::StoreError),
+    Runtime(#[from] atrest_runtime::Error),
+    /// The directory failed.
+    #[error(transparent)]
+    Directory(#[from] atrest_identity::DirectoryError),
+    /// A role could not be granted.
+    #[error(transparent)]
+    Role(#[from] atrest_identity::RoleError),
     /// The vault service failed to start.
     #[error(transparent)]
     Vault(#[from] atrest_vault::VaultError),
@@ -149,64 +154,6 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), InstanceError> {
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-/// A value kept in the store's meta table, created on first use.
-fn meta_or_init(
-    store: &Store,
-    key: &str,
-    init: impl FnOnce() -> Vec<u8>,
-) -> Result<Vec<u8>, InstanceError> {
-    Ok(store.write(|tx| match tx.meta_get(key)? {
-        Some(v) => Ok::<_, atrest_store::StoreError>(v),
-        None => {
-            let v = init();
-            tx.meta_put(key, &v)?;
-            Ok(v)
-        }
-    })?)
-}
-
-fn meta_get(store: &Store, key: &str) -> Result<Option<Vec<u8>>, InstanceError> {
-    Ok(store.read(|tx| tx.meta_get(key))?)
-}
-
-fn meta_put(store: &Store, key: &str, value: &[u8]) -> Result<(), InstanceError> {
-    Ok(store.write(|tx| tx.meta_put(key, value))?)
-}
-
-/// A secret kept in the meta table sealed by the root key, the key name doubling as the
-/// sealing context so a sealed value cannot be moved to another key.
-fn sealed_meta_get(
-    store: &Store,
-    root: &RootKey,
-    key: &str,
-) -> Result<Option<Zeroizing<Vec<u8>>>, InstanceError> {
-    match meta_get(store, key)? {
-        Some(sealed) => Ok(Some(Zeroizing::new(root.open(key, &sealed)?))),
-        None => Ok(None),
-    }
-}
-
-fn sealed_meta_put(
-    store: &Store,
-    root: &RootKey,
-    key: &str,
-    plaintext: &[u8],
-) -> Result<(), InstanceError> {
-    meta_put(store, key, &root.seal(key, plaintext))
-}
-
-fn meta_text(
-    store: &Store,
-    key: &str,
-    init: impl FnOnce() -> String,
-) -> Result<String, InstanceError> {
-    let bytes = meta_or_init(store, key, || init().into_bytes())?;
-    String::from_utf8(bytes).map_err(|_| InstanceError::Io {
-        path: PathBuf::from("state.db"),
-        source: std::io::Error::other(format!("meta value '{key}' is not UTF-8")),
-    })
-}
-
 /// Shell single-quoting for `DIR/env`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -223,22 +170,30 @@ impl Instance {
         let listener = bind(opts.listen).await?;
         let port = listener.local_addr().map_err(io_err(dir))?.port();
         let identity = Identity::new(
-            keys.store.clone(),
+            keys.meta.store().clone(),
             signer,
             keys.tenant.clone(),
             format!("https://localhost:{port}"),
             format!("https://vault.localhost:{port}"),
         )
         .with_token_lifetime(opts.token_lifetime);
-        let admin = bootstrap_admin(&identity, &keys.store, &keys.root, &keys.subscription)?;
+        let admin = bootstrap_admin(&identity, &keys.meta, &keys.subscription)?;
         let env = env_file(dir, &ca_path, &identity, &keys, &admin)?;
         let audit = open_audit(dir, opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let (state, key_access) =
-            services(dir, opts, keys, identity, audit.log, audit.sink, port, &nbd)?;
+        let (state, key_access) = services(
+            dir,
+            opts,
+            keys,
+            identity,
+            audit.trail,
+            audit.sink,
+            port,
+            &nbd,
+        )?;
         key_access.attach(&state);
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
@@ -304,7 +259,7 @@ impl Instance {
         self.state.compute.flush_all();
         // The checkpoint covers every event, the journaled ones included.
         self.state.audit.flush().await;
-        if let Err(e) = save_checkpoint(&self.state) {
+        if let Err(e) = self.state.audit_trail.save_checkpoint() {
             tracing::error!(error = %e, "cannot record the audit checkpoint");
         }
         // The audit writer ends once every sink (held by the state) is gone.
@@ -321,8 +276,7 @@ impl Instance {
 
 /// The keys and identifiers every later step needs, from the root key outward.
 struct Keys {
-    root: Arc<RootKey>,
-    store: Arc<Store>,
+    meta: Meta,
     tenant: String,
     subscription: String,
 }
@@ -357,21 +311,19 @@ fn lock_data_dir(dir: &Path) -> Result<(fs::File, PathBuf), InstanceError> {
 
 /// The root key, the state database and the instance's ids; and the token signer.
 fn open_keys(dir: &Path) -> Result<(Keys, TokenSigner), InstanceError> {
-    let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
-    let store = Arc::new(Store::open(&dir.join("state.db"))?);
-    let tenant = meta_text(&store, "tenant_id", random_uuid)?;
-    let subscription = meta_text(&store, "subscription_id", random_uuid)?;
-    let signer = match meta_get(&store, "token_signer")? {
-        Some(sealed) => TokenSigner::open(&root, "token_signer", &sealed)?,
+    let meta = Meta::open(dir)?;
+    let tenant = meta.text_or_init("tenant_id", random_uuid)?;
+    let subscription = meta.text_or_init("subscription_id", random_uuid)?;
+    let signer = match meta.get("token_signer")? {
+        Some(sealed) => TokenSigner::open(meta.root(), "token_signer", &sealed)?,
         None => {
             let signer = TokenSigner::generate()?;
-            meta_put(&store, "token_signer", &signer.seal(&root, "token_signer"))?;
+            meta.put("token_signer", &signer.seal(meta.root(), "token_signer"))?;
             signer
         }
     };
     let keys = Keys {
-        root,
-        store,
+        meta,
         tenant,
         subscription,
     };
@@ -384,7 +336,7 @@ fn tls_identity(
     dir: &Path,
     keys: &Keys,
 ) -> Result<(Arc<rustls::ServerConfig>, PathBuf), InstanceError> {
-    let (store, root) = (&keys.store, &keys.root);
+    let meta = &keys.meta;
     let tls_dir = dir.join("tls");
     fs::DirBuilder::new()
         .recursive(true)
@@ -394,7 +346,7 @@ fn tls_identity(
     let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
     let tls = match (
         fs::read_to_string(&chain_path),
-        sealed_meta_get(store, root, "tls_server_key")?,
+        meta.sealed_get("tls_server_key")?,
     ) {
         (Ok(chain), Some(key)) if ca_path.exists() => {
             let key = std::str::from_utf8(&key)
@@ -410,7 +362,7 @@ fn tls_identity(
                 &["localhost", "*.vault.localhost", "vault.localhost"],
                 &ips,
             )?;
-            sealed_meta_put(store, root, "tls_server_key", id.key_pem.as_bytes())?;
+            meta.sealed_put("tls_server_key", id.key_pem.as_bytes())?;
             fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
             fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
             load_tls_config(&id.chain_pem, &id.key_pem)?
@@ -433,13 +385,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, InstanceError> {
 /// ensured.
 fn bootstrap_admin(
     identity: &Identity,
-    store: &Store,
-    root: &RootKey,
+    meta: &Meta,
     subscription: &str,
 ) -> Result<(String, Zeroizing<String>), InstanceError> {
     let admin = match (
-        meta_get(store, "bootstrap_admin")?,
-        sealed_meta_get(store, root, "bootstrap_secret")?,
+        meta.get("bootstrap_admin")?,
+        meta.sealed_get("bootstrap_secret")?,
     ) {
         (Some(app_id), Some(secret)) => (
             String::from_utf8_lossy(&app_id).into_owned(),
@@ -447,8 +398,8 @@ fn bootstrap_admin(
         ),
         _ => {
             let sp = identity.create_service_principal(BOOTSTRAP_ADMIN, true, unix_now().0)?;
-            meta_put(store, "bootstrap_admin", sp.principal.app_id.as_bytes())?;
-            sealed_meta_put(store, root, "bootstrap_secret", sp.password.as_bytes())?;
+            meta.put("bootstrap_admin", sp.principal.app_id.as_bytes())?;
+            meta.sealed_put("bootstrap_secret", sp.password.as_bytes())?;
             (
                 sp.principal.app_id.clone(),
                 Zeroizing::new(sp.password.clone()),
@@ -495,29 +446,14 @@ fn env_file(
     ))
 }
 
-/// The audit log with its chain key, the detector, what a crash left in the journal, and
-/// the writer with the sink requests record through.
-struct Audit {
-    log: Arc<AuditLog>,
-    sink: AuditSink,
-    writer: tokio::task::JoinHandle<()>,
-}
-
+/// The audit log, its sink and writer (see [`trail::open`]), alerts posted to the webhook
+/// if one is configured.
 fn open_audit(
     dir: &Path,
     opts: &Options,
     keys: &Keys,
     ca_path: &Path,
-) -> Result<Audit, InstanceError> {
-    // The audit chain's MAC key: without it nobody can rewrite the log consistently.
-    let wrapped = meta_or_init(&keys.store, "audit_chain_key", || {
-        DataKey::generate().wrap(&keys.root, "audit_chain_key")
-    })?;
-    let chain_key = DataKey::unwrap(&keys.root, "audit_chain_key", &wrapped)?.into_mac_key();
-    let log = Arc::new(AuditLog::open(
-        &dir.join("audit.db"),
-        Box::new(move |prev, event| chain_key.mac(&[prev, event])),
-    )?);
+) -> Result<OpenedAudit, InstanceError> {
     let webhook = match &opts.alert_webhook {
         Some(url) => {
             let ca = fs::read_to_string(ca_path).map_err(io_err(ca_path))?;
@@ -535,32 +471,16 @@ fn open_audit(
         }
         None => None,
     };
-    let detector = detect::spawn(log.clone(), move |alert| {
-        if let Some(post) = &webhook {
-            post(alert);
-        }
-    })
-    .map_err(io_err(&dir.join("audit.db")))?;
-    // Events journaled before a crash are stored first, whatever the durability now.
-    let journal_dir = dir.join("audit-journal");
-    let (journal, recovered) = log.recover_journal(&journal_dir)?;
-    if recovered.events > 0 || recovered.torn_bytes > 0 {
-        tracing::warn!(
-            events = recovered.events,
-            torn_bytes = recovered.torn_bytes,
-            "stored audit events the journal held from before a crash"
-        );
-    }
-    let journal = match opts.audit_durability {
-        Durability::Journal { interval } => Some((journal, interval)),
-        Durability::Commit => {
-            journal.close().map_err(io_err(&journal_dir))?;
-            None
-        }
-    };
-    let (sink, writer) = AuditSink::spawn(log.clone(), journal, Some(detector))
-        .map_err(io_err(&dir.join("audit.db")))?;
-    Ok(Audit { log, sink, writer })
+    Ok(trail::open(
+        dir,
+        &keys.meta,
+        opts.audit_durability,
+        move |alert| {
+            if let Some(post) = &webhook {
+                post(alert);
+            }
+        },
+    )?)
 }
 
 /// The services and the state every handler reaches; the in-process vault client, which
@@ -571,22 +491,19 @@ fn services(
     opts: &Options,
     keys: Keys,
     identity: Identity,
-    audit_log: Arc<AuditLog>,
+    audit_trail: AuditTrail,
     audit: AuditSink,
     port: u16,
     nbd: &Option<TcpListener>,
 ) -> Result<(Arc<AppState>, Arc<InProcessVaults>), InstanceError> {
     let Keys {
-        root,
-        store,
-        subscription,
-        ..
+        meta, subscription, ..
     } = keys;
-    let vaults = Vaults::new(store.clone(), root.clone())?;
+    let vaults = Vaults::new(meta.store().clone(), meta.root().clone())?;
     let key_access = Arc::new(InProcessVaults::default());
     let compute = Arc::new(Compute::new(
-        store.clone(),
-        &root,
+        meta.store().clone(),
+        meta.root(),
         key_access.clone(),
         ComputeConfig {
             subscription: subscription.clone(),
@@ -607,12 +524,11 @@ fn services(
     let state = Arc::new(AppState {
         identity,
         vaults,
-        audit_log,
-        store: store.clone(),
+        audit_trail,
         audit,
         settings,
         request_ids: RequestIds::new(),
-        scheduler: Scheduler::open(store)?,
+        scheduler: Scheduler::open(meta)?,
         throttle: Throttle::new(opts.limits.clone()),
         metrics: Metrics::default(),
         compute,
@@ -637,7 +553,7 @@ fn grant_bootstrap_roles(
     for role in BOOTSTRAP_ROLES {
         match identity.create_role_assignment(None, &scope, role, &admin.object_id, unix_now().0) {
             Ok(_) | Err(atrest_identity::RoleError::Exists) => {}
-            Err(atrest_identity::RoleError::Store(e)) => return Err(e.into()),
+            Err(e @ atrest_identity::RoleError::Store(_)) => return Err(e.into()),
             Err(e) => tracing::error!(error = %e, role, "cannot grant a bootstrap role"),
         }
     }

@@ -17,49 +17,6 @@ use crate::error::ApiError;
 use crate::pipeline::result_of;
 use crate::state::AppState;
 
-/// Where the audit log's head is recorded, outside the audit database.
-const CHECKPOINT: &str = "audit_checkpoint";
-
-/// Records the audit log's head (sequence number and hash) in the state database. The
-/// checkpoint only moves forward along the chain: if the log no longer holds the
-/// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
-/// checkpoint stays as evidence for `verify`.
-pub(crate) fn save_checkpoint(state: &AppState) -> Result<(), atrest_store::StoreError> {
-    let (seq, hash) = state.audit_log.head();
-    if seq == 0 {
-        return Ok(());
-    }
-    if let Some((old_seq, old_hash)) = checkpoint(state)? {
-        if old_seq > seq
-            || state
-                .audit_log
-                .hash_at(old_seq)?
-                .is_some_and(|h| h != old_hash)
-        {
-            tracing::error!(
-                checkpoint = old_seq,
-                head = seq,
-                "the audit log does not extend its checkpoint; run `atrest monitor audit verify`"
-            );
-            return Ok(());
-        }
-    }
-    let value = [&seq.to_be_bytes()[..], &hash].concat();
-    state.store.write(|tx| tx.meta_put(CHECKPOINT, &value))
-}
-
-/// The last recorded head, if any.
-pub(crate) fn checkpoint(
-    state: &AppState,
-) -> Result<Option<(i64, [u8; 32])>, atrest_store::StoreError> {
-    let stored = state.store.read(|tx| tx.meta_get(CHECKPOINT))?;
-    Ok(stored.and_then(|v| {
-        let seq = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-        let hash: [u8; 32] = v.get(8..)?.try_into().ok()?;
-        Some((seq, hash))
-    }))
-}
-
 /// An event for work the server does on its own (scheduled rotation, retention),
 /// attributed to the service in this tenant and to `client`.
 pub(crate) fn service_event(
@@ -235,16 +192,16 @@ pub(crate) async fn purge_loop(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let checkpoint = state.clone();
-        match tokio::task::spawn_blocking(move || save_checkpoint(&checkpoint)).await {
+        let trail = state.audit_trail.clone();
+        match tokio::task::spawn_blocking(move || trail.save_checkpoint()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot record the audit checkpoint"),
             Err(e) => tracing::error!(error = %e, "audit checkpoint panicked"),
         }
         if let Some(keep) = audit_retention {
             let cutoff = unix_now().1 - keep.as_millis() as i64;
-            let log = state.audit_log.clone();
-            match tokio::task::spawn_blocking(move || log.prune(cutoff)).await {
+            let trail = state.audit_trail.clone();
+            match tokio::task::spawn_blocking(move || trail.prune(cutoff)).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(deleted)) => {
                     let event = AuditEvent {

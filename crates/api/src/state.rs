@@ -11,7 +11,7 @@ use atrest_runtime::audit::AuditSink;
 use atrest_runtime::metrics::Metrics;
 use atrest_runtime::scheduler::Scheduler;
 use atrest_runtime::throttle::Throttle;
-use atrest_store::{AuditLog, Store};
+use atrest_runtime::trail::AuditTrail;
 use atrest_vault::Vaults;
 
 /// The host suffix of vault data planes: `NAME.vault.localhost`.
@@ -37,10 +37,8 @@ pub struct AppState {
     pub identity: Identity,
     /// Vaults and secrets.
     pub vaults: Vaults,
-    /// The audit log, for listing.
-    pub audit_log: Arc<AuditLog>,
-    /// The state database, for instance metadata (the audit checkpoint).
-    pub store: Arc<Store>,
+    /// The audit log, for reading, verifying and retention.
+    pub audit_trail: AuditTrail,
     /// Where audit events go.
     pub audit: AuditSink,
     /// Instance settings.

@@ -61,6 +61,9 @@ pub enum ComputeError {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] atrest_store::StoreError),
+    /// The directory failed to create or delete a set's identity.
+    #[error(transparent)]
+    Directory(#[from] atrest_identity::DirectoryError),
     /// A disk's block file failed.
     #[error(transparent)]
     Disk(#[from] crate::blocks::DiskError),

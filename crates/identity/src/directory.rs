@@ -133,11 +133,11 @@ impl Identity {
     }
 
     /// A principal by object id, or a user by sign-in name.
-    pub fn find_principal(&self, id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
-        self.store.read(|tx| match tx.principal_by_object_id(id)? {
+    pub fn find_principal(&self, id: &str) -> Result<Option<PrincipalRecord>, DirectoryError> {
+        Ok(self.store.read(|tx| match tx.principal_by_object_id(id)? {
             Some(p) => Ok(Some(p)),
             None => tx.principal_by_upn(id),
-        })
+        })?)
     }
 
     fn group(&self, group_id: &str) -> Result<PrincipalRecord, DirectoryError> {
@@ -215,7 +215,7 @@ impl Identity {
 
     /// `object_id` and the object ids of every group containing it, directly or through
     /// nested groups.
-    pub fn object_ids_of(&self, object_id: &str) -> Result<Vec<String>, StoreError> {
+    pub fn object_ids_of(&self, object_id: &str) -> Result<Vec<String>, DirectoryError> {
         let memberships = self.memberships()?;
         let mut found = BTreeSet::new();
         let mut ids = vec![object_id.to_owned()];

@@ -2,7 +2,8 @@
 
 use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_crypto::{random_secret, sha256};
-use atrest_store::StoreError;
+
+use crate::DirectoryError;
 
 use crate::Identity;
 
@@ -72,7 +73,7 @@ impl Identity {
         display_name: &str,
         is_admin: bool,
         now: i64,
-    ) -> Result<NewServicePrincipal, StoreError> {
+    ) -> Result<NewServicePrincipal, DirectoryError> {
         let password = random_secret();
         let principal = PrincipalRecord {
             secret_hash: Some(sha256(password.as_bytes()).to_vec()),
@@ -90,7 +91,7 @@ impl Identity {
     pub fn reset_credential(
         &self,
         app_id: &str,
-    ) -> Result<Option<NewServicePrincipal>, StoreError> {
+    ) -> Result<Option<NewServicePrincipal>, DirectoryError> {
         let password = random_secret();
         self.store.write(|tx| {
             let Some(mut principal) = tx
@@ -115,7 +116,7 @@ impl Identity {
         display_name: &str,
         resource_id: &str,
         now: i64,
-    ) -> Result<NewManagedIdentity, StoreError> {
+    ) -> Result<NewManagedIdentity, DirectoryError> {
         let identity_header = random_secret();
         let principal = PrincipalRecord {
             secret_hash: Some(sha256(identity_header.as_bytes()).to_vec()),
@@ -130,26 +131,33 @@ impl Identity {
     }
 
     /// All principals of one kind.
-    pub fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>, StoreError> {
-        self.store.read(|tx| tx.list_principals(kind))
+    pub fn list_principals(
+        &self,
+        kind: PrincipalKind,
+    ) -> Result<Vec<PrincipalRecord>, DirectoryError> {
+        Ok(self.store.read(|tx| tx.list_principals(kind))?)
     }
 
     /// The principal with this app id.
-    pub fn principal_by_app_id(&self, app_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
-        self.store.read(|tx| tx.principal_by_app_id(app_id))
+    pub fn principal_by_app_id(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<PrincipalRecord>, DirectoryError> {
+        Ok(self.store.read(|tx| tx.principal_by_app_id(app_id))?)
     }
 
     /// The managed identity with this ARM resource id.
     pub fn managed_identity(
         &self,
         resource_id: &str,
-    ) -> Result<Option<PrincipalRecord>, StoreError> {
-        self.store
-            .read(|tx| tx.principal_by_resource_id(resource_id))
+    ) -> Result<Option<PrincipalRecord>, DirectoryError> {
+        Ok(self
+            .store
+            .read(|tx| tx.principal_by_resource_id(resource_id))?)
     }
 
     /// Deletes a principal by app id (or object id); false if none matched.
-    pub fn delete_principal(&self, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_principal(&self, id: &str) -> Result<bool, DirectoryError> {
         let deleted = self.store.write(|tx| {
             let found = match tx.principal_by_app_id(id)? {
                 Some(p) => Some(p),
@@ -165,11 +173,11 @@ impl Identity {
         });
         self.role_assignments.forget();
         self.memberships.forget();
-        deleted
+        Ok(deleted?)
     }
 
     /// Whether the principal with this object id exists and is an administrator.
-    pub fn is_admin(&self, object_id: &str) -> Result<bool, StoreError> {
+    pub fn is_admin(&self, object_id: &str) -> Result<bool, DirectoryError> {
         Ok(self
             .store
             .read(|tx| tx.principal_by_object_id(object_id))?

@@ -104,7 +104,7 @@ impl Identity {
     pub fn list_role_assignments(
         &self,
         scope: Option<&str>,
-    ) -> Result<Vec<RoleAssignment>, StoreError> {
+    ) -> Result<Vec<RoleAssignment>, RoleError> {
         Ok(self
             .assignments()?
             .iter()
@@ -118,7 +118,7 @@ impl Identity {
     }
 
     /// One assignment by id.
-    pub fn role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>, StoreError> {
+    pub fn role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>, RoleError> {
         Ok(self
             .assignments()?
             .iter()
@@ -127,7 +127,7 @@ impl Identity {
     }
 
     /// Removes an assignment; the removed one, if it existed.
-    pub fn delete_role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>, StoreError> {
+    pub fn delete_role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>, RoleError> {
         let found = self.role_assignment(id)?;
         if found.is_some() {
             let deleted = self.store.write(|tx| tx.delete_role_assignment(id));
@@ -144,8 +144,8 @@ impl Identity {
         object_ids: &[String],
         resource: &str,
         action: &str,
-    ) -> Result<bool, StoreError> {
-        self.holds(object_ids, resource, |role| role.allows_data_action(action))
+    ) -> Result<bool, RoleError> {
+        Ok(self.holds(object_ids, resource, |role| role.allows_data_action(action))?)
     }
 
     /// Whether one of `object_ids` holds, at `resource` or above, a role granting
@@ -155,8 +155,8 @@ impl Identity {
         object_ids: &[String],
         resource: &str,
         action: &str,
-    ) -> Result<bool, StoreError> {
-        self.holds(object_ids, resource, |role| role.allows_action(action))
+    ) -> Result<bool, RoleError> {
+        Ok(self.holds(object_ids, resource, |role| role.allows_action(action))?)
     }
 
     fn holds(

@@ -251,7 +251,9 @@ impl Identity {
             (Some(header), named) => {
                 let candidates = match named {
                     Some(p) => vec![p],
-                    None => self.list_principals(PrincipalKind::ManagedIdentity)?,
+                    None => self
+                        .store
+                        .read(|tx| tx.list_principals(PrincipalKind::ManagedIdentity))?,
                 };
                 candidates.into_iter().find(|p| {
                     p.secret_hash

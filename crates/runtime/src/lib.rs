@@ -1,11 +1,44 @@
-//! What runs beside the edge and needs no HTTP: the audit writer, detections, the
-//! throttle, metrics, the log tables and the scheduler's clock. See ARCHITECTURE.md.
+//! What runs beside the edge and needs no HTTP: the audit writer and trail, detections,
+//! the throttle, metrics, the log tables, instance metadata and the scheduler's clock. See
+//! ARCHITECTURE.md.
 #![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use thiserror::Error;
 
 pub mod audit;
 pub mod detect;
 pub mod logs;
+pub mod meta;
 pub mod metrics;
 pub mod scheduler;
 pub mod throttle;
 pub mod time;
+pub mod trail;
+
+/// A fault of the instance's own storage or keys: every variant is a server fault (500),
+/// its detail for the log only.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A database failed.
+    #[error(transparent)]
+    Store(#[from] atrest_store::StoreError),
+    /// The directory could not be read.
+    #[error(transparent)]
+    Directory(#[from] atrest_identity::DirectoryError),
+    /// The root key or a sealed value could not be used.
+    #[error(transparent)]
+    Crypto(#[from] atrest_crypto::CryptoError),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A stored value is not what was written.
+    #[error("{0}")]
+    Damaged(String),
+}

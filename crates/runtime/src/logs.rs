@@ -9,7 +9,9 @@ use atrest_core::audit::AuditEvent;
 use atrest_core::principal::PrincipalKind;
 use atrest_identity::Identity;
 use atrest_query::{Catalog, Table, Value};
-use atrest_store::{AuditLog, StoreError};
+
+use crate::trail::AuditTrail;
+use crate::Error;
 
 /// A snapshot of the audit log and the directory, served as tables.
 pub struct LogTables {
@@ -21,9 +23,9 @@ pub struct LogTables {
 
 impl LogTables {
     /// Reads every audit event and principal.
-    pub fn load(log: &AuditLog, identity: &Identity) -> Result<Self, StoreError> {
+    pub fn load(trail: &AuditTrail, identity: &Identity) -> Result<Self, Error> {
         let mut events = Vec::new();
-        log.scan(|e| events.push(e))?;
+        trail.scan(|e| events.push(e))?;
         let mut principals = HashMap::new();
         for kind in [
             PrincipalKind::ServicePrincipal,

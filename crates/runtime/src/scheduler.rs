@@ -7,12 +7,11 @@
 //! time. Passes are serialized, so a key is never rotated twice for one due date.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_store::{Store, StoreError};
-
+use crate::meta::Meta;
 use crate::time::unix_now;
+use crate::Error;
 
 /// How often the scheduler looks for due actions on its own.
 pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
@@ -26,20 +25,20 @@ const OFFSET_META: &str = "scheduler-clock-offset";
 /// The scheduler's clock and the lock that serializes its passes.
 #[derive(Debug)]
 pub struct Scheduler {
-    store: Arc<Store>,
+    meta: Meta,
     offset_seconds: AtomicI64,
     pass: tokio::sync::Mutex<()>,
 }
 
 impl Scheduler {
-    /// The scheduler with the clock offset kept in `store`.
-    pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
-        let offset = store
-            .read(|tx| tx.meta_get(OFFSET_META))?
+    /// The scheduler with the clock offset kept in `meta`.
+    pub fn open(meta: Meta) -> Result<Self, Error> {
+        let offset = meta
+            .get(OFFSET_META)?
             .and_then(|bytes| String::from_utf8(bytes).ok()?.parse().ok())
             .unwrap_or(0);
         Ok(Scheduler {
-            store,
+            meta,
             offset_seconds: AtomicI64::new(offset),
             pass: tokio::sync::Mutex::new(()),
         })
@@ -62,10 +61,9 @@ impl Scheduler {
 
     /// Moves the clock forward by `seconds`, storing the new offset first so that a
     /// restart never moves the clock back. Blocking; the caller holds the pass lock.
-    pub fn move_forward(&self, seconds: i64) -> Result<(), StoreError> {
+    pub fn move_forward(&self, seconds: i64) -> Result<(), Error> {
         let offset = self.offset() + seconds;
-        self.store
-            .write(|tx| tx.meta_put(OFFSET_META, offset.to_string().as_bytes()))?;
+        self.meta.put(OFFSET_META, offset.to_string().as_bytes())?;
         self.offset_seconds.store(offset, Ordering::SeqCst);
         Ok(())
     }

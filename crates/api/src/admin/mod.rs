@@ -400,7 +400,7 @@ pub(crate) async fn handle(
             let state = state.clone();
             let now_ms = atrest_runtime::time::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
-                let tables = LogTables::load(&state.audit_log, &state.identity)?;
+                let tables = LogTables::load(&state.audit_trail, &state.identity)?;
                 Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
             })
             .await
@@ -412,7 +412,7 @@ pub(crate) async fn handle(
         Route::Alerts => {
             let limit = integer_param(query, "limit", 100, 1, 10_000)? as usize;
             let items: Vec<Value> = state
-                .audit_log
+                .audit_trail
                 .alerts(limit)?
                 .iter()
                 .map(alert_json)
@@ -421,9 +421,8 @@ pub(crate) async fn handle(
         }
         Route::AuditVerify => {
             state.audit.flush().await;
-            let log = state.audit_log.clone();
-            let checkpoint = jobs::checkpoint(state)?;
-            let verification = tokio::task::spawn_blocking(move || log.verify(checkpoint))
+            let trail = state.audit_trail.clone();
+            let verification = tokio::task::spawn_blocking(move || trail.verify())
                 .await
                 .map_err(|e| ApiError::internal(&e))??;
             Ok(json(StatusCode::OK, &verification_json(&verification)))
@@ -432,7 +431,7 @@ pub(crate) async fn handle(
             state.audit.flush().await;
             let after = integer_param(query, "after", 0, 0, i64::MAX)?;
             let limit = integer_param(query, "limit", 1000, 1, 10_000)? as usize;
-            let events = state.audit_log.export(after, limit)?;
+            let events = state.audit_trail.export(after, limit)?;
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
@@ -458,7 +457,7 @@ pub(crate) async fn handle(
                 operation: param(query, "operation").map(str::to_owned),
                 limit,
             };
-            let events = state.audit_log.list(&filter)?;
+            let events = state.audit_trail.list(&filter)?;
             let items: Vec<Value> = events.iter().map(audit_json).collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use atrest_core::names::check_resource_group_name;
 use atrest_core::operation::Operation;
 use atrest_disk::{DesRequest, Disk, DiskEncryptionSet, DiskRequest, VirtualMachine, VmRequest};
-use atrest_identity::Caller;
+use atrest_identity::{Caller, RoleError};
 use atrest_runtime::time::rfc3339;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -557,7 +557,7 @@ fn list(
     /// The items the caller may read, in their ARM shape.
     fn shown<T>(
         items: Vec<T>,
-        readable: impl Fn(&str) -> Result<bool, atrest_store::StoreError>,
+        readable: impl Fn(&str) -> Result<bool, RoleError>,
         id: impl Fn(&T) -> &str,
         shape: impl Fn(&T) -> Value,
     ) -> Result<Vec<Value>, ApiError> {

@@ -87,7 +87,7 @@ pub(crate) async fn open(
             // Unauthenticated, as Prometheus scrapes; counts and vault names only.
             let text = state.metrics.render(
                 &state.throttle.saturation(std::time::Instant::now()),
-                &state.audit_log.alert_counts()?,
+                &state.audit_trail.alert_counts()?,
             );
             let mut resp = Resp::new(text.into());
             resp.headers_mut().insert(

@@ -207,9 +207,7 @@ impl Compute {
         })?;
         let active_key = self.validate_key(key_url, req.source_vault.as_deref(), &location)?;
         let id = self.resource_id(resource_group, DES_KIND, name);
-        let mi = identity
-            .create_managed_identity(name, &id, now)
-            .map_err(ComputeError::Store)?;
+        let mi = identity.create_managed_identity(name, &id, now)?;
         let des = DiskEncryptionSet {
             name: name.to_owned(),
             resource_group: resource_group.to_owned(),

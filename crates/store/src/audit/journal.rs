@@ -15,8 +15,9 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::audit::codec::{decode, encode};
 use atrest_core::audit::{AuditEvent, AuditEventRef};
+
+use crate::audit::codec::{decode, encode};
 
 /// How far a batch of journaled events reaches: the first `records` records of the file of
 /// `generation`, and every earlier generation.
