@@ -1,7 +1,6 @@
 //! Drives the real HTTP API of an in-process instance on an ephemeral port: bad input
 //! gets a 4xx Azure error body, nothing stored changes, and the server keeps serving.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use atrest_api::client::{Client, Response};
@@ -17,7 +16,8 @@ struct TestServer {
     subscription: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    dir: PathBuf,
+    /// The data directory, removed when the server is dropped.
+    _dir: tempfile::TempDir,
 }
 
 fn env_var(env: &str, name: &str) -> String {
@@ -29,10 +29,12 @@ fn env_var(env: &str, name: &str) -> String {
 
 impl TestServer {
     async fn start(name: &str) -> TestServer {
-        let dir = std::env::temp_dir().join(format!("atrest-it-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("atrest-it-{name}-"))
+            .tempdir()
+            .unwrap();
         let opts = Options {
-            data_dir: dir.clone(),
+            data_dir: dir.path().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
             token_lifetime: 3600,
             purge_interval: Duration::from_secs(3600),
@@ -49,9 +51,9 @@ impl TestServer {
         let task = tokio::spawn(instance.run(async move {
             let _ = stopped.await;
         }));
-        let env = std::fs::read_to_string(dir.join("env")).unwrap();
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
         let client =
-            Client::new(&std::fs::read_to_string(dir.join("tls/ca.pem")).unwrap()).unwrap();
+            Client::new(&std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap()).unwrap();
         let mut server = TestServer {
             client,
             port,
@@ -60,7 +62,7 @@ impl TestServer {
             subscription: env_var(&env, "ATREST_SUBSCRIPTION_ID"),
             stop: Some(stop),
             task: Some(task),
-            dir,
+            _dir: dir,
         };
         let id = env_var(&env, "AZURE_CLIENT_ID");
         let secret = env_var(&env, "AZURE_CLIENT_SECRET");
@@ -154,7 +156,6 @@ impl TestServer {
             .await
             .unwrap()
             .expect("clean shutdown");
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

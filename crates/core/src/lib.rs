@@ -1,8 +1,5 @@
-//! Domain types and rules shared by every atrest service.
-//!
-//! This crate does no I/O and knows nothing of HTTP, SQL or key material: it only
-//! states what a valid vault, object name, attribute set or api-version is. The clock
-//! is always passed in, so every rule here is a pure function that tests can drive.
+//! Domain types and rules shared by every layer, with no I/O, no clock and no key
+//! material: every rule is a pure function of its inputs. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 pub mod access_policy;

@@ -196,12 +196,6 @@ impl std::fmt::Debug for MacKey {
 mod tests {
     use super::*;
 
-    fn temp_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("atrest-crypto-{}", crate::random_hex(8)));
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn seal_open_roundtrip_and_context_binding() {
         let k = DataKey::generate();
@@ -226,8 +220,8 @@ mod tests {
 
     #[test]
     fn root_key_file_is_private_and_stable() {
-        let dir = temp_dir();
-        let path = dir.join("root.key");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
         let root = RootKey::load_or_create(&path).unwrap();
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -244,7 +238,6 @@ mod tests {
             RootKey::load_or_create(&path).is_err(),
             "world-readable root key must be refused"
         );
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

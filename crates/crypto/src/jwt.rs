@@ -162,14 +162,12 @@ mod tests {
         let jwk = signer.public_jwk();
         assert_eq!(B64.decode(jwk["x"].as_str().unwrap()).unwrap().len(), 32);
         assert!(jwk.get("d").is_none());
-        let dir = std::env::temp_dir().join(format!("atrest-jwt-{}", crate::random_hex(8)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let root = RootKey::load_or_create(&dir.join("root.key")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
         let sealed = signer.seal(&root, "token-signer");
         let back = TokenSigner::open(&root, "token-signer", &sealed).unwrap();
         assert_eq!(back.kid(), signer.kid());
         assert!(back.verify(&signer.sign(&json!({}))).is_ok());
         assert!(format!("{back:?}").contains("kid"));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,11 +1,6 @@
-//! The only atrest crate that touches key material.
-//!
-//! Everything secret lives in types from this crate: they zeroize on drop, redact their
-//! `Debug` output and never implement `Display` or `Serialize`. Other crates hold opaque
-//! sealed blobs and ask this crate to seal, open, sign or verify.
-//!
-//! Primitives come from AWS-LC (`aws-lc-rs`): AES-256-GCM for sealing, ECDSA P-256 for
-//! token signatures, SHA-256 for credential digests, its DRBG for randomness.
+//! Keys and primitives (AWS-LC): the root key, sealing, MACs, token signing, the Key
+//! Vault key provider, randomness, password hashing, TLS identities. Secret-holding types
+//! zeroize on drop and redact `Debug`. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod aead;

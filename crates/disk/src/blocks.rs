@@ -312,11 +312,11 @@ mod tests {
         XtsKey::new(&bytes.into()).unwrap()
     }
 
-    fn temp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("atrest-disk-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("disk.blocks")
+    /// A block file's path in a temporary directory, removed when the latter drops.
+    fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.blocks");
+        (dir, path)
     }
 
     /// A small deterministic generator, so failures reproduce.
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn random_writes_match_a_plain_model_and_survive_reopening() {
-        let path = temp("model");
+        let (_dir, path) = temp();
         let size = 64 * UNIT as u64;
         let disk = EncryptedFile::open(&path, size, vec![key()]).unwrap();
         let mut model = vec![0u8; size as usize];
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn holes_cost_nothing_and_read_as_zeros() {
-        let path = temp("sparse");
+        let (_dir, path) = temp();
         let size = 1 << 30;
         let disk = EncryptedFile::open(&path, size, vec![key()]).unwrap();
         disk.write(512 * 1024 * 1024, b"hello").unwrap();
@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn out_of_range_and_bad_sizes_are_refused() {
-        let path = temp("range");
+        let (_dir, path) = temp();
         assert!(matches!(
             EncryptedFile::open(&path, 1000, vec![key()]),
             Err(DiskError::BadSize(1000))
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn layers_nest_and_withdrawn_keys_refuse_every_access() {
-        let path = temp("layers");
+        let (_dir, path) = temp();
         let size = 4 * UNIT as u64;
         let data = vec![0x5au8; UNIT];
         let double = EncryptedFile::open(&path, size, vec![key_from(1), key_from(2)]).unwrap();
@@ -461,7 +461,7 @@ mod tests {
 
     #[test]
     fn writing_in_place_stores_what_writing_stores() {
-        let (a, b) = (temp("inplace-a"), temp("inplace-b"));
+        let ((_dir_a, a), (_dir_b, b)) = (temp(), temp());
         let size = 8 * UNIT as u64;
         let (da, db) = (
             EncryptedFile::open(&a, size, vec![key()]).unwrap(),
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn zeroing_whole_units_releases_their_space() {
-        let path = temp("punch");
+        let (_dir, path) = temp();
         let mib = 1u64 << 20;
         let disk = EncryptedFile::open(&path, 4 * mib, vec![key()]).unwrap();
         disk.write(0, &vec![7u8; 2 * mib as usize]).unwrap();
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn extents_follow_what_was_written() {
-        let path = temp("extents");
+        let (_dir, path) = temp();
         let disk = EncryptedFile::open(&path, 8 * UNIT as u64, vec![key()]).unwrap();
         disk.write(2 * UNIT as u64 + 7, b"x").unwrap();
         disk.write(3 * UNIT as u64, &[1u8; UNIT]).unwrap();
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(disk.extents(2 * unit, 10).unwrap(), vec![(10, false)]);
 
         // Spans longer than one read of the scan.
-        let path = temp("extents-long");
+        let (_dir, path) = temp();
         let mib = 1u64 << 20;
         let long = EncryptedFile::open(&path, 4 * mib, vec![key()]).unwrap();
         long.write(2 * mib + 5, b"y").unwrap();

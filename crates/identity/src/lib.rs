@@ -1,11 +1,6 @@
-//! The token service: principals, token issue and token verification.
-//!
-//! Principals are service principals, managed identities, users and groups; a role or
-//! access policy granted to a group reaches its members, nested groups included.
-//! Tokens are ES256 JWTs signed by a key sealed under the root key. Issue follows the
-//! Microsoft identity platform (OAuth2 client credentials, managed-identity endpoints);
-//! verification checks signature, issuer, audience, `exp` and `nbf` on every request.
-//! This crate knows nothing of HTTP: the API edge maps its errors to OAuth or Azure bodies.
+//! The directory (service principals, managed identities, users, groups), role
+//! assignments, and the token service: ES256 tokens issued and verified as the Microsoft
+//! identity platform does. Knows nothing of HTTP. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod directory;

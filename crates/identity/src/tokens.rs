@@ -430,11 +430,9 @@ mod tests {
     use super::*;
     use crate::TOKEN_LIFETIME_SECS;
 
-    fn service(lifetime: i64) -> (Identity, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("atrest-identity-{}", atrest_crypto::random_hex(8)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Arc::new(atrest_store::Store::open(&dir.join("state.db")).unwrap());
+    fn service(lifetime: i64) -> (Identity, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(atrest_store::Store::open(&dir.path().join("state.db")).unwrap());
         let mut id = Identity::new(
             store,
             atrest_crypto::TokenSigner::generate().unwrap(),
@@ -455,7 +453,7 @@ mod tests {
 
     #[test]
     fn client_credentials_roundtrip_and_failures() {
-        let (id, dir) = service(TOKEN_LIFETIME_SECS);
+        let (id, _dir) = service(TOKEN_LIFETIME_SECS);
         let sp = id.create_service_principal("app", false, 1000).unwrap();
         let app = sp.principal.app_id.clone();
         let good = form(&[
@@ -503,12 +501,11 @@ mod tests {
         let mut renewed = good.clone();
         renewed[2].1 = reset.password.clone();
         assert!(id.token_grant(&renewed, 1000).is_ok());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn password_grant_for_users_and_groups() {
-        let (id, dir) = service(TOKEN_LIFETIME_SECS);
+        let (id, _dir) = service(TOKEN_LIFETIME_SECS);
         let user = id
             .create_user("Alice", "alice@contoso.com", "Sup3r-secret", 1000)
             .unwrap();
@@ -596,12 +593,11 @@ mod tests {
             alone,
             "deleting a group ends its memberships"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn verification_rules() {
-        let (id, dir) = service(100);
+        let (id, _dir) = service(100);
         let sp = id.create_service_principal("app", false, 0).unwrap();
         let scope = |s: &str| {
             form(&[
@@ -635,7 +631,7 @@ mod tests {
         );
         assert_eq!(id.verify("x.y", &aud, 1000), Err(TokenError::Malformed));
 
-        let (other, dir2) = service(100);
+        let (other, _dir2) = service(100);
         let sp2 = other.create_service_principal("app", false, 0).unwrap();
         let foreign = other
             .token_grant(
@@ -653,13 +649,11 @@ mod tests {
             id.verify(&foreign, &aud, 1000),
             Err(TokenError::BadSignature)
         );
-        std::fs::remove_dir_all(dir).unwrap();
-        std::fs::remove_dir_all(dir2).unwrap();
     }
 
     #[test]
     fn managed_identity_tokens() {
-        let (id, dir) = service(100);
+        let (id, _dir) = service(100);
         let mi = id.create_managed_identity("mi1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi1", 0).unwrap();
         let resource = "https://vault.localhost:1";
         let by_header = id
@@ -701,6 +695,5 @@ mod tests {
             id.managed_identity_token(None, &sel, resource, 10),
             Err(OAuthError::IdentityNotFound)
         ));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,8 +1,7 @@
-//! The NBD wire protocol (fixed newstyle, structured replies), as the server in
-//! `atrest-disk`, `atrest demo` and the fuzz target share it: the protocol's constants,
-//! pure parsers of what clients send ([`parse_request`], [`parse_export_query`],
-//! [`parse_meta_query`]), encoders of what servers send, and a minimal client
-//! ([`client::Client`]). Names follow the protocol document (`NBD_OPT_GO` is [`OPT_GO`]).
+//! The NBD wire protocol (fixed newstyle, structured replies) that the server in
+//! `atrest-disk`, `atrest demo` and the fuzz target share: constants under the protocol
+//! document's names, pure parsers, encoders and a minimal [`client::Client`]. See
+//! ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 pub mod client;

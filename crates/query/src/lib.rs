@@ -1,17 +1,6 @@
-//! A subset of the Kusto Query Language over in-memory tables, enough for the queries
-//! auditors run in Log Analytics against Key Vault and sign-in logs.
-//!
-//! Tabular operators: `where`, `extend`, `project`, `summarize … by …`, `distinct`,
-//! `order by`/`sort by`, `take`/`limit`, `count`, `join kind=inner|innerunique|leftouter
-//! (…) on …`, `union`. Scalar operators: `==`, `!=`, `=~`, `!~`, `<`, `<=`, `>`, `>=`,
-//! `contains`, `startswith`, `endswith`, `has` (and `!` forms), `in`, `!in`, `and`, `or`,
-//! arithmetic, indexing. Functions: `split`, `tostring`, `toint`, `tolong`, `toreal`,
-//! `replace_string`, `strcat`, `tolower`, `toupper`, `strlen`, `isempty`, `isnotempty`,
-//! `isnull`, `isnotnull`, `not`, `iff`, `now`, `ago`, `bin`; aggregates `count`,
-//! `countif`, `dcount`, `min`, `max`, `sum`, `avg`, `arg_max`, `arg_min`.
-//!
-//! The engine does no I/O: tables come from a [`Catalog`] and time from the caller, so a
-//! query is a pure function of its inputs. Errors name the line and column of the fault.
+//! A subset of the Kusto Query Language (the operators and functions the README lists)
+//! over in-memory tables from a [`Catalog`]; no I/O, time from the caller, errors placed
+//! by line and column. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod eval;

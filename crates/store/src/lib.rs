@@ -1,19 +1,6 @@
-//! Persistent state: the only atrest crate that speaks SQL.
-//!
-//! [`Store`] wraps one SQLite database (WAL mode, `synchronous=FULL`). Every access goes
-//! through [`Store::read`] or [`Store::write`], which run a closure inside one transaction,
-//! so a service can check a rule and change state atomically: a failed write leaves
-//! nothing behind. Rows are plain records; rules about them live in the services.
-//!
-//! Writes go through one connection; reads use a small pool of read-only connections, so
-//! readers see the last committed state and never wait for a writer's `fsync`.
-//!
-//! The audit log is a second database ([`AuditLog`]): it is appended on every request,
-//! and keeping it apart leaves the state database, and its readers' page caches,
-//! untouched by a read-only workload.
-//!
-//! Sealed columns (`sealed`, `wrapped_key`) hold ciphertext produced by `atrest-crypto`;
-//! this crate never sees plaintext key material or secret values.
+//! Persistent state, and the only crate that speaks SQL: the state database ([`Store`],
+//! one transaction per closure) and the audit log ([`AuditLog`], a keyed hash chain with
+//! its journal). Sealed columns hold ciphertext only. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -219,32 +206,15 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
-pub(crate) fn test_store() -> (Store, std::path::PathBuf) {
+pub(crate) fn test_store() -> (Store, tempfile::TempDir) {
     let dir = test_dir();
-    (Store::open(&dir.join("state.db")).unwrap(), dir)
+    (Store::open(&dir.path().join("state.db")).unwrap(), dir)
 }
 
-/// A fresh directory under the system temp directory.
+/// A fresh directory under the system temp directory, removed when dropped.
 #[cfg(test)]
-pub(crate) fn test_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "atrest-store-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-#[cfg(test)]
-fn rand_suffix() -> u128 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    t + u128::from(N.fetch_add(1, Ordering::Relaxed))
+pub(crate) fn test_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 #[cfg(test)]
@@ -253,7 +223,7 @@ mod tests {
 
     #[test]
     fn write_rolls_back_on_error() {
-        let (store, dir) = test_store();
+        let (store, _dir) = test_store();
         let r: Result<(), StoreError> = store.write(|tx| {
             tx.meta_put("k", b"v")?;
             Err(StoreError::CorruptJson("forced"))
@@ -266,7 +236,6 @@ mod tests {
             store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
             Some(&b"v"[..])
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -274,11 +243,10 @@ mod tests {
         let (store, dir) = test_store();
         store.write(|tx| tx.meta_put("k", b"1")).unwrap();
         drop(store);
-        let store = Store::open(&dir.join("state.db")).unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
         assert_eq!(
             store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
             Some(&b"1"[..])
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,10 +1,6 @@
-//! Key Vault service logic: vault management and the secrets data plane.
-//!
-//! The service holds the rules (names, limits, attributes, soft delete, purge protection,
-//! backup restrictions) and composes store reads and writes into single transactions, so a
-//! refused request changes nothing. Values are sealed with the vault's storage key before
-//! they reach the store. This crate knows nothing of HTTP; the API edge maps [`VaultError`]
-//! to Azure's status codes and error bodies.
+//! Key Vault service logic: vaults, secrets and keys, their lifecycles and rules, each
+//! operation one store transaction; values sealed before they reach the store. Knows
+//! nothing of HTTP. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -216,13 +212,8 @@ pub(crate) mod test_support {
 
     pub(crate) struct Fixture {
         pub vaults: Vaults,
-        pub dir: std::path::PathBuf,
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        /// Holds the database; removed when the fixture drops.
+        _dir: tempfile::TempDir,
     }
 
     /// A live vault `name` in subscription `sub`, resource group `rg`.
@@ -241,14 +232,12 @@ pub(crate) mod test_support {
     }
 
     pub(crate) fn fixture() -> Fixture {
-        let dir =
-            std::env::temp_dir().join(format!("atrest-vault-{}", atrest_crypto::random_hex(8)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Arc::new(Store::open(&dir.join("state.db")).unwrap());
-        let root = Arc::new(RootKey::load_or_create(&dir.join("root.key")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let root = Arc::new(RootKey::load_or_create(&dir.path().join("root.key")).unwrap());
         Fixture {
             vaults: Vaults::new(store, root).unwrap(),
-            dir,
+            _dir: dir,
         }
     }
 }

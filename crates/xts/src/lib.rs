@@ -1,12 +1,6 @@
-//! AES-256-XTS (IEEE 1619) for disk blocks, from AWS-LC.
-//!
-//! This is the only atrest crate with `unsafe` code: a minimal wrapper over AWS-LC's EVP
-//! interface, because no safe binding exposes XTS at hardware speed. Every unsafe block
-//! states the invariant it relies on; the safe surface is [`XtsKey`].
-//!
-//! The tweak of a data unit is its number as a 128-bit little-endian integer, as IEEE 1619
-//! and dm-crypt's `plain64` define it. Data units are whole AES blocks (multiples of 16
-//! bytes), so ciphertext stealing never applies.
+//! AES-256-XTS (IEEE 1619) for disk data units, over AWS-LC's EVP interface: the only
+//! crate with `unsafe` code, each block stating what it relies on; the safe surface is
+//! [`XtsKey`]. See ARCHITECTURE.md.
 // The FFI calls into AWS-LC; each unsafe block states what it relies on.
 #![allow(unsafe_code)]
 

@@ -36,8 +36,8 @@ fn say(line: impl AsRef<str>) {
 /// Runs the demo on a fresh directory under the system temporary directory, removed
 /// afterwards unless `keep`.
 pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("atrest-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::Builder::new().prefix("atrest-demo-").tempdir()?;
+    let dir = tmp.path().to_owned();
     let opts = atrest_api::Options {
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse()?,
@@ -64,9 +64,7 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
     let _ = stop.send(());
     server.await??;
     if keep {
-        println!("\nThe data directory stays at {}.", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
+        println!("\nThe data directory stays at {}.", tmp.keep().display());
     }
     outcome
 }

@@ -219,18 +219,16 @@ mod tests {
         }
     }
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "atrest-journal-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        dir.join("journal")
+    /// A journal directory inside a temporary directory, removed when the latter drops.
+    fn temp_dir() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("journal");
+        (tmp, dir)
     }
 
     #[test]
     fn records_read_back_in_order_across_generations() {
-        let dir = temp_dir();
+        let (_tmp, dir) = temp_dir();
         let mut j = Journal::create(&dir, 7).unwrap();
         let record = |n| {
             let mut out = Vec::new();
@@ -256,7 +254,6 @@ mod tests {
         assert!(read.iter().all(|g| g.torn_bytes == 0));
         j.remove_through(7).unwrap();
         assert_eq!(generations(&dir).unwrap(), vec![8]);
-        let _ = fs::remove_dir_all(dir.parent().unwrap());
     }
 
     #[test]

@@ -622,14 +622,17 @@ mod tests {
         }
     }
 
-    fn log_with(n: i64) -> (AuditLog, std::path::PathBuf) {
-        let path = crate::test_dir().join("audit.db");
+    /// A log of `n` events and its directory (removed when dropped); the database is
+    /// `audit.db` in it.
+    fn log_with(n: i64) -> (AuditLog, tempfile::TempDir) {
+        let dir = crate::test_dir();
+        let path = dir.path().join("audit.db");
         let log = AuditLog::open(&path, toy_link()).unwrap();
         let events: Vec<AuditEvent> = (1..=n).map(event).collect();
         let views: Vec<AuditEventRef<'_>> = events.iter().map(AuditEvent::view).collect();
         log.append(&views[..n as usize / 2]).unwrap();
         log.append(&views[n as usize / 2..]).unwrap();
-        (log, path)
+        (log, dir)
     }
 
     fn broken_at(log: &AuditLog) -> (i64, String) {
@@ -645,8 +648,9 @@ mod tests {
 
     #[test]
     fn journaled_events_left_by_a_crash_are_stored_exactly_once() {
-        let (log, path) = log_with(2);
-        let dir = path.with_file_name("journal");
+        let (log, tmp) = log_with(2);
+        let path = tmp.path().join("audit.db");
+        let dir = tmp.path().join("journal");
         let (mut journal, nothing) = log.recover_journal(&dir).unwrap();
         assert_eq!(nothing, Recovery::default());
         let record = |i| {
@@ -697,7 +701,8 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies_and_survives_a_restart() {
-        let (log, path) = log_with(10);
+        let (log, dir) = log_with(10);
+        let path = dir.path().join("audit.db");
         let Verification::Intact { events, head, .. } = log.verify(None).unwrap() else {
             panic!("intact chain reported broken");
         };
@@ -824,7 +829,8 @@ mod tests {
             ),
         ];
         for (what, tampering, seq, reason) in cases {
-            let (log, path) = log_with(10);
+            let (log, dir) = log_with(10);
+            let path = dir.path().join("audit.db");
             tampering(&path);
             let (at, why) = broken_at(&log);
             assert_eq!(at, seq, "{what}: {why}");
@@ -834,7 +840,8 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_rest_verifiable() {
-        let (log, path) = log_with(10);
+        let (log, dir) = log_with(10);
+        let path = dir.path().join("audit.db");
         // Blocks go whole: the first (events 1 to 5) once all its events are old.
         assert_eq!(log.prune(4500).unwrap(), 0);
         assert_eq!(log.prune(5500).unwrap(), 5);
@@ -854,7 +861,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_catches_deleted_newest_events() {
-        let (log, path) = log_with(10);
+        let (log, dir) = log_with(10);
+        let path = dir.path().join("audit.db");
         let checkpoint = log.head();
         assert_eq!(checkpoint.0, 10);
         assert!(matches!(
@@ -884,7 +892,7 @@ mod tests {
 
     #[test]
     fn reads_find_events_across_blocks() {
-        let (log, _path) = log_with(10);
+        let (log, _dir) = log_with(10);
         let seqs = |events: Vec<AuditEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
         assert_eq!(seqs(log.export(3, 4).unwrap()), [4, 5, 6, 7]);
         assert_eq!(seqs(log.export(10, 4).unwrap()), Vec::<i64>::new());
@@ -912,7 +920,8 @@ mod tests {
 
     #[test]
     fn events_stored_a_row_each_move_into_blocks_with_their_hashes() {
-        let path = crate::test_dir().join("audit.db");
+        let dir = crate::test_dir();
+        let path = dir.path().join("audit.db");
         let link = toy_link();
         {
             // The database as versions with one row per event left it: events 1 to 3
