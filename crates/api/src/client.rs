@@ -39,17 +39,61 @@ pub enum ClientError {
     Request(#[from] hyper::http::Error),
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
+}
+
+/// The port of an `http://` or `https://` URL: the explicit one, or the scheme's default.
+/// `None` if `url` is not such a URL.
+pub fn port_of(url: &str) -> Option<u16> {
+    Target::parse(url).ok().map(|t| t.port)
+}
+
+/// Where a request goes, from its absolute `http://` or `https://` URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    tls: bool,
+    /// `host[:port]` as written, for the `Host` header.
+    authority: String,
+    /// The host to connect to and to check the certificate against, lower-cased; an IPv6
+    /// literal without its brackets.
+    host: String,
+    port: u16,
+    /// Path and query, `/` if empty.
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, ClientError> {
+        let bad_url = || ClientError::Url(url.to_owned());
+        let uri: hyper::Uri = url.parse().map_err(|_| bad_url())?;
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("https") => (true, 443),
+            Some("http") => (false, 80),
+            _ => return Err(bad_url()),
+        };
+        let host = uri.host().ok_or_else(bad_url)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_ascii_lowercase();
+        Ok(Target {
+            tls,
+            authority: uri.authority().ok_or_else(bad_url)?.as_str().to_owned(),
+            host,
+            port: uri.port_u16().unwrap_or(default_port),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         })
-        .collect()
+    }
 }
 
 /// A response with its whole body.
@@ -110,25 +154,14 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let (rest, tls, default_port) =
-            match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-                (Some(rest), _) => (rest, true, 443),
-                (None, Some(rest)) => (rest, false, 80),
-                (None, None) => return Err(ClientError::Url(url.to_owned())),
-            };
-        let (authority, path) = rest
-            .find('/')
-            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| ClientError::Url(url.to_owned()))?,
-            ),
-            None => (authority, default_port),
-        };
-        let host = host.to_ascii_lowercase();
-        let connect_err = |e| ClientError::Connect(authority.to_owned(), e);
+        let Target {
+            tls,
+            authority,
+            host,
+            port,
+            path,
+        } = Target::parse(url)?;
+        let connect_err = |e| ClientError::Connect(authority.clone(), e);
         let tcp = if host == "localhost" || host.ends_with(".localhost") {
             TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
         } else {
@@ -147,7 +180,7 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, authority);
+            .header(hyper::header::HOST, authority.as_str());
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -177,4 +210,53 @@ where
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_of_urls() {
+        assert_eq!(port_of("https://localhost:8443"), Some(8443));
+        assert_eq!(port_of("https://[::1]:443"), Some(443));
+        assert_eq!(port_of("https://[::1]:9443/"), Some(9443));
+        assert_eq!(port_of("https://localhost"), Some(443));
+        assert_eq!(port_of("localhost:8443/x"), None);
+    }
+
+    #[test]
+    fn targets_of_urls() {
+        let t = Target::parse("https://[::1]:9443/keys/k?api-version=7.6").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                tls: true,
+                authority: "[::1]:9443".into(),
+                host: "::1".into(),
+                port: 9443,
+                path: "/keys/k?api-version=7.6".into(),
+            }
+        );
+        let t = Target::parse("http://Example.localhost").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (false, "example.localhost", 80, "/")
+        );
+        assert_eq!(Target::parse("https://localhost").unwrap().port, 443);
+        for bad in [
+            "ftp://localhost/",
+            "localhost:8443",
+            "/relative",
+            "https://",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_only() {
+        assert_eq!(percent_encode("a-b._~Z9"), "a-b._~Z9");
+        assert_eq!(percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
+    }
 }

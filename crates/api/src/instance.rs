@@ -14,6 +14,7 @@
 //! env         0600 `export` lines for SDKs and the CLI
 //! ```
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -157,6 +158,22 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), InstanceError> {
 /// Shell single-quoting for `DIR/env`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The variables of a `DIR/env` file as [`Instance::start`] writes it: `export K='V'`
+/// lines, a quote inside a value written `'\''`.
+pub fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| {
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(v)
+                .replace(r"'\''", "'");
+            (k.to_owned(), v)
+        })
+        .collect()
 }
 
 impl Instance {
@@ -568,5 +585,19 @@ mod tests {
     fn quoting() {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn env_files_read_back_what_was_written() {
+        let values = [("A", "plain"), ("B", "it's"), ("C", "a=b c"), ("D", "")];
+        let text: String = values
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+            .collect();
+        let vars = parse_env(&format!("# comment\n{text}not an export\n"));
+        assert_eq!(vars.len(), values.len());
+        for (k, v) in values {
+            assert_eq!(vars[k], v, "{k}");
+        }
     }
 }

@@ -20,13 +20,6 @@ struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-fn env_var(env: &str, name: &str) -> String {
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-        .map(|v| v.trim_matches('\'').to_owned())
-        .unwrap_or_else(|| panic!("{name} missing from env"))
-}
-
 impl TestServer {
     async fn start(name: &str) -> TestServer {
         let dir = tempfile::Builder::new()
@@ -51,7 +44,9 @@ impl TestServer {
         let task = tokio::spawn(instance.run(async move {
             let _ = stopped.await;
         }));
-        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let env = atrest_api::instance::parse_env(
+            &std::fs::read_to_string(dir.path().join("env")).unwrap(),
+        );
         let client =
             Client::new(&std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap()).unwrap();
         let mut server = TestServer {
@@ -59,13 +54,13 @@ impl TestServer {
             port,
             token: String::new(),
             mgmt_token: String::new(),
-            subscription: env_var(&env, "ATREST_SUBSCRIPTION_ID"),
+            subscription: env["ATREST_SUBSCRIPTION_ID"].clone(),
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
         };
-        let id = env_var(&env, "AZURE_CLIENT_ID");
-        let secret = env_var(&env, "AZURE_CLIENT_SECRET");
+        let id = env["AZURE_CLIENT_ID"].clone();
+        let secret = env["AZURE_CLIENT_SECRET"].clone();
         server.token = server
             .token_for(&id, &secret, &format!("https://vault.localhost:{port}"))
             .await;

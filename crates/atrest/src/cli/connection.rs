@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use atrest_api::client::Client;
-use atrest_api::client::Method;
+use atrest_api::client::{Client, Method};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
@@ -26,7 +25,7 @@ pub(crate) struct Connection {
     /// The client id the CLI signs in with.
     pub client_id: String,
     client_secret: Zeroizing<String>,
-    port: String,
+    port: u16,
     /// Subscription of every resource.
     pub subscription: String,
     /// Resource group used when none is given.
@@ -34,25 +33,13 @@ pub(crate) struct Connection {
     tokens: Mutex<HashMap<String, Zeroizing<String>>>,
 }
 
-/// Parses the `export K='V'` lines of `DIR/env`.
+/// The variables of `DIR/env`.
 fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}; is the server running?", path.display()))?,
     );
-    let mut vars = HashMap::new();
-    for line in text.lines() {
-        let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) else {
-            continue;
-        };
-        let v = v
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .unwrap_or(v)
-            .replace(r"'\''", "'");
-        vars.insert(k.to_owned(), v);
-    }
-    Ok(vars)
+    Ok(atrest_api::instance::parse_env(&text))
 }
 
 /// Connects using the process environment, falling back to `DIR/env`.
@@ -80,10 +67,8 @@ fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Connecti
     let ca_path = var("ATREST_CA")?;
     let ca = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("cannot read the CA certificate {ca_path}"))?;
-    let port = endpoint
-        .rsplit_once(':')
-        .map(|(_, p)| p.to_owned())
-        .unwrap_or_else(|| "443".into());
+    let port = atrest_api::client::port_of(&endpoint)
+        .with_context(|| format!("ATREST_ENDPOINT '{endpoint}' is not an https:// URL"))?;
     Ok(Connection {
         client: Client::new(&ca)?,
         tenant: var("AZURE_TENANT_ID")?,
