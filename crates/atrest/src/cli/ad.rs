@@ -5,8 +5,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::connection::{enc, Connection};
+use super::list;
 use super::output::{print, Format};
-use super::*;
+use super::role::principal_object_id;
 
 #[derive(Subcommand)]
 pub(crate) enum AdCommand {

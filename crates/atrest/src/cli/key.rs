@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::connection::Connection;
 use super::output::{print, Format};
-use super::*;
+use super::{tags, unix_time};
 
 /// `--vault-name` and `--name`, shared by every key command on one key.
 #[derive(clap::Args)]

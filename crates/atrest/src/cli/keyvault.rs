@@ -7,8 +7,11 @@ use clap::{ArgAction, Subcommand};
 use serde_json::{json, Map, Value};
 
 use super::connection::Connection;
+use super::key::{key, KeyCommand};
 use super::output::{print, Format};
-use super::*;
+use super::role::principal_object_id;
+use super::secret::{secret, SecretCommand};
+use super::{list, tags};
 
 #[derive(Subcommand)]
 pub(crate) enum KeyvaultCommand {

@@ -20,14 +20,12 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Map, Value};
 
-use self::ad::*;
-use self::clock::*;
-use self::identity::*;
-use self::key::*;
-use self::keyvault::*;
-use self::monitor::*;
-use self::role::*;
-use self::secret::*;
+use self::ad::{ad, AdCommand};
+use self::clock::{clock, ClockCommand};
+use self::identity::{identity, IdentityCommand};
+use self::keyvault::{keyvault, KeyvaultCommand};
+use self::monitor::{monitor, MonitorCommand};
+use self::role::{role, RoleCommand};
 use connection::Connection;
 use output::Format;
 

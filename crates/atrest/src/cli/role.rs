@@ -6,8 +6,8 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::connection::Connection;
+use super::list;
 use super::output::{print, Format};
-use super::*;
 
 #[derive(Subcommand)]
 pub(crate) enum RoleCommand {

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::connection::Connection;
 use super::output::{print, Format};
-use super::*;
+use super::{tags, unix_time};
 
 #[derive(Subcommand)]
 pub(crate) enum SecretCommand {
