@@ -47,7 +47,7 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             "--nbd-listen", "127.0.0.1:0", *self.args],
+             *self.args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 30

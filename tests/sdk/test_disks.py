@@ -4,6 +4,7 @@ reaches the data directory, a customer key's revocation stops I/O and its return
 it, rotation rewraps without touching a block, PMK to CMK, double encryption, the disk
 encryption set's validation, crypto-shredding, and NBD's handling of a hostile client."""
 import hashlib
+import json
 import shutil
 import socket
 import struct
@@ -160,6 +161,56 @@ def test_cmk_disk_round_trip_survives_restart_and_leaves_no_plaintext(dsrv):
             assert b"\x33" * 64 not in f.read_bytes(), f
     # A 1 GiB disk with a few writes stays sparse.
     assert path.stat().st_blocks * 512 < 4 * 2**20
+
+
+# The second of the two queries Microsoft's customer-managed-key article runs to show which
+# caller last used each key, verbatim (trailing spaces included).
+LAST_CALLER_PER_KEY = """AzureDiagnostics
+| where ResourceProvider =="MICROSOFT.KEYVAULT" and OperationName startswith "Key" and not(OperationName == "KeyGet") 
+| join kind=inner (
+    AADManagedIdentitySignInLogs
+        | distinct AppId, ServicePrincipalName
+) 
+on $left.identity_claim_appid_g == $right.AppId
+| extend callerName=ServicePrincipalName
+| union (
+AzureDiagnostics
+| where ResourceProvider =="MICROSOFT.KEYVAULT" and OperationName startswith "Key" and not(OperationName == "KeyGet") 
+| join kind=inner (
+    AADNonInteractiveUserSignInLogs
+    | distinct ResourceIdentity, ResourceDisplayName
+) 
+on $left.identity_claim_appid_g == $right.ResourceIdentity
+| extend callerName=ResourceDisplayName
+)
+| where callerName != "Microsoft Azure KeyVault portal extension" and callerName  != "Azure Key Vault" 
+| extend targetKeyVaultName = replace_string(tostring(split(id_s,"/")[2]),".vault.azure.net","")
+| extend targetKeyName = tostring(split(id_s,"/")[4])
+| extend targetKeyVersion = tostring(split(id_s,"/")[5])
+| summarize arg_max(lastCallTime=TimeGenerated, OperationName) by callerName, targetKeyVaultName, targetKeyName, targetKeyVersion, ResultSignature, ResultDescription
+| order by targetKeyVaultName, targetKeyName, targetKeyVersion, ResultSignature, lastCallTime 
+| project targetKeyVaultName, targetKeyName, targetKeyVersion, OperationName, ResultSignature, ResultDescription, lastCallTime, callerName 
+"""
+
+
+def test_key_usage_query_names_the_disk_encryption_set(dsrv):
+    kid, _ = new_key(dsrv)
+    des = new_des(dsrv, kid)
+    disk = unique("d")
+    dsrv.cli("disk", "create", "-n", disk, "-z", "1", "--disk-encryption-set", des["name"])
+    started_vm(dsrv, disk)
+    done = dsrv.cli("monitor", "query", LAST_CALLER_PER_KEY, "-o", "json", check=False)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    key_name, key_version = kid.split("/")[4], kid.split("/")[5]
+    mine = [r for r in rows if r["targetKeyName"] == key_name and r["targetKeyVersion"] == key_version]
+    # One row per caller, key version and outcome: the set's identity, by the set's name,
+    # whose last successful call was an unwrap (the VM's start and the key checks after it).
+    assert [(r["callerName"], r["OperationName"], r["ResultSignature"]) for r in mine] == \
+        [(des["name"], "KeyUnwrap", "OK")], rows
+    assert mine[0]["lastCallTime"] and mine[0]["targetKeyVaultName"].startswith(VAULT)
+    assert list(rows[0]) == ["targetKeyVaultName", "targetKeyName", "targetKeyVersion", "OperationName",
+                             "ResultSignature", "ResultDescription", "lastCallTime", "callerName"]
 
 
 def test_revocation_stops_io_and_access_returning_restores_it(dsrv):

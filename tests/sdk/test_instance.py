@@ -54,6 +54,26 @@ def test_restart_keeps_state_and_one_server_per_directory(workdir):
     assert srv.stop() == 0
 
 
+def test_servers_side_by_side_need_only_their_own_directory_and_port(workdir):
+    """NBD listens on a free port unless --nbd-listen names one, so a second instance on the
+    same machine does not collide with the first; `vm show` prints where each disk is."""
+    first = Server(workdir / "side-a").start()
+    second = Server(workdir / "side-b").start()
+    try:
+        uris = []
+        for srv in (first, second):
+            srv.cli("disk", "create", "-n", "d1", "--size-gb", "1")
+            srv.cli("vm", "create", "-n", "vm1", "--attach-disks", "d1")
+            srv.cli("vm", "start", "-n", "vm1")
+            vm = srv.cli("vm", "show", "-n", "vm1")
+            uris.append(vm["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"])
+        ports = {uri.removeprefix("nbd://").split("/")[0].rsplit(":", 1)[1] for uri in uris}
+        assert len(ports) == 2 and "10809" not in ports, uris
+    finally:
+        assert first.stop() == 0
+        assert second.stop() == 0
+
+
 def test_no_plaintext_at_rest_or_in_logs(server):
     canary = f"plaintext-canary-{uuid.uuid4().hex}"
     client = SecretClient(server.vault_url("sdk-main"), DefaultAzureCredential())

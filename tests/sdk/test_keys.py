@@ -51,6 +51,7 @@ def test_create_get_list_update(keys):
     second = keys.create_rsa_key(name)
     assert {p.version for p in keys.list_properties_of_key_versions(name)} == {rsa_key.properties.version, second.properties.version}
     assert keys.get_key(name, rsa_key.properties.version).key.n == rsa_key.key.n
+    assert list(keys.list_properties_of_key_versions(name + "-never-created")) == []
     assert name in {p.name for p in keys.list_properties_of_keys()}
 
     updated = keys.update_key_properties(name, key_operations=["sign", "verify"], enabled=False, tags={"u": "2"})
@@ -163,11 +164,23 @@ def test_import_python_generated_keys(keys, credential, api_version):
     wrapped = private.public_key().encrypt(b"k" * 32, padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
     assert crypto(imported, credential, api_version).unwrap_key(KeyWrapAlgorithm.rsa_oaep, wrapped).key == b"k" * 32
 
+    # Integers written as DER thinks of them, with a leading zero byte (as Microsoft's own key
+    # tests write them), are accepted and answered in canonical form.
+    padded = lambda i: b"\x00" + as_bytes(i)
+    jwk = JsonWebKey(kty="RSA", n=padded(n.public_numbers.n), e=as_bytes(n.public_numbers.e), d=padded(n.d),
+                     p=padded(n.p), q=padded(n.q), dp=padded(n.dmp1), dq=padded(n.dmq1), qi=padded(n.iqmp))
+    zero_led = keys.import_key(unique("imp"), jwk)
+    assert zero_led.key.n == as_bytes(n.public_numbers.n)
+    assert crypto(zero_led, credential, api_version).unwrap_key(KeyWrapAlgorithm.rsa_oaep, wrapped).key == b"k" * 32
+
     ec_private = ec.generate_private_key(ec.SECP256R1())
     numbers = ec_private.private_numbers()
     ec_jwk = JsonWebKey(kty="EC", crv="P-256", d=numbers.private_value.to_bytes(32, "big"),
                         x=numbers.public_numbers.x.to_bytes(32, "big"), y=numbers.public_numbers.y.to_bytes(32, "big"))
     ec_key = keys.import_key(unique("imp"), ec_jwk, hardware_protected=True)
+    # EC coordinates with a leading zero byte, or without their leading zeros, name the same key.
+    ec_padded = JsonWebKey(kty="EC", crv="P-256", d=b"\x00" + ec_jwk.d, x=b"\x00" + ec_jwk.x, y=b"\x00" + ec_jwk.y)
+    assert keys.import_key(unique("imp"), ec_padded).key.x == ec_jwk.x
     assert ec_key.key_type == KeyType.ec_hsm
     digest = hashlib.sha256(b"x").digest()
     raw = crypto(ec_key, credential, api_version).sign(SignatureAlgorithm.es256, digest).signature

@@ -56,6 +56,8 @@ def test_set_get_update_versions(client):
     versions = list(client.list_properties_of_secret_versions(name))
     assert {v.version for v in versions} == {first.properties.version, second.properties.version}
     assert all(v.id.endswith(v.version) for v in versions)
+    # A name never set lists no versions, as Key Vault answers (Microsoft's secrets sample relies on it).
+    assert list(client.list_properties_of_secret_versions(unique("never-set"))) == []
 
 
 def test_list_pages(client):

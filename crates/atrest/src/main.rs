@@ -78,9 +78,10 @@ struct ServerArgs {
     /// with a certificate from the instance CA).
     #[arg(long)]
     alert_webhook: Option<String>,
-    /// Address of the NBD server that exports the disks of running virtual machines.
-    /// Port 0 picks a free port (`vm show` prints each disk's URI).
-    #[arg(long, default_value = "127.0.0.1:10809")]
+    /// Address of the NBD server that exports the disks of running virtual machines. By
+    /// default a free port on the loopback interface, so instances side by side never
+    /// collide; `vm show` prints each disk's `nbd://` URI.
+    #[arg(long, default_value = "127.0.0.1:0")]
     nbd_listen: SocketAddr,
     /// How often each open disk re-checks its customer-managed key (Azure takes up to an
     /// hour); a disk whose key became unusable stops serving I/O until it is usable again.

@@ -371,7 +371,7 @@ impl Env<'_> {
                 ));
             };
             let first_name = match &first.kind {
-                ExprKind::Column(c) => c.clone(),
+                ExprKind::Named(name, _) | ExprKind::Column(name) => name.clone(),
                 _ => a.name.clone().unwrap_or_else(|| arg_name(&f[4..])),
             };
             let mut names = vec![first_name.clone()];
@@ -389,6 +389,16 @@ impl Env<'_> {
                     ExprKind::Column(c) => {
                         carried.push(column_index(table, c, arg.pos)?);
                         names.push(c.clone());
+                    }
+                    ExprKind::Named(name, value) => {
+                        let ExprKind::Column(c) = &value.kind else {
+                            return Err(fault(
+                                arg.pos,
+                                format!("{f}() carries columns or *, not expressions"),
+                            ));
+                        };
+                        carried.push(column_index(table, c, value.pos)?);
+                        names.push(name.clone());
                     }
                     _ => {
                         return Err(fault(
@@ -484,7 +494,10 @@ impl Env<'_> {
                 } else {
                     Ordering::Less
                 };
-                let scores = values(arg(0)?)?;
+                let scores = match &arg(0)?.kind {
+                    ExprKind::Named(_, value) => values(value)?,
+                    _ => values(arg(0)?)?,
+                };
                 let best = scores
                     .iter()
                     .enumerate()
@@ -516,6 +529,12 @@ impl Env<'_> {
             ExprKind::Column(name) => row[column_index(table, name, e.pos)?].clone(),
             ExprKind::Star => {
                 return Err(fault(e.pos, "'*' is only allowed in arg_max and arg_min"))
+            }
+            ExprKind::Named(..) => {
+                return Err(fault(
+                    e.pos,
+                    "named arguments ('name = expression') are only allowed in arg_max and arg_min",
+                ))
             }
             ExprKind::Negate(inner) => match self.scalar(inner, table, row)? {
                 Value::Long(n) => Value::Long(-n),

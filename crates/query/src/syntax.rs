@@ -161,6 +161,9 @@ pub(crate) enum ExprKind {
     Column(String),
     /// `*` as an argument (`arg_max(x, *)`).
     Star,
+    /// `name = expression` as an argument, naming the column it becomes
+    /// (`arg_max(lastCall = TimeGenerated, OperationName)`).
+    Named(String, Box<Expr>),
     Call(String, Vec<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     Negate(Box<Expr>),
@@ -655,6 +658,21 @@ impl Parser {
         Ok(e)
     }
 
+    /// A function argument: an expression, or `name = expression`.
+    fn argument(&mut self) -> Result<Expr, Fault> {
+        let pos = self.pos();
+        if matches!(self.peek(), Tok::Ident(_)) && self.peek_at(1) == &Tok::Sym("=") {
+            let (name, _) = self.ident("an argument name")?;
+            self.next();
+            let value = self.expr()?;
+            return Ok(Expr {
+                kind: ExprKind::Named(name, Box::new(value)),
+                pos,
+            });
+        }
+        self.expr()
+    }
+
     fn primary(&mut self) -> Result<Expr, Fault> {
         let pos = self.pos();
         let literal = |v| Expr {
@@ -707,7 +725,7 @@ impl Parser {
                 let mut args = Vec::new();
                 if !self.eat(")") {
                     loop {
-                        args.push(self.expr()?);
+                        args.push(self.argument()?);
                         if !self.eat(",") {
                             break;
                         }

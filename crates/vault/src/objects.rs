@@ -314,7 +314,8 @@ impl Vaults {
         })
     }
 
-    /// Lists the versions of an object, oldest first.
+    /// Lists the versions of an object, oldest first. A name with no live object lists no
+    /// versions (an empty page, as Key Vault answers), rather than 404.
     pub(crate) fn list_stored_versions(
         &self,
         vault: &VaultRecord,
@@ -332,7 +333,13 @@ impl Vaults {
             None => 0,
         };
         self.store.read(|tx| {
-            let state = live_state(tx, vault, kind, name)?;
+            let live = tx.object_state(&vault.vault_id, kind, name)?;
+            let Some(state) = live.filter(|s| s.deleted.is_none()) else {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            };
             let mut rows = tx.list_versions(&vault.vault_id, kind, name, after, limit + 1)?;
             let next = (rows.len() > limit).then(|| {
                 rows.truncate(limit);

@@ -398,6 +398,14 @@ mod tests {
         assert_eq!(rest.items[0].version, b.version);
         assert!(rest.next.is_none());
         assert!(page.items[0].value.is_none(), "lists never carry values");
+        let unknown = f
+            .vaults
+            .list_secret_versions(&v, "never-set", None, None)
+            .unwrap();
+        assert!(
+            unknown.items.is_empty() && unknown.next.is_none(),
+            "a name never set lists no versions"
+        );
     }
 
     #[test]

@@ -288,12 +288,16 @@ fn required(value: &Value, field: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> 
         .ok_or_else(|| KeyError::InvalidJwk(format!("the field '{field}' is required.")))
 }
 
+/// A big-endian unsigned integer without its leading zero bytes: JWKs written by tools that
+/// think in DER integers carry one, and Key Vault accepts them.
+fn minimal(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
 /// Left-pads a big-endian integer to `len` bytes.
 fn pad(bytes: &[u8], len: usize) -> Result<Vec<u8>, KeyError> {
-    let bytes = match bytes.iter().position(|b| *b != 0) {
-        Some(i) => &bytes[i..],
-        None => &[][..],
-    };
+    let bytes = minimal(bytes);
     if bytes.len() > len {
         return Err(KeyError::InvalidJwk(
             "a coordinate is longer than the curve allows.".into(),
@@ -362,19 +366,20 @@ impl KeyMaterial {
             .ok_or_else(|| KeyError::InvalidJwk("the field 'kty' is required.".into()))?;
         match kty.trim_end_matches("-HSM") {
             "RSA" => {
-                let n = required(jwk, "n")?;
-                let e = required(jwk, "e")?;
+                let [n, e, d, p, q, dp, dq, qi] =
+                    ["n", "e", "d", "p", "q", "dp", "dq", "qi"].map(|field| required(jwk, field));
+                let (n, e, d, p, q, dp, dq, qi) = (n?, e?, d?, p?, q?, dp?, dq?, qi?);
                 let components = KeyPairComponents {
                     public_key: PublicKeyComponents {
-                        n: n.as_slice(),
-                        e: e.as_slice(),
+                        n: minimal(&n),
+                        e: minimal(&e),
                     },
-                    d: required(jwk, "d")?,
-                    p: required(jwk, "p")?,
-                    q: required(jwk, "q")?,
-                    dP: required(jwk, "dp")?,
-                    dQ: required(jwk, "dq")?,
-                    qInv: required(jwk, "qi")?,
+                    d: minimal(&d),
+                    p: minimal(&p),
+                    q: minimal(&q),
+                    dP: minimal(&dp),
+                    dQ: minimal(&dq),
+                    qInv: minimal(&qi),
                 };
                 let pair = RsaKeyPair::from_components(&components).map_err(|_| {
                     KeyError::InvalidJwk("the RSA parameters do not form a valid key.".into())
