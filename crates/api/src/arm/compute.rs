@@ -477,10 +477,12 @@ pub(crate) async fn handle(
             if *method == Method::PATCH {
                 compute.get_des(resource_group, name)?;
             }
-            let (des, created) = compute
+            // Disk encryption sets and disks answer 200 (or 202) to a PUT, never 201: the
+            // compute spec lists no other status, and azure-mgmt-compute refuses one.
+            let (des, _) = compute
                 .put_des(&state.identity, resource_group, name, &req, now)
                 .await?;
-            Ok(json(created_status(created), &des_json(state, &des)))
+            Ok(json(StatusCode::OK, &des_json(state, &des)))
         }
         ("diskEncryptionSets", "GET", None) => Ok(json(
             StatusCode::OK,
@@ -497,8 +499,8 @@ pub(crate) async fn handle(
             if *method == Method::PATCH {
                 compute.get_disk(resource_group, name)?;
             }
-            let (disk, created) = compute.put_disk(resource_group, name, &req, now).await?;
-            Ok(json(created_status(created), &disk_json(state, &disk)))
+            let (disk, _) = compute.put_disk(resource_group, name, &req, now).await?;
+            Ok(json(StatusCode::OK, &disk_json(state, &disk)))
         }
         ("disks", "GET", None) => Ok(json(
             StatusCode::OK,
