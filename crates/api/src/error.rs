@@ -293,6 +293,21 @@ impl From<ComputeError> for ApiError {
     }
 }
 
+impl From<atrest_resources::ResourceGroupError> for ApiError {
+    fn from(e: atrest_resources::ResourceGroupError) -> Self {
+        use atrest_resources::ResourceGroupError as E;
+        let (status, code) = match &e {
+            E::BadName(_) => (StatusCode::BAD_REQUEST, "InvalidResourceGroupName"),
+            E::BadLocation(_) => (StatusCode::BAD_REQUEST, "InvalidLocation"),
+            E::LocationChange { .. } => (StatusCode::CONFLICT, "InvalidResourceGroupLocation"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceGroupNotFound"),
+            E::NotEmpty { .. } => (StatusCode::CONFLICT, "ResourceGroupNotEmpty"),
+            E::Store(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<atrest_runtime::Error> for ApiError {
     fn from(e: atrest_runtime::Error) -> Self {
         use atrest_runtime::Error as E;

@@ -27,6 +27,7 @@ use atrest_core::limits::ServiceLimits;
 use atrest_crypto::{generate_tls_identity, random_uuid, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::Identity;
+use atrest_resources::ResourceGroups;
 use atrest_runtime::audit::{AuditSink, Durability};
 use atrest_runtime::meta::Meta;
 use atrest_runtime::metrics::Metrics;
@@ -48,6 +49,9 @@ use crate::vault_access::InProcessVaults;
 
 /// The resource group that exists from the first start.
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
+
+/// Where the default resource group lives.
+pub const DEFAULT_LOCATION: &str = "westeurope";
 
 /// Display name of the administrator created on first start.
 pub const BOOTSTRAP_ADMIN: &str = "atrest-bootstrap-admin";
@@ -87,6 +91,9 @@ pub enum InstanceError {
     /// The disk service failed to start.
     #[error(transparent)]
     Compute(#[from] atrest_disk::ComputeError),
+    /// The default resource group could not be created.
+    #[error(transparent)]
+    ResourceGroup(#[from] atrest_resources::ResourceGroupError),
     /// The alert webhook cannot be used.
     #[error("alert webhook: {0}")]
     Webhook(String),
@@ -538,6 +545,21 @@ fn services(
             None => None,
         },
     };
+    let resource_groups = ResourceGroups::new(meta.store().clone());
+    // The group the CLI uses when none is named exists from the first start.
+    match resource_groups.get(DEFAULT_RESOURCE_GROUP) {
+        Err(atrest_resources::ResourceGroupError::NotFound(_)) => {
+            resource_groups.put(
+                DEFAULT_RESOURCE_GROUP,
+                DEFAULT_LOCATION,
+                Default::default(),
+                unix_now().0,
+            )?;
+        }
+        other => {
+            other?;
+        }
+    }
     let state = Arc::new(AppState {
         identity,
         vaults,
@@ -549,6 +571,7 @@ fn services(
         throttle: Throttle::new(opts.limits.clone()),
         metrics: Metrics::default(),
         compute,
+        resource_groups,
     });
     Ok((state, key_access))
 }

@@ -89,6 +89,10 @@ impl<'a> Route<'a> {
                 let decoded: Vec<String> = rest.iter().map(|s| path_segment(s)).collect();
                 Route::Admin(admin::Route::parse(method, &decoded))
             }
+            ["tenants"] if *method == Method::GET => Route::Arm {
+                subscription: "",
+                route: Some(arm::ArmRoute::Resources(arm::resources::Route::tenants())),
+            },
             ["subscriptions", rest @ ..] => Route::Arm {
                 subscription: rest.first().copied().unwrap_or(""),
                 route: arm::ArmRoute::parse(method, rest),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use atrest_disk::Compute;
 use atrest_identity::Identity;
+use atrest_resources::ResourceGroups;
 use atrest_runtime::audit::AuditSink;
 use atrest_runtime::metrics::Metrics;
 use atrest_runtime::scheduler::Scheduler;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Disk encryption sets, disks and virtual machines.
     pub compute: Arc<Compute>,
+    /// Resource groups.
+    pub resource_groups: ResourceGroups,
 }
 
 impl AppState {

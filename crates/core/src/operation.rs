@@ -208,6 +208,26 @@ operations! {
     RoleAssignmentGet => Management,
     /// Delete a role assignment.
     RoleAssignmentDelete => Management,
+    /// `GET /metadata/endpoints`: the cloud's endpoints, for `az cloud register`.
+    CloudMetadata => Token,
+    /// `GET /subscriptions`.
+    SubscriptionList => Management,
+    /// `GET /subscriptions/{s}`.
+    SubscriptionGet => Management,
+    /// `GET /tenants`.
+    TenantList => Management,
+    /// Create or update a resource group.
+    ResourceGroupWrite => Management,
+    /// Read a resource group (`GET` or `HEAD`).
+    ResourceGroupRead => Management,
+    /// Delete a resource group and what it holds.
+    ResourceGroupDelete => Management,
+    /// `GET /subscriptions/{s}/resourcegroups`.
+    ResourceGroupList => Management,
+    /// `GET /subscriptions/{s}[/resourceGroups/{rg}]/resources`, with `$filter`.
+    ResourceList => Management,
+    /// `GET …/providers/Microsoft.KeyVault/deletedManagedHSMs`: always empty.
+    DeletedManagedHsmList => Management,
     /// Create a service principal.
     ServicePrincipalCreate => Administration,
     /// List service principals.
@@ -341,6 +361,16 @@ impl Operation {
             | RoleAssignmentList
             | RoleAssignmentGet
             | RoleAssignmentDelete
+            | CloudMetadata
+            | SubscriptionList
+            | SubscriptionGet
+            | TenantList
+            | ResourceGroupWrite
+            | ResourceGroupRead
+            | ResourceGroupDelete
+            | ResourceGroupList
+            | ResourceList
+            | DeletedManagedHsmList
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete
@@ -438,6 +468,16 @@ impl Operation {
             | RoleAssignmentList
             | RoleAssignmentGet
             | RoleAssignmentDelete
+            | CloudMetadata
+            | SubscriptionList
+            | SubscriptionGet
+            | TenantList
+            | ResourceGroupWrite
+            | ResourceGroupRead
+            | ResourceGroupDelete
+            | ResourceGroupList
+            | ResourceList
+            | DeletedManagedHsmList
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete
@@ -546,6 +586,16 @@ impl Operation {
             | RoleAssignmentList
             | RoleAssignmentGet
             | RoleAssignmentDelete
+            | CloudMetadata
+            | SubscriptionList
+            | SubscriptionGet
+            | TenantList
+            | ResourceGroupWrite
+            | ResourceGroupRead
+            | ResourceGroupDelete
+            | ResourceGroupList
+            | ResourceList
+            | DeletedManagedHsmList
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete

@@ -1,5 +1,5 @@
-//! ARM resources of the compute provider (disk encryption sets, disks, virtual machines),
-//! stored as JSON documents keyed by kind, resource group and name. Their shape belongs
+//! ARM resources other than vaults (resource groups, disk encryption sets, disks, virtual
+//! machines), stored as JSON documents keyed by kind, resource group and name. Their shape belongs
 //! to the service that owns them; platform keys are sealed by the root key before they
 //! arrive here.
 
@@ -69,6 +69,24 @@ impl Tx<'_> {
             "DELETE FROM resources WHERE kind = ?1 AND resource_group = ?2 AND name = ?3",
             params![kind, resource_group, name],
         )? > 0)
+    }
+
+    /// What resource group `resource_group` holds, as (kind, name): its live vaults (kind
+    /// `vaults`) and the resources stored here, other than resource groups themselves.
+    pub fn resource_group_contents(
+        &self,
+        resource_group: &str,
+        group_kind: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT 'vaults', name FROM vaults WHERE resource_group = ?1 AND deleted IS NULL \
+             UNION ALL SELECT kind, name FROM resources WHERE resource_group = ?1 AND kind != ?2 \
+             ORDER BY 1, 2",
+        )?;
+        let rows = stmt.query_map(params![resource_group, group_kind], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every platform key version, oldest first, each sealed by the root key.

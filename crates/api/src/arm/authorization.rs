@@ -10,9 +10,10 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::arm::filter::{eq_filter, filter_value};
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
-use crate::http::{empty, json, Body, Resp};
+use crate::http::{empty, json, param, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 
@@ -200,6 +201,7 @@ pub(crate) async fn handle(
     caller: &Caller,
     scope: &str,
     route: Route<'_>,
+    query: &[(String, String)],
     body: Body,
 ) -> Result<Resp, ApiError> {
     let sub = state.settings.subscription.as_str();
@@ -207,8 +209,16 @@ pub(crate) async fn handle(
     ctx.resource = Some(scope.to_owned());
     match route {
         Route::DefinitionList => {
+            // `az role assignment create --role NAME` looks the role up by name.
+            let filter = eq_filter(param(query, "$filter"), &["roleName", "type"])?;
+            let wanted = |r: &RoleDefinition| {
+                filter_value(&filter, "roleName").is_none_or(|n| n.eq_ignore_ascii_case(r.name))
+                    && filter_value(&filter, "type")
+                        .is_none_or(|t| t.eq_ignore_ascii_case("BuiltInRole"))
+            };
             let items: Vec<Value> = BUILT_IN_ROLES
                 .iter()
+                .filter(|r| wanted(r))
                 .map(|r| definition_json(sub, r))
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))

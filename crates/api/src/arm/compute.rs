@@ -469,6 +469,9 @@ pub(crate) async fn handle(
         &scope,
         &format!("Microsoft.Compute/{kind}/{verb}"),
     )?;
+    if *method == Method::PUT {
+        state.resource_groups.get(resource_group)?;
+    }
     let compute = &state.compute;
     let now = ctx.now;
     match (kind, method.as_str(), action) {

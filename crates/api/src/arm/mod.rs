@@ -3,6 +3,8 @@
 
 pub(crate) mod authorization;
 pub(crate) mod compute;
+mod filter;
+pub(crate) mod resources;
 
 use std::collections::BTreeMap;
 
@@ -188,6 +190,8 @@ pub(crate) enum ArmRoute<'a> {
     },
     /// `Microsoft.Compute` resources.
     Compute(compute::Route<'a>),
+    /// `Microsoft.Resources`: subscriptions, tenants, resource groups, resource listings.
+    Resources(resources::Route<'a>),
     /// One vault.
     Vault {
         /// Its resource group.
@@ -222,6 +226,9 @@ pub(crate) enum ArmRoute<'a> {
 impl<'a> ArmRoute<'a> {
     /// The route of `method` and the path `segments` after `subscriptions/{s}`, if one.
     pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
+        if let Some(route) = resources::Route::parse(method, segments) {
+            return Some(ArmRoute::Resources(route));
+        }
         if let Some((scope, rest)) = authorization::split(segments) {
             let route = authorization::Route::parse(method, rest)?;
             return Some(ArmRoute::Authorization { scope, route });
@@ -307,6 +314,7 @@ impl<'a> ArmRoute<'a> {
         match self {
             ArmRoute::Authorization { route, .. } => route.operation(),
             ArmRoute::Compute(route) => route.operation(),
+            ArmRoute::Resources(route) => route.operation(),
             ArmRoute::Vault { verb, .. } => match verb {
                 VaultVerb::Put => Operation::VaultPut,
                 VaultVerb::Patch => Operation::VaultPatch,
@@ -336,7 +344,8 @@ pub(crate) async fn management(
     let query = form_pairs(parts.uri.query().unwrap_or(""));
     check_arm_api_version(param(&query, "api-version"))?;
     let method = &parts.method;
-    if !subscription.eq_ignore_ascii_case(&state.settings.subscription) {
+    let tenant_level = matches!(&route, Some(ArmRoute::Resources(r)) if r.is_tenant_level());
+    if !tenant_level && !subscription.eq_ignore_ascii_case(&state.settings.subscription) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
@@ -358,9 +367,12 @@ pub(crate) async fn management(
     };
     match route {
         ArmRoute::Authorization { scope, route } => {
-            authorization::handle(state, ctx, caller, &scope, route, body).await
+            authorization::handle(state, ctx, caller, &scope, route, &query, body).await
         }
         ArmRoute::Compute(route) => compute::handle(state, ctx, caller, method, route, body).await,
+        ArmRoute::Resources(route) => {
+            resources::handle(state, ctx, caller, route, &query, body).await
+        }
         ArmRoute::Vault {
             resource_group: rg,
             name,
@@ -376,6 +388,8 @@ pub(crate) async fn management(
             authorization::require(state, caller, &scope, action)?;
             match verb {
                 VaultVerb::Put => {
+                    // As in ARM, a resource is created only in a group that exists.
+                    state.resource_groups.get(rg)?;
                     let request =
                         parse_json::<VaultDto>(&read_body(body).await?)?.into_request(tenant)?;
                     let (v, created) = vs.put_vault(sub, rg, name, tenant, &request, now)?;

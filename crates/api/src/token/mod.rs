@@ -32,6 +32,8 @@ pub(crate) enum OpenRoute<'a> {
     },
     /// The IMDS-style managed-identity endpoint.
     Imds,
+    /// `GET /metadata/endpoints`: this cloud's endpoints, as ARM describes a cloud.
+    CloudMetadata,
     /// The App-Service-style managed-identity endpoint.
     Msi,
 }
@@ -54,6 +56,7 @@ impl<'a> OpenRoute<'a> {
             [_, "oauth2", "v2.0", "token"] if post => OpenRoute::Token { v1: false },
             [_, "oauth2", "token"] if post => OpenRoute::Token { v1: true },
             ["metadata", "identity", "oauth2", "token"] if get => OpenRoute::Imds,
+            ["metadata", "endpoints"] if get => OpenRoute::CloudMetadata,
             ["msi", "token"] if get => OpenRoute::Msi,
             _ => return None,
         })
@@ -64,6 +67,7 @@ impl<'a> OpenRoute<'a> {
         match self {
             OpenRoute::Discovery(_) => Operation::OpenIdConfiguration,
             OpenRoute::Metrics => Operation::Metrics,
+            OpenRoute::CloudMetadata => Operation::CloudMetadata,
             OpenRoute::UserRealm(_) => Operation::UserRealmDiscovery,
             OpenRoute::Jwks => Operation::Jwks,
             OpenRoute::Token { .. } | OpenRoute::Imds | OpenRoute::Msi => Operation::Authentication,
@@ -83,6 +87,7 @@ pub(crate) async fn open(
     let headers = &parts.headers;
     match route {
         OpenRoute::Discovery(tenant) => Ok(json(StatusCode::OK, &discovery(state, tenant))),
+        OpenRoute::CloudMetadata => Ok(json(StatusCode::OK, &cloud_metadata(state))),
         OpenRoute::Metrics => {
             // Unauthenticated, as Prometheus scrapes; counts and vault names only.
             let text = state.metrics.render(
@@ -182,6 +187,31 @@ fn discovery(state: &AppState, tenant: &str) -> Value {
         "scopes_supported": ["openid"],
         "tenant_region_scope": null,
         "cloud_instance_name": "localhost",
+    })
+}
+
+/// The cloud as ARM's `metadata/endpoints` (api-version 2022-09-01) describes one, which
+/// `az cloud register --endpoint-resource-manager` reads: where to sign in, the management
+/// audience, where ARM and Microsoft Graph are, and the vault DNS suffix with its port.
+fn cloud_metadata(state: &AppState) -> Value {
+    let base = state.identity.authority();
+    let port = state.settings.port;
+    json!({
+        "name": "atrest",
+        "portal": base,
+        "resourceManager": format!("{base}/"),
+        "authentication": {
+            "loginEndpoint": base,
+            "audiences": ["https://management.azure.com/", "https://management.core.windows.net/"],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "microsoftGraphResourceId": format!("{base}/"),
+        "graph": format!("{base}/"),
+        "suffixes": {
+            "keyVaultDns": format!("vault.localhost:{port}"),
+            "mhsmDns": format!("managedhsm.localhost:{port}"),
+        },
     })
 }
 
