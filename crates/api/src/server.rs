@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::http::{form_pairs, path_segment, Body, Resp};
 use crate::pipeline::{Ctx, Exchange};
 use crate::state::{AppState, VAULT_HOST_SUFFIX};
-use crate::{admin, arm, keyvault, token};
+use crate::{admin, arm, graph, keyvault, token};
 
 /// How long a client may take to finish the TLS handshake or send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +66,8 @@ enum Route<'a> {
     },
     /// `/atrest/…`: administration.
     Admin(Option<admin::Route>),
+    /// `/v1.0/…`: the directory as Microsoft Graph.
+    Graph(Option<graph::Route<'a>>),
     /// The token service and the unauthenticated endpoints.
     Open(token::OpenRoute<'a>),
     /// Nothing this server serves.
@@ -93,6 +95,7 @@ impl<'a> Route<'a> {
                 subscription: "",
                 route: Some(arm::ArmRoute::Resources(arm::resources::Route::tenants())),
             },
+            ["v1.0", rest @ ..] => Route::Graph(graph::Route::parse(method, rest)),
             ["subscriptions", rest @ ..] => Route::Arm {
                 subscription: rest.first().copied().unwrap_or(""),
                 route: arm::ArmRoute::parse(method, rest),
@@ -112,6 +115,9 @@ impl<'a> Route<'a> {
             Route::Admin(route) => route
                 .as_ref()
                 .map_or(Operation::Unknown, admin::Route::operation),
+            Route::Graph(route) => route
+                .as_ref()
+                .map_or(Operation::Unknown, graph::Route::operation),
             Route::Open(route) => route.operation(),
             Route::Unrouted => Operation::Unknown,
         }
@@ -159,6 +165,23 @@ async fn dispatch(
                     admin::handle(state, ctx, &caller, route, &query, body)
                         .await
                         .map_err(ApiError::in_arm_terms)
+                }
+            };
+            ctx.caller = Some(caller);
+            result
+        }
+        Route::Graph(route) => {
+            let caller = authenticate(identity.graph_audiences())?;
+            let result = match route {
+                _ if !identity.is_admin(&caller.object_id)? => Err(ApiError::new(
+                    hyper::StatusCode::FORBIDDEN,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                )),
+                None => Err(ApiError::no_route(&parts.method, parts.uri.path())),
+                Some(route) => {
+                    let query = form_pairs(parts.uri.query().unwrap_or(""));
+                    graph::handle(state, route, &query, body).await
                 }
             };
             ctx.caller = Some(caller);

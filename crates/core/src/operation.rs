@@ -228,6 +228,14 @@ operations! {
     ResourceList => Management,
     /// `GET …/providers/Microsoft.KeyVault/deletedManagedHSMs`: always empty.
     DeletedManagedHsmList => Management,
+    /// Microsoft Graph `POST /v1.0/directoryObjects/getByIds`.
+    GraphDirectoryObjectsGetByIds => Administration,
+    /// Microsoft Graph `GET /v1.0/servicePrincipals`, with `$filter`.
+    GraphServicePrincipalList => Administration,
+    /// Microsoft Graph `GET /v1.0/users`, with `$filter`.
+    GraphUserList => Administration,
+    /// Microsoft Graph `GET /v1.0/{servicePrincipals|users|groups}/{id}`.
+    GraphObjectGet => Administration,
     /// Create a service principal.
     ServicePrincipalCreate => Administration,
     /// List service principals.
@@ -371,6 +379,10 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | GraphDirectoryObjectsGetByIds
+            | GraphServicePrincipalList
+            | GraphUserList
+            | GraphObjectGet
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete
@@ -478,6 +490,10 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | GraphDirectoryObjectsGetByIds
+            | GraphServicePrincipalList
+            | GraphUserList
+            | GraphObjectGet
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete
@@ -596,6 +612,10 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | GraphDirectoryObjectsGetByIds
+            | GraphServicePrincipalList
+            | GraphUserList
+            | GraphObjectGet
             | ServicePrincipalCreate
             | ServicePrincipalList
             | ServicePrincipalDelete

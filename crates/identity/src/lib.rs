@@ -43,6 +43,7 @@ pub struct Identity {
     issuer: String,
     data_plane_audiences: Vec<String>,
     management_audiences: Vec<String>,
+    graph_audiences: Vec<String>,
     token_lifetime: i64,
     verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
     /// Role assignments as last read.
@@ -72,6 +73,8 @@ impl Identity {
             store,
             signer,
             issuer: format!("{authority}/{tenant}/v2.0"),
+            // This instance's Microsoft Graph is served at the authority itself.
+            graph_audiences: vec![authority.clone()],
             tenant,
             authority,
             data_plane_audiences,
@@ -120,5 +123,10 @@ impl Identity {
     /// Audiences accepted by the management API.
     pub fn management_audiences(&self) -> &[String] {
         &self.management_audiences
+    }
+
+    /// Audiences accepted by the directory's Microsoft Graph endpoints.
+    pub fn graph_audiences(&self) -> &[String] {
+        &self.graph_audiences
     }
 }

@@ -282,6 +282,7 @@ impl Identity {
             .data_plane_audiences
             .iter()
             .chain(&self.management_audiences)
+            .chain(&self.graph_audiences)
             .any(|a| a == audience)
         {
             return Err(OAuthError::InvalidResource(resource.to_owned()));

@@ -10,10 +10,10 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::arm::filter::{eq_filter, filter_value};
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
 use crate::http::{empty, json, param, Body, Resp};
+use crate::odata::{eq_filter, filter_value};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 

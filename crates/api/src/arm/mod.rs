@@ -3,7 +3,7 @@
 
 pub(crate) mod authorization;
 pub(crate) mod compute;
-mod filter;
+
 pub(crate) mod resources;
 
 use std::collections::BTreeMap;

@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::arm::authorization;
-use crate::arm::filter::{eq_filter, filter_value};
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
 use crate::http::{created_status, empty, json, param, seg, Body, Resp};
 use crate::keyvault::vault_resource_id;
+use crate::odata::{eq_filter, filter_value};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 

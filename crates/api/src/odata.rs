@@ -1,4 +1,4 @@
-//! ARM's OData `$filter` as the list operations here take it.
+//! OData `$filter` as the list operations here take it (ARM's and Microsoft Graph's).
 
 use crate::error::ApiError;
 
