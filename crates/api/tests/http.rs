@@ -700,3 +700,155 @@ async fn bad_compute_input_changes_nothing() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_resource_manager_input_changes_nothing() {
+    let s = TestServer::start("resources").await;
+    let groups = format!("/subscriptions/{}/resourcegroups", s.subscription);
+    let group = |name: &str| format!("{groups}/{name}?api-version=2024-11-01");
+    let list = || async {
+        let resp = s
+            .mgmt(
+                Method::GET,
+                &format!("{groups}?api-version=2024-11-01"),
+                b"",
+            )
+            .await;
+        assert_eq!(resp.status, 200);
+        resp.json()["value"].clone()
+    };
+    let before = list().await;
+    assert_eq!(
+        before.as_array().map(Vec::len),
+        Some(1),
+        "only 'default': {before}"
+    );
+    let bad_puts: &[(&str, &[u8], u16, &str)] = &[
+        (
+            "bad%20name",
+            br#"{"location": "westeurope"}"#,
+            400,
+            "InvalidResourceGroupName",
+        ),
+        (
+            "ends.",
+            br#"{"location": "westeurope"}"#,
+            400,
+            "InvalidResourceGroupName",
+        ),
+        ("rg1", br#"{}"#, 400, "LocationRequired"),
+        (
+            "rg1",
+            br#"{"location": "west europe!"}"#,
+            400,
+            "InvalidLocation",
+        ),
+        ("rg1", b"{", 400, "BadRequest"),
+        (
+            "default",
+            br#"{"location": "eastus"}"#,
+            409,
+            "InvalidResourceGroupLocation",
+        ),
+    ];
+    for (name, body, status, code) in bad_puts {
+        check_error(
+            &s.mgmt(Method::PUT, &group(name), body).await,
+            *status,
+            code,
+        );
+    }
+    check_error(
+        &s.mgmt(Method::GET, &group("missing"), b"").await,
+        404,
+        "ResourceGroupNotFound",
+    );
+    assert_eq!(
+        s.mgmt(Method::HEAD, &group("missing"), b"").await.status,
+        404
+    );
+    assert_eq!(
+        s.mgmt(Method::HEAD, &group("default"), b"").await.status,
+        204
+    );
+    // A vault in a group that does not exist is refused, and none is created.
+    let vault = format!(
+        "/subscriptions/{}/resourceGroups/missing/providers/Microsoft.KeyVault/vaults/kvx?api-version=2026-02-01",
+        s.subscription
+    );
+    check_error(
+        &s.mgmt(Method::PUT, &vault, br#"{"location": "westeurope"}"#)
+            .await,
+        404,
+        "ResourceGroupNotFound",
+    );
+    // A group holding a vault is not deleted.
+    let created = s
+        .mgmt(
+            Method::PUT,
+            &format!("{}?api-version=2026-02-01", s.vault_path("kvrg")),
+            br#"{"location": "westeurope"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    check_error(
+        &s.mgmt(Method::DELETE, &group("default"), b"").await,
+        409,
+        "ResourceGroupNotEmpty",
+    );
+    // Filters that are not understood are refused, not ignored.
+    for filter in [
+        "location%20eq%20'x'",
+        "name%20ne%20'kvrg'",
+        "name%20eq%20'a'%20or%20name%20eq%20'b'",
+    ] {
+        let path = format!(
+            "/subscriptions/{}/resources?api-version=2024-11-01&$filter={filter}",
+            s.subscription
+        );
+        check_error(
+            &s.mgmt(Method::GET, &path, b"").await,
+            400,
+            "InvalidFilterInQueryString",
+        );
+    }
+    let path = format!(
+        "/subscriptions/{}/resources?api-version=2024-11-01&$filter=resourceType%20eq%20'Microsoft.KeyVault/vaults'%20and%20name%20eq%20'KVRG'",
+        s.subscription
+    );
+    let found = s.mgmt(Method::GET, &path, b"").await;
+    assert_eq!(
+        found.json()["value"][0]["name"],
+        "kvrg",
+        "{:?}",
+        found.json()
+    );
+    // Graph needs its own audience: a management token is refused.
+    let graph = s
+        .mgmt(
+            Method::POST,
+            "/v1.0/directoryObjects/getByIds",
+            br#"{"ids": []}"#,
+        )
+        .await;
+    assert_eq!(graph.status, 401);
+    // The cloud's metadata needs no token and names this instance.
+    let metadata = s
+        .raw(
+            Method::GET,
+            "localhost",
+            "/metadata/endpoints?api-version=2022-09-01",
+            "application/json",
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(metadata.status, 200);
+    assert_eq!(
+        metadata.json()["suffixes"]["keyVaultDns"],
+        format!("vault.localhost:{}", s.port)
+    );
+    // Nothing above changed the groups, and the server still serves.
+    assert_eq!(list().await, before);
+    s.stop().await;
+}
