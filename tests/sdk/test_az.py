@@ -90,8 +90,15 @@ def test_vault_lifecycle(az):
     az("keyvault", "delete", "-n", OTHER_VAULT)
     assert OTHER_VAULT in {v["name"] for v in az("keyvault", "list-deleted")}
     assert az("keyvault", "recover", "-n", OTHER_VAULT)["name"] == OTHER_VAULT
-    # A group that still holds vaults is not deleted.
-    assert "ResourceGroupNotEmpty" in az("group", "delete", "--name", GROUP, "--yes", check=False).stderr
+    # Deleting a group deletes what it holds; its vaults stay recoverable.
+    doomed = f"az-doomed-{uuid.uuid4().hex[:6]}"
+    az("group", "create", "--name", doomed, "--location", LOCATION)
+    az("keyvault", "create", "-n", "az-doomed-kv", "-g", doomed, "-l", LOCATION)
+    az("disk", "create", "-n", "az-doomed-disk", "-g", doomed, "-l", LOCATION, "--size-gb", "1")
+    az("group", "delete", "--name", doomed, "--yes")
+    assert az("group", "exists", "--name", doomed) is False
+    assert "az-doomed-kv" in {v["name"] for v in az("keyvault", "list-deleted")}
+    assert "ResourceNotFound" in az("disk", "show", "-n", "az-doomed-disk", "-g", doomed, check=False).stderr
 
 
 def test_secrets(az):

@@ -782,7 +782,54 @@ async fn bad_resource_manager_input_changes_nothing() {
         404,
         "ResourceGroupNotFound",
     );
-    // A group holding a vault is not deleted.
+    // Deleting a group deletes what it holds: its vault is soft-deleted, recoverable.
+    let created = s
+        .mgmt(
+            Method::PUT,
+            &group("doomed"),
+            br#"{"location": "westeurope"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let doomed_vault = format!(
+        "/subscriptions/{}/resourceGroups/doomed/providers/Microsoft.KeyVault/vaults/kvdoomed?api-version=2026-02-01",
+        s.subscription
+    );
+    let created = s
+        .mgmt(Method::PUT, &doomed_vault, br#"{"location": "westeurope"}"#)
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    assert_eq!(
+        s.mgmt(Method::DELETE, &group("doomed"), b"").await.status,
+        200
+    );
+    check_error(
+        &s.mgmt(Method::GET, &group("doomed"), b"").await,
+        404,
+        "ResourceGroupNotFound",
+    );
+    check_error(
+        &s.mgmt(Method::DELETE, &group("doomed"), b"").await,
+        404,
+        "ResourceGroupNotFound",
+    );
+    let deleted = s
+        .mgmt(
+            Method::GET,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults?api-version=2026-02-01",
+                s.subscription
+            ),
+            b"",
+        )
+        .await;
+    assert!(
+        deleted.json()["value"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|d| d["name"] == "kvdoomed")),
+        "{:?}",
+        deleted.json()
+    );
     let created = s
         .mgmt(
             Method::PUT,
@@ -791,11 +838,6 @@ async fn bad_resource_manager_input_changes_nothing() {
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.json());
-    check_error(
-        &s.mgmt(Method::DELETE, &group("default"), b"").await,
-        409,
-        "ResourceGroupNotEmpty",
-    );
     // Filters that are not understood are refused, not ignored.
     for filter in [
         "location%20eq%20'x'",

@@ -31,7 +31,7 @@ pub(crate) enum GroupVerb {
     Get,
     /// `HEAD`: whether it exists.
     Head,
-    /// `DELETE`, when it holds nothing.
+    /// `DELETE`, with everything it holds.
     Delete,
 }
 
@@ -165,6 +165,29 @@ fn resource_json(id: &str, name: &str, kind: &str, location: &str) -> Value {
     json!({ "id": id, "name": name, "type": kind, "location": location })
 }
 
+/// Deletes what resource group `group` holds, as ARM does before deleting the group:
+/// virtual machines (their disks closed and detached), then disks, then disk encryption
+/// sets (with their identities), then vaults (soft-deleted, so they stay recoverable).
+async fn delete_contents(state: &AppState, group: &str, now: i64) -> Result<(), ApiError> {
+    let compute = &state.compute;
+    for vm in compute.list_vms(Some(group))? {
+        compute.delete_vm(group, &vm.name).await?;
+    }
+    for disk in compute.list_disks(Some(group))? {
+        compute.delete_disk(group, &disk.name).await?;
+    }
+    for des in compute.list_des(Some(group))? {
+        compute
+            .delete_des(&state.identity, group, &des.name)
+            .await?;
+    }
+    let sub = state.settings.subscription.as_str();
+    for vault in state.vaults.list_vaults(sub, Some(group))? {
+        state.vaults.delete_vault(sub, group, &vault.name, now)?;
+    }
+    Ok(())
+}
+
 /// Serves one `Microsoft.Resources` request of an authenticated caller.
 pub(crate) async fn handle(
     state: &AppState,
@@ -267,11 +290,12 @@ pub(crate) async fn handle(
                     Err(atrest_resources::ResourceGroupError::NotFound(_)) => StatusCode::NOT_FOUND,
                     Err(e) => return Err(e.into()),
                 })),
-                GroupVerb::Delete => Ok(empty(if rgs.delete(name)? {
-                    StatusCode::OK
-                } else {
-                    StatusCode::NO_CONTENT
-                })),
+                GroupVerb::Delete => {
+                    rgs.get(name)?;
+                    delete_contents(state, name, ctx.now).await?;
+                    rgs.delete(name)?;
+                    Ok(empty(StatusCode::OK))
+                }
                 GroupVerb::Get => Ok(json(StatusCode::OK, &group_json(state, &rgs.get(name)?))),
             }
         }
