@@ -137,6 +137,14 @@ def test_role_assignments_resolve_assignees_through_graph(az):
     assert listed[0]["principalName"] == sp["appId"]
     az("role", "assignment", "delete", "--assignee", sp["appId"], "--role", "Key Vault Secrets User", "--scope", vault_id)
     assert az("role", "assignment", "list", "--assignee", sp["appId"], "--all") == []
+    # A user, by user principal name.
+    upn = f"az-{uuid.uuid4().hex[:6]}@contoso.com"
+    user = az.server.cli("ad", "user", "create", "--display-name", "Az User", "--user-principal-name", upn,
+                         "--password", "Str0ng-enough-pass")
+    created = az("role", "assignment", "create", "--assignee", upn, "--role", "Key Vault Reader", "--scope", vault_id)
+    assert created["principalType"] == "User" and created["principalId"] == user["objectId"]
+    listed = az("role", "assignment", "list", "--assignee", upn, "--all")
+    assert [(a["roleDefinitionName"], a["principalName"]) for a in listed] == [("Key Vault Reader", upn)]
 
 
 def test_disk_encryption_set_and_disks(az):

@@ -181,7 +181,10 @@ async fn dispatch(
                 None => Err(ApiError::no_route(&parts.method, parts.uri.path())),
                 Some(route) => {
                     let query = form_pairs(parts.uri.query().unwrap_or(""));
-                    graph::handle(state, route, &query, body).await
+                    // Graph names a malformed request `BadRequest`, as ARM does.
+                    graph::handle(state, route, &query, body)
+                        .await
+                        .map_err(ApiError::in_arm_terms)
                 }
             };
             ctx.caller = Some(caller);

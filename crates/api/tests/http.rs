@@ -874,6 +874,56 @@ async fn bad_resource_manager_input_changes_nothing() {
         )
         .await;
     assert_eq!(graph.status, 401);
+    let env = atrest_api::instance::parse_env(
+        &std::fs::read_to_string(s._dir.path().join("env")).unwrap(),
+    );
+    let graph_token = s
+        .token_for(
+            &env["AZURE_CLIENT_ID"],
+            &env["AZURE_CLIENT_SECRET"],
+            &format!("https://localhost:{}", s.port),
+        )
+        .await;
+    let graph = |method: Method, path: &'static str, body: &'static [u8]| {
+        s.raw(
+            method,
+            "localhost",
+            path,
+            "application/json",
+            Some(&graph_token),
+            body.to_vec(),
+        )
+    };
+    check_error(
+        &graph(Method::POST, "/v1.0/directoryObjects/getByIds", b"{").await,
+        400,
+        "BadRequest",
+    );
+    check_error(
+        &graph(
+            Method::GET,
+            "/v1.0/servicePrincipals?$filter=startswith(displayName,'a')",
+            b"",
+        )
+        .await,
+        400,
+        "InvalidFilterInQueryString",
+    );
+    check_error(
+        &graph(Method::GET, "/v1.0/users/nobody@contoso.com", b"").await,
+        404,
+        "Request_ResourceNotFound",
+    );
+    let found = graph(
+        Method::POST,
+        "/v1.0/directoryObjects/getByIds",
+        br#"{"ids": ["not-an-id"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (found.status, found.json()["value"].clone()),
+        (200, json!([]))
+    );
     // The cloud's metadata needs no token and names this instance.
     let metadata = s
         .raw(
