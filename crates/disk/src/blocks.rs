@@ -19,7 +19,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use atrest_xts::{XtsError, XtsKey};
-use rustix::fs::{fallocate, FallocateFlags};
+use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
+use rustix::io::Errno;
 use thiserror::Error;
 
 /// Bytes per encrypted data unit.
@@ -193,6 +194,37 @@ impl EncryptedFile {
                 }
             }
             pos = start + n as u64;
+        }
+        Ok(runs)
+    }
+
+    /// Splits `offset..offset + len` into runs that were never written (holes in the
+    /// block file, which read as zeros: `true`) or may hold data (`false`), as
+    /// `(length, hole)` pairs, from the file system's allocation map (`SEEK_DATA`,
+    /// `SEEK_HOLE`) without reading a byte. A file system without holes reports data.
+    pub fn allocation(&self, offset: u64, len: u64) -> Result<Vec<(u64, bool)>, DiskError> {
+        self.check(offset, len as usize)?;
+        let end = offset + len;
+        let mut runs = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match seek(&self.file, SeekFrom::Data(pos)) {
+                Ok(data) => data.min(end),
+                // No data from `pos` to the end of the file.
+                Err(Errno::NXIO) => end,
+                Err(e) => return Err(io::Error::from(e).into()),
+            };
+            if data > pos {
+                runs.push((data - pos, true));
+                pos = data;
+            }
+            if pos < end {
+                let hole = seek(&self.file, SeekFrom::Hole(pos))
+                    .map_err(io::Error::from)?
+                    .min(end);
+                runs.push((hole - pos, false));
+                pos = hole;
+            }
         }
         Ok(runs)
     }
@@ -504,6 +536,27 @@ mod tests {
         assert!(all[2 * mib as usize - 100..].iter().all(|b| *b == 7));
         disk.fill_zeroes(mib, UNIT as u64).unwrap();
         assert_eq!(disk.extents(0, 2 * mib).unwrap()[0], (UNIT as u64, false));
+    }
+
+    #[test]
+    fn allocation_reports_never_written_ranges_as_holes() {
+        const MIB: u64 = 1 << 20;
+        let (_dir, path) = temp();
+        let disk = EncryptedFile::open(&path, 8 * MIB, vec![key()]).unwrap();
+        assert_eq!(disk.allocation(0, 8 * MIB).unwrap(), vec![(8 * MIB, true)]);
+        disk.write(2 * MIB, &vec![7u8; MIB as usize]).unwrap();
+        assert_eq!(
+            disk.allocation(0, 8 * MIB).unwrap(),
+            vec![(2 * MIB, true), (MIB, false), (5 * MIB, true)]
+        );
+        assert_eq!(disk.allocation(2 * MIB + 5, 10).unwrap(), vec![(10, false)]);
+        // Zeroing gives the space back, so the range is a hole again.
+        disk.write_zeroes(2 * MIB, MIB).unwrap();
+        assert_eq!(disk.allocation(0, 8 * MIB).unwrap(), vec![(8 * MIB, true)]);
+        assert!(
+            disk.allocation(8 * MIB - 1, 2).is_err(),
+            "bounds are checked"
+        );
     }
 
     #[test]

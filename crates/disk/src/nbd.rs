@@ -25,13 +25,13 @@ use atrest_nbd::{
     FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT, INFO_NAME,
     NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_LIST_META_CONTEXT,
     OPT_SET_META_CONTEXT, OPT_STRUCTURED_REPLY, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR,
-    REPLY_TYPE_OFFSET_DATA, REP_ACK, REP_ERR_INVALID, REP_ERR_TOO_BIG, REP_ERR_UNKNOWN,
-    REP_ERR_UNSUP, REP_INFO, REP_META_CONTEXT, REP_SERVER, SIMPLE_HEADER, STATE_HOLE, STATE_ZERO,
-    TFLAG_CAN_MULTI_CONN, TFLAG_HAS_FLAGS, TFLAG_SEND_FLUSH, TFLAG_SEND_FUA, TFLAG_SEND_TRIM,
-    TFLAG_SEND_WRITE_ZEROES,
+    REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, REP_ACK, REP_ERR_INVALID, REP_ERR_TOO_BIG,
+    REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_META_CONTEXT, REP_SERVER, SIMPLE_HEADER,
+    STATE_HOLE, STATE_ZERO, TFLAG_CAN_MULTI_CONN, TFLAG_HAS_FLAGS, TFLAG_SEND_FLUSH,
+    TFLAG_SEND_FUA, TFLAG_SEND_TRIM, TFLAG_SEND_WRITE_ZEROES,
 };
 
-use crate::blocks::DiskError;
+use crate::blocks::{DiskError, EncryptedFile};
 use crate::service::OpenDisk;
 
 /// The client flags this server understands: fixed newstyle and no zeroes.
@@ -437,11 +437,46 @@ fn simple_reply(cookie: u64, error: u32) -> Vec<u8> {
 fn chunk(cookie: u64, kind: u16, payload: &[&[u8]]) -> Vec<u8> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
     let mut msg = Vec::with_capacity(CHUNK_HEADER + len);
-    msg.extend_from_slice(&chunk_header(cookie, kind, len));
+    msg.extend_from_slice(&chunk_header(cookie, kind, len, true));
     for p in payload {
         msg.extend_from_slice(p);
     }
     msg
+}
+
+/// A structured read reply of `runs` (as [`EncryptedFile::allocation`] splits the range at
+/// `offset`): each never-written run is one `OFFSET_HOLE` chunk, sent without its zeros,
+/// and each other run one `OFFSET_DATA` chunk.
+fn read_with_holes(
+    file: &EncryptedFile,
+    cookie: u64,
+    offset: u64,
+    runs: &[(u64, bool)],
+) -> Result<Vec<u8>, DiskError> {
+    let data: u64 = runs
+        .iter()
+        .filter(|(_, hole)| !hole)
+        .map(|(len, _)| len)
+        .sum();
+    let mut reply = Vec::with_capacity(runs.len() * (CHUNK_HEADER + 12) + data as usize);
+    let mut pos = offset;
+    for (i, &(len, hole)) in runs.iter().enumerate() {
+        let done = i + 1 == runs.len();
+        if hole {
+            reply.extend_from_slice(&chunk_header(cookie, REPLY_TYPE_OFFSET_HOLE, 12, done));
+            reply.extend_from_slice(&pos.to_be_bytes());
+            reply.extend_from_slice(&(len as u32).to_be_bytes());
+        } else {
+            let len = len as usize;
+            reply.extend_from_slice(&chunk_header(cookie, REPLY_TYPE_OFFSET_DATA, 8 + len, done));
+            reply.extend_from_slice(&pos.to_be_bytes());
+            let start = reply.len();
+            reply.resize(start + len, 0);
+            file.read(pos, &mut reply[start..])?;
+        }
+        pos += len;
+    }
+    Ok(reply)
 }
 
 /// An error reply, structured (with a message) when the session allows.
@@ -536,25 +571,28 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
         let file = &s.disk.file;
         let (offset, length) = (request.offset, request.length);
         match request.command {
-            Command::Read => {
+            Command::Read if s.structured => {
+                let runs = file.allocation(offset, u64::from(length))?;
+                if runs.iter().any(|(_, hole)| *hole) {
+                    return read_with_holes(file, cookie, offset, &runs);
+                }
                 // The data is read straight into the reply, behind its header.
-                let header = if s.structured {
-                    CHUNK_HEADER + 8
-                } else {
-                    SIMPLE_HEADER
-                };
+                let header = CHUNK_HEADER + 8;
                 let mut reply = s.buffers.take(header + length as usize);
                 file.read(offset, &mut reply[header..])?;
-                if s.structured {
-                    reply[..CHUNK_HEADER].copy_from_slice(&chunk_header(
-                        cookie,
-                        REPLY_TYPE_OFFSET_DATA,
-                        8 + length as usize,
-                    ));
-                    reply[CHUNK_HEADER..header].copy_from_slice(&offset.to_be_bytes());
-                } else {
-                    reply[..header].copy_from_slice(&simple_header(cookie, 0));
-                }
+                reply[..CHUNK_HEADER].copy_from_slice(&chunk_header(
+                    cookie,
+                    REPLY_TYPE_OFFSET_DATA,
+                    8 + length as usize,
+                    true,
+                ));
+                reply[CHUNK_HEADER..header].copy_from_slice(&offset.to_be_bytes());
+                Ok(reply)
+            }
+            Command::Read => {
+                let mut reply = s.buffers.take(SIMPLE_HEADER + length as usize);
+                file.read(offset, &mut reply[SIMPLE_HEADER..])?;
+                reply[..SIMPLE_HEADER].copy_from_slice(&simple_header(cookie, 0));
                 Ok(reply)
             }
             Command::Write => {

@@ -89,6 +89,8 @@ pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 pub const REPLY_FLAG_DONE: u16 = 1;
 /// `NBD_REPLY_TYPE_OFFSET_DATA`.
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+/// `NBD_REPLY_TYPE_OFFSET_HOLE`: a range of a read that reads as zeros, sent without them.
+pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 /// `NBD_REPLY_TYPE_BLOCK_STATUS`.
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 /// `NBD_REPLY_TYPE_ERROR`.
@@ -311,12 +313,13 @@ pub fn simple_header(cookie: u64, error: u32) -> [u8; SIMPLE_HEADER] {
     h
 }
 
-/// The header of the one (final) structured reply chunk of type `kind` carrying `len`
-/// bytes, for request `cookie`.
-pub fn chunk_header(cookie: u64, kind: u16, len: usize) -> [u8; CHUNK_HEADER] {
+/// The header of a structured reply chunk of type `kind` carrying `len` bytes, for request
+/// `cookie`; `done` marks the reply's last chunk.
+pub fn chunk_header(cookie: u64, kind: u16, len: usize, done: bool) -> [u8; CHUNK_HEADER] {
+    let flags = if done { REPLY_FLAG_DONE } else { 0 };
     let mut h = [0u8; CHUNK_HEADER];
     h[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-    h[4..6].copy_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    h[4..6].copy_from_slice(&flags.to_be_bytes());
     h[6..8].copy_from_slice(&kind.to_be_bytes());
     h[8..16].copy_from_slice(&cookie.to_be_bytes());
     h[16..].copy_from_slice(&(len as u32).to_be_bytes());
