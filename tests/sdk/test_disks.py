@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from conftest import Server
 
@@ -534,3 +535,65 @@ def test_demo_tells_the_whole_story():
     assert "the sentence appears nowhere in the file" in out
     assert "read now fails: NBD error 5" in out and "KeyDisabled" in out
     assert "KeyWrap" in out and "KeyUnwrap" in out and out.rstrip().endswith("through the vault's own API.")
+
+
+def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute.models import GrantAccessData
+    from azure.storage.blob import BlobClient
+
+    kid, _ = new_key(dsrv)
+    des = new_des(dsrv, kid)
+    disk = unique("exp")
+    dsrv.cli("disk", "create", "-n", disk, "-z", "1", "--disk-encryption-set", des["name"])
+    vm, (uri,) = started_vm(dsrv, disk)
+    write_patterns(uri)
+    written = tmp_path / "written.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, str(written)], check=True)
+
+    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
+                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=dsrv.env["ATREST_CA"],
+                                      credential_scopes=["https://management.azure.com/.default"])
+    read_access = GrantAccessData(access="Read", duration_in_seconds=3600, file_format="VHD")
+    # A disk in a running VM is not exported.
+    with pytest.raises(HttpResponseError) as err:
+        compute.disks.begin_grant_access("default", disk, read_access).result()
+    assert err.value.status_code == 409 and "running" in str(err.value)
+    dsrv.cli("vm", "stop", "-n", vm)
+    with pytest.raises(HttpResponseError) as err:
+        compute.disks.begin_grant_access("default", disk, GrantAccessData(access="Write", duration_in_seconds=60)).result()
+    assert err.value.status_code == 400
+
+    sas = compute.disks.begin_grant_access("default", disk, read_access).result().access_sas
+    assert dsrv.cli("disk", "show", "-n", disk)["properties"]["diskState"] == "ActiveSAS"
+    assert "OperationNotAllowed" in error_of(dsrv.cli("vm", "start", "-n", vm, check=False))
+
+    # Microsoft's blob client downloads it, by ranges, as it downloads a page blob.
+    exported = tmp_path / "exported.vhd"
+    blob = BlobClient.from_blob_url(sas, connection_verify=dsrv.env["ATREST_CA"])
+    with open(exported, "wb") as f:
+        blob.download_blob(max_concurrency=4).readinto(f)
+    assert exported.stat().st_size == (1 << 30) + 512
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "vpc", str(exported)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["virtual-size"] == 1 << 30
+    # Server-side encryption is transparent: the download is the plaintext, byte for byte.
+    subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "raw", str(exported), str(written)], check=True)
+
+    # Revoked: the URL stops working, and the disk can run again.
+    compute.disks.begin_revoke_access("default", disk).result()
+    with pytest.raises(HttpResponseError) as err:
+        BlobClient.from_blob_url(sas, connection_verify=dsrv.env["ATREST_CA"]).get_blob_properties()
+    assert err.value.status_code == 403
+    assert dsrv.cli("disk", "show", "-n", disk)["properties"]["diskState"] == "Reserved"
+    # The same through the CLI, as `az disk grant-access|revoke-access`.
+    url = dsrv.cli("disk", "grant-access", "-n", disk, "--duration-in-seconds", "60")["accessSas"]
+    head = requests.head(url, verify=dsrv.env["ATREST_CA"], timeout=30)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == (1 << 30) + 512
+    tail = requests.get(url, headers={"Range": f"bytes={1 << 30}-"}, verify=dsrv.env["ATREST_CA"], timeout=30)
+    assert tail.status_code == 206 and tail.content[:8] == b"conectix" and len(tail.content) == 512
+    dsrv.cli("disk", "revoke-access", "-n", disk)
+    assert requests.head(url, verify=dsrv.env["ATREST_CA"], timeout=30).status_code == 403
+    dsrv.cli("vm", "start", "-n", vm)
+    dsrv.cli("vm", "stop", "-n", vm)

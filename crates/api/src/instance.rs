@@ -257,7 +257,7 @@ impl Instance {
             self.audit_retention,
         ));
         let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
-        if let Err(e) = self.state.compute.resume().await {
+        if let Err(e) = self.state.compute.resume(unix_now().0).await {
             tracing::error!(error = %e, "cannot start the virtual machines that were running");
         }
         let key_checker = tokio::spawn(key_check_loop(self.state.clone(), self.key_check_interval));

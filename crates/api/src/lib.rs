@@ -5,6 +5,7 @@
 mod admin;
 mod arm;
 mod auth;
+mod blob;
 mod body;
 pub mod client;
 mod error;

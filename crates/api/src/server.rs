@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::http::{form_pairs, path_segment, Body, Resp};
 use crate::pipeline::{Ctx, Exchange};
 use crate::state::{AppState, VAULT_HOST_SUFFIX};
-use crate::{admin, arm, graph, keyvault, token};
+use crate::{admin, arm, blob, graph, keyvault, token};
 
 /// How long a client may take to finish the TLS handshake or send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +66,8 @@ enum Route<'a> {
     },
     /// `/atrest/…`: administration.
     Admin(Option<admin::Route>),
+    /// A disk access URL, authorized by its signature.
+    DiskAccess(blob::Route<'a>),
     /// `/v1.0/…`: the directory as Microsoft Graph.
     Graph(Option<graph::Route<'a>>),
     /// The token service and the unauthenticated endpoints.
@@ -82,6 +84,9 @@ impl<'a> Route<'a> {
         {
             let route = keyvault::Route::parse(method, path);
             return Route::KeyVault { vault, route };
+        }
+        if let Some(route) = blob::Route::parse(method, segments) {
+            return Route::DiskAccess(route);
         }
         if let Some(route) = token::OpenRoute::parse(method, segments) {
             return Route::Open(route);
@@ -115,6 +120,7 @@ impl<'a> Route<'a> {
             Route::Admin(route) => route
                 .as_ref()
                 .map_or(Operation::Unknown, admin::Route::operation),
+            Route::DiskAccess(route) => route.operation(),
             Route::Graph(route) => route
                 .as_ref()
                 .map_or(Operation::Unknown, graph::Route::operation),
@@ -170,6 +176,7 @@ async fn dispatch(
             ctx.caller = Some(caller);
             result
         }
+        Route::DiskAccess(route) => blob::handle(state, ctx, route, parts).await,
         Route::Graph(route) => {
             let caller = authenticate(identity.graph_audiences())?;
             let result = match route {

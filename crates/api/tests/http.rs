@@ -698,6 +698,39 @@ async fn bad_compute_input_changes_nothing() {
         created.json()["properties"]["encryption"]["type"],
         "EncryptionAtRestWithPlatformKey"
     );
+    // Disk access: bad requests are refused by name, and a URL that was never granted
+    // serves nothing.
+    let access_path = compute("disks", "d1", "/beginGetAccess");
+    for body in [
+        &br#"{"access": "Read", "durationInSeconds": 0}"#[..],
+        br#"{"access": "Read", "durationInSeconds": 9999999}"#,
+        br#"{"access": "Write", "durationInSeconds": 60}"#,
+        br#"{"access": "Read", "durationInSeconds": 60, "fileFormat": "VHDX"}"#,
+    ] {
+        let resp = s.mgmt(Method::POST, &access_path, body).await;
+        assert_eq!(resp.status, 400, "{:?}", resp.json());
+    }
+    check_error(
+        &s.mgmt(
+            Method::POST,
+            &compute("disks", "nope", "/beginGetAccess"),
+            br#"{"access": "Read", "durationInSeconds": 60}"#,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    );
+    let forged = s
+        .raw(
+            Method::GET,
+            "localhost",
+            "/atrest-md/default/d1.vhd?sig=0000",
+            "application/json",
+            None,
+            Vec::new(),
+        )
+        .await;
+    check_error(&forged, 403, "AuthenticationFailed");
     s.stop().await;
 }
 

@@ -228,6 +228,12 @@ operations! {
     ResourceList => Management,
     /// `GET …/providers/Microsoft.KeyVault/deletedManagedHSMs`: always empty.
     DeletedManagedHsmList => Management,
+    /// `POST …/disks/{d}/beginGetAccess`: a time-limited URL to the disk's data.
+    DiskBeginGetAccess => Management,
+    /// `POST …/disks/{d}/endGetAccess`: revoke the disk's access URL.
+    DiskEndGetAccess => Management,
+    /// A read of a disk through its access URL (authorized by the URL's signature).
+    DiskAccessRead => Token,
     /// Microsoft Graph `POST /v1.0/directoryObjects/getByIds`.
     GraphDirectoryObjectsGetByIds => Administration,
     /// Microsoft Graph `GET /v1.0/servicePrincipals`, with `$filter`.
@@ -379,6 +385,9 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | DiskBeginGetAccess
+            | DiskEndGetAccess
+            | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
             | GraphUserList
@@ -490,6 +499,9 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | DiskBeginGetAccess
+            | DiskEndGetAccess
+            | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
             | GraphUserList
@@ -612,6 +624,9 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | DiskBeginGetAccess
+            | DiskEndGetAccess
+            | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
             | GraphUserList

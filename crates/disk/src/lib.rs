@@ -14,4 +14,4 @@ pub use blocks::{DiskError, EncryptedFile, UNIT};
 pub use error::{ComputeError, KeyAccessError};
 pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 pub use model::{Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek};
-pub use service::{Compute, ComputeConfig, DesRequest, DiskRequest, OpenDisk, VmRequest};
+pub use service::{Compute, ComputeConfig, DesRequest, DiskRequest, Grant, OpenDisk, VmRequest};

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use atrest_core::names::check_resource_group_name;
 use atrest_core::vault::{normalize_location, VaultRuleError};
 use atrest_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -59,19 +60,6 @@ pub enum ResourceGroupError {
     Store(#[from] StoreError),
 }
 
-/// ARM's rule for resource-group names.
-fn check_name(name: &str) -> Result<(), ResourceGroupError> {
-    let allowed = |c: char| c.is_alphanumeric() || "-_.()".contains(c);
-    if name.is_empty()
-        || name.chars().count() > 90
-        || name.ends_with('.')
-        || !name.chars().all(allowed)
-    {
-        return Err(ResourceGroupError::BadName(name.to_owned()));
-    }
-    Ok(())
-}
-
 /// The resource groups of the instance's subscription.
 #[derive(Debug, Clone)]
 pub struct ResourceGroups {
@@ -93,7 +81,8 @@ impl ResourceGroups {
         tags: BTreeMap<String, String>,
         now: i64,
     ) -> Result<(ResourceGroup, bool), ResourceGroupError> {
-        check_name(name)?;
+        check_resource_group_name(name)
+            .map_err(|_| ResourceGroupError::BadName(name.to_owned()))?;
         let location = normalize_location(location)?;
         self.store.write(|tx| {
             let existing: Option<ResourceGroup> = tx.resource(KIND, "", name)?;

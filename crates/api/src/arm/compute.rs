@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::arm::authorization;
 use crate::body::{parse_json, read_body};
+use crate::client::percent_encode;
 use crate::error::ApiError;
 use crate::http::{created_status, deleted_status, empty, json, Body, Resp};
 use crate::pipeline::Ctx;
@@ -241,10 +242,69 @@ fn vm_id(state: &AppState, resource_group: &str, vm: &str) -> String {
     )
 }
 
+/// The body of `beginGetAccess`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantAccessDto {
+    access: String,
+    duration_in_seconds: u64,
+    file_format: Option<String>,
+}
+
+impl GrantAccessDto {
+    /// Read access to a fixed VHD is what is served; writing (upload) and VHDX are not.
+    fn check(&self) -> Result<(), ApiError> {
+        if !self.access.eq_ignore_ascii_case("Read") {
+            return Err(ApiError::bad_request(
+                "InvalidParameter",
+                format!(
+                    "The value '{}' of parameter 'access' is not supported; use 'Read'.",
+                    self.access
+                ),
+            ));
+        }
+        match self.file_format.as_deref() {
+            None => Ok(()),
+            Some(f) if f.eq_ignore_ascii_case("VHD") => Ok(()),
+            Some(f) => Err(ApiError::bad_request(
+                "InvalidParameter",
+                format!("The value '{f}' of parameter 'fileFormat' is not supported; use 'VHD'."),
+            )),
+        }
+    }
+}
+
+/// The URL that serves disk `name` as a fixed VHD until `expires`, in the shape of a
+/// blob URL with a SAS (`BlobClient.from_blob_url` takes it): the token is the signature.
+fn access_url(
+    state: &AppState,
+    resource_group: &str,
+    name: &str,
+    token: &str,
+    expires: i64,
+) -> String {
+    format!(
+        "{}/{ACCESS_ACCOUNT}/{}/{}.vhd?sv=2018-03-28&sr=b&sp=r&se={}&sig={token}",
+        state.identity.authority(),
+        resource_group.to_ascii_lowercase(),
+        name.to_ascii_lowercase(),
+        percent_encode(&rfc3339(expires)),
+    )
+}
+
+/// The first path segment of disk access URLs (a blob URL's account on a local endpoint).
+pub(crate) const ACCESS_ACCOUNT: &str = "atrest-md";
+
 fn disk_json(state: &AppState, disk: &Disk) -> Value {
     // A disk is open exactly while the machine it is attached to runs.
     let open = state.compute.key_available(disk);
     let disk_state = match (&disk.managed_by, open) {
+        _ if state
+            .compute
+            .access_active(disk, atrest_runtime::time::unix_now().0) =>
+        {
+            "ActiveSAS"
+        }
         (None, _) => "Unattached",
         (Some(_), None) => "Reserved",
         (Some(_), Some(_)) => "Attached",
@@ -373,6 +433,15 @@ impl<'a> Route<'a> {
                     ("DELETE", None) => "delete",
                     ("GET", None) => "read",
                     ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read",
+                    ("POST", Some(a)) if kind == "disks" => {
+                        ["beginGetAccess/action", "endGetAccess/action"]
+                            .into_iter()
+                            .find(|verb| {
+                                verb.split('/')
+                                    .next()
+                                    .is_some_and(|v| v.eq_ignore_ascii_case(a))
+                            })?
+                    }
                     ("POST", Some(a)) if kind == "virtualMachines" => {
                         ["start/action", "poweroff/action", "deallocate/action"]
                             .into_iter()
@@ -418,6 +487,8 @@ impl<'a> Route<'a> {
                 ("diskEncryptionSets", _) => DiskEncryptionSetRead,
                 ("disks", "write") => DiskWrite,
                 ("disks", "delete") => DiskDelete,
+                ("disks", "beginGetAccess/action") => DiskBeginGetAccess,
+                ("disks", "endGetAccess/action") => DiskEndGetAccess,
                 ("disks", _) => DiskRead,
                 (_, "write") => VirtualMachineWrite,
                 (_, "delete") => VirtualMachineDelete,
@@ -533,8 +604,21 @@ pub(crate) async fn handle(
             let deleted = compute.delete_vm(resource_group, name).await?;
             Ok(empty(deleted_status(deleted)))
         }
+        ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("beginGetAccess") => {
+            let dto: GrantAccessDto = parse_json(&read_body(body).await?)?;
+            dto.check()?;
+            let (token, expires) = compute
+                .grant_access(resource_group, name, dto.duration_in_seconds, now)
+                .await?;
+            let url = access_url(state, resource_group, name, &token, expires);
+            Ok(json(StatusCode::OK, &json!({ "accessSAS": url })))
+        }
+        ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("endGetAccess") => {
+            compute.end_access(resource_group, name)?;
+            Ok(empty(StatusCode::OK))
+        }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {
-            let vm = compute.start_vm(resource_group, name).await?;
+            let vm = compute.start_vm(resource_group, name, now).await?;
             Ok(json(StatusCode::OK, &vm_json(state, &vm)))
         }
         ("virtualMachines", "POST", Some(a))

@@ -152,6 +152,20 @@ pub(crate) enum DiskCommand {
     },
     /// Delete a disk and its data keys; its data becomes unrecoverable.
     Delete(Named),
+    /// A time-limited URL that serves the disk's data (plaintext) as a fixed VHD; the
+    /// disk cannot run in a VM until the access ends.
+    GrantAccess {
+        #[command(flatten)]
+        target: Named,
+        /// How long the URL works.
+        #[arg(long, default_value_t = 3600)]
+        duration_in_seconds: u64,
+        /// `Read` (upload is not served yet).
+        #[arg(long, default_value = "Read")]
+        access_level: String,
+    },
+    /// End the disk's access URL.
+    RevokeAccess(Named),
 }
 
 #[derive(Subcommand)]
@@ -318,6 +332,27 @@ pub(crate) async fn disk(
                 .await?
         }
         C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
+        C::GrantAccess {
+            target,
+            duration_in_seconds,
+            access_level,
+        } => {
+            let body = json!({
+                "access": access_level,
+                "durationInSeconds": duration_in_seconds,
+                "fileFormat": "VHD",
+            });
+            let granted = target
+                .call(conn, KIND, Method::POST, Some("beginGetAccess"), Some(body))
+                .await?;
+            // `az disk grant-access` prints `accessSas`.
+            json!({ "accessSas": granted["accessSAS"] })
+        }
+        C::RevokeAccess(target) => {
+            target
+                .call(conn, KIND, Method::POST, Some("endGetAccess"), None)
+                .await?
+        }
     };
     print(&out, format)
 }

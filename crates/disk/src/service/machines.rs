@@ -160,12 +160,19 @@ impl Compute {
         &self,
         resource_group: &str,
         name: &str,
+        now: i64,
     ) -> Result<VirtualMachine, ComputeError> {
         let _guard = self.changes.lock().await;
         let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
         let mut opened = Vec::new();
         for disk_name in &vm.disks {
             let disk: Disk = self.get(DISK_KIND, resource_group, disk_name)?;
+            if self.access_active(&disk, now) {
+                return Err(ComputeError::conflict(
+                    "OperationNotAllowed",
+                    format!("Disk '{disk_name}' has active read access (ActiveSAS); end it with endGetAccess first."),
+                ));
+            }
             let layers = match self.unwrap_layers(&disk).await {
                 Ok(layers) => layers,
                 Err(e) => {
@@ -200,9 +207,9 @@ impl Compute {
 
     /// Starts again the machines that were running when the server last stopped. One whose
     /// keys cannot be unwrapped stays stopped, and its disk shows why.
-    pub async fn resume(&self) -> Result<(), ComputeError> {
+    pub async fn resume(&self, now: i64) -> Result<(), ComputeError> {
         for vm in self.list_vms(None)?.into_iter().filter(|vm| vm.running) {
-            if let Err(e) = self.start_vm(&vm.resource_group, &vm.name).await {
+            if let Err(e) = self.start_vm(&vm.resource_group, &vm.name, now).await {
                 tracing::warn!(vm = %vm.name, error = %e, "a virtual machine that was running cannot start again");
                 let mut stopped = vm;
                 stopped.running = false;

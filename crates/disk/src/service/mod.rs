@@ -27,12 +27,14 @@ use crate::model::{
     Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
 };
 
+mod access;
 mod disks;
 mod machines;
 mod sets;
 #[cfg(test)]
 mod tests;
 
+pub use access::Grant;
 pub use disks::DiskRequest;
 pub use machines::VmRequest;
 pub use sets::DesRequest;
@@ -93,6 +95,8 @@ pub struct Compute {
     open: RwLock<HashMap<String, Arc<OpenDisk>>>,
     /// Serializes changes, so a change that waits on a vault does not race another.
     changes: AsyncMutex<()>,
+    /// Read access granted to disks (`beginGetAccess`), by the digest of their token.
+    grants: RwLock<HashMap<[u8; 32], Arc<Grant>>>,
 }
 
 impl std::fmt::Debug for Compute {
@@ -195,6 +199,7 @@ impl Compute {
             config,
             open: RwLock::new(HashMap::new()),
             changes: AsyncMutex::new(()),
+            grants: RwLock::new(HashMap::new()),
         })
     }
 

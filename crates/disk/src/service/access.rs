@@ -1,0 +1,154 @@
+//! Read access to a disk's data through a time-limited URL (`beginGetAccess`): the grant
+//! opens the disk with its keys and serves its plaintext, as Azure's server-side encryption
+//! does, until it expires or `endGetAccess` revokes it. A disk with an active grant cannot
+//! start in a VM, and a disk in a running VM cannot be granted.
+
+use std::sync::Arc;
+
+use atrest_crypto::{random_hex, sha256};
+use atrest_vhd::{Footer, FOOTER_LEN};
+
+use super::Compute;
+use crate::blocks::{DiskError, EncryptedFile};
+use crate::error::ComputeError;
+use crate::model::{Disk, DISK_KIND};
+
+/// The longest a grant may last: Azure's limit for `durationInSeconds`.
+const MAX_ACCESS_SECONDS: u64 = 5 * 24 * 3600;
+
+/// Read access granted to one disk.
+pub struct Grant {
+    /// The disk's resource group.
+    pub resource_group: String,
+    /// The disk's name.
+    pub name: String,
+    /// When the grant ends, seconds since the epoch.
+    pub expires: i64,
+    /// The footer that follows the data when the disk is served as a fixed VHD.
+    pub footer: [u8; FOOTER_LEN],
+    file: EncryptedFile,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("resource_group", &self.resource_group)
+            .field("name", &self.name)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grant {
+    /// The disk's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.file.size()
+    }
+
+    /// The plaintext at `offset`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        self.file.read(offset, buf)
+    }
+}
+
+impl Compute {
+    /// Grants read access to disk `name` for `seconds`; returns the secret token of the
+    /// URL (only its digest is kept) and when the grant expires. A new grant replaces one
+    /// the disk had.
+    pub async fn grant_access(
+        &self,
+        resource_group: &str,
+        name: &str,
+        seconds: u64,
+        now: i64,
+    ) -> Result<(String, i64), ComputeError> {
+        if seconds == 0 || seconds > MAX_ACCESS_SECONDS {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("The value {seconds} of parameter 'durationInSeconds' is out of range: it must be between 1 and {MAX_ACCESS_SECONDS}."),
+            ));
+        }
+        let _guard = self.changes.lock().await;
+        let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        if self.key_available(&disk).is_some() {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!("Disk '{name}' is attached to a running virtual machine; stop it before granting access."),
+            ));
+        }
+        let layers = self.unwrap_layers(&disk).await?;
+        let file = EncryptedFile::open(&self.blocks_path(&disk), disk.size_bytes(), layers)?;
+        let token = random_hex(32);
+        let expires = now + seconds as i64;
+        let footer =
+            Footer::fixed(disk.size_bytes(), disk.created, uuid_bytes(&disk.unique_id)).encode();
+        let grant = Arc::new(Grant {
+            resource_group: disk.resource_group.clone(),
+            name: disk.name.clone(),
+            expires,
+            footer,
+            file,
+        });
+        let mut grants = self.grants.write().expect("grants lock");
+        grants.retain(|_, g| !g.is(&disk));
+        grants.insert(sha256(token.as_bytes()), grant);
+        Ok((token, expires))
+    }
+
+    /// Ends every grant of disk `name`; false if it had none.
+    pub fn end_access(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
+        let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        let mut grants = self.grants.write().expect("grants lock");
+        let before = grants.len();
+        grants.retain(|_, g| !g.is(&disk));
+        Ok(grants.len() != before)
+    }
+
+    /// The live grant whose token is `token`, if any; an expired one is dropped.
+    pub fn granted(&self, token: &str, now: i64) -> Option<Arc<Grant>> {
+        let key = sha256(token.as_bytes());
+        let grant = self
+            .grants
+            .read()
+            .expect("grants lock")
+            .get(&key)
+            .cloned()?;
+        if grant.expires > now {
+            return Some(grant);
+        }
+        self.grants.write().expect("grants lock").remove(&key);
+        None
+    }
+
+    /// Whether disk `disk` has a live grant (its `diskState` is `ActiveSAS`).
+    pub fn access_active(&self, disk: &Disk, now: i64) -> bool {
+        self.grants
+            .read()
+            .expect("grants lock")
+            .values()
+            .any(|g| g.is(disk) && g.expires > now)
+    }
+}
+
+impl Grant {
+    fn is(&self, disk: &Disk) -> bool {
+        self.resource_group
+            .eq_ignore_ascii_case(&disk.resource_group)
+            && self.name.eq_ignore_ascii_case(&disk.name)
+    }
+}
+
+/// The 16 bytes of a UUID's hex digits (the VHD footer's unique id); zeros where the text
+/// is not hex.
+fn uuid_bytes(uuid: &str) -> [u8; 16] {
+    let hex: Vec<u8> = uuid
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|b| (b as char).to_digit(16).unwrap_or(0) as u8)
+        .collect();
+    let mut out = [0u8; 16];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = pair[0] << 4 | pair[1];
+    }
+    out
+}
