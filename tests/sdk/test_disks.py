@@ -595,5 +595,13 @@ def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
     assert tail.status_code == 206 and tail.content[:8] == b"conectix" and len(tail.content) == 512
     dsrv.cli("disk", "revoke-access", "-n", disk)
     assert requests.head(url, verify=dsrv.env["ATREST_CA"], timeout=30).status_code == 403
+    # networkAccessPolicy DenyAll forbids export.
+    from azure.mgmt.compute.models import DiskUpdate
+    denied = compute.disks.begin_update("default", disk, DiskUpdate(network_access_policy="DenyAll")).result()
+    assert denied.network_access_policy == "DenyAll"
+    with pytest.raises(HttpResponseError) as err:
+        compute.disks.begin_grant_access("default", disk, read_access).result()
+    assert err.value.status_code == 409 and "DenyAll" in str(err.value)
+    compute.disks.begin_update("default", disk, DiskUpdate(network_access_policy="AllowAll")).result()
     dsrv.cli("vm", "start", "-n", vm)
     dsrv.cli("vm", "stop", "-n", vm)

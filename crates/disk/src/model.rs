@@ -110,7 +110,17 @@ pub struct Disk {
     pub key_error: Option<String>,
     /// Creation time.
     pub created: i64,
+    /// `networkAccessPolicy`: `AllowAll`, `AllowPrivate` or `DenyAll` (no export).
+    #[serde(default = "allow_all")]
+    pub network_access_policy: String,
 }
+
+fn allow_all() -> String {
+    NETWORK_POLICIES[0].to_owned()
+}
+
+/// The values of `networkAccessPolicy`, the default first.
+pub const NETWORK_POLICIES: [&str; 3] = ["AllowAll", "AllowPrivate", "DenyAll"];
 
 impl Disk {
     /// Size in bytes.

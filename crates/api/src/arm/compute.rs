@@ -106,6 +106,7 @@ struct DiskPropertiesDto {
     #[serde(rename = "diskSizeGB")]
     disk_size_gb: Option<i64>,
     encryption: Option<EncryptionDto>,
+    network_access_policy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +137,7 @@ impl DiskDto {
             size_gb: p.disk_size_gb,
             encryption_type,
             disk_encryption_set,
+            network_access_policy: p.network_access_policy,
         })
     }
 }
@@ -335,6 +337,7 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
             "encryption": encryption,
             "keyAccess": key_access,
             "diskState": disk_state,
+            "networkAccessPolicy": disk.network_access_policy,
             "provisioningState": "Succeeded",
         },
     })

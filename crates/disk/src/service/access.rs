@@ -70,6 +70,14 @@ impl Compute {
         }
         let _guard = self.changes.lock().await;
         let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        if disk.network_access_policy == "DenyAll" {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!(
+                    "Disk '{name}' has networkAccessPolicy DenyAll: its data cannot be exported."
+                ),
+            ));
+        }
         if self.key_available(&disk).is_some() {
             return Err(ComputeError::conflict(
                 "OperationNotAllowed",

@@ -15,6 +15,22 @@ pub struct DiskRequest {
     pub encryption_type: Option<String>,
     /// `encryption.diskEncryptionSetId`: a resource id or a name in the disk's group.
     pub disk_encryption_set: Option<String>,
+    /// `networkAccessPolicy`.
+    pub network_access_policy: Option<String>,
+}
+
+/// The `networkAccessPolicy` asked for, in Azure's spelling.
+fn network_policy(asked: &str) -> Result<String, ComputeError> {
+    NETWORK_POLICIES
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(asked))
+        .map(|p| (*p).to_owned())
+        .ok_or_else(|| {
+            ComputeError::invalid(
+                "InvalidParameter",
+                format!("The value '{asked}' of parameter 'networkAccessPolicy' is invalid; use AllowAll, AllowPrivate or DenyAll."),
+            )
+        })
 }
 
 impl Compute {
@@ -105,6 +121,10 @@ impl Compute {
         now: i64,
     ) -> Result<Disk, ComputeError> {
         let location = required_location(req.location.as_deref())?;
+        let network_access_policy = match &req.network_access_policy {
+            Some(p) => network_policy(p)?,
+            None => NETWORK_POLICIES[0].to_owned(),
+        };
         let size_gb = check_disk_size_gb(req.size_gb.ok_or_else(|| {
             ComputeError::invalid(
                 "InvalidParameter",
@@ -159,6 +179,7 @@ impl Compute {
             managed_by: None,
             key_error: None,
             created: now,
+            network_access_policy,
         };
         self.save_disk(&disk)?;
         Ok(disk)
@@ -194,6 +215,9 @@ impl Compute {
         }
         if let Some(tags) = &req.tags {
             disk.tags = tags.clone();
+        }
+        if let Some(policy) = &req.network_access_policy {
+            disk.network_access_policy = network_policy(policy)?;
         }
         let target = Self::requested_encryption(req)?;
         let from = disk.encryption();

@@ -24,7 +24,8 @@ use crate::blocks::EncryptedFile;
 use crate::error::{ComputeError, KeyAccessError};
 use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys};
 use crate::model::{
-    Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND, VM_KIND,
+    Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
+    NETWORK_POLICIES, VM_KIND,
 };
 
 mod access;
