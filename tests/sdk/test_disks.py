@@ -563,7 +563,7 @@ def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
     dsrv.cli("vm", "stop", "-n", vm)
     with pytest.raises(HttpResponseError) as err:
         compute.disks.begin_grant_access("default", disk, GrantAccessData(access="Write", duration_in_seconds=60)).result()
-    assert err.value.status_code == 400
+    assert err.value.status_code == 409 and "not created for upload" in str(err.value)
 
     sas = compute.disks.begin_grant_access("default", disk, read_access).result().access_sas
     assert dsrv.cli("disk", "show", "-n", disk)["properties"]["diskState"] == "ActiveSAS"
@@ -605,3 +605,63 @@ def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
     compute.disks.begin_update("default", disk, DiskUpdate(network_access_policy="AllowAll")).result()
     dsrv.cli("vm", "start", "-n", vm)
     dsrv.cli("vm", "stop", "-n", vm)
+
+
+def test_upload_encrypts_a_fixed_vhd_on_arrival(dsrv, tmp_path):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute.models import CreationData, Disk, Encryption, GrantAccessData
+    from azure.storage.blob import BlobClient
+
+    ca = dsrv.env["ATREST_CA"]
+    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
+                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=ca,
+                                      credential_scopes=["https://management.azure.com/.default"])
+    # A 20 MiB image with a recognizable pattern, as a fixed VHD from qemu-img.
+    raw = tmp_path / "source.raw"
+    raw.write_bytes(b"".join(bytes([0x33]) * 4096 + i.to_bytes(4, "big") * 1024 for i in range(2560)))
+    vhd = tmp_path / "source.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size",
+                    str(raw), str(vhd)], check=True)
+    size = vhd.stat().st_size
+    assert size == (20 << 20) + 512
+
+    kid, _ = new_key(dsrv)
+    des = new_des(dsrv, kid)
+    name = unique("up")
+    created = compute.disks.begin_create_or_update("default", name, Disk(
+        location="westeurope", creation_data=CreationData(create_option="Upload", upload_size_bytes=size),
+        encryption=Encryption(type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=des["id"]),
+    )).result()
+    assert created.disk_state == "ReadyToUpload" and created.disk_size_bytes == 20 << 20
+    # Nothing to read yet, and nothing to attach.
+    with pytest.raises(HttpResponseError):
+        compute.disks.begin_grant_access("default", name, GrantAccessData(access="Read", duration_in_seconds=60)).result()
+    assert "ReadyToUpload" in error_of(dsrv.cli("vm", "create", "-n", unique("vm"), "--attach-disks", name, check=False))
+
+    sas = compute.disks.begin_grant_access("default", name, GrantAccessData(access="Write", duration_in_seconds=3600)).result().access_sas
+    assert compute.disks.get("default", name).disk_state == "ActiveUpload"
+    blob = BlobClient.from_blob_url(sas, connection_verify=ca)
+    # Bad page writes are refused by name and write nothing.
+    for headers in ({"x-ms-range": "bytes=1-512", "x-ms-page-write": "update"},
+                    {"x-ms-range": "bytes=0-511", "x-ms-page-write": "sideways"},
+                    {"x-ms-range": f"bytes=0-{(5 << 20) - 1}", "x-ms-page-write": "update"}):
+        refused = requests.put(sas + "&comp=page", data=b"\x00" * 512, headers=headers, verify=ca, timeout=30)
+        assert refused.status_code in (400, 413, 416), (headers, refused.status_code)
+    # A page write before the footer is complete leaves endGetAccess refusing the upload.
+    with open(vhd, "rb") as f:
+        for offset in range(0, size - 512, 4 << 20):
+            chunk = f.read(min(4 << 20, size - 512 - offset))
+            blob.upload_page(chunk, offset=offset, length=len(chunk))
+        with pytest.raises(HttpResponseError) as err:
+            compute.disks.begin_revoke_access("default", name).result()
+        assert err.value.status_code == 400 and "not valid" in str(err.value)
+        footer = f.read(512)
+    blob.upload_page(footer, offset=size - 512, length=512)
+    compute.disks.begin_revoke_access("default", name).result()
+    assert compute.disks.get("default", name).disk_state == "Unattached"
+
+    # The uploaded data reads back through a VM, and only ciphertext reached the disk.
+    _, (uri,) = started_vm(dsrv, name)
+    subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(raw), uri], check=True)
+    assert bytes([0x33]) * 64 not in blocks_file(dsrv, name).read_bytes()

@@ -10,12 +10,17 @@ use crate::http::{Body, MAX_BODY};
 
 /// Reads the whole body, refusing bodies over [`MAX_BODY`].
 pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY).collect().await {
+    read_body_up_to(body, MAX_BODY).await
+}
+
+/// Reads the whole body, refusing bodies over `limit` bytes.
+pub(crate) async fn read_body_up_to(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            format!("The request body is larger than {MAX_BODY} bytes."),
+            format!("The request body is larger than {limit} bytes."),
         )),
         Err(_) => Err(ApiError::bad_request(
             "BadParameter",

@@ -176,7 +176,7 @@ async fn dispatch(
             ctx.caller = Some(caller);
             result
         }
-        Route::DiskAccess(route) => blob::handle(state, ctx, route, parts).await,
+        Route::DiskAccess(route) => blob::handle(state, ctx, route, parts, body).await,
         Route::Graph(route) => {
             let caller = authenticate(identity.graph_audiences())?;
             let result = match route {

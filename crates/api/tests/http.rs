@@ -704,7 +704,7 @@ async fn bad_compute_input_changes_nothing() {
     for body in [
         &br#"{"access": "Read", "durationInSeconds": 0}"#[..],
         br#"{"access": "Read", "durationInSeconds": 9999999}"#,
-        br#"{"access": "Write", "durationInSeconds": 60}"#,
+        br#"{"access": "Sideways", "durationInSeconds": 60}"#,
         br#"{"access": "Read", "durationInSeconds": 60, "fileFormat": "VHDX"}"#,
     ] {
         let resp = s.mgmt(Method::POST, &access_path, body).await;
@@ -720,6 +720,34 @@ async fn bad_compute_input_changes_nothing() {
         404,
         "ResourceNotFound",
     );
+    for body in [
+        r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Upload"}}}"#,
+        r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Upload","uploadSizeBytes":20971520}}}"#,
+        r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Upload","uploadSizeBytes":1049088}}}"#,
+        r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Copy"}}}"#,
+    ] {
+        check_error(
+            &put(&s, compute("disks", "up1", ""), body).await,
+            400,
+            "InvalidParameter",
+        );
+    }
+    check_error(
+        &s.mgmt(Method::GET, &compute("disks", "up1", ""), b"").await,
+        404,
+        "ResourceNotFound",
+    );
+    let forged_write = s
+        .raw(
+            Method::PUT,
+            "localhost",
+            "/atrest-md/default/d1.vhd?comp=page&sig=0000",
+            "application/octet-stream",
+            None,
+            vec![0; 512],
+        )
+        .await;
+    check_error(&forged_write, 403, "AuthenticationFailed");
     let forged = s
         .raw(
             Method::GET,

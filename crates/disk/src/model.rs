@@ -113,6 +113,13 @@ pub struct Disk {
     /// `networkAccessPolicy`: `AllowAll`, `AllowPrivate` or `DenyAll` (no export).
     #[serde(default = "allow_all")]
     pub network_access_policy: String,
+    /// The exact size of a disk created for upload (`uploadSizeBytes` less the footer),
+    /// when it is not a whole number of GiB.
+    #[serde(default)]
+    pub exact_size: Option<u64>,
+    /// Created for upload and not yet uploaded (`ReadyToUpload`): it cannot be attached.
+    #[serde(default)]
+    pub awaiting_upload: bool,
 }
 
 fn allow_all() -> String {
@@ -125,7 +132,7 @@ pub const NETWORK_POLICIES: [&str; 3] = ["AllowAll", "AllowPrivate", "DenyAll"];
 impl Disk {
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.size_gb << 30
+        self.exact_size.unwrap_or(self.size_gb << 30)
     }
 
     /// The encryption type.

@@ -85,10 +85,11 @@ impl DesDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct CreationDataDto {
     create_option: Option<String>,
+    upload_size_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -119,14 +120,25 @@ struct DiskDto {
 impl DiskDto {
     fn into_request(self) -> Result<DiskRequest, ApiError> {
         let p = self.properties.unwrap_or_default();
-        if let Some(option) = p.creation_data.and_then(|c| c.create_option) {
-            if !option.eq_ignore_ascii_case("Empty") {
+        let creation = p.creation_data.unwrap_or_default();
+        let upload_size_bytes = match creation.create_option.as_deref() {
+            None => None,
+            Some(o) if o.eq_ignore_ascii_case("Empty") => None,
+            Some(o) if o.eq_ignore_ascii_case("Upload") => {
+                Some(creation.upload_size_bytes.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "InvalidParameter",
+                        "Required parameter 'creationData.uploadSizeBytes' is missing (null).",
+                    )
+                })?)
+            }
+            Some(o) => {
                 return Err(ApiError::bad_request(
                     "InvalidParameter",
-                    format!("The createOption '{option}' is not supported; use 'Empty'."),
-                ));
+                    format!("The createOption '{o}' is not supported; use 'Empty' or 'Upload'."),
+                ))
             }
-        }
+        };
         let (encryption_type, disk_encryption_set) = match p.encryption {
             Some(e) => (e.kind, e.disk_encryption_set_id),
             None => (None, None),
@@ -138,6 +150,7 @@ impl DiskDto {
             encryption_type,
             disk_encryption_set,
             network_access_policy: p.network_access_policy,
+            upload_size_bytes,
         })
     }
 }
@@ -256,11 +269,12 @@ struct GrantAccessDto {
 impl GrantAccessDto {
     /// Read access to a fixed VHD is what is served; writing (upload) and VHDX are not.
     fn check(&self) -> Result<(), ApiError> {
-        if !self.access.eq_ignore_ascii_case("Read") {
+        let known = ["Read", "Write"];
+        if !known.iter().any(|a| a.eq_ignore_ascii_case(&self.access)) {
             return Err(ApiError::bad_request(
                 "InvalidParameter",
                 format!(
-                    "The value '{}' of parameter 'access' is not supported; use 'Read'.",
+                    "The value '{}' of parameter 'access' is not supported; use 'Read' or 'Write'.",
                     self.access
                 ),
             ));
@@ -300,16 +314,16 @@ pub(crate) const ACCESS_ACCOUNT: &str = "atrest-md";
 fn disk_json(state: &AppState, disk: &Disk) -> Value {
     // A disk is open exactly while the machine it is attached to runs.
     let open = state.compute.key_available(disk);
-    let disk_state = match (&disk.managed_by, open) {
-        _ if state
-            .compute
-            .access_active(disk, atrest_runtime::time::unix_now().0) =>
-        {
-            "ActiveSAS"
-        }
-        (None, _) => "Unattached",
-        (Some(_), None) => "Reserved",
-        (Some(_), Some(_)) => "Attached",
+    let access = state
+        .compute
+        .access_active(disk, atrest_runtime::time::unix_now().0);
+    let disk_state = match (access, &disk.managed_by, open) {
+        (Some(true), ..) => "ActiveUpload",
+        (Some(false), ..) => "ActiveSAS",
+        (None, ..) if disk.awaiting_upload => "ReadyToUpload",
+        (None, None, _) => "Unattached",
+        (None, Some(_), None) => "Reserved",
+        (None, Some(_), Some(_)) => "Attached",
     };
     let mut encryption = json!({ "type": disk.encryption_type });
     if let Some(des) = &disk.disk_encryption_set {
@@ -610,14 +624,15 @@ pub(crate) async fn handle(
         ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("beginGetAccess") => {
             let dto: GrantAccessDto = parse_json(&read_body(body).await?)?;
             dto.check()?;
+            let write = dto.access.eq_ignore_ascii_case("Write");
             let (token, expires) = compute
-                .grant_access(resource_group, name, dto.duration_in_seconds, now)
+                .grant_access(resource_group, name, dto.duration_in_seconds, write, now)
                 .await?;
             let url = access_url(state, resource_group, name, &token, expires);
             Ok(json(StatusCode::OK, &json!({ "accessSAS": url })))
         }
         ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("endGetAccess") => {
-            compute.end_access(resource_group, name)?;
+            compute.end_access(resource_group, name).await?;
             Ok(empty(StatusCode::OK))
         }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {

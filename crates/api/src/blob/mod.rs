@@ -1,13 +1,15 @@
-//! Disk access URLs (`beginGetAccess`), served as Azure Blob serves a page blob: a disk's
-//! plaintext followed by a computed fixed-VHD footer, with `GET` and `HEAD`, whole or by
-//! `Range`/`x-ms-range`, authorized by the URL's signature alone (the storage SDKs'
-//! `BlobClient.from_blob_url` downloads it), until the grant expires or is revoked.
+//! Disk access URLs (`beginGetAccess`), served as Azure Blob serves a page blob, authorized
+//! by the URL's signature alone, until the grant expires or is revoked. Read access: the
+//! disk's plaintext followed by a computed fixed-VHD footer, with `GET` and `HEAD`, whole
+//! or by `Range`/`x-ms-range` (`BlobClient.from_blob_url(…).download_blob()`). Write
+//! access (an upload): page writes, `PUT ?comp=page` with `x-ms-range` and
+//! `x-ms-page-write: update|clear` (`BlobClient.upload_page`), encrypted on arrival.
 
 use std::sync::Arc;
 
 use atrest_core::operation::Operation;
 use atrest_disk::Grant;
-use atrest_vhd::FOOTER_LEN;
+use atrest_vhd::{parse_page_range, FOOTER_LEN, MAX_PAGE_WRITE};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
@@ -17,8 +19,9 @@ use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
 use crate::arm::compute::ACCESS_ACCOUNT;
+use crate::body::read_body_up_to;
 use crate::error::ApiError;
-use crate::http::{form_pairs, param, Resp};
+use crate::http::{form_pairs, param, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 
@@ -30,7 +33,15 @@ const MAX_RESPONSE: u64 = 256 << 20;
 pub(crate) struct Route<'a> {
     resource_group: &'a str,
     file: &'a str,
-    head: bool,
+    verb: Verb,
+}
+
+/// What a request does with the URL's blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Head,
+    PutPages,
 }
 
 impl<'a> Route<'a> {
@@ -38,15 +49,16 @@ impl<'a> Route<'a> {
     pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
         match segments {
             [account, resource_group, file] if *account == ACCESS_ACCOUNT => {
-                let head = match *method {
-                    Method::GET => false,
-                    Method::HEAD => true,
+                let verb = match *method {
+                    Method::GET => Verb::Get,
+                    Method::HEAD => Verb::Head,
+                    Method::PUT => Verb::PutPages,
                     _ => return None,
                 };
                 Some(Route {
                     resource_group,
                     file,
-                    head,
+                    verb,
                 })
             }
             _ => None,
@@ -108,12 +120,83 @@ fn read(grant: &Grant, first: u64, last: u64) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
+/// Takes one page write (`PUT ?comp=page`) of an upload.
+async fn put_pages(
+    grant: Arc<Grant>,
+    query: &[(String, String)],
+    headers: &hyper::HeaderMap,
+    total: u64,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bad =
+        |code: &'static str, message: String| storage_error(StatusCode::BAD_REQUEST, code, message);
+    if param(query, "comp") != Some("page") {
+        return Err(bad(
+            "InvalidQueryParameterValue",
+            "An upload takes page writes: PUT ?comp=page.".into(),
+        ));
+    }
+    let range = header("x-ms-range")
+        .or_else(|| header(RANGE.as_str()))
+        .ok_or_else(|| {
+            bad(
+                "MissingRequiredHeader",
+                "A page write needs x-ms-range.".into(),
+            )
+        })?;
+    let range = parse_page_range(range, total).map_err(|e| {
+        storage_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidPageRange",
+            e.to_string(),
+        )
+    })?;
+    let clear = match header("x-ms-page-write") {
+        Some(w) if w.eq_ignore_ascii_case("update") => false,
+        Some(w) if w.eq_ignore_ascii_case("clear") => true,
+        _ => {
+            return Err(bad(
+                "InvalidHeaderValue",
+                "x-ms-page-write must be 'update' or 'clear'.".into(),
+            ))
+        }
+    };
+    let data = read_body_up_to(body, MAX_PAGE_WRITE as usize).await?;
+    let len = range.end - range.start;
+    if !clear && data.len() as u64 != len {
+        return Err(bad(
+            "InvalidHeaderValue",
+            format!("The body is {} bytes; the range names {len}.", data.len()),
+        ));
+    }
+    let start = range.start;
+    tokio::task::spawn_blocking(move || {
+        grant.write_pages(start, len, (!clear).then_some(&data[..]))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::CREATED;
+    let headers = resp.headers_mut();
+    headers.insert("x-ms-blob-sequence-number", HeaderValue::from_static("0"));
+    headers.insert(
+        "x-ms-request-server-encrypted",
+        HeaderValue::from_static("true"),
+    );
+    headers.insert("x-ms-version", HeaderValue::from_static("2021-08-06"));
+    headers.insert(ETAG, HeaderValue::from_static("\"0x1\""));
+    Ok(resp)
+}
+
 /// Serves one request for a disk access URL.
 pub(crate) async fn handle(
     state: &AppState,
     ctx: &mut Ctx,
     route: Route<'_>,
     parts: &Parts,
+    body: Body,
 ) -> Result<Resp, ApiError> {
     let query = form_pairs(parts.uri.query().unwrap_or(""));
     let grant: Arc<Grant> = param(&query, "sig")
@@ -135,13 +218,24 @@ pub(crate) async fn handle(
     ));
     let total = grant.size() + FOOTER_LEN as u64;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if grant.write != (route.verb == Verb::PutPages) {
+        return Err(storage_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationPermissionMismatch",
+            "This access URL does not permit this operation: read access serves GET and HEAD, write access takes page writes.",
+        ));
+    }
+    if route.verb == Verb::PutPages {
+        return put_pages(grant, &query, &parts.headers, total, body).await;
+    }
+    let head = route.verb == Verb::Head;
     let range = match header("x-ms-range").or_else(|| header(RANGE.as_str())) {
         Some(value) => Some(requested_range(value, total)?),
         None => None,
     };
     let (first, last) = range.unwrap_or((0, total - 1));
     let length = last - first + 1;
-    let body = if route.head {
+    let body = if head {
         Vec::new()
     } else {
         if length > MAX_RESPONSE {
@@ -156,7 +250,7 @@ pub(crate) async fn handle(
             .await
             .map_err(|e| ApiError::internal(&e))??
     };
-    let status = if range.is_some() && !route.head {
+    let status = if range.is_some() && !head {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
@@ -173,13 +267,13 @@ pub(crate) async fn handle(
     headers.insert("x-ms-blob-type", HeaderValue::from_static("PageBlob"));
     headers.insert("x-ms-version", HeaderValue::from_static("2021-08-06"));
     headers.insert(ETAG, value(format!("\"{:x}\"", grant.expires)));
-    if route.head || range.is_none() {
+    if head || range.is_none() {
         headers.insert(
             CONTENT_LENGTH,
-            value(if route.head { total } else { length }.to_string()),
+            value(if head { total } else { length }.to_string()),
         );
     }
-    if range.is_some() && !route.head {
+    if range.is_some() && !head {
         headers.insert(
             CONTENT_RANGE,
             value(format!("bytes {first}-{last}/{total}")),

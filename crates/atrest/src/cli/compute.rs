@@ -124,8 +124,8 @@ pub(crate) enum DiskCommand {
         target: Named,
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
-        #[arg(short = 'z', long)]
-        size_gb: i64,
+        #[arg(short = 'z', long, required_unless_present = "upload_size_bytes")]
+        size_gb: Option<i64>,
         /// A disk encryption set's name or resource id (customer-managed keys).
         #[arg(long)]
         disk_encryption_set: Option<String>,
@@ -134,6 +134,10 @@ pub(crate) enum DiskCommand {
         /// EncryptionAtRestWithPlatformAndCustomerKeys.
         #[arg(long)]
         encryption_type: Option<String>,
+        /// Create the disk for an upload of a fixed VHD of this many bytes (whole MiB plus
+        /// the 512-byte footer), as `az disk create --for-upload --upload-size-bytes`.
+        #[arg(long, conflicts_with = "size_gb")]
+        upload_size_bytes: Option<u64>,
     },
     /// Show a disk.
     Show(Named),
@@ -160,7 +164,7 @@ pub(crate) enum DiskCommand {
         /// How long the URL works.
         #[arg(long, default_value_t = 3600)]
         duration_in_seconds: u64,
-        /// `Read` (upload is not served yet).
+        /// `Read` (export) or `Write` (upload, for a disk created with --upload-size-bytes).
         #[arg(long, default_value = "Read")]
         access_level: String,
     },
@@ -296,12 +300,17 @@ pub(crate) async fn disk(
             size_gb,
             disk_encryption_set,
             encryption_type,
+            upload_size_bytes,
         } => {
+            let creation = match upload_size_bytes {
+                Some(bytes) => json!({ "createOption": "Upload", "uploadSizeBytes": bytes }),
+                None => json!({ "createOption": "Empty" }),
+            };
             let body = json!({
                 "location": location,
                 "sku": { "name": "Standard_LRS" },
                 "properties": {
-                    "creationData": { "createOption": "Empty" },
+                    "creationData": creation,
                     "diskSizeGB": size_gb,
                     "encryption": encryption(target.rg(), disk_encryption_set, encryption_type),
                 },

@@ -1,9 +1,11 @@
-//! Read access to a disk's data through a time-limited URL (`beginGetAccess`): the grant
-//! opens the disk with its keys and serves its plaintext, as Azure's server-side encryption
-//! does, until it expires or `endGetAccess` revokes it. A disk with an active grant cannot
-//! start in a VM, and a disk in a running VM cannot be granted.
+//! Access to a disk's data through a time-limited URL (`beginGetAccess`): the grant opens
+//! the disk with its keys and serves its plaintext (read access), or takes page writes and
+//! encrypts them on arrival (write access, for a disk created for upload), until it
+//! expires or `endGetAccess` ends it; ending an upload checks the VHD footer it received.
+//! A disk with an active grant cannot start in a VM, and a disk in a running VM cannot be
+//! granted.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use atrest_crypto::{random_hex, sha256};
 use atrest_vhd::{Footer, FOOTER_LEN};
@@ -26,6 +28,10 @@ pub struct Grant {
     pub expires: i64,
     /// The footer that follows the data when the disk is served as a fixed VHD.
     pub footer: [u8; FOOTER_LEN],
+    /// Whether the grant takes page writes (an upload) rather than serving reads.
+    pub write: bool,
+    /// The footer an upload has written so far.
+    uploaded: Mutex<[u8; FOOTER_LEN]>,
     file: EncryptedFile,
 }
 
@@ -49,6 +55,27 @@ impl Grant {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.file.read(offset, buf)
     }
+
+    /// Writes `data` at `offset` of the VHD being uploaded: the disk's part encrypted with
+    /// its keys, the footer's part kept for `endGetAccess` to check. `None` clears the
+    /// range (`x-ms-page-write: clear`) of `len` bytes.
+    pub fn write_pages(&self, offset: u64, len: u64, data: Option<&[u8]>) -> Result<(), DiskError> {
+        let size = self.size();
+        let data_end = (offset + len).min(size);
+        if offset < data_end {
+            let n = data_end - offset;
+            match data {
+                Some(bytes) => self.file.write(offset, &bytes[..n as usize])?,
+                None => self.file.write_zeroes(offset, n)?,
+            }
+        }
+        let mut footer = self.uploaded.lock().expect("footer lock");
+        for pos in offset.max(size)..offset + len {
+            let byte = data.map_or(0, |bytes| bytes[(pos - offset) as usize]);
+            footer[(pos - size) as usize] = byte;
+        }
+        Ok(())
+    }
 }
 
 impl Compute {
@@ -60,6 +87,7 @@ impl Compute {
         resource_group: &str,
         name: &str,
         seconds: u64,
+        write: bool,
         now: i64,
     ) -> Result<(String, i64), ComputeError> {
         if seconds == 0 || seconds > MAX_ACCESS_SECONDS {
@@ -70,6 +98,21 @@ impl Compute {
         }
         let _guard = self.changes.lock().await;
         let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        match (write, disk.awaiting_upload) {
+            (true, false) => {
+                return Err(ComputeError::conflict(
+                    "OperationNotAllowed",
+                    format!("Disk '{name}' was not created for upload (createOption Upload); write access is only for uploads."),
+                ))
+            }
+            (false, true) => {
+                return Err(ComputeError::conflict(
+                    "OperationNotAllowed",
+                    format!("Disk '{name}' is waiting for its upload (ReadyToUpload); it has no data to read yet."),
+                ))
+            }
+            _ => {}
+        }
         if disk.network_access_policy == "DenyAll" {
             return Err(ComputeError::conflict(
                 "OperationNotAllowed",
@@ -95,6 +138,8 @@ impl Compute {
             name: disk.name.clone(),
             expires,
             footer,
+            write,
+            uploaded: Mutex::new([0; FOOTER_LEN]),
             file,
         });
         let mut grants = self.grants.write().expect("grants lock");
@@ -103,9 +148,41 @@ impl Compute {
         Ok((token, expires))
     }
 
-    /// Ends every grant of disk `name`; false if it had none.
-    pub fn end_access(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
-        let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+    /// Ends every grant of disk `name`; false if it had none. Ending an upload checks
+    /// the footer it wrote (a fixed VHD of exactly the disk's size) and makes the disk
+    /// usable; a bad footer is refused and the upload stays open.
+    pub async fn end_access(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
+        let _guard = self.changes.lock().await;
+        let mut disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        let upload = self
+            .grants
+            .read()
+            .expect("grants lock")
+            .values()
+            .find(|g| g.is(&disk) && g.write)
+            .cloned();
+        if let Some(upload) = upload {
+            let footer = *upload.uploaded.lock().expect("footer lock");
+            let parsed = Footer::parse(&footer).map_err(|e| {
+                ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("The uploaded VHD is not valid: {e}."),
+                )
+            })?;
+            if parsed.current_size != disk.size_bytes() {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    format!(
+                        "The uploaded VHD's size is {} bytes; the disk was created for {} bytes.",
+                        parsed.current_size,
+                        disk.size_bytes()
+                    ),
+                ));
+            }
+            upload.file.flush()?;
+            disk.awaiting_upload = false;
+            self.save_disk(&disk)?;
+        }
         let mut grants = self.grants.write().expect("grants lock");
         let before = grants.len();
         grants.retain(|_, g| !g.is(&disk));
@@ -128,13 +205,15 @@ impl Compute {
         None
     }
 
-    /// Whether disk `disk` has a live grant (its `diskState` is `ActiveSAS`).
-    pub fn access_active(&self, disk: &Disk, now: i64) -> bool {
+    /// Whether disk `disk` has a live grant, and whether it is for writing: its
+    /// `diskState` is then `ActiveUpload`, else `ActiveSAS`.
+    pub fn access_active(&self, disk: &Disk, now: i64) -> Option<bool> {
         self.grants
             .read()
             .expect("grants lock")
             .values()
-            .any(|g| g.is(disk) && g.expires > now)
+            .find(|g| g.is(disk) && g.expires > now)
+            .map(|g| g.write)
     }
 }
 

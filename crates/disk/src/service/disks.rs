@@ -17,6 +17,27 @@ pub struct DiskRequest {
     pub disk_encryption_set: Option<String>,
     /// `networkAccessPolicy`.
     pub network_access_policy: Option<String>,
+    /// `creationData.uploadSizeBytes` of a disk created for upload (`createOption:
+    /// Upload`): the VHD's size, footer included.
+    pub upload_size_bytes: Option<u64>,
+}
+
+/// The smallest upload Azure takes: 20 MiB of data and the footer.
+const MIN_UPLOAD: u64 = (20 << 20) + 512;
+
+/// The data size (and size in GiB, rounded up) of an upload of `bytes`: a whole number of
+/// MiB followed by the 512-byte VHD footer.
+fn upload_size(bytes: u64) -> Result<(u64, u64), ComputeError> {
+    let data = bytes.wrapping_sub(512);
+    if bytes < MIN_UPLOAD || !data.is_multiple_of(1 << 20) {
+        return Err(ComputeError::invalid(
+            "InvalidParameter",
+            format!("The value {bytes} of parameter 'uploadSizeBytes' is invalid: it must be a whole number of MiB (at least 20) plus 512 bytes for the VHD footer."),
+        ));
+    }
+    let gib = data.div_ceil(1 << 30);
+    let gib = check_disk_size_gb(i64::try_from(gib).unwrap_or(i64::MAX))?;
+    Ok((data, gib))
 }
 
 /// The `networkAccessPolicy` asked for, in Azure's spelling.
@@ -125,12 +146,21 @@ impl Compute {
             Some(p) => network_policy(p)?,
             None => NETWORK_POLICIES[0].to_owned(),
         };
-        let size_gb = check_disk_size_gb(req.size_gb.ok_or_else(|| {
-            ComputeError::invalid(
-                "InvalidParameter",
-                "Required parameter 'diskSizeGB' is missing (null).",
-            )
-        })?)?;
+        let (size_gb, exact_size) = match req.upload_size_bytes {
+            Some(bytes) => {
+                let (data, gib) = upload_size(bytes)?;
+                (gib, (data != gib << 30).then_some(data))
+            }
+            None => {
+                let gib = check_disk_size_gb(req.size_gb.ok_or_else(|| {
+                    ComputeError::invalid(
+                        "InvalidParameter",
+                        "Required parameter 'diskSizeGB' is missing (null).",
+                    )
+                })?)?;
+                (gib, None)
+            }
+        };
         let encryption = Self::requested_encryption(req)?.unwrap_or(EncryptionType::PlatformKey);
         let des = match (&req.disk_encryption_set, encryption.uses_customer_key()) {
             (Some(reference), true) => Some(self.des_for(reference, resource_group, &location, encryption)?),
@@ -180,6 +210,8 @@ impl Compute {
             key_error: None,
             created: now,
             network_access_policy,
+            exact_size,
+            awaiting_upload: req.upload_size_bytes.is_some(),
         };
         self.save_disk(&disk)?;
         Ok(disk)
@@ -211,7 +243,10 @@ impl Compute {
                     ),
                 ));
             }
-            disk.size_gb = size;
+            if size != disk.size_gb {
+                disk.size_gb = size;
+                disk.exact_size = None;
+            }
         }
         if let Some(tags) = &req.tags {
             disk.tags = tags.clone();

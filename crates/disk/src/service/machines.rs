@@ -87,6 +87,12 @@ impl Compute {
                     ),
                 ));
             }
+            if disk.awaiting_upload {
+                return Err(ComputeError::conflict(
+                    "OperationNotAllowed",
+                    format!("Disk '{}' is waiting for its upload (ReadyToUpload); it can be attached once the upload ends.", disk.name),
+                ));
+            }
             if disks
                 .iter()
                 .any(|d: &Disk| d.name.eq_ignore_ascii_case(&disk.name))
@@ -167,7 +173,7 @@ impl Compute {
         let mut opened = Vec::new();
         for disk_name in &vm.disks {
             let disk: Disk = self.get(DISK_KIND, resource_group, disk_name)?;
-            if self.access_active(&disk, now) {
+            if self.access_active(&disk, now).is_some() {
                 return Err(ComputeError::conflict(
                     "OperationNotAllowed",
                     format!("Disk '{disk_name}' has active read access (ActiveSAS); end it with endGetAccess first."),
