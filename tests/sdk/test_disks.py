@@ -665,3 +665,37 @@ def test_upload_encrypts_a_fixed_vhd_on_arrival(dsrv, tmp_path):
     _, (uri,) = started_vm(dsrv, name)
     subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(raw), uri], check=True)
     assert bytes([0x33]) * 64 not in blocks_file(dsrv, name).read_bytes()
+
+
+def test_entra_id_data_access_needs_the_download_data_action(dsrv):
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute.models import CreationData, Disk, GrantAccessData
+
+    ca = dsrv.env["ATREST_CA"]
+    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
+                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=ca,
+                                      credential_scopes=["https://management.azure.com/.default"])
+    name = unique("aad")
+    disk = compute.disks.begin_create_or_update("default", name, Disk(
+        location="westeurope", creation_data=CreationData(create_option="Empty"), disk_size_gb=1,
+        data_access_auth_mode="AzureActiveDirectory")).result()
+    assert disk.data_access_auth_mode == "AzureActiveDirectory"
+    url = compute.disks.begin_grant_access("default", name, GrantAccessData(access="Read", duration_in_seconds=600)).result().access_sas
+
+    def head(credential=None):
+        headers = {}
+        if credential is not None:
+            headers["Authorization"] = "Bearer " + credential.get_token("https://disk.azure.com/.default").token
+        return requests.head(url, headers=headers, verify=ca, timeout=30).status_code
+
+    # The URL alone is not enough, nor a token whose caller lacks the data action (the
+    # administrator is Owner: every action, no data action).
+    assert head() == 401
+    assert head(dsrv.credential()) == 403
+    sp, credential = dsrv.new_principal("disk-reader")
+    assert head(credential) == 403
+    dsrv.cli("role", "assignment", "create", "--assignee", sp["appId"], "--role", "Data Operator for Managed Disks",
+             "--scope", disk.id)
+    assert head(credential) == 200
+    compute.disks.begin_revoke_access("default", name).result()
+    assert head(credential) == 403

@@ -204,6 +204,20 @@ pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
+    RoleDefinition {
+        id: "959f8984-c045-4866-89c7-12bf9737be2e",
+        name: "Data Operator for Managed Disks",
+        description: "Provides permissions to upload data to empty managed disks, read or export data of managed disks (not attached to running VMs) and snapshots using SAS URIs and Azure AD authentication.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.Compute/disks/download/action",
+            "Microsoft.Compute/disks/upload/action",
+            "Microsoft.Compute/snapshots/download/action",
+            "Microsoft.Compute/snapshots/upload/action",
+        ],
+        not_data_actions: &[],
+    },
 ];
 
 impl RoleDefinition {

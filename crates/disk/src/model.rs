@@ -120,6 +120,10 @@ pub struct Disk {
     /// Created for upload and not yet uploaded (`ReadyToUpload`): it cannot be attached.
     #[serde(default)]
     pub awaiting_upload: bool,
+    /// `dataAccessAuthMode: AzureActiveDirectory`: its access URLs also need a bearer token
+    /// whose caller holds the disk's download (or upload) data action.
+    #[serde(default)]
+    pub data_access_aad: bool,
 }
 
 fn allow_all() -> String {

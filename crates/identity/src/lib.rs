@@ -44,6 +44,7 @@ pub struct Identity {
     data_plane_audiences: Vec<String>,
     management_audiences: Vec<String>,
     graph_audiences: Vec<String>,
+    disk_audiences: Vec<String>,
     token_lifetime: i64,
     verified: Mutex<HashMap<[u8; 32], Arc<serde_json::Value>>>,
     /// Role assignments as last read.
@@ -75,6 +76,7 @@ impl Identity {
             issuer: format!("{authority}/{tenant}/v2.0"),
             // This instance's Microsoft Graph is served at the authority itself.
             graph_audiences: vec![authority.clone()],
+            disk_audiences: vec!["https://disk.azure.com".to_owned()],
             tenant,
             authority,
             data_plane_audiences,
@@ -123,6 +125,12 @@ impl Identity {
     /// Audiences accepted by the management API.
     pub fn management_audiences(&self) -> &[String] {
         &self.management_audiences
+    }
+
+    /// Audiences accepted by disk access URLs of disks whose `dataAccessAuthMode` is
+    /// `AzureActiveDirectory`.
+    pub fn disk_audiences(&self) -> &[String] {
+        &self.disk_audiences
     }
 
     /// Audiences accepted by the directory's Microsoft Graph endpoints.

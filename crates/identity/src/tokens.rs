@@ -283,6 +283,7 @@ impl Identity {
             .iter()
             .chain(&self.management_audiences)
             .chain(&self.graph_audiences)
+            .chain(&self.disk_audiences)
             .any(|a| a == audience)
         {
             return Err(OAuthError::InvalidResource(resource.to_owned()));

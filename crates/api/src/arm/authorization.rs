@@ -79,8 +79,8 @@ fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
     })
 }
 
-/// Checks a scope's shape: the subscription, a resource group, a vault, or one key or
-/// secret in it.
+/// Checks a scope's shape: the subscription, a resource group, a vault or compute
+/// resource, or one key or secret in a vault.
 fn check_scope(scope: &str) -> Result<(), ApiError> {
     let parts: Vec<&str> = scope.trim_start_matches('/').split('/').collect();
     let kw = |i: usize, word: &str| parts[i].eq_ignore_ascii_case(word);
@@ -92,8 +92,11 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
             8 => {
                 kw(2, "resourceGroups")
                     && kw(4, "providers")
-                    && kw(5, "Microsoft.KeyVault")
-                    && kw(6, "vaults")
+                    && ((kw(5, "Microsoft.KeyVault") && kw(6, "vaults"))
+                        || (kw(5, "Microsoft.Compute")
+                            && ["disks", "diskEncryptionSets", "virtualMachines"]
+                                .iter()
+                                .any(|k| kw(6, k))))
             }
             10 => {
                 kw(2, "resourceGroups")
@@ -110,7 +113,7 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
         Err(ApiError::bad_request(
             "InvalidScope",
             format!(
-                "The scope '{scope}' is not a subscription, resource group, vault, key or secret."
+                "The scope '{scope}' is not a subscription, resource group, vault, compute resource, key or secret."
             ),
         ))
     }

@@ -108,6 +108,7 @@ struct DiskPropertiesDto {
     disk_size_gb: Option<i64>,
     encryption: Option<EncryptionDto>,
     network_access_policy: Option<String>,
+    data_access_auth_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +151,7 @@ impl DiskDto {
             encryption_type,
             disk_encryption_set,
             network_access_policy: p.network_access_policy,
+            data_access_auth_mode: p.data_access_auth_mode,
             upload_size_bytes,
         })
     }
@@ -352,6 +354,7 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
             "keyAccess": key_access,
             "diskState": disk_state,
             "networkAccessPolicy": disk.network_access_policy,
+            "dataAccessAuthMode": if disk.data_access_aad { "AzureActiveDirectory" } else { "None" },
             "provisioningState": "Succeeded",
         },
     })

@@ -19,6 +19,7 @@ use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
 use crate::arm::compute::ACCESS_ACCOUNT;
+use crate::auth::authenticate;
 use crate::body::read_body_up_to;
 use crate::error::ApiError;
 use crate::http::{form_pairs, param, Body, Resp};
@@ -218,6 +219,32 @@ pub(crate) async fn handle(
     ));
     let total = grant.size() + FOOTER_LEN as u64;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if grant.needs_token {
+        // dataAccessAuthMode AzureActiveDirectory: the URL alone is not enough.
+        let caller = authenticate(
+            state,
+            &parts.headers,
+            state.identity.disk_audiences(),
+            ctx.now,
+        )?;
+        let action = if grant.write {
+            "Microsoft.Compute/disks/upload/action"
+        } else {
+            "Microsoft.Compute/disks/download/action"
+        };
+        let object_ids = state.identity.object_ids_of(&caller.object_id)?;
+        let allowed = state
+            .identity
+            .allows_data_action(&object_ids, &grant.disk_id, action)?;
+        ctx.caller = Some(caller);
+        if !allowed {
+            return Err(storage_error(
+                StatusCode::FORBIDDEN,
+                "AuthorizationPermissionMismatch",
+                format!("The caller does not hold data action '{action}' on this disk."),
+            ));
+        }
+    }
     if grant.write != (route.verb == Verb::PutPages) {
         return Err(storage_error(
             StatusCode::FORBIDDEN,

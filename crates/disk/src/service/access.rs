@@ -30,6 +30,10 @@ pub struct Grant {
     pub footer: [u8; FOOTER_LEN],
     /// Whether the grant takes page writes (an upload) rather than serving reads.
     pub write: bool,
+    /// The disk's resource id.
+    pub disk_id: String,
+    /// Whether the URL also needs a bearer token with the disk's data action.
+    pub needs_token: bool,
     /// The footer an upload has written so far.
     uploaded: Mutex<[u8; FOOTER_LEN]>,
     file: EncryptedFile,
@@ -139,6 +143,8 @@ impl Compute {
             expires,
             footer,
             write,
+            disk_id: disk.id.clone(),
+            needs_token: disk.data_access_aad,
             uploaded: Mutex::new([0; FOOTER_LEN]),
             file,
         });

@@ -17,9 +17,23 @@ pub struct DiskRequest {
     pub disk_encryption_set: Option<String>,
     /// `networkAccessPolicy`.
     pub network_access_policy: Option<String>,
+    /// `dataAccessAuthMode`: `AzureActiveDirectory` or `None`.
+    pub data_access_auth_mode: Option<String>,
     /// `creationData.uploadSizeBytes` of a disk created for upload (`createOption:
     /// Upload`): the VHD's size, footer included.
     pub upload_size_bytes: Option<u64>,
+}
+
+/// Whether `dataAccessAuthMode` asks for Entra ID (`AzureActiveDirectory`) or not (`None`).
+fn data_access_aad(mode: &str) -> Result<bool, ComputeError> {
+    match mode {
+        m if m.eq_ignore_ascii_case("AzureActiveDirectory") => Ok(true),
+        m if m.eq_ignore_ascii_case("None") => Ok(false),
+        other => Err(ComputeError::invalid(
+            "InvalidParameter",
+            format!("The value '{other}' of parameter 'dataAccessAuthMode' is invalid; use AzureActiveDirectory or None."),
+        )),
+    }
 }
 
 /// The smallest upload Azure takes: 20 MiB of data and the footer.
@@ -212,6 +226,10 @@ impl Compute {
             network_access_policy,
             exact_size,
             awaiting_upload: req.upload_size_bytes.is_some(),
+            data_access_aad: match &req.data_access_auth_mode {
+                Some(mode) => data_access_aad(mode)?,
+                None => false,
+            },
         };
         self.save_disk(&disk)?;
         Ok(disk)
@@ -253,6 +271,9 @@ impl Compute {
         }
         if let Some(policy) = &req.network_access_policy {
             disk.network_access_policy = network_policy(policy)?;
+        }
+        if let Some(mode) = &req.data_access_auth_mode {
+            disk.data_access_aad = data_access_aad(mode)?;
         }
         let target = Self::requested_encryption(req)?;
         let from = disk.encryption();
