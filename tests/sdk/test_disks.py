@@ -699,3 +699,26 @@ def test_entra_id_data_access_needs_the_download_data_action(dsrv):
     assert head(credential) == 200
     compute.disks.begin_revoke_access("default", name).result()
     assert head(credential) == 403
+
+
+def test_cli_upload_and_download_round_trip(dsrv, tmp_path):
+    raw = tmp_path / "image.raw"
+    raw.write_bytes(b"".join(i.to_bytes(2, "big") * 2048 for i in range(5120)) + bytes(20 << 20))
+    vhd = tmp_path / "image.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size",
+                    str(raw), str(vhd)], check=True)
+    kid, _ = new_key(dsrv)
+    des = new_des(dsrv, kid)
+    name = unique("cli-up")
+    uploaded = dsrv.cli("disk", "upload", "-n", name, "--file", str(vhd), "--disk-encryption-set", des["name"])
+    assert uploaded["properties"]["diskState"] == "Unattached"
+    assert uploaded["properties"]["diskSizeBytes"] == raw.stat().st_size
+    assert uploaded["properties"]["encryption"]["type"] == "EncryptionAtRestWithCustomerKey"
+    back = tmp_path / "back.vhd"
+    downloaded = dsrv.cli("disk", "download", "-n", name, "--file", str(back))
+    assert downloaded["bytes"] == vhd.stat().st_size == back.stat().st_size
+    subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "raw", str(back), str(raw)], check=True)
+    assert dsrv.cli("disk", "show", "-n", name)["properties"]["diskState"] == "Unattached"
+    # A file that is not a fixed VHD is refused before anything is written.
+    refused = dsrv.cli("disk", "upload", "-n", unique("cli-bad"), "--file", str(raw), check=False)
+    assert refused.returncode != 0

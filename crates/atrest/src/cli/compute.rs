@@ -1,6 +1,7 @@
 //! `atrest disk-encryption-set`, `atrest disk` and `atrest vm`: clients of the ARM-shaped
 //! `Microsoft.Compute` API, with `az`'s flags.
 
+use anyhow::Context;
 use atrest_api::client::Method;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 use super::connection::Connection;
 use super::keyvault::vault_path;
 use super::output::{print, Format};
+use super::transfer;
 
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}/{name}`.
 fn compute_path(conn: &Connection, rg: Option<&str>, kind: &str, name: &str) -> String {
@@ -170,6 +172,31 @@ pub(crate) enum DiskCommand {
     },
     /// End the disk's access URL.
     RevokeAccess(Named),
+    /// Download the disk's data (plaintext) as a fixed VHD file, through an access URL
+    /// granted and revoked for the purpose.
+    Download {
+        #[command(flatten)]
+        target: Named,
+        /// Where to write the VHD.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Create a disk from a fixed VHD file: created for upload at the file's size, the
+    /// pages written (each encrypted on arrival), the footer checked.
+    Upload {
+        #[command(flatten)]
+        target: Named,
+        /// The fixed VHD (`qemu-img convert -O vpc -o subformat=fixed,force_size`).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(short = 'l', long, default_value = "westeurope")]
+        location: String,
+        /// A disk encryption set's name or resource id (customer-managed keys).
+        #[arg(long)]
+        disk_encryption_set: Option<String>,
+        #[arg(long)]
+        encryption_type: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -356,6 +383,34 @@ pub(crate) async fn disk(
                 .await?;
             // `az disk grant-access` prints `accessSas`.
             json!({ "accessSas": granted["accessSAS"] })
+        }
+        C::Download { target, file } => {
+            let path = compute_path(conn, target.rg(), KIND, &target.name);
+            transfer::download(conn, &path, &file).await?
+        }
+        C::Upload {
+            target,
+            file,
+            location,
+            disk_encryption_set,
+            encryption_type,
+        } => {
+            let bytes = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            let body = json!({
+                "location": location,
+                "properties": {
+                    "creationData": { "createOption": "Upload", "uploadSizeBytes": bytes },
+                    "encryption": encryption(target.rg(), disk_encryption_set, encryption_type),
+                },
+            });
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?;
+            let path = compute_path(conn, target.rg(), KIND, &target.name);
+            transfer::upload(conn, &path, &file).await?;
+            target.call(conn, KIND, Method::GET, None, None).await?
         }
         C::RevokeAccess(target) => {
             target

@@ -181,6 +181,21 @@ impl Connection {
     }
 
     /// A management request; `path` starts with `/` and has no query string.
+    /// One request to a disk access URL (signed by its own query string, no token).
+    pub(crate) async fn access_url(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<atrest_api::client::Response> {
+        let resp = self.client.send(method, url, headers, body).await?;
+        if resp.status >= 300 {
+            bail!("{}", error_message(resp.status, &resp.json()));
+        }
+        Ok(resp)
+    }
+
     pub(crate) async fn management(
         &self,
         method: Method,

@@ -15,6 +15,7 @@ mod keyvault;
 mod monitor;
 mod role;
 mod secret;
+mod transfer;
 
 use anyhow::Context;
 use clap::Subcommand;
