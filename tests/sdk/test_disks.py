@@ -581,6 +581,14 @@ def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
     # Server-side encryption is transparent: the download is the plaintext, byte for byte.
     subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "raw", str(exported), str(written)], check=True)
 
+    # The audit log names each read, never the URL's signature (a bearer credential).
+    token = sas.split("sig=", 1)[1].split("&", 1)[0]
+    reads = dsrv.cli("monitor", "audit", "list", "--operation", "DiskAccessRead", "--limit", "5")
+    assert reads and all("sig=REDACTED" in e["properties"]["requestUri"] for e in reads), reads
+    exported_log = dsrv.cli("monitor", "audit", "export", check=False)
+    assert exported_log.returncode == 0 and "DiskAccessRead" in exported_log.stdout
+    assert token not in exported_log.stdout and token not in dsrv.log()
+
     # Revoked: the URL stops working, and the disk can run again.
     compute.disks.begin_revoke_access("default", disk).result()
     with pytest.raises(HttpResponseError) as err:

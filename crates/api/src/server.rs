@@ -202,6 +202,28 @@ async fn dispatch(
     }
 }
 
+/// `path_and_query` with the value of a `sig` parameter (a disk access URL's signature,
+/// a bearer credential) replaced, as storage logs show SAS requests.
+fn redact_signature(path_and_query: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.into();
+    };
+    if !query.split('&').any(|p| p.starts_with("sig=")) {
+        return path_and_query.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| {
+            if p.starts_with("sig=") {
+                "sig=REDACTED"
+            } else {
+                p
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
+}
+
 /// Serves one request and records its audit event before answering.
 pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Resp {
     let (parts, body) = req.into_parts();
@@ -229,7 +251,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
     exchange.request_uri = format!(
         "https://{host}:{}{}",
         state.settings.port,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        redact_signature(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     );
     let result = dispatch(&state, &mut ctx, route, &parts, body).await;
     let (mut resp, description) = match result {
@@ -325,4 +347,22 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight at shutdown were abandoned"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_redacted() {
+        assert_eq!(
+            redact_signature("/a/b.vhd?sv=1&sig=secret&se=2"),
+            "/a/b.vhd?sv=1&sig=REDACTED&se=2"
+        );
+        assert_eq!(
+            redact_signature("/keys?api-version=7.6"),
+            "/keys?api-version=7.6"
+        );
+        assert_eq!(redact_signature("/x?design=1"), "/x?design=1");
+    }
 }
