@@ -92,3 +92,56 @@ def test_vault_set_role_and_disks_through_the_management_clients(server, clients
     with pytest.raises(HttpResponseError) as err:
         compute.disks.get(GROUP, pmk.name)
     assert err.value.status_code == 404
+
+
+def test_custom_roles_decide_who_may_export_a_disk(server, clients):
+    from azure.mgmt.authorization.models import Permission, RoleDefinition
+    from azure.mgmt.compute.models import GrantAccessData
+
+    auth, compute = clients["authorization"], clients["compute"]
+    sub_scope = f"/subscriptions/{server.env['ATREST_SUBSCRIPTION_ID']}"
+    disk = compute.disks.begin_create_or_update(GROUP, unique("guarded"), Disk(
+        location=LOCATION, creation_data=CreationData(create_option="Empty"), disk_size_gb=1)).result()
+
+    def custom_role(name, actions, not_actions=()):
+        return auth.role_definitions.create_or_update(sub_scope, str(uuid.uuid4()), RoleDefinition(
+            role_name=name, description="test", assignable_scopes=[sub_scope],
+            permissions=[Permission(actions=list(actions), not_actions=list(not_actions))]))
+
+    reader = custom_role(unique("Disk Reader"), ["Microsoft.Compute/disks/read"])
+    no_export = custom_role(unique("Disk Operator"), ["Microsoft.Compute/disks/*"],
+                            ["Microsoft.Compute/disks/beginGetAccess/action"])
+    exporter = custom_role(unique("Disk Exporter"), ["Microsoft.Compute/disks/read",
+                                                     "Microsoft.Compute/disks/beginGetAccess/action",
+                                                     "Microsoft.Compute/disks/endGetAccess/action"])
+    assert reader.role_type == "CustomRole" and reader.permissions[0].actions == ["Microsoft.Compute/disks/read"]
+    listed = {r.role_name for r in auth.role_definitions.list(sub_scope, filter="type eq 'CustomRole'")}
+    assert {reader.role_name, no_export.role_name, exporter.role_name} <= listed
+
+    read_access = GrantAccessData(access="Read", duration_in_seconds=60)
+    for role, may_export in ((reader, False), (no_export, False), (exporter, True)):
+        sp, credential = server.new_principal("custom-role")
+        auth.role_assignments.create(disk.id, str(uuid.uuid4()), RoleAssignmentCreateParameters(
+            role_definition_id=role.id, principal_id=sp["objectId"], principal_type="ServicePrincipal"))
+        theirs = ComputeManagementClient(credential, server.env["ATREST_SUBSCRIPTION_ID"],
+                                         base_url=server.env["ATREST_ENDPOINT"], connection_verify=server.env["ATREST_CA"],
+                                         credential_scopes=["https://management.azure.com/.default"])
+        assert theirs.disks.get(GROUP, disk.name).id == disk.id
+        if may_export:
+            assert theirs.disks.begin_grant_access(GROUP, disk.name, read_access).result().access_sas
+            theirs.disks.begin_revoke_access(GROUP, disk.name).result()
+        else:
+            with pytest.raises(HttpResponseError) as err:
+                theirs.disks.begin_grant_access(GROUP, disk.name, read_access).result()
+            assert err.value.status_code == 403 and "beginGetAccess" in str(err.value)
+
+    # The rules of custom roles, each refused by name.
+    with pytest.raises(HttpResponseError) as err:
+        custom_role(reader.role_name, ["Microsoft.Compute/disks/read"])
+    assert err.value.status_code == 409
+    with pytest.raises(HttpResponseError) as err:
+        auth.role_definitions.delete(sub_scope, reader.name)
+    assert err.value.status_code == 409
+    with pytest.raises(HttpResponseError) as err:
+        custom_role(unique("Nothing"), [])
+    assert err.value.status_code == 400

@@ -266,6 +266,10 @@ impl From<RoleError> for ApiError {
             RoleError::UnknownRole(_) => (StatusCode::BAD_REQUEST, "RoleDefinitionDoesNotExist"),
             RoleError::UnknownPrincipal(_) => (StatusCode::BAD_REQUEST, "PrincipalNotFound"),
             RoleError::Exists => (StatusCode::CONFLICT, "RoleAssignmentExists"),
+            RoleError::BadDefinition(_) => (StatusCode::BAD_REQUEST, "InvalidRoleDefinition"),
+            RoleError::NameTaken(_) => (StatusCode::CONFLICT, "RoleDefinitionWithSameNameExists"),
+            RoleError::BuiltIn(_) => (StatusCode::BAD_REQUEST, "RoleDefinitionIsBuiltIn"),
+            RoleError::InUse(_) => (StatusCode::CONFLICT, "RoleDefinitionHasAssignments"),
             RoleError::Store(inner) => return ApiError::internal(inner),
         };
         ApiError::new(status, code, e.to_string())

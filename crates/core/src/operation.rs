@@ -228,6 +228,10 @@ operations! {
     ResourceList => Management,
     /// `GET …/providers/Microsoft.KeyVault/deletedManagedHSMs`: always empty.
     DeletedManagedHsmList => Management,
+    /// Create or update a custom role definition.
+    RoleDefinitionWrite => Management,
+    /// Delete a custom role definition.
+    RoleDefinitionDelete => Management,
     /// `POST …/disks/{d}/beginGetAccess`: a time-limited URL to the disk's data.
     DiskBeginGetAccess => Management,
     /// `POST …/disks/{d}/endGetAccess`: revoke the disk's access URL.
@@ -385,6 +389,8 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | RoleDefinitionWrite
+            | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
             | DiskAccessRead
@@ -499,6 +505,8 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | RoleDefinitionWrite
+            | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
             | DiskAccessRead
@@ -624,6 +632,8 @@ impl Operation {
             | ResourceGroupList
             | ResourceList
             | DeletedManagedHsmList
+            | RoleDefinitionWrite
+            | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
             | DiskAccessRead

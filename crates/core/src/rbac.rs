@@ -232,9 +232,75 @@ impl RoleDefinition {
     }
 }
 
-fn grants(allowed: &[&str], taken_back: &[&str], action: &str) -> bool {
-    allowed.iter().any(|p| action_matches(p, action))
-        && !taken_back.iter().any(|p| action_matches(p, action))
+fn grants<P: AsRef<str>>(allowed: &[P], taken_back: &[P], action: &str) -> bool {
+    allowed.iter().any(|p| action_matches(p.as_ref(), action))
+        && !taken_back
+            .iter()
+            .any(|p| action_matches(p.as_ref(), action))
+}
+
+/// A role defined in this subscription (`type: CustomRole`), with Azure's fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CustomRole {
+    /// The role's GUID.
+    pub id: String,
+    /// `roleName`, unique among all roles.
+    pub name: String,
+    /// `description`.
+    pub description: String,
+    /// Control-plane action patterns granted.
+    pub actions: Vec<String>,
+    /// Control-plane action patterns taken back out.
+    pub not_actions: Vec<String>,
+    /// Data-plane action patterns granted.
+    pub data_actions: Vec<String>,
+    /// Data-plane action patterns taken back out.
+    pub not_data_actions: Vec<String>,
+    /// Where it may be assigned.
+    pub assignable_scopes: Vec<String>,
+}
+
+/// A role an assignment can grant: built in, or defined in the subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// One of [`BUILT_IN_ROLES`].
+    BuiltIn(&'static RoleDefinition),
+    /// A custom role.
+    Custom(std::sync::Arc<CustomRole>),
+}
+
+impl Role {
+    /// The role's GUID.
+    pub fn id(&self) -> &str {
+        match self {
+            Role::BuiltIn(r) => r.id,
+            Role::Custom(r) => &r.id,
+        }
+    }
+
+    /// `roleName`.
+    pub fn name(&self) -> &str {
+        match self {
+            Role::BuiltIn(r) => r.name,
+            Role::Custom(r) => &r.name,
+        }
+    }
+
+    /// Whether the role grants control-plane `action`.
+    pub fn allows_action(&self, action: &str) -> bool {
+        match self {
+            Role::BuiltIn(r) => r.allows_action(action),
+            Role::Custom(r) => grants(&r.actions, &r.not_actions, action),
+        }
+    }
+
+    /// Whether the role grants data-plane `action`.
+    pub fn allows_data_action(&self, action: &str) -> bool {
+        match self {
+            Role::BuiltIn(r) => r.allows_data_action(action),
+            Role::Custom(r) => grants(&r.data_actions, &r.not_data_actions, action),
+        }
+    }
 }
 
 /// A built-in role by GUID, by full role-definition resource id, or by name

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use atrest_core::principal::PrincipalKind;
-use atrest_core::rbac::{find_role, scope_contains, RoleDefinition};
+use atrest_core::rbac::{find_role, scope_contains, CustomRole, Role, BUILT_IN_ROLES};
 use atrest_store::{RoleAssignmentRow, StoreError};
 use thiserror::Error;
 
@@ -25,6 +25,18 @@ pub enum RoleError {
     /// The same principal already holds the same role at the same scope.
     #[error("The role assignment already exists.")]
     Exists,
+    /// A custom role definition breaks a rule (the message names it).
+    #[error("{0}")]
+    BadDefinition(String),
+    /// Another role already has that name.
+    #[error("A role definition cannot be updated with a name that already exists: '{0}'.")]
+    NameTaken(String),
+    /// Built-in roles cannot be changed or deleted.
+    #[error("The built-in role '{0}' cannot be changed or deleted.")]
+    BuiltIn(String),
+    /// The custom role is still assigned.
+    #[error("The role definition '{0}' has role assignments; delete them first.")]
+    InUse(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -36,19 +48,40 @@ pub struct RoleAssignment {
     /// The stored row.
     pub row: RoleAssignmentRow,
     /// The role it grants.
-    pub role: &'static RoleDefinition,
+    pub role: Role,
     /// What kind of principal holds it (ARM's `principalType`).
     pub principal_kind: PrincipalKind,
+}
+
+/// How custom role definitions are stored among the resources.
+const CUSTOM_ROLES: &str = "roleDefinitions";
+
+/// The role `id_or_name` names (a GUID, a role-definition resource id, or a name), built
+/// in or among `custom`.
+fn resolve(id_or_name: &str, custom: &[CustomRole]) -> Option<Role> {
+    if let Some(role) = find_role(id_or_name) {
+        return Some(Role::BuiltIn(role));
+    }
+    let guid = id_or_name.rsplit('/').next().unwrap_or(id_or_name);
+    custom
+        .iter()
+        .find(|r| r.id.eq_ignore_ascii_case(guid) || r.name.eq_ignore_ascii_case(id_or_name))
+        .map(|r| Role::Custom(Arc::new(r.clone())))
 }
 
 impl Identity {
     fn assignments(&self) -> Result<Arc<Vec<RoleAssignment>>, StoreError> {
         self.role_assignments.get(|| {
-            let rows = self.store.read(|tx| tx.role_assignments())?;
+            let (rows, custom) = self.store.read(|tx| {
+                Ok::<_, StoreError>((
+                    tx.role_assignments()?,
+                    tx.resources::<CustomRole>(CUSTOM_ROLES, Some(""))?,
+                ))
+            })?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(row, principal_kind)| {
-                    find_role(&row.role_id).map(|role| RoleAssignment {
+                    resolve(&row.role_id, &custom).map(|role| RoleAssignment {
                         row,
                         role,
                         principal_kind,
@@ -56,6 +89,89 @@ impl Identity {
                 })
                 .collect())
         })
+    }
+
+    /// Every role: the built-in ones, then the custom ones.
+    pub fn role_definitions(&self) -> Result<Vec<Role>, RoleError> {
+        let custom = self
+            .store
+            .read(|tx| tx.resources::<CustomRole>(CUSTOM_ROLES, Some("")))?;
+        Ok(BUILT_IN_ROLES
+            .iter()
+            .map(Role::BuiltIn)
+            .chain(custom.into_iter().map(|r| Role::Custom(Arc::new(r))))
+            .collect())
+    }
+
+    /// The role `id_or_name` names, built in or custom.
+    pub fn role_definition(&self, id_or_name: &str) -> Result<Option<Role>, RoleError> {
+        let custom = self
+            .store
+            .read(|tx| tx.resources::<CustomRole>(CUSTOM_ROLES, Some("")))?;
+        Ok(resolve(id_or_name, &custom))
+    }
+
+    /// Creates or replaces custom role `role`; true when it was created. Its name must be
+    /// new among all roles, and it must grant something.
+    pub fn put_role_definition(&self, role: CustomRole) -> Result<(Role, bool), RoleError> {
+        if find_role(&role.id).is_some() {
+            return Err(RoleError::BuiltIn(role.id));
+        }
+        if role.name.trim().is_empty() || role.name.chars().count() > 512 {
+            return Err(RoleError::BadDefinition(
+                "The role definition needs a roleName of 1 to 512 characters.".into(),
+            ));
+        }
+        if role.actions.is_empty() && role.data_actions.is_empty() {
+            return Err(RoleError::BadDefinition(
+                "The role definition grants nothing: give it actions or dataActions.".into(),
+            ));
+        }
+        if role.assignable_scopes.is_empty() {
+            return Err(RoleError::BadDefinition(
+                "The role definition needs at least one assignableScopes entry.".into(),
+            ));
+        }
+        let created = self.store.write(|tx| {
+            let custom = tx.resources::<CustomRole>(CUSTOM_ROLES, Some(""))?;
+            let name_taken = BUILT_IN_ROLES
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(&role.name))
+                || custom.iter().any(|r| {
+                    r.name.eq_ignore_ascii_case(&role.name) && !r.id.eq_ignore_ascii_case(&role.id)
+                });
+            if name_taken {
+                return Err(RoleError::NameTaken(role.name.clone()));
+            }
+            let created = !custom.iter().any(|r| r.id.eq_ignore_ascii_case(&role.id));
+            tx.put_resource(CUSTOM_ROLES, "", &role.id, &role)?;
+            Ok(created)
+        })?;
+        self.role_assignments.forget();
+        Ok((Role::Custom(Arc::new(role)), created))
+    }
+
+    /// Deletes custom role `id` if nothing assigns it; the deleted role, if it existed.
+    pub fn delete_role_definition(&self, id: &str) -> Result<Option<Role>, RoleError> {
+        if let Some(role) = find_role(id) {
+            return Err(RoleError::BuiltIn(role.name.to_owned()));
+        }
+        let deleted = self.store.write(|tx| {
+            let Some(role) = tx.resource::<CustomRole>(CUSTOM_ROLES, "", id)? else {
+                return Ok(None);
+            };
+            if tx
+                .role_assignments()?
+                .iter()
+                .any(|(a, _)| a.role_id.eq_ignore_ascii_case(&role.id))
+            {
+                return Err(RoleError::InUse(role.name));
+            }
+            tx.delete_resource(CUSTOM_ROLES, "", id)?;
+            Ok(Some(Role::Custom(Arc::new(role))))
+        })?;
+        self.role_assignments.forget();
+        Ok(deleted)
     }
 
     /// Assigns `role` (id, resource id or name) to the principal with object id
@@ -68,11 +184,13 @@ impl Identity {
         principal_id: &str,
         now: i64,
     ) -> Result<RoleAssignment, RoleError> {
-        let role = find_role(role).ok_or_else(|| RoleError::UnknownRole(role.to_owned()))?;
+        let role = self
+            .role_definition(role)?
+            .ok_or_else(|| RoleError::UnknownRole(role.to_owned()))?;
         let row = RoleAssignmentRow {
             id: id.map_or_else(atrest_crypto::random_uuid, str::to_owned),
             scope: scope.trim_end_matches('/').to_owned(),
-            role_id: role.id.to_owned(),
+            role_id: role.id().to_owned(),
             principal_id: principal_id.to_owned(),
             created: now,
         };
@@ -163,12 +281,12 @@ impl Identity {
         &self,
         object_ids: &[String],
         resource: &str,
-        grants: impl Fn(&RoleDefinition) -> bool,
+        grants: impl Fn(&Role) -> bool,
     ) -> Result<bool, StoreError> {
         Ok(self.assignments()?.iter().any(|a| {
             object_ids.contains(&a.row.principal_id)
                 && scope_contains(&a.row.scope, resource)
-                && grants(a.role)
+                && grants(&a.role)
         }))
     }
 }

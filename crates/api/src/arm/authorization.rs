@@ -3,7 +3,7 @@
 
 use atrest_core::operation::Operation;
 use atrest_core::principal::PrincipalKind;
-use atrest_core::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
+use atrest_core::rbac::{CustomRole, Role};
 use atrest_identity::{Caller, RoleAssignment};
 use atrest_runtime::time::rfc3339;
 use hyper::{Method, StatusCode};
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
-use crate::http::{empty, json, param, Body, Resp};
+use crate::http::{created_status, empty, json, param, Body, Resp};
 use crate::odata::{eq_filter, filter_value};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
@@ -30,31 +30,88 @@ pub(crate) fn split<'s, 'a>(segments: &'s [&'a str]) -> Option<(String, &'s [&'a
     ))
 }
 
-fn definition_id(sub: &str, role: &RoleDefinition) -> String {
+fn definition_id(sub: &str, role: &Role) -> String {
     format!(
         "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{}",
-        role.id
+        role.id()
     )
 }
 
-fn definition_json(sub: &str, role: &RoleDefinition) -> Value {
+fn definition_json(sub: &str, role: &Role) -> Value {
+    let (kind, description, scopes, permissions) = match role {
+        Role::BuiltIn(r) => (
+            "BuiltInRole",
+            r.description.to_owned(),
+            vec!["/".to_owned()],
+            json!({
+                "actions": r.actions,
+                "notActions": r.not_actions,
+                "dataActions": r.data_actions,
+                "notDataActions": r.not_data_actions,
+            }),
+        ),
+        Role::Custom(r) => (
+            "CustomRole",
+            r.description.clone(),
+            r.assignable_scopes.clone(),
+            json!({
+                "actions": r.actions,
+                "notActions": r.not_actions,
+                "dataActions": r.data_actions,
+                "notDataActions": r.not_data_actions,
+            }),
+        ),
+    };
     json!({
         "id": definition_id(sub, role),
-        "name": role.id,
+        "name": role.id(),
         "type": "Microsoft.Authorization/roleDefinitions",
         "properties": {
-            "roleName": role.name,
-            "type": "BuiltInRole",
-            "description": role.description,
-            "assignableScopes": ["/"],
-            "permissions": [{
-                "actions": role.actions,
-                "notActions": role.not_actions,
-                "dataActions": role.data_actions,
-                "notDataActions": role.not_data_actions,
-            }],
+            "roleName": role.name(),
+            "type": kind,
+            "description": description,
+            "assignableScopes": scopes,
+            "permissions": [permissions],
         },
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PermissionDto {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
+    #[serde(default)]
+    data_actions: Vec<String>,
+    #[serde(default)]
+    not_data_actions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DefinitionPropertiesDto {
+    role_name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    permissions: Vec<PermissionDto>,
+    #[serde(default)]
+    assignable_scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DefinitionDto {
+    properties: DefinitionPropertiesDto,
+}
+
+fn definition_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "RoleDefinitionDoesNotExist",
+        format!("The specified role definition with ID '{id}' does not exist."),
+    )
 }
 
 /// ARM calls applications and managed identities alike `ServicePrincipal`.
@@ -64,8 +121,8 @@ fn assignment_json(state: &AppState, a: &RoleAssignment) -> Value {
         "name": a.row.id,
         "type": "Microsoft.Authorization/roleAssignments",
         "properties": {
-            "roleDefinitionId": definition_id(&state.settings.subscription, a.role),
-            "roleDefinitionName": a.role.name,
+            "roleDefinitionId": definition_id(&state.settings.subscription, &a.role),
+            "roleDefinitionName": a.role.name(),
             "principalId": a.row.principal_id,
             "principalType": match a.principal_kind {
                 PrincipalKind::User => "User",
@@ -159,6 +216,10 @@ pub(crate) enum Route<'a> {
     DefinitionList,
     /// One role definition, by id.
     DefinitionGet(&'a str),
+    /// Create or replace a custom role definition.
+    DefinitionPut(&'a str),
+    /// Delete a custom role definition.
+    DefinitionDelete(&'a str),
     /// The assignments at the scope.
     AssignmentList,
     /// One assignment, by id.
@@ -176,6 +237,8 @@ impl<'a> Route<'a> {
         Some(match (method.as_str(), rest) {
             ("GET", [defs]) if seg(defs, "roleDefinitions") => Route::DefinitionList,
             ("GET", [defs, id]) if seg(defs, "roleDefinitions") => Route::DefinitionGet(id),
+            ("PUT", [defs, id]) if seg(defs, "roleDefinitions") => Route::DefinitionPut(id),
+            ("DELETE", [defs, id]) if seg(defs, "roleDefinitions") => Route::DefinitionDelete(id),
             ("GET", [a]) if seg(a, "roleAssignments") => Route::AssignmentList,
             ("GET", [a, id]) if seg(a, "roleAssignments") => Route::AssignmentGet(id),
             ("PUT", [a, id]) if seg(a, "roleAssignments") => Route::AssignmentPut(id),
@@ -189,6 +252,8 @@ impl<'a> Route<'a> {
         match self {
             Route::DefinitionList => Operation::RoleDefinitionList,
             Route::DefinitionGet(_) => Operation::RoleDefinitionGet,
+            Route::DefinitionPut(_) => Operation::RoleDefinitionWrite,
+            Route::DefinitionDelete(_) => Operation::RoleDefinitionDelete,
             Route::AssignmentList => Operation::RoleAssignmentList,
             Route::AssignmentGet(_) => Operation::RoleAssignmentGet,
             Route::AssignmentPut(_) => Operation::RoleAssignmentWrite,
@@ -214,27 +279,70 @@ pub(crate) async fn handle(
         Route::DefinitionList => {
             // `az role assignment create --role NAME` looks the role up by name.
             let filter = eq_filter(param(query, "$filter"), &["roleName", "type"])?;
-            let wanted = |r: &RoleDefinition| {
-                filter_value(&filter, "roleName").is_none_or(|n| n.eq_ignore_ascii_case(r.name))
-                    && filter_value(&filter, "type")
-                        .is_none_or(|t| t.eq_ignore_ascii_case("BuiltInRole"))
+            let kind = |r: &Role| match r {
+                Role::BuiltIn(_) => "BuiltInRole",
+                Role::Custom(_) => "CustomRole",
             };
-            let items: Vec<Value> = BUILT_IN_ROLES
+            let items: Vec<Value> = state
+                .identity
+                .role_definitions()?
                 .iter()
-                .filter(|r| wanted(r))
+                .filter(|r| {
+                    filter_value(&filter, "roleName")
+                        .is_none_or(|n| n.eq_ignore_ascii_case(r.name()))
+                        && filter_value(&filter, "type")
+                            .is_none_or(|t| t.eq_ignore_ascii_case(kind(r)))
+                })
                 .map(|r| definition_json(sub, r))
                 .collect();
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
         Route::DefinitionGet(id) => {
-            let role = find_role(id).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "RoleDefinitionDoesNotExist",
-                    format!("The specified role definition with ID '{id}' does not exist."),
-                )
+            let role = state
+                .identity
+                .role_definition(id)?
+                .ok_or_else(|| definition_not_found(id))?;
+            Ok(json(StatusCode::OK, &definition_json(sub, &role)))
+        }
+        Route::DefinitionPut(id) => {
+            require(
+                state,
+                caller,
+                scope,
+                "Microsoft.Authorization/roleDefinitions/write",
+            )?;
+            let dto: DefinitionDto = parse_json(&read_body(body).await?)?;
+            let p = dto.properties;
+            let mut permissions = PermissionDto::default();
+            for grant in p.permissions {
+                permissions.actions.extend(grant.actions);
+                permissions.not_actions.extend(grant.not_actions);
+                permissions.data_actions.extend(grant.data_actions);
+                permissions.not_data_actions.extend(grant.not_data_actions);
+            }
+            let (role, created) = state.identity.put_role_definition(CustomRole {
+                id: id.to_ascii_lowercase(),
+                name: p.role_name,
+                description: p.description,
+                actions: permissions.actions,
+                not_actions: permissions.not_actions,
+                data_actions: permissions.data_actions,
+                not_data_actions: permissions.not_data_actions,
+                assignable_scopes: p.assignable_scopes,
             })?;
-            Ok(json(StatusCode::OK, &definition_json(sub, role)))
+            Ok(json(created_status(created), &definition_json(sub, &role)))
+        }
+        Route::DefinitionDelete(id) => {
+            require(
+                state,
+                caller,
+                scope,
+                "Microsoft.Authorization/roleDefinitions/delete",
+            )?;
+            match state.identity.delete_role_definition(id)? {
+                Some(role) => Ok(json(StatusCode::OK, &definition_json(sub, &role))),
+                None => Ok(empty(StatusCode::NO_CONTENT)),
+            }
         }
         Route::AssignmentList => {
             require(
