@@ -93,6 +93,13 @@ class Server:
                                       authority=self.env["AZURE_AUTHORITY_HOST"],
                                       connection_verify=self.env["ATREST_CA"])
 
+    def management_client(self, client_class, credential=None):
+        """A Microsoft management client (azure-mgmt-*) on this server's ARM API, as its
+        administrator unless `credential` is given."""
+        return client_class(credential or self.credential(), self.env["ATREST_SUBSCRIPTION_ID"],
+                            base_url=self.env["ATREST_ENDPOINT"], connection_verify=self.env["ATREST_CA"],
+                            credential_scopes=["https://management.azure.com/.default"])
+
     def new_principal(self, prefix):
         """A new service principal (its objectId included) and a credential for it."""
         sp = self.cli("ad", "sp", "create-for-rbac", "--name", f"{prefix}-{uuid.uuid4().hex[:10]}")

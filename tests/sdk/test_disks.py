@@ -552,9 +552,7 @@ def test_export_serves_the_plaintext_as_a_fixed_vhd(dsrv, tmp_path):
     written = tmp_path / "written.raw"
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, str(written)], check=True)
 
-    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
-                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=dsrv.env["ATREST_CA"],
-                                      credential_scopes=["https://management.azure.com/.default"])
+    compute = dsrv.management_client(ComputeManagementClient)
     read_access = GrantAccessData(access="Read", duration_in_seconds=3600, file_format="VHD")
     # A disk in a running VM is not exported.
     with pytest.raises(HttpResponseError) as err:
@@ -622,9 +620,7 @@ def test_upload_encrypts_a_fixed_vhd_on_arrival(dsrv, tmp_path):
     from azure.storage.blob import BlobClient
 
     ca = dsrv.env["ATREST_CA"]
-    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
-                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=ca,
-                                      credential_scopes=["https://management.azure.com/.default"])
+    compute = dsrv.management_client(ComputeManagementClient)
     # A 20 MiB image with a recognizable pattern, as a fixed VHD from qemu-img.
     raw = tmp_path / "source.raw"
     raw.write_bytes(b"".join(bytes([0x33]) * 4096 + i.to_bytes(4, "big") * 1024 for i in range(2560)))
@@ -680,9 +676,7 @@ def test_entra_id_data_access_needs_the_download_data_action(dsrv):
     from azure.mgmt.compute.models import CreationData, Disk, GrantAccessData
 
     ca = dsrv.env["ATREST_CA"]
-    compute = ComputeManagementClient(dsrv.credential(), dsrv.env["ATREST_SUBSCRIPTION_ID"],
-                                      base_url=dsrv.env["ATREST_ENDPOINT"], connection_verify=ca,
-                                      credential_scopes=["https://management.azure.com/.default"])
+    compute = dsrv.management_client(ComputeManagementClient)
     name = unique("aad")
     disk = compute.disks.begin_create_or_update("default", name, Disk(
         location="westeurope", creation_data=CreationData(create_option="Empty"), disk_size_gb=1,

@@ -26,14 +26,10 @@ def unique(prefix):
 
 @pytest.fixture(scope="module")
 def clients(server):
-    credential = server.credential()
-    kwargs = {"base_url": server.env["ATREST_ENDPOINT"], "connection_verify": server.env["ATREST_CA"],
-              "credential_scopes": ["https://management.azure.com/.default"]}
-    subscription = server.env["ATREST_SUBSCRIPTION_ID"]
     return {
-        "keyvault": KeyVaultManagementClient(credential, subscription, **kwargs),
-        "authorization": AuthorizationManagementClient(credential, subscription, **kwargs),
-        "compute": ComputeManagementClient(credential, subscription, **kwargs),
+        "keyvault": server.management_client(KeyVaultManagementClient),
+        "authorization": server.management_client(AuthorizationManagementClient),
+        "compute": server.management_client(ComputeManagementClient),
     }
 
 
@@ -123,9 +119,7 @@ def test_custom_roles_decide_who_may_export_a_disk(server, clients):
         sp, credential = server.new_principal("custom-role")
         auth.role_assignments.create(disk.id, str(uuid.uuid4()), RoleAssignmentCreateParameters(
             role_definition_id=role.id, principal_id=sp["objectId"], principal_type="ServicePrincipal"))
-        theirs = ComputeManagementClient(credential, server.env["ATREST_SUBSCRIPTION_ID"],
-                                         base_url=server.env["ATREST_ENDPOINT"], connection_verify=server.env["ATREST_CA"],
-                                         credential_scopes=["https://management.azure.com/.default"])
+        theirs = server.management_client(ComputeManagementClient, credential)
         assert theirs.disks.get(GROUP, disk.name).id == disk.id
         if may_export:
             assert theirs.disks.begin_grant_access(GROUP, disk.name, read_access).result().access_sas

@@ -547,19 +547,7 @@ fn services(
     };
     let resource_groups = ResourceGroups::new(meta.store().clone());
     // The group the CLI uses when none is named exists from the first start.
-    match resource_groups.get(DEFAULT_RESOURCE_GROUP) {
-        Err(atrest_resources::ResourceGroupError::NotFound(_)) => {
-            resource_groups.put(
-                DEFAULT_RESOURCE_GROUP,
-                DEFAULT_LOCATION,
-                Default::default(),
-                unix_now().0,
-            )?;
-        }
-        other => {
-            other?;
-        }
-    }
+    resource_groups.ensure(DEFAULT_RESOURCE_GROUP, DEFAULT_LOCATION, unix_now().0)?;
     let state = Arc::new(AppState {
         identity,
         vaults,

@@ -107,6 +107,21 @@ impl ResourceGroups {
         })
     }
 
+    /// Group `name`, created in `location` if it does not exist yet.
+    pub fn ensure(
+        &self,
+        name: &str,
+        location: &str,
+        now: i64,
+    ) -> Result<ResourceGroup, ResourceGroupError> {
+        match self.get(name) {
+            Err(ResourceGroupError::NotFound(_)) => {
+                Ok(self.put(name, location, BTreeMap::new(), now)?.0)
+            }
+            found => found,
+        }
+    }
+
     /// Group `name`.
     pub fn get(&self, name: &str) -> Result<ResourceGroup, ResourceGroupError> {
         self.store

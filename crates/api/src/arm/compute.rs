@@ -420,6 +420,15 @@ pub(crate) struct Target<'a> {
     pub action: Option<&'a str>,
 }
 
+/// The RBAC verb (`start/action`, …) of POST action `action`, among `verbs`.
+fn action_verb(action: &str, verbs: &[&'static str]) -> Option<&'static str> {
+    verbs.iter().copied().find(|verb| {
+        verb.split('/')
+            .next()
+            .is_some_and(|v| v.eq_ignore_ascii_case(action))
+    })
+}
+
 /// A route of the compute provider.
 #[derive(Debug)]
 pub(crate) enum Route<'a> {
@@ -454,22 +463,10 @@ impl<'a> Route<'a> {
                     ("GET", None) => "read",
                     ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read",
                     ("POST", Some(a)) if kind == "disks" => {
-                        ["beginGetAccess/action", "endGetAccess/action"]
-                            .into_iter()
-                            .find(|verb| {
-                                verb.split('/')
-                                    .next()
-                                    .is_some_and(|v| v.eq_ignore_ascii_case(a))
-                            })?
+                        action_verb(a, &["beginGetAccess/action", "endGetAccess/action"])?
                     }
                     ("POST", Some(a)) if kind == "virtualMachines" => {
-                        ["start/action", "poweroff/action", "deallocate/action"]
-                            .into_iter()
-                            .find(|verb| {
-                                verb.split('/')
-                                    .next()
-                                    .is_some_and(|v| v.eq_ignore_ascii_case(a))
-                            })?
+                        action_verb(a, &["start/action", "poweroff/action", "deallocate/action"])?
                     }
                     _ => return None,
                 };

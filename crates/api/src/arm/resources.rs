@@ -269,19 +269,21 @@ pub(crate) async fn handle(
             match verb {
                 GroupVerb::Put | GroupVerb::Patch => {
                     let dto: GroupDto = parse_json(&read_body(body).await?)?;
-                    let location = match (dto.location, verb) {
+                    // A PATCH updates a group that exists, in its location unless named.
+                    let existing = match verb {
+                        GroupVerb::Patch => Some(rgs.get(name)?),
+                        _ => None,
+                    };
+                    let location = match (dto.location, existing) {
                         (Some(l), _) => l,
-                        (None, GroupVerb::Patch) => rgs.get(name)?.location,
-                        (None, _) => {
+                        (None, Some(group)) => group.location,
+                        (None, None) => {
                             return Err(ApiError::bad_request(
                                 "LocationRequired",
                                 "The location property is required for this definition.",
                             ))
                         }
                     };
-                    if verb == GroupVerb::Patch {
-                        rgs.get(name)?;
-                    }
                     let (group, created) = rgs.put(name, &location, dto.tags, ctx.now)?;
                     Ok(json(created_status(created), &group_json(state, &group)))
                 }

@@ -72,15 +72,10 @@ impl<'a> Route<'a> {
     }
 }
 
-/// A storage-style error: the code in `x-ms-error-code`, where the storage SDKs read it.
-fn storage_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(status, code, message)
-}
-
 /// The inclusive byte range a `Range` or `x-ms-range` header asks of `total` bytes.
 fn requested_range(value: &str, total: u64) -> Result<(u64, u64), ApiError> {
     let invalid = || {
-        storage_error(
+        ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "InvalidRange",
             format!("The range specified is invalid for the current size of the resource ({total} bytes)."),
@@ -131,7 +126,7 @@ async fn put_pages(
 ) -> Result<Resp, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bad =
-        |code: &'static str, message: String| storage_error(StatusCode::BAD_REQUEST, code, message);
+        |code: &'static str, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
     if param(query, "comp") != Some("page") {
         return Err(bad(
             "InvalidQueryParameterValue",
@@ -147,7 +142,7 @@ async fn put_pages(
             )
         })?;
     let range = parse_page_range(range, total).map_err(|e| {
-        storage_error(
+        ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "InvalidPageRange",
             e.to_string(),
@@ -207,7 +202,7 @@ pub(crate) async fn handle(
                 && route.file.eq_ignore_ascii_case(&format!("{}.vhd", g.name))
         })
         .ok_or_else(|| {
-            storage_error(
+            ApiError::new(
                 StatusCode::FORBIDDEN,
                 "AuthenticationFailed",
                 "Server failed to authenticate the request: the access URL is unknown, revoked or expired.",
@@ -238,7 +233,7 @@ pub(crate) async fn handle(
             .allows_data_action(&object_ids, &grant.disk_id, action)?;
         ctx.caller = Some(caller);
         if !allowed {
-            return Err(storage_error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "AuthorizationPermissionMismatch",
                 format!("The caller does not hold data action '{action}' on this disk."),
@@ -246,7 +241,7 @@ pub(crate) async fn handle(
         }
     }
     if grant.write != (route.verb == Verb::PutPages) {
-        return Err(storage_error(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "AuthorizationPermissionMismatch",
             "This access URL does not permit this operation: read access serves GET and HEAD, write access takes page writes.",
@@ -266,7 +261,7 @@ pub(crate) async fn handle(
         Vec::new()
     } else {
         if length > MAX_RESPONSE {
-            return Err(storage_error(
+            return Err(ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "InvalidRange",
                 format!("Ask for at most {MAX_RESPONSE} bytes per request, with a Range header."),
