@@ -19,6 +19,10 @@ from azure.identity import ClientSecretCredential
 
 ROOT = Path(__file__).resolve().parents[2]
 ATREST = Path(os.environ.get("ATREST_BIN", ROOT / "target" / "debug" / "atrest"))
+# `az://CONTAINER` on Azurite when scripts/test runs the disk suite on the object-store
+# backend; the servers then keep disk blocks there (the data directory is their cache).
+BLOB_STORE = os.environ.get("ATREST_TEST_BLOB_STORE")
+AZURITE_ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 HOSTS = [l.strip() for l in (Path(__file__).parent / "hosts").read_text().splitlines() if l.strip() and not l.startswith("#")]
 
 
@@ -47,7 +51,7 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             *self.args],
+             *(["--blob-store", BLOB_STORE] if BLOB_STORE else []), *self.args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 30
@@ -108,6 +112,35 @@ class Server:
 
     def log(self):
         return self.log_path.read_text()
+
+    # The block store, as its backend keeps it: files under DIR/disks, or Azurite's blobs.
+    def _container(self):
+        from azure.storage.blob import ContainerClient
+        return ContainerClient(os.environ["AZURITE_BLOB_STORAGE_URL"].rstrip("/") + "/devstoreaccount1",
+                               BLOB_STORE.removeprefix("az://"),
+                               credential={"account_name": "devstoreaccount1", "account_key": AZURITE_ACCOUNT_KEY})
+
+    def stored(self, prefix):
+        """Every stored block-store object under `prefix` (`chunks/ID/`, `manifests/`),
+        name → bytes."""
+        if BLOB_STORE:
+            c = self._container()
+            return {b.name: c.download_blob(b.name).readall() for b in c.list_blobs(name_starts_with=prefix)}
+        base = self.data_dir / "disks"
+        return {str(f.relative_to(base)): f.read_bytes() for f in sorted(base.glob(prefix + "*")) if f.is_file()}
+
+    def put_stored(self, name, data):
+        """Writes one block-store object, as someone with access to the store could."""
+        if BLOB_STORE:
+            self._container().upload_blob(name, data, overwrite=True)
+        else:
+            path = self.data_dir / "disks" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def local_block_usage(self):
+        """Bytes the disks' blocks take on the local file system (chunks, or their cache)."""
+        return sum(f.stat().st_blocks * 512 for f in (self.data_dir / "disks").rglob("*") if f.is_file())
 
 
 @pytest.fixture(scope="session", autouse=True)

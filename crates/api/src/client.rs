@@ -71,6 +71,12 @@ struct Target {
     path: String,
 }
 
+/// The TLS primitives: AWS-LC's, named rather than left to the process default (a
+/// dependency of the object-store backend brings a second provider into the build).
+pub(crate) fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 impl Target {
     fn parse(url: &str) -> Result<Self, ClientError> {
         let bad_url = || ClientError::Url(url.to_owned());
@@ -138,7 +144,9 @@ impl Client {
         if roots.is_empty() {
             return Err(ClientError::Ca);
         }
-        let config = rustls::ClientConfig::builder()
+        let config = rustls::ClientConfig::builder_with_provider(tls_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|_| ClientError::Ca)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Client {

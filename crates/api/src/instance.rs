@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_blocks::BlockStore;
 use atrest_core::limits::ServiceLimits;
 use atrest_crypto::{generate_tls_identity, random_uuid, TokenSigner};
 use atrest_disk::{Compute, ComputeConfig};
@@ -91,6 +92,10 @@ pub enum InstanceError {
     /// The disk service failed to start.
     #[error(transparent)]
     Compute(#[from] atrest_disk::ComputeError),
+    /// The block store could not be opened (a bad `--blob-store`, an unreadable
+    /// directory).
+    #[error(transparent)]
+    Blocks(#[from] atrest_blocks::BlockError),
     /// The default resource group could not be created.
     #[error(transparent)]
     ResourceGroup(#[from] atrest_resources::ResourceGroupError),
@@ -125,6 +130,11 @@ pub struct Options {
     pub alert_webhook: Option<String>,
     /// Where the NBD server listens; `None` runs none.
     pub nbd_listen: Option<SocketAddr>,
+    /// The object store holding disk blocks (`az://`, `s3://`, `file://`); `None` keeps
+    /// them in the data directory.
+    pub blob_store: Option<String>,
+    /// How long a disk chunk no manifest names is kept before it is deleted.
+    pub blob_garbage_grace: Duration,
     /// How often each open disk re-checks its customer-managed key.
     pub key_check_interval: Duration,
     /// When a response may leave, relative to its audit event's durability.
@@ -531,8 +541,9 @@ fn services(
         key_access.clone(),
         ComputeConfig {
             subscription: subscription.clone(),
-            blocks_dir: dir.join("disks"),
+            blocks: BlockStore::open(&dir.join("disks"), opts.blob_store.as_deref())?,
             vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
+            garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
         },
         unix_now().0,
     )?);

@@ -224,8 +224,8 @@ pub(crate) async fn purge_loop(
                 Err(e) => tracing::error!(error = %e, "audit retention panicked"),
             }
         }
-        let state = state.clone();
-        match tokio::task::spawn_blocking(move || state.vaults.purge_due(unix_now().0)).await {
+        let vaults = state.clone();
+        match tokio::task::spawn_blocking(move || vaults.vaults.purge_due(unix_now().0)).await {
             Ok(Ok((0, 0))) => {}
             Ok(Ok((objects, vaults))) => tracing::info!(
                 objects,
@@ -234,6 +234,17 @@ pub(crate) async fn purge_loop(
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "purge job failed"),
             Err(e) => tracing::error!(error = %e, "purge job panicked"),
+        }
+        let compute = state.compute.clone();
+        match tokio::task::spawn_blocking(move || compute.collect_garbage(unix_now().0)).await {
+            Ok(Ok(collected)) if collected.deleted > 0 => tracing::info!(
+                deleted = collected.deleted,
+                waiting = collected.waiting,
+                "deleted disk chunks no manifest names"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "block garbage collection failed"),
+            Err(e) => tracing::error!(error = %e, "block garbage collection panicked"),
         }
     }
 }

@@ -283,7 +283,8 @@ pub fn load_tls_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfi
         .collect::<Result<_, _>>()
         .map_err(|_| bad("certificate chain"))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| bad("private key"))?;
-    let mut config = ServerConfig::builder()
+    let mut config = ServerConfig::builder_with_provider(crate::client::tls_provider())
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -35,6 +35,8 @@ impl TestServer {
             limits: Default::default(),
             alert_webhook: None,
             nbd_listen: None,
+            blob_store: None,
+            blob_garbage_grace: Duration::from_secs(900),
             key_check_interval: Duration::from_secs(60),
             audit_durability: Default::default(),
         };

@@ -83,6 +83,17 @@ struct ServerArgs {
     /// collide; `vm show` prints each disk's `nbd://` URI.
     #[arg(long, default_value = "127.0.0.1:0")]
     nbd_listen: SocketAddr,
+    /// Keep disk blocks in this object store instead of the data directory, in the
+    /// `object_store` crate's URL schemes: `az://CONTAINER` (with AZURE_STORAGE_ACCOUNT_NAME
+    /// and AZURE_STORAGE_ACCOUNT_KEY, or AZURE_STORAGE_USE_EMULATOR=true for Azurite),
+    /// `s3://BUCKET` (with the AWS_* variables), or `file:///PATH`. The data directory
+    /// then caches chunks.
+    #[arg(long)]
+    blob_store: Option<String>,
+    /// How long a disk chunk that no manifest names any more is kept before it is deleted
+    /// (checked with the purge job), for readers of an older manifest.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    blob_garbage_grace: Duration,
     /// How often each open disk re-checks its customer-managed key (Azure takes up to an
     /// hour); a disk whose key became unusable stops serving I/O until it is usable again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -169,6 +180,8 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         .with_overrides(&args.throttle_limits)?,
         alert_webhook: args.alert_webhook,
         nbd_listen: Some(args.nbd_listen),
+        blob_store: args.blob_store,
+        blob_garbage_grace: args.blob_garbage_grace,
         key_check_interval: args.key_check_interval.max(Duration::from_millis(100)),
         audit_durability: match args.audit_durability {
             AuditDurability::Journal => atrest_api::Durability::Journal {

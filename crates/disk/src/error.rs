@@ -64,9 +64,9 @@ pub enum ComputeError {
     /// The directory failed to create or delete a set's identity.
     #[error(transparent)]
     Directory(#[from] atrest_identity::DirectoryError),
-    /// A disk's block file failed.
+    /// A disk's blocks could not be read or written.
     #[error(transparent)]
-    Disk(#[from] crate::blocks::DiskError),
+    Disk(#[from] atrest_blocks::BlockError),
     /// An invariant did not hold (500).
     #[error("internal error: {0}")]
     Internal(String),

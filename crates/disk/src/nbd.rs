@@ -31,8 +31,8 @@ use atrest_nbd::{
     TFLAG_SEND_FUA, TFLAG_SEND_TRIM, TFLAG_SEND_WRITE_ZEROES,
 };
 
-use crate::blocks::{DiskError, EncryptedFile};
 use crate::service::OpenDisk;
+use atrest_blocks::{BlockError, Volume};
 
 /// The client flags this server understands: fixed newstyle and no zeroes.
 const CLIENT_FLAGS_KNOWN: u32 = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) as u32;
@@ -51,7 +51,7 @@ const MAX_OPTION: u32 = 64 * 1024;
 /// Largest READ or WRITE, advertised as the maximum block size.
 pub const MAX_REQUEST: u32 = 32 * 1024 * 1024;
 /// Preferred request size and alignment advertised to clients.
-const PREFERRED_BLOCK: u32 = crate::blocks::UNIT as u32;
+const PREFERRED_BLOCK: u32 = atrest_blocks::UNIT as u32;
 /// Longest span one BLOCK_STATUS reply describes.
 const MAX_STATUS_SPAN: u64 = 1 << 30;
 /// Requests of one connection in flight at once.
@@ -444,15 +444,15 @@ fn chunk(cookie: u64, kind: u16, payload: &[&[u8]]) -> Vec<u8> {
     msg
 }
 
-/// A structured read reply of `runs` (as [`EncryptedFile::allocation`] splits the range at
+/// A structured read reply of `runs` (as [`Volume::allocation`] splits the range at
 /// `offset`): each never-written run is one `OFFSET_HOLE` chunk, sent without its zeros,
 /// and each other run one `OFFSET_DATA` chunk.
 fn read_with_holes(
-    file: &EncryptedFile,
+    file: &Volume,
     cookie: u64,
     offset: u64,
     runs: &[(u64, bool)],
-) -> Result<Vec<u8>, DiskError> {
+) -> Result<Vec<u8>, BlockError> {
     let data: u64 = runs
         .iter()
         .filter(|(_, hole)| !hole)
@@ -498,9 +498,9 @@ fn error_reply(session: &Session, cookie: u64, error: u32, message: &str) -> Vec
 }
 
 /// The errno a disk failure is reported as.
-fn errno(e: &DiskError) -> u32 {
+fn errno(e: &BlockError) -> u32 {
     match e {
-        DiskError::OutOfRange { .. } => EINVAL,
+        BlockError::OutOfRange { .. } => EINVAL,
         _ => EIO,
     }
 }
@@ -567,7 +567,7 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
         _ => {}
     }
     let s = session.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DiskError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, BlockError> {
         let file = &s.disk.file;
         let (offset, length) = (request.offset, request.length);
         match request.command {

@@ -47,6 +47,8 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
         limits: Default::default(),
         alert_webhook: None,
         nbd_listen: Some("127.0.0.1:0".parse()?),
+        blob_store: None,
+        blob_garbage_grace: Duration::from_secs(900),
         key_check_interval: KEY_CHECK,
         audit_durability: Default::default(),
     };
@@ -188,15 +190,22 @@ async fn story(conn: &Connection, dir: &Path) -> anyhow::Result<()> {
     let unique = disk["properties"]["uniqueId"]
         .as_str()
         .context("no uniqueId")?;
-    let path = dir.join("disks").join(format!("{unique}.blocks"));
+    // The flush committed the disk's first chunk; its newest generation sorts last.
+    let chunk_dir = dir.join("disks").join("chunks").join(unique);
+    let path = std::fs::read_dir(&chunk_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .max()
+        .context("the disk has no stored chunk")?;
     let stored = std::fs::read(&path)?;
     say(format!("{}:", path.display()));
     say(format!("first bytes on disk: {}", hex(&stored[..32])));
     say(format!("the plaintext:       {}", hex(&MESSAGE[..32])));
     if stored.windows(MESSAGE.len()).any(|w| w == MESSAGE) {
-        bail!("the plaintext was found in the block file");
+        bail!("the plaintext was found in the disk's chunk");
     }
-    say("the sentence appears nowhere in the file");
+    say("the sentence appears nowhere in the chunk");
 
     step(
         4,

@@ -11,9 +11,9 @@ use atrest_crypto::{random_hex, sha256};
 use atrest_vhd::{Footer, FOOTER_LEN};
 
 use super::Compute;
-use crate::blocks::{DiskError, EncryptedFile};
 use crate::error::ComputeError;
 use crate::model::{Disk, DISK_KIND};
+use atrest_blocks::{BlockError, Volume};
 
 /// The longest a grant may last: Azure's limit for `durationInSeconds`.
 const MAX_ACCESS_SECONDS: u64 = 5 * 24 * 3600;
@@ -36,7 +36,7 @@ pub struct Grant {
     pub needs_token: bool,
     /// The footer an upload has written so far.
     uploaded: Mutex<[u8; FOOTER_LEN]>,
-    file: EncryptedFile,
+    file: Volume,
 }
 
 impl std::fmt::Debug for Grant {
@@ -56,14 +56,19 @@ impl Grant {
     }
 
     /// The plaintext at `offset`.
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.file.read(offset, buf)
     }
 
     /// Writes `data` at `offset` of the VHD being uploaded: the disk's part encrypted with
     /// its keys, the footer's part kept for `endGetAccess` to check. `None` clears the
     /// range (`x-ms-page-write: clear`) of `len` bytes.
-    pub fn write_pages(&self, offset: u64, len: u64, data: Option<&[u8]>) -> Result<(), DiskError> {
+    pub fn write_pages(
+        &self,
+        offset: u64,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<(), BlockError> {
         let size = self.size();
         let data_end = (offset + len).min(size);
         if offset < data_end {
@@ -132,7 +137,7 @@ impl Compute {
             ));
         }
         let layers = self.unwrap_layers(&disk).await?;
-        let file = EncryptedFile::open(&self.blocks_path(&disk), disk.size_bytes(), layers)?;
+        let file = self.open_volume(&disk, layers).await?;
         let token = random_hex(32);
         let expires = now + seconds as i64;
         let footer =

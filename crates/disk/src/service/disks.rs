@@ -372,22 +372,38 @@ impl Compute {
         self.store
             .write(|tx| tx.delete_resource(DISK_KIND, resource_group, name))?;
         self.store.scrub()?;
-        match std::fs::remove_file(self.blocks_path(&disk)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ComputeError::Internal(format!(
-                    "cannot remove the blocks of disk '{name}': {e}"
-                )))
-            }
-        }
+        let (blocks, id) = (self.config.blocks.clone(), disk.unique_id.clone());
+        tokio::task::spawn_blocking(move || blocks.delete_disk(&id))
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))??;
         Ok(true)
     }
 
-    pub(super) fn blocks_path(&self, disk: &Disk) -> PathBuf {
-        self.config
-            .blocks_dir
-            .join(format!("{}.blocks", disk.unique_id))
+    /// Deletes the disk chunks no manifest has named for the grace period.
+    pub fn collect_garbage(&self, now: i64) -> Result<atrest_blocks::Collected, ComputeError> {
+        Ok(self
+            .config
+            .blocks
+            .collect_garbage(now, self.config.garbage_grace)?)
+    }
+
+    /// Opens a disk's blocks with its data keys (on a blocking thread: an object store
+    /// may be asked for the manifest).
+    pub(super) async fn open_volume(
+        &self,
+        disk: &Disk,
+        layers: Vec<XtsKey>,
+    ) -> Result<Volume, ComputeError> {
+        let (blocks, id, size) = (
+            self.config.blocks.clone(),
+            disk.unique_id.clone(),
+            disk.size_bytes(),
+        );
+        Ok(
+            tokio::task::spawn_blocking(move || blocks.open_volume(&id, size, layers))
+                .await
+                .map_err(|e| ComputeError::Internal(e.to_string()))??,
+        )
     }
 
     /// The NBD export name of a disk, `resource_group/name`, lower-cased.

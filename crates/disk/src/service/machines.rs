@@ -189,7 +189,7 @@ impl Compute {
                 }
             };
             self.set_key_error(resource_group, disk_name, None)?;
-            let file = EncryptedFile::open(&self.blocks_path(&disk), disk.size_bytes(), layers)?;
+            let file = self.open_volume(&disk, layers).await?;
             opened.push(Arc::new(OpenDisk {
                 export: Self::export_name(resource_group, &disk.name),
                 resource_group: resource_group.to_owned(),
@@ -329,11 +329,12 @@ impl Compute {
                     self.set_key_error(&disk.resource_group, &disk.name, None)?;
                 }
                 Err(e @ ComputeError::KeyUnusable { .. }) => {
+                    // Why I/O stops is on record before it stops.
+                    self.set_key_error(&disk.resource_group, &disk.name, Some(e.to_string()))?;
                     if disk.file.is_available() {
                         tracing::warn!(disk = %disk.name, error = %e, "the disk's key is unusable; I/O stops");
                         disk.file.revoke();
                     }
-                    self.set_key_error(&disk.resource_group, &disk.name, Some(e.to_string()))?;
                 }
                 Err(e) => return Err(e),
             }

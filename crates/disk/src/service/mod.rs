@@ -6,8 +6,6 @@
 //! by the vault like any client's call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -20,13 +18,13 @@ use atrest_xts::XtsKey;
 use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
-use crate::blocks::EncryptedFile;
 use crate::error::{ComputeError, KeyAccessError};
 use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys};
 use crate::model::{
     Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
     NETWORK_POLICIES, VM_KIND,
 };
+use atrest_blocks::{BlockStore, Volume};
 
 mod access;
 mod disks;
@@ -40,14 +38,14 @@ pub use disks::DiskRequest;
 pub use machines::VmRequest;
 pub use sets::DesRequest;
 
-/// A disk being served: its block file with the data keys in memory.
+/// A disk being served: its blocks with the data keys in memory.
 pub struct OpenDisk {
     /// The NBD export name, `RESOURCE_GROUP/DISK`.
     pub export: String,
     resource_group: String,
     name: String,
     /// The blocks.
-    pub file: EncryptedFile,
+    pub file: Volume,
     /// Set when its machine stops: the export is gone for good.
     closed: AtomicBool,
 }
@@ -80,8 +78,11 @@ impl std::fmt::Debug for OpenDisk {
 pub struct ComputeConfig {
     /// The subscription every resource belongs to.
     pub subscription: String,
-    /// Directory of the block files.
-    pub blocks_dir: PathBuf,
+    /// Where the disks' blocks are kept.
+    pub blocks: Arc<BlockStore>,
+    /// How long a chunk no manifest names is kept before it is deleted (seconds): a
+    /// reader of an older manifest may still need it.
+    pub garbage_grace: i64,
     /// Host suffix of vault URLs (`.vault.localhost`).
     pub vault_host_suffix: String,
 }
@@ -186,13 +187,6 @@ impl Compute {
         config: ComputeConfig,
         now: i64,
     ) -> Result<Self, ComputeError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.blocks_dir)
-            .map_err(|e| {
-                ComputeError::Internal(format!("cannot create the disk directory: {e}"))
-            })?;
         Ok(Compute {
             platform: PlatformKeys::load(&store, root, now)?,
             store,

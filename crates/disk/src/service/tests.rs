@@ -160,7 +160,7 @@ struct Fixture {
     compute: Compute,
     identity: Identity,
     vault: Arc<MemoryVault>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn fixture() -> Fixture {
@@ -178,15 +178,16 @@ fn fixture() -> Fixture {
     vault.add_version("v1");
     let config = ComputeConfig {
         subscription: "sub".into(),
-        blocks_dir: dir.path().join("disks"),
+        blocks: BlockStore::open(&dir.path().join("disks"), None).unwrap(),
         vault_host_suffix: ".vault.localhost".into(),
+        garbage_grace: 0,
     };
     let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
     Fixture {
         compute,
         identity,
         vault,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -240,16 +241,21 @@ impl Fixture {
             .expect("exported while running")
     }
 
-    /// The first mebibyte of the disk's block file, where the tests write.
+    /// The newest stored first chunk of the disk, where the tests write.
     fn block_file(&self, disk: &Disk) -> Vec<u8> {
-        use std::io::Read;
-        let mut head = Vec::new();
-        std::fs::File::open(self.compute.blocks_path(disk))
+        let chunks = self.dir.path().join("disks/chunks").join(&disk.unique_id);
+        let newest = std::fs::read_dir(chunks)
             .unwrap()
-            .take(1 << 20)
-            .read_to_end(&mut head)
-            .unwrap();
-        head
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("00000000-")
+            })
+            .max()
+            .expect("the first chunk is stored");
+        std::fs::read(newest).unwrap()
     }
 }
 
