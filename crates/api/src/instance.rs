@@ -544,6 +544,7 @@ fn services(
             blocks: BlockStore::open(&dir.join("disks"), opts.blob_store.as_deref())?,
             vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
             garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
+            snapshot_limits: Default::default(),
         },
         unix_now().0,
     )?);

@@ -673,8 +673,69 @@ async fn bad_compute_input_changes_nothing() {
         404,
         "NotFound",
     );
+    // Snapshots: a body that does not parse, no source, an unknown source, another
+    // createOption, a missing snapshot to update.
+    for (body, status, code) in [
+        ("{", 400, "BadRequest"),
+        (
+            r#"{"location":"westeurope","properties":{"incremental":"yes"}}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{}}"#,
+            400,
+            "InvalidParameter",
+        ),
+        (
+            r#"{"properties":{"creationData":{"createOption":"Copy","sourceResourceId":"d9"}}}"#,
+            400,
+            "LocationRequired",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Copy","sourceResourceId":"d9"}}}"#,
+            400,
+            "InvalidParameter",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{"creationData":{"createOption":"Empty"}}}"#,
+            400,
+            "InvalidParameter",
+        ),
+    ] {
+        check_error(
+            &put(&s, compute("snapshots", "s1", ""), body).await,
+            status,
+            code,
+        );
+    }
+    check_error(
+        &s.mgmt(
+            Method::PATCH,
+            &compute("snapshots", "missing", ""),
+            br#"{"properties":{}}"#,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    );
+    check_error(
+        &s.mgmt(
+            Method::POST,
+            &compute("snapshots", "missing", "/beginGetAccess"),
+            br#"{"access": "Read", "durationInSeconds": 60}"#,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    );
     // Nothing was created, and the server still serves.
-    for kind in ["disks", "diskEncryptionSets", "virtualMachines"] {
+    for kind in [
+        "disks",
+        "diskEncryptionSets",
+        "snapshots",
+        "virtualMachines",
+    ] {
         let list = s
             .mgmt(
                 Method::GET,

@@ -197,7 +197,6 @@ impl BlockStore {
     /// Commits `manifest` as disk's; `previous` is the version this writer last saw (none
     /// for a disk's first manifest): an object store refuses the commit if another writer
     /// replaced it since.
-    #[cfg_attr(not(feature = "object-store"), allow(unused_variables))]
     pub(crate) fn save_manifest(
         &self,
         disk: &str,
@@ -208,6 +207,9 @@ impl BlockStore {
         match &self.backend {
             Backend::Local => {
                 let path = self.manifest_path(disk);
+                if previous.is_none() && path.exists() {
+                    return Err(BlockError::Conflict(disk.to_owned()));
+                }
                 let dir = path.parent().expect("manifests have a directory");
                 make_dir(dir)?;
                 let temp = dir.join(format!(".{disk}.new"));
@@ -352,6 +354,26 @@ impl BlockStore {
             Backend::Object(o) => o.delete_manifest(disk)?,
         }
         self.remove_single_file(disk)
+    }
+
+    /// Gives disk `to` the data `from` has now (its committed manifest; none: zeros), in
+    /// constant time: the new manifest names the same chunks, which are never written again.
+    /// `to` must not have a manifest yet.
+    pub fn copy_manifest(&self, from: &str, to: &str, size: u64) -> Result<(), BlockError> {
+        if !valid_origin(to) {
+            return Err(BlockError::Manifest {
+                disk: to.to_owned(),
+                reason: "not a disk id".into(),
+            });
+        }
+        let chunks = match self.load_manifest(from)? {
+            Some((manifest, _)) => manifest.chunks,
+            None => Default::default(),
+        };
+        let mut copy = Manifest::empty(size);
+        copy.chunks = chunks;
+        self.save_manifest(to, &copy, None)?;
+        Ok(())
     }
 
     /// Ids of the disks with a stored manifest.

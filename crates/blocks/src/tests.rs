@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use atrest_xts::XtsKey;
 
-use crate::{BlockError, BlockStore, Collected, Volume, CHUNK, UNIT};
+use crate::{BlockError, BlockStore, Change, Collected, Volume, CHUNK, UNIT};
 
 const MIB: u64 = 1 << 20;
 
@@ -479,4 +479,99 @@ impl BlockStore {
     fn open_volume_for_test(self: &Arc<Self>, disk: &str) -> Result<Volume, BlockError> {
         self.open_volume(disk, 2 * CHUNK, vec![key()])
     }
+}
+
+#[test]
+fn a_copied_manifest_keeps_its_data_while_the_source_moves_on() {
+    for (backend, _dir, store) in stores() {
+        let disk = store.open_volume("disk-m", 2 * CHUNK, vec![key()]).unwrap();
+        disk.write(100, b"before").unwrap();
+        disk.flush().unwrap();
+        store.copy_manifest("disk-m", "snap-m", 2 * CHUNK).unwrap();
+        disk.write(100, b"after!").unwrap();
+        disk.write_zeroes(0, CHUNK).unwrap();
+        disk.flush().unwrap();
+        assert_eq!(
+            store.collect_garbage(0, 0).unwrap().deleted,
+            0,
+            "{backend}: the copy keeps its chunk"
+        );
+        let copy = store.open_volume("snap-m", 3 * CHUNK, vec![key()]).unwrap();
+        let mut back = [0u8; 6];
+        copy.read(100, &mut back).unwrap();
+        assert_eq!(&back, b"before", "{backend}");
+        disk.read(100, &mut back).unwrap();
+        assert_eq!(back, [0; 6]);
+        // A copy of a disk that was never written reads as zeros.
+        store
+            .copy_manifest("never-written", "snap-n", CHUNK)
+            .unwrap();
+        assert!(store
+            .load_manifest("snap-n")
+            .unwrap()
+            .unwrap()
+            .0
+            .chunks
+            .is_empty());
+        assert!(
+            store.copy_manifest("disk-m", "snap-m", CHUNK).is_err(),
+            "{backend}: never replaced"
+        );
+    }
+}
+
+#[test]
+fn changes_between_copies_are_found_without_keys() {
+    let (_, _dir, store) = stores().remove(0);
+    let unit = UNIT as u64;
+    let disk = store.open_volume("disk-p", 3 * CHUNK, vec![key()]).unwrap();
+    disk.write(0, &[1u8; 3 * UNIT]).unwrap();
+    disk.write(2 * CHUNK, &[2u8; UNIT]).unwrap();
+    disk.flush().unwrap();
+    store.copy_manifest("disk-p", "snap-p1", 3 * CHUNK).unwrap();
+    disk.write(unit, &[9u8; 10]).unwrap(); // changes unit 1
+    disk.write_zeroes(2 * unit, unit).unwrap(); // clears unit 2
+    disk.write(CHUNK + 5 * unit, &[3u8; UNIT]).unwrap(); // a new chunk
+    disk.write(2 * CHUNK, &[2u8; UNIT]).unwrap(); // rewritten with the same bytes
+    disk.flush().unwrap();
+    store.copy_manifest("disk-p", "snap-p2", 3 * CHUNK).unwrap();
+    let first = store.open_volume("snap-p1", 3 * CHUNK, vec![]).unwrap();
+    let second = store.open_volume("snap-p2", 3 * CHUNK, vec![]).unwrap();
+    assert_eq!(
+        second.changes_since(&first).unwrap(),
+        vec![
+            Change {
+                first: unit,
+                last: 2 * unit - 1,
+                cleared: false
+            },
+            Change {
+                first: 2 * unit,
+                last: 3 * unit - 1,
+                cleared: true
+            },
+            Change {
+                first: CHUNK + 5 * unit,
+                last: CHUNK + 6 * unit - 1,
+                cleared: false
+            },
+        ]
+    );
+    assert_eq!(first.changes_since(&first).unwrap(), vec![]);
+    // Backwards, what the later copy wrote reads as cleared in the earlier one.
+    assert_eq!(
+        first.changes_since(&second).unwrap(),
+        vec![
+            Change {
+                first: unit,
+                last: 3 * unit - 1,
+                cleared: false
+            },
+            Change {
+                first: CHUNK + 5 * unit,
+                last: CHUNK + 6 * unit - 1,
+                cleared: true
+            },
+        ]
+    );
 }

@@ -238,6 +238,18 @@ operations! {
     DiskEndGetAccess => Management,
     /// A read of a disk through its access URL (authorized by the URL's signature).
     DiskAccessRead => Token,
+    /// Create or update a snapshot.
+    SnapshotWrite => Management,
+    /// Delete a snapshot.
+    SnapshotDelete => Management,
+    /// Read a snapshot.
+    SnapshotRead => Management,
+    /// List snapshots.
+    SnapshotList => Management,
+    /// `POST …/snapshots/{s}/beginGetAccess`: a time-limited URL to the snapshot's data.
+    SnapshotBeginGetAccess => Management,
+    /// `POST …/snapshots/{s}/endGetAccess`: revoke the snapshot's access URL.
+    SnapshotEndGetAccess => Management,
     /// Microsoft Graph `POST /v1.0/directoryObjects/getByIds`.
     GraphDirectoryObjectsGetByIds => Administration,
     /// Microsoft Graph `GET /v1.0/servicePrincipals`, with `$filter`.
@@ -393,6 +405,12 @@ impl Operation {
             | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
+            | SnapshotWrite
+            | SnapshotDelete
+            | SnapshotRead
+            | SnapshotList
+            | SnapshotBeginGetAccess
+            | SnapshotEndGetAccess
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
@@ -509,6 +527,12 @@ impl Operation {
             | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
+            | SnapshotWrite
+            | SnapshotDelete
+            | SnapshotRead
+            | SnapshotList
+            | SnapshotBeginGetAccess
+            | SnapshotEndGetAccess
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
@@ -636,6 +660,12 @@ impl Operation {
             | RoleDefinitionDelete
             | DiskBeginGetAccess
             | DiskEndGetAccess
+            | SnapshotWrite
+            | SnapshotDelete
+            | SnapshotRead
+            | SnapshotList
+            | SnapshotBeginGetAccess
+            | SnapshotEndGetAccess
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList

@@ -12,4 +12,7 @@ pub mod service;
 pub use error::{ComputeError, KeyAccessError};
 pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 pub use model::{Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek};
-pub use service::{Compute, ComputeConfig, DesRequest, DiskRequest, Grant, OpenDisk, VmRequest};
+pub use service::{
+    Compute, ComputeConfig, DesRequest, DiskRequest, Grant, OpenDisk, SnapshotLimits,
+    SnapshotRequest, VmRequest,
+};

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const DES_KIND: &str = "diskEncryptionSets";
 /// Store kind of disks.
 pub const DISK_KIND: &str = "disks";
+/// Store kind of snapshots (stored as [`Disk`] documents: a snapshot has a disk's
+/// properties, its own manifest, and never changes its data).
+pub const SNAPSHOT_KIND: &str = "snapshots";
 /// Store kind of virtual machines.
 pub const VM_KIND: &str = "virtualMachines";
 
@@ -81,7 +84,7 @@ pub enum WrappedDek {
     },
 }
 
-/// A managed disk (`Microsoft.Compute/disks`).
+/// A managed disk (`Microsoft.Compute/disks`) or a snapshot (`Microsoft.Compute/snapshots`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Disk {
     /// Name, unique in its resource group.
@@ -96,8 +99,28 @@ pub struct Disk {
     pub tags: BTreeMap<String, String>,
     /// Size in GiB.
     pub size_gb: u64,
-    /// Random id; names the block file and binds platform-wrapped keys to this disk.
+    /// Random id; names the disk's manifest in the block store.
     pub unique_id: String,
+    /// The id platform-wrapped keys are bound to: the disk that made the data key, which a
+    /// snapshot or a copy shares (none: `unique_id`).
+    #[serde(default)]
+    pub key_binding: Option<String>,
+    /// `creationData.createOption`: `Empty`, `Upload` or `Copy`.
+    #[serde(default)]
+    pub create_option: Option<String>,
+    /// `creationData.sourceResourceId` of a copy or snapshot.
+    #[serde(default)]
+    pub source_resource_id: Option<String>,
+    /// `creationData.sourceUniqueId`.
+    #[serde(default)]
+    pub source_unique_id: Option<String>,
+    /// A snapshot that is incremental.
+    #[serde(default)]
+    pub incremental: bool,
+    /// `incrementalSnapshotFamilyId`: the unique id of the disk an incremental snapshot
+    /// is of.
+    #[serde(default)]
+    pub family_id: Option<String>,
     /// Azure's encryption type name.
     pub encryption_type: String,
     /// The disk encryption set's resource id, for customer-managed keys.
@@ -134,6 +157,27 @@ fn allow_all() -> String {
 pub const NETWORK_POLICIES: [&str; 3] = ["AllowAll", "AllowPrivate", "DenyAll"];
 
 impl Disk {
+    /// Whether this document is a snapshot.
+    pub fn is_snapshot(&self) -> bool {
+        self.id
+            .to_ascii_lowercase()
+            .contains("/microsoft.compute/snapshots/")
+    }
+
+    /// The store kind of the document.
+    pub fn kind(&self) -> &'static str {
+        if self.is_snapshot() {
+            SNAPSHOT_KIND
+        } else {
+            DISK_KIND
+        }
+    }
+
+    /// The id platform-wrapped keys are bound to.
+    pub fn key_binding(&self) -> &str {
+        self.key_binding.as_deref().unwrap_or(&self.unique_id)
+    }
+
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.exact_size.unwrap_or(self.size_gb << 30)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use atrest_core::names::check_resource_group_name;
 use atrest_core::operation::Operation;
-use atrest_disk::{DesRequest, Disk, DiskEncryptionSet, DiskRequest, VirtualMachine, VmRequest};
+use atrest_disk::{
+    DesRequest, Disk, DiskEncryptionSet, DiskRequest, SnapshotRequest, VirtualMachine, VmRequest,
+};
 use atrest_identity::{Caller, RoleError};
 use atrest_runtime::time::rfc3339;
 use hyper::{Method, StatusCode};
@@ -21,7 +23,12 @@ use crate::pipeline::Ctx;
 use crate::state::AppState;
 
 /// The resource types this provider serves, as they appear in paths.
-const KINDS: [&str; 3] = ["diskEncryptionSets", "disks", "virtualMachines"];
+const KINDS: [&str; 4] = [
+    "diskEncryptionSets",
+    "disks",
+    "snapshots",
+    "virtualMachines",
+];
 
 /// The canonical spelling of a resource type segment.
 pub(crate) fn kind_of(segment: &str) -> Option<&'static str> {
@@ -90,6 +97,7 @@ impl DesDto {
 struct CreationDataDto {
     create_option: Option<String>,
     upload_size_bytes: Option<u64>,
+    source_resource_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,21 +130,33 @@ impl DiskDto {
     fn into_request(self) -> Result<DiskRequest, ApiError> {
         let p = self.properties.unwrap_or_default();
         let creation = p.creation_data.unwrap_or_default();
-        let upload_size_bytes = match creation.create_option.as_deref() {
-            None => None,
-            Some(o) if o.eq_ignore_ascii_case("Empty") => None,
-            Some(o) if o.eq_ignore_ascii_case("Upload") => {
+        let (upload_size_bytes, source) = match creation.create_option.as_deref() {
+            None => (None, None),
+            Some(o) if o.eq_ignore_ascii_case("Empty") => (None, None),
+            Some(o) if o.eq_ignore_ascii_case("Upload") => (
                 Some(creation.upload_size_bytes.ok_or_else(|| {
                     ApiError::bad_request(
                         "InvalidParameter",
                         "Required parameter 'creationData.uploadSizeBytes' is missing (null).",
                     )
-                })?)
-            }
+                })?),
+                None,
+            ),
+            Some(o) if o.eq_ignore_ascii_case("Copy") => (
+                None,
+                Some(creation.source_resource_id.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "InvalidParameter",
+                        "Required parameter 'creationData.sourceResourceId' is missing (null).",
+                    )
+                })?),
+            ),
             Some(o) => {
                 return Err(ApiError::bad_request(
                     "InvalidParameter",
-                    format!("The createOption '{o}' is not supported; use 'Empty' or 'Upload'."),
+                    format!(
+                        "The createOption '{o}' is not supported; use 'Empty', 'Upload' or 'Copy'."
+                    ),
                 ))
             }
         };
@@ -153,7 +173,47 @@ impl DiskDto {
             network_access_policy: p.network_access_policy,
             data_access_auth_mode: p.data_access_auth_mode,
             upload_size_bytes,
+            source,
         })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotPropertiesDto {
+    creation_data: Option<CreationDataDto>,
+    incremental: Option<bool>,
+    encryption: Option<EncryptionDto>,
+    network_access_policy: Option<String>,
+    data_access_auth_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    properties: Option<SnapshotPropertiesDto>,
+}
+
+impl SnapshotDto {
+    fn into_request(self) -> SnapshotRequest {
+        let p = self.properties.unwrap_or_default();
+        let creation = p.creation_data.unwrap_or_default();
+        let (encryption_type, disk_encryption_set) = match p.encryption {
+            Some(e) => (e.kind, e.disk_encryption_set_id),
+            None => (None, None),
+        };
+        SnapshotRequest {
+            location: self.location,
+            tags: self.tags,
+            create_option: creation.create_option,
+            source: creation.source_resource_id,
+            incremental: p.incremental,
+            encryption_type,
+            disk_encryption_set,
+            network_access_policy: p.network_access_policy,
+            data_access_auth_mode: p.data_access_auth_mode,
+        }
     }
 }
 
@@ -336,16 +396,23 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
         (None, Some(false)) => json!({ "status": "Unavailable" }),
         (None, _) => json!({ "status": "Available" }),
     };
-    json!({
+    let mut creation = json!({ "createOption": disk.create_option.as_deref().unwrap_or("Empty") });
+    if let Some(source) = &disk.source_resource_id {
+        creation["sourceResourceId"] = Value::from(source.as_str());
+    }
+    if let Some(source) = &disk.source_unique_id {
+        creation["sourceUniqueId"] = Value::from(source.as_str());
+    }
+    let mut shown = json!({
         "id": disk.id,
         "name": disk.name,
-        "type": "Microsoft.Compute/disks",
+        "type": if disk.is_snapshot() { "Microsoft.Compute/snapshots" } else { "Microsoft.Compute/disks" },
         "location": disk.location,
         "tags": disk.tags,
         "managedBy": disk.managed_by.as_ref().map(|vm| vm_id(state, &disk.resource_group, vm)),
         "sku": { "name": "Standard_LRS", "tier": "Standard" },
         "properties": {
-            "creationData": { "createOption": "Empty" },
+            "creationData": creation,
             "diskSizeGB": disk.size_gb,
             "diskSizeBytes": disk.size_bytes(),
             "uniqueId": disk.unique_id,
@@ -357,7 +424,16 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
             "dataAccessAuthMode": if disk.data_access_aad { "AzureActiveDirectory" } else { "None" },
             "provisioningState": "Succeeded",
         },
-    })
+    });
+    if disk.is_snapshot() {
+        let properties = &mut shown["properties"];
+        properties["incremental"] = Value::from(disk.incremental);
+        properties["completionPercent"] = Value::from(100.0);
+        if let Some(family) = &disk.family_id {
+            properties["incrementalSnapshotFamilyId"] = Value::from(family.as_str());
+        }
+    }
+    shown
 }
 
 /// `nbd://HOST:PORT/EXPORT` of a running machine's disk.
@@ -462,7 +538,7 @@ impl<'a> Route<'a> {
                     ("DELETE", None) => "delete",
                     ("GET", None) => "read",
                     ("GET", Some(a)) if a.eq_ignore_ascii_case("instanceView") => "read",
-                    ("POST", Some(a)) if kind == "disks" => {
+                    ("POST", Some(a)) if kind == "disks" || kind == "snapshots" => {
                         action_verb(a, &["beginGetAccess/action", "endGetAccess/action"])?
                     }
                     ("POST", Some(a)) if kind == "virtualMachines" => {
@@ -507,6 +583,11 @@ impl<'a> Route<'a> {
                 ("disks", "beginGetAccess/action") => DiskBeginGetAccess,
                 ("disks", "endGetAccess/action") => DiskEndGetAccess,
                 ("disks", _) => DiskRead,
+                ("snapshots", "write") => SnapshotWrite,
+                ("snapshots", "delete") => SnapshotDelete,
+                ("snapshots", "beginGetAccess/action") => SnapshotBeginGetAccess,
+                ("snapshots", "endGetAccess/action") => SnapshotEndGetAccess,
+                ("snapshots", _) => SnapshotRead,
                 (_, "write") => VirtualMachineWrite,
                 (_, "delete") => VirtualMachineDelete,
                 (_, "start/action") => VirtualMachineStart,
@@ -516,6 +597,7 @@ impl<'a> Route<'a> {
             Route::List { kind, .. } => match *kind {
                 "diskEncryptionSets" => DiskEncryptionSetList,
                 "disks" => DiskList,
+                "snapshots" => SnapshotList,
                 _ => VirtualMachineList,
             },
         }
@@ -621,18 +703,43 @@ pub(crate) async fn handle(
             let deleted = compute.delete_vm(resource_group, name).await?;
             Ok(empty(deleted_status(deleted)))
         }
-        ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("beginGetAccess") => {
+        ("snapshots", "PUT" | "PATCH", None) => {
+            let req = parse_json::<SnapshotDto>(&read_body(body).await?)?.into_request();
+            if *method == Method::PATCH {
+                compute.get_snapshot(resource_group, name)?;
+            }
+            let (snapshot, _) = compute
+                .put_snapshot(resource_group, name, &req, now)
+                .await?;
+            Ok(json(StatusCode::OK, &disk_json(state, &snapshot)))
+        }
+        ("snapshots", "GET", None) => Ok(json(
+            StatusCode::OK,
+            &disk_json(state, &compute.get_snapshot(resource_group, name)?),
+        )),
+        ("snapshots", "DELETE", None) => {
+            let deleted = compute.delete_snapshot(resource_group, name).await?;
+            Ok(empty(deleted_status(deleted)))
+        }
+        ("disks" | "snapshots", "POST", Some(a)) if a.eq_ignore_ascii_case("beginGetAccess") => {
             let dto: GrantAccessDto = parse_json(&read_body(body).await?)?;
             dto.check()?;
             let write = dto.access.eq_ignore_ascii_case("Write");
             let (token, expires) = compute
-                .grant_access(resource_group, name, dto.duration_in_seconds, write, now)
+                .grant_access_to(
+                    kind,
+                    resource_group,
+                    name,
+                    dto.duration_in_seconds,
+                    write,
+                    now,
+                )
                 .await?;
             let url = access_url(state, resource_group, name, &token, expires);
             Ok(json(StatusCode::OK, &json!({ "accessSAS": url })))
         }
-        ("disks", "POST", Some(a)) if a.eq_ignore_ascii_case("endGetAccess") => {
-            compute.end_access(resource_group, name).await?;
+        ("disks" | "snapshots", "POST", Some(a)) if a.eq_ignore_ascii_case("endGetAccess") => {
+            compute.end_access_to(kind, resource_group, name).await?;
             Ok(empty(StatusCode::OK))
         }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {
@@ -685,6 +792,12 @@ fn list(
         )?,
         "disks" => shown(
             compute.list_disks(resource_group)?,
+            readable,
+            |d| &d.id,
+            |d| disk_json(state, d),
+        )?,
+        "snapshots" => shown(
+            compute.list_snapshots(resource_group)?,
             readable,
             |d| &d.id,
             |d| disk_json(state, d),

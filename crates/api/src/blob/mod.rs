@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use atrest_blocks::Change;
 use atrest_core::operation::Operation;
 use atrest_disk::Grant;
 use atrest_vhd::{parse_page_range, FOOTER_LEN, MAX_PAGE_WRITE};
@@ -186,6 +187,86 @@ async fn put_pages(
     Ok(resp)
 }
 
+/// The grant behind `x-ms-previous-snapshot-url`: another snapshot's access URL.
+fn previous_grant(state: &AppState, url: &str, now: i64) -> Result<Arc<Grant>, ApiError> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    param(&form_pairs(query), "sig")
+        .and_then(|token| state.compute.granted(token, now))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidHeaderValue",
+                "x-ms-previous-snapshot-url is not a live access URL of a snapshot.",
+            )
+        })
+}
+
+/// `GET ?comp=pagelist`: the ranges holding data, or, with a previous snapshot, the
+/// ranges changed (`PageRange`) and cleared (`ClearRange`) since it, as Azure's page
+/// range diff answers a managed disk's incremental snapshots. The footer is one page of
+/// data; it never changes.
+async fn page_list(
+    grant: Arc<Grant>,
+    previous: Option<Arc<Grant>>,
+    total: u64,
+) -> Result<Resp, ApiError> {
+    let size = grant.size();
+    let whole = previous.is_none();
+    let ranges = tokio::task::spawn_blocking(move || match &previous {
+        None => grant
+            .data_ranges()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(first, last)| Change {
+                        first,
+                        last,
+                        cleared: false,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| ApiError::internal(&e)),
+        Some(older) => match grant.changes_since(older) {
+            Some(changes) => changes.map_err(|e| ApiError::internal(&e)),
+            None => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidHeaderValue",
+                "x-ms-previous-snapshot-url must name an incremental snapshot of the same disk as this one.",
+            )),
+        },
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
+    let mut xml = String::from(r#"<?xml version="1.0" encoding="utf-8"?><PageList>"#);
+    for Change {
+        first,
+        last,
+        cleared,
+    } in ranges
+    {
+        let tag = if cleared { "ClearRange" } else { "PageRange" };
+        xml.push_str(&format!(
+            "<{tag}><Start>{first}</Start><End>{last}</End></{tag}>"
+        ));
+    }
+    if whole {
+        xml.push_str(&format!(
+            "<PageRange><Start>{size}</Start><End>{}</End></PageRange>",
+            total - 1
+        ));
+    }
+    xml.push_str("</PageList>");
+    let mut resp = Response::new(Full::new(Bytes::from(xml)));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    headers.insert("x-ms-version", HeaderValue::from_static("2021-08-06"));
+    headers.insert(
+        "x-ms-blob-content-length",
+        HeaderValue::from_str(&total.to_string()).expect("digits"),
+    );
+    headers.insert(ETAG, HeaderValue::from_static("\"0x1\""));
+    Ok(resp)
+}
+
 /// Serves one request for a disk access URL.
 pub(crate) async fn handle(
     state: &AppState,
@@ -208,10 +289,7 @@ pub(crate) async fn handle(
                 "Server failed to authenticate the request: the access URL is unknown, revoked or expired.",
             )
         })?;
-    ctx.resource = Some(format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{}",
-        state.settings.subscription, grant.resource_group, grant.name
-    ));
+    ctx.resource = Some(grant.disk_id.clone());
     let total = grant.size() + FOOTER_LEN as u64;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     if grant.needs_token {
@@ -222,10 +300,10 @@ pub(crate) async fn handle(
             state.identity.disk_audiences(),
             ctx.now,
         )?;
-        let action = if grant.write {
-            "Microsoft.Compute/disks/upload/action"
-        } else {
-            "Microsoft.Compute/disks/download/action"
+        let action = match (grant.snapshot, grant.write) {
+            (false, true) => "Microsoft.Compute/disks/upload/action",
+            (false, false) => "Microsoft.Compute/disks/download/action",
+            (true, _) => "Microsoft.Compute/snapshots/download/action",
         };
         let object_ids = state.identity.object_ids_of(&caller.object_id)?;
         let allowed = state
@@ -249,6 +327,12 @@ pub(crate) async fn handle(
     }
     if route.verb == Verb::PutPages {
         return put_pages(grant, &query, &parts.headers, total, body).await;
+    }
+    if param(&query, "comp") == Some("pagelist") && route.verb == Verb::Get {
+        let previous = header("x-ms-previous-snapshot-url")
+            .map(|url| previous_grant(state, url, ctx.now))
+            .transpose()?;
+        return page_list(grant, previous, total).await;
     }
     let head = route.verb == Verb::Head;
     let range = match header("x-ms-range").or_else(|| header(RANGE.as_str())) {

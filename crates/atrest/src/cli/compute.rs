@@ -1,5 +1,5 @@
-//! `atrest disk-encryption-set`, `atrest disk` and `atrest vm`: clients of the ARM-shaped
-//! `Microsoft.Compute` API, with `az`'s flags.
+//! `atrest disk-encryption-set`, `atrest disk`, `atrest snapshot` and `atrest vm`: clients
+//! of the ARM-shaped `Microsoft.Compute` API, with `az`'s flags.
 
 use anyhow::Context;
 use atrest_api::client::Method;
@@ -126,8 +126,12 @@ pub(crate) enum DiskCommand {
         target: Named,
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
-        #[arg(short = 'z', long, required_unless_present = "upload_size_bytes")]
+        #[arg(short = 'z', long, required_unless_present_any = ["upload_size_bytes", "source"])]
         size_gb: Option<i64>,
+        /// Copy this disk or snapshot (a name in the resource group, a disk first, or a
+        /// resource id): its data and data key.
+        #[arg(long, conflicts_with = "upload_size_bytes")]
+        source: Option<String>,
         /// A disk encryption set's name or resource id (customer-managed keys).
         #[arg(long)]
         disk_encryption_set: Option<String>,
@@ -197,6 +201,58 @@ pub(crate) enum DiskCommand {
         #[arg(long)]
         encryption_type: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Snapshot a disk (or copy a snapshot): constant time, crash-consistent for a
+    /// running disk; later writes to the disk never change it.
+    Create {
+        #[command(flatten)]
+        target: Named,
+        /// The disk or snapshot (a name in the resource group, a disk first, or a
+        /// resource id).
+        #[arg(long)]
+        source: String,
+        /// The source's location when absent; a snapshot stays in its source's region.
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+        /// An incremental snapshot: one of the disk's family, whose changes against another
+        /// member can be listed.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        incremental: bool,
+        /// A disk encryption set's name or resource id (a full snapshot may move to
+        /// another; an incremental one keeps its disk's).
+        #[arg(long)]
+        disk_encryption_set: Option<String>,
+        #[arg(long)]
+        encryption_type: Option<String>,
+        /// AllowAll, AllowPrivate or DenyAll (no export); the source's when absent.
+        #[arg(long)]
+        network_access_policy: Option<String>,
+    },
+    /// Show a snapshot.
+    Show(Named),
+    /// List snapshots.
+    List(Listed),
+    /// Change a snapshot's network access policy.
+    Update {
+        #[command(flatten)]
+        target: Named,
+        #[arg(long)]
+        network_access_policy: Option<String>,
+    },
+    /// Delete a snapshot; its data goes once no disk or snapshot shares it.
+    Delete(Named),
+    /// A time-limited URL that serves the snapshot's data (plaintext) as a fixed VHD.
+    GrantAccess {
+        #[command(flatten)]
+        target: Named,
+        #[arg(long, default_value_t = 3600)]
+        duration_in_seconds: u64,
+    },
+    /// End the snapshot's access URL.
+    RevokeAccess(Named),
 }
 
 #[derive(Subcommand)]
@@ -325,13 +381,20 @@ pub(crate) async fn disk(
             target,
             location,
             size_gb,
+            source,
             disk_encryption_set,
             encryption_type,
             upload_size_bytes,
         } => {
-            let creation = match upload_size_bytes {
-                Some(bytes) => json!({ "createOption": "Upload", "uploadSizeBytes": bytes }),
-                None => json!({ "createOption": "Empty" }),
+            let creation = match (upload_size_bytes, source) {
+                (Some(bytes), _) => {
+                    json!({ "createOption": "Upload", "uploadSizeBytes": bytes })
+                }
+                (None, Some(source)) => json!({
+                    "createOption": "Copy",
+                    "sourceResourceId": source_id(conn, target.rg(), &source).await,
+                }),
+                (None, None) => json!({ "createOption": "Empty" }),
             };
             let body = json!({
                 "location": location,
@@ -372,18 +435,7 @@ pub(crate) async fn disk(
             target,
             duration_in_seconds,
             access_level,
-        } => {
-            let body = json!({
-                "access": access_level,
-                "durationInSeconds": duration_in_seconds,
-                "fileFormat": "VHD",
-            });
-            let granted = target
-                .call(conn, KIND, Method::POST, Some("beginGetAccess"), Some(body))
-                .await?;
-            // `az disk grant-access` prints `accessSas`.
-            json!({ "accessSas": granted["accessSAS"] })
-        }
+        } => grant_access(conn, &target, KIND, duration_in_seconds, &access_level).await?,
         C::Download { target, file } => {
             let path = compute_path(conn, target.rg(), KIND, &target.name);
             transfer::download(conn, &path, &file).await?
@@ -460,6 +512,116 @@ pub(crate) async fn vm(
         C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
         C::List(listed) => listed.call(conn, KIND).await?,
         C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
+    };
+    print(&out, format)
+}
+
+/// The resource id of `--source`: an id as given, else the disk of that name in the
+/// resource group, or the snapshot of that name if there is no such disk (as `az`).
+async fn source_id(conn: &Connection, rg: Option<&str>, reference: &str) -> String {
+    if reference.starts_with('/') {
+        return reference.to_owned();
+    }
+    let disk = compute_path(conn, rg, "disks", reference);
+    match conn.management(Method::GET, &disk, None).await {
+        Ok(_) => disk,
+        Err(_) => compute_path(conn, rg, "snapshots", reference),
+    }
+}
+
+/// `grant-access`: `beginGetAccess` on a disk or snapshot, printing `accessSas` as `az`.
+async fn grant_access(
+    conn: &Connection,
+    target: &Named,
+    kind: &str,
+    duration_in_seconds: u64,
+    access: &str,
+) -> anyhow::Result<Value> {
+    let body = json!({
+        "access": access,
+        "durationInSeconds": duration_in_seconds,
+        "fileFormat": "VHD",
+    });
+    let granted = target
+        .call(conn, kind, Method::POST, Some("beginGetAccess"), Some(body))
+        .await?;
+    Ok(json!({ "accessSas": granted["accessSAS"] }))
+}
+
+pub(crate) async fn snapshot(
+    conn: &Connection,
+    command: SnapshotCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    const KIND: &str = "snapshots";
+    use SnapshotCommand as C;
+    let out = match command {
+        C::Create {
+            target,
+            source,
+            location,
+            incremental,
+            disk_encryption_set,
+            encryption_type,
+            network_access_policy,
+        } => {
+            let source = source_id(conn, target.rg(), &source).await;
+            let location = match location {
+                Some(l) => l,
+                None => conn.management(Method::GET, &source, None).await?["location"]
+                    .as_str()
+                    .context("the source has no location")?
+                    .to_owned(),
+            };
+            let mut encryption = json!({});
+            if let Some(d) = disk_encryption_set {
+                encryption["diskEncryptionSetId"] = Value::from(id_or_name(&d, |n| {
+                    compute_path(conn, target.rg(), "diskEncryptionSets", n)
+                }));
+            }
+            if let Some(t) = encryption_type {
+                encryption["type"] = Value::from(t);
+            }
+            let mut properties = json!({
+                "creationData": { "createOption": "Copy", "sourceResourceId": source },
+                "incremental": incremental,
+            });
+            if encryption.as_object().is_some_and(|e| !e.is_empty()) {
+                properties["encryption"] = encryption;
+            }
+            if let Some(policy) = network_access_policy {
+                properties["networkAccessPolicy"] = Value::from(policy);
+            }
+            let body = json!({ "location": location, "properties": properties });
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?
+        }
+        C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
+        C::List(listed) => listed.call(conn, KIND).await?,
+        C::Update {
+            target,
+            network_access_policy,
+        } => {
+            let mut properties = json!({});
+            if let Some(policy) = network_access_policy {
+                properties["networkAccessPolicy"] = Value::from(policy);
+            }
+            let body = json!({ "properties": properties });
+            target
+                .call(conn, KIND, Method::PATCH, None, Some(body))
+                .await?
+        }
+        C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
+        C::GrantAccess {
+            target,
+            duration_in_seconds,
+        } => grant_access(conn, &target, KIND, duration_in_seconds, "Read").await?,
+        C::RevokeAccess(target) => {
+            target
+                .call(conn, KIND, Method::POST, Some("endGetAccess"), None)
+                .await?
+        }
     };
     print(&out, format)
 }

@@ -82,6 +82,11 @@ pub(crate) enum ClientCommand {
         #[command(subcommand)]
         command: compute::DiskCommand,
     },
+    /// Snapshots of disks, bound to the same keys.
+    Snapshot {
+        #[command(subcommand)]
+        command: compute::SnapshotCommand,
+    },
     /// Virtual machines, whose running disks are served over NBD.
     Vm {
         #[command(subcommand)]
@@ -123,6 +128,7 @@ pub(crate) async fn run(
             compute::disk_encryption_set(conn, command, format).await
         }
         ClientCommand::Disk { command } => compute::disk(conn, command, format).await,
+        ClientCommand::Snapshot { command } => compute::snapshot(conn, command, format).await,
         ClientCommand::Vm { command } => compute::vm(conn, command, format).await,
     }
 }

@@ -13,7 +13,7 @@ use atrest_vhd::{Footer, FOOTER_LEN};
 use super::Compute;
 use crate::error::ComputeError;
 use crate::model::{Disk, DISK_KIND};
-use atrest_blocks::{BlockError, Volume};
+use atrest_blocks::{BlockError, Change, Volume};
 
 /// The longest a grant may last: Azure's limit for `durationInSeconds`.
 const MAX_ACCESS_SECONDS: u64 = 5 * 24 * 3600;
@@ -34,6 +34,10 @@ pub struct Grant {
     pub disk_id: String,
     /// Whether the URL also needs a bearer token with the disk's data action.
     pub needs_token: bool,
+    /// Whether the grant is to a snapshot rather than a disk.
+    pub snapshot: bool,
+    /// The incremental snapshot family the snapshot belongs to, if any.
+    family: Option<String>,
     /// The footer an upload has written so far.
     uploaded: Mutex<[u8; FOOTER_LEN]>,
     file: Volume,
@@ -58,6 +62,29 @@ impl Grant {
     /// The plaintext at `offset`.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.file.read(offset, buf)
+    }
+
+    /// The ranges that hold data, `(first, last)` inclusive, unit-aligned (a page list
+    /// without a previous snapshot).
+    pub fn data_ranges(&self) -> Result<Vec<(u64, u64)>, BlockError> {
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        for (len, zero) in self.file.extents(0, self.size())? {
+            if !zero {
+                ranges.push((pos, pos + len - 1));
+            }
+            pos += len;
+        }
+        Ok(ranges)
+    }
+
+    /// What changed since `older`, an earlier incremental snapshot of the same disk;
+    /// `None` if the two are not of one family.
+    pub fn changes_since(&self, older: &Grant) -> Option<Result<Vec<Change>, BlockError>> {
+        match (&self.family, &older.family) {
+            (Some(a), Some(b)) if a == b => Some(self.file.changes_since(&older.file)),
+            _ => None,
+        }
     }
 
     /// Writes `data` at `offset` of the VHD being uploaded: the disk's part encrypted with
@@ -99,6 +126,21 @@ impl Compute {
         write: bool,
         now: i64,
     ) -> Result<(String, i64), ComputeError> {
+        self.grant_access_to(DISK_KIND, resource_group, name, seconds, write, now)
+            .await
+    }
+
+    /// [`Self::grant_access`] to a disk or (for reading) a snapshot: `kind` is the store
+    /// kind.
+    pub async fn grant_access_to(
+        &self,
+        kind: &'static str,
+        resource_group: &str,
+        name: &str,
+        seconds: u64,
+        write: bool,
+        now: i64,
+    ) -> Result<(String, i64), ComputeError> {
         if seconds == 0 || seconds > MAX_ACCESS_SECONDS {
             return Err(ComputeError::invalid(
                 "InvalidParameter",
@@ -106,7 +148,7 @@ impl Compute {
             ));
         }
         let _guard = self.changes.lock().await;
-        let disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        let disk: Disk = self.get(kind, resource_group, name)?;
         match (write, disk.awaiting_upload) {
             (true, false) => {
                 return Err(ComputeError::conflict(
@@ -130,7 +172,7 @@ impl Compute {
                 ),
             ));
         }
-        if self.key_available(&disk).is_some() {
+        if !disk.is_snapshot() && self.key_available(&disk).is_some() {
             return Err(ComputeError::conflict(
                 "OperationNotAllowed",
                 format!("Disk '{name}' is attached to a running virtual machine; stop it before granting access."),
@@ -150,6 +192,8 @@ impl Compute {
             write,
             disk_id: disk.id.clone(),
             needs_token: disk.data_access_aad,
+            snapshot: disk.is_snapshot(),
+            family: disk.family_id.clone(),
             uploaded: Mutex::new([0; FOOTER_LEN]),
             file,
         });
@@ -163,8 +207,18 @@ impl Compute {
     /// the footer it wrote (a fixed VHD of exactly the disk's size) and makes the disk
     /// usable; a bad footer is refused and the upload stays open.
     pub async fn end_access(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
+        self.end_access_to(DISK_KIND, resource_group, name).await
+    }
+
+    /// [`Self::end_access`] of a disk or snapshot: `kind` is the store kind.
+    pub async fn end_access_to(
+        &self,
+        kind: &'static str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<bool, ComputeError> {
         let _guard = self.changes.lock().await;
-        let mut disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        let mut disk: Disk = self.get(kind, resource_group, name)?;
         let upload = self
             .grants
             .read()
@@ -230,9 +284,7 @@ impl Compute {
 
 impl Grant {
     fn is(&self, disk: &Disk) -> bool {
-        self.resource_group
-            .eq_ignore_ascii_case(&disk.resource_group)
-            && self.name.eq_ignore_ascii_case(&disk.name)
+        self.disk_id.eq_ignore_ascii_case(&disk.id)
     }
 }
 

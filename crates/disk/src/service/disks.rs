@@ -22,10 +22,12 @@ pub struct DiskRequest {
     /// `creationData.uploadSizeBytes` of a disk created for upload (`createOption:
     /// Upload`): the VHD's size, footer included.
     pub upload_size_bytes: Option<u64>,
+    /// `creationData.sourceResourceId` of a copy (`createOption: Copy`): a disk or snapshot.
+    pub source: Option<String>,
 }
 
 /// Whether `dataAccessAuthMode` asks for Entra ID (`AzureActiveDirectory`) or not (`None`).
-fn data_access_aad(mode: &str) -> Result<bool, ComputeError> {
+pub(super) fn data_access_aad(mode: &str) -> Result<bool, ComputeError> {
     match mode {
         m if m.eq_ignore_ascii_case("AzureActiveDirectory") => Ok(true),
         m if m.eq_ignore_ascii_case("None") => Ok(false),
@@ -55,7 +57,7 @@ fn upload_size(bytes: u64) -> Result<(u64, u64), ComputeError> {
 }
 
 /// The `networkAccessPolicy` asked for, in Azure's spelling.
-fn network_policy(asked: &str) -> Result<String, ComputeError> {
+pub(super) fn network_policy(asked: &str) -> Result<String, ComputeError> {
     NETWORK_POLICIES
         .iter()
         .find(|p| p.eq_ignore_ascii_case(asked))
@@ -155,6 +157,11 @@ impl Compute {
         req: &DiskRequest,
         now: i64,
     ) -> Result<Disk, ComputeError> {
+        if let Some(source) = &req.source {
+            return self
+                .create_copy(resource_group, name, source, req, now)
+                .await;
+        }
         let location = required_location(req.location.as_deref())?;
         let network_access_policy = match &req.network_access_policy {
             Some(p) => network_policy(p)?,
@@ -217,6 +224,19 @@ impl Compute {
             tags: req.tags.clone().unwrap_or_default(),
             size_gb,
             unique_id,
+            key_binding: None,
+            create_option: Some(
+                if req.upload_size_bytes.is_some() {
+                    "Upload"
+                } else {
+                    "Empty"
+                }
+                .to_owned(),
+            ),
+            source_resource_id: None,
+            source_unique_id: None,
+            incremental: false,
+            family_id: None,
             encryption_type: encryption.as_str().to_owned(),
             disk_encryption_set: des.map(|d| d.id),
             keys,
@@ -331,7 +351,8 @@ impl Compute {
         let index = disk.keys.len() - 1;
         let dek = match (&disk.keys[index], &current_set) {
             (WrappedDek::Platform { version, wrapped }, _) => {
-                self.platform.unwrap(&disk.unique_id, *version, wrapped)?
+                self.platform
+                    .unwrap(disk.key_binding(), *version, wrapped)?
             }
             (WrappedDek::Customer { key_url, wrapped }, Some(current)) => {
                 self.unwrap_customer(current, &disk.name, key_url, wrapped)
@@ -372,11 +393,17 @@ impl Compute {
         self.store
             .write(|tx| tx.delete_resource(DISK_KIND, resource_group, name))?;
         self.store.scrub()?;
+        self.delete_blocks(&disk).await?;
+        Ok(true)
+    }
+
+    /// Forgets a disk's or snapshot's manifest; its chunks go once nothing names them.
+    pub(super) async fn delete_blocks(&self, disk: &Disk) -> Result<(), ComputeError> {
         let (blocks, id) = (self.config.blocks.clone(), disk.unique_id.clone());
         tokio::task::spawn_blocking(move || blocks.delete_disk(&id))
             .await
             .map_err(|e| ComputeError::Internal(e.to_string()))??;
-        Ok(true)
+        Ok(())
     }
 
     /// Deletes the disk chunks no manifest has named for the grace period.
@@ -417,7 +444,8 @@ impl Compute {
         for layer in &disk.keys {
             let dek = match layer {
                 WrappedDek::Platform { version, wrapped } => {
-                    self.platform.unwrap(&disk.unique_id, *version, wrapped)?
+                    self.platform
+                        .unwrap(disk.key_binding(), *version, wrapped)?
                 }
                 WrappedDek::Customer { key_url, wrapped } => {
                     let id = disk.disk_encryption_set.as_deref().unwrap_or_default();

@@ -22,7 +22,7 @@ use crate::error::{ComputeError, KeyAccessError};
 use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys};
 use crate::model::{
     Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
-    NETWORK_POLICIES, VM_KIND,
+    NETWORK_POLICIES, SNAPSHOT_KIND, VM_KIND,
 };
 use atrest_blocks::{BlockStore, Volume};
 
@@ -30,6 +30,7 @@ mod access;
 mod disks;
 mod machines;
 mod sets;
+mod snapshots;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,7 @@ pub use access::Grant;
 pub use disks::DiskRequest;
 pub use machines::VmRequest;
 pub use sets::DesRequest;
+pub use snapshots::{SnapshotLimits, SnapshotRequest};
 
 /// A disk being served: its blocks with the data keys in memory.
 pub struct OpenDisk {
@@ -83,6 +85,8 @@ pub struct ComputeConfig {
     /// How long a chunk no manifest names is kept before it is deleted (seconds): a
     /// reader of an older manifest may still need it.
     pub garbage_grace: i64,
+    /// Limits on incremental snapshots of one disk.
+    pub snapshot_limits: SnapshotLimits,
     /// Host suffix of vault URLs (`.vault.localhost`).
     pub vault_host_suffix: String,
 }
@@ -233,7 +237,7 @@ impl Compute {
     fn save_disk(&self, disk: &Disk) -> Result<(), ComputeError> {
         Ok(self
             .store
-            .write(|tx| tx.put_resource(DISK_KIND, &disk.resource_group, &disk.name, disk))?)
+            .write(|tx| tx.put_resource(disk.kind(), &disk.resource_group, &disk.name, disk))?)
     }
 
     fn save_vm(&self, vm: &VirtualMachine) -> Result<(), ComputeError> {

@@ -245,18 +245,28 @@ impl Compute {
         self.rewrap_disks(des).await
     }
 
-    /// Rewraps every disk of the set still wrapped by an older key; `previousKeys` empties
+    /// Rewraps every disk and snapshot of the set still wrapped by an older key;
+    /// `previousKeys` empties
     /// once none is left, and a failure is kept as `autoKeyRotationError`.
     pub(super) async fn rewrap_disks(
         &self,
         mut des: DiskEncryptionSet,
     ) -> Result<DiskEncryptionSet, ComputeError> {
-        let disks: Vec<Disk> = self.list(DISK_KIND, None)?;
+        let mut disks: Vec<Disk> = self.list(DISK_KIND, None)?;
+        disks.extend(self.list::<Disk>(SNAPSHOT_KIND, None)?);
         let mut failures = Vec::new();
         for mut disk in disks.into_iter().filter(|d| uses_set(d, &des)) {
             match self.rewrap_customer_layer(&des, &mut disk).await {
                 Ok(()) => self.save_disk(&disk)?,
-                Err(e) => failures.push(format!("disk '{}': {e}", disk.name)),
+                Err(e) => failures.push(format!(
+                    "{} '{}': {e}",
+                    if disk.is_snapshot() {
+                        "snapshot"
+                    } else {
+                        "disk"
+                    },
+                    disk.name
+                )),
             }
         }
         if failures.is_empty() {
@@ -340,8 +350,9 @@ impl Compute {
         else {
             return Ok(false);
         };
-        let users: Vec<String> = self
-            .list::<Disk>(DISK_KIND, None)?
+        let mut users: Vec<Disk> = self.list(DISK_KIND, None)?;
+        users.extend(self.list::<Disk>(SNAPSHOT_KIND, None)?);
+        let users: Vec<String> = users
             .into_iter()
             .filter(|d| uses_set(d, &des))
             .map(|d| d.name)

@@ -181,6 +181,7 @@ fn fixture() -> Fixture {
         blocks: BlockStore::open(&dir.path().join("disks"), None).unwrap(),
         vault_host_suffix: ".vault.localhost".into(),
         garbage_grace: 0,
+        snapshot_limits: SnapshotLimits::default(),
     };
     let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
     Fixture {

@@ -1,0 +1,199 @@
+"""Snapshots (Microsoft.Compute/snapshots) through azure-mgmt-compute, the blob client and
+the CLI: a snapshot is isolated from later writes, incremental snapshots of one disk list
+what changed between them (Azure's page range diff), disks are made from snapshots and
+disks, and every encryption rule is refused by name. scripts/test also runs this module
+with the blocks in Azurite."""
+import subprocess
+
+import pytest
+import requests
+
+from conftest import Server
+from test_disks import assert_io, error_of, new_des, new_key, qemu_io, started_vm, unique
+
+RG = "default"
+
+
+@pytest.fixture(scope="module")
+def ssrv(workdir):
+    srv = Server(workdir / "snapshots", "--key-check-interval", "1s", "--purge-interval", "1s",
+                 "--blob-garbage-grace", "0s").start()
+    srv.cli("keyvault", "create", "-n", "sdk-disk", "-l", "westeurope", "--enable-purge-protection", "true")
+    yield srv
+    if srv.proc.poll() is None:
+        assert srv.cli("monitor", "audit", "verify")["verified"] is True
+        assert srv.stop() == 0, srv.log()
+
+
+def compute(srv):
+    from azure.mgmt.compute import ComputeManagementClient
+    return srv.management_client(ComputeManagementClient)
+
+
+def snapshot_of(srv, source_id, name=None, incremental=True, **extra):
+    from azure.mgmt.compute.models import CreationData, Snapshot
+    name = name or unique("snap")
+    body = Snapshot(location=extra.pop("location", "westeurope"), incremental=incremental,
+                    creation_data=CreationData(create_option="Copy", source_resource_id=source_id), **extra)
+    return compute(srv).snapshots.begin_create_or_update(RG, name, body).result()
+
+
+def read_access(srv, snapshot):
+    from azure.mgmt.compute.models import GrantAccessData
+    return compute(srv).snapshots.begin_grant_access(
+        RG, snapshot, GrantAccessData(access="Read", duration_in_seconds=600)).result().access_sas
+
+
+def blob(srv, sas):
+    from azure.storage.blob import BlobClient
+    return BlobClient.from_blob_url(sas, connection_verify=srv.env["ATREST_CA"])
+
+
+def test_snapshots_are_isolated_and_list_their_changes(ssrv):
+    disk_name = unique("d")
+    disk = ssrv.cli("disk", "create", "-n", disk_name, "-z", "1")
+    vm, (uri,) = started_vm(ssrv, disk_name)
+    assert_io(uri, "write -P 0xa1 0 64k", "write -P 0xa2 2M 8k", "write -P 0xa3 5M 4k")
+    # Taken while the VM runs: what the VM wrote and flushed is in it.
+    first = snapshot_of(ssrv, disk["id"])
+    assert first.incremental is True and first.completion_percent == 100
+    assert first.incremental_snapshot_family_id == disk["properties"]["uniqueId"]
+    assert first.creation_data.source_resource_id == disk["id"]
+    assert first.creation_data.source_unique_id == disk["properties"]["uniqueId"]
+    assert first.disk_size_bytes == 1 << 30 and first.disk_size_gb == 1
+    assert first.encryption.type == "EncryptionAtRestWithPlatformKey"
+    # Later writes: one changed range, one cleared, one new.
+    assert_io(uri, "write -P 0xb1 16k 8k", "write -z 2M 8k", "write -P 0xb2 700M 4k")
+    second = snapshot_of(ssrv, disk["id"])
+    assert second.incremental_snapshot_family_id == first.incremental_snapshot_family_id
+
+    sas1, sas2 = read_access(ssrv, first.name), read_access(ssrv, second.name)
+    assert ssrv.cli("snapshot", "show", "-n", first.name)["properties"]["diskState"] == "ActiveSAS"
+    # The first snapshot never saw the later writes.
+    head = blob(ssrv, sas1).download_blob(offset=0, length=64 * 1024).readall()
+    assert head == b"\xa1" * 65536
+    assert blob(ssrv, sas1).download_blob(offset=2 << 20, length=8192).readall() == b"\xa2" * 8192
+    assert blob(ssrv, sas2).download_blob(offset=16 * 1024, length=8192).readall() == b"\xb1" * 8192
+
+    # Azure's page range diff of two snapshots of one family: what changed, what was cleared.
+    changed, cleared = blob(ssrv, sas2).get_page_range_diff_for_managed_disk(sas1)
+    assert changed == [{"start": 16384, "end": 24575}, {"start": 700 << 20, "end": (700 << 20) + 4095}]
+    assert cleared == [{"start": 2 << 20, "end": (2 << 20) + 8191}]
+    # Without a previous snapshot: the ranges holding data, and the footer.
+    ranges = [(r.start, r.end, r.cleared) for r in blob(ssrv, sas1).list_page_ranges()]
+    assert ranges == [(0, 65535, False), (2 << 20, (2 << 20) + 8191, False),
+                      (5 << 20, (5 << 20) + 4095, False), (1 << 30, (1 << 30) + 511, False)]
+
+    # A full snapshot is of another family: no diff against it.
+    full = snapshot_of(ssrv, disk["id"], incremental=False)
+    assert full.incremental is False and full.incremental_snapshot_family_id is None
+    from azure.core.exceptions import HttpResponseError
+    with pytest.raises(HttpResponseError) as err:
+        blob(ssrv, read_access(ssrv, full.name)).get_page_range_diff_for_managed_disk(sas1)
+    assert err.value.status_code == 400 and "same disk" in str(err.value)
+
+    # A disk made from the first snapshot reads what the snapshot holds.
+    from azure.mgmt.compute.models import CreationData, Disk
+    compute(ssrv).snapshots.begin_revoke_access(RG, first.name).result()
+    copy = compute(ssrv).disks.begin_create_or_update(RG, unique("from-snap"), Disk(
+        location="westeurope", disk_size_gb=2,
+        creation_data=CreationData(create_option="Copy", source_resource_id=first.id))).result()
+    assert copy.creation_data.create_option == "Copy" and copy.disk_size_gb == 2
+    _, (copy_uri,) = started_vm(ssrv, copy.name)
+    assert_io(copy_uri, "read -P 0xa1 0 64k", "read -P 0xa2 2M 8k", "read -P 0 700M 4k")
+    # Writes to the copy change neither the snapshot nor the disk.
+    assert_io(copy_uri, "write -P 0xcc 0 64k")
+    assert_io(uri, "read -P 0xa1 0 16k", "read -P 0xb1 16k 8k")
+    assert blob(ssrv, read_access(ssrv, first.name)).download_blob(offset=0, length=4096).readall() == b"\xa1" * 4096
+
+    # A snapshot outlives its disk: the chunks it names stay.
+    ssrv.cli("vm", "delete", "-n", vm)
+    ssrv.cli("disk", "delete", "-n", disk_name)
+    assert blob(ssrv, sas2).download_blob(offset=700 << 20, length=4096).readall() == b"\xb2" * 4096
+
+
+def test_snapshots_keep_their_keys_and_the_rules_are_refused_by_name(ssrv):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute.models import CreationData, Disk, Encryption, Snapshot
+    kid, _ = new_key(ssrv)
+    des = new_des(ssrv, kid)
+    other = new_des(ssrv, new_key(ssrv)[0])
+    disk_name = unique("cmk")
+    disk = ssrv.cli("disk", "create", "-n", disk_name, "-z", "1", "--disk-encryption-set", des["name"])
+    vm, (uri,) = started_vm(ssrv, disk_name)
+    assert_io(uri, "write -P 0x5e 0 1M")
+    ssrv.cli("vm", "stop", "-n", vm)
+
+    snap = snapshot_of(ssrv, disk["id"])
+    assert snap.encryption.type == "EncryptionAtRestWithCustomerKey"
+    assert snap.encryption.disk_encryption_set_id.lower() == des["id"].lower()
+    listed = ssrv.cli("snapshot", "list")
+    assert any(s["name"] == snap.name for s in listed)
+
+    def refused(call, status, *words):
+        with pytest.raises(HttpResponseError) as err:
+            call()
+        assert err.value.status_code == status, str(err.value)
+        for w in words:
+            assert w in str(err.value), str(err.value)
+
+    before = len(ssrv.cli("snapshot", "list"))
+    refused(lambda: snapshot_of(ssrv, disk["id"], encryption=Encryption(disk_encryption_set_id=other["id"])),
+            400, "encryption.diskEncryptionSetId", "incremental")
+    refused(lambda: snapshot_of(ssrv, disk["id"], encryption=Encryption(type="EncryptionAtRestWithPlatformKey")),
+            400, "encryption.type")
+    refused(lambda: snapshot_of(ssrv, disk["id"], location="eastus"), 400, "location")
+    refused(lambda: snapshot_of(ssrv, disk["id"] + "-missing"), 400, "sourceResourceId")
+    refused(lambda: compute(ssrv).snapshots.begin_create_or_update(RG, unique("snap"), Snapshot(
+        location="westeurope", creation_data=CreationData(create_option="Empty"))).result(), 400, "createOption")
+    refused(lambda: snapshot_of(ssrv, disk["id"], name=snap.name, incremental=False), 400, "incremental")
+    refused(lambda: compute(ssrv).disks.begin_create_or_update(RG, unique("d"), Disk(
+        location="westeurope", creation_data=CreationData(create_option="Copy", source_resource_id=snap.id),
+        encryption=Encryption(type="EncryptionAtRestWithPlatformKey"))).result(), 400, "encryption.type")
+    assert len(ssrv.cli("snapshot", "list")) == before, "nothing was created"
+
+    # A full snapshot may move to another set: its data key is rewrapped, not re-encrypted.
+    moved = snapshot_of(ssrv, disk["id"], incremental=False, encryption=Encryption(disk_encryption_set_id=other["id"]))
+    assert moved.encryption.disk_encryption_set_id.lower() == other["id"].lower()
+    made = compute(ssrv).disks.begin_create_or_update(RG, unique("d"), Disk(
+        location="westeurope", creation_data=CreationData(create_option="Copy", source_resource_id=moved.id))).result()
+    assert made.encryption.disk_encryption_set_id.lower() == other["id"].lower()
+    _, (made_uri,) = started_vm(ssrv, made.name)
+    assert_io(made_uri, "read -P 0x5e 0 1M")
+
+    # The disk's key disabled: its snapshot cannot be exported either.
+    ssrv.cli("keyvault", "key", "set-attributes", "--vault-name", "sdk-disk", "-n", kid.split("/")[4], "--enabled", "false")
+    refused(lambda: read_access(ssrv, snap.name), 409, "KeyVaultKeyUnusable", "disabled")
+    ssrv.cli("keyvault", "key", "set-attributes", "--vault-name", "sdk-disk", "-n", kid.split("/")[4], "--enabled", "true")
+    assert blob(ssrv, read_access(ssrv, snap.name)).download_blob(offset=0, length=4096).readall() == b"\x5e" * 4096
+
+
+def test_incremental_snapshot_limits_and_the_cli(ssrv):
+    disk_name = unique("d")
+    disk = ssrv.cli("disk", "create", "-n", disk_name, "-z", "1")
+    names = []
+    for _ in range(7):
+        shown = ssrv.cli("snapshot", "create", "-n", unique("s"), "--source", disk_name, "--incremental", "true")
+        assert shown["properties"]["incremental"] is True
+        assert shown["properties"]["creationData"]["sourceResourceId"] == disk["id"]
+        names.append(shown["name"])
+    done = ssrv.cli("snapshot", "create", "-n", unique("s"), "--source", disk_name, "--incremental", "true", check=False)
+    assert "409" in error_of(done) and "7 incremental snapshots" in done.stderr
+    # Full snapshots are not limited so.
+    full = ssrv.cli("snapshot", "create", "-n", unique("s"), "--source", disk_name)
+    assert full["properties"]["incremental"] is False
+    # az's other verbs.
+    assert ssrv.cli("snapshot", "show", "-n", names[0])["name"] == names[0]
+    updated = ssrv.cli("snapshot", "update", "-n", names[0], "--network-access-policy", "DenyAll")
+    assert updated["properties"]["networkAccessPolicy"] == "DenyAll"
+    assert "DenyAll" in error_of(ssrv.cli("snapshot", "grant-access", "-n", names[0], check=False))
+    url = ssrv.cli("snapshot", "grant-access", "-n", names[1], "--duration-in-seconds", "60")["accessSas"]
+    assert requests.head(url, verify=ssrv.env["ATREST_CA"], timeout=30).status_code == 200
+    ssrv.cli("snapshot", "revoke-access", "-n", names[1])
+    assert requests.head(url, verify=ssrv.env["ATREST_CA"], timeout=30).status_code == 403
+    copy = ssrv.cli("disk", "create", "-n", unique("d"), "--source", names[1])
+    assert copy["properties"]["creationData"]["createOption"] == "Copy"
+    for name in names:
+        ssrv.cli("snapshot", "delete", "-n", name)
+    assert not any(s["name"] in names for s in ssrv.cli("snapshot", "list"))
+    assert ssrv.cli("snapshot", "show", "-n", names[0], check=False).returncode != 0
