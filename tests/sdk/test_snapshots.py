@@ -4,6 +4,7 @@ what changed between them (Azure's page range diff), disks are made from snapsho
 disks, and every encryption rule is refused by name. scripts/test also runs this module
 with the blocks in Azurite."""
 import subprocess
+import time
 
 import pytest
 import requests
@@ -16,8 +17,9 @@ RG = "default"
 
 @pytest.fixture(scope="module")
 def ssrv(workdir):
+    # Copies to another region move 16 MiB a second, so a test sees them in progress.
     srv = Server(workdir / "snapshots", "--key-check-interval", "1s", "--purge-interval", "1s",
-                 "--blob-garbage-grace", "0s").start()
+                 "--blob-garbage-grace", "0s", "--snapshot-copy-bandwidth", str(16 << 20)).start()
     srv.cli("keyvault", "create", "-n", "sdk-disk", "-l", "westeurope", "--enable-purge-protection", "true")
     yield srv
     if srv.proc.poll() is None:
@@ -197,3 +199,88 @@ def test_incremental_snapshot_limits_and_the_cli(ssrv):
         ssrv.cli("snapshot", "delete", "-n", name)
     assert not any(s["name"] in names for s in ssrv.cli("snapshot", "list"))
     assert ssrv.cli("snapshot", "show", "-n", names[0], check=False).returncode != 0
+
+
+def wait_copied(srv, name, timeout=60):
+    """Polls a CopyStart copy until it ends; returns the last state and every percentage seen."""
+    seen = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        shown = compute(srv).snapshots.get(RG, name)
+        seen.append(shown.completion_percent)
+        if shown.completion_percent == 100 or shown.copy_completion_error:
+            return shown, seen
+        time.sleep(0.1)
+    raise AssertionError(f"copy {name} did not end: {seen[-5:]}")
+
+
+def test_copy_start_copies_an_incremental_snapshot_to_another_region(ssrv):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute.models import CreationData, Encryption, Snapshot
+    disk_name = unique("d")
+    disk = ssrv.cli("disk", "create", "-n", disk_name, "-z", "1")
+    vm, (uri,) = started_vm(ssrv, disk_name)
+    assert_io(uri, "write -P 0x7e 0 32M", "write -P 0x7f 900M 4k")
+    source = snapshot_of(ssrv, disk["id"])
+
+    def copy_start(name, source_id, **extra):
+        body = Snapshot(location=extra.pop("location", "eastus"), incremental=True,
+                        creation_data=CreationData(create_option="CopyStart", source_resource_id=source_id), **extra)
+        return compute(ssrv).snapshots.begin_create_or_update(RG, name, body).result()
+
+    started = copy_start(unique("copy"), source.id)
+    assert started.location == "eastus" and started.creation_data.create_option == "CopyStart"
+    assert started.completion_percent < 100
+    # Its data is not complete yet: no export.
+    with pytest.raises(HttpResponseError) as err:
+        read_access(ssrv, started.name)
+    assert err.value.status_code == 409 and "still being copied" in str(err.value)
+    done, seen = wait_copied(ssrv, started.name)
+    assert done.copy_completion_error is None and done.completion_percent == 100
+    assert any(0 < p < 100 for p in seen), seen
+    # Under the target region's own key: a new family, the data the same.
+    assert done.encryption.type == "EncryptionAtRestWithPlatformKey"
+    assert done.incremental_snapshot_family_id == done.unique_id != source.incremental_snapshot_family_id
+    sas = read_access(ssrv, done.name)
+    assert blob(ssrv, sas).download_blob(offset=0, length=1 << 20).readall() == b"\x7e" * (1 << 20)
+    assert blob(ssrv, sas).download_blob(offset=900 << 20, length=4096).readall() == b"\x7f" * 4096
+    assert blob(ssrv, sas).download_blob(offset=64 << 20, length=4096).readall() == bytes(4096)
+
+    # A customer-key snapshot needs a disk encryption set in the target region.
+    kid, _ = new_key(ssrv)
+    des = new_des(ssrv, kid)
+    cmk_disk = ssrv.cli("disk", "create", "-n", unique("cmk"), "-z", "1", "--disk-encryption-set", des["name"])
+    cmk_snap = snapshot_of(ssrv, cmk_disk["id"])
+    for extra, words in [({}, ["encryption.diskEncryptionSetId", "eastus"]),
+                         ({"encryption": Encryption(disk_encryption_set_id=des["id"])}, ["location"]),
+                         ({"encryption": Encryption(type="EncryptionAtRestWithPlatformKey")}, ["customer-managed key"])]:
+        with pytest.raises(HttpResponseError) as err:
+            copy_start(unique("copy"), cmk_snap.id, **extra)
+        assert err.value.status_code == 400 and all(w in str(err.value) for w in words), str(err.value)
+    ssrv.cli("keyvault", "create", "-n", "sdk-disk-us", "-l", "eastus", "--enable-purge-protection", "true")
+    us_kid = ssrv.cli("keyvault", "key", "create", "--vault-name", "sdk-disk-us", "-n", unique("cmk"),
+                      "--kty", "RSA", "--size", "2048")["key"]["kid"]
+    us_des = ssrv.cli("disk-encryption-set", "create", "-n", unique("des"), "-l", "eastus", "--key-url", us_kid,
+                      "--source-vault", "sdk-disk-us")
+    ssrv.cli("role", "assignment", "create", "--assignee", us_des["identity"]["principalId"],
+             "--role", "Key Vault Crypto Service Encryption User", "--scope", ssrv.vault_scope("sdk-disk-us"))
+    moved, _ = wait_copied(ssrv, copy_start(unique("copy"), cmk_snap.id,
+                                            encryption=Encryption(disk_encryption_set_id=us_des["id"])).name)
+    assert moved.completion_percent == 100
+    assert moved.encryption.disk_encryption_set_id.lower() == us_des["id"].lower()
+    # A CopyStart of anything but an incremental snapshot is refused.
+    with pytest.raises(HttpResponseError) as err:
+        copy_start(unique("copy"), disk["id"])
+    assert err.value.status_code == 400 and "incremental snapshot" in str(err.value)
+
+    # The source deleted while the copy runs: the copy stops, saying why.
+    assert_io(uri, "write -P 0x11 100M 96M")
+    big = snapshot_of(ssrv, disk["id"])
+    doomed = ssrv.cli("snapshot", "create", "-n", unique("copy"), "--source", big.id, "--copy-start", "true",
+                      "-l", "eastus")
+    assert doomed["properties"]["completionPercent"] < 100
+    ssrv.cli("snapshot", "delete", "-n", big.name)
+    stopped, _ = wait_copied(ssrv, doomed["name"])
+    assert stopped.copy_completion_error.error_code == "CopySourceNotFound", stopped.copy_completion_error
+    assert stopped.completion_percent < 100
+    ssrv.cli("vm", "delete", "-n", vm)

@@ -43,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::admin::alerts;
 use crate::client::Client;
-use crate::jobs::{key_check_loop, purge_loop, scheduler_loop};
+use crate::jobs::{copy_loop, key_check_loop, purge_loop, scheduler_loop};
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::vault_access::InProcessVaults;
@@ -135,6 +135,8 @@ pub struct Options {
     pub blob_store: Option<String>,
     /// How long a disk chunk no manifest names is kept before it is deleted.
     pub blob_garbage_grace: Duration,
+    /// The most bytes per second a snapshot `CopyStart` copies; `None`: no limit.
+    pub snapshot_copy_bandwidth: Option<u64>,
     /// How often each open disk re-checks its customer-managed key.
     pub key_check_interval: Duration,
     /// When a response may leave, relative to its audit event's durability.
@@ -271,6 +273,7 @@ impl Instance {
             tracing::error!(error = %e, "cannot start the virtual machines that were running");
         }
         let key_checker = tokio::spawn(key_check_loop(self.state.clone(), self.key_check_interval));
+        let copier = tokio::spawn(copy_loop(self.state.clone()));
         let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
         let nbd = self.nbd.map(|listener| {
             let exports: Arc<dyn atrest_disk::nbd::Exports> = self.state.compute.clone();
@@ -283,10 +286,12 @@ impl Instance {
         purger.abort();
         scheduler.abort();
         key_checker.abort();
+        copier.abort();
         // Aborted tasks release their state once they have stopped.
         let _ = purger.await;
         let _ = scheduler.await;
         let _ = key_checker.await;
+        let _ = copier.await;
         if let Some(nbd) = nbd {
             let _ = nbd.await;
         }
@@ -545,6 +550,7 @@ fn services(
             vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
             garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
             snapshot_limits: Default::default(),
+            copy_bandwidth: opts.snapshot_copy_bandwidth,
         },
         unix_now().0,
     )?);

@@ -181,6 +181,28 @@ pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
     }
 }
 
+/// Runs the `CopyStart` copies that have not finished, one at a time (after a restart,
+/// from their beginning).
+pub(crate) async fn copy_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pending = match state.compute.pending_copies() {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list snapshot copies");
+                continue;
+            }
+        };
+        for copy in pending {
+            if let Err(e) = state.compute.run_copy(&copy).await {
+                tracing::error!(snapshot = %copy.name, error = %e, "a snapshot copy failed");
+            }
+        }
+    }
+}
+
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
 /// events past their retention (itself recorded as an `AuditRetention` event); records the
 /// audit log's head in the state database, so that `verify` notices deleted newest events.

@@ -37,6 +37,7 @@ impl TestServer {
             nbd_listen: None,
             blob_store: None,
             blob_garbage_grace: Duration::from_secs(900),
+            snapshot_copy_bandwidth: None,
             key_check_interval: Duration::from_secs(60),
             audit_durability: Default::default(),
         };

@@ -94,6 +94,10 @@ struct ServerArgs {
     /// (checked with the purge job), for readers of an older manifest.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     blob_garbage_grace: Duration,
+    /// The most bytes per second a snapshot copy to another region (CopyStart) moves;
+    /// unlimited when absent.
+    #[arg(long)]
+    snapshot_copy_bandwidth: Option<u64>,
     /// How often each open disk re-checks its customer-managed key (Azure takes up to an
     /// hour); a disk whose key became unusable stops serving I/O until it is usable again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -182,6 +186,7 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         nbd_listen: Some(args.nbd_listen),
         blob_store: args.blob_store,
         blob_garbage_grace: args.blob_garbage_grace,
+        snapshot_copy_bandwidth: args.snapshot_copy_bandwidth,
         key_check_interval: args.key_check_interval.max(Duration::from_millis(100)),
         audit_durability: match args.audit_durability {
             AuditDurability::Journal => atrest_api::Durability::Journal {

@@ -121,6 +121,15 @@ pub struct Disk {
     /// is of.
     #[serde(default)]
     pub family_id: Option<String>,
+    /// A snapshot whose data a `CopyStart` is still copying in the background.
+    #[serde(default)]
+    pub copying: bool,
+    /// How much of a `CopyStart` copy has arrived, percent (100 for anything else).
+    #[serde(default = "complete")]
+    pub completion_percent: f64,
+    /// Why a `CopyStart` copy stopped: `(errorCode, errorMessage)`.
+    #[serde(default)]
+    pub copy_error: Option<(String, String)>,
     /// Azure's encryption type name.
     pub encryption_type: String,
     /// The disk encryption set's resource id, for customer-managed keys.
@@ -147,6 +156,10 @@ pub struct Disk {
     /// whose caller holds the disk's download (or upload) data action.
     #[serde(default)]
     pub data_access_aad: bool,
+}
+
+fn complete() -> f64 {
+    100.0
 }
 
 fn allow_all() -> String {

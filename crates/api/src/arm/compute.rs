@@ -428,7 +428,11 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
     if disk.is_snapshot() {
         let properties = &mut shown["properties"];
         properties["incremental"] = Value::from(disk.incremental);
-        properties["completionPercent"] = Value::from(100.0);
+        properties["completionPercent"] = Value::from(disk.completion_percent);
+        if let Some((code, message)) = &disk.copy_error {
+            properties["copyCompletionError"] =
+                json!({ "errorCode": code, "errorMessage": message });
+        }
         if let Some(family) = &disk.family_id {
             properties["incrementalSnapshotFamilyId"] = Value::from(family.as_str());
         }

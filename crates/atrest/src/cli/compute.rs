@@ -221,6 +221,10 @@ pub(crate) enum SnapshotCommand {
         /// member can be listed.
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         incremental: bool,
+        /// Copy an incremental snapshot to another region (`--location`) under that
+        /// region's keys, in the background (`completionPercent` shows how far it is).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        copy_start: bool,
         /// A disk encryption set's name or resource id (a full snapshot may move to
         /// another; an incremental one keeps its disk's).
         #[arg(long)]
@@ -561,6 +565,7 @@ pub(crate) async fn snapshot(
             source,
             location,
             incremental,
+            copy_start,
             disk_encryption_set,
             encryption_type,
             network_access_policy,
@@ -583,8 +588,11 @@ pub(crate) async fn snapshot(
                 encryption["type"] = Value::from(t);
             }
             let mut properties = json!({
-                "creationData": { "createOption": "Copy", "sourceResourceId": source },
-                "incremental": incremental,
+                "creationData": {
+                    "createOption": if copy_start { "CopyStart" } else { "Copy" },
+                    "sourceResourceId": source,
+                },
+                "incremental": incremental || copy_start,
             });
             if encryption.as_object().is_some_and(|e| !e.is_empty()) {
                 properties["encryption"] = encryption;

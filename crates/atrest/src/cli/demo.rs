@@ -49,6 +49,7 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
         nbd_listen: Some("127.0.0.1:0".parse()?),
         blob_store: None,
         blob_garbage_grace: Duration::from_secs(900),
+        snapshot_copy_bandwidth: None,
         key_check_interval: KEY_CHECK,
         audit_durability: Default::default(),
     };

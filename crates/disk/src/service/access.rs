@@ -164,6 +164,15 @@ impl Compute {
             }
             _ => {}
         }
+        if disk.copying {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!(
+                    "Snapshot '{name}' is still being copied ({:.0}%); its data is not complete.",
+                    disk.completion_percent
+                ),
+            ));
+        }
         if disk.network_access_policy == "DenyAll" {
             return Err(ComputeError::conflict(
                 "OperationNotAllowed",

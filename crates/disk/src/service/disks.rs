@@ -200,22 +200,7 @@ impl Compute {
             (None, false) => None,
         };
         let unique_id = atrest_crypto::random_uuid();
-        let mut keys = Vec::new();
-        if encryption != EncryptionType::CustomerKey {
-            let dek = new_dek();
-            let (version, wrapped) = self.platform.wrap(&unique_id, dek.as_ref());
-            keys.push(WrappedDek::Platform { version, wrapped });
-        }
-        if let Some(des) = &des {
-            let key_url = &des.active_key.key_url;
-            self.check_access(des, key_url).await?;
-            let dek = new_dek();
-            let wrapped = self.wrap_customer(des, key_url, dek.as_ref()).await?;
-            keys.push(WrappedDek::Customer {
-                key_url: key_url.clone(),
-                wrapped,
-            });
-        }
+        let keys = self.new_keys(&unique_id, encryption, des.as_ref()).await?;
         let disk = Disk {
             name: name.to_owned(),
             resource_group: resource_group.to_owned(),
@@ -237,6 +222,9 @@ impl Compute {
             source_unique_id: None,
             incremental: false,
             family_id: None,
+            copying: false,
+            completion_percent: 100.0,
+            copy_error: None,
             encryption_type: encryption.as_str().to_owned(),
             disk_encryption_set: des.map(|d| d.id),
             keys,
@@ -404,6 +392,33 @@ impl Compute {
             .await
             .map_err(|e| ComputeError::Internal(e.to_string()))??;
         Ok(())
+    }
+
+    /// Fresh data keys for a disk of `encryption` whose unique id is `unique_id`, wrapped
+    /// by the platform key, by `des`'s active key, or one each (innermost first).
+    pub(super) async fn new_keys(
+        &self,
+        unique_id: &str,
+        encryption: EncryptionType,
+        des: Option<&DiskEncryptionSet>,
+    ) -> Result<Vec<WrappedDek>, ComputeError> {
+        let mut keys = Vec::new();
+        if encryption != EncryptionType::CustomerKey {
+            let dek = new_dek();
+            let (version, wrapped) = self.platform.wrap(unique_id, dek.as_ref());
+            keys.push(WrappedDek::Platform { version, wrapped });
+        }
+        if let Some(des) = des {
+            let key_url = &des.active_key.key_url;
+            self.check_access(des, key_url).await?;
+            let dek = new_dek();
+            let wrapped = self.wrap_customer(des, key_url, dek.as_ref()).await?;
+            keys.push(WrappedDek::Customer {
+                key_url: key_url.clone(),
+                wrapped,
+            });
+        }
+        Ok(keys)
     }
 
     /// Deletes the disk chunks no manifest has named for the grace period.

@@ -27,6 +27,7 @@ use crate::model::{
 use atrest_blocks::{BlockStore, Volume};
 
 mod access;
+mod copy_start;
 mod disks;
 mod machines;
 mod sets;
@@ -87,6 +88,8 @@ pub struct ComputeConfig {
     pub garbage_grace: i64,
     /// Limits on incremental snapshots of one disk.
     pub snapshot_limits: SnapshotLimits,
+    /// The most bytes per second a `CopyStart` copies (none: as fast as it can).
+    pub copy_bandwidth: Option<u64>,
     /// Host suffix of vault URLs (`.vault.localhost`).
     pub vault_host_suffix: String,
 }

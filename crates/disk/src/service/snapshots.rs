@@ -138,24 +138,30 @@ impl Compute {
         now: i64,
     ) -> Result<Disk, ComputeError> {
         let location = required_location(req.location.as_deref())?;
-        match req.create_option.as_deref() {
-            None => {}
-            Some(o) if o.eq_ignore_ascii_case("Copy") => {}
+        let copy_start = match req.create_option.as_deref() {
+            None => false,
+            Some(o) if o.eq_ignore_ascii_case("Copy") => false,
+            Some(o) if o.eq_ignore_ascii_case("CopyStart") => true,
             Some(o) => {
                 return Err(ComputeError::invalid(
                     "InvalidParameter",
-                    format!("The createOption '{o}' is not supported for snapshots; use 'Copy'."),
+                    format!("The createOption '{o}' is not supported for snapshots; use 'Copy' or 'CopyStart'."),
                 ))
             }
-        }
+        };
         let reference = req.source.as_deref().ok_or_else(|| {
             ComputeError::invalid(
                 "InvalidParameter",
                 "Required parameter 'creationData.sourceResourceId' is missing (null).",
             )
         })?;
+        if copy_start {
+            return self
+                .start_copy(resource_group, name, reference, &location, req, now)
+                .await;
+        }
         let source = self
-            .copy_source(reference, resource_group, &location)
+            .copy_source(reference, resource_group, Some(&location))
             .await?;
         let incremental = req.incremental.unwrap_or(false);
         if incremental && source.is_snapshot() && !source.incremental {
@@ -225,7 +231,7 @@ impl Compute {
     ) -> Result<Disk, ComputeError> {
         let location = required_location(req.location.as_deref())?;
         let source = self
-            .copy_source(reference, resource_group, &location)
+            .copy_source(reference, resource_group, Some(&location))
             .await?;
         let (size_gb, exact_size) = match req.size_gb {
             None => (source.size_gb, source.exact_size),
@@ -263,7 +269,7 @@ impl Compute {
 
     /// A new `kind` record `name` holding `source`'s data: its size, data key and
     /// encryption, a new unique id, and `creationData` naming the source.
-    fn copy_of(
+    pub(super) fn copy_of(
         &self,
         source: &Disk,
         kind: &str,
@@ -282,6 +288,9 @@ impl Compute {
             source_unique_id: Some(source.unique_id.clone()),
             incremental: false,
             family_id: None,
+            copying: false,
+            completion_percent: 100.0,
+            copy_error: None,
             managed_by: None,
             key_error: None,
             created: now,
@@ -335,12 +344,13 @@ impl Compute {
     }
 
     /// The disk or snapshot named by `reference` (a resource id, or a disk's name in
-    /// `resource_group`), in `location`, its writes flushed if a machine has it open.
-    async fn copy_source(
+    /// `resource_group`), in `location` if one is given, its writes flushed if a machine
+    /// has it open.
+    pub(super) async fn copy_source(
         &self,
         reference: &str,
         resource_group: &str,
-        location: &str,
+        location: Option<&str>,
     ) -> Result<Disk, ComputeError> {
         let is_snapshot = reference
             .to_ascii_lowercase()
@@ -362,10 +372,19 @@ impl Compute {
                     ),
                 )
             })?;
-        if source.location != location {
+        if let Some(location) = location.filter(|l| *l != source.location) {
             return Err(ComputeError::invalid(
                 "InvalidParameter",
-                format!("A copy's location '{location}' must be its source's, '{}' (property 'location').", source.location),
+                format!("A copy's location '{location}' must be its source's, '{}' (property 'location'); CopyStart copies an incremental snapshot to another region.", source.location),
+            ));
+        }
+        if source.copying {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!(
+                    "Snapshot '{}' is still being copied ({:.0}%).",
+                    source.name, source.completion_percent
+                ),
             ));
         }
         if source.awaiting_upload {

@@ -182,6 +182,7 @@ fn fixture() -> Fixture {
         vault_host_suffix: ".vault.localhost".into(),
         garbage_grace: 0,
         snapshot_limits: SnapshotLimits::default(),
+        copy_bandwidth: None,
     };
     let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
     Fixture {
