@@ -137,6 +137,8 @@ pub struct Options {
     pub blob_garbage_grace: Duration,
     /// The most bytes per second a snapshot `CopyStart` copies; `None`: no limit.
     pub snapshot_copy_bandwidth: Option<u64>,
+    /// Limits on one disk's incremental snapshots.
+    pub snapshot_limits: atrest_disk::SnapshotLimits,
     /// How often each open disk re-checks its customer-managed key.
     pub key_check_interval: Duration,
     /// When a response may leave, relative to its audit event's durability.
@@ -549,7 +551,7 @@ fn services(
             blocks: BlockStore::open(&dir.join("disks"), opts.blob_store.as_deref())?,
             vault_host_suffix: VAULT_HOST_SUFFIX.to_owned(),
             garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
-            snapshot_limits: Default::default(),
+            snapshot_limits: opts.snapshot_limits,
             copy_bandwidth: opts.snapshot_copy_bandwidth,
         },
         unix_now().0,

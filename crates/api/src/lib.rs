@@ -21,6 +21,7 @@ mod state;
 mod token;
 mod vault_access;
 
+pub use atrest_disk::SnapshotLimits;
 pub use atrest_runtime::audit::{AuditSink, Durability};
 pub use instance::{Instance, InstanceError, Options};
 pub use server::{load_tls_config, serve};

@@ -38,6 +38,7 @@ impl TestServer {
             blob_store: None,
             blob_garbage_grace: Duration::from_secs(900),
             snapshot_copy_bandwidth: None,
+            snapshot_limits: Default::default(),
             key_check_interval: Duration::from_secs(60),
             audit_durability: Default::default(),
         };
@@ -730,10 +731,39 @@ async fn bad_compute_input_changes_nothing() {
         404,
         "ResourceNotFound",
     );
+    // Images: a body that does not parse, no disks, a data disk without a LUN, an OS
+    // disk without its type, an unknown generation; a disk from an image not named.
+    for (body, code) in [
+        ("{", "BadRequest"),
+        (
+            r#"{"location":"westeurope","properties":{}}"#,
+            "InvalidParameter",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{"storageProfile":{"dataDisks":[{"managedDisk":{"id":"d1"}}]}}}"#,
+            "InvalidParameter",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{"storageProfile":{"osDisk":{"osState":"Generalized","managedDisk":{"id":"d1"}}}}}"#,
+            "InvalidParameter",
+        ),
+        (
+            r#"{"location":"westeurope","properties":{"hyperVGeneration":"V9","storageProfile":{"osDisk":{"osType":"Linux","osState":"Generalized","managedDisk":{"id":"d1"}}}}}"#,
+            "InvalidParameter",
+        ),
+    ] {
+        check_error(&put(&s, compute("images", "i1", ""), body).await, 400, code);
+    }
+    check_error(
+        &put(&s, compute("disks", "d2", ""), r#"{"location":"westeurope","properties":{"creationData":{"createOption":"FromImage"}}}"#).await,
+        400,
+        "InvalidParameter",
+    );
     // Nothing was created, and the server still serves.
     for kind in [
         "disks",
         "diskEncryptionSets",
+        "images",
         "snapshots",
         "virtualMachines",
     ] {

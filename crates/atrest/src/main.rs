@@ -98,6 +98,10 @@ struct ServerArgs {
     /// unlimited when absent.
     #[arg(long)]
     snapshot_copy_bandwidth: Option<u64>,
+    /// Limits on one disk's incremental snapshots: how many within a window, the window,
+    /// and how many in all (Azure's: 7 per 5 minutes, 500).
+    #[arg(long, default_value = "7,5m,500", value_parser = parse_snapshot_limits)]
+    incremental_snapshot_limits: atrest_api::SnapshotLimits,
     /// How often each open disk re-checks its customer-managed key (Azure takes up to an
     /// hour); a disk whose key became unusable stops serving I/O until it is usable again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -112,6 +116,22 @@ struct ServerArgs {
     /// can cost under `--audit-durability journal`.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     audit_journal_interval: Duration,
+}
+
+/// `--incremental-snapshot-limits PER_WINDOW,WINDOW,TOTAL`, e.g. `7,5m,500`.
+fn parse_snapshot_limits(value: &str) -> Result<atrest_api::SnapshotLimits, String> {
+    let bad = || format!("'{value}' is not PER_WINDOW,WINDOW,TOTAL (for example 7,5m,500)");
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let [per_window, window, per_disk] = parts.as_slice() else {
+        return Err(bad());
+    };
+    Ok(atrest_api::SnapshotLimits {
+        per_window: per_window.parse().map_err(|_| bad())?,
+        window_secs: humantime::parse_duration(window)
+            .map_err(|_| bad())?
+            .as_secs() as i64,
+        per_disk: per_disk.parse().map_err(|_| bad())?,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -187,6 +207,7 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         blob_store: args.blob_store,
         blob_garbage_grace: args.blob_garbage_grace,
         snapshot_copy_bandwidth: args.snapshot_copy_bandwidth,
+        snapshot_limits: args.incremental_snapshot_limits,
         key_check_interval: args.key_check_interval.max(Duration::from_millis(100)),
         audit_durability: match args.audit_durability {
             AuditDurability::Journal => atrest_api::Durability::Journal {

@@ -101,6 +101,13 @@ impl BlockStore {
         }
     }
 
+    /// Whether a committed chunk that nothing else names may be rewritten in place: on
+    /// the data directory (as a disk file is); never on an object store, whose objects
+    /// are written once.
+    pub(crate) fn rewrites_in_place(&self) -> bool {
+        matches!(self.backend, Backend::Local)
+    }
+
     /// The directory holding local chunk files: the chunks themselves, or the cache.
     fn chunk_dir(&self) -> PathBuf {
         match &self.backend {

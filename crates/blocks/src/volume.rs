@@ -61,6 +61,10 @@ struct State {
     /// Chunks changed since the last seal.
     changed: BTreeSet<u32>,
     next_gen: u64,
+    /// Committed chunks of older generations may be named by a copy of the manifest
+    /// (a snapshot): they are never written again. Younger ones, on the data directory,
+    /// are rewritten in place. Opening a disk freezes everything it has.
+    frozen_gen: u64,
     files: HashMap<(u32, ChunkRef), Arc<File>>,
 }
 
@@ -153,6 +157,7 @@ impl Volume {
             layers: Mutex::new(Some(layers)),
             state: Mutex::new(State {
                 next_gen: manifest.next_gen,
+                frozen_gen: manifest.next_gen,
                 committed: manifest,
                 version,
                 live,
@@ -192,6 +197,17 @@ impl Volume {
     /// The disk's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Freezes what the volume holds now: flushed first, so the committed manifest names
+    /// it all, and from then on never written again, so a copy of that manifest (a
+    /// snapshot) keeps it.
+    pub fn freeze(&self) -> Result<(), BlockError> {
+        self.flush()?;
+        let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
+        state.frozen_gen = state.next_gen;
+        Ok(())
     }
 
     /// The manifest as of the last flush.
@@ -239,14 +255,25 @@ impl Volume {
         self.open_chunk(index, &chunk).map(Some)
     }
 
-    /// The file writes to chunk `index` go to: its dirty generation, or a new one (a copy
-    /// of the current chunk's data unless `whole`, a write that replaces all of it).
+    /// The file writes to chunk `index` go to: its dirty generation, a committed chunk that
+    /// may be rewritten in place, or a new generation (a copy of the current chunk's data
+    /// unless `whole`, a write that replaces all of it).
     fn writable(&self, index: u32, whole: bool) -> Result<Arc<File>, BlockError> {
-        let dirty = |state: &State| match state.live.get(&index) {
+        let in_place = self.store.rewrites_in_place();
+        let dirty = |state: &mut State| match state.live.get(&index) {
             Some(Live { chunk, dirty: true }) => Some(chunk.clone()),
+            // A chunk of the data directory that nothing else names: its next flush
+            // makes the rewrite durable again.
+            Some(Live { chunk, .. })
+                if in_place && chunk.origin == self.disk && chunk.gen >= state.frozen_gen =>
+            {
+                let chunk = chunk.clone();
+                state.changed.insert(index);
+                Some(chunk)
+            }
             _ => None,
         };
-        let dirty_now = dirty(&self.state());
+        let dirty_now = dirty(&mut self.state());
         if let Some(chunk) = dirty_now {
             return self.open_chunk(index, &chunk);
         }
@@ -256,7 +283,7 @@ impl Volume {
             .unwrap_or_else(|p| p.into_inner());
         let (current, chunk) = {
             let mut state = self.state();
-            if let Some(chunk) = dirty(&state) {
+            if let Some(chunk) = dirty(&mut state) {
                 drop(state);
                 return self.open_chunk(index, &chunk);
             }
@@ -617,13 +644,14 @@ impl Volume {
     /// flush, makes them durable in the store, then commits the manifest naming them.
     pub fn flush(&self) -> Result<(), BlockError> {
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let (manifest, version, sealed) = {
+        let (manifest, version, sealed, changed) = {
             let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
             let mut state = self.state();
             if state.changed.is_empty() {
                 return Ok(());
             }
             let changed = std::mem::take(&mut state.changed);
+            let changed_now = changed.clone();
             let mut manifest = state.committed.clone();
             manifest.next_gen = state.next_gen;
             manifest.size = self.size;
@@ -640,9 +668,14 @@ impl Volume {
                     }
                 }
             }
-            (manifest, state.version.clone(), sealed)
+            (manifest, state.version.clone(), sealed, changed_now)
         };
+        let unchanged = manifest == self.state().committed;
         let result = self.store.persist(&sealed).and_then(|()| {
+            if unchanged {
+                // Only chunks rewritten in place: made durable, nothing to commit.
+                return Ok(version.clone());
+            }
             self.store
                 .save_manifest(&self.disk, &manifest, Some(&version))
         });
@@ -655,12 +688,7 @@ impl Volume {
             }
             Err(e) => {
                 // Nothing was committed: the next flush seals these chunks again.
-                let state = &mut *state;
-                for index in manifest.chunks.keys().chain(state.committed.chunks.keys()) {
-                    if manifest.chunks.get(index) != state.committed.chunks.get(index) {
-                        state.changed.insert(*index);
-                    }
-                }
+                state.changed.extend(changed);
                 if !matches!(e, BlockError::Conflict(_)) {
                     tracing::warn!(disk = %self.disk, error = %e, "a flush failed; nothing was committed");
                 }

@@ -250,6 +250,14 @@ operations! {
     SnapshotBeginGetAccess => Management,
     /// `POST …/snapshots/{s}/endGetAccess`: revoke the snapshot's access URL.
     SnapshotEndGetAccess => Management,
+    /// Create or update an image.
+    ImageWrite => Management,
+    /// Delete an image.
+    ImageDelete => Management,
+    /// Read an image.
+    ImageRead => Management,
+    /// List images.
+    ImageList => Management,
     /// Microsoft Graph `POST /v1.0/directoryObjects/getByIds`.
     GraphDirectoryObjectsGetByIds => Administration,
     /// Microsoft Graph `GET /v1.0/servicePrincipals`, with `$filter`.
@@ -411,6 +419,10 @@ impl Operation {
             | SnapshotList
             | SnapshotBeginGetAccess
             | SnapshotEndGetAccess
+            | ImageWrite
+            | ImageDelete
+            | ImageRead
+            | ImageList
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
@@ -533,6 +545,10 @@ impl Operation {
             | SnapshotList
             | SnapshotBeginGetAccess
             | SnapshotEndGetAccess
+            | ImageWrite
+            | ImageDelete
+            | ImageRead
+            | ImageList
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList
@@ -666,6 +682,10 @@ impl Operation {
             | SnapshotList
             | SnapshotBeginGetAccess
             | SnapshotEndGetAccess
+            | ImageWrite
+            | ImageDelete
+            | ImageRead
+            | ImageList
             | DiskAccessRead
             | GraphDirectoryObjectsGetByIds
             | GraphServicePrincipalList

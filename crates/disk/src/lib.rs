@@ -11,8 +11,8 @@ pub mod service;
 
 pub use error::{ComputeError, KeyAccessError};
 pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
-pub use model::{Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek};
+pub use model::{Disk, DiskEncryptionSet, Image, ImageDisk, KeyRef, VirtualMachine, WrappedDek};
 pub use service::{
-    Compute, ComputeConfig, DesRequest, DiskRequest, Grant, OpenDisk, SnapshotLimits,
-    SnapshotRequest, VmRequest,
+    Compute, ComputeConfig, DesRequest, DiskRequest, Grant, ImageDiskRequest, ImageRequest,
+    OpenDisk, SnapshotLimits, SnapshotRequest, VmRequest,
 };

@@ -12,6 +12,11 @@ pub const DISK_KIND: &str = "disks";
 /// Store kind of snapshots (stored as [`Disk`] documents: a snapshot has a disk's
 /// properties, its own manifest, and never changes its data).
 pub const SNAPSHOT_KIND: &str = "snapshots";
+/// Store kind of images (`Microsoft.Compute/images`).
+pub const IMAGE_KIND: &str = "images";
+/// Store kind of the copies an image holds, one per disk of the image (stored as [`Disk`]
+/// documents, never shown as resources).
+pub const IMAGE_DISK_KIND: &str = "imageDisks";
 /// Store kind of virtual machines.
 pub const VM_KIND: &str = "virtualMachines";
 
@@ -121,6 +126,10 @@ pub struct Disk {
     /// is of.
     #[serde(default)]
     pub family_id: Option<String>,
+    /// `creationData.imageReference` of a disk made `FromImage`: the image and the LUN of
+    /// its data disk (none: its OS disk).
+    #[serde(default)]
+    pub image_reference: Option<(String, Option<u32>)>,
     /// A snapshot whose data a `CopyStart` is still copying in the background.
     #[serde(default)]
     pub copying: bool,
@@ -158,6 +167,66 @@ pub struct Disk {
     pub data_access_aad: bool,
 }
 
+/// The store kind of the disk-like document a resource id names: a snapshot, an image's
+/// disk, or (also for a bare name) a disk.
+pub fn kind_in_id(id: &str) -> &'static str {
+    let id = id.to_ascii_lowercase();
+    [SNAPSHOT_KIND, IMAGE_DISK_KIND]
+        .into_iter()
+        .find(|kind| {
+            id.contains(&format!(
+                "/microsoft.compute/{}/",
+                kind.to_ascii_lowercase()
+            ))
+        })
+        .unwrap_or(DISK_KIND)
+}
+
+/// One disk of an image: where it came from and the copy of its data the image holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageDisk {
+    /// The data disk's LUN; `None` for the OS disk.
+    pub lun: Option<u32>,
+    /// `osType` of the OS disk (`Linux` or `Windows`).
+    pub os_type: Option<String>,
+    /// `osState` of the OS disk (`Generalized` or `Specialized`).
+    pub os_state: Option<String>,
+    /// The managed disk or snapshot the disk was made from.
+    pub source_id: String,
+    /// Whether the source was a snapshot (`snapshot`) rather than a disk (`managedDisk`).
+    pub from_snapshot: bool,
+    /// The name of the image's copy (kind [`IMAGE_DISK_KIND`]).
+    pub copy: String,
+    /// Size in GiB.
+    pub size_gb: u64,
+    /// The copy's disk encryption set, if any.
+    pub disk_encryption_set: Option<String>,
+}
+
+/// A managed image (`Microsoft.Compute/images`): copies of an OS disk and data disks, from
+/// which new disks are made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    /// Name, unique in its resource group.
+    pub name: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// ARM resource id.
+    pub id: String,
+    /// Normalized location.
+    pub location: String,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// `hyperVGeneration`: `V1` or `V2`.
+    pub hyper_v_generation: String,
+    /// The virtual machine the image was made from, if any.
+    pub source_vm: Option<String>,
+    /// The OS disk first, if there is one, then the data disks by LUN.
+    pub disks: Vec<ImageDisk>,
+    /// Creation time.
+    pub created: i64,
+}
+
 fn complete() -> f64 {
     100.0
 }
@@ -172,18 +241,12 @@ pub const NETWORK_POLICIES: [&str; 3] = ["AllowAll", "AllowPrivate", "DenyAll"];
 impl Disk {
     /// Whether this document is a snapshot.
     pub fn is_snapshot(&self) -> bool {
-        self.id
-            .to_ascii_lowercase()
-            .contains("/microsoft.compute/snapshots/")
+        self.kind() == SNAPSHOT_KIND
     }
 
     /// The store kind of the document.
     pub fn kind(&self) -> &'static str {
-        if self.is_snapshot() {
-            SNAPSHOT_KIND
-        } else {
-            DISK_KIND
-        }
+        kind_in_id(&self.id)
     }
 
     /// The id platform-wrapped keys are bound to.

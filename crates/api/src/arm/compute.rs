@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use atrest_core::names::check_resource_group_name;
 use atrest_core::operation::Operation;
 use atrest_disk::{
-    DesRequest, Disk, DiskEncryptionSet, DiskRequest, SnapshotRequest, VirtualMachine, VmRequest,
+    DesRequest, Disk, DiskEncryptionSet, DiskRequest, Image, ImageDiskRequest, ImageRequest,
+    SnapshotRequest, VirtualMachine, VmRequest,
 };
 use atrest_identity::{Caller, RoleError};
 use atrest_runtime::time::rfc3339;
@@ -23,9 +24,10 @@ use crate::pipeline::Ctx;
 use crate::state::AppState;
 
 /// The resource types this provider serves, as they appear in paths.
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 5] = [
     "diskEncryptionSets",
     "disks",
+    "images",
     "snapshots",
     "virtualMachines",
 ];
@@ -98,6 +100,13 @@ struct CreationDataDto {
     create_option: Option<String>,
     upload_size_bytes: Option<u64>,
     source_resource_id: Option<String>,
+    image_reference: Option<ImageReferenceDto>,
+}
+
+#[derive(Deserialize)]
+struct ImageReferenceDto {
+    id: Option<String>,
+    lun: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -130,9 +139,20 @@ impl DiskDto {
     fn into_request(self) -> Result<DiskRequest, ApiError> {
         let p = self.properties.unwrap_or_default();
         let creation = p.creation_data.unwrap_or_default();
+        let mut image = None;
         let (upload_size_bytes, source) = match creation.create_option.as_deref() {
             None => (None, None),
             Some(o) if o.eq_ignore_ascii_case("Empty") => (None, None),
+            Some(o) if o.eq_ignore_ascii_case("FromImage") => {
+                let reference = creation.image_reference.and_then(|r| r.id.map(|id| (id, r.lun)));
+                image = Some(reference.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "InvalidParameter",
+                        "Required parameter 'creationData.imageReference.id' is missing (null).",
+                    )
+                })?);
+                (None, None)
+            }
             Some(o) if o.eq_ignore_ascii_case("Upload") => (
                 Some(creation.upload_size_bytes.ok_or_else(|| {
                     ApiError::bad_request(
@@ -155,7 +175,7 @@ impl DiskDto {
                 return Err(ApiError::bad_request(
                     "InvalidParameter",
                     format!(
-                        "The createOption '{o}' is not supported; use 'Empty', 'Upload' or 'Copy'."
+                        "The createOption '{o}' is not supported; use 'Empty', 'Upload', 'Copy' or 'FromImage'."
                     ),
                 ))
             }
@@ -174,6 +194,87 @@ impl DiskDto {
             data_access_auth_mode: p.data_access_auth_mode,
             upload_size_bytes,
             source,
+            image,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct SubResourceDto {
+    id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ImageDiskDto {
+    lun: Option<u32>,
+    os_type: Option<String>,
+    os_state: Option<String>,
+    managed_disk: Option<SubResourceDto>,
+    snapshot: Option<SubResourceDto>,
+    blob_uri: Option<String>,
+    disk_encryption_set: Option<SubResourceDto>,
+}
+
+impl ImageDiskDto {
+    fn into_request(self, data_disk: bool) -> Result<ImageDiskRequest, ApiError> {
+        if data_disk && self.lun.is_none() {
+            return Err(ApiError::bad_request(
+                "InvalidParameter",
+                "Required parameter 'storageProfile.dataDisks[].lun' is missing (null).",
+            ));
+        }
+        let id = |r: Option<SubResourceDto>| r.and_then(|r| r.id);
+        Ok(ImageDiskRequest {
+            lun: if data_disk { self.lun } else { None },
+            os_type: self.os_type,
+            os_state: self.os_state,
+            managed_disk: id(self.managed_disk),
+            snapshot: id(self.snapshot),
+            blob_uri: self.blob_uri,
+            disk_encryption_set: id(self.disk_encryption_set),
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ImageStorageProfileDto {
+    os_disk: Option<ImageDiskDto>,
+    data_disks: Option<Vec<ImageDiskDto>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ImagePropertiesDto {
+    source_virtual_machine: Option<SubResourceDto>,
+    storage_profile: Option<ImageStorageProfileDto>,
+    hyper_v_generation: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ImageDto {
+    location: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    properties: Option<ImagePropertiesDto>,
+}
+
+impl ImageDto {
+    fn into_request(self) -> Result<ImageRequest, ApiError> {
+        let p = self.properties.unwrap_or_default();
+        let profile = p.storage_profile.unwrap_or_default();
+        Ok(ImageRequest {
+            location: self.location,
+            tags: self.tags,
+            source_vm: p.source_virtual_machine.and_then(|r| r.id),
+            os_disk: profile.os_disk.map(|d| d.into_request(false)).transpose()?,
+            data_disks: profile
+                .data_disks
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.into_request(true))
+                .collect::<Result<_, _>>()?,
+            hyper_v_generation: p.hyper_v_generation,
         })
     }
 }
@@ -397,6 +498,12 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
         (None, _) => json!({ "status": "Available" }),
     };
     let mut creation = json!({ "createOption": disk.create_option.as_deref().unwrap_or("Empty") });
+    if let Some((image, lun)) = &disk.image_reference {
+        creation["imageReference"] = json!({ "id": image });
+        if let Some(lun) = lun {
+            creation["imageReference"]["lun"] = Value::from(*lun);
+        }
+    }
     if let Some(source) = &disk.source_resource_id {
         creation["sourceResourceId"] = Value::from(source.as_str());
     }
@@ -438,6 +545,56 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
         }
     }
     shown
+}
+
+fn image_json(image: &Image) -> Value {
+    let disk_json = |d: &atrest_disk::ImageDisk| {
+        let mut shown = json!({
+            "diskSizeGB": d.size_gb,
+            "caching": "ReadWrite",
+            "storageAccountType": "Standard_LRS",
+        });
+        let source = if d.from_snapshot {
+            "snapshot"
+        } else {
+            "managedDisk"
+        };
+        shown[source] = json!({ "id": d.source_id });
+        if let Some(des) = &d.disk_encryption_set {
+            shown["diskEncryptionSet"] = json!({ "id": des });
+        }
+        match d.lun {
+            Some(lun) => shown["lun"] = Value::from(lun),
+            None => {
+                shown["osType"] = Value::from(d.os_type.as_deref().unwrap_or_default());
+                shown["osState"] = Value::from(d.os_state.as_deref().unwrap_or_default());
+            }
+        }
+        shown
+    };
+    let mut storage = json!({
+        "dataDisks": image.disks.iter().filter(|d| d.lun.is_some()).map(disk_json).collect::<Vec<_>>(),
+        "zoneResilient": false,
+    });
+    if let Some(os) = image.disks.iter().find(|d| d.lun.is_none()) {
+        storage["osDisk"] = disk_json(os);
+    }
+    let mut properties = json!({
+        "storageProfile": storage,
+        "provisioningState": "Succeeded",
+        "hyperVGeneration": image.hyper_v_generation,
+    });
+    if let Some(vm) = &image.source_vm {
+        properties["sourceVirtualMachine"] = json!({ "id": vm });
+    }
+    json!({
+        "id": image.id,
+        "name": image.name,
+        "type": "Microsoft.Compute/images",
+        "location": image.location,
+        "tags": image.tags,
+        "properties": properties,
+    })
 }
 
 /// `nbd://HOST:PORT/EXPORT` of a running machine's disk.
@@ -592,6 +749,9 @@ impl<'a> Route<'a> {
                 ("snapshots", "beginGetAccess/action") => SnapshotBeginGetAccess,
                 ("snapshots", "endGetAccess/action") => SnapshotEndGetAccess,
                 ("snapshots", _) => SnapshotRead,
+                ("images", "write") => ImageWrite,
+                ("images", "delete") => ImageDelete,
+                ("images", _) => ImageRead,
                 (_, "write") => VirtualMachineWrite,
                 (_, "delete") => VirtualMachineDelete,
                 (_, "start/action") => VirtualMachineStart,
@@ -602,6 +762,7 @@ impl<'a> Route<'a> {
                 "diskEncryptionSets" => DiskEncryptionSetList,
                 "disks" => DiskList,
                 "snapshots" => SnapshotList,
+                "images" => ImageList,
                 _ => VirtualMachineList,
             },
         }
@@ -707,6 +868,22 @@ pub(crate) async fn handle(
             let deleted = compute.delete_vm(resource_group, name).await?;
             Ok(empty(deleted_status(deleted)))
         }
+        ("images", "PUT" | "PATCH", None) => {
+            let req = parse_json::<ImageDto>(&read_body(body).await?)?.into_request()?;
+            if *method == Method::PATCH {
+                compute.get_image(resource_group, name)?;
+            }
+            let (image, created) = compute.put_image(resource_group, name, &req, now).await?;
+            Ok(json(created_status(created), &image_json(&image)))
+        }
+        ("images", "GET", None) => Ok(json(
+            StatusCode::OK,
+            &image_json(&compute.get_image(resource_group, name)?),
+        )),
+        ("images", "DELETE", None) => {
+            let deleted = compute.delete_image(resource_group, name).await?;
+            Ok(empty(deleted_status(deleted)))
+        }
         ("snapshots", "PUT" | "PATCH", None) => {
             let req = parse_json::<SnapshotDto>(&read_body(body).await?)?.into_request();
             if *method == Method::PATCH {
@@ -799,6 +976,12 @@ fn list(
             readable,
             |d| &d.id,
             |d| disk_json(state, d),
+        )?,
+        "images" => shown(
+            compute.list_images(resource_group)?,
+            readable,
+            |i| &i.id,
+            image_json,
         )?,
         "snapshots" => shown(
             compute.list_snapshots(resource_group)?,

@@ -166,12 +166,15 @@ fn resource_json(id: &str, name: &str, kind: &str, location: &str) -> Value {
 }
 
 /// Deletes what resource group `group` holds, as ARM does before deleting the group:
-/// virtual machines (their disks closed and detached), then snapshots and disks, then disk encryption
+/// virtual machines (their disks closed and detached), then images, snapshots and disks, then disk encryption
 /// sets (with their identities), then vaults (soft-deleted, so they stay recoverable).
 async fn delete_contents(state: &AppState, group: &str, now: i64) -> Result<(), ApiError> {
     let compute = &state.compute;
     for vm in compute.list_vms(Some(group))? {
         compute.delete_vm(group, &vm.name).await?;
+    }
+    for image in compute.list_images(Some(group))? {
+        compute.delete_image(group, &image.name).await?;
     }
     for snapshot in compute.list_snapshots(Some(group))? {
         compute.delete_snapshot(group, &snapshot.name).await?;
@@ -335,6 +338,9 @@ pub(crate) async fn handle(
             }
             for s in state.compute.list_snapshots(group)? {
                 all.push((s.id, s.name, "Microsoft.Compute/snapshots", s.location));
+            }
+            for i in state.compute.list_images(group)? {
+                all.push((i.id, i.name, "Microsoft.Compute/images", i.location));
             }
             for m in state.compute.list_vms(group)? {
                 all.push((

@@ -1,5 +1,5 @@
-//! `atrest disk-encryption-set`, `atrest disk`, `atrest snapshot` and `atrest vm`: clients
-//! of the ARM-shaped `Microsoft.Compute` API, with `az`'s flags.
+//! `atrest disk-encryption-set`, `atrest disk`, `atrest snapshot`, `atrest image` and
+//! `atrest vm`: clients of the ARM-shaped `Microsoft.Compute` API, with `az`'s flags.
 
 use anyhow::Context;
 use atrest_api::client::Method;
@@ -126,8 +126,14 @@ pub(crate) enum DiskCommand {
         target: Named,
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
-        #[arg(short = 'z', long, required_unless_present_any = ["upload_size_bytes", "source"])]
+        #[arg(short = 'z', long, required_unless_present_any = ["upload_size_bytes", "source", "image_reference"])]
         size_gb: Option<i64>,
+        /// Make the disk from this image (a name in the resource group or a resource id):
+        /// its OS disk, or its data disk at `--image-reference-lun`.
+        #[arg(long, conflicts_with_all = ["upload_size_bytes", "source"])]
+        image_reference: Option<String>,
+        #[arg(long, requires = "image_reference")]
+        image_reference_lun: Option<u32>,
         /// Copy this disk or snapshot (a name in the resource group, a disk first, or a
         /// resource id): its data and data key.
         #[arg(long, conflicts_with = "upload_size_bytes")]
@@ -260,6 +266,37 @@ pub(crate) enum SnapshotCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Make an image: of a stopped VM's disks, or of an OS disk (a managed disk or
+    /// snapshot) and data disks; each is kept as a copy with its data key.
+    Create {
+        #[command(flatten)]
+        target: Named,
+        /// A stopped VM, a managed disk or a snapshot (a name, tried in that order, or a
+        /// resource id). A disk or snapshot becomes the OS disk.
+        #[arg(long)]
+        source: String,
+        /// Disks or snapshots to include as data disks, LUN 0 onwards.
+        #[arg(long, num_args = 1..)]
+        data_disk_sources: Vec<String>,
+        /// Linux or Windows, for an OS disk.
+        #[arg(long, default_value = "Linux")]
+        os_type: String,
+        #[arg(long, default_value = "V1")]
+        hyper_v_generation: String,
+        /// The source's location when absent.
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
+    /// Show an image.
+    Show(Named),
+    /// List images.
+    List(Listed),
+    /// Delete an image; disks made from it keep their data.
+    Delete(Named),
+}
+
+#[derive(Subcommand)]
 pub(crate) enum VmCommand {
     /// Create a virtual machine with data disks.
     Create {
@@ -386,19 +423,29 @@ pub(crate) async fn disk(
             location,
             size_gb,
             source,
+            image_reference,
+            image_reference_lun,
             disk_encryption_set,
             encryption_type,
             upload_size_bytes,
         } => {
-            let creation = match (upload_size_bytes, source) {
-                (Some(bytes), _) => {
+            let creation = match (upload_size_bytes, source, image_reference) {
+                (Some(bytes), ..) => {
                     json!({ "createOption": "Upload", "uploadSizeBytes": bytes })
                 }
-                (None, Some(source)) => json!({
+                (None, Some(source), _) => json!({
                     "createOption": "Copy",
                     "sourceResourceId": source_id(conn, target.rg(), &source).await,
                 }),
-                (None, None) => json!({ "createOption": "Empty" }),
+                (None, None, Some(image)) => {
+                    let id = id_or_name(&image, |n| compute_path(conn, target.rg(), "images", n));
+                    let mut reference = json!({ "id": id });
+                    if let Some(lun) = image_reference_lun {
+                        reference["lun"] = Value::from(lun);
+                    }
+                    json!({ "createOption": "FromImage", "imageReference": reference })
+                }
+                (None, None, None) => json!({ "createOption": "Empty" }),
             };
             let body = json!({
                 "location": location,
@@ -630,6 +677,88 @@ pub(crate) async fn snapshot(
                 .call(conn, KIND, Method::POST, Some("endGetAccess"), None)
                 .await?
         }
+    };
+    print(&out, format)
+}
+
+/// The resource id of an image's `--source`: an id as given, or the stopped VM, disk or
+/// snapshot of that name in the resource group, in that order.
+async fn image_source_id(conn: &Connection, rg: Option<&str>, reference: &str) -> String {
+    if reference.starts_with('/') {
+        return reference.to_owned();
+    }
+    for kind in ["virtualMachines", "disks"] {
+        let path = compute_path(conn, rg, kind, reference);
+        if conn.management(Method::GET, &path, None).await.is_ok() {
+            return path;
+        }
+    }
+    compute_path(conn, rg, "snapshots", reference)
+}
+
+/// `{"managedDisk": {"id"}}` or `{"snapshot": {"id"}}` for a disk or snapshot id.
+fn image_disk_source(id: &str) -> Value {
+    if id
+        .to_ascii_lowercase()
+        .contains("/microsoft.compute/snapshots/")
+    {
+        json!({ "snapshot": { "id": id } })
+    } else {
+        json!({ "managedDisk": { "id": id } })
+    }
+}
+
+pub(crate) async fn image(
+    conn: &Connection,
+    command: ImageCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    const KIND: &str = "images";
+    use ImageCommand as C;
+    let out = match command {
+        C::Create {
+            target,
+            source,
+            data_disk_sources,
+            os_type,
+            hyper_v_generation,
+            location,
+        } => {
+            let source = image_source_id(conn, target.rg(), &source).await;
+            let location = match location {
+                Some(l) => l,
+                None => conn.management(Method::GET, &source, None).await?["location"]
+                    .as_str()
+                    .context("the source has no location")?
+                    .to_owned(),
+            };
+            let mut properties = json!({ "hyperVGeneration": hyper_v_generation });
+            if source
+                .to_ascii_lowercase()
+                .contains("/microsoft.compute/virtualmachines/")
+            {
+                properties["sourceVirtualMachine"] = json!({ "id": source });
+            } else {
+                let mut os_disk = image_disk_source(&source);
+                os_disk["osType"] = Value::from(os_type);
+                os_disk["osState"] = Value::from("Generalized");
+                let mut data_disks = Vec::new();
+                for (lun, data) in data_disk_sources.iter().enumerate() {
+                    let mut disk = image_disk_source(&source_id(conn, target.rg(), data).await);
+                    disk["lun"] = Value::from(lun);
+                    data_disks.push(disk);
+                }
+                properties["storageProfile"] =
+                    json!({ "osDisk": os_disk, "dataDisks": data_disks });
+            }
+            let body = json!({ "location": location, "properties": properties });
+            target
+                .call(conn, KIND, Method::PUT, None, Some(body))
+                .await?
+        }
+        C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
+        C::List(listed) => listed.call(conn, KIND).await?,
+        C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
     };
     print(&out, format)
 }

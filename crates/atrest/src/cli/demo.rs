@@ -50,6 +50,7 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
         blob_store: None,
         blob_garbage_grace: Duration::from_secs(900),
         snapshot_copy_bandwidth: None,
+        snapshot_limits: Default::default(),
         key_check_interval: KEY_CHECK,
         audit_durability: Default::default(),
     };

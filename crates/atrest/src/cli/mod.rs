@@ -87,6 +87,11 @@ pub(crate) enum ClientCommand {
         #[command(subcommand)]
         command: compute::SnapshotCommand,
     },
+    /// Images: disks kept to make new disks from, with their keys.
+    Image {
+        #[command(subcommand)]
+        command: compute::ImageCommand,
+    },
     /// Virtual machines, whose running disks are served over NBD.
     Vm {
         #[command(subcommand)]
@@ -129,6 +134,7 @@ pub(crate) async fn run(
         }
         ClientCommand::Disk { command } => compute::disk(conn, command, format).await,
         ClientCommand::Snapshot { command } => compute::snapshot(conn, command, format).await,
+        ClientCommand::Image { command } => compute::image(conn, command, format).await,
         ClientCommand::Vm { command } => compute::vm(conn, command, format).await,
     }
 }

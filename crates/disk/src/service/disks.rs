@@ -24,6 +24,9 @@ pub struct DiskRequest {
     pub upload_size_bytes: Option<u64>,
     /// `creationData.sourceResourceId` of a copy (`createOption: Copy`): a disk or snapshot.
     pub source: Option<String>,
+    /// `creationData.imageReference` of a disk made `FromImage`: the image's id and the
+    /// LUN of its data disk (none: its OS disk).
+    pub image: Option<(String, Option<u32>)>,
 }
 
 /// Whether `dataAccessAuthMode` asks for Entra ID (`AzureActiveDirectory`) or not (`None`).
@@ -162,6 +165,18 @@ impl Compute {
                 .create_copy(resource_group, name, source, req, now)
                 .await;
         }
+        if let Some((image, lun)) = &req.image {
+            let copy = self.image_disk_id(image, *lun, resource_group)?;
+            let mut disk = self
+                .create_copy(resource_group, name, &copy, req, now)
+                .await?;
+            disk.create_option = Some("FromImage".into());
+            disk.source_resource_id = None;
+            disk.image_reference =
+                Some((self.resource_id_of(image, "images", resource_group), *lun));
+            self.save_disk(&disk)?;
+            return Ok(disk);
+        }
         let location = required_location(req.location.as_deref())?;
         let network_access_policy = match &req.network_access_policy {
             Some(p) => network_policy(p)?,
@@ -222,6 +237,7 @@ impl Compute {
             source_unique_id: None,
             incremental: false,
             family_id: None,
+            image_reference: None,
             copying: false,
             completion_percent: 100.0,
             copy_error: None,
@@ -311,6 +327,19 @@ impl Compute {
                     ));
                 }
                 let des = self.des_for(reference, &disk.resource_group, &disk.location, to)?;
+                let family: Vec<String> = self
+                    .list::<Disk>(SNAPSHOT_KIND, None)?
+                    .into_iter()
+                    .filter(|s| s.family_id.as_deref() == Some(disk.unique_id.as_str()))
+                    .filter(|s| !uses_set(s, &des))
+                    .map(|s| s.name)
+                    .collect();
+                if !family.is_empty() {
+                    return Err(ComputeError::conflict(
+                        "OperationNotAllowed",
+                        format!("Disk '{}' and its incremental snapshots ({}) use one disk encryption set; encryption.diskEncryptionSetId cannot change while they exist.", disk.name, family.join(", ")),
+                    ));
+                }
                 self.check_access(&des, &des.active_key.key_url).await?;
                 self.move_to_set(&mut disk, &des).await?;
                 disk.encryption_type = to.as_str().to_owned();

@@ -29,6 +29,7 @@ use atrest_blocks::{BlockStore, Volume};
 mod access;
 mod copy_start;
 mod disks;
+mod images;
 mod machines;
 mod sets;
 mod snapshots;
@@ -37,6 +38,7 @@ mod tests;
 
 pub use access::Grant;
 pub use disks::DiskRequest;
+pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
 pub use sets::DesRequest;
 pub use snapshots::{SnapshotLimits, SnapshotRequest};
@@ -203,6 +205,13 @@ impl Compute {
             changes: AsyncMutex::new(()),
             grants: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The resource id a reference of `kind` names: an id as given, or a name in
+    /// `resource_group`.
+    fn resource_id_of(&self, reference: &str, kind: &str, resource_group: &str) -> String {
+        let (rg, name) = resource_ref(reference, kind, resource_group);
+        self.resource_id(rg, kind, name)
     }
 
     fn resource_id(&self, resource_group: &str, kind: &str, name: &str) -> String {

@@ -6,6 +6,7 @@
 
 use super::disks::{data_access_aad, network_policy};
 use super::*;
+use crate::model::kind_in_id;
 
 /// Fields of a snapshot create or update.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +53,7 @@ impl Default for SnapshotLimits {
 }
 
 /// How a copy's keys relate to its source's.
-enum KeyPlan {
+pub(super) enum KeyPlan {
     /// The source's wrapped keys as they are.
     Same,
     /// The source's data key rewrapped by another disk encryption set.
@@ -288,6 +289,7 @@ impl Compute {
             source_unique_id: Some(source.unique_id.clone()),
             incremental: false,
             family_id: None,
+            image_reference: None,
             copying: false,
             completion_percent: 100.0,
             copy_error: None,
@@ -301,7 +303,7 @@ impl Compute {
 
     /// Rewraps a new copy's data key as `plan` says, gives it its source's blocks and
     /// stores it.
-    async fn finish_copy(
+    pub(super) async fn finish_copy(
         &self,
         source: &Disk,
         mut copy: Disk,
@@ -344,22 +346,15 @@ impl Compute {
     }
 
     /// The disk or snapshot named by `reference` (a resource id, or a disk's name in
-    /// `resource_group`), in `location` if one is given, its writes flushed if a machine
-    /// has it open.
+    /// `resource_group`), in `location` if one is given; a disk a machine has open is
+    /// frozen (flushed, and its chunks never written again) so the copy keeps them.
     pub(super) async fn copy_source(
         &self,
         reference: &str,
         resource_group: &str,
         location: Option<&str>,
     ) -> Result<Disk, ComputeError> {
-        let is_snapshot = reference
-            .to_ascii_lowercase()
-            .contains("/microsoft.compute/snapshots/");
-        let kind = if is_snapshot {
-            SNAPSHOT_KIND
-        } else {
-            DISK_KIND
-        };
+        let kind = kind_in_id(reference);
         let (rg, name) = resource_ref(reference, kind, resource_group);
         let source: Disk = self
             .store
@@ -396,9 +391,9 @@ impl Compute {
                 ),
             ));
         }
-        if !is_snapshot {
+        if kind == DISK_KIND {
             if let Some(open) = self.export(&Self::export_name(rg, name)) {
-                tokio::task::spawn_blocking(move || open.file.flush())
+                tokio::task::spawn_blocking(move || open.file.freeze())
                     .await
                     .map_err(|e| ComputeError::Internal(e.to_string()))??;
             }
@@ -410,7 +405,7 @@ impl Compute {
     /// keeps its source's data key; what may change is what wraps it: a platform key may
     /// give way to a disk encryption set, and a full copy may move to another set. An
     /// incremental snapshot keeps its disk's set; a customer key is never dropped.
-    fn key_plan(
+    pub(super) fn key_plan(
         &self,
         source: &Disk,
         encryption_type: Option<&str>,
