@@ -30,7 +30,7 @@ use crate::files::{copy_sparse, make_dir};
 use crate::manifest::{valid_origin, ChunkRef, Manifest, Version, CHUNK, UNIT};
 use crate::store::BlockStore;
 
-/// Open chunk files kept per volume before the oldest are closed.
+/// Open chunk files kept per volume; past it, one is closed for each opened.
 const OPEN_FILES: usize = 1024;
 
 /// A range where one volume's data differs from another's (inclusive, unit-aligned).
@@ -65,7 +65,8 @@ struct State {
     /// (a snapshot): they are never written again. Younger ones, on the data directory,
     /// are rewritten in place. Opening a disk freezes everything it has.
     frozen_gen: u64,
-    files: HashMap<(u32, ChunkRef), Arc<File>>,
+    /// Open chunk files, one per index: the chunk it was opened for, and the file.
+    files: HashMap<u32, (ChunkRef, Arc<File>)>,
 }
 
 /// One disk's blocks, open for I/O.
@@ -232,18 +233,25 @@ impl Volume {
 
     /// The open file of `chunk` (index `index`), fetching it into the cache if needed.
     fn open_chunk(&self, index: u32, chunk: &ChunkRef) -> Result<Arc<File>, BlockError> {
-        let key = (index, chunk.clone());
-        if let Some(file) = self.state().files.get(&key) {
-            return Ok(file.clone());
+        if let Some((open, file)) = self.state().files.get(&index) {
+            if open == chunk {
+                return Ok(file.clone());
+            }
         }
         let path = self.store.fetch(&chunk.origin, index, chunk.gen)?;
         let file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
-        let mut state = self.state();
-        if state.files.len() >= OPEN_FILES {
-            state.files.clear();
-        }
-        state.files.insert(key, file.clone());
+        self.keep_open(index, chunk, &file);
         Ok(file)
+    }
+
+    /// Keeps `file` open as chunk `index`'s.
+    fn keep_open(&self, index: u32, chunk: &ChunkRef, file: &Arc<File>) {
+        let mut state = self.state();
+        if state.files.len() >= OPEN_FILES && !state.files.contains_key(&index) {
+            let any = *state.files.keys().next().expect("the map is full");
+            state.files.remove(&any);
+        }
+        state.files.insert(index, (chunk.clone(), file.clone()));
     }
 
     /// The file chunk `index` reads from now, if it holds data.
@@ -309,11 +317,8 @@ impl Volume {
             copy_sparse(&*self.open_chunk(index, old)?, 0, &file, len)?;
         }
         let file = Arc::new(file);
+        self.keep_open(index, &chunk, &file);
         let mut state = self.state();
-        if let Some(old) = current {
-            state.files.remove(&(index, old));
-        }
-        state.files.insert((index, chunk.clone()), file.clone());
         state.live.insert(index, Live { chunk, dirty: true });
         state.changed.insert(index);
         Ok(file)
@@ -325,7 +330,7 @@ impl Volume {
         let mut state = self.state();
         if let Some(old) = state.live.remove(&index) {
             state.changed.insert(index);
-            state.files.remove(&(index, old.chunk.clone()));
+            state.files.remove(&index);
             if old.dirty {
                 fs::remove_file(
                     self.store
