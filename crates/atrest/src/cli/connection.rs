@@ -42,13 +42,14 @@ fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     Ok(atrest_api::instance::parse_env(&text))
 }
 
-/// Connects using the process environment, falling back to `DIR/env`.
+/// Connects to the server of `--data-dir` (its `DIR/env`), or else the one the process
+/// environment names.
 pub(crate) fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
-    let file = match (std::env::var_os("ATREST_ENDPOINT"), data_dir) {
-        (None, Some(dir)) => read_env_file(&dir.join("env"))?,
-        _ => HashMap::new(),
-    };
-    from_vars(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+    match data_dir {
+        // A directory named on the command line wins over a sourced environment.
+        Some(dir) => connect_to(dir),
+        None => from_vars(|name| std::env::var(name).ok()),
+    }
 }
 
 /// Connects to the server of `data_dir` using its `DIR/env` alone.
