@@ -26,7 +26,8 @@ use crate::cli::ClientCommand;
 )]
 struct Cli {
     /// Data directory. `atrest server` keeps its state there; other commands read the
-    /// endpoint and credentials from its `env` file when they are not in the environment.
+    /// endpoint and credentials from its `env` file, unless it is the directory whose `env`
+    /// is sourced (whose variables, then, may be overridden one by one).
     #[arg(long, global = true, env = "ATREST_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Output format: JSON, except a table for `monitor query`.

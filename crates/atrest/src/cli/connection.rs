@@ -42,13 +42,21 @@ fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     Ok(atrest_api::instance::parse_env(&text))
 }
 
-/// Connects to the server of `--data-dir` (its `DIR/env`), or else the one the process
-/// environment names.
+/// Connects to the server of `--data-dir` (its `DIR/env`) when it is not the one whose
+/// environment is sourced; else to the one the environment names.
 pub(crate) fn connect(data_dir: Option<&Path>) -> anyhow::Result<Connection> {
+    let sourced = std::env::var_os("ATREST_DATA_DIR").map(std::path::PathBuf::from);
     match data_dir {
-        // A directory named on the command line wins over a sourced environment.
-        Some(dir) => connect_to(dir),
-        None => from_vars(|name| std::env::var(name).ok()),
+        // Another server's directory than the sourced one: its own `DIR/env` alone. The
+        // sourced one (or none named): the environment, whose variables may override it.
+        Some(dir) if sourced.as_deref() != Some(dir) => connect_to(dir),
+        _ => {
+            let file = match (std::env::var_os("ATREST_ENDPOINT"), data_dir) {
+                (None, Some(dir)) => read_env_file(&dir.join("env"))?,
+                _ => HashMap::new(),
+            };
+            from_vars(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+        }
     }
 }
 
