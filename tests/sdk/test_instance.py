@@ -1,10 +1,12 @@
 """The server as an operator sees it: data directory, restarts, audit, CLI, no plaintext."""
 import os
+import socket
 import stat
 import subprocess
 import uuid
 
 import pytest
+import requests
 from azure.core.exceptions import HttpResponseError
 from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
@@ -193,3 +195,27 @@ def test_cli_output_to_a_closed_pipe(server):
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 0, err
         assert "panicked" not in err and err == "", err
+
+
+def test_readiness_fails_while_the_object_store_is_unreachable(workdir):
+    """/readyz answers 503 naming the block store when the object store does not answer;
+    /healthz still answers 200, and the server keeps serving."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]  # bound, never listening: connections are refused
+    saved = dict(os.environ)
+    os.environ.update({"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": f"http://127.0.0.1:{port}"})
+    try:
+        srv = Server(workdir / "unready", "--blob-store", "az://nowhere").start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        base, ca = srv.env["ATREST_ENDPOINT"], srv.env["ATREST_CA"]
+        ready = requests.get(f"{base}/readyz", verify=ca, timeout=30)
+        assert ready.status_code == 503 and ready.json() == {"status": "unavailable", "failed": "blocks"}
+        assert requests.get(f"{base}/healthz", verify=ca, timeout=30).json() == {"status": "ok"}
+        assert srv.cli("keyvault", "list") == []
+    finally:
+        closed.close()
+        assert srv.stop() == 0, srv.log()

@@ -1099,3 +1099,20 @@ async fn bad_resource_manager_input_changes_nothing() {
     assert_eq!(list().await, before);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_answer_without_credentials() {
+    let s = TestServer::start("health").await;
+    for path in ["/healthz", "/readyz"] {
+        let resp = s
+            .raw(Method::GET, "localhost", path, "", None, Vec::new())
+            .await;
+        assert_eq!(resp.status, 200, "{path}: {:?}", resp.body);
+        assert_eq!(resp.json()["status"], "ok", "{path}");
+    }
+    // Only GET: anything else is no route.
+    let resp = s
+        .raw(Method::POST, "localhost", "/readyz", "", None, Vec::new())
+        .await;
+    assert_eq!(resp.status, 404, "{:?}", resp.body);
+}

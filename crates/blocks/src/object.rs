@@ -188,6 +188,32 @@ impl Objects {
         Ok(())
     }
 
+    /// Whether the store answers a read within `limit` (the client retries an unreachable
+    /// store for minutes; a readiness probe cannot wait that long).
+    pub(crate) fn probe(&self, limit: std::time::Duration) -> Result<(), BlockError> {
+        let (store, path) = (self.store.clone(), manifest_path("readiness-probe"));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let task = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .spawn(async move {
+                let answer = match store.head(&path).await {
+                    Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(backend_error(e)),
+                };
+                let _ = tx.send(answer);
+            });
+        let answer = rx.recv_timeout(limit);
+        task.abort();
+        answer.unwrap_or_else(|_| {
+            Err(BlockError::Backend(format!(
+                "no answer within {} s",
+                limit.as_secs()
+            )))
+        })
+    }
+
     pub(crate) fn get_manifest(
         &self,
         disk: &str,

@@ -101,6 +101,17 @@ impl BlockStore {
         }
     }
 
+    /// Whether the store answers: the data directory exists, and the object store answers
+    /// a read (of a manifest no disk has) within 5 seconds.
+    pub fn check(&self) -> Result<(), BlockError> {
+        fs::metadata(&self.root)?;
+        match &self.backend {
+            Backend::Local => Ok(()),
+            #[cfg(feature = "object-store")]
+            Backend::Object(o) => o.probe(std::time::Duration::from_secs(5)),
+        }
+    }
+
     /// Whether a committed chunk that nothing else names may be rewritten in place: on
     /// the data directory (as a disk file is); never on an object store, whose objects
     /// are written once.

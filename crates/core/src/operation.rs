@@ -150,6 +150,10 @@ operations! {
     Authentication => Token,
     /// `GET /metrics`.
     Metrics => Token,
+    /// `GET /healthz`: the process serves.
+    HealthLive => Token,
+    /// `GET /readyz`: the process serves and reaches its state and block stores.
+    HealthReady => Token,
     /// Create a vault, or replace one.
     VaultPut => Management,
     /// Update a vault's properties.
@@ -370,6 +374,8 @@ impl Operation {
             | UserRealmDiscovery
             | Authentication
             | Metrics
+            | HealthLive
+            | HealthReady
             | VaultPut
             | VaultPatch
             | VaultGet
@@ -496,6 +502,8 @@ impl Operation {
             | UserRealmDiscovery
             | Authentication
             | Metrics
+            | HealthLive
+            | HealthReady
             | VaultPut
             | VaultPatch
             | VaultGet
@@ -633,6 +641,8 @@ impl Operation {
             | UserRealmDiscovery
             | Authentication
             | Metrics
+            | HealthLive
+            | HealthReady
             | VaultPut
             | VaultPatch
             | VaultGet

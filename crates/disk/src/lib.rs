@@ -14,5 +14,5 @@ pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
 pub use model::{Disk, DiskEncryptionSet, Image, ImageDisk, KeyRef, VirtualMachine, WrappedDek};
 pub use service::{
     Compute, ComputeConfig, DesRequest, DiskRequest, Grant, ImageDiskRequest, ImageRequest,
-    OpenDisk, SnapshotLimits, SnapshotRequest, VmRequest,
+    OpenDisk, SnapshotLimits, SnapshotRequest, Unreachable, VmRequest,
 };

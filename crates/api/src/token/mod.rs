@@ -1,6 +1,6 @@
 //! The token service and the unauthenticated endpoints beside it: OpenID discovery, JWKS,
 //! client-credential, password and managed-identity tokens (Entra ID's v2 endpoint, IMDS
-//! and App Service styles), and `/metrics`.
+//! and App Service styles), `/metrics`, and the health probes `/healthz` and `/readyz`.
 
 use atrest_core::operation::Operation;
 use atrest_identity::{Caller, IdentitySelector, IssuedToken};
@@ -21,6 +21,10 @@ pub(crate) enum OpenRoute<'a> {
     Discovery(&'a str),
     /// `GET /metrics`.
     Metrics,
+    /// `GET /healthz`: liveness, for a load balancer.
+    Live,
+    /// `GET /readyz`: readiness, for a load balancer.
+    Ready,
     /// Home realm discovery for a user name.
     UserRealm(&'a str),
     /// The token-signing keys.
@@ -51,6 +55,8 @@ impl<'a> OpenRoute<'a> {
                 OpenRoute::Discovery(tenant)
             }
             ["metrics"] if get => OpenRoute::Metrics,
+            ["healthz"] if get => OpenRoute::Live,
+            ["readyz"] if get => OpenRoute::Ready,
             ["common", "userrealm", username] if get => OpenRoute::UserRealm(username),
             [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] if get => OpenRoute::Jwks,
             [_, "oauth2", "v2.0", "token"] if post => OpenRoute::Token { v1: false },
@@ -67,6 +73,8 @@ impl<'a> OpenRoute<'a> {
         match self {
             OpenRoute::Discovery(_) => Operation::OpenIdConfiguration,
             OpenRoute::Metrics => Operation::Metrics,
+            OpenRoute::Live => Operation::HealthLive,
+            OpenRoute::Ready => Operation::HealthReady,
             OpenRoute::CloudMetadata => Operation::CloudMetadata,
             OpenRoute::UserRealm(_) => Operation::UserRealmDiscovery,
             OpenRoute::Jwks => Operation::Jwks,
@@ -100,6 +108,25 @@ pub(crate) async fn open(
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
             );
             Ok(resp)
+        }
+        OpenRoute::Live => Ok(json(StatusCode::OK, &json!({ "status": "ok" }))),
+        OpenRoute::Ready => {
+            // Unauthenticated: says what is unreachable, never why in detail (the log has it).
+            let compute = state.compute.clone();
+            let checked = tokio::task::spawn_blocking(move || compute.check_storage())
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            let (status, checks) = match checked {
+                Ok(()) => (StatusCode::OK, json!({ "status": "ok" })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({ "status": "unavailable", "failed": e.part() }),
+                    )
+                }
+            };
+            Ok(json(status, &checks))
         }
         OpenRoute::UserRealm(username) => {
             // Home realm discovery: every user here signs in with a password (managed).

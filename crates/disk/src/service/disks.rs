@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// A store a readiness check could not reach.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The state database.
+    #[error("the state database: {0}")]
+    State(ComputeError),
+    /// The block store (the data directory or the object store).
+    #[error("the block store: {0}")]
+    Blocks(atrest_blocks::BlockError),
+}
+
+impl Unreachable {
+    /// Which store, as the readiness probe names it: `state` or `blocks`.
+    pub fn part(&self) -> &'static str {
+        match self {
+            Unreachable::State(_) => "state",
+            Unreachable::Blocks(_) => "blocks",
+        }
+    }
+}
+
 /// Fields of a disk create or update.
 #[derive(Debug, Clone, Default)]
 pub struct DiskRequest {
@@ -448,6 +469,14 @@ impl Compute {
             });
         }
         Ok(keys)
+    }
+
+    /// Whether the state database and the block store answer (a load balancer's readiness).
+    pub fn check_storage(&self) -> Result<(), Unreachable> {
+        self.store
+            .read(|tx| tx.resource::<Disk>(DISK_KIND, "-", "-"))
+            .map_err(|e| Unreachable::State(e.into()))?;
+        self.config.blocks.check().map_err(Unreachable::Blocks)
     }
 
     /// Deletes the disk chunks no manifest has named for the grace period.

@@ -37,7 +37,7 @@ mod snapshots;
 mod tests;
 
 pub use access::Grant;
-pub use disks::DiskRequest;
+pub use disks::{DiskRequest, Unreachable};
 pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
 pub use sets::DesRequest;
