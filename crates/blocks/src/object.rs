@@ -123,15 +123,30 @@ impl Objects {
 
     /// Runs `work` on the store's runtime and waits for it, from any thread.
     fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
+        self.run_within(work, None)
+            .expect("without a limit, the store's runtime finishes what it starts")
+    }
+
+    /// [`Self::run`], giving up (and dropping the work) after `limit`, if one.
+    fn run_within<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+        limit: Option<std::time::Duration>,
+    ) -> Option<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime
+        let task = self
+            .runtime
             .as_ref()
             .expect("the runtime lives as long as the store")
             .spawn(async move {
                 let _ = tx.send(work.await);
             });
-        rx.recv()
-            .expect("the store's runtime finishes what it starts")
+        let answer = match limit {
+            Some(limit) => rx.recv_timeout(limit).ok(),
+            None => rx.recv().ok(),
+        };
+        task.abort();
+        answer
     }
 
     /// Uploads each `(name, local file)`, refusing to replace an existing chunk.
@@ -192,21 +207,16 @@ impl Objects {
     /// store for minutes; a readiness probe cannot wait that long).
     pub(crate) fn probe(&self, limit: std::time::Duration) -> Result<(), BlockError> {
         let (store, path) = (self.store.clone(), manifest_path("readiness-probe"));
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let task = self
-            .runtime
-            .as_ref()
-            .expect("the runtime lives as long as the store")
-            .spawn(async move {
-                let answer = match store.head(&path).await {
+        let answer = self.run_within(
+            async move {
+                match store.head(&path).await {
                     Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
                     Err(e) => Err(backend_error(e)),
-                };
-                let _ = tx.send(answer);
-            });
-        let answer = rx.recv_timeout(limit);
-        task.abort();
-        answer.unwrap_or_else(|_| {
+                }
+            },
+            Some(limit),
+        );
+        answer.unwrap_or_else(|| {
             Err(BlockError::Backend(format!(
                 "no answer within {} s",
                 limit.as_secs()

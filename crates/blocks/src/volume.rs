@@ -558,29 +558,26 @@ impl Volume {
         self.check(offset, len)?;
         let unit = UNIT as u64;
         let end = offset + len;
+        let (first, span) = Self::span(offset, len as usize);
         let mut runs: Vec<(u64, bool)> = Vec::new();
-        let mut block = vec![0u8; UNIT];
-        let mut pos = offset;
-        while pos < end {
-            let start = pos / unit * unit;
-            let index = (start / CHUNK) as u32;
-            let chunk_end = (u64::from(index) * CHUNK + self.chunk_len(index)).min(end);
-            let file = self.readable(index)?;
-            while pos < chunk_end {
-                let unit_start = pos / unit * unit;
-                let piece = (unit_start + unit).min(end) - pos;
-                let zero = match &file {
-                    None => true,
-                    Some(f) => {
-                        f.read_exact_at(&mut block, unit_start % CHUNK)?;
-                        block.iter().all(|b| *b == 0)
-                    }
-                };
+        let mut stored = Vec::new();
+        // One read per chunk piece of the unit-aligned span; chunks without data read none.
+        for p in pieces(first, span as u64) {
+            let file = self.readable(p.index)?;
+            if let Some(f) = &file {
+                stored.resize(p.len, 0);
+                f.read_exact_at(&mut stored, p.at)?;
+            }
+            let piece_start = first + p.from as u64;
+            for u in 0..p.len / UNIT {
+                let unit_start = piece_start + (u * UNIT) as u64;
+                let piece = (unit_start + unit).min(end) - unit_start.max(offset);
+                let zero =
+                    file.is_none() || stored[u * UNIT..(u + 1) * UNIT].iter().all(|b| *b == 0);
                 match runs.last_mut() {
                     Some((run, z)) if *z == zero => *run += piece,
                     _ => runs.push((piece, zero)),
                 }
-                pos += piece;
             }
         }
         Ok(runs)

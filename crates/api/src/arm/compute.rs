@@ -907,7 +907,7 @@ pub(crate) async fn handle(
             dto.check()?;
             let write = dto.access.eq_ignore_ascii_case("Write");
             let (token, expires) = compute
-                .grant_access_to(
+                .grant_access(
                     kind,
                     resource_group,
                     name,
@@ -920,7 +920,7 @@ pub(crate) async fn handle(
             Ok(json(StatusCode::OK, &json!({ "accessSAS": url })))
         }
         ("disks" | "snapshots", "POST", Some(a)) if a.eq_ignore_ascii_case("endGetAccess") => {
-            compute.end_access_to(kind, resource_group, name).await?;
+            compute.end_access(kind, resource_group, name).await?;
             Ok(empty(StatusCode::OK))
         }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {

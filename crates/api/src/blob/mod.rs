@@ -213,18 +213,7 @@ async fn page_list(
     let size = grant.size();
     let whole = previous.is_none();
     let ranges = tokio::task::spawn_blocking(move || match &previous {
-        None => grant
-            .data_ranges()
-            .map(|r| {
-                r.into_iter()
-                    .map(|(first, last)| Change {
-                        first,
-                        last,
-                        cleared: false,
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .map_err(|e| ApiError::internal(&e)),
+        None => grant.data_ranges().map_err(|e| ApiError::internal(&e)),
         Some(older) => match grant.changes_since(older) {
             Some(changes) => changes.map_err(|e| ApiError::internal(&e)),
             None => Err(ApiError::new(

@@ -567,17 +567,30 @@ pub(crate) async fn vm(
     print(&out, format)
 }
 
-/// The resource id of `--source`: an id as given, else the disk of that name in the
-/// resource group, or the snapshot of that name if there is no such disk (as `az`).
-async fn source_id(conn: &Connection, rg: Option<&str>, reference: &str) -> String {
+/// The resource id of a `--source`: an id as given, else the first resource of that name
+/// in the resource group among `kinds`, tried in order (the last when none exists).
+async fn resolve_id(
+    conn: &Connection,
+    rg: Option<&str>,
+    reference: &str,
+    kinds: &[&str],
+) -> String {
     if reference.starts_with('/') {
         return reference.to_owned();
     }
-    let disk = compute_path(conn, rg, "disks", reference);
-    match conn.management(Method::GET, &disk, None).await {
-        Ok(_) => disk,
-        Err(_) => compute_path(conn, rg, "snapshots", reference),
+    let (last, tried) = kinds.split_last().expect("at least one kind");
+    for kind in tried {
+        let path = compute_path(conn, rg, kind, reference);
+        if conn.management(Method::GET, &path, None).await.is_ok() {
+            return path;
+        }
     }
+    compute_path(conn, rg, last, reference)
+}
+
+/// A disk or snapshot named by `--source`, a disk first (as `az`).
+async fn source_id(conn: &Connection, rg: Option<&str>, reference: &str) -> String {
+    resolve_id(conn, rg, reference, &["disks", "snapshots"]).await
 }
 
 /// `grant-access`: `beginGetAccess` on a disk or snapshot, printing `accessSas` as `az`.
@@ -681,21 +694,6 @@ pub(crate) async fn snapshot(
     print(&out, format)
 }
 
-/// The resource id of an image's `--source`: an id as given, or the stopped VM, disk or
-/// snapshot of that name in the resource group, in that order.
-async fn image_source_id(conn: &Connection, rg: Option<&str>, reference: &str) -> String {
-    if reference.starts_with('/') {
-        return reference.to_owned();
-    }
-    for kind in ["virtualMachines", "disks"] {
-        let path = compute_path(conn, rg, kind, reference);
-        if conn.management(Method::GET, &path, None).await.is_ok() {
-            return path;
-        }
-    }
-    compute_path(conn, rg, "snapshots", reference)
-}
-
 /// `{"managedDisk": {"id"}}` or `{"snapshot": {"id"}}` for a disk or snapshot id.
 fn image_disk_source(id: &str) -> Value {
     if id
@@ -724,7 +722,8 @@ pub(crate) async fn image(
             hyper_v_generation,
             location,
         } => {
-            let source = image_source_id(conn, target.rg(), &source).await;
+            let kinds = ["virtualMachines", "disks", "snapshots"];
+            let source = resolve_id(conn, target.rg(), &source, &kinds).await;
             let location = match location {
                 Some(l) => l,
                 None => conn.management(Method::GET, &source, None).await?["location"]

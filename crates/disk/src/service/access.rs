@@ -12,7 +12,7 @@ use atrest_vhd::{Footer, FOOTER_LEN};
 
 use super::Compute;
 use crate::error::ComputeError;
-use crate::model::{Disk, DISK_KIND};
+use crate::model::Disk;
 use atrest_blocks::{BlockError, Change, Volume};
 
 /// The longest a grant may last: Azure's limit for `durationInSeconds`.
@@ -64,14 +64,17 @@ impl Grant {
         self.file.read(offset, buf)
     }
 
-    /// The ranges that hold data, `(first, last)` inclusive, unit-aligned (a page list
-    /// without a previous snapshot).
-    pub fn data_ranges(&self) -> Result<Vec<(u64, u64)>, BlockError> {
+    /// The ranges that hold data, unit-aligned (a page list without a previous snapshot).
+    pub fn data_ranges(&self) -> Result<Vec<Change>, BlockError> {
         let mut ranges = Vec::new();
         let mut pos = 0;
         for (len, zero) in self.file.extents(0, self.size())? {
             if !zero {
-                ranges.push((pos, pos + len - 1));
+                ranges.push(Change {
+                    first: pos,
+                    last: pos + len - 1,
+                    cleared: false,
+                });
             }
             pos += len;
         }
@@ -115,24 +118,10 @@ impl Grant {
 }
 
 impl Compute {
-    /// Grants read access to disk `name` for `seconds`; returns the secret token of the
-    /// URL (only its digest is kept) and when the grant expires. A new grant replaces one
-    /// the disk had.
+    /// Grants access to disk `name` (or, `kind` being the store kind, to a snapshot, for
+    /// reading) for `seconds`; returns the secret token of the URL (only its digest is
+    /// kept) and when the grant expires. A new grant replaces one the disk had.
     pub async fn grant_access(
-        &self,
-        resource_group: &str,
-        name: &str,
-        seconds: u64,
-        write: bool,
-        now: i64,
-    ) -> Result<(String, i64), ComputeError> {
-        self.grant_access_to(DISK_KIND, resource_group, name, seconds, write, now)
-            .await
-    }
-
-    /// [`Self::grant_access`] to a disk or (for reading) a snapshot: `kind` is the store
-    /// kind.
-    pub async fn grant_access_to(
         &self,
         kind: &'static str,
         resource_group: &str,
@@ -212,15 +201,11 @@ impl Compute {
         Ok((token, expires))
     }
 
-    /// Ends every grant of disk `name`; false if it had none. Ending an upload checks
-    /// the footer it wrote (a fixed VHD of exactly the disk's size) and makes the disk
-    /// usable; a bad footer is refused and the upload stays open.
-    pub async fn end_access(&self, resource_group: &str, name: &str) -> Result<bool, ComputeError> {
-        self.end_access_to(DISK_KIND, resource_group, name).await
-    }
-
-    /// [`Self::end_access`] of a disk or snapshot: `kind` is the store kind.
-    pub async fn end_access_to(
+    /// Ends every grant of disk (or, `kind` being the store kind, snapshot) `name`; false
+    /// if it had none. Ending an upload checks the footer it wrote (a fixed VHD of exactly
+    /// the disk's size) and makes the disk usable; a bad footer is refused and the upload
+    /// stays open.
+    pub async fn end_access(
         &self,
         kind: &'static str,
         resource_group: &str,

@@ -57,28 +57,25 @@ impl Compute {
             (None, Some(_)) => EncryptionType::CustomerKey,
             (None, None) => from,
         };
-        let des = match (&req.disk_encryption_set, encryption.uses_customer_key()) {
-            (Some(r), true) => Some(self.des_for(r, resource_group, location, encryption)?),
-            (None, true) => {
-                return Err(ComputeError::invalid(
-                    "InvalidParameter",
-                    format!("Copying snapshot '{}' ({}) to '{location}' needs a disk encryption set in '{location}' (encryption.diskEncryptionSetId).", source.name, from.as_str()),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(ComputeError::invalid(
-                    "InvalidParameter",
-                    "A disk encryption set cannot be used with EncryptionAtRestWithPlatformKey (encryption.type).",
-                ))
-            }
-            (None, false) if from.uses_customer_key() => {
-                return Err(ComputeError::invalid(
-                    "InvalidParameter",
-                    format!("Snapshot '{}' has a customer-managed key; its copy to '{location}' needs a disk encryption set there, not encryption.type {}.", source.name, encryption.as_str()),
-                ))
-            }
-            (None, false) => None,
-        };
+        // A customer-key source needs a set in the target region, said in its own words.
+        if req.disk_encryption_set.is_none() && encryption.uses_customer_key() {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("Copying snapshot '{}' ({}) to '{location}' needs a disk encryption set in '{location}' (encryption.diskEncryptionSetId).", source.name, from.as_str()),
+            ));
+        }
+        if req.disk_encryption_set.is_none() && from.uses_customer_key() {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("Snapshot '{}' has a customer-managed key; its copy to '{location}' needs a disk encryption set there, not encryption.type {}.", source.name, encryption.as_str()),
+            ));
+        }
+        let des = self.set_for_new_keys(
+            req.disk_encryption_set.as_deref(),
+            encryption,
+            resource_group,
+            location,
+        )?;
         let mut copy = self.copy_of(&source, SNAPSHOT_KIND, resource_group, name, now);
         copy.location = location.to_owned();
         copy.tags = req.tags.clone().unwrap_or_default();
@@ -157,34 +154,35 @@ impl Compute {
         let from = Arc::new(from);
         let indices: Vec<u32> = from.committed().chunks.keys().copied().collect();
         let size = source.size_bytes();
+        let mut recorded = None;
         for (done, index) in indices.iter().enumerate() {
             if self.copy_source_now(copy)?.is_none() {
                 return Err(not_found());
             }
-            if !self.set_completion(copy, done as f64 * 100.0 / indices.len() as f64)? {
-                // The copy itself was deleted: nothing is left to fill.
-                return Ok(());
+            // Progress is stored once per whole percent, not once per chunk.
+            let percent = done as f64 * 100.0 / indices.len() as f64;
+            if recorded != Some(percent.floor()) {
+                recorded = Some(percent.floor());
+                if !self.set_completion(copy, percent)? {
+                    // The copy itself was deleted: nothing is left to fill.
+                    return Ok(());
+                }
             }
             let start = u64::from(*index) * CHUNK;
             let len = CHUNK.min(size - start);
             let (from, to) = (from.clone(), to.clone());
-            tokio::task::spawn_blocking(move || {
+            blocking(move || {
                 let mut chunk = vec![0u8; len as usize];
                 from.read(start, &mut chunk)?;
                 to.write_in_place(start, &mut chunk)
             })
-            .await
-            .map_err(|e| ComputeError::Internal(e.to_string()))?
-            .map_err(ComputeError::from)?;
+            .await?;
             if let Some(rate) = self.config.copy_bandwidth.filter(|r| *r > 0) {
                 tokio::time::sleep(std::time::Duration::from_secs_f64(len as f64 / rate as f64))
                     .await;
             }
         }
-        tokio::task::spawn_blocking(move || to.flush())
-            .await
-            .map_err(|e| ComputeError::Internal(e.to_string()))?
-            .map_err(ComputeError::from)?;
+        blocking(move || to.flush()).await?;
         Ok(())
     }
 

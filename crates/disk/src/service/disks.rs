@@ -23,6 +23,26 @@ impl Unreachable {
     }
 }
 
+/// Applies the tags and access settings (`networkAccessPolicy`, `dataAccessAuthMode`) a
+/// request gives to a disk or snapshot.
+pub(super) fn apply_settings(
+    disk: &mut Disk,
+    tags: Option<&BTreeMap<String, String>>,
+    network_access_policy: Option<&str>,
+    data_access_auth_mode: Option<&str>,
+) -> Result<(), ComputeError> {
+    if let Some(tags) = tags {
+        disk.tags = tags.clone();
+    }
+    if let Some(policy) = network_access_policy {
+        disk.network_access_policy = network_policy(policy)?;
+    }
+    if let Some(mode) = data_access_auth_mode {
+        disk.data_access_aad = data_access_aad(mode)?;
+    }
+    Ok(())
+}
+
 /// Fields of a disk create or update.
 #[derive(Debug, Clone, Default)]
 pub struct DiskRequest {
@@ -219,22 +239,12 @@ impl Compute {
             }
         };
         let encryption = Self::requested_encryption(req)?.unwrap_or(EncryptionType::PlatformKey);
-        let des = match (&req.disk_encryption_set, encryption.uses_customer_key()) {
-            (Some(reference), true) => Some(self.des_for(reference, resource_group, &location, encryption)?),
-            (None, true) => {
-                return Err(ComputeError::invalid(
-                    "InvalidParameter",
-                    format!("Encryption type {} requires a disk encryption set (encryption.diskEncryptionSetId).", encryption.as_str()),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(ComputeError::invalid(
-                    "InvalidParameter",
-                    "A disk encryption set cannot be used with EncryptionAtRestWithPlatformKey.",
-                ))
-            }
-            (None, false) => None,
-        };
+        let des = self.set_for_new_keys(
+            req.disk_encryption_set.as_deref(),
+            encryption,
+            resource_group,
+            &location,
+        )?;
         let unique_id = atrest_crypto::random_uuid();
         let keys = self.new_keys(&unique_id, encryption, des.as_ref()).await?;
         let disk = Disk {
@@ -311,15 +321,12 @@ impl Compute {
                 disk.exact_size = None;
             }
         }
-        if let Some(tags) = &req.tags {
-            disk.tags = tags.clone();
-        }
-        if let Some(policy) = &req.network_access_policy {
-            disk.network_access_policy = network_policy(policy)?;
-        }
-        if let Some(mode) = &req.data_access_auth_mode {
-            disk.data_access_aad = data_access_aad(mode)?;
-        }
+        apply_settings(
+            &mut disk,
+            req.tags.as_ref(),
+            req.network_access_policy.as_deref(),
+            req.data_access_auth_mode.as_deref(),
+        )?;
         let target = Self::requested_encryption(req)?;
         let from = disk.encryption();
         match target {
@@ -438,10 +445,30 @@ impl Compute {
     /// Forgets a disk's or snapshot's manifest; its chunks go once nothing names them.
     pub(super) async fn delete_blocks(&self, disk: &Disk) -> Result<(), ComputeError> {
         let (blocks, id) = (self.config.blocks.clone(), disk.unique_id.clone());
-        tokio::task::spawn_blocking(move || blocks.delete_disk(&id))
-            .await
-            .map_err(|e| ComputeError::Internal(e.to_string()))??;
-        Ok(())
+        blocking(move || blocks.delete_disk(&id)).await
+    }
+
+    /// The disk encryption set that new data keys of `encryption` are wrapped by: the one
+    /// `reference` names (in `location`) exactly when the type uses a customer key.
+    pub(super) fn set_for_new_keys(
+        &self,
+        reference: Option<&str>,
+        encryption: EncryptionType,
+        resource_group: &str,
+        location: &str,
+    ) -> Result<Option<DiskEncryptionSet>, ComputeError> {
+        match (reference, encryption.uses_customer_key()) {
+            (Some(r), true) => Ok(Some(self.des_for(r, resource_group, location, encryption)?)),
+            (None, true) => Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("Encryption type {} requires a disk encryption set (encryption.diskEncryptionSetId).", encryption.as_str()),
+            )),
+            (Some(_), false) => Err(ComputeError::invalid(
+                "InvalidParameter",
+                "A disk encryption set cannot be used with EncryptionAtRestWithPlatformKey.",
+            )),
+            (None, false) => Ok(None),
+        }
     }
 
     /// Fresh data keys for a disk of `encryption` whose unique id is `unique_id`, wrapped
@@ -499,11 +526,7 @@ impl Compute {
             disk.unique_id.clone(),
             disk.size_bytes(),
         );
-        Ok(
-            tokio::task::spawn_blocking(move || blocks.open_volume(&id, size, layers))
-                .await
-                .map_err(|e| ComputeError::Internal(e.to_string()))??,
-        )
+        blocking(move || blocks.open_volume(&id, size, layers)).await
     }
 
     /// The NBD export name of a disk, `resource_group/name`, lower-cased.

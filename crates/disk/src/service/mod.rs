@@ -118,6 +118,16 @@ impl std::fmt::Debug for Compute {
     }
 }
 
+/// Runs block-store work (file or object-store I/O, which blocks) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, atrest_blocks::BlockError> + Send + 'static,
+) -> Result<T, ComputeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ComputeError::Internal(e.to_string()))?
+        .map_err(ComputeError::from)
+}
+
 /// Whether `disk` is protected through `des`.
 fn uses_set(disk: &Disk, des: &DiskEncryptionSet) -> bool {
     disk.disk_encryption_set

@@ -4,7 +4,7 @@
 //! are never written again, so later writes to the source never change it. A disk created
 //! from a disk or snapshot (`createOption: Copy`) starts from the same manifest and keys.
 
-use super::disks::{data_access_aad, network_policy};
+use super::disks::{apply_settings, data_access_aad, network_policy};
 use super::*;
 use crate::model::kind_in_id;
 
@@ -118,15 +118,12 @@ impl Compute {
             (Some(_), None) => false,
         };
         unchanged("encryption", same_type && same_set)?;
-        if let Some(tags) = &req.tags {
-            snapshot.tags = tags.clone();
-        }
-        if let Some(policy) = &req.network_access_policy {
-            snapshot.network_access_policy = network_policy(policy)?;
-        }
-        if let Some(mode) = &req.data_access_auth_mode {
-            snapshot.data_access_aad = data_access_aad(mode)?;
-        }
+        apply_settings(
+            &mut snapshot,
+            req.tags.as_ref(),
+            req.network_access_policy.as_deref(),
+            req.data_access_auth_mode.as_deref(),
+        )?;
         self.save_disk(&snapshot)?;
         Ok((snapshot, false))
     }
@@ -188,15 +185,14 @@ impl Compute {
             incremental,
         )?;
         let mut snapshot = self.copy_of(&source, SNAPSHOT_KIND, resource_group, name, now);
-        snapshot.tags = req.tags.clone().unwrap_or_default();
         snapshot.incremental = incremental;
         snapshot.family_id = family;
-        if let Some(p) = &req.network_access_policy {
-            snapshot.network_access_policy = network_policy(p)?;
-        }
-        if let Some(mode) = &req.data_access_auth_mode {
-            snapshot.data_access_aad = data_access_aad(mode)?;
-        }
+        apply_settings(
+            &mut snapshot,
+            Some(&req.tags.clone().unwrap_or_default()),
+            req.network_access_policy.as_deref(),
+            req.data_access_auth_mode.as_deref(),
+        )?;
         self.finish_copy(&source, snapshot, plan).await
     }
 
@@ -393,9 +389,7 @@ impl Compute {
         }
         if kind == DISK_KIND {
             if let Some(open) = self.export(&Self::export_name(rg, name)) {
-                tokio::task::spawn_blocking(move || open.file.freeze())
-                    .await
-                    .map_err(|e| ComputeError::Internal(e.to_string()))??;
+                blocking(move || open.file.freeze()).await?;
             }
         }
         Ok(source)
@@ -479,9 +473,6 @@ impl Compute {
             copy.unique_id.clone(),
             copy.size_bytes(),
         );
-        tokio::task::spawn_blocking(move || blocks.copy_manifest(&from, &to, size))
-            .await
-            .map_err(|e| ComputeError::Internal(e.to_string()))??;
-        Ok(())
+        blocking(move || blocks.copy_manifest(&from, &to, size)).await
     }
 }
