@@ -317,7 +317,12 @@ impl From<atrest_runtime::Error> for ApiError {
         use atrest_runtime::Error as E;
         match e {
             // Faults of the instance's own storage and keys: the detail goes to the log only.
-            E::Store(_) | E::Directory(_) | E::Crypto(_) | E::Io { .. } | E::Damaged(_) => {
+            E::Store(_)
+            | E::Directory(_)
+            | E::Crypto(_)
+            | E::Io { .. }
+            | E::Damaged(_)
+            | E::WrongRootKey => {
                 ApiError::internal(&e)
             }
         }

@@ -143,6 +143,12 @@ pub struct Options {
     pub key_check_interval: Duration,
     /// When a response may leave, relative to its audit event's durability.
     pub audit_durability: Durability,
+    /// The PostgreSQL database holding the state (`postgres://…`), shared by every
+    /// replica; `None` keeps it in SQLite files in the data directory.
+    pub state: Option<String>,
+    /// This replica's name among those sharing a database; `None`: the host's name and
+    /// the listening port.
+    pub replica_name: Option<String>,
 }
 
 /// A started instance, listening but not yet serving.
@@ -203,7 +209,7 @@ impl Instance {
     pub async fn start(opts: &Options) -> Result<Instance, InstanceError> {
         let dir = &opts.data_dir;
         let (lock, env_path) = lock_data_dir(dir)?;
-        let (keys, signer) = open_keys(dir)?;
+        let (keys, signer) = open_keys(dir, opts.state.as_deref())?;
         let (tls, ca_path) = tls_identity(dir, &keys)?;
         let listener = bind(opts.listen).await?;
         let port = listener.local_addr().map_err(io_err(dir))?.port();
@@ -217,7 +223,11 @@ impl Instance {
         .with_token_lifetime(opts.token_lifetime);
         let admin = bootstrap_admin(&identity, &keys.meta, &keys.subscription)?;
         let env = env_file(dir, &ca_path, &identity, &keys, &admin)?;
-        let audit = open_audit(dir, opts, &keys, &ca_path)?;
+        let replica = opts
+            .replica_name
+            .clone()
+            .unwrap_or_else(|| default_replica_name(port));
+        let audit = open_audit(dir, &replica, opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -315,6 +325,15 @@ impl Instance {
     }
 }
 
+/// This host's name and the listening port: distinct for replicas on one host.
+fn default_replica_name(port: u16) -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => format!("localhost-{port}"),
+        host => format!("{host}-{port}"),
+    }
+}
+
 /// The keys and identifiers every later step needs, from the root key outward.
 struct Keys {
     meta: Meta,
@@ -351,8 +370,8 @@ fn lock_data_dir(dir: &Path) -> Result<(fs::File, PathBuf), InstanceError> {
 }
 
 /// The root key, the state database and the instance's ids; and the token signer.
-fn open_keys(dir: &Path) -> Result<(Keys, TokenSigner), InstanceError> {
-    let meta = Meta::open(dir)?;
+fn open_keys(dir: &Path, state: Option<&str>) -> Result<(Keys, TokenSigner), InstanceError> {
+    let meta = Meta::open(dir, state)?;
     let tenant = meta.text_or_init("tenant_id", random_uuid)?;
     let subscription = meta.text_or_init("subscription_id", random_uuid)?;
     let signer = match meta.get("token_signer")? {
@@ -491,6 +510,7 @@ fn env_file(
 /// if one is configured.
 fn open_audit(
     dir: &Path,
+    replica: &str,
     opts: &Options,
     keys: &Keys,
     ca_path: &Path,
@@ -514,6 +534,7 @@ fn open_audit(
     };
     Ok(trail::open(
         dir,
+        replica,
         &keys.meta,
         opts.audit_durability,
         move |alert| {

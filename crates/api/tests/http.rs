@@ -41,6 +41,8 @@ impl TestServer {
             snapshot_limits: Default::default(),
             key_check_interval: Duration::from_secs(60),
             audit_durability: Default::default(),
+            state: None,
+            replica_name: None,
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

@@ -91,6 +91,16 @@ struct ServerArgs {
     /// then caches chunks.
     #[arg(long)]
     blob_store: Option<String>,
+    /// Keep the state and the audit log in this PostgreSQL database instead of SQLite files
+    /// in the data directory: `postgres://USER:PASSWORD@HOST:PORT/DB`, with `sslmode=
+    /// disable|prefer|require|verify-full` (the server's certificate is verified whenever
+    /// TLS is used) and `sslrootcert=FILE`. Every replica names the same database and holds
+    /// a copy of the same root.key.
+    #[arg(long, env = "ATREST_STATE")]
+    state: Option<String>,
+    /// This replica's name among those sharing a database (default: host name and port).
+    #[arg(long)]
+    replica_name: Option<String>,
     /// How long a disk chunk that no manifest names any more is kept before it is deleted
     /// (checked with the purge job), for readers of an older manifest.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
@@ -206,6 +216,8 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         alert_webhook: args.alert_webhook,
         nbd_listen: Some(args.nbd_listen),
         blob_store: args.blob_store,
+        state: args.state,
+        replica_name: args.replica_name,
         blob_garbage_grace: args.blob_garbage_grace,
         snapshot_copy_bandwidth: args.snapshot_copy_bandwidth,
         snapshot_limits: args.incremental_snapshot_limits,

@@ -305,7 +305,7 @@ mod tests {
 
     fn service() -> (Identity, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(atrest_store::Store::open(&dir.path().join("state.db")).unwrap());
+        let store = Arc::new(atrest_store::Store::open_file(&dir.path().join("state.db")).unwrap());
         let id = Identity::new(
             store,
             atrest_crypto::TokenSigner::generate().unwrap(),

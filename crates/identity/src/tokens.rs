@@ -434,7 +434,7 @@ mod tests {
 
     fn service(lifetime: i64) -> (Identity, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(atrest_store::Store::open(&dir.path().join("state.db")).unwrap());
+        let store = Arc::new(atrest_store::Store::open_file(&dir.path().join("state.db")).unwrap());
         let mut id = Identity::new(
             store,
             atrest_crypto::TokenSigner::generate().unwrap(),

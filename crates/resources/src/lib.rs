@@ -158,7 +158,7 @@ mod tests {
 
     fn groups() -> (ResourceGroups, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let store = Arc::new(Store::open_file(&dir.path().join("state.db")).unwrap());
         (ResourceGroups::new(store), dir)
     }
 

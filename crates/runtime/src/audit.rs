@@ -564,7 +564,7 @@ mod tests {
     fn open_log() -> (Arc<AuditLog>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let key = atrest_crypto::DataKey::generate().into_mac_key();
-        let log = AuditLog::open(
+        let log = AuditLog::open_file(
             &dir.path().join("audit.db"),
             Box::new(move |prev, event| key.mac(&[prev, event])),
         )

@@ -41,4 +41,10 @@ pub enum Error {
     /// A stored value is not what was written.
     #[error("{0}")]
     Damaged(String),
+    /// The data directory's root key is not the one the state database was created with.
+    #[error(
+        "root.key in the data directory is not the key this state database was created with \
+         (every replica needs a copy of the same root.key); nothing was written"
+    )]
+    WrongRootKey,
 }

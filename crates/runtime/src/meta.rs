@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use atrest_crypto::RootKey;
-use atrest_store::{Store, StoreError};
+use atrest_store::{Database, PgTarget, Store, StoreError};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -17,14 +17,49 @@ use crate::Error;
 pub struct Meta {
     store: Arc<Store>,
     root: Arc<RootKey>,
+    audit_db: Database,
 }
 
+/// The meta entry that proves the root key: a known value sealed by it.
+const ROOT_KEY_CHECK: &str = "root_key_check";
+
 impl Meta {
-    /// Loads `dir/root.key` (created, 0600, on first start) and opens `dir/state.db`.
-    pub fn open(dir: &Path) -> Result<Self, Error> {
+    /// Loads `dir/root.key` (created, 0600, on first start) and opens the state database:
+    /// `postgres` if given (shared with other replicas), else `dir/state.db`. A root key
+    /// other than the one the database was first opened with is refused before anything
+    /// is written.
+    pub fn open(dir: &Path, postgres: Option<&str>) -> Result<Self, Error> {
+        let target = postgres.map(PgTarget::parse).transpose()?;
         let root = Arc::new(RootKey::load_or_create(&dir.join("root.key"))?);
-        let store = Arc::new(Store::open(&dir.join("state.db"))?);
-        Ok(Meta { store, root })
+        let (state_db, audit_db) = match target {
+            Some(target) => (
+                Database::Postgres(target.clone()),
+                Database::Postgres(target),
+            ),
+            None => (
+                Database::Sqlite(dir.join("state.db")),
+                Database::Sqlite(dir.join("audit.db")),
+            ),
+        };
+        let store = Arc::new(Store::open(&state_db)?);
+        let meta = Meta {
+            store,
+            root,
+            audit_db,
+        };
+        let sealed = meta.get_or_init(ROOT_KEY_CHECK, || {
+            meta.root.seal(ROOT_KEY_CHECK, ROOT_KEY_CHECK.as_bytes())
+        })?;
+        meta.root
+            .open(ROOT_KEY_CHECK, &sealed)
+            .map_err(|_| Error::WrongRootKey)?;
+        Ok(meta)
+    }
+
+    /// Where the audit log lives: beside the state (`dir/audit.db`), or in the same
+    /// PostgreSQL database.
+    pub fn audit_db(&self) -> &Database {
+        &self.audit_db
     }
 
     /// The state database, for the services.

@@ -37,11 +37,13 @@ pub struct OpenedAudit {
     pub writer: tokio::task::JoinHandle<()>,
 }
 
-/// Opens `dir/audit.db` with the chain key kept in `meta` (created on first start), stores
-/// the events a crash left in `dir/audit-journal`, and starts the detector (which hands
-/// each alert to `notify`) and the writer.
+/// Opens the audit log beside the state database with the chain key kept in `meta`
+/// (created on first start), stores the events a crash left in `dir/audit-journal` (the
+/// journal of the replica named `replica`), and starts the detector (which hands each
+/// alert to `notify`) and the writer.
 pub fn open(
     dir: &Path,
+    replica: &str,
     meta: &Meta,
     durability: Durability,
     notify: impl Fn(Alert) + Send + 'static,
@@ -55,12 +57,12 @@ pub fn open(
         DataKey::generate().wrap(meta.root(), CHAIN_KEY)
     })?;
     let chain_key = DataKey::unwrap(meta.root(), CHAIN_KEY, &wrapped)?.into_mac_key();
-    let db = dir.join("audit.db");
     let log = Arc::new(AuditLog::open(
-        &db,
+        meta.audit_db(),
         Box::new(move |prev, event| chain_key.mac(&[prev, event])),
+        replica,
     )?);
-    let detector = detect::spawn(log.clone(), notify).map_err(io(&db))?;
+    let detector = detect::spawn(log.clone(), notify).map_err(io(dir))?;
     // Events journaled before a crash are stored first, whatever the durability now.
     let journal_dir = dir.join("audit-journal");
     let (journal, recovered) = log.recover_journal(&journal_dir)?;
@@ -78,7 +80,7 @@ pub fn open(
             None
         }
     };
-    let (sink, writer) = AuditSink::spawn(log.clone(), journal, Some(detector)).map_err(io(&db))?;
+    let (sink, writer) = AuditSink::spawn(log.clone(), journal, Some(detector)).map_err(io(dir))?;
     let trail = AuditTrail {
         log,
         meta: meta.clone(),
@@ -133,7 +135,7 @@ impl AuditTrail {
     /// checkpointed event as recorded (its tail was cut, or it was rewritten), the old
     /// checkpoint stays as evidence for `verify`.
     pub fn save_checkpoint(&self) -> Result<(), Error> {
-        let (seq, hash) = self.log.head();
+        let (seq, hash) = self.log.head()?;
         if seq == 0 {
             return Ok(());
         }

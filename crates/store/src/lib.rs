@@ -5,23 +5,28 @@
 
 mod audit;
 mod objects;
+mod postgres;
 mod principals;
 mod resources;
 mod roles;
 mod schema;
+mod sql;
+mod sqlite;
 mod vaults;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;
 
 pub use audit::journal::{decode_records, encode_record, Journal, JournalMark};
 pub use audit::{AuditLog, ChainLink, Recovery};
 pub use objects::{KeyLifetime, ObjectState, VersionRow};
+pub use postgres::PgTarget;
 pub use roles::RoleAssignmentRow;
+
+use sql::{args, Row, ToArg};
 
 /// A storage failure. The message names the operation, never stored values.
 #[derive(Debug, Error)]
@@ -29,6 +34,13 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error, or could not be reached. The text is the server's
+    /// message and SQLSTATE code, without the detail that may quote stored values.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The `--state` connection string is not a usable PostgreSQL URL.
+    #[error("the database URL is not usable: {0}")]
+    BadDatabaseUrl(String),
     /// A file beside the database (the audit journal) could not be read or written.
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
@@ -39,6 +51,9 @@ pub enum StoreError {
     /// A stored JSON column could not be decoded.
     #[error("corrupt JSON in column {0}")]
     CorruptJson(&'static str),
+    /// A result column held a value of another kind than the query reads (by position).
+    #[error("result column {0} holds an unexpected kind of value")]
+    UnexpectedColumn(usize),
     /// The database was written by a newer atrest.
     #[error(
         "the database schema version {found} is newer than this atrest supports ({supported})"
@@ -51,17 +66,139 @@ pub enum StoreError {
     },
 }
 
-/// Prepared statements kept per connection: more than the store has distinct queries.
-const STATEMENTS_CACHED: usize = 64;
+/// Where a database lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An SQLite file, used by this process alone.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every replica that names it.
+    Postgres(Arc<PgTarget>),
+}
 
 /// Read-only connections kept open beside the writer.
 const READERS: usize = 4;
 
-/// The database.
-pub struct Store {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
+/// A writing connection and read-only ones.
+struct Pool<C> {
+    writer: Mutex<C>,
+    readers: Vec<Mutex<C>>,
     next_reader: AtomicUsize,
+}
+
+impl<C> Pool<C> {
+    fn new(
+        writer: C,
+        readers: usize,
+        mut open_reader: impl FnMut() -> Result<C, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Ok(Pool {
+            writer: Mutex::new(writer),
+            readers: (0..readers)
+                .map(|_| Ok(Mutex::new(open_reader()?)))
+                .collect::<Result<_, StoreError>>()?,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// A free reader if there is one, else the next in turn once it is free.
+    fn reader(&self) -> MutexGuard<'_, C> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        (0..n)
+            .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.readers[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
+    }
+
+    /// The writer. A panic inside a closure poisons the mutex, but the connection itself is
+    /// still sound because the transaction rolls back on drop.
+    fn writer(&self) -> MutexGuard<'_, C> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The connections of one database, on either backend.
+enum Connections {
+    Sqlite(Pool<rusqlite::Connection>),
+    Postgres {
+        pool: Pool<postgres::Conn>,
+        /// The advisory lock every writer of this database takes.
+        write_lock: i64,
+    },
+}
+
+impl Connections {
+    /// Opens `db`, creating and migrating `component`'s schema: `sqlite` or `postgres` are
+    /// its migrations on each backend; PostgreSQL writers take `write_lock`.
+    fn open(
+        db: &Database,
+        component: &str,
+        migrations: (&[&str], &[&str]),
+        readers: usize,
+        write_lock: i64,
+    ) -> Result<Self, StoreError> {
+        Ok(match db {
+            Database::Sqlite(path) => {
+                let writer = sqlite::open_writer(path, migrations.0)?;
+                Connections::Sqlite(Pool::new(writer, readers, || sqlite::open_reader(path))?)
+            }
+            Database::Postgres(target) => {
+                let mut writer = postgres::Conn::open(target)?;
+                postgres::migrate(&mut writer, component, migrations.1)?;
+                Connections::Postgres {
+                    pool: Pool::new(writer, readers, || postgres::Conn::open(target))?,
+                    write_lock,
+                }
+            }
+        })
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot) on a reading connection.
+    fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
+        match self {
+            Connections::Sqlite(pool) => {
+                let mut conn = pool.reader();
+                let tx = sqlite::begin(&mut conn, false)?;
+                finish(Tx(Inner::Sqlite(tx)), f)
+            }
+            Connections::Postgres { pool, .. } => {
+                let mut conn = pool.reader();
+                let tx = conn.begin(postgres::Begin::Read)?;
+                finish(Tx(Inner::Postgres(tx)), f)
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction, committed only if `f` returns `Ok`; writers are
+    /// serialized, across replicas too.
+    fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
+        match self {
+            Connections::Sqlite(pool) => {
+                let mut conn = pool.writer();
+                let tx = sqlite::begin(&mut conn, true)?;
+                finish(Tx(Inner::Sqlite(tx)), f)
+            }
+            Connections::Postgres { pool, write_lock } => {
+                let mut conn = pool.writer();
+                let tx = conn.begin(postgres::Begin::Write { lock: *write_lock })?;
+                finish(Tx(Inner::Postgres(tx)), f)
+            }
+        }
+    }
+}
+
+fn finish<T, E: From<StoreError>>(tx: Tx, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The state database.
+pub struct Store {
+    connections: Connections,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,38 +207,29 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A transaction handed to [`Store::read`] and [`Store::write`] closures.
-pub struct Tx<'a>(rusqlite::Transaction<'a>);
+/// The advisory lock key of the state database's writers ("atrest", 1).
+const STATE_WRITE_LOCK: i64 = 0x6174_7265_7374_0001;
 
 impl Store {
-    /// Opens (creating and migrating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let writer = open_connection(path, schema::STATE)?;
-        let readers = (0..READERS)
-            .map(|_| Ok(Mutex::new(open_reader(path)?)))
-            .collect::<Result<_, StoreError>>()?;
+    /// Opens (creating and migrating if needed) the state database.
+    pub fn open(db: &Database) -> Result<Self, StoreError> {
+        let migrations = (schema::STATE, schema::PG_STATE);
         Ok(Store {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
+            connections: Connections::open(db, "state", migrations, READERS, STATE_WRITE_LOCK)?,
         })
     }
 
-    /// Runs `f` in a read transaction on one of the read-only connections.
+    /// Opens an SQLite state database at `path`.
+    pub fn open_file(path: &std::path::Path) -> Result<Self, StoreError> {
+        Self::open(&Database::Sqlite(path.to_owned()))
+    }
+
+    /// Runs `f` in a read transaction: a consistent snapshot of the state.
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        // A free reader if there is one, else wait for the next in turn.
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let mut conn = (0..READERS)
-            .find_map(|i| self.readers[(start + i) % READERS].try_lock().ok())
-            .unwrap_or_else(|| {
-                self.readers[start % READERS]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            });
-        transact(&mut conn, TransactionBehavior::Deferred, f)
+        self.connections.read(f)
     }
 
     /// Runs `f` in a write transaction, committed only if `f` returns `Ok`.
@@ -109,86 +237,103 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        transact(&mut conn, TransactionBehavior::Immediate, f)
+        self.connections.write(f)
     }
-}
 
-impl Store {
     /// Copies every committed change into the main file and empties the write-ahead log,
     /// so rows just deleted (zeroed in place by `secure_delete`) leave no older copy in the
     /// log. A reader in the middle of a transaction can leave part of the log for later.
+    /// PostgreSQL keeps deleted rows until it vacuums them, which the operator's database
+    /// does on its own schedule; sealed columns hold ciphertext either way.
     pub fn scrub(&self) -> Result<(), StoreError> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        if let Connections::Sqlite(pool) = &self.connections {
+            pool.writer()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(())
     }
 }
 
-/// Opens the writing connection of a database, creating and migrating it if needed.
-fn open_connection(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> {
-    let mut conn = Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA secure_delete=ON;",
-    )?;
-    schema::migrate(&mut conn, migrations)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
-    Ok(conn)
-}
+/// A transaction handed to [`Store::read`] and [`Store::write`] closures.
+pub struct Tx<'a>(Inner<'a>);
 
-/// Opens a read-only connection to a database already opened by [`open_connection`].
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")?;
-    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
-    Ok(conn)
-}
-
-/// Runs `f` in one transaction on `conn`. A panic inside a closure poisons the mutex, but
-/// the connection itself is still sound because the transaction rolls back on drop.
-fn transact<T, E: From<StoreError>>(
-    conn: &mut Connection,
-    behavior: TransactionBehavior,
-    f: impl FnOnce(&Tx) -> Result<T, E>,
-) -> Result<T, E> {
-    let tx = Tx(conn
-        .transaction_with_behavior(behavior)
-        .map_err(StoreError::from)?);
-    let out = f(&tx)?;
-    tx.0.commit().map_err(StoreError::from)?;
-    Ok(out)
+enum Inner<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(postgres::Transaction<'a>),
 }
 
 impl Tx<'_> {
-    /// Runs one statement. Statements are cached per connection, so each SQL text is
-    /// parsed once.
-    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        self.0.prepare_cached(sql)?.execute(params)
+    fn commit(self) -> Result<(), StoreError> {
+        match self.0 {
+            Inner::Sqlite(tx) => Ok(tx.commit()?),
+            Inner::Postgres(tx) => tx.commit(),
+        }
     }
 
-    /// The first row of a query, through the statement cache.
-    fn query_one<T>(
+    /// Runs one statement (`?N` placeholders); returns the rows it changed. Statements are
+    /// cached per connection, so each SQL text is parsed once.
+    fn exec(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64, StoreError> {
+        match &self.0 {
+            Inner::Sqlite(tx) => sqlite::exec(tx, sql, args),
+            Inner::Postgres(tx) => tx.exec(sql, args),
+        }
+    }
+
+    /// Calls `f` with each row of a query, in order, until it returns `false`.
+    fn for_each(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        self.0.prepare_cached(sql)?.query_row(params, f)
+        args: &[&dyn ToArg],
+        mut f: impl FnMut(Row) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Inner::Sqlite(tx) => sqlite::for_each(tx, sql, args, &mut f),
+            Inner::Postgres(tx) => tx.for_each(sql, args, &mut f),
+        }
+    }
+
+    /// Every row of a query, each made into a `T` by `f`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn ToArg],
+        mut f: impl FnMut(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each(sql, args, |r| {
+            out.push(f(&r)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The first row of a query, if any, made into a `T` by `f`.
+    fn row<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn ToArg],
+        f: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut first = None;
+        self.for_each(sql, args, |r| {
+            first = Some(r);
+            Ok(false)
+        })?;
+        first.as_ref().map(f).transpose()
     }
 
     /// A value from the instance metadata table.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        use rusqlite::OptionalExtension;
-        Ok(self
-            .query_one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        self.row("SELECT value FROM meta WHERE key = ?1", args![key], |r| {
+            r.get(0)
+        })
     }
 
     /// Sets an instance metadata value.
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![key, value],
+            args![key, value],
         )?;
         Ok(())
     }
@@ -208,7 +353,7 @@ fn from_json<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 pub(crate) fn test_store() -> (Store, tempfile::TempDir) {
     let dir = test_dir();
-    (Store::open(&dir.path().join("state.db")).unwrap(), dir)
+    (Store::open_file(&dir.path().join("state.db")).unwrap(), dir)
 }
 
 /// A fresh directory under the system temp directory, removed when dropped.
@@ -218,35 +363,4 @@ pub(crate) fn test_dir() -> tempfile::TempDir {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_rolls_back_on_error() {
-        let (store, _dir) = test_store();
-        let r: Result<(), StoreError> = store.write(|tx| {
-            tx.meta_put("k", b"v")?;
-            Err(StoreError::CorruptJson("forced"))
-        });
-        assert!(r.is_err());
-        let v = store.read(|tx| tx.meta_get("k")).unwrap();
-        assert_eq!(v, None, "a failed write must leave nothing behind");
-        store.write(|tx| tx.meta_put("k", b"v")).unwrap();
-        assert_eq!(
-            store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
-    }
-
-    #[test]
-    fn reopening_keeps_data() {
-        let (store, dir) = test_store();
-        store.write(|tx| tx.meta_put("k", b"1")).unwrap();
-        drop(store);
-        let store = Store::open(&dir.path().join("state.db")).unwrap();
-        assert_eq!(
-            store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-    }
-}
+mod conformance;

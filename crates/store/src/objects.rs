@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use atrest_core::vault::ObjectKind;
-use rusqlite::{params, OptionalExtension, Row};
-
+use crate::sql::{args, Row};
 use crate::{from_json, to_json, StoreError, Tx};
 
 /// An object's name (as first stored) and deletion state.
@@ -80,11 +79,11 @@ const VERSION_COLUMNS: &str = "v.vault_id, v.kind, v.name, v.version, v.sealed, 
 type RawVersion = (VersionRow, String, String, i64);
 
 /// Reads the [`VERSION_COLUMNS`] starting at column `base`.
-fn version_at(r: &Row, base: usize) -> rusqlite::Result<RawVersion> {
+fn version_at(r: &Row, base: usize) -> Result<RawVersion, StoreError> {
     Ok((
         VersionRow {
             vault_id: r.get(base)?,
-            kind: ObjectKind::parse(&r.get::<_, String>(base + 1)?),
+            kind: ObjectKind::parse(&r.get::<String>(base + 1)?),
             name: r.get(base + 2)?,
             version: r.get(base + 3)?,
             sealed: r.get(base + 4)?,
@@ -102,7 +101,7 @@ fn version_at(r: &Row, base: usize) -> rusqlite::Result<RawVersion> {
     ))
 }
 
-fn version_row(r: &Row) -> rusqlite::Result<RawVersion> {
+fn version_row(r: &Row) -> Result<RawVersion, StoreError> {
     version_at(r, 0)
 }
 
@@ -112,10 +111,10 @@ fn decode((mut v, public, tags, seq): RawVersion) -> Result<(VersionRow, i64), S
     Ok((v, seq))
 }
 
-fn state_row(r: &Row) -> rusqlite::Result<ObjectState> {
+fn state_row(r: &Row) -> Result<ObjectState, StoreError> {
     Ok(ObjectState {
         vault_id: r.get(0)?,
-        kind: ObjectKind::parse(&r.get::<_, String>(1)?),
+        kind: ObjectKind::parse(&r.get::<String>(1)?),
         name: r.get(2)?,
         deleted: r.get(3)?,
         scheduled_purge: r.get(4)?,
@@ -130,24 +129,23 @@ impl Tx<'_> {
         kind: ObjectKind,
         name: &str,
     ) -> Result<Option<ObjectState>, StoreError> {
-        Ok(self.query_one(
-                "SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
-                params![vault_id, kind.as_str(), name],
-                state_row,
-            )
-            .optional()?)
+        self.row(
+            "SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            args![vault_id, kind.as_str(), name],
+            state_row,
+        )
     }
 
     /// Adds a version, creating the object row if the name is new.
     pub fn insert_version(&self, v: &VersionRow) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR IGNORE INTO objects (vault_id, kind, name) VALUES (?1, ?2, ?3)",
-            params![v.vault_id, v.kind.as_str(), v.name],
+            "INSERT INTO objects (vault_id, kind, name) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![v.vault_id, v.kind.as_str(), v.name],
         )?;
         self.exec(
             "INSERT INTO object_versions (vault_id, kind, name, version, sealed, public, tags, enabled, nbf, exp, created, updated) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
+            args![
                 v.vault_id, v.kind.as_str(), v.name, v.version, v.sealed, v.public.to_string(), to_json(&v.tags),
                 v.enabled, v.nbf, v.exp, v.created, v.updated
             ],
@@ -163,15 +161,14 @@ impl Tx<'_> {
         name: &str,
         version: Option<&str>,
     ) -> Result<Option<VersionRow>, StoreError> {
-        let row = self.query_one(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
-                     AND (?4 IS NULL OR v.version = ?4) ORDER BY v.seq DESC LIMIT 1"
-                ),
-                params![vault_id, kind.as_str(), name, version],
-                version_row,
-            )
-            .optional()?;
+        let row = self.row(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
+                 AND (CAST(?4 AS TEXT) IS NULL OR v.version = ?4) ORDER BY v.seq DESC LIMIT 1"
+            ),
+            args![vault_id, kind.as_str(), name, version],
+            version_row,
+        )?;
         Ok(row.map(decode).transpose()?.map(|(v, _)| v))
     }
 
@@ -180,7 +177,7 @@ impl Tx<'_> {
         self.exec(
             "UPDATE object_versions SET public = ?5, tags = ?6, enabled = ?7, nbf = ?8, exp = ?9, updated = ?10 \
              WHERE vault_id = ?1 AND kind = ?2 AND name = ?3 AND version = ?4",
-            params![v.vault_id, v.kind.as_str(), v.name, v.version, v.public.to_string(), to_json(&v.tags), v.enabled, v.nbf, v.exp, v.updated],
+            args![v.vault_id, v.kind.as_str(), v.name, v.version, v.public.to_string(), to_json(&v.tags), v.enabled, v.nbf, v.exp, v.updated],
         )?;
         Ok(())
     }
@@ -194,21 +191,16 @@ impl Tx<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(ObjectState, VersionRow)>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT o.vault_id, o.kind, o.name, o.deleted, o.scheduled_purge, {VERSION_COLUMNS} FROM objects o \
-             JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
-             WHERE o.vault_id = ?1 AND o.kind = ?2 AND (o.deleted IS NOT NULL) = ?3 AND (?4 IS NULL OR o.name > ?4) \
-             ORDER BY o.name LIMIT ?5"
-        ))?;
-        let rows = stmt.query_map(
-            params![vault_id, kind.as_str(), deleted, after, limit as i64],
-            |r| Ok((state_row(r)?, version_at(r, 5)?)),
-        )?;
-        rows.map(|r| {
-            let (state, v) = r?;
-            Ok((state, decode(v)?.0))
-        })
-        .collect()
+        self.rows(
+            &format!(
+                "SELECT o.vault_id, o.kind, o.name, o.deleted, o.scheduled_purge, {VERSION_COLUMNS} FROM objects o \
+                 JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
+                 WHERE o.vault_id = ?1 AND o.kind = ?2 AND (o.deleted IS NOT NULL) = ?3 AND (CAST(?4 AS TEXT) IS NULL OR o.name > ?4) \
+                 ORDER BY o.name LIMIT ?5"
+            ),
+            args![vault_id, kind.as_str(), deleted, after, limit as i64],
+            |r| Ok((state_row(r)?, decode(version_at(r, 5)?)?.0)),
+        )
     }
 
     /// Up to `limit` versions of one object, oldest first, with `seq` greater than `after`.
@@ -220,15 +212,14 @@ impl Tx<'_> {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(VersionRow, i64)>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
-             AND v.seq > ?4 ORDER BY v.seq LIMIT ?5"
-        ))?;
-        let rows = stmt.query_map(
-            params![vault_id, kind.as_str(), name, after, limit as i64],
-            version_row,
-        )?;
-        rows.map(|r| decode(r?)).collect()
+        self.rows(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM object_versions v WHERE v.vault_id = ?1 AND v.kind = ?2 AND v.name = ?3 \
+                 AND v.seq > ?4 ORDER BY v.seq LIMIT ?5"
+            ),
+            args![vault_id, kind.as_str(), name, after, limit as i64],
+            |r| decode(version_row(r)?),
+        )
     }
 
     /// Sets (`Some((deleted, scheduled_purge))`) or clears the soft-delete state.
@@ -241,7 +232,7 @@ impl Tx<'_> {
     ) -> Result<(), StoreError> {
         self.exec(
             "UPDATE objects SET deleted = ?4, scheduled_purge = ?5 WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
-            params![vault_id, kind.as_str(), name, state.map(|s| s.0), state.map(|s| s.1)],
+            args![vault_id, kind.as_str(), name, state.map(|s| s.0), state.map(|s| s.1)],
         )?;
         Ok(())
     }
@@ -253,7 +244,8 @@ impl Tx<'_> {
         kind: ObjectKind,
         name: &str,
     ) -> Result<(), StoreError> {
-        let p = params![vault_id, kind.as_str(), name];
+        let kind = kind.as_str();
+        let p = args![vault_id, kind, name];
         self.exec(
             "DELETE FROM object_versions WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
             p,
@@ -271,13 +263,11 @@ impl Tx<'_> {
         vault_id: &str,
         name: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let text: Option<Option<String>> = self
-            .query_one(
-                "SELECT rotation_policy FROM objects WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-                params![vault_id, name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let text: Option<Option<String>> = self.row(
+            "SELECT rotation_policy FROM objects WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
+            args![vault_id, name],
+            |r| r.get(0),
+        )?;
         text.flatten()
             .map(|t| from_json(&t, "rotation_policy"))
             .transpose()
@@ -292,7 +282,7 @@ impl Tx<'_> {
     ) -> Result<(), StoreError> {
         self.exec(
             "UPDATE objects SET rotation_policy = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-            params![vault_id, name, to_json(policy)],
+            args![vault_id, name, to_json(policy)],
         )?;
         Ok(())
     }
@@ -301,35 +291,28 @@ impl Tx<'_> {
     /// rotation policy and those whose latest version expires (the default policy
     /// notifies before expiry).
     pub fn keys_with_lifetime(&self) -> Result<Vec<KeyLifetime>, StoreError> {
-        let mut stmt = self.0.prepare(
+        self.rows(
             "SELECT vt.name, o.name, o.rotation_policy, o.notified_version, v.version, v.created, v.exp \
              FROM objects o JOIN vaults vt ON vt.vault_id = o.vault_id \
              JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
              WHERE o.kind = 'key' AND o.deleted IS NULL AND vt.deleted IS NULL \
              AND (o.rotation_policy IS NOT NULL OR v.exp IS NOT NULL) ORDER BY vt.name, o.name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                KeyLifetime {
+            args![],
+            |r| {
+                Ok(KeyLifetime {
                     vault_name: r.get(0)?,
                     name: r.get(1)?,
-                    policy: None,
+                    policy: r
+                        .get::<Option<String>>(2)?
+                        .map(|p| from_json(&p, "rotation_policy"))
+                        .transpose()?,
                     notified_version: r.get(3)?,
                     latest_version: r.get(4)?,
                     created: r.get(5)?,
                     expires: r.get(6)?,
-                },
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (mut key, policy) = r?;
-            key.policy = policy
-                .map(|p| from_json(&p, "rotation_policy"))
-                .transpose()?;
-            Ok(key)
-        })
-        .collect()
+                })
+            },
+        )
     }
 
     /// Records that the near-expiry notice for `version` went out.
@@ -341,19 +324,17 @@ impl Tx<'_> {
     ) -> Result<(), StoreError> {
         self.exec(
             "UPDATE objects SET notified_version = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-            params![vault_id, name, version],
+            args![vault_id, name, version],
         )?;
         Ok(())
     }
 
     /// Soft-deleted objects whose purge date is at or before `now`.
     pub fn objects_due_for_purge(&self, now: i64) -> Result<Vec<ObjectState>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare("SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE scheduled_purge <= ?1")?;
-        let rows = stmt
-            .query_map([now], state_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.rows(
+            "SELECT vault_id, kind, name, deleted, scheduled_purge FROM objects WHERE scheduled_purge <= ?1",
+            args![now],
+            state_row,
+        )
     }
 }

@@ -3,10 +3,10 @@
 //! to the service that owns them; platform keys are sealed by the root key before they
 //! arrive here.
 
-use rusqlite::{params, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::sql::args;
 use crate::{from_json, to_json, StoreError, Tx};
 
 impl Tx<'_> {
@@ -17,14 +17,11 @@ impl Tx<'_> {
         resource_group: &str,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
-        self.query_one(
+        self.row(
             "SELECT body FROM resources WHERE kind = ?1 AND resource_group = ?2 AND name = ?3",
-            params![kind, resource_group, name],
-            |r| r.get::<_, String>(0),
+            args![kind, resource_group, name],
+            |r| from_json(&r.get::<String>(0)?, "resources.body"),
         )
-        .optional()?
-        .map(|body| from_json(&body, "resources.body"))
-        .transpose()
     }
 
     /// Resources of `kind`, in one resource group or all, by resource group and name.
@@ -33,13 +30,12 @@ impl Tx<'_> {
         kind: &str,
         resource_group: Option<&str>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT body FROM resources WHERE kind = ?1 AND (?2 IS NULL OR resource_group = ?2) \
+        self.rows(
+            "SELECT body FROM resources WHERE kind = ?1 AND (CAST(?2 AS TEXT) IS NULL OR resource_group = ?2) \
              ORDER BY resource_group, name",
-        )?;
-        let rows = stmt.query_map(params![kind, resource_group], |r| r.get::<_, String>(0))?;
-        rows.map(|body| from_json(&body?, "resources.body"))
-            .collect()
+            args![kind, resource_group],
+            |r| from_json(&r.get::<String>(0)?, "resources.body"),
+        )
     }
 
     /// Creates or replaces a resource.
@@ -53,7 +49,7 @@ impl Tx<'_> {
         self.exec(
             "INSERT INTO resources (kind, resource_group, name, body) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (kind, resource_group, name) DO UPDATE SET body = excluded.body",
-            params![kind, resource_group, name, to_json(body)],
+            args![kind, resource_group, name, to_json(body)],
         )?;
         Ok(())
     }
@@ -67,7 +63,7 @@ impl Tx<'_> {
     ) -> Result<bool, StoreError> {
         Ok(self.exec(
             "DELETE FROM resources WHERE kind = ?1 AND resource_group = ?2 AND name = ?3",
-            params![kind, resource_group, name],
+            args![kind, resource_group, name],
         )? > 0)
     }
 
@@ -78,24 +74,22 @@ impl Tx<'_> {
         resource_group: &str,
         group_kind: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
+        self.rows(
             "SELECT 'vaults', name FROM vaults WHERE resource_group = ?1 AND deleted IS NULL \
              UNION ALL SELECT kind, name FROM resources WHERE resource_group = ?1 AND kind != ?2 \
              ORDER BY 1, 2",
-        )?;
-        let rows = stmt.query_map(params![resource_group, group_kind], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            args![resource_group, group_kind],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Every platform key version, oldest first, each sealed by the root key.
     pub fn platform_keys(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT version, sealed FROM platform_keys ORDER BY version")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.rows(
+            "SELECT version, sealed FROM platform_keys ORDER BY version",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Adds a platform key version.
@@ -107,53 +101,8 @@ impl Tx<'_> {
     ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO platform_keys (version, sealed, created) VALUES (?1, ?2, ?3)",
-            params![version, sealed, created],
+            args![version, sealed, created],
         )?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::test_store;
-
-    #[test]
-    fn resources_round_trip_case_insensitively() {
-        let (store, _dir) = test_store();
-        let doc = serde_json::json!({ "size": 4 });
-        store
-            .write(|tx| tx.put_resource("disks", "rg", "Disk1", &doc))
-            .unwrap();
-        let got: Option<serde_json::Value> = store
-            .read(|tx| tx.resource("disks", "RG", "disk1"))
-            .unwrap();
-        assert_eq!(got, Some(doc));
-        let other: Option<serde_json::Value> =
-            store.read(|tx| tx.resource("vms", "rg", "disk1")).unwrap();
-        assert_eq!(other, None);
-        let listed: Vec<serde_json::Value> = store.read(|tx| tx.resources("disks", None)).unwrap();
-        assert_eq!(listed.len(), 1);
-        assert!(store
-            .write(|tx| tx.delete_resource("disks", "rg", "DISK1"))
-            .unwrap());
-        assert!(!store
-            .write(|tx| tx.delete_resource("disks", "rg", "disk1"))
-            .unwrap());
-    }
-
-    #[test]
-    fn platform_keys_keep_every_version() {
-        let (store, _dir) = test_store();
-        store
-            .write(|tx| {
-                tx.insert_platform_key(1, b"one", 10)?;
-                tx.insert_platform_key(2, b"two", 20)
-            })
-            .unwrap();
-        let keys = store.read(|tx| tx.platform_keys()).unwrap();
-        assert_eq!(keys, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
-        assert!(store
-            .write(|tx| tx.insert_platform_key(2, b"again", 30))
-            .is_err());
     }
 }

@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 
 use atrest_core::vault::VaultRecord;
-use rusqlite::{params, OptionalExtension, Row};
-
+use crate::sql::{args, Row};
 use crate::{from_json, to_json, StoreError, Tx};
 
 const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, tenant, retention_days, purge_protection, \
@@ -13,7 +12,7 @@ const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, t
 /// A vault row with its JSON columns (tags, access policies) still to decode.
 type RawVault = (VaultRecord, String, String);
 
-fn row(r: &Row) -> rusqlite::Result<RawVault> {
+fn row(r: &Row) -> Result<RawVault, StoreError> {
     Ok((
         VaultRecord {
             name: r.get(0)?,
@@ -50,7 +49,7 @@ impl Tx<'_> {
     pub fn insert_vault(&self, v: &VaultRecord) -> Result<(), StoreError> {
         self.exec(
             &format!("INSERT INTO vaults ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
-            params![
+            args![
                 v.name, v.vault_id, v.subscription, v.resource_group, v.location, v.tenant, v.retention_days,
                 v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.wrapped_key, v.created, v.updated,
                 v.deleted, v.scheduled_purge, to_json(&v.access_policies)
@@ -65,21 +64,18 @@ impl Tx<'_> {
         self.exec(
             "UPDATE vaults SET purge_protection = ?2, disk_encryption = ?3, rbac = ?4, tags = ?5, updated = ?6, \
              deleted = ?7, scheduled_purge = ?8, access_policies = ?9 WHERE vault_id = ?1",
-            params![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge, to_json(&v.access_policies)],
+            args![v.vault_id, v.purge_protection, v.disk_encryption, v.rbac, to_json(&v.tags), v.updated, v.deleted, v.scheduled_purge, to_json(&v.access_policies)],
         )?;
         Ok(())
     }
 
     /// The vault with this name, deleted or not.
     pub fn vault(&self, name: &str) -> Result<Option<VaultRecord>, StoreError> {
-        self.query_one(
+        self.row(
             &format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"),
-            [name],
-            row,
+            args![name],
+            |r| decoded(row(r)?),
         )
-        .optional()?
-        .map(decoded)
-        .transpose()
     }
 
     /// Vaults of a subscription (optionally one resource group), live or deleted, by name.
@@ -89,30 +85,32 @@ impl Tx<'_> {
         resource_group: Option<&str>,
         deleted: bool,
     ) -> Result<Vec<VaultRecord>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM vaults WHERE subscription = ?1 AND (?2 IS NULL OR resource_group = ?2) \
-             AND (deleted IS NOT NULL) = ?3 ORDER BY name"
-        ))?;
-        let rows = stmt.query_map(params![subscription, resource_group, deleted], row)?;
-        rows.map(|r| decoded(r?)).collect()
+        self.rows(
+            &format!(
+                "SELECT {COLUMNS} FROM vaults WHERE subscription = ?1 AND (CAST(?2 AS TEXT) IS NULL OR resource_group = ?2) \
+                 AND (deleted IS NOT NULL) = ?3 ORDER BY name"
+            ),
+            args![subscription, resource_group, deleted],
+            |r| decoded(row(r)?),
+        )
     }
 
     /// Soft-deleted vaults whose purge date is at or before `now`.
     pub fn vaults_due_for_purge(&self, now: i64) -> Result<Vec<VaultRecord>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"
-        ))?;
-        let rows = stmt.query_map([now], row)?;
-        rows.map(|r| decoded(r?)).collect()
+        self.rows(
+            &format!("SELECT {COLUMNS} FROM vaults WHERE scheduled_purge <= ?1"),
+            args![now],
+            |r| decoded(row(r)?),
+        )
     }
 
     /// Deletes a vault and, by cascade, every object in it.
     pub fn purge_vault(&self, vault_id: &str) -> Result<(), StoreError> {
         self.exec(
             "DELETE FROM object_versions WHERE vault_id = ?1",
-            [vault_id],
+            args![vault_id],
         )?;
-        self.exec("DELETE FROM vaults WHERE vault_id = ?1", [vault_id])?;
+        self.exec("DELETE FROM vaults WHERE vault_id = ?1", args![vault_id])?;
         Ok(())
     }
 }

@@ -233,7 +233,7 @@ pub(crate) mod test_support {
 
     pub(crate) fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let store = Arc::new(Store::open_file(&dir.path().join("state.db")).unwrap());
         let root = Arc::new(RootKey::load_or_create(&dir.path().join("root.key")).unwrap());
         Fixture {
             vaults: Vaults::new(store, root).unwrap(),

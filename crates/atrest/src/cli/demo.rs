@@ -53,6 +53,8 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
         snapshot_limits: Default::default(),
         key_check_interval: KEY_CHECK,
         audit_durability: Default::default(),
+        state: None,
+        replica_name: None,
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     println!(

@@ -165,7 +165,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+    let store = Arc::new(Store::open_file(&dir.path().join("state.db")).unwrap());
     let root = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
     let identity = Identity::new(
         store.clone(),

@@ -1,13 +1,16 @@
-//! Audit events, appended by the API edge's audit writer to a database of their own, in a
-//! keyed hash chain.
+//! Audit events, appended by the API edge's audit writer to a database of their own (or,
+//! on PostgreSQL, tables of their own beside the state), in a keyed hash chain.
 //!
 //! Each event's hash is the chain key's MAC over its predecessor's hash and the event's
 //! canonical bytes (its sequence number included). Events are stored in blocks, one row per
-//! batch the writer stores (see [`crate::audit::codec`]), each event with its hash. Editing,
+//! batch a writer stores (see [`crate::audit::codec`]), each event with its hash. Editing,
 //! deleting, inserting or reordering events or rows breaks the chain at the first affected
 //! event, and without the chain key nobody can forge a consistent continuation. Retention
 //! deletes the oldest blocks and keeps the last deleted event's sequence number and hash as
 //! the anchor the chain continues from.
+//!
+//! Several replicas may append to one chain: writers are serialized by the database, and
+//! each continues from the newest stored block, whoever stored it.
 
 pub(crate) mod codec;
 pub(crate) mod journal;
@@ -16,11 +19,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use atrest_core::audit::{Alert, AuditEvent, AuditEventRef, AuditFilter, Verification};
-use rusqlite::{params, Connection, OptionalExtension};
 
 use self::codec::{decode_block, encode, BlockWriter};
 use self::journal::{Journal, JournalMark};
-use crate::{open_connection, open_reader, schema, StoreError};
+use crate::sql::{args, Row};
+use crate::{schema, Connections, Database, StoreError, Tx};
 
 /// What [`AuditLog::recover_journal`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,18 +48,17 @@ fn hash_column(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
 /// Most events one stored block holds when blocks are made from existing rows.
 const BLOCK_EVENTS: usize = 4096;
 
-/// The writer connection and the chain's head (the newest event's sequence number and
-/// hash), which only this writer advances.
-struct Writer {
-    conn: Connection,
-    head: (i64, [u8; 32]),
-}
+/// The advisory lock key of the audit log's writers on PostgreSQL ("atrest", 2).
+const AUDIT_WRITE_LOCK: i64 = 0x6174_7265_7374_0002;
 
-/// The audit database: append-only but for retention, written by one writer, read by one
-/// reader.
+/// The audit log: append-only but for retention, its writers serialized.
 pub struct AuditLog {
-    writer: Mutex<Writer>,
-    reader: Mutex<Connection>,
+    connections: Connections,
+    /// The newest event this process saw stored, which saves decoding the newest block
+    /// when no other replica has appended since.
+    head: Mutex<(i64, [u8; 32])>,
+    /// Whose journal this process's journal marks are (replicas each have their own).
+    replica: String,
     link: ChainLink,
 }
 
@@ -85,23 +87,29 @@ fn last_of_block(first_seq: i64, events: &[u8]) -> Result<(i64, [u8; 32]), Store
         .ok_or(StoreError::DamagedAuditBlock(first_seq))
 }
 
-/// The events of the blocks `rows` yields (`first_seq, events`) that `keep` accepts, at
+/// The events of the blocks a query yields (`first_seq, events`) that `keep` accepts, at
 /// most `limit`: each block's in stored order, or reversed when `newest_first`.
 fn events_of_blocks(
-    mut rows: rusqlite::Rows<'_>,
+    tx: &Tx,
+    sql: &str,
+    arg: Option<i64>,
     limit: usize,
     newest_first: bool,
     keep: impl Fn(&AuditEvent) -> bool,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut out = Vec::new();
-    while let Some(r) = rows.next()?.filter(|_| out.len() < limit) {
-        let mut events = whole_block(r.get(0)?, r.get_ref(1)?.as_blob().unwrap_or_default())?;
+    if limit == 0 {
+        return Ok(out);
+    }
+    tx.for_each(sql, args![arg], |r| {
+        let mut events = whole_block(r.get(0)?, r.bytes(1)?)?;
         if newest_first {
             events.reverse();
         }
         let kept = events.into_iter().map(|(e, _)| e).filter(|e| keep(e));
         out.extend(kept.take(limit - out.len()));
-    }
+        Ok(out.len() < limit)
+    })?;
     Ok(out)
 }
 
@@ -109,7 +117,7 @@ fn events_of_blocks(
 /// successor and chained to it, unless `chained` gives its number and hash (events moved
 /// from rows that already hold them).
 fn insert_block(
-    conn: &Connection,
+    tx: &Tx,
     link: &ChainLink,
     mut head: (i64, [u8; 32]),
     events: &[AuditEventRef<'_>],
@@ -131,131 +139,148 @@ fn insert_block(
         (min_time, max_time) = (min_time.min(e.time_ms), max_time.max(e.time_ms));
         head = (seq, hash);
     }
-    conn.prepare_cached(
+    tx.exec(
         "INSERT INTO audit_blocks (first_seq, last_seq, min_time_ms, max_time_ms, events) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        chained(0).map_or(first_seq, |(seq, _)| seq),
-        head.0,
-        min_time,
-        max_time,
-        block.finish()
-    ])?;
+        args![
+            chained(0).map_or(first_seq, |(seq, _)| seq),
+            head.0,
+            min_time,
+            max_time,
+            block.finish()
+        ],
+    )?;
     Ok(head)
 }
 
-/// Moves events stored one row each (before blocks) into blocks, keeping their sequence
-/// numbers and hashes, so evidence of earlier tampering survives; rows from before the
-/// chain existed are chained now. Drops the old table.
-fn move_rows_into_blocks(tx: &Connection, link: &ChainLink) -> Result<(), StoreError> {
-    let exists: bool = tx.query_row(
+/// An event stored one row each by versions before blocks, with its hash if it had one.
+fn legacy_row(r: &Row) -> Result<(AuditEvent, Option<[u8; 32]>), StoreError> {
+    Ok((
+        AuditEvent {
+            seq: r.get(0)?,
+            time_ms: r.get(1)?,
+            operation: r.get(2)?,
+            result_signature: r.get(3)?,
+            result_type: r.get(4)?,
+            result_description: r.get(5)?,
+            status: r.get::<i64>(6)? as u16,
+            duration_ms: r.get(7)?,
+            caller_ip: r.get(8)?,
+            app_id: r.get(9)?,
+            object_id: r.get(10)?,
+            tenant_id: r.get(11)?,
+            identity_type: r.get(12)?,
+            mi_resource_id: r.get(13)?,
+            resource: r.get(14)?,
+            target_id: r.get(15)?,
+            http_method: r.get(16)?,
+            request_uri: r.get(17)?,
+            correlation_id: r.get(18)?,
+            client_info: r.get(19)?,
+        },
+        hash_column(r.get(20)?),
+    ))
+}
+
+/// Moves events stored one row each (before blocks, in SQLite files only) into blocks,
+/// keeping their sequence numbers and hashes, so evidence of earlier tampering survives;
+/// rows from before the chain existed are chained now. Drops the old table.
+fn move_rows_into_blocks(tx: &Tx, link: &ChainLink) -> Result<(), StoreError> {
+    let exists = tx.row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
+        args![],
+        |r| Ok(r.get::<i64>(0)? > 0),
     )?;
-    if !exists {
+    if exists != Some(true) {
         return Ok(());
     }
-    let mut stmt = tx.prepare(
-        "SELECT seq, time_ms, operation, result_signature, result_type, result_description, status, \
-         duration_ms, caller_ip, app_id, object_id, tenant_id, identity_type, mi_resource_id, resource, \
-         target_id, http_method, request_uri, correlation_id, client_info, hash FROM audit_events ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([])?;
     let mut head = anchor(tx)?;
-    let mut events = Vec::with_capacity(BLOCK_EVENTS);
-    let mut hashes: Vec<Option<[u8; 32]>> = Vec::with_capacity(BLOCK_EVENTS);
     loop {
-        let row = rows.next()?;
-        if let Some(r) = row {
-            events.push(AuditEvent {
-                seq: r.get(0)?,
-                time_ms: r.get(1)?,
-                operation: r.get(2)?,
-                result_signature: r.get(3)?,
-                result_type: r.get(4)?,
-                result_description: r.get(5)?,
-                status: r.get(6)?,
-                duration_ms: r.get(7)?,
-                caller_ip: r.get(8)?,
-                app_id: r.get(9)?,
-                object_id: r.get(10)?,
-                tenant_id: r.get(11)?,
-                identity_type: r.get(12)?,
-                mi_resource_id: r.get(13)?,
-                resource: r.get(14)?,
-                target_id: r.get(15)?,
-                http_method: r.get(16)?,
-                request_uri: r.get(17)?,
-                correlation_id: r.get(18)?,
-                client_info: r.get(19)?,
-            });
-            hashes.push(hash_column(r.get(20)?));
-        }
-        if events.len() == BLOCK_EVENTS || (row.is_none() && !events.is_empty()) {
-            // Each row keeps its own number, gaps included; unchained rows continue the
-            // chain from the row before them.
-            let mut previous = head;
-            let chained: Vec<(i64, [u8; 32])> = events
-                .iter()
-                .zip(&hashes)
-                .map(|(e, hash)| {
-                    let hash = hash.unwrap_or_else(|| {
-                        let mut canonical = Vec::new();
-                        encode(&e.view(), e.seq, &mut canonical);
-                        link(&previous.1, &canonical)
-                    });
-                    previous = (e.seq, hash);
-                    previous
-                })
-                .collect();
-            let views: Vec<AuditEventRef<'_>> = events.iter().map(AuditEvent::view).collect();
-            head = insert_block(tx, link, head, &views, |i| Some(chained[i]))?;
-            events.clear();
-            hashes.clear();
-        }
-        if row.is_none() {
+        let rows = tx.rows(
+            "SELECT seq, time_ms, operation, result_signature, result_type, result_description, status, \
+             duration_ms, caller_ip, app_id, object_id, tenant_id, identity_type, mi_resource_id, resource, \
+             target_id, http_method, request_uri, correlation_id, client_info, hash FROM audit_events \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            args![head.0, BLOCK_EVENTS as i64],
+            legacy_row,
+        )?;
+        if rows.is_empty() {
             break;
         }
+        // Each row keeps its own number, gaps included; unchained rows continue the chain
+        // from the row before them.
+        let mut previous = head;
+        let chained: Vec<(i64, [u8; 32])> = rows
+            .iter()
+            .map(|(e, hash)| {
+                let hash = hash.unwrap_or_else(|| {
+                    let mut canonical = Vec::new();
+                    encode(&e.view(), e.seq, &mut canonical);
+                    link(&previous.1, &canonical)
+                });
+                previous = (e.seq, hash);
+                previous
+            })
+            .collect();
+        let views: Vec<AuditEventRef<'_>> = rows.iter().map(|(e, _)| e.view()).collect();
+        head = insert_block(tx, link, head, &views, |i| Some(chained[i]))?;
     }
-    drop(rows);
-    drop(stmt);
-    tx.execute_batch("DROP TABLE audit_events")?;
+    tx.exec("DROP TABLE audit_events", args![])?;
     Ok(())
 }
 
 /// The newest stored event's sequence number and hash, or the anchor's when no block is
 /// stored.
-fn newest(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
-    let last: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT first_seq, events FROM audit_blocks ORDER BY first_seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+fn newest(tx: &Tx) -> Result<(i64, [u8; 32]), StoreError> {
+    let last = tx.row(
+        "SELECT first_seq, events FROM audit_blocks ORDER BY first_seq DESC LIMIT 1",
+        args![],
+        |r| last_of_block(r.get(0)?, r.bytes(1)?),
+    )?;
     match last {
-        None => anchor(conn),
-        Some((first_seq, events)) => last_of_block(first_seq, &events),
+        None => anchor(tx),
+        Some(head) => Ok(head),
+    }
+}
+
+/// The chain's head inside a writing transaction: `seen` if the newest stored block still
+/// ends there (nobody else appended since), else read from the newest block.
+fn current_head(tx: &Tx, seen: (i64, [u8; 32])) -> Result<(i64, [u8; 32]), StoreError> {
+    let last_seq = tx.row(
+        "SELECT last_seq FROM audit_blocks ORDER BY first_seq DESC LIMIT 1",
+        args![],
+        |r| r.get::<i64>(0),
+    )?;
+    match last_seq {
+        Some(seq) if seq == seen.0 => Ok(seen),
+        _ => newest(tx),
     }
 }
 
 impl AuditLog {
-    /// Opens (creating and migrating if needed) the audit database at `path`, chaining
-    /// events with `link`. Events stored one row each by earlier versions are moved into
-    /// blocks.
-    pub fn open(path: &Path, link: ChainLink) -> Result<Self, StoreError> {
-        let mut conn = open_connection(path, schema::AUDIT)?;
-        let tx = conn.transaction()?;
-        move_rows_into_blocks(&tx, &link)?;
-        let head = newest(&tx)?;
-        tx.commit()?;
+    /// Opens (creating and migrating if needed) the audit log in `db`, chaining events with
+    /// `link`; `replica` names whose journal this process keeps. Events stored one row each
+    /// by earlier versions are moved into blocks.
+    pub fn open(db: &Database, link: ChainLink, replica: &str) -> Result<Self, StoreError> {
+        let migrations = (schema::AUDIT, schema::PG_AUDIT);
+        let connections = Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK)?;
+        let head = connections.write(|tx| {
+            if matches!(db, Database::Sqlite(_)) {
+                move_rows_into_blocks(tx, &link)?;
+            }
+            newest(tx)
+        })?;
         Ok(AuditLog {
-            writer: Mutex::new(Writer { conn, head }),
-            reader: Mutex::new(open_reader(path)?),
+            connections,
+            head: Mutex::new(head),
+            replica: replica.to_owned(),
             link,
         })
+    }
+
+    /// Opens the audit log in the SQLite file at `path`, for the only replica.
+    pub fn open_file(path: &Path, link: ChainLink) -> Result<Self, StoreError> {
+        Self::open(&Database::Sqlite(path.to_owned()), link, "")
     }
 
     /// Appends events in order, in one transaction: all are durable or none. Each gets the
@@ -265,7 +290,7 @@ impl AuditLog {
     }
 
     /// Appends journaled events, as [`AuditLog::append`], and records in the same
-    /// transaction that the journal is stored up to `mark`.
+    /// transaction that this replica's journal is stored up to `mark`.
     pub fn append_journaled(
         &self,
         events: &[AuditEventRef<'_>],
@@ -274,22 +299,20 @@ impl AuditLog {
         self.append_with(events, Some(mark))
     }
 
-    /// How far the journal is stored.
+    /// How far this replica's journal is stored.
     fn journal_stored(&self) -> Result<JournalMark, StoreError> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = writer
-            .conn
-            .query_row(
-                "SELECT generation, records FROM audit_journal WHERE id = 1",
-                [],
+        let stored = self.connections.read(|tx| {
+            tx.row(
+                "SELECT generation, records FROM audit_journals WHERE replica = ?1",
+                args![self.replica],
                 |r| {
                     Ok(JournalMark {
-                        generation: r.get::<_, i64>(0)? as u64,
-                        records: r.get::<_, i64>(1)? as u64,
+                        generation: r.get::<i64>(0)? as u64,
+                        records: r.get::<i64>(1)? as u64,
                     })
                 },
             )
-            .optional()?;
+        })?;
         Ok(stored.unwrap_or_default())
     }
 
@@ -329,58 +352,59 @@ impl AuditLog {
         events: &[AuditEventRef<'_>],
         mark: Option<JournalMark>,
     ) -> Result<(), StoreError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let head = writer.head;
-        let tx = writer.conn.transaction()?;
-        let head = insert_block(&tx, &self.link, head, events, |_| None)?;
-        if let Some(mark) = mark {
-            tx.execute(
-                "INSERT INTO audit_journal (id, generation, records) VALUES (1, ?1, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET generation = ?1, records = ?2",
-                params![mark.generation as i64, mark.records as i64],
-            )?;
-        }
-        tx.commit()?;
-        writer.head = head;
+        let mut seen = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.connections.write(|tx| {
+            let head = current_head(tx, *seen)?;
+            let head = insert_block(tx, &self.link, head, events, |_| None)?;
+            if let Some(mark) = mark {
+                tx.exec(
+                    "INSERT INTO audit_journals (replica, generation, records) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (replica) DO UPDATE SET generation = excluded.generation, records = excluded.records",
+                    args![self.replica, mark.generation as i64, mark.records as i64],
+                )?;
+            }
+            Ok::<_, StoreError>(head)
+        })?;
+        *seen = head;
         Ok(())
     }
 
     /// The stored hash of event `seq`, if the log holds it.
     pub fn hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let block: Option<(i64, Vec<u8>)> = conn
-            .query_row(
+        let found = self.connections.read(|tx| {
+            tx.row(
                 "SELECT first_seq, events FROM audit_blocks WHERE first_seq <= ?1 AND last_seq >= ?1",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                args![seq],
+                |r| whole_block(r.get(0)?, r.bytes(1)?),
             )
-            .optional()?;
-        let Some((first_seq, events)) = block else {
-            return Ok(None);
-        };
-        Ok(whole_block(first_seq, &events)?
+        })?;
+        Ok(found
             .into_iter()
+            .flatten()
             .find(|(e, _)| e.seq == seq)
             .map(|(_, hash)| hash))
     }
 
-    /// The newest event's sequence number and hash (0 and the genesis hash before any).
-    pub fn head(&self) -> (i64, [u8; 32]) {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).head
+    /// The newest stored event's sequence number and hash (0 and the genesis hash before
+    /// any), whichever replica stored it.
+    pub fn head(&self) -> Result<(i64, [u8; 32]), StoreError> {
+        self.connections.read(newest)
     }
 
     /// Walks the chain from the anchor to the newest event and reports the first break.
     /// `checkpoint`, a head recorded earlier outside this database, also catches the newest
     /// events being deleted, which the chain alone cannot show.
     pub fn verify(&self, checkpoint: Option<(i64, [u8; 32])>) -> Result<Verification, StoreError> {
-        let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        // One read transaction: a consistent snapshot while the writer goes on appending.
-        let tx = conn.transaction()?;
-        let (anchor_seq, mut prev) = anchor(&tx)?;
-        let mut stmt = tx.prepare(
-            "SELECT first_seq, last_seq, min_time_ms, max_time_ms, events FROM audit_blocks ORDER BY first_seq",
-        )?;
-        let mut rows = stmt.query([])?;
+        // One read transaction: a consistent snapshot while writers go on appending.
+        self.connections.read(|tx| self.verify_in(tx, checkpoint))
+    }
+
+    fn verify_in(
+        &self,
+        tx: &Tx,
+        checkpoint: Option<(i64, [u8; 32])>,
+    ) -> Result<Verification, StoreError> {
+        let (anchor_seq, mut prev) = anchor(tx)?;
         let mut verified = 0u64;
         let mut expected = anchor_seq + 1;
         let mut canonical = Vec::with_capacity(1024);
@@ -391,56 +415,69 @@ impl AuditLog {
             reason,
             verified,
         };
-        while let Some(r) = rows.next()? {
-            let (first_seq, last_seq): (i64, i64) = (r.get(0)?, r.get(1)?);
-            let (min_time, max_time): (i64, i64) = (r.get(2)?, r.get(3)?);
-            let block = decode_block(r.get_ref(4)?.as_blob().unwrap_or_default());
-            for (e, stored) in &block.events {
-                canonical.clear();
-                encode(&e.view(), e.seq, &mut canonical);
-                let reason = if e.seq != expected {
-                    Some(if e.seq > expected {
-                        format!(
-                            "events {expected} to {} are missing (deleted, or moved)",
-                            e.seq - 1
-                        )
+        let mut found = None;
+        tx.for_each(
+            "SELECT first_seq, last_seq, min_time_ms, max_time_ms, events FROM audit_blocks ORDER BY first_seq",
+            args![],
+            |r| {
+                let (first_seq, last_seq): (i64, i64) = (r.get(0)?, r.get(1)?);
+                let (min_time, max_time): (i64, i64) = (r.get(2)?, r.get(3)?);
+                let block = decode_block(r.bytes(4)?);
+                for (e, stored) in &block.events {
+                    canonical.clear();
+                    encode(&e.view(), e.seq, &mut canonical);
+                    let reason = if e.seq != expected {
+                        Some(if e.seq > expected {
+                            format!(
+                                "events {expected} to {} are missing (deleted, or moved)",
+                                e.seq - 1
+                            )
+                        } else {
+                            format!(
+                                "sequence number {} is out of order; {expected} was expected",
+                                e.seq
+                            )
+                        })
+                    } else if *stored != (self.link)(&prev, &canonical) {
+                        Some("its content does not match its hash (edited, or moved)".to_owned())
+                    } else if checkpoint.is_some_and(|(seq, hash)| seq == e.seq && *stored != hash)
+                    {
+                        Some("its hash differs from the recorded checkpoint".to_owned())
                     } else {
-                        format!(
-                            "sequence number {} is out of order; {expected} was expected",
-                            e.seq
-                        )
-                    })
-                } else if *stored != (self.link)(&prev, &canonical) {
-                    Some("its content does not match its hash (edited, or moved)".to_owned())
-                } else if checkpoint.is_some_and(|(seq, hash)| seq == e.seq && *stored != hash) {
-                    Some("its hash differs from the recorded checkpoint".to_owned())
-                } else {
-                    None
-                };
-                if let Some(reason) = reason {
-                    return Ok(broken(e.seq, Some(e), reason, verified));
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        found = Some(broken(e.seq, Some(e), reason, verified));
+                        return Ok(false);
+                    }
+                    prev = *stored;
+                    expected += 1;
+                    verified += 1;
                 }
-                prev = *stored;
-                expected += 1;
-                verified += 1;
-            }
-            if !block.whole {
-                let reason = "its stored block is damaged and cannot be read".to_owned();
-                return Ok(broken(expected, None, reason, verified));
-            }
-            let seqs = block.events.first().zip(block.events.last());
-            let times = block.events.iter().map(|(e, _)| e.time_ms);
-            let indexed = seqs.is_some_and(|((first, _), (last, _))| {
-                (first.seq, last.seq) == (first_seq, last_seq)
-                    && times.clone().min() == Some(min_time)
-                    && times.max() == Some(max_time)
-            });
-            if !indexed {
-                let reason = format!(
-                    "the block starting at {first_seq} is indexed by sequence numbers or times its events do not have"
-                );
-                return Ok(broken(first_seq, None, reason, verified));
-            }
+                if !block.whole {
+                    let reason = "its stored block is damaged and cannot be read".to_owned();
+                    found = Some(broken(expected, None, reason, verified));
+                    return Ok(false);
+                }
+                let seqs = block.events.first().zip(block.events.last());
+                let times = block.events.iter().map(|(e, _)| e.time_ms);
+                let indexed = seqs.is_some_and(|((first, _), (last, _))| {
+                    (first.seq, last.seq) == (first_seq, last_seq)
+                        && times.clone().min() == Some(min_time)
+                        && times.max() == Some(max_time)
+                });
+                if !indexed {
+                    let reason = format!(
+                        "the block starting at {first_seq} is indexed by sequence numbers or times its events do not have"
+                    );
+                    found = Some(broken(first_seq, None, reason, verified));
+                    return Ok(false);
+                }
+                Ok(true)
+            },
+        )?;
+        if let Some(broken) = found {
+            return Ok(broken);
         }
         if let Some((seq, _)) = checkpoint.filter(|(seq, _)| *seq >= expected) {
             let reason = format!(
@@ -458,85 +495,81 @@ impl AuditLog {
     /// Deletes events older than `before_ms`, oldest first, a whole block at a time, and
     /// moves the anchor to the last one deleted. Returns how many were deleted.
     pub fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = writer.conn.transaction()?;
-        // The cut is the newest block older than the cutoff whose predecessors are all
-        // older too.
-        let cut: Option<(i64, Vec<u8>)> = tx
-            .query_row(
+        self.connections.write(|tx| {
+            // The cut is the newest block older than the cutoff whose predecessors are all
+            // older too.
+            let cut = tx.row(
                 "SELECT first_seq, events FROM audit_blocks WHERE first_seq < \
                  coalesce((SELECT min(first_seq) FROM audit_blocks WHERE max_time_ms >= ?1), 9223372036854775807) \
                  ORDER BY first_seq DESC LIMIT 1",
-                [before_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((first_seq, events)) = cut else {
-            return Ok(0);
-        };
-        let (seq, hash) = last_of_block(first_seq, &events)?;
-        let deleted: i64 = tx.query_row(
-            "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM audit_blocks WHERE first_seq <= ?1",
-            [first_seq],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "DELETE FROM audit_blocks WHERE first_seq <= ?1",
-            [first_seq],
-        )?;
-        tx.execute(
-            "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            params![seq, hash],
-        )?;
-        tx.commit()?;
-        Ok(deleted as u64)
+                args![before_ms],
+                |r| Ok((r.get::<i64>(0)?, last_of_block(r.get(0)?, r.bytes(1)?)?)),
+            )?;
+            let Some((first_seq, (seq, hash))) = cut else {
+                return Ok(0);
+            };
+            let deleted = tx
+                .row(
+                    "SELECT CAST(coalesce(sum(last_seq - first_seq + 1), 0) AS BIGINT) FROM audit_blocks WHERE first_seq <= ?1",
+                    args![first_seq],
+                    |r| r.get::<i64>(0),
+                )?
+                .unwrap_or(0);
+            tx.exec("DELETE FROM audit_blocks WHERE first_seq <= ?1", args![first_seq])?;
+            tx.exec(
+                "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                args![seq, hash],
+            )?;
+            Ok(deleted as u64)
+        })
     }
 
     /// Stores an alert; returns its id.
     pub fn add_alert(&self, a: &Alert) -> Result<i64, StoreError> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        writer.conn.execute(
-            "INSERT INTO alerts (time_ms, rule, severity, caller, resource, description, correlation_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![a.time_ms, a.rule, a.severity, a.caller, a.resource, a.description, a.correlation_id],
-        )?;
-        Ok(writer.conn.last_insert_rowid())
+        self.connections.write(|tx| {
+            let id = tx.row(
+                "INSERT INTO alerts (time_ms, rule, severity, caller, resource, description, correlation_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                args![a.time_ms, a.rule, a.severity, a.caller, a.resource, a.description, a.correlation_id],
+                |r| r.get(0),
+            )?;
+            Ok(id.unwrap_or_default())
+        })
     }
 
     /// The newest alerts first, at most `limit`.
     pub fn alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, time_ms, rule, severity, caller, resource, description, correlation_id \
-             FROM alerts ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok(Alert {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    rule: r.get(2)?,
-                    severity: r.get(3)?,
-                    caller: r.get(4)?,
-                    resource: r.get(5)?,
-                    description: r.get(6)?,
-                    correlation_id: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.connections.read(|tx| {
+            tx.rows(
+                "SELECT id, time_ms, rule, severity, caller, resource, description, correlation_id \
+                 FROM alerts ORDER BY id DESC LIMIT ?1",
+                args![limit as i64],
+                |r| {
+                    Ok(Alert {
+                        id: r.get(0)?,
+                        time_ms: r.get(1)?,
+                        rule: r.get(2)?,
+                        severity: r.get(3)?,
+                        caller: r.get(4)?,
+                        resource: r.get(5)?,
+                        description: r.get(6)?,
+                        correlation_id: r.get(7)?,
+                    })
+                },
+            )
+        })
     }
 
     /// How many alerts each rule has raised.
     pub fn alert_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt =
-            conn.prepare_cached("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY rule")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.connections.read(|tx| {
+            tx.rows(
+                "SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY rule",
+                args![],
+                |r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)),
+            )
+        })
     }
 
     /// Calls `f` with every event, oldest first, reading a page at a time so other readers
@@ -559,45 +592,53 @@ impl AuditLog {
 
     /// Events with a sequence number above `after`, oldest first, at most `limit`.
     pub fn export(&self, after: i64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(
-            "SELECT first_seq, events FROM audit_blocks WHERE last_seq > ?1 ORDER BY first_seq",
-        )?;
-        let rows = stmt.query([after])?;
-        events_of_blocks(rows, limit, false, |e| e.seq > after)
+        self.connections.read(|tx| {
+            events_of_blocks(
+                tx,
+                "SELECT first_seq, events FROM audit_blocks WHERE last_seq > ?1 ORDER BY first_seq",
+                Some(after),
+                limit,
+                false,
+                |e| e.seq > after,
+            )
+        })
     }
 
     /// Events matching `filter`, newest first.
     pub fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(
-            "SELECT first_seq, events FROM audit_blocks WHERE (?1 IS NULL OR max_time_ms >= ?1) \
-             ORDER BY first_seq DESC",
-        )?;
-        let rows = stmt.query([filter.since_ms])?;
-        events_of_blocks(rows, filter.limit, true, |e| {
-            filter.since_ms.is_none_or(|t| e.time_ms >= t)
-                && filter
-                    .operation
-                    .as_ref()
-                    .is_none_or(|op| e.operation == *op)
+        self.connections.read(|tx| {
+            events_of_blocks(
+                tx,
+                "SELECT first_seq, events FROM audit_blocks WHERE (CAST(?1 AS BIGINT) IS NULL OR max_time_ms >= ?1) \
+                 ORDER BY first_seq DESC",
+                filter.since_ms,
+                filter.limit,
+                true,
+                |e| {
+                    filter.since_ms.is_none_or(|t| e.time_ms >= t)
+                        && filter
+                            .operation
+                            .as_ref()
+                            .is_none_or(|op| e.operation == *op)
+                },
+            )
         })
     }
 }
 
 /// Where the chain starts: the last event retention deleted, or the genesis.
-fn anchor(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
-    Ok(conn
-        .query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, hash_column(r.get(1)?)))
-        })
-        .optional()?
+fn anchor(tx: &Tx) -> Result<(i64, [u8; 32]), StoreError> {
+    Ok(tx
+        .row("SELECT seq, hash FROM audit_anchor WHERE id = 1", args![], |r| {
+            Ok((r.get::<i64>(0)?, hash_column(r.get(1)?)))
+        })?
         .map_or((0, GENESIS), |(seq, hash)| (seq, hash.unwrap_or(GENESIS))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::{params, Connection};
 
     /// A stand-in for the keyed MAC: any function whose output depends on every input byte.
     fn toy_link() -> ChainLink {
@@ -627,7 +668,7 @@ mod tests {
     fn log_with(n: i64) -> (AuditLog, tempfile::TempDir) {
         let dir = crate::test_dir();
         let path = dir.path().join("audit.db");
-        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let log = AuditLog::open_file(&path, toy_link()).unwrap();
         let events: Vec<AuditEvent> = (1..=n).map(event).collect();
         let views: Vec<AuditEventRef<'_>> = events.iter().map(AuditEvent::view).collect();
         log.append(&views[..n as usize / 2]).unwrap();
@@ -672,7 +713,7 @@ mod tests {
         journal.append(&record(6), 1).unwrap();
         drop((journal, log));
 
-        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let log = AuditLog::open_file(&path, toy_link()).unwrap();
         let (_journal, recovered) = log.recover_journal(&dir).unwrap();
         assert_eq!(
             recovered,
@@ -708,7 +749,7 @@ mod tests {
         };
         assert_eq!((events, head.0), (10, 10));
         drop(log);
-        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let log = AuditLog::open_file(&path, toy_link()).unwrap();
         log.append(&[event(11).view()]).unwrap();
         assert!(matches!(
             log.verify(None).unwrap(),
@@ -863,7 +904,7 @@ mod tests {
     fn a_checkpoint_catches_deleted_newest_events() {
         let (log, dir) = log_with(10);
         let path = dir.path().join("audit.db");
-        let checkpoint = log.head();
+        let checkpoint = log.head().unwrap();
         assert_eq!(checkpoint.0, 10);
         assert!(matches!(
             log.verify(Some(checkpoint)).unwrap(),
@@ -912,7 +953,7 @@ mod tests {
         let mut scanned = Vec::new();
         log.scan(|e| scanned.push(e.seq)).unwrap();
         assert_eq!(scanned, (1..=10).collect::<Vec<_>>());
-        let (_, head) = log.head();
+        let (_, head) = log.head().unwrap();
         assert_eq!(log.hash_at(10).unwrap(), Some(head));
         assert!(log.hash_at(3).unwrap().is_some());
         assert_eq!(log.hash_at(11).unwrap(), None);
@@ -927,7 +968,7 @@ mod tests {
             // The database as versions with one row per event left it: events 1 to 3
             // chained (event 2 edited afterwards), 4 and 5 from before the chain existed.
             let mut conn = Connection::open(&path).unwrap();
-            schema::migrate(&mut conn, &schema::AUDIT[..4]).unwrap();
+            crate::sqlite::migrate(&mut conn, &schema::AUDIT[..4]).unwrap();
             let mut prev = GENESIS;
             for i in 1..=5 {
                 let e = event(i);
@@ -956,7 +997,7 @@ mod tests {
             conn.execute("UPDATE audit_events SET status = 500 WHERE seq = 2", [])
                 .unwrap();
         }
-        let log = AuditLog::open(&path, toy_link()).unwrap();
+        let log = AuditLog::open_file(&path, toy_link()).unwrap();
         let (at, why) = broken_at(&log);
         assert_eq!(at, 2, "an edit made before the move is still found: {why}");
         rewrite_block(&path, 1, |events| events[1].0.status = 200);
