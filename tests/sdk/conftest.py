@@ -3,6 +3,7 @@
 The SDK packages are used unmodified; the only configuration is the environment from
 `DIR/env`, exactly as a user would `source` it.
 """
+import hashlib
 import json
 import os
 import shlex
@@ -22,6 +23,9 @@ ATREST = Path(os.environ.get("ATREST_BIN", ROOT / "target" / "debug" / "atrest")
 # `az://CONTAINER` on Azurite when scripts/test runs the disk suite on the object-store
 # backend; the servers then keep disk blocks there (the data directory is their cache).
 BLOB_STORE = os.environ.get("ATREST_TEST_BLOB_STORE")
+# A PostgreSQL server (`postgres://…/postgres`) when scripts/test runs the suite on the shared
+# backend: each data directory then keeps its state in a database of its own there.
+STATE_SERVER = os.environ.get("ATREST_TEST_STATE_SERVER")
 AZURITE_ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 HOSTS = [l.strip() for l in (Path(__file__).parent / "hosts").read_text().splitlines() if l.strip() and not l.startswith("#")]
 
@@ -45,13 +49,24 @@ class Server:
         self.proc = None
         self.env = {}
 
+    def state_url(self):
+        """The database this data directory's state lives in on STATE_SERVER, created on
+        first use."""
+        name = "atrest_" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:20]
+        exists = subprocess.run(["psql", STATE_SERVER, "-Atc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        if not exists:
+            subprocess.run(["psql", STATE_SERVER, "-qc", f"CREATE DATABASE {name}"], check=True)
+        return STATE_SERVER.rsplit("/", 1)[0] + "/" + name
+
     def start(self):
         env_file = self.data_dir / "env"
         env_file.unlink(missing_ok=True)  # a stale one from an earlier run is not readiness
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             *(["--blob-store", BLOB_STORE] if BLOB_STORE else []), *self.args],
+             *(["--blob-store", BLOB_STORE] if BLOB_STORE else []),
+             *(["--state", self.state_url()] if STATE_SERVER else []), *self.args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 30

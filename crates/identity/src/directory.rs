@@ -233,8 +233,9 @@ impl Identity {
     }
 
     fn memberships(&self) -> Result<Arc<Memberships>, StoreError> {
-        self.memberships
-            .get(|| self.store.read(|tx| tx.group_memberships()))
+        self.memberships.get(self.store.generation()?, || {
+            self.store.read(|tx| tx.group_memberships())
+        })
     }
 }
 

@@ -71,7 +71,7 @@ fn resolve(id_or_name: &str, custom: &[CustomRole]) -> Option<Role> {
 
 impl Identity {
     fn assignments(&self) -> Result<Arc<Vec<RoleAssignment>>, StoreError> {
-        self.role_assignments.get(|| {
+        self.role_assignments.get(self.store.generation()?, || {
             let (rows, custom) = self.store.read(|tx| {
                 Ok::<_, StoreError>((
                     tx.role_assignments()?,

@@ -15,7 +15,7 @@ mod sqlite;
 mod vaults;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
@@ -127,6 +127,8 @@ enum Connections {
         pool: Pool<postgres::Conn>,
         /// The advisory lock every writer of this database takes.
         write_lock: i64,
+        /// Whether each write advances `atrest_generation` (the state database's).
+        counts_generations: bool,
     },
 }
 
@@ -139,6 +141,7 @@ impl Connections {
         migrations: (&[&str], &[&str]),
         readers: usize,
         write_lock: i64,
+        counts_generations: bool,
     ) -> Result<Self, StoreError> {
         Ok(match db {
             Database::Sqlite(path) => {
@@ -151,6 +154,7 @@ impl Connections {
                 Connections::Postgres {
                     pool: Pool::new(writer, readers, || postgres::Conn::open(target))?,
                     write_lock,
+                    counts_generations,
                 }
             }
         })
@@ -181,10 +185,20 @@ impl Connections {
                 let tx = sqlite::begin(&mut conn, true)?;
                 finish(Tx(Inner::Sqlite(tx)), f)
             }
-            Connections::Postgres { pool, write_lock } => {
+            Connections::Postgres {
+                pool,
+                write_lock,
+                counts_generations,
+            } => {
                 let mut conn = pool.writer();
                 let tx = conn.begin(postgres::Begin::Write { lock: *write_lock })?;
-                finish(Tx(Inner::Postgres(tx)), f)
+                finish(Tx(Inner::Postgres(tx)), |tx| {
+                    let out = f(tx)?;
+                    if *counts_generations {
+                        tx.exec("UPDATE atrest_generation SET value = value + 1", args![])?;
+                    }
+                    Ok(out)
+                })
             }
         }
     }
@@ -199,6 +213,9 @@ fn finish<T, E: From<StoreError>>(tx: Tx, f: impl FnOnce(&Tx) -> Result<T, E>) -
 /// The state database.
 pub struct Store {
     connections: Connections,
+    /// Writes committed by this process: the generation of an SQLite file, which no other
+    /// process writes.
+    local_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -215,7 +232,15 @@ impl Store {
     pub fn open(db: &Database) -> Result<Self, StoreError> {
         let migrations = (schema::STATE, schema::PG_STATE);
         Ok(Store {
-            connections: Connections::open(db, "state", migrations, READERS, STATE_WRITE_LOCK)?,
+            connections: Connections::open(
+                db,
+                "state",
+                migrations,
+                READERS,
+                STATE_WRITE_LOCK,
+                true,
+            )?,
+            local_generation: AtomicU64::new(0),
         })
     }
 
@@ -237,7 +262,25 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.connections.write(f)
+        let out = self.connections.write(f);
+        self.local_generation.fetch_add(1, Ordering::Release);
+        out
+    }
+
+    /// A number that changes whenever a write is committed to the state, by any replica:
+    /// a value kept in memory from a read made at one generation is still current while
+    /// the generation is the same. Free on SQLite (one process writes); one small query
+    /// on PostgreSQL.
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        match &self.connections {
+            Connections::Sqlite(_) => Ok(self.local_generation.load(Ordering::Acquire)),
+            Connections::Postgres { pool, .. } => pool.reader().generation(),
+        }
+    }
+
+    /// Whether other processes may write this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.connections, Connections::Postgres { .. })
     }
 
     /// Copies every committed change into the main file and empties the write-ahead log,

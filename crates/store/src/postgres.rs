@@ -224,11 +224,17 @@ impl Conn {
     }
 
     /// Starts a transaction, reconnecting first if the server dropped the connection.
-    pub(crate) fn begin(&mut self, kind: Begin) -> Result<Transaction<'_>, StoreError> {
+    /// Replaces a connection the server dropped.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
             self.client = self.target.connect()?;
             self.statements.get_mut().clear();
         }
+        Ok(())
+    }
+
+    pub(crate) fn begin(&mut self, kind: Begin) -> Result<Transaction<'_>, StoreError> {
+        self.reconnect_if_closed()?;
         let tx = Transaction {
             conn: self,
             open: Flag::new(false),
@@ -245,11 +251,25 @@ impl Conn {
         Ok(tx)
     }
 
+    /// The state database's `atrest_generation`, read outside any transaction.
+    pub(crate) fn generation(&mut self) -> Result<u64, StoreError> {
+        self.reconnect_if_closed()?;
+        let stmt = self.statement("SELECT value FROM atrest_generation WHERE id = 1")?;
+        let row = block_on(self.client.query_one(&stmt, &[]))?;
+        Ok(row.try_get::<_, i64>(0)? as u64)
+    }
+
     fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = block_on(self.client.prepare(&dollar_placeholders(sql)))?;
+        // The statement's text holds no stored values, so a failure names it.
+        let stmt = block_on(self.client.prepare(&dollar_placeholders(sql))).map_err(|e| {
+            match StoreError::from(e) {
+                StoreError::Postgres(message) => StoreError::Postgres(format!("{message}; in: {sql}")),
+                other => other,
+            }
+        })?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());

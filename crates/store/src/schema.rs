@@ -273,6 +273,11 @@ CREATE TABLE platform_keys (
     sealed  BYTEA NOT NULL,
     created BIGINT NOT NULL
 );
+CREATE TABLE atrest_generation (
+    id    BIGINT PRIMARY KEY CHECK (id = 1),
+    value BIGINT NOT NULL
+);
+INSERT INTO atrest_generation (id, value) VALUES (1, 0);
 "#];
 
 /// Migrations of the audit log on PostgreSQL, in the state database.

@@ -31,11 +31,14 @@ use atrest_store::Store;
 use crate::objects::{live_version, Stored};
 
 /// Rows the data plane reads on every request, kept in memory: live vaults by name and
-/// object versions by name and version. Every write through this service empties it and
-/// bumps the generation; a row read from the store is cached only if no write happened
-/// since the read began, so a reader never caches what a concurrent write replaced.
+/// object versions by name and version, valid for one generation of the store. Every write
+/// (through this service, or by another replica) moves the store's generation, and the
+/// first reader to see the new one empties the cache; a row read from the store is cached
+/// only under the generation read before it, so a reader never keeps what a concurrent
+/// write replaced.
 #[derive(Debug, Default)]
 struct ReadCache {
+    /// The store generation the cached rows belong to.
     generation: u64,
     vaults: HashMap<String, Arc<VaultRecord>>,
     objects: HashMap<String, Arc<Stored>>,
@@ -98,23 +101,43 @@ impl Vaults {
         self
     }
 
-    /// A write transaction; the read cache is emptied after it. Every write of this
-    /// service goes through here (one server per data directory makes the cache exact).
+    /// A write transaction; the caches are emptied after it, so a purged vault's storage
+    /// key leaves memory at once.
     fn write<T>(
         &self,
         f: impl FnOnce(&atrest_store::Tx) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let result = self.store.write(f);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.generation += 1;
+        self.empty(&mut cache);
+        result
+    }
+
+    /// Empties every cache: rows, unwrapped storage keys, parsed key material.
+    fn empty(&self, cache: &mut ReadCache) {
         cache.vaults.clear();
         cache.objects.clear();
-        // A purged vault's storage key leaves memory with it.
         self.storage_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        result
+        self.parsed_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Reads the store's generation and empties the caches if it moved since they were
+    /// filled (another replica wrote); returns it. Called on every cached read, and
+    /// periodically so an idle replica forgets what another purged.
+    pub fn forget_stale(&self) -> Result<u64, VaultError> {
+        let current = self.store.generation()?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if current > cache.generation {
+            self.empty(&mut cache);
+            cache.generation = current;
+        }
+        Ok(current)
     }
 
     /// Looks `key` up in one of the cache's maps, or reads it with `load` and caches it
@@ -125,13 +148,15 @@ impl Vaults {
         key: String,
         load: impl FnOnce() -> Result<T, VaultError>,
     ) -> Result<Arc<T>, VaultError> {
-        let generation = {
+        let generation = self.forget_stale()?;
+        {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(hit) = map(&mut cache).get(&key) {
-                return Ok(hit.clone());
+            if cache.generation == generation {
+                if let Some(hit) = map(&mut cache).get(&key) {
+                    return Ok(hit.clone());
+                }
             }
-            cache.generation
-        };
+        }
         let value = Arc::new(load()?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.generation == generation {

@@ -263,7 +263,8 @@ impl AuditLog {
     /// by earlier versions are moved into blocks.
     pub fn open(db: &Database, link: ChainLink, replica: &str) -> Result<Self, StoreError> {
         let migrations = (schema::AUDIT, schema::PG_AUDIT);
-        let connections = Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK)?;
+        let connections =
+            Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK, false)?;
         let head = connections.write(|tx| {
             if matches!(db, Database::Sqlite(_)) {
                 move_rows_into_blocks(tx, &link)?;
