@@ -322,9 +322,7 @@ impl From<atrest_runtime::Error> for ApiError {
             | E::Crypto(_)
             | E::Io { .. }
             | E::Damaged(_)
-            | E::WrongRootKey => {
-                ApiError::internal(&e)
-            }
+            | E::WrongRootKey => ApiError::internal(&e),
         }
     }
 }

@@ -30,6 +30,7 @@ use atrest_disk::{Compute, ComputeConfig};
 use atrest_identity::Identity;
 use atrest_resources::ResourceGroups;
 use atrest_runtime::audit::{AuditSink, Durability};
+use atrest_runtime::cluster::Leadership;
 use atrest_runtime::meta::Meta;
 use atrest_runtime::metrics::Metrics;
 use atrest_runtime::scheduler::Scheduler;
@@ -43,7 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::admin::alerts;
 use crate::client::Client;
-use crate::jobs::{copy_loop, key_check_loop, purge_loop, scheduler_loop};
+use crate::jobs::{cache_loop, copy_loop, key_check_loop, leader_loop, purge_loop, scheduler_loop};
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::vault_access::InProcessVaults;
@@ -149,6 +150,11 @@ pub struct Options {
     /// This replica's name among those sharing a database; `None`: the host's name and
     /// the listening port.
     pub replica_name: Option<String>,
+    /// The port clients reach the API on, when it is not the listening port (replicas
+    /// behind a load balancer share the balancer's): token issuer, vault URLs, `DIR/env`.
+    pub public_port: Option<u16>,
+    /// How long the cluster's leadership (and a disk's lease) is held without renewal.
+    pub lease_duration: Duration,
 }
 
 /// A started instance, listening but not yet serving.
@@ -212,7 +218,8 @@ impl Instance {
         let (keys, signer) = open_keys(dir, opts.state.as_deref())?;
         let (tls, ca_path) = tls_identity(dir, &keys)?;
         let listener = bind(opts.listen).await?;
-        let port = listener.local_addr().map_err(io_err(dir))?.port();
+        let listening_port = listener.local_addr().map_err(io_err(dir))?.port();
+        let port = opts.public_port.unwrap_or(listening_port);
         let identity = Identity::new(
             keys.meta.store().clone(),
             signer,
@@ -226,7 +233,7 @@ impl Instance {
         let replica = opts
             .replica_name
             .clone()
-            .unwrap_or_else(|| default_replica_name(port));
+            .unwrap_or_else(|| default_replica_name(listening_port));
         let audit = open_audit(dir, &replica, opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
             Some(addr) => Some(bind(addr).await?),
@@ -241,7 +248,20 @@ impl Instance {
             audit.sink,
             port,
             &nbd,
+            &replica,
         )?;
+        // Lead at once if nobody does, so the first scheduler pass runs at start.
+        let leader = state.leader.clone();
+        match tokio::task::spawn_blocking(move || leader.try_lead()).await {
+            Ok(Ok(lead)) => tracing::info!(replica = %replica, ?lead, "cluster leadership"),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                return Err(InstanceError::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
+        }
         key_access.attach(&state);
         write_private(&env_path, env.as_bytes())?;
         Ok(Instance {
@@ -280,6 +300,12 @@ impl Instance {
             self.purge_interval,
             self.audit_retention,
         ));
+        let leader = tokio::spawn(leader_loop(self.state.clone()));
+        let caches = self
+            .state
+            .vaults
+            .is_shared()
+            .then(|| tokio::spawn(cache_loop(self.state.clone())));
         let scheduler = tokio::spawn(scheduler_loop(self.state.clone()));
         if let Err(e) = self.state.compute.resume(unix_now().0).await {
             tracing::error!(error = %e, "cannot start the virtual machines that were running");
@@ -295,23 +321,35 @@ impl Instance {
         });
         let result = serve(self.listener, self.tls, self.state.clone(), shutdown).await;
         let _ = stop_nbd.send(());
-        purger.abort();
-        scheduler.abort();
-        key_checker.abort();
-        copier.abort();
+        let background = [
+            Some(leader),
+            caches,
+            Some(purger),
+            Some(scheduler),
+            Some(key_checker),
+            Some(copier),
+        ];
+        for task in background.iter().flatten() {
+            task.abort();
+        }
         // Aborted tasks release their state once they have stopped.
-        let _ = purger.await;
-        let _ = scheduler.await;
-        let _ = key_checker.await;
-        let _ = copier.await;
+        for task in background.into_iter().flatten() {
+            let _ = task.await;
+        }
         if let Some(nbd) = nbd {
             let _ = nbd.await;
         }
         self.state.compute.flush_all();
         // The checkpoint covers every event, the journaled ones included.
         self.state.audit.flush().await;
-        if let Err(e) = self.state.audit_trail.save_checkpoint() {
-            tracing::error!(error = %e, "cannot record the audit checkpoint");
+        if self.state.leader.is_leader() {
+            if let Err(e) = self.state.audit_trail.save_checkpoint() {
+                tracing::error!(error = %e, "cannot record the audit checkpoint");
+            }
+        }
+        // Another replica takes over at its next try rather than when the lease runs out.
+        if let Err(e) = self.state.leader.resign() {
+            tracing::warn!(error = %e, "cannot hand the cluster's leadership over");
         }
         // The audit writer ends once every sink (held by the state) is gone.
         drop(self.state);
@@ -404,15 +442,19 @@ fn tls_identity(
         .create(&tls_dir)
         .map_err(io_err(&tls_dir))?;
     let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
-    let tls = match (
+    // One identity for every replica of the database, so a client trusts all of them:
+    // the first to start makes it (or adopts the files and key an earlier version kept).
+    let candidate = match (
+        fs::read_to_string(&ca_path),
         fs::read_to_string(&chain_path),
-        meta.sealed_get("tls_server_key")?,
+        meta.sealed_get(LEGACY_TLS_KEY)?,
     ) {
-        (Ok(chain), Some(key)) if ca_path.exists() => {
-            let key = std::str::from_utf8(&key)
-                .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
-            load_tls_config(&chain, key)?
-        }
+        (Ok(ca_pem), Ok(chain_pem), Some(key)) => StoredTls {
+            ca_pem,
+            chain_pem,
+            key_pem: String::from_utf8(key.to_vec())
+                .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?,
+        },
         _ => {
             let ips = [
                 std::net::Ipv4Addr::LOCALHOST.into(),
@@ -422,13 +464,40 @@ fn tls_identity(
                 &["localhost", "*.vault.localhost", "vault.localhost"],
                 &ips,
             )?;
-            meta.sealed_put("tls_server_key", id.key_pem.as_bytes())?;
-            fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
-            fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
-            load_tls_config(&id.chain_pem, &id.key_pem)?
+            StoredTls {
+                ca_pem: id.ca_pem,
+                chain_pem: id.chain_pem,
+                key_pem: id.key_pem.to_string(),
+            }
         }
     };
-    Ok((tls, ca_path))
+    let sealed = meta.get_or_init(TLS_IDENTITY, || {
+        let json = Zeroizing::new(serde_json::to_vec(&candidate).expect("strings serialize"));
+        meta.root().seal(TLS_IDENTITY, &json)
+    })?;
+    let opened = Zeroizing::new(
+        meta.root()
+            .open(TLS_IDENTITY, &sealed)
+            .map_err(atrest_runtime::Error::from)?,
+    );
+    let id: StoredTls = serde_json::from_slice(&opened)
+        .map_err(|_| rustls::Error::General("the stored TLS identity is damaged".into()))?;
+    fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
+    fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
+    Ok((load_tls_config(&id.chain_pem, &id.key_pem)?, ca_path))
+}
+
+/// The meta entry of the TLS identity (sealed: it holds the server's private key).
+const TLS_IDENTITY: &str = "tls_identity";
+/// Where versions before replicas kept the sealed server key (the certificates were files).
+const LEGACY_TLS_KEY: &str = "tls_server_key";
+
+/// The instance's CA certificate, server certificate chain and server key, as stored.
+#[derive(serde::Serialize, serde::Deserialize, zeroize::ZeroizeOnDrop)]
+struct StoredTls {
+    ca_pem: String,
+    chain_pem: String,
+    key_pem: String,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, InstanceError> {
@@ -557,11 +626,17 @@ fn services(
     audit: AuditSink,
     port: u16,
     nbd: &Option<TcpListener>,
+    replica: &str,
 ) -> Result<(Arc<AppState>, Arc<InProcessVaults>), InstanceError> {
     let Keys {
         meta, subscription, ..
     } = keys;
     let vaults = Vaults::new(meta.store().clone(), meta.root().clone())?;
+    let leader = Arc::new(Leadership::new(
+        meta.store().clone(),
+        replica,
+        opts.lease_duration,
+    ));
     let key_access = Arc::new(InProcessVaults::default());
     let compute = Arc::new(Compute::new(
         meta.store().clone(),
@@ -601,6 +676,7 @@ fn services(
         metrics: Metrics::default(),
         compute,
         resource_groups,
+        leader,
     });
     Ok((state, key_access))
 }

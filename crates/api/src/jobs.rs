@@ -1,6 +1,8 @@
 //! Work the server does on its own, beside requests: the scheduler's passes (key
 //! rotation and expiry notices), purging and audit retention, the audit checkpoint, and the
-//! disk key checks. Each is audited as a service event.
+//! disk key checks. Each is audited as a service event. Among replicas sharing a database,
+//! the leader alone runs the cluster's jobs; each replica checks the keys of the disks it
+//! has open and keeps its caches current.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,18 +155,61 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
     }
 }
 
-/// Runs a pass every [`SCHEDULER_INTERVAL`], the first at once.
+/// Takes or renews the cluster's leadership every fifth of a lease, and logs changes of
+/// leader.
+pub(crate) async fn leader_loop(state: Arc<AppState>) {
+    let every = state.leader.ttl() / 5;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leader = state.leader.is_leader();
+    loop {
+        tick.tick().await;
+        let leader = state.leader.clone();
+        match tokio::task::spawn_blocking(move || leader.try_lead()).await {
+            Ok(Ok(lead)) => {
+                let is_leader = state.leader.is_leader();
+                if is_leader != was_leader {
+                    tracing::info!(replica = %state.leader.replica(), ?lead, "the cluster's leader changed");
+                }
+                was_leader = is_leader;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot renew the cluster's leadership"),
+            Err(e) => tracing::error!(error = %e, "leadership renewal panicked"),
+        }
+    }
+}
+
+/// On a database other replicas write too, checks every second whether they changed
+/// anything, so cached rows and keys (a purged vault's among them) leave an idle
+/// replica's memory too.
+pub(crate) async fn cache_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let worker = state.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || worker.vaults.forget_stale()).await
+        {
+            tracing::warn!(error = %e, "cannot check the store's generation");
+        }
+    }
+}
+
+/// Runs a pass every [`SCHEDULER_INTERVAL`], the first at once, on the leader.
 pub(crate) async fn scheduler_loop(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
         tick.tick().await;
+        if !state.leader.is_leader() {
+            continue;
+        }
         let _serialized = state.scheduler.pass_lock().lock().await;
         pass_locked(&state).await;
     }
 }
 
-/// Re-checks the customer-managed key of every open disk, and moves disk encryption sets
-/// that follow the latest key version to it.
+/// Re-checks the customer-managed key of every disk open here, and (on the leader) moves
+/// disk encryption sets that follow the latest key version to it.
 pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
     // The disks were opened (their keys unwrapped) just before; the first check is due
     // one interval later.
@@ -175,19 +220,25 @@ pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
         if let Err(e) = state.compute.check_keys().await {
             tracing::error!(error = %e, "disk key check failed");
         }
+        if !state.leader.is_leader() {
+            continue;
+        }
         if let Err(e) = state.compute.rotate_to_latest(unix_now().0).await {
             tracing::error!(error = %e, "disk encryption set rotation failed");
         }
     }
 }
 
-/// Runs the `CopyStart` copies that have not finished, one at a time (after a restart,
-/// from their beginning).
+/// Runs the `CopyStart` copies that have not finished, one at a time (after a restart or
+/// a change of leader, from their beginning), on the leader.
 pub(crate) async fn copy_loop(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !state.leader.is_leader() {
+            continue;
+        }
         let pending = match state.compute.pending_copies() {
             Ok(pending) => pending,
             Err(e) => {
@@ -206,6 +257,7 @@ pub(crate) async fn copy_loop(state: Arc<AppState>) {
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
 /// events past their retention (itself recorded as an `AuditRetention` event); records the
 /// audit log's head in the state database, so that `verify` notices deleted newest events.
+/// On the leader.
 pub(crate) async fn purge_loop(
     state: Arc<AppState>,
     every: Duration,
@@ -214,6 +266,9 @@ pub(crate) async fn purge_loop(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if !state.leader.is_leader() {
+            continue;
+        }
         let trail = state.audit_trail.clone();
         match tokio::task::spawn_blocking(move || trail.save_checkpoint()).await {
             Ok(Ok(())) => {}

@@ -9,6 +9,7 @@ use atrest_disk::Compute;
 use atrest_identity::Identity;
 use atrest_resources::ResourceGroups;
 use atrest_runtime::audit::AuditSink;
+use atrest_runtime::cluster::Leadership;
 use atrest_runtime::metrics::Metrics;
 use atrest_runtime::scheduler::Scheduler;
 use atrest_runtime::throttle::Throttle;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub compute: Arc<Compute>,
     /// Resource groups.
     pub resource_groups: ResourceGroups,
+    /// Whether this replica runs the cluster's background jobs.
+    pub leader: Arc<Leadership>,
 }
 
 impl AppState {

@@ -43,6 +43,8 @@ impl TestServer {
             audit_durability: Default::default(),
             state: None,
             replica_name: None,
+            public_port: None,
+            lease_duration: Duration::from_secs(10),
         };
         let instance = Instance::start(&opts).await.expect("instance starts");
         let port = instance.local_addr().port();

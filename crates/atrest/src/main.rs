@@ -101,6 +101,14 @@ struct ServerArgs {
     /// This replica's name among those sharing a database (default: host name and port).
     #[arg(long)]
     replica_name: Option<String>,
+    /// The port clients reach the API on when it is not the listening port: the load
+    /// balancer's, shared by every replica behind it (token issuer, vault URLs, DIR/env).
+    #[arg(long)]
+    public_port: Option<u16>,
+    /// How long the cluster's leadership is held without renewal: when the leader dies,
+    /// another replica takes over within this time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
     /// How long a disk chunk that no manifest names any more is kept before it is deleted
     /// (checked with the purge job), for readers of an older manifest.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
@@ -218,6 +226,8 @@ async fn server(data_dir: PathBuf, args: ServerArgs) -> anyhow::Result<()> {
         blob_store: args.blob_store,
         state: args.state,
         replica_name: args.replica_name,
+        public_port: args.public_port,
+        lease_duration: args.lease_duration,
         blob_garbage_grace: args.blob_garbage_grace,
         snapshot_copy_bandwidth: args.snapshot_copy_bandwidth,
         snapshot_limits: args.incremental_snapshot_limits,

@@ -39,7 +39,11 @@ impl<T> Snapshot<T> {
     ) -> Result<Arc<T>, StoreError> {
         let generation = {
             let state = self.0.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(value) = state.value.as_ref().filter(|_| state.store_generation == current) {
+            if let Some(value) = state
+                .value
+                .as_ref()
+                .filter(|_| state.store_generation == current)
+            {
                 return Ok(value.clone());
             }
             state.generation
@@ -116,6 +120,10 @@ mod tests {
             9,
             "a reader behind the kept value loads its own"
         );
-        assert_eq!(*snapshot.get(1, || load(10)).unwrap(), 7, "and keeps the newer");
+        assert_eq!(
+            *snapshot.get(1, || load(10)).unwrap(),
+            7,
+            "and keeps the newer"
+        );
     }
 }

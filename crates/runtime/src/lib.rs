@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub mod audit;
+pub mod cluster;
 pub mod detect;
 pub mod logs;
 pub mod meta;

@@ -47,9 +47,13 @@ impl Meta {
             root,
             audit_db,
         };
-        let sealed = meta.get_or_init(ROOT_KEY_CHECK, || {
-            meta.root.seal(ROOT_KEY_CHECK, ROOT_KEY_CHECK.as_bytes())
-        })?;
+        // Read first: a replica with the wrong key writes nothing at all.
+        let sealed = match meta.get(ROOT_KEY_CHECK)? {
+            Some(sealed) => sealed,
+            None => meta.get_or_init(ROOT_KEY_CHECK, || {
+                meta.root.seal(ROOT_KEY_CHECK, ROOT_KEY_CHECK.as_bytes())
+            })?,
+        };
         meta.root
             .open(ROOT_KEY_CHECK, &sealed)
             .map_err(|_| Error::WrongRootKey)?;

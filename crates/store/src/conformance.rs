@@ -10,7 +10,9 @@ use atrest_core::audit::{Alert, AuditEvent, AuditFilter, Verification};
 use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use atrest_core::vault::{ObjectKind, VaultRecord};
 
-use crate::{AuditLog, ChainLink, Database, RoleAssignmentRow, Store, StoreError, VersionRow};
+use crate::{
+    Acquired, AuditLog, ChainLink, Database, RoleAssignmentRow, Store, StoreError, VersionRow,
+};
 
 /// One backend's databases for a test: the state and the audit log.
 struct Backend {
@@ -152,7 +154,9 @@ fn a_schema_newer_than_the_binary_is_refused() {
             }
             Database::Postgres(target) => {
                 let mut conn = crate::postgres::Conn::open(target).unwrap();
-                let tx = conn.begin(crate::postgres::Begin::Write { lock: 1 }).unwrap();
+                let tx = conn
+                    .begin(crate::postgres::Begin::Write { lock: 1 })
+                    .unwrap();
                 tx.batch("UPDATE atrest_schema SET version = 999 WHERE component = 'state'")
                     .unwrap();
                 tx.commit().unwrap();
@@ -196,7 +200,10 @@ fn vaults_are_found_by_name_whatever_its_case() {
             vec![deleted]
         );
         assert_eq!(store.read(|tx| tx.vaults_due_for_purge(29)).unwrap(), []);
-        assert_eq!(store.read(|tx| tx.vaults_due_for_purge(30)).unwrap().len(), 1);
+        assert_eq!(
+            store.read(|tx| tx.vaults_due_for_purge(30)).unwrap().len(),
+            1
+        );
         store.write(|tx| tx.purge_vault("id-b")).unwrap();
         assert_eq!(store.read(|tx| tx.vault("beta")).unwrap(), None);
     });
@@ -221,7 +228,10 @@ fn object_versions_list_page_by_page_and_purge_with_their_object() {
             .unwrap()
             .unwrap();
         assert_eq!((latest.name.as_str(), latest.version.as_str()), ("B", "12"));
-        assert_eq!(latest.public, serde_json::json!({ "contentType": "text/plain" }));
+        assert_eq!(
+            latest.public,
+            serde_json::json!({ "contentType": "text/plain" })
+        );
         let first = store
             .read(|tx| tx.version("vid", ObjectKind::Secret, "B", Some("11")))
             .unwrap()
@@ -235,7 +245,10 @@ fn object_versions_list_page_by_page_and_purge_with_their_object() {
                 .map(|(state, v)| (state.name, v.version))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(page(None), [("a".into(), "02".into()), ("B".into(), "12".into())]);
+        assert_eq!(
+            page(None),
+            [("a".into(), "02".into()), ("B".into(), "12".into())]
+        );
         assert_eq!(page(Some("B")), [("c".into(), "22".into())]);
         let versions = store
             .read(|tx| tx.list_versions("vid", ObjectKind::Secret, "c", 0, 10))
@@ -307,14 +320,20 @@ fn principals_groups_and_role_assignments_round_trip() {
         let store = Store::open(&b.state).unwrap();
         store
             .write(|tx| {
-                tx.insert_principal(&principal("u1", PrincipalKind::User, Some("Alice@Contoso.com")))?;
+                tx.insert_principal(&principal(
+                    "u1",
+                    PrincipalKind::User,
+                    Some("Alice@Contoso.com"),
+                ))?;
                 tx.insert_principal(&principal("g1", PrincipalKind::Group, None))?;
                 let mut mi = principal("mi1", PrincipalKind::ManagedIdentity, None);
                 mi.resource_id = Some("/subscriptions/S/Identity".into());
                 tx.insert_principal(&mi)
             })
             .unwrap();
-        let by_upn = store.read(|tx| tx.principal_by_upn("alice@contoso.com")).unwrap();
+        let by_upn = store
+            .read(|tx| tx.principal_by_upn("alice@contoso.com"))
+            .unwrap();
         assert_eq!(by_upn.map(|p| p.object_id), Some("u1".into()));
         let by_resource = store
             .read(|tx| tx.principal_by_resource_id("/SUBSCRIPTIONS/s/identity"))
@@ -330,8 +349,12 @@ fn principals_groups_and_role_assignments_round_trip() {
             store.read(|tx| tx.group_memberships()).unwrap(),
             [("g1".to_owned(), "u1".to_owned())]
         );
-        assert!(store.write(|tx| tx.set_principal_secret("u1", &[9; 32])).unwrap());
-        assert!(!store.write(|tx| tx.set_principal_secret("nobody", &[9; 32])).unwrap());
+        assert!(store
+            .write(|tx| tx.set_principal_secret("u1", &[9; 32]))
+            .unwrap());
+        assert!(!store
+            .write(|tx| tx.set_principal_secret("nobody", &[9; 32]))
+            .unwrap());
 
         let assignment = RoleAssignmentRow {
             id: "A1".into(),
@@ -384,7 +407,9 @@ fn resources_round_trip_case_insensitively() {
         let other: Option<serde_json::Value> =
             store.read(|tx| tx.resource("vms", "rg", "disk1")).unwrap();
         assert_eq!(other, None);
-        store.write(|tx| tx.insert_vault(&vault("kv", "kvid"))).unwrap();
+        store
+            .write(|tx| tx.insert_vault(&vault("kv", "kvid")))
+            .unwrap();
         assert_eq!(
             store
                 .read(|tx| tx.resource_group_contents("GROUP", "resourceGroups"))
@@ -447,7 +472,10 @@ fn writers_on_two_handles_are_serialized() {
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        let n = stores[0].read(|tx| tx.meta_get("counter")).unwrap().unwrap();
+        let n = stores[0]
+            .read(|tx| tx.meta_get("counter"))
+            .unwrap()
+            .unwrap();
         assert_eq!(u32::from_le_bytes(n.try_into().unwrap()), 100);
     });
 }
@@ -504,14 +532,21 @@ fn two_writers_extend_one_audit_chain() {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), [40, 39, 38]);
+        assert_eq!(
+            newest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [40, 39, 38]
+        );
         assert_eq!(a.hash_at(40).unwrap(), Some(a.head().unwrap().1));
         // Retention on one replica moves the anchor the other continues from.
         assert_eq!(a.prune(1_000_000).unwrap(), 40);
         c.append(&[event(7).view()]).unwrap();
         assert!(matches!(
             a.verify(None).unwrap(),
-            Verification::Intact { events: 1, first_seq: 41, .. }
+            Verification::Intact {
+                events: 1,
+                first_seq: 41,
+                ..
+            }
         ));
     });
 }
@@ -564,5 +599,77 @@ fn alerts_are_counted_per_rule() {
             log.alert_counts().unwrap(),
             [("r1".to_owned(), 2), ("r2".to_owned(), 1)]
         );
+    });
+}
+
+#[test]
+fn a_lease_passes_to_another_holder_only_when_its_time_runs_out() {
+    on_each_backend(|b| {
+        let store = Store::open(&b.state).unwrap();
+        let acquire = |holder: &str, ttl_ms| {
+            store
+                .write(|tx| tx.acquire_lease("leader", holder, ttl_ms))
+                .unwrap()
+        };
+        assert_eq!(acquire("a", 60_000), Acquired::Held { epoch: 1 });
+        match acquire("b", 60_000) {
+            Acquired::HeldBy(row) => assert_eq!((row.holder.as_str(), row.epoch), ("a", 1)),
+            granted => panic!("a held lease was granted: {granted:?}"),
+        }
+        assert_eq!(acquire("a", 0), Acquired::Held { epoch: 1 }, "renewed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(
+            acquire("b", 60_000),
+            Acquired::Held { epoch: 2 },
+            "taken over"
+        );
+        assert!(matches!(acquire("a", 60_000), Acquired::HeldBy(_)));
+        assert!(
+            !store
+                .write(|tx| tx.release_lease("leader", "b", 1))
+                .unwrap(),
+            "a stale epoch releases nothing"
+        );
+        assert!(store
+            .write(|tx| tx.release_lease("leader", "b", 2))
+            .unwrap());
+        assert_eq!(
+            acquire("a", 60_000),
+            Acquired::Held { epoch: 3 },
+            "released: free at once, the epoch still growing"
+        );
+        let now = store.read(|tx| tx.database_now_ms()).unwrap();
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (now - system).abs() < 5_000,
+            "the database clock is {now}, the system's {system}"
+        );
+        store
+            .write(|tx| tx.acquire_lease("disk/one", "a", 1000))
+            .unwrap();
+        let disks = store.read(|tx| tx.leases("disk/")).unwrap();
+        assert_eq!(disks.len(), 1);
+    });
+}
+
+#[test]
+fn every_write_moves_the_generation() {
+    on_each_backend(|b| {
+        let store = Store::open(&b.state).unwrap();
+        let before = store.generation().unwrap();
+        store.read(|tx| tx.meta_get("k")).unwrap();
+        assert_eq!(store.generation().unwrap(), before, "a read moves nothing");
+        store.write(|tx| tx.meta_put("k", b"v")).unwrap();
+        let after = store.generation().unwrap();
+        assert!(after > before);
+        if store.is_shared() {
+            // Another replica's write shows in this one's generation.
+            let other = Store::open(&b.state).unwrap();
+            other.write(|tx| tx.meta_put("k", b"w")).unwrap();
+            assert!(store.generation().unwrap() > after);
+        }
     });
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod leases;
 mod objects;
 mod postgres;
 mod principals;
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 pub use audit::journal::{decode_records, encode_record, Journal, JournalMark};
 pub use audit::{AuditLog, ChainLink, Recovery};
+pub use leases::{Acquired, LeaseRow};
 pub use objects::{KeyLifetime, ObjectState, VersionRow};
 pub use postgres::PgTarget;
 pub use roles::RoleAssignmentRow;
@@ -177,8 +179,13 @@ impl Connections {
     }
 
     /// Runs `f` in a write transaction, committed only if `f` returns `Ok`; writers are
-    /// serialized, across replicas too.
-    fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
+    /// serialized, across replicas too. A `counted` write of the state database advances
+    /// its generation.
+    fn write<T, E: From<StoreError>>(
+        &self,
+        counted: bool,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
         match self {
             Connections::Sqlite(pool) => {
                 let mut conn = pool.writer();
@@ -194,7 +201,7 @@ impl Connections {
                 let tx = conn.begin(postgres::Begin::Write { lock: *write_lock })?;
                 finish(Tx(Inner::Postgres(tx)), |tx| {
                     let out = f(tx)?;
-                    if *counts_generations {
+                    if counted && *counts_generations {
                         tx.exec("UPDATE atrest_generation SET value = value + 1", args![])?;
                     }
                     Ok(out)
@@ -262,9 +269,18 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let out = self.connections.write(f);
+        let out = self.connections.write(true, f);
         self.local_generation.fetch_add(1, Ordering::Release);
         out
+    }
+
+    /// Runs `f` in a write transaction of rows no cache holds (leases), which leaves the
+    /// generation as it is.
+    pub fn write_uncached<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.connections.write(false, f)
     }
 
     /// A number that changes whenever a write is committed to the state, by any replica:
@@ -391,12 +407,6 @@ fn from_json<T: serde::de::DeserializeOwned>(
     column: &'static str,
 ) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|_| StoreError::CorruptJson(column))
-}
-
-#[cfg(test)]
-pub(crate) fn test_store() -> (Store, tempfile::TempDir) {
-    let dir = test_dir();
-    (Store::open_file(&dir.path().join("state.db")).unwrap(), dir)
 }
 
 /// A fresh directory under the system temp directory, removed when dropped.

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use atrest_core::vault::ObjectKind;
 use crate::sql::{args, Row};
 use crate::{from_json, to_json, StoreError, Tx};
+use atrest_core::vault::ObjectKind;
 
 /// An object's name (as first stored) and deletion state.
 #[derive(Debug, Clone, PartialEq, Eq)]

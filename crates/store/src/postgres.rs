@@ -59,7 +59,10 @@ impl PgTarget {
         let bad = |reason: String| StoreError::BadDatabaseUrl(reason);
         let mut parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(bad(format!("the scheme '{}' is not postgres", parsed.scheme())));
+            return Err(bad(format!(
+                "the scheme '{}' is not postgres",
+                parsed.scheme()
+            )));
         }
         let mut root_cert = None;
         let kept: Vec<(String, String)> = parsed
@@ -106,7 +109,9 @@ impl PgTarget {
     }
 
     fn runtime(&self) -> &Runtime {
-        self.runtime.as_ref().expect("the runtime lives as long as the target")
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the target")
     }
 
     /// Opens a connection and starts driving it.
@@ -266,7 +271,9 @@ impl Conn {
         // The statement's text holds no stored values, so a failure names it.
         let stmt = block_on(self.client.prepare(&dollar_placeholders(sql))).map_err(|e| {
             match StoreError::from(e) {
-                StoreError::Postgres(message) => StoreError::Postgres(format!("{message}; in: {sql}")),
+                StoreError::Postgres(message) => {
+                    StoreError::Postgres(format!("{message}; in: {sql}"))
+                }
                 other => other,
             }
         })?;
@@ -333,7 +340,9 @@ impl Transaction<'_> {
 fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     let cell = |i: usize| -> Result<Cell, tokio_postgres::Error> {
         Ok(match *row.columns()[i].type_() {
-            Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map_or(Cell::Null, Cell::Int),
+            Type::INT8 => row
+                .try_get::<_, Option<i64>>(i)?
+                .map_or(Cell::Null, Cell::Int),
             Type::INT4 => row
                 .try_get::<_, Option<i32>>(i)?
                 .map_or(Cell::Null, |v| Cell::Int(v.into())),
@@ -403,7 +412,11 @@ pub(crate) fn migrate(
 pub(crate) fn create_database(admin: &str, name: &str) -> Arc<PgTarget> {
     let target = PgTarget::parse(admin).unwrap();
     let conn = Conn::open(&target).unwrap();
-    block_on(conn.client.batch_execute(&format!("CREATE DATABASE {name}"))).unwrap();
+    block_on(
+        conn.client
+            .batch_execute(&format!("CREATE DATABASE {name}")),
+    )
+    .unwrap();
     let mut url = url::Url::parse(admin).unwrap();
     url.set_path(name);
     PgTarget::parse(url.as_str()).unwrap()
@@ -416,7 +429,9 @@ mod tests {
     #[test]
     fn placeholders_become_dollars() {
         assert_eq!(
-            dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND (?12 IS NULL OR c = ?12) AND d = '?'"),
+            dollar_placeholders(
+                "SELECT a FROM t WHERE b = ?1 AND (?12 IS NULL OR c = ?12) AND d = '?'"
+            ),
             "SELECT a FROM t WHERE b = $1 AND ($12 IS NULL OR c = $12) AND d = '?'"
         );
     }
@@ -426,7 +441,10 @@ mod tests {
         let target =
             PgTarget::parse("postgres://atrest:hunter2@db.example:5433/atrest?sslmode=verify-full")
                 .unwrap();
-        assert_eq!(target.shown(), "postgres://atrest:***@db.example:5433/atrest?sslmode=require");
+        assert_eq!(
+            target.shown(),
+            "postgres://atrest:***@db.example:5433/atrest?sslmode=require"
+        );
         assert!(!format!("{target:?}").contains("hunter2"));
         let bad = PgTarget::parse("mysql://db.example/atrest").unwrap_err();
         assert!(bad.to_string().contains("not postgres"), "{bad}");

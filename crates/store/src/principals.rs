@@ -1,9 +1,9 @@
 //! Principals (service principals, managed identities, users, groups) and group
 //! membership.
 
-use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 use crate::sql::{args, Row};
 use crate::{StoreError, Tx};
+use atrest_core::principal::{PrincipalKind, PrincipalRecord};
 
 const COLUMNS: &str =
     "object_id, app_id, display_name, kind, secret_hash, is_admin, resource_id, created, \
@@ -110,7 +110,10 @@ impl Tx<'_> {
 
     /// Deletes a principal; false if no such principal.
     pub fn delete_principal(&self, object_id: &str) -> Result<bool, StoreError> {
-        Ok(self.exec("DELETE FROM principals WHERE object_id = ?1", args![object_id])? == 1)
+        Ok(self.exec(
+            "DELETE FROM principals WHERE object_id = ?1",
+            args![object_id],
+        )? == 1)
     }
 
     /// Makes `member_id` a member of `group_id`; false if it already was.

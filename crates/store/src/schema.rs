@@ -105,6 +105,14 @@ CREATE TABLE platform_keys (
     created INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Migrations of the audit database.
@@ -278,6 +286,12 @@ CREATE TABLE atrest_generation (
     value BIGINT NOT NULL
 );
 INSERT INTO atrest_generation (id, value) VALUES (1, 0);
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
 "#];
 
 /// Migrations of the audit log on PostgreSQL, in the state database.
@@ -310,4 +324,3 @@ CREATE TABLE audit_journals (
     records    BIGINT NOT NULL
 );
 "#];
-

@@ -57,7 +57,11 @@ fn bind<'a>(args: &'a [&'a dyn ToArg]) -> Vec<Arg<'a>> {
 }
 
 /// Runs one statement through the connection's statement cache.
-pub(crate) fn exec(tx: &Transaction<'_>, sql: &str, args: &[&dyn ToArg]) -> Result<u64, StoreError> {
+pub(crate) fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: &[&dyn ToArg],
+) -> Result<u64, StoreError> {
     let args = bind(args);
     Ok(tx
         .prepare_cached(sql)?

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use atrest_core::vault::VaultRecord;
 use crate::sql::{args, Row};
 use crate::{from_json, to_json, StoreError, Tx};
+use atrest_core::vault::VaultRecord;
 
 const COLUMNS: &str = "name, vault_id, subscription, resource_group, location, tenant, retention_days, purge_protection, \
                        disk_encryption, rbac, tags, wrapped_key, created, updated, deleted, scheduled_purge, access_policies";

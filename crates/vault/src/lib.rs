@@ -140,6 +140,23 @@ impl Vaults {
         Ok(current)
     }
 
+    /// How many store generations the caches are behind the store.
+    pub fn generation_lag(&self) -> Result<u64, VaultError> {
+        let current = self.store.generation()?;
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation;
+        Ok(current.saturating_sub(cached))
+    }
+
+    /// Whether other replicas write the same store, so the caches must be checked against
+    /// it periodically.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
     /// Looks `key` up in one of the cache's maps, or reads it with `load` and caches it
     /// unless a write happened meanwhile.
     fn cached<T>(

@@ -98,9 +98,14 @@ pub(crate) async fn open(
         OpenRoute::CloudMetadata => Ok(json(StatusCode::OK, &cloud_metadata(state))),
         OpenRoute::Metrics => {
             // Unauthenticated, as Prometheus scrapes; counts and vault names only.
-            let text = state.metrics.render(
+            let mut text = state.metrics.render(
                 &state.throttle.saturation(std::time::Instant::now()),
                 &state.audit_trail.alert_counts()?,
+            );
+            text.push_str(
+                &state
+                    .leader
+                    .render_metrics(state.vaults.generation_lag()?)?,
             );
             let mut resp = Resp::new(text.into());
             resp.headers_mut().insert(

@@ -55,6 +55,8 @@ pub(crate) async fn run(keep: bool) -> anyhow::Result<()> {
         audit_durability: Default::default(),
         state: None,
         replica_name: None,
+        public_port: None,
+        lease_duration: Duration::from_secs(10),
     };
     let instance = atrest_api::Instance::start(&opts).await?;
     println!(

@@ -263,9 +263,8 @@ impl AuditLog {
     /// by earlier versions are moved into blocks.
     pub fn open(db: &Database, link: ChainLink, replica: &str) -> Result<Self, StoreError> {
         let migrations = (schema::AUDIT, schema::PG_AUDIT);
-        let connections =
-            Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK, false)?;
-        let head = connections.write(|tx| {
+        let connections = Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK, false)?;
+        let head = connections.write(false, |tx| {
             if matches!(db, Database::Sqlite(_)) {
                 move_rows_into_blocks(tx, &link)?;
             }
@@ -354,7 +353,7 @@ impl AuditLog {
         mark: Option<JournalMark>,
     ) -> Result<(), StoreError> {
         let mut seen = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let head = self.connections.write(|tx| {
+        let head = self.connections.write(false, |tx| {
             let head = current_head(tx, *seen)?;
             let head = insert_block(tx, &self.link, head, events, |_| None)?;
             if let Some(mark) = mark {
@@ -496,7 +495,7 @@ impl AuditLog {
     /// Deletes events older than `before_ms`, oldest first, a whole block at a time, and
     /// moves the anchor to the last one deleted. Returns how many were deleted.
     pub fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.connections.write(|tx| {
+        self.connections.write(false, |tx| {
             // The cut is the newest block older than the cutoff whose predecessors are all
             // older too.
             let cut = tx.row(
@@ -528,7 +527,7 @@ impl AuditLog {
 
     /// Stores an alert; returns its id.
     pub fn add_alert(&self, a: &Alert) -> Result<i64, StoreError> {
-        self.connections.write(|tx| {
+        self.connections.write(false, |tx| {
             let id = tx.row(
                 "INSERT INTO alerts (time_ms, rule, severity, caller, resource, description, correlation_id) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
@@ -630,9 +629,11 @@ impl AuditLog {
 /// Where the chain starts: the last event retention deleted, or the genesis.
 fn anchor(tx: &Tx) -> Result<(i64, [u8; 32]), StoreError> {
     Ok(tx
-        .row("SELECT seq, hash FROM audit_anchor WHERE id = 1", args![], |r| {
-            Ok((r.get::<i64>(0)?, hash_column(r.get(1)?)))
-        })?
+        .row(
+            "SELECT seq, hash FROM audit_anchor WHERE id = 1",
+            args![],
+            |r| Ok((r.get::<i64>(0)?, hash_column(r.get(1)?))),
+        )?
         .map_or((0, GENESIS), |(seq, hash)| (seq, hash.unwrap_or(GENESIS))))
 }
 

@@ -1,0 +1,185 @@
+"""Replicas: several `atrest server` processes on one PostgreSQL database, each with its own
+data directory holding a copy of the same root.key. Run by scripts/test on its throw-away
+PostgreSQL (ATREST_TEST_STATE_SERVER); skipped on the embedded default."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient
+
+from conftest import ATREST, STATE_SERVER, Server
+
+pytestmark = pytest.mark.skipif(not STATE_SERVER, reason="needs a PostgreSQL server (scripts/test starts one)")
+
+LEASE = "3s"
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", url, "-Atc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def replica(dir, leader_dir=None, *args):
+    """A replica in `dir`; with `leader_dir`, sharing that replica's database and root key."""
+    dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if leader_dir is not None:
+        shutil.copy(leader_dir / "root.key", dir / "root.key")
+        os.chmod(dir / "root.key", 0o600)
+    srv = Server(dir, "--lease-duration", LEASE, *args)
+    if leader_dir is not None:
+        srv.state_url = Server(leader_dir).state_url
+    return srv.start()
+
+
+@pytest.fixture()
+def cluster(workdir):
+    """Two replicas, A (started first) and B, on one fresh database."""
+    base = workdir / f"cluster-{uuid.uuid4().hex[:8]}"
+    a = replica(base / "a")
+    b = replica(base / "b", base / "a")
+    yield a, b
+    for srv in (a, b):
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+def secrets(srv, vault, credential=None):
+    """A SecretClient on `srv`'s data plane (the replicas share one CA)."""
+    return SecretClient(srv.vault_url(vault), credential or srv.credential(), connection_verify=srv.env["ATREST_CA"])
+
+
+def metric(srv, name):
+    text = requests.get(f"https://localhost:{srv.port}/metrics", verify=srv.env["ATREST_CA"], timeout=30).text
+    line = next(l for l in text.splitlines() if l.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_write_on_one_replica_is_read_on_the_other_at_once(cluster):
+    a, b = cluster
+    a.cli("keyvault", "create", "-n", "rep-ryw", "-l", "westeurope", "--retention-days", "7")
+    on_a, on_b = secrets(a, "rep-ryw"), secrets(b, "rep-ryw")
+    assert a.env["ATREST_CA"] != b.env["ATREST_CA"]
+    assert open(a.env["ATREST_CA"]).read() == open(b.env["ATREST_CA"]).read(), "one CA for the cluster"
+    on_b.set_secret("warm", "cache")  # B has the vault cached from here on
+    for i in range(5):
+        on_a.set_secret("s", f"value-{i}")
+        assert on_b.get_secret("s").value == f"value-{i}"
+    on_a.begin_delete_secret("s").wait()
+    with pytest.raises(ResourceNotFoundError):
+        on_b.get_secret("s")
+    # A vault deleted and purged through A is gone on B at once, cache and all.
+    a.cli("keyvault", "delete", "-n", "rep-ryw")
+    a.cli("keyvault", "purge", "-n", "rep-ryw")
+    with pytest.raises((ResourceNotFoundError, HttpResponseError)):
+        on_b.get_secret("warm")
+
+
+def test_a_role_removed_on_one_replica_stops_granting_on_the_other(cluster):
+    a, b = cluster
+    a.cli("keyvault", "create", "-n", "rep-rbac", "-l", "westeurope")
+    sp, _ = a.new_principal("rep")
+    scope = a.vault_scope("rep-rbac")
+    a.cli("role", "assignment", "create", "--assignee", sp["appId"], "--role", "Key Vault Secrets Officer", "--scope", scope)
+    # The principal signs in at B (replicas behind one load balancer share one authority).
+    on_b = secrets(b, "rep-rbac", b.credential(sp["appId"], sp["password"]))
+    on_b.set_secret("granted", "yes")  # B has the role assignments cached from here on
+    a.cli("role", "assignment", "delete", "--assignee", sp["appId"], "--role", "Key Vault Secrets Officer", "--scope", scope)
+    with pytest.raises(HttpResponseError) as denied:
+        on_b.get_secret("granted")
+    assert denied.value.status_code == 403
+
+
+def test_one_audit_chain_across_replicas(cluster):
+    a, b = cluster
+    a.cli("keyvault", "create", "-n", "rep-audit", "-l", "westeurope")
+    for srv in (a, b, a, b):
+        secrets(srv, "rep-audit").set_secret("s", srv.data_dir.name)
+    # Each replica's writer stores within its interval; then either verifies the whole chain.
+    time.sleep(1)
+    for srv in (a, b):
+        verified = srv.cli("monitor", "audit", "verify")
+        assert verified["verified"] is True, verified
+    events = b.cli("monitor", "audit", "list", "--operation", "SecretSet", "--limit", "20")
+    stored = [e for e in events if e["resultType"] == "Success"]
+    assert len(stored) == 4, events
+
+
+def test_the_leader_is_replaced_when_it_is_killed(cluster):
+    a, b = cluster
+    assert metric(a, "ClusterLeader") == 1 and metric(b, "ClusterLeader") == 0
+    epoch = metric(a, "ClusterLeaderEpoch")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    deadline = time.time() + 15
+    while metric(b, "ClusterLeader") != 1:
+        assert time.time() < deadline, "B did not take over within 15 s of A's death"
+        time.sleep(0.2)
+    assert metric(b, "ClusterLeaderEpoch") == epoch + 1
+    # The new leader runs the cluster's jobs: its purge pass records the audit checkpoint.
+    b.cli("keyvault", "create", "-n", "rep-lead", "-l", "westeurope")
+    assert b.cli("monitor", "audit", "verify")["verified"] is True
+
+
+def test_a_clean_stop_hands_leadership_over_at_once(cluster):
+    a, b = cluster
+    assert a.stop() == 0
+    deadline = time.time() + 2.5  # a fifth of the lease is B's retry period; well under the lease
+    while metric(b, "ClusterLeader") != 1:
+        assert time.time() < deadline, "B did not take over promptly after A resigned"
+        time.sleep(0.1)
+
+
+def refused(dir, state, expected):
+    """Starts a server that must refuse to start; returns its output."""
+    dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    done = subprocess.run([str(ATREST), "server", "--data-dir", str(dir), "--listen", "127.0.0.1:0", "--state", state],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stderr
+    assert expected in done.stderr, done.stderr
+    assert "hunter2" not in done.stderr
+    return done.stderr
+
+
+# Everything a replica stores at start, as one digest (leases, renewed all the time, aside).
+STORED = " || ".join(
+    f"(SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t)"
+    for table in ["meta", "principals", "vaults", "role_assignments", "resources", "platform_keys",
+                  "atrest_schema", "atrest_generation", "audit_journals"])
+
+
+def test_bad_configuration_is_refused_at_start_and_writes_nothing(cluster, workdir):
+    a, _ = cluster
+    url = a.state_url()
+    before = psql(url, f"SELECT {STORED}")
+    # A replica whose root key is not the database's.
+    refused(workdir / f"stranger-{uuid.uuid4().hex[:8]}", url, "root.key")
+    assert psql(url, f"SELECT {STORED}") == before, "the refused replica wrote"
+    # The database is unreachable, or refuses the password.
+    host, port = STATE_SERVER.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    closed = socket_free_port()
+    refused(workdir / "unreachable", f"postgres://atrest:hunter2@127.0.0.1:{closed}/x", "PostgreSQL")
+    user = url.split("//", 1)[1].split(":", 1)[0]
+    refused(workdir / "wrong-password", f"postgres://{user}:hunter2@{host}:{port}/{url.rsplit('/', 1)[1]}",
+            "password authentication failed")
+    refused(workdir / "bad-url", "mysql://localhost/x", "not postgres")
+    # A schema newer than this binary knows.
+    psql(url, "UPDATE atrest_schema SET version = version + 100 WHERE component = 'state'")
+    try:
+        refused(workdir / f"newer-{uuid.uuid4().hex[:8]}", url, "newer than this atrest supports")
+    finally:
+        psql(url, "UPDATE atrest_schema SET version = version - 100 WHERE component = 'state'")
+
+
+def socket_free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
