@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +28,9 @@ BLOB_STORE = os.environ.get("ATREST_TEST_BLOB_STORE")
 # A PostgreSQL server (`postgres://…/postgres`) when scripts/test runs the suite on the shared
 # backend: each data directory then keeps its state in a database of its own there.
 STATE_SERVER = os.environ.get("ATREST_TEST_STATE_SERVER")
+# With STATE_SERVER, the main server becomes this many replicas of one database behind a
+# TCP load balancer (Proxy), as a platform team would run them.
+REPLICAS = int(os.environ.get("ATREST_TEST_REPLICAS", "1"))
 AZURITE_ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 HOSTS = [l.strip() for l in (Path(__file__).parent / "hosts").read_text().splitlines() if l.strip() and not l.startswith("#")]
 
@@ -39,15 +44,70 @@ def parse_env(path):
     return env
 
 
-class Server:
-    """One `atrest server` child process."""
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, data_dir, *args):
+
+class Proxy:
+    """A TCP load balancer: each connection goes to the next backend port in turn."""
+
+    def __init__(self, backends):
+        self.backends = backends
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            backend = self.backends[self.connections % len(self.backends)]
+            self.connections += 1
+            try:
+                upstream = socket.create_connection(("127.0.0.1", backend))
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+class Server:
+    """One `atrest server` child process, or (`replicas` > 1) several on one database
+    behind a Proxy, used through the proxy; `proc`, `data_dir` and the env are the first's."""
+
+    def __init__(self, data_dir, *args, replicas=1):
         self.data_dir = Path(data_dir)
         self.args = list(args)
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
         self.proc = None
         self.env = {}
+        self.replicas = replicas
+        self.peers = []
+        self.proxy = None
+        self.listen_port = 0
 
     def state_url(self):
         """The database this data directory's state lives in on STATE_SERVER, created on
@@ -60,11 +120,29 @@ class Server:
         return STATE_SERVER.rsplit("/", 1)[0] + "/" + name
 
     def start(self):
+        if self.replicas > 1 and not self.peers:
+            ports = [free_port() for _ in range(self.replicas)]
+            self.proxy = Proxy(ports)
+            self.args += ["--public-port", str(self.proxy.port)]
+            self.listen_port = ports[0]
+            self._start_one()
+            for i, port in enumerate(ports[1:], start=2):
+                peer_dir = self.data_dir.parent / f"{self.data_dir.name}-replica{i}"
+                peer_dir.mkdir(mode=0o700, exist_ok=True)
+                shutil.copy(self.data_dir / "root.key", peer_dir / "root.key")
+                peer = Server(peer_dir, *self.args)
+                peer.state_url = self.state_url
+                peer.listen_port = port
+                self.peers.append(peer._start_one())
+            return self
+        return self._start_one()
+
+    def _start_one(self):
         env_file = self.data_dir / "env"
         env_file.unlink(missing_ok=True)  # a stale one from an earlier run is not readiness
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+            [str(ATREST), "server", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.listen_port}",
              *(["--blob-store", BLOB_STORE] if BLOB_STORE else []),
              *(["--state", self.state_url()] if STATE_SERVER else []), *self.args],
             stdout=log, stderr=subprocess.STDOUT,
@@ -80,9 +158,15 @@ class Server:
         return self
 
     def stop(self):
-        """SIGTERM, and the exit status of a clean shutdown."""
+        """SIGTERM, and the exit status of a clean shutdown (the worst of the replicas')."""
+        statuses = []
+        for peer in self.peers:
+            statuses.append(peer.stop())
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        statuses.append(self.proc.wait(timeout=30))
+        if self.proxy:
+            self.proxy.close()
+        return max(statuses, key=abs)
 
     @property
     def port(self):
@@ -126,7 +210,7 @@ class Server:
         return {**sp, "objectId": listed[0]["objectId"]}, self.credential(sp["appId"], sp["password"])
 
     def log(self):
-        return self.log_path.read_text()
+        return "".join(s.log_path.read_text() for s in [self, *self.peers])
 
     # The block store, as its backend keeps it: files under DIR/disks, or Azurite's blobs.
     def _container(self):
@@ -181,7 +265,8 @@ def server(workdir):
     # The authorization matrices create keys far faster than Azure's 10 per 10 seconds;
     # throttling has its own server and tests.
     srv = Server(workdir / "main", "--purge-interval", "1s",
-                 "--throttle-limits", "key-create=100000,secrets=100000,keys=100000").start()
+                 "--throttle-limits", "key-create=100000,secrets=100000,keys=100000",
+                 replicas=REPLICAS if STATE_SERVER else 1).start()
     saved = dict(os.environ)
     os.environ.update(srv.env)
     srv.cli("keyvault", "create", "-n", "sdk-main", "-l", "westeurope", "--retention-days", "7")

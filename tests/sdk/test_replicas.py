@@ -13,7 +13,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from conftest import ATREST, STATE_SERVER, Server
+from conftest import ATREST, BLOB_STORE, STATE_SERVER, Server
 
 pytestmark = pytest.mark.skipif(not STATE_SERVER, reason="needs a PostgreSQL server (scripts/test starts one)")
 
@@ -38,10 +38,11 @@ def replica(dir, leader_dir=None, *args):
 
 @pytest.fixture()
 def cluster(workdir):
-    """Two replicas, A (started first) and B, on one fresh database."""
+    """Two replicas, A (started first) and B, on one fresh database (and, when the suite
+    runs with one, one object store for the disks' blocks)."""
     base = workdir / f"cluster-{uuid.uuid4().hex[:8]}"
-    a = replica(base / "a")
-    b = replica(base / "b", base / "a")
+    a = replica(base / "a", None, "--replica-name", "rep-a")
+    b = replica(base / "b", base / "a", "--replica-name", "rep-b")
     yield a, b
     for srv in (a, b):
         if srv.proc.poll() is None:
@@ -183,3 +184,65 @@ def socket_free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def qemu_io(uri, *commands):
+    args = ["qemu-io", "-f", "raw"]
+    for c in commands:
+        args += ["-c", c]
+    done = subprocess.run(args + [uri], capture_output=True, text=True, timeout=60)
+    return done.returncode == 0 and "failed" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def served(srv, vm):
+    """`vm` as `srv` shows it: the replica serving it and its disk's NBD URI."""
+    shown = srv.cli("vm", "show", "-n", vm)["properties"]
+    return shown["instanceView"].get("assignedHost"), shown["storageProfile"]["dataDisks"][0].get("nbdUri")
+
+
+def served_by(srv, vm, replica, timeout=15):
+    """Waits until `replica` serves `vm`; returns the disk's NBD URI there."""
+    deadline = time.time() + timeout
+    while (shown := served(srv, vm))[0] != replica or not shown[1]:
+        assert time.time() < deadline, f"{replica} does not serve {vm}: {shown}"
+        time.sleep(0.2)
+    return shown[1]
+
+
+@pytest.mark.skipif(not BLOB_STORE, reason="replicas share disks through an object store")
+def test_one_replica_serves_a_disk_moves_it_and_another_takes_it_over_when_it_dies(cluster):
+    a, b = cluster
+    disk, vm = f"rep-d-{uuid.uuid4().hex[:6]}", f"rep-vm-{uuid.uuid4().hex[:6]}"
+    a.cli("disk", "create", "-n", disk, "-z", "1")
+    a.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    a.cli("vm", "start", "-n", vm)
+    uri_a = served_by(b, vm, "rep-a", timeout=0)
+    ok, out = qemu_io(uri_a, "write -P 0x5a 0 1M")
+    assert ok, out
+    # A start through B leaves the running machine where it is.
+    b.cli("vm", "start", "-n", vm)
+    assert served(b, vm) == ("rep-a", uri_a)
+    # Moved to B: A closes the disk (flushed), B takes its lease and serves what A wrote.
+    a.cli("vm", "start", "-n", vm, "--host", "rep-b")
+    uri_b = served_by(a, vm, "rep-b")
+    assert uri_b != uri_a
+    assert qemu_io(uri_a, "read 0 4k")[0] is False, "A still serves a disk B holds"
+    ok, out = qemu_io(uri_b, "read -P 0x5a 0 1M", "write -P 0x6b 512M 64k")
+    assert ok, out
+    # Back to A, then A dies: the machine is started on B, which takes the disk once A's
+    # lease runs out and serves it from its last flushed state.
+    b.cli("vm", "start", "-n", vm, "--host", "rep-a")
+    uri_a = served_by(b, vm, "rep-a")
+    ok, out = qemu_io(uri_a, "read -P 0x6b 512M 64k", "write -P 0x7c 4M 4k")
+    assert ok, out
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    b.cli("vm", "start", "-n", vm, "--host", "rep-b")
+    uri_b = served_by(b, vm, "rep-b")
+    ok, out = qemu_io(uri_b, "read -P 0x5a 0 1M", "read -P 0x6b 512M 64k", "read -P 0x7c 4M 4k")
+    assert ok, out
+    # Stopped through B, the disk's lease is free again: a start on B serves it at once.
+    b.cli("vm", "stop", "-n", vm)
+    assert served(b, vm)[1] is None
+    b.cli("vm", "start", "-n", vm)
+    assert served(b, vm)[0] == "rep-b"

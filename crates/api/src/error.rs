@@ -287,6 +287,7 @@ impl From<ComputeError> for ApiError {
             }
             E::NotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             E::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            E::ServedElsewhere { .. } => (StatusCode::CONFLICT, "OperationNotAllowed"),
             E::KeyUnusable { .. } => (StatusCode::CONFLICT, "KeyVaultKeyUnusable"),
             // Store, block-file and internal faults: the detail goes to the log only.
             E::Store(_) | E::Directory(_) | E::Disk(_) | E::Internal(_) => {

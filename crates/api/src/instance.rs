@@ -44,7 +44,9 @@ use zeroize::Zeroizing;
 
 use crate::admin::alerts;
 use crate::client::Client;
-use crate::jobs::{cache_loop, copy_loop, key_check_loop, leader_loop, purge_loop, scheduler_loop};
+use crate::jobs::{
+    cache_loop, copy_loop, disk_loop, key_check_loop, leader_loop, purge_loop, scheduler_loop,
+};
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
 use crate::vault_access::InProcessVaults;
@@ -87,6 +89,9 @@ pub enum InstanceError {
     /// The vault service failed to start.
     #[error(transparent)]
     Vault(#[from] atrest_vault::VaultError),
+    /// A setting that cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -215,11 +220,21 @@ impl Instance {
     pub async fn start(opts: &Options) -> Result<Instance, InstanceError> {
         let dir = &opts.data_dir;
         let (lock, env_path) = lock_data_dir(dir)?;
+        let replica = match &opts.replica_name {
+            Some(name) => {
+                atrest_core::names::check_replica_name(name)
+                    .map_err(|e| InstanceError::Config(e.to_string()))?;
+                name.clone()
+            }
+            None => default_replica_name(dir)?,
+        };
         let (keys, signer) = open_keys(dir, opts.state.as_deref())?;
         let (tls, ca_path) = tls_identity(dir, &keys)?;
         let listener = bind(opts.listen).await?;
-        let listening_port = listener.local_addr().map_err(io_err(dir))?.port();
-        let port = opts.public_port.unwrap_or(listening_port);
+        let port = match opts.public_port {
+            Some(port) => port,
+            None => listener.local_addr().map_err(io_err(dir))?.port(),
+        };
         let identity = Identity::new(
             keys.meta.store().clone(),
             signer,
@@ -230,10 +245,6 @@ impl Instance {
         .with_token_lifetime(opts.token_lifetime);
         let admin = bootstrap_admin(&identity, &keys.meta, &keys.subscription)?;
         let env = env_file(dir, &ca_path, &identity, &keys, &admin)?;
-        let replica = opts
-            .replica_name
-            .clone()
-            .unwrap_or_else(|| default_replica_name(listening_port));
         let audit = open_audit(dir, &replica, opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
             Some(addr) => Some(bind(addr).await?),
@@ -301,6 +312,7 @@ impl Instance {
             self.audit_retention,
         ));
         let leader = tokio::spawn(leader_loop(self.state.clone()));
+        let disks = tokio::spawn(disk_loop(self.state.clone()));
         let caches = self
             .state
             .vaults
@@ -323,6 +335,7 @@ impl Instance {
         let _ = stop_nbd.send(());
         let background = [
             Some(leader),
+            Some(disks),
             caches,
             Some(purger),
             Some(scheduler),
@@ -363,13 +376,24 @@ impl Instance {
     }
 }
 
-/// This host's name and the listening port: distinct for replicas on one host.
-fn default_replica_name(port: u16) -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match host.trim() {
-        "" => format!("localhost-{port}"),
-        host => format!("{host}-{port}"),
+/// The name this data directory's replica got on its first start, kept in
+/// `DIR/replica-name` so a restart finds its machines and disk leases again: the host's
+/// name and a random suffix (replicas may share a host).
+fn default_replica_name(dir: &Path) -> Result<String, InstanceError> {
+    let path = dir.join("replica-name");
+    match fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+        _ => {}
     }
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = match host.trim() {
+        "" => "localhost",
+        host => host,
+    };
+    let name = format!("{host}-{}", &random_uuid()[..8]);
+    write_private(&path, name.as_bytes())?;
+    Ok(name)
 }
 
 /// The keys and identifiers every later step needs, from the root key outward.
@@ -638,6 +662,10 @@ fn services(
         opts.lease_duration,
     ));
     let key_access = Arc::new(InProcessVaults::default());
+    let nbd_addr = match nbd {
+        Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
+        None => None,
+    };
     let compute = Arc::new(Compute::new(
         meta.store().clone(),
         meta.root(),
@@ -649,6 +677,9 @@ fn services(
             garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
             snapshot_limits: opts.snapshot_limits,
             copy_bandwidth: opts.snapshot_copy_bandwidth,
+            replica: replica.to_owned(),
+            lease_ttl: opts.lease_duration,
+            nbd: nbd_addr.map(|a| a.to_string()),
         },
         unix_now().0,
     )?);
@@ -656,10 +687,7 @@ fn services(
         port,
         subscription,
         resource_group: DEFAULT_RESOURCE_GROUP.to_owned(),
-        nbd: match nbd {
-            Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
-            None => None,
-        },
+        nbd: nbd_addr,
     };
     let resource_groups = ResourceGroups::new(meta.store().clone());
     // The group the CLI uses when none is named exists from the first start.

@@ -179,6 +179,22 @@ pub(crate) async fn leader_loop(state: Arc<AppState>) {
     }
 }
 
+/// Every fifth of a lease: renews the leases of the disks this replica serves, then
+/// serves the machines started for it and closes those stopped or moved elsewhere.
+pub(crate) async fn disk_loop(state: Arc<AppState>) {
+    let every = state.leader.ttl() / 5;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let compute = state.compute.clone();
+        let _ = tokio::task::spawn_blocking(move || compute.renew_leases()).await;
+        if let Err(e) = state.compute.reconcile(unix_now().0).await {
+            tracing::warn!(error = %e, "cannot compare the disks served here with the machines' records");
+        }
+    }
+}
+
 /// On a database other replicas write too, checks every second whether they changed
 /// anything, so cached rows and keys (a purged vault's among them) leave an idle
 /// replica's memory too.

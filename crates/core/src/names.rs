@@ -16,6 +16,9 @@ pub enum NameError {
     /// not ending with a period.
     #[error("Resource group '{0}' has an invalid name. It must be 1-90 characters of letters, digits, '-', '_', '.', '(' and ')', and not end with '.'.")]
     ResourceGroup(String),
+    /// Replica names: 1–63 characters of letters, digits, `-`, `_` and `.`.
+    #[error("The replica name '{0}' is invalid. It must be 1-63 characters of letters, digits, '-', '_' and '.'.")]
+    Replica(String),
 }
 
 /// Checks a key vault name.
@@ -43,6 +46,18 @@ pub fn check_object_name(name: &str) -> Result<(), NameError> {
         Ok(())
     } else {
         Err(NameError::Object(name.to_owned()))
+    }
+}
+
+/// Checks an atrest replica's name (`--replica-name`, `vm start --host`).
+pub fn check_replica_name(name: &str) -> Result<(), NameError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match ok {
+        true => Ok(()),
+        false => Err(NameError::Replica(name.to_owned())),
     }
 }
 

@@ -37,6 +37,15 @@ pub enum ComputeError {
         /// What is in the way.
         message: String,
     },
+    /// Another replica holds the disk's lease, so it alone may serve the disk
+    /// (`OperationNotAllowed`, 409).
+    #[error("Disk '{disk}' is served by replica '{replica}'; stop its virtual machine there, start the machine there, or start it here with --host once that replica's lease on the disk runs out.")]
+    ServedElsewhere {
+        /// The disk.
+        disk: String,
+        /// The replica holding its lease.
+        replica: String,
+    },
     /// The disk encryption set's identity cannot use its key (`KeyVaultAccessForbidden`, 400).
     #[error("Unable to access key vault resource '{key_url}' to enable encryption at rest. Please grant get, wrap and unwrap key permissions to disk encryption set '{des}'. The vault answered: {cause}")]
     KeyVaultAccessForbidden {

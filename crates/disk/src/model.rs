@@ -291,6 +291,12 @@ pub struct VirtualMachine {
     pub disks: Vec<String>,
     /// Whether it runs (its disks are exported).
     pub running: bool,
+    /// The replica that serves its disks while it runs (chosen at start).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `HOST:PORT` of that replica's NBD server, once it serves them.
+    #[serde(default)]
+    pub nbd: Option<String>,
     /// Creation time.
     pub created: i64,
 }

@@ -597,12 +597,12 @@ fn image_json(image: &Image) -> Value {
     })
 }
 
-/// `nbd://HOST:PORT/EXPORT` of a running machine's disk.
-fn nbd_uri(state: &AppState, resource_group: &str, disk: &str) -> Option<String> {
-    state.settings.nbd.map(|addr| {
+/// `nbd://HOST:PORT/EXPORT` of a running machine's disk, on the replica serving it.
+fn nbd_uri(vm: &VirtualMachine, disk: &str) -> Option<String> {
+    vm.nbd.as_ref().map(|addr| {
         format!(
             "nbd://{addr}/{}",
-            atrest_disk::Compute::export_name(resource_group, disk)
+            atrest_disk::Compute::export_name(&vm.resource_group, disk)
         )
     })
 }
@@ -620,7 +620,7 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
                 "managedDisk": { "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}", state.settings.subscription, vm.resource_group) },
             });
             if vm.running {
-                if let Some(uri) = nbd_uri(state, &vm.resource_group, name) {
+                if let Some(uri) = nbd_uri(vm, name) {
                     disk["nbdUri"] = Value::from(uri);
                 }
             }
@@ -642,6 +642,8 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
                     { "code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded" },
                     { "code": format!("PowerState/{power}"), "level": "Info", "displayStatus": format!("VM {power}") },
                 ],
+                // The atrest replica that serves (or is to serve) the disks.
+                "assignedHost": vm.running.then_some(vm.host.as_deref()).flatten(),
             },
         },
     })
@@ -776,6 +778,7 @@ pub(crate) async fn handle(
     caller: &Caller,
     method: &Method,
     route: Route<'_>,
+    query: &[(String, String)],
     body: Body,
 ) -> Result<Resp, ApiError> {
     let (target, verb) = match route {
@@ -924,7 +927,12 @@ pub(crate) async fn handle(
             Ok(empty(StatusCode::OK))
         }
         ("virtualMachines", "POST", Some(a)) if a.eq_ignore_ascii_case("start") => {
-            let vm = compute.start_vm(resource_group, name, now).await?;
+            // `?host=REPLICA` picks the replica that serves the disks (default: this one).
+            let host = query
+                .iter()
+                .find(|(k, _)| k == "host")
+                .map(|(_, v)| v.as_str());
+            let vm = compute.start_vm(resource_group, name, now, host).await?;
             Ok(json(StatusCode::OK, &vm_json(state, &vm)))
         }
         ("virtualMachines", "POST", Some(a))

@@ -369,7 +369,9 @@ pub(crate) async fn management(
         ArmRoute::Authorization { scope, route } => {
             authorization::handle(state, ctx, caller, &scope, route, &query, body).await
         }
-        ArmRoute::Compute(route) => compute::handle(state, ctx, caller, method, route, body).await,
+        ArmRoute::Compute(route) => {
+            compute::handle(state, ctx, caller, method, route, &query, body).await
+        }
         ArmRoute::Resources(route) => {
             resources::handle(state, ctx, caller, route, &query, body).await
         }

@@ -309,7 +309,14 @@ pub(crate) enum VmCommand {
         attach_disks: Vec<String>,
     },
     /// Start a virtual machine: unwrap its disks' keys and export the disks over NBD.
-    Start(Named),
+    Start {
+        #[command(flatten)]
+        target: Named,
+        /// The replica that serves the disks (its --replica-name); default: the one
+        /// answering. Another replica starts serving them within a second.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Stop a virtual machine: end its exports and drop its disks' keys from memory.
     Stop(Named),
     /// Show a virtual machine, with the NBD URI of each disk while it runs.
@@ -550,9 +557,16 @@ pub(crate) async fn vm(
                 .call(conn, KIND, Method::PUT, None, Some(body))
                 .await?
         }
-        C::Start(target) => {
+        C::Start { target, host } => {
+            let action = match host {
+                Some(host) => {
+                    atrest_core::names::check_replica_name(&host)?;
+                    format!("start?host={host}")
+                }
+                None => "start".to_owned(),
+            };
             target
-                .call(conn, KIND, Method::POST, Some("start"), None)
+                .call(conn, KIND, Method::POST, Some(&action), None)
                 .await?
         }
         C::Stop(target) => {

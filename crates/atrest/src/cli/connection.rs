@@ -211,7 +211,8 @@ impl Connection {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}?api-version={ARM_API_VERSION}", self.endpoint);
+        let join = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{join}api-version={ARM_API_VERSION}", self.endpoint);
         self.call(MANAGEMENT_RESOURCE, method, &url, body).await
     }
 

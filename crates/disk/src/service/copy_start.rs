@@ -178,8 +178,7 @@ impl Compute {
             })
             .await?;
             if let Some(rate) = self.config.copy_bandwidth.filter(|r| *r > 0) {
-                tokio::time::sleep(std::time::Duration::from_secs_f64(len as f64 / rate as f64))
-                    .await;
+                tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
             }
         }
         blocking(move || to.flush()).await?;

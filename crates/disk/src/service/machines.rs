@@ -50,6 +50,8 @@ impl Compute {
             tags: BTreeMap::new(),
             disks: Vec::new(),
             running: false,
+            host: None,
+            nbd: None,
             created: now,
         });
         if let Some(tags) = &req.tags {
@@ -160,17 +162,74 @@ impl Compute {
         Ok((vm, created))
     }
 
-    /// Starts a virtual machine: unwraps the data keys of each disk and exports it. Any
-    /// unusable key refuses the start, naming the key and why, and nothing is exported.
+    /// Starts a virtual machine. Without a `host`: one running on another replica stays
+    /// there; otherwise this replica takes each disk's lease, unwraps its data keys and
+    /// exports it, and a disk served elsewhere or with an unusable key refuses the start,
+    /// naming the disk and why, with nothing exported. With a `host`, the machine is
+    /// recorded as that replica's (moving it, if it ran elsewhere: its replica closes the
+    /// disks, flushed, within a second) and is served by it as soon as the disks' leases
+    /// are free: at once, or when a dead replica's leases run out.
     pub async fn start_vm(
         &self,
         resource_group: &str,
         name: &str,
         now: i64,
+        host: Option<&str>,
     ) -> Result<VirtualMachine, ComputeError> {
         let _guard = self.changes.lock().await;
         let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
+        match host {
+            None if vm.running && !self.is_mine(&vm) => {}
+            None => self.serve_vm(&mut vm, now).await?,
+            Some(host) if host == self.config.replica => match self.serve_vm(&mut vm, now).await {
+                Err(ComputeError::ServedElsewhere { .. }) => self.assign(&mut vm, host)?,
+                served => served?,
+            },
+            Some(other) => self.assign(&mut vm, other)?,
+        }
+        Ok(vm)
+    }
+
+    /// Records `vm` as running on `host`, which serves it once it can.
+    fn assign(&self, vm: &mut VirtualMachine, host: &str) -> Result<(), ComputeError> {
+        vm.running = true;
+        vm.host = Some(host.to_owned());
+        vm.nbd = None;
+        self.save_vm(vm)
+    }
+
+    /// Serves `vm`'s disks from this replica and records that it runs here.
+    async fn serve_vm(&self, vm: &mut VirtualMachine, now: i64) -> Result<(), ComputeError> {
         let mut opened = Vec::new();
+        let result = self.open_disks(vm, now, &mut opened).await;
+        if let Err(e) = result {
+            for disk in &opened {
+                self.release_lease(&disk.lease);
+            }
+            return Err(e);
+        }
+        {
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            for disk in opened {
+                if let Some(previous) = open.insert(disk.export.clone(), Arc::new(disk)) {
+                    previous.close();
+                }
+            }
+        }
+        vm.running = true;
+        vm.host = Some(self.config.replica.clone());
+        vm.nbd = self.config.nbd.clone();
+        self.save_vm(vm)
+    }
+
+    /// Takes the lease of each of `vm`'s disks and opens it into `opened`.
+    async fn open_disks(
+        &self,
+        vm: &VirtualMachine,
+        now: i64,
+        opened: &mut Vec<OpenDisk>,
+    ) -> Result<(), ComputeError> {
+        let resource_group = &vm.resource_group;
         for disk_name in &vm.disks {
             let disk: Disk = self.get(DISK_KIND, resource_group, disk_name)?;
             if self.access_active(&disk, now).is_some() {
@@ -179,9 +238,11 @@ impl Compute {
                     format!("Disk '{disk_name}' has active read access (ActiveSAS); end it with endGetAccess first."),
                 ));
             }
+            let lease = self.take_lease(&disk)?;
             let layers = match self.unwrap_layers(&disk).await {
                 Ok(layers) => layers,
                 Err(e) => {
+                    self.release_lease(&lease);
                     if matches!(e, ComputeError::KeyUnusable { .. }) {
                         self.set_key_error(resource_group, disk_name, Some(e.to_string()))?;
                     }
@@ -189,33 +250,71 @@ impl Compute {
                 }
             };
             self.set_key_error(resource_group, disk_name, None)?;
-            let file = self.open_volume(&disk, layers).await?;
-            opened.push(Arc::new(OpenDisk {
+            let file = match self.open_volume(&disk, layers).await {
+                Ok(file) => file,
+                Err(e) => {
+                    self.release_lease(&lease);
+                    return Err(e);
+                }
+            };
+            opened.push(OpenDisk {
                 export: Self::export_name(resource_group, &disk.name),
-                resource_group: resource_group.to_owned(),
+                resource_group: resource_group.clone(),
                 name: disk.name.clone(),
                 file,
                 closed: AtomicBool::new(false),
-            }));
+                lease,
+            });
         }
-        {
-            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-            for disk in opened {
-                if let Some(previous) = open.insert(disk.export.clone(), disk) {
-                    previous.close();
-                }
-            }
-        }
-        vm.running = true;
-        self.save_vm(&vm)?;
-        Ok(vm)
+        Ok(())
     }
 
-    /// Starts again the machines that were running when the server last stopped. One whose
-    /// keys cannot be unwrapped stays stopped, and its disk shows why.
+    fn lease_name(disk: &Disk) -> String {
+        format!("disk/{}", disk.unique_id)
+    }
+
+    /// Takes (or renews) `disk`'s lease for this replica; refused while another replica's
+    /// lease on it has time left.
+    fn take_lease(&self, disk: &Disk) -> Result<DiskLease, ComputeError> {
+        let name = Self::lease_name(disk);
+        let sent = Instant::now();
+        let ttl = self.config.lease_ttl;
+        let acquired = self.store.write_uncached(|tx| {
+            tx.acquire_lease(&name, &self.config.replica, ttl.as_millis() as i64)
+        })?;
+        match acquired {
+            Acquired::Held { epoch } => Ok(DiskLease {
+                name,
+                epoch,
+                until: Mutex::new(sent + ttl * 4 / 5),
+            }),
+            Acquired::HeldBy(row) => Err(ComputeError::ServedElsewhere {
+                disk: disk.name.clone(),
+                replica: row.holder,
+            }),
+        }
+    }
+
+    fn release_lease(&self, lease: &DiskLease) {
+        let released = self
+            .store
+            .write_uncached(|tx| tx.release_lease(&lease.name, &self.config.replica, lease.epoch));
+        if let Err(e) = released {
+            tracing::warn!(lease = %lease.name, error = %e, "cannot release a disk's lease; it runs out by itself");
+        }
+    }
+
+    /// Starts again the machines that were running here when the server last stopped. One
+    /// whose keys cannot be unwrapped stays stopped, and its disk shows why.
     pub async fn resume(&self, now: i64) -> Result<(), ComputeError> {
-        for vm in self.list_vms(None)?.into_iter().filter(|vm| vm.running) {
-            if let Err(e) = self.start_vm(&vm.resource_group, &vm.name, now).await {
+        let mine = self
+            .list_vms(None)?
+            .into_iter()
+            .filter(|vm| vm.running && self.is_mine(vm));
+        for vm in mine {
+            let _guard = self.changes.lock().await;
+            let mut started = vm.clone();
+            if let Err(e) = self.serve_vm(&mut started, now).await {
                 tracing::warn!(vm = %vm.name, error = %e, "a virtual machine that was running cannot start again");
                 let mut stopped = vm;
                 stopped.running = false;
@@ -225,8 +324,124 @@ impl Compute {
         Ok(())
     }
 
+    /// Whether this replica is the one to serve `vm` (one started before replicas had
+    /// names belongs to whichever serves it).
+    fn is_mine(&self, vm: &VirtualMachine) -> bool {
+        vm.host.as_deref().is_none_or(|h| h == self.config.replica)
+    }
+
+    /// Brings this replica in line with the machines' records, which any replica may have
+    /// changed: serves the disks of a machine started for this replica, and closes those
+    /// of one stopped, moved or deleted elsewhere. A machine whose disks another replica
+    /// still holds is tried again at the next call.
+    pub async fn reconcile(&self, now: i64) -> Result<(), ComputeError> {
+        let vms = self.list_vms(None)?;
+        for vm in &vms {
+            let served_here = self.serves_any(vm);
+            let wanted_here = vm.running && self.is_mine(vm);
+            if wanted_here && !self.serves_all(vm) {
+                let _guard = self.changes.lock().await;
+                let mut started: VirtualMachine =
+                    self.get(VM_KIND, &vm.resource_group, &vm.name)?;
+                if started.running && self.is_mine(&started) {
+                    match self.serve_vm(&mut started, now).await {
+                        Ok(()) => {
+                            tracing::info!(vm = %vm.name, "serving a virtual machine started for this replica")
+                        }
+                        Err(e) => {
+                            tracing::info!(vm = %vm.name, error = %e, "a virtual machine started for this replica cannot be served yet")
+                        }
+                    }
+                }
+            } else if served_here && !wanted_here {
+                tracing::info!(vm = %vm.name, "a virtual machine stopped or moved elsewhere; closing its disks here");
+                self.close_disks(vm);
+            }
+        }
+        // Disks of machines that no longer exist.
+        let gone: Vec<Arc<OpenDisk>> = {
+            let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+            open.values()
+                .filter(|d| {
+                    !vms.iter().any(|vm| {
+                        vm.resource_group.eq_ignore_ascii_case(&d.resource_group)
+                            && vm.disks.iter().any(|n| n.eq_ignore_ascii_case(&d.name))
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        for disk in gone {
+            self.open
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&disk.export);
+            disk.close();
+            self.release_lease(&disk.lease);
+        }
+        Ok(())
+    }
+
+    fn serves_any(&self, vm: &VirtualMachine) -> bool {
+        vm.disks.iter().any(|d| {
+            self.export(&Self::export_name(&vm.resource_group, d))
+                .is_some()
+        })
+    }
+
+    fn serves_all(&self, vm: &VirtualMachine) -> bool {
+        vm.disks.iter().all(|d| {
+            self.export(&Self::export_name(&vm.resource_group, d))
+                .is_some()
+        })
+    }
+
+    /// Renews the lease of every disk served here. A disk whose lease another replica
+    /// has taken is abandoned at once (nothing more is written); one whose renewal fails
+    /// stops serving by itself when its time runs out, and is abandoned then.
+    pub fn renew_leases(&self) {
+        let open: Vec<Arc<OpenDisk>> = self
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for disk in open {
+            let sent = Instant::now();
+            let ttl = self.config.lease_ttl;
+            let renewed = self.store.write_uncached(|tx| {
+                tx.acquire_lease(
+                    &disk.lease.name,
+                    &self.config.replica,
+                    ttl.as_millis() as i64,
+                )
+            });
+            let lost = match renewed {
+                Ok(Acquired::Held { epoch }) if epoch == disk.lease.epoch => {
+                    *disk.lease.until.lock().unwrap_or_else(|p| p.into_inner()) =
+                        sent + ttl * 4 / 5;
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(disk = %disk.name, error = %e, "cannot renew a disk's lease");
+                    disk.is_closed()
+                }
+            };
+            if lost {
+                tracing::error!(disk = %disk.name, "this replica lost the disk's lease; it serves the disk no more");
+                self.open
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&disk.export);
+                disk.abandon();
+            }
+        }
+    }
+
     /// Stops a virtual machine: flushes its disks, withdraws their keys from memory and
-    /// ends their exports.
+    /// ends their exports (on the replica that serves them).
     pub async fn stop_vm(
         &self,
         resource_group: &str,
@@ -236,16 +451,23 @@ impl Compute {
         let mut vm: VirtualMachine = self.get(VM_KIND, resource_group, name)?;
         self.close_disks(&vm);
         vm.running = false;
+        vm.nbd = None;
         self.save_vm(&vm)?;
         Ok(vm)
     }
 
+    /// Ends the exports of `vm`'s disks served here, and gives their leases up.
     pub(super) fn close_disks(&self, vm: &VirtualMachine) {
-        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-        for disk in &vm.disks {
-            if let Some(d) = open.remove(&Self::export_name(&vm.resource_group, disk)) {
-                d.close();
-            }
+        let closed: Vec<Arc<OpenDisk>> = {
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            vm.disks
+                .iter()
+                .filter_map(|disk| open.remove(&Self::export_name(&vm.resource_group, disk)))
+                .collect()
+        };
+        for disk in closed {
+            disk.close();
+            self.release_lease(&disk.lease);
         }
     }
 

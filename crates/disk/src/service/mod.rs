@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use atrest_core::compute::{check_compute_name, check_disk_size_gb, EncryptionType, KeyUrl};
 use atrest_core::vault::normalize_location;
 use atrest_crypto::RootKey;
 use atrest_identity::Identity;
-use atrest_store::Store;
+use atrest_store::{Acquired, Store};
 use atrest_xts::XtsKey;
 use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
@@ -53,19 +54,41 @@ pub struct OpenDisk {
     pub file: Volume,
     /// Set when its machine stops: the export is gone for good.
     closed: AtomicBool,
+    /// The lease that makes this replica the disk's one writer.
+    lease: DiskLease,
+}
+
+/// A disk's lease as this replica holds it.
+struct DiskLease {
+    name: String,
+    epoch: i64,
+    /// When this replica stops serving the disk unless it renews first: before the
+    /// database's own time for the lease runs out, so another replica never takes it
+    /// while this one still writes.
+    until: Mutex<Instant>,
 }
 
 impl OpenDisk {
-    /// Whether the export has ended (its machine stopped).
+    /// Whether the export has ended: its machine stopped, or the disk's lease ran out
+    /// here.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+            || Instant::now() >= *self.lease.until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Ends the export after making what was written durable.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         if let Err(e) = self.file.flush() {
             tracing::warn!(disk = %self.name, error = %e, "flushing a disk at stop failed");
         }
+        self.file.revoke();
+    }
+
+    /// Ends the export without writing anything more: the lease is lost, and another
+    /// replica may be the disk's writer now.
+    fn abandon(&self) {
+        self.closed.store(true, Ordering::Release);
         self.file.revoke();
     }
 }
@@ -94,6 +117,12 @@ pub struct ComputeConfig {
     pub copy_bandwidth: Option<u64>,
     /// Host suffix of vault URLs (`.vault.localhost`).
     pub vault_host_suffix: String,
+    /// This replica's name: the holder of the disk leases it takes.
+    pub replica: String,
+    /// How long a disk's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// `HOST:PORT` of this replica's NBD server, if it runs one.
+    pub nbd: Option<String>,
 }
 
 /// The compute service.

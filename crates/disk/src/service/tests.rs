@@ -183,6 +183,9 @@ fn fixture() -> Fixture {
         garbage_grace: 0,
         snapshot_limits: SnapshotLimits::default(),
         copy_bandwidth: None,
+        replica: "here".into(),
+        lease_ttl: Duration::from_secs(60),
+        nbd: None,
     };
     let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
     Fixture {
@@ -237,7 +240,7 @@ impl Fixture {
             ..Default::default()
         };
         self.compute.put_vm(RG, vm, &req, 0).await.unwrap();
-        self.compute.start_vm(RG, vm, 0).await.unwrap();
+        self.compute.start_vm(RG, vm, 0, None).await.unwrap();
         self.compute
             .export(&Compute::export_name(RG, disk))
             .expect("exported while running")
@@ -340,7 +343,7 @@ async fn a_new_key_version_rewraps_and_touches_no_block() {
 
     // The old version may go: the disk needs only the new one.
     f.vault.set_enabled("v1", false);
-    f.compute.start_vm(RG, "vm1", 0).await.unwrap();
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
     let open = f.compute.export(&Compute::export_name(RG, "d1")).unwrap();
     let mut back = vec![0u8; DATA.len()];
     open.file.read(0, &mut back).unwrap();
@@ -382,7 +385,7 @@ async fn refused_access_creates_nothing() {
         .unwrap();
     f.vault.set_enabled("v1", false);
     assert!(matches!(
-        f.compute.start_vm(RG, "vm1", 0).await,
+        f.compute.start_vm(RG, "vm1", 0, None).await,
         Err(ComputeError::KeyUnusable { .. })
     ));
     assert!(f.compute.export(&Compute::export_name(RG, "d1")).is_none());
