@@ -4,7 +4,9 @@ PostgreSQL (ATREST_TEST_STATE_SERVER); skipped on the embedded default."""
 import os
 import shutil
 import signal
+import struct
 import subprocess
+import threading
 import time
 import uuid
 
@@ -246,3 +248,74 @@ def test_one_replica_serves_a_disk_moves_it_and_another_takes_it_over_when_it_di
     assert served(b, vm)[1] is None
     b.cli("vm", "start", "-n", vm)
     assert served(b, vm)[0] == "rep-b"
+
+
+@pytest.mark.skipif(not BLOB_STORE, reason="replicas share disks through an object store")
+def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_no_flushed_block(cluster):
+    """SIGKILL of A while secrets are set through both replicas and a disk A serves is
+    written and flushed: B returns every acknowledged secret at once, and serves the disk,
+    once A's lease runs out, with every block a FLUSH covered."""
+    from test_disks import go, nbd_connect, request, simple_reply
+
+    a, b = cluster
+    a.cli("keyvault", "create", "-n", "rep-crash", "-l", "westeurope")
+    disk, vm = f"rep-d-{uuid.uuid4().hex[:6]}", f"rep-vm-{uuid.uuid4().hex[:6]}"
+    a.cli("disk", "create", "-n", disk, "-z", "1")
+    a.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    a.cli("vm", "start", "-n", vm)
+    uri = served_by(b, vm, "rep-a", timeout=0)
+
+    acknowledged = {}
+
+    def set_secrets(srv, prefix):
+        client = secrets(srv, "rep-crash")
+        i = 0
+        try:
+            while True:
+                name, value = f"{prefix}{i}", uuid.uuid4().hex
+                client.set_secret(name, value)
+                acknowledged[name] = value
+                i += 1
+        except Exception:  # the replica died mid-request
+            pass
+
+    writers = [threading.Thread(target=set_secrets, args=(srv, srv.data_dir.name), daemon=True) for srv in (a, b)]
+    for w in writers:
+        w.start()
+    s = nbd_connect(uri)
+    s.sendall(struct.pack(">I", 1))
+    go(s, uri.split("/", 3)[3])
+    region = lambda i: (i * 69632, bytes([i % 251 + 1]) * 65536)
+    durable, pending, i = [], [], 0
+    threading.Timer(1.5, lambda: os.kill(a.proc.pid, signal.SIGKILL)).start()
+    try:
+        while True:
+            offset, data = region(i)
+            request(s, 1, offset, len(data), cookie=i, payload=data)
+            assert simple_reply(s) == (0, i)
+            pending.append(i)
+            if i % 4 == 3:
+                request(s, 3, 0, 0, cookie=i)
+                assert simple_reply(s) == (0, i)
+                durable += pending
+                pending = []
+            i += 1
+    except (OSError, ConnectionError, struct.error):
+        pass
+    a.proc.wait(timeout=10)
+    time.sleep(0.5)
+    b_writer_alive = writers[1].is_alive()
+    assert len(durable) > 8, "A was killed before much was flushed"
+    on_b = secrets(b, "rep-crash")
+    for name, value in list(acknowledged.items()):
+        assert on_b.get_secret(name).value == value, name
+    assert b_writer_alive, "B stopped serving when A died"
+    b.cli("vm", "start", "-n", vm, "--host", "rep-b")
+    uri = served_by(b, vm, "rep-b")
+    checks = [f"read -P {region(n)[1][0]:#x} {region(n)[0]} 64k" for n in durable]
+    for at in range(0, len(checks), 200):
+        ok, out = qemu_io(uri, *checks[at:at + 200])
+        assert ok, out
+    # A restarts as a replica of the same cluster, with the same answers.
+    a.start()
+    assert secrets(a, "rep-crash").get_secret(next(iter(acknowledged))).value == next(iter(acknowledged.values()))

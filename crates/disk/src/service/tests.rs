@@ -160,13 +160,36 @@ struct Fixture {
     compute: Compute,
     identity: Identity,
     vault: Arc<MemoryVault>,
+    store: Arc<Store>,
     dir: tempfile::TempDir,
+}
+
+/// The compute service of the replica `replica` on the fixture's store and blocks.
+fn replica(
+    dir: &tempfile::TempDir,
+    store: &Arc<Store>,
+    vault: &Arc<MemoryVault>,
+    replica: &str,
+    lease_ttl: Duration,
+) -> Compute {
+    let root = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
+    let config = ComputeConfig {
+        subscription: "sub".into(),
+        blocks: BlockStore::open(&dir.path().join("disks"), None).unwrap(),
+        vault_host_suffix: ".vault.localhost".into(),
+        garbage_grace: 0,
+        snapshot_limits: SnapshotLimits::default(),
+        copy_bandwidth: None,
+        replica: replica.into(),
+        lease_ttl,
+        nbd: Some(format!("{replica}:10809")),
+    };
+    Compute::new(store.clone(), &root, vault.clone(), config, 0).unwrap()
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open_file(&dir.path().join("state.db")).unwrap());
-    let root = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
     let identity = Identity::new(
         store.clone(),
         TokenSigner::generate().unwrap(),
@@ -176,22 +199,12 @@ fn fixture() -> Fixture {
     );
     let vault = Arc::new(MemoryVault::default());
     vault.add_version("v1");
-    let config = ComputeConfig {
-        subscription: "sub".into(),
-        blocks: BlockStore::open(&dir.path().join("disks"), None).unwrap(),
-        vault_host_suffix: ".vault.localhost".into(),
-        garbage_grace: 0,
-        snapshot_limits: SnapshotLimits::default(),
-        copy_bandwidth: None,
-        replica: "here".into(),
-        lease_ttl: Duration::from_secs(60),
-        nbd: None,
-    };
-    let compute = Compute::new(store, &root, vault.clone(), config, 0).unwrap();
+    let compute = replica(&dir, &store, &vault, "here", Duration::from_secs(60));
     Fixture {
         compute,
         identity,
         vault,
+        store,
         dir,
     }
 }
@@ -266,6 +279,7 @@ impl Fixture {
 
 const CUSTOMER: &str = "EncryptionAtRestWithCustomerKey";
 const DOUBLE: &str = "EncryptionAtRestWithPlatformAndCustomerKeys";
+const PLATFORM: &str = "EncryptionAtRestWithPlatformKey";
 
 const DATA: &[u8] = b"a sentence that must never reach the block file in the clear";
 
@@ -395,10 +409,7 @@ async fn refused_access_creates_nothing() {
 #[tokio::test]
 async fn platform_key_disks_never_reach_a_vault() {
     let f = fixture();
-    let disk = f
-        .disk("d1", "EncryptionAtRestWithPlatformKey", None)
-        .await
-        .unwrap();
+    let disk = f.disk("d1", PLATFORM, None).await.unwrap();
     assert!(matches!(
         disk.keys.as_slice(),
         [WrappedDek::Platform { .. }]
@@ -411,4 +422,98 @@ async fn platform_key_disks_never_reach_a_vault() {
     f.compute.check_keys().await.unwrap();
     assert_eq!(f.compute.key_available(&disk), Some(true));
     assert!(f.vault.state().calls.is_empty());
+}
+
+#[tokio::test]
+async fn one_replica_serves_a_disk_and_a_move_hands_it_over_flushed() {
+    let f = fixture();
+    let there = replica(&f.dir, &f.store, &f.vault, "there", Duration::from_secs(60));
+    f.disk("d1", PLATFORM, None).await.unwrap();
+    let here = f.start("vm1", "d1").await;
+    here.file.write(0, DATA).unwrap();
+    let vm = f.compute.get_vm(RG, "vm1").unwrap();
+    assert_eq!(
+        (vm.host.as_deref(), vm.nbd.as_deref()),
+        (Some("here"), Some("here:10809"))
+    );
+
+    // A start without a host leaves a running machine where it runs.
+    there.start_vm(RG, "vm1", 0, None).await.unwrap();
+    assert!(there.export(&here.export).is_none());
+    // Started on "there" while "here" holds the lease: recorded, served once free.
+    let moved = there.start_vm(RG, "vm1", 0, Some("there")).await.unwrap();
+    assert_eq!(
+        (moved.host.as_deref(), moved.nbd.as_deref()),
+        (Some("there"), None)
+    );
+    there.reconcile(0).await.unwrap();
+    assert!(
+        there.export(&here.export).is_none(),
+        "the lease is still held here"
+    );
+    f.compute.reconcile(0).await.unwrap();
+    assert!(here.is_closed(), "moved away: closed here");
+    there.reconcile(0).await.unwrap();
+    let served = there
+        .export(&here.export)
+        .expect("served there once the lease was free");
+    let mut back = vec![0u8; DATA.len()];
+    served.file.read(0, &mut back).unwrap();
+    assert_eq!(
+        back, DATA,
+        "what was written here was flushed when it closed"
+    );
+    assert_eq!(
+        f.compute.get_vm(RG, "vm1").unwrap().nbd.as_deref(),
+        Some("there:10809")
+    );
+    // A plain start here, while "there" serves it, is a no-op; a stop anywhere ends it
+    // there at its next reconcile and frees the lease.
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    assert!(f.compute.export(&here.export).is_none());
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    there.reconcile(0).await.unwrap();
+    assert!(served.is_closed());
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    assert!(
+        f.compute.export(&here.export).is_some(),
+        "the lease was given up"
+    );
+}
+
+#[tokio::test]
+async fn a_disk_whose_lease_cannot_be_renewed_stops_serving_before_the_lease_ends() {
+    let f = fixture();
+    let short = replica(
+        &f.dir,
+        &f.store,
+        &f.vault,
+        "short",
+        Duration::from_millis(300),
+    );
+    f.disk("d1", PLATFORM, None).await.unwrap();
+    let req = VmRequest {
+        location: Some(LOCATION.into()),
+        disks: Some(vec!["d1".to_owned()]),
+        ..Default::default()
+    };
+    short.put_vm(RG, "vm1", &req, 0).await.unwrap();
+    short.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let open = short.export(&Compute::export_name(RG, "d1")).unwrap();
+    assert!(!open.is_closed());
+    std::thread::sleep(Duration::from_millis(260));
+    assert!(
+        open.is_closed(),
+        "four fifths of the lease passed without a renewal"
+    );
+    // Another replica takes the lease once it has run out: the old holder, renewing,
+    // finds it lost and abandons the disk.
+    std::thread::sleep(Duration::from_millis(60));
+    f.compute
+        .start_vm(RG, "vm1", 0, Some("here"))
+        .await
+        .unwrap();
+    assert!(f.compute.export(&open.export).is_some());
+    short.renew_leases();
+    assert!(short.export(&open.export).is_none());
 }

@@ -243,18 +243,48 @@ fn newest(tx: &Tx) -> Result<(i64, [u8; 32]), StoreError> {
     }
 }
 
-/// The chain's head inside a writing transaction: `seen` if the newest stored block still
-/// ends there (nobody else appended since), else read from the newest block.
-fn current_head(tx: &Tx, seen: (i64, [u8; 32])) -> Result<(i64, [u8; 32]), StoreError> {
+/// The chain's head inside a writing transaction: `seen` (the head this process last
+/// stored or verified) extended by the events other writers stored since, each checked
+/// against its predecessor with the chain key. A stored event that does not extend the
+/// chain (a forgery) is not built on: appends continue after the last event that does, and
+/// `verify` reports the break.
+fn current_head(
+    tx: &Tx,
+    link: &ChainLink,
+    seen: (i64, [u8; 32]),
+) -> Result<(i64, [u8; 32]), StoreError> {
     let last_seq = tx.row(
         "SELECT last_seq FROM audit_blocks ORDER BY first_seq DESC LIMIT 1",
         args![],
         |r| r.get::<i64>(0),
     )?;
-    match last_seq {
-        Some(seq) if seq == seen.0 => Ok(seen),
-        _ => newest(tx),
+    if last_seq.is_none_or(|last| last <= seen.0) {
+        return Ok(seen);
     }
+    // Events retention deleted since are vouched for by the anchor, as at open.
+    let anchor = anchor(tx)?;
+    let mut head = if anchor.0 > seen.0 { anchor } else { seen };
+    let mut canonical = Vec::with_capacity(1024);
+    let from = head.0;
+    tx.for_each(
+        "SELECT first_seq, events FROM audit_blocks WHERE last_seq > ?1 ORDER BY first_seq",
+        args![from],
+        |r| {
+            for (e, stored) in whole_block(r.get(0)?, r.bytes(1)?)? {
+                if e.seq <= head.0 {
+                    continue;
+                }
+                canonical.clear();
+                encode(&e.view(), e.seq, &mut canonical);
+                if e.seq != head.0 + 1 || stored != link(&head.1, &canonical) {
+                    return Ok(false);
+                }
+                head = (e.seq, stored);
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(head)
 }
 
 impl AuditLog {
@@ -354,7 +384,7 @@ impl AuditLog {
     ) -> Result<(), StoreError> {
         let mut seen = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let head = self.connections.write(false, |tx| {
-            let head = current_head(tx, *seen)?;
+            let head = current_head(tx, &self.link, *seen)?;
             let head = insert_block(tx, &self.link, head, events, |_| None)?;
             if let Some(mark) = mark {
                 tx.exec(
@@ -900,6 +930,37 @@ mod tests {
         // Deleting the oldest remaining event is not retention: the anchor does not match.
         rewrite_block(&path, 6, |events| drop(events.remove(0)));
         assert_eq!(broken_at(&log).0, 7);
+    }
+
+    #[test]
+    fn appends_do_not_build_on_a_forged_newest_event() {
+        // Events 1-2 and 3-4 in two blocks; a forger adds event 5 (a copy of 4's hash) to
+        // the newest block.
+        let (log, dir) = log_with(4);
+        let path = dir.path().join("audit.db");
+        rewrite_block(&path, 3, |events| {
+            let (mut forged, hash) = events[1].clone();
+            forged.seq = 5;
+            events.push((forged, hash));
+        });
+        tamper(
+            &path,
+            "UPDATE audit_blocks SET last_seq = 5 WHERE first_seq = 3",
+        );
+        log.append(&[event(6).view()]).unwrap();
+        assert_eq!(broken_at(&log).0, 5, "the forgery is reported");
+        // Without the forgery, the chain is whole: the append continued from event 4.
+        rewrite_block(&path, 3, |events| {
+            events.pop();
+        });
+        tamper(
+            &path,
+            "UPDATE audit_blocks SET last_seq = 4 WHERE first_seq = 3",
+        );
+        assert!(matches!(
+            log.verify(None).unwrap(),
+            Verification::Intact { events: 5, .. }
+        ));
     }
 
     #[test]
