@@ -800,3 +800,31 @@ def test_a_killed_server_loses_no_flushed_write(dsrv):
     checks = [f"read -P {region(n)[1][0]:#x} {region(n)[0]} 64k" for n in sorted(set(durable))]
     for at in range(0, len(checks), 200):
         assert_io(uri, *checks[at:at + 200])
+
+
+def test_qemu_reconnect_delay_rides_over_a_restart_of_the_serving_server(workdir):
+    """A client with NBD `reconnect-delay` keeps its disk across a restart of the server
+    serving it: the machine is served again at start, on the same NBD address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nbd_port = s.getsockname()[1]
+    srv = Server(workdir / f"reconnect-{uuid.uuid4().hex[:6]}", "--nbd-listen", f"127.0.0.1:{nbd_port}").start()
+    try:
+        disk = unique("d")
+        srv.cli("disk", "create", "-n", disk, "-z", "1")
+        _, (uri,) = started_vm(srv, disk)
+        export = uri.split("/", 3)[3]
+        opts = f"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={nbd_port},file.export={export},file.reconnect-delay=20"
+        client = subprocess.Popen(
+            ["qemu-io", "--image-opts", opts, "-c", "write -P 0x3c 0 64k", "-c", "flush", "-c", "sleep 4000",
+             "-c", "read -P 0x3c 0 64k", "-c", "write -P 0x4d 1M 64k", "-c", "flush"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.5)
+        assert srv.stop() == 0, srv.log()
+        srv.start()
+        out, _ = client.communicate(timeout=60)
+        assert client.returncode == 0 and "failed" not in out and "error" not in out.lower(), out
+        assert_io(uri, "read -P 0x3c 0 64k", "read -P 0x4d 1M 64k")
+    finally:
+        if srv.proc.poll() is None:
+            assert srv.stop() == 0, srv.log()
