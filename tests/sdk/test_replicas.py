@@ -319,3 +319,39 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_no_flushed_
     # A restarts as a replica of the same cluster, with the same answers.
     a.start()
     assert secrets(a, "rep-crash").get_secret(next(iter(acknowledged))).value == next(iter(acknowledged.values()))
+
+
+def test_detections_cover_every_replica_and_alert_once(cluster):
+    """A purge through B (not the leader) is alerted once, by the leader A; after A dies,
+    B leads and alerts the next purge, and none twice."""
+    a, b = cluster
+    a.cli("keyvault", "create", "-n", "rep-detect", "-l", "westeurope", "--retention-days", "7")
+    on_b = secrets(b, "rep-detect")
+
+    def purge(name):
+        on_b.set_secret(name, "v")
+        on_b.begin_delete_secret(name).wait()
+        on_b.purge_deleted_secret(name)
+
+    def purge_alerts(srv, count):
+        deadline = time.time() + 10
+        while True:
+            found = [x for x in srv.cli("monitor", "alert", "list") if x["rule"] == "PurgeOfKeyOrSecret"]
+            if len(found) >= count or time.time() > deadline:
+                return found
+            time.sleep(0.2)
+
+    purge("first")
+    [first] = purge_alerts(b, 1)
+    assert "first" in first["resource"]
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    deadline = time.time() + 15
+    while metric(b, "ClusterLeader") != 1:
+        assert time.time() < deadline, "B did not take over"
+        time.sleep(0.2)
+    purge("second")
+    found = purge_alerts(b, 2)
+    time.sleep(1)  # a duplicate would come within a poll
+    found = purge_alerts(b, 3)
+    assert sorted(x["resource"].rstrip("/").rsplit("/", 1)[-1] for x in found) == ["first", "second"], found

@@ -245,7 +245,12 @@ impl Instance {
         .with_token_lifetime(opts.token_lifetime);
         let admin = bootstrap_admin(&identity, &keys.meta, &keys.subscription)?;
         let env = env_file(dir, &ca_path, &identity, &keys, &admin)?;
-        let audit = open_audit(dir, &replica, opts, &keys, &ca_path)?;
+        let leader = Arc::new(Leadership::new(
+            keys.meta.store().clone(),
+            &replica,
+            opts.lease_duration,
+        ));
+        let audit = open_audit(dir, &replica, leader.clone(), opts, &keys, &ca_path)?;
         let nbd = match opts.nbd_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -259,7 +264,7 @@ impl Instance {
             audit.sink,
             port,
             &nbd,
-            &replica,
+            leader,
         )?;
         // Lead at once if nobody does, so the first scheduler pass runs at start.
         let leader = state.leader.clone();
@@ -604,6 +609,7 @@ fn env_file(
 fn open_audit(
     dir: &Path,
     replica: &str,
+    leader: Arc<Leadership>,
     opts: &Options,
     keys: &Keys,
     ca_path: &Path,
@@ -628,6 +634,7 @@ fn open_audit(
     Ok(trail::open(
         dir,
         replica,
+        leader,
         &keys.meta,
         opts.audit_durability,
         move |alert| {
@@ -650,17 +657,12 @@ fn services(
     audit: AuditSink,
     port: u16,
     nbd: &Option<TcpListener>,
-    replica: &str,
+    leader: Arc<Leadership>,
 ) -> Result<(Arc<AppState>, Arc<InProcessVaults>), InstanceError> {
     let Keys {
         meta, subscription, ..
     } = keys;
     let vaults = Vaults::new(meta.store().clone(), meta.root().clone())?;
-    let leader = Arc::new(Leadership::new(
-        meta.store().clone(),
-        replica,
-        opts.lease_duration,
-    ));
     let key_access = Arc::new(InProcessVaults::default());
     let nbd_addr = match nbd {
         Some(l) => Some(l.local_addr().map_err(io_err(dir))?),
@@ -677,7 +679,7 @@ fn services(
             garbage_grace: opts.blob_garbage_grace.as_secs() as i64,
             snapshot_limits: opts.snapshot_limits,
             copy_bandwidth: opts.snapshot_copy_bandwidth,
-            replica: replica.to_owned(),
+            replica: leader.replica().to_owned(),
             lease_ttl: opts.lease_duration,
             nbd: nbd_addr.map(|a| a.to_string()),
         },

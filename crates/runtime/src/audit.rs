@@ -299,13 +299,13 @@ impl Shared {
 
 impl AuditSink {
     /// Starts the writer thread over `log`, writing first to `journal` when given
-    /// ([`Durability::Journal`], with its interval). Committed batches go on to `committed`
-    /// (the detector) as journal records, when given. It ends when every sink is dropped,
-    /// after storing what was queued; the handle completes then.
+    /// ([`Durability::Journal`], with its interval). Each committed batch wakes
+    /// `committed` (the detector), when given. It ends when every sink is dropped, after
+    /// storing what was queued; the handle completes then.
     pub fn spawn(
         log: Arc<AuditLog>,
         journal: Option<(Journal, Duration)>,
-        committed: Option<mpsc::Sender<Vec<u8>>>,
+        committed: Option<mpsc::Sender<()>>,
     ) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
         let shared = Arc::new(Shared {
             journaled: journal.is_some(),
@@ -475,7 +475,7 @@ fn store(log: &AuditLog, records: &[u8], mark: Option<JournalMark>) -> bool {
 }
 
 /// The writer loop: take a batch, store it, acknowledge it; until every sink is gone.
-fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sender<Vec<u8>>>) {
+fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sender<()>>) {
     let interval = shared
         .journal
         .read()
@@ -514,7 +514,7 @@ fn write_batches(log: &AuditLog, shared: &Shared, committed: Option<&mpsc::Sende
                 }
             }
             if let Some(next) = committed.filter(|_| !records.is_empty()) {
-                let _ = next.send(records);
+                let _ = next.send(());
             }
         }
         if batch.closed {

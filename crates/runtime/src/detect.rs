@@ -2,6 +2,11 @@
 //! purges, access changes, bursts of refusals, mass secret reads, and a caller using a key
 //! for the first time. Each alert is stored, counted in `/metrics`, and posted to the
 //! configured webhook.
+//!
+//! Every replica's detector reads the whole cluster's log as it grows (woken by its own
+//! writer, and at least every [`POLL`] for other replicas' events), so each has every
+//! caller's history; only the leader raises alerts, and it records in `meta` how far it
+//! has, so a new leader raises those of the events after that and no others.
 
 use atrest_core::operation::Operation;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -10,7 +15,10 @@ use std::sync::Arc;
 
 use atrest_core::audit::{Alert, AuditEventRef};
 
-use atrest_store::{decode_records, AuditLog};
+use atrest_store::AuditLog;
+
+use crate::cluster::Leadership;
+use crate::meta::Meta;
 
 /// Refusals from one caller within [`WINDOW_MS`] that make a burst.
 pub const FORBIDDEN_BURST: usize = 10;
@@ -20,6 +28,14 @@ pub const MASS_SECRET_READS: usize = 50;
 pub const WINDOW_MS: i64 = 60_000;
 /// How long the detector waits for more batches after being woken.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+/// How often the detector reads the log without being woken (other replicas' events).
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The `meta` entry holding the newest event the leader's alerts cover.
+const ALERTED_THROUGH: &str = "alerts_raised_through";
+/// Events read from the log at a time.
+const PAGE: usize = 10_000;
+/// Alerts a replica keeps for the leader to cover at most (the oldest go first).
+const MAX_PENDING: usize = 10_000;
 
 /// One caller's most recent events for a rate rule (no more than its threshold), and when
 /// the rule last fired for it.
@@ -180,41 +196,98 @@ impl Detector {
 }
 
 /// Starts the detector thread: it learns key users from the existing log, then evaluates
-/// every batch the audit writer commits, stores each alert and hands it, with its id, to
-/// `notify` (the edge posts it to the webhook). Returns where to send committed batches
-/// (as journal records).
+/// every event stored after, by any replica. On the leader it stores each alert and hands
+/// it, with its id, to `notify` (the edge posts it to the webhook). Returns the wake-up the
+/// audit writer sends after each committed batch.
 pub fn spawn(
     log: Arc<AuditLog>,
+    meta: Meta,
+    leader: Arc<Leadership>,
     notify: impl Fn(Alert) + Send + 'static,
-) -> std::io::Result<mpsc::Sender<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+) -> std::io::Result<mpsc::Sender<()>> {
+    let (tx, rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("detector".into())
         .spawn(move || {
             let mut detector = Detector::default();
-            if let Err(e) = log.scan(|e| detector.learn(&e.view())) {
+            let mut after = 0;
+            let learned = log.scan(|e| {
+                detector.learn(&e.view());
+                after = e.seq;
+            });
+            if let Err(e) = learned {
                 tracing::error!(error = %e, "cannot read the audit log; every key user is new");
             }
-            while let Ok(first) = rx.recv() {
-                // Gather what arrives in the next moment too: under load this wakes the
-                // thread a few hundred times a second instead of once per committed batch.
-                std::thread::sleep(GATHER);
-                let batches: Vec<Vec<u8>> = std::iter::once(first).chain(rx.try_iter()).collect();
-                let alerts: Vec<Alert> = batches
-                    .iter()
-                    .flat_map(|records| decode_records(records).0)
-                    .flat_map(|e| detector.observe(&e))
-                    .collect();
-                for alert in alerts {
-                    tracing::warn!(rule = %alert.rule, severity = %alert.severity, "{}", alert.description);
-                    match log.add_alert(&alert) {
-                        Ok(id) => notify(Alert { id, ..alert }),
-                        Err(e) => tracing::error!(error = %e, "cannot store an alert"),
+            // Alerts of events the leader may not have covered yet, by sequence number.
+            let mut pending: Vec<(i64, Alert)> = Vec::new();
+            loop {
+                match rx.recv_timeout(POLL) {
+                    Ok(()) => {
+                        // Gather what arrives in the next moment too: under load this wakes
+                        // the thread a few hundred times a second, not once per batch.
+                        std::thread::sleep(GATHER);
+                        rx.try_iter().for_each(drop);
                     }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                loop {
+                    let page = match log.export(after, PAGE) {
+                        Ok(page) => page,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the detector cannot read the audit log");
+                            break;
+                        }
+                    };
+                    for e in &page {
+                        let alerts = detector.observe(&e.view());
+                        pending.extend(alerts.into_iter().map(|a| (e.seq, a)));
+                        after = e.seq;
+                    }
+                    let excess = pending.len().saturating_sub(MAX_PENDING);
+                    pending.drain(..excess);
+                    if page.len() < PAGE {
+                        break;
+                    }
+                }
+                if let Err(e) = raise(&log, &meta, &leader, &mut pending, after, &notify) {
+                    tracing::error!(error = %e, "cannot raise alerts");
                 }
             }
         })?;
     Ok(tx)
+}
+
+/// On the leader: stores and hands on the `pending` alerts the leader has not raised yet
+/// and records that alerts are raised through event `after`. Elsewhere: forgets those the
+/// leader has raised.
+fn raise(
+    log: &AuditLog,
+    meta: &Meta,
+    leader: &Leadership,
+    pending: &mut Vec<(i64, Alert)>,
+    after: i64,
+    notify: &impl Fn(Alert),
+) -> Result<(), crate::Error> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let through = meta
+        .get(ALERTED_THROUGH)?
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, i64::from_be_bytes);
+    pending.retain(|(seq, _)| *seq > through);
+    if !leader.is_leader() || pending.is_empty() {
+        return Ok(());
+    }
+    for (_, alert) in pending.drain(..) {
+        tracing::warn!(rule = %alert.rule, severity = %alert.severity, "{}", alert.description);
+        match log.add_alert(&alert) {
+            Ok(id) => notify(Alert { id, ..alert }),
+            Err(e) => tracing::error!(error = %e, "cannot store an alert"),
+        }
+    }
+    meta.put(ALERTED_THROUGH, &after.to_be_bytes())
 }
 
 #[cfg(test)]

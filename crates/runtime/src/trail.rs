@@ -10,6 +10,7 @@ use atrest_crypto::DataKey;
 use atrest_store::AuditLog;
 
 use crate::audit::{AuditSink, Durability};
+use crate::cluster::Leadership;
 use crate::meta::Meta;
 use crate::{detect, Error};
 
@@ -39,11 +40,12 @@ pub struct OpenedAudit {
 
 /// Opens the audit log beside the state database with the chain key kept in `meta`
 /// (created on first start), stores the events a crash left in `dir/audit-journal` (the
-/// journal of the replica named `replica`), and starts the detector (which hands each
-/// alert to `notify`) and the writer.
+/// journal of the replica named `replica`), and starts the detector (which, on the
+/// `leader`, hands each alert to `notify`) and the writer.
 pub fn open(
     dir: &Path,
     replica: &str,
+    leader: Arc<Leadership>,
     meta: &Meta,
     durability: Durability,
     notify: impl Fn(Alert) + Send + 'static,
@@ -62,7 +64,7 @@ pub fn open(
         Box::new(move |prev, event| chain_key.mac(&[prev, event])),
         replica,
     )?);
-    let detector = detect::spawn(log.clone(), notify).map_err(io(dir))?;
+    let detector = detect::spawn(log.clone(), meta.clone(), leader, notify).map_err(io(dir))?;
     // Events journaled before a crash are stored first, whatever the durability now.
     let journal_dir = dir.join("audit-journal");
     let (journal, recovered) = log.recover_journal(&journal_dir)?;

@@ -223,6 +223,63 @@ pub struct Store {
     /// Writes committed by this process: the generation of an SQLite file, which no other
     /// process writes.
     local_generation: AtomicU64,
+    /// Reads of a shared database's generation, shared by the callers waiting for one.
+    shared_generation: SharedReads,
+}
+
+/// Reads of a value on the database (the generation) shared among concurrent callers: a
+/// caller takes the result of a read that started after it asked, which reflects every
+/// commit made before it asked, so under load one round trip serves all the callers that
+/// arrived while the previous one was in flight.
+#[derive(Default)]
+struct SharedReads {
+    state: Mutex<ReadsState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ReadsState {
+    /// Tickets for arrivals and reads alike, so their order is comparable.
+    next_ticket: u64,
+    /// The ticket of the read in flight.
+    running: Option<u64>,
+    /// The ticket and result of the newest read finished.
+    last: Option<(u64, Result<u64, String>)>,
+}
+
+impl SharedReads {
+    fn get(&self, read: impl FnOnce() -> Result<u64, StoreError>) -> Result<u64, StoreError> {
+        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        let arrived = state.next_ticket;
+        state.next_ticket += 1;
+        loop {
+            if let Some((ticket, result)) = &state.last {
+                if *ticket > arrived {
+                    return result.clone().map_err(StoreError::Postgres);
+                }
+            }
+            if state.running.is_some() {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.running = Some(ticket);
+            drop(state);
+            let result = read();
+            state = lock();
+            state.running = None;
+            let shared = match &result {
+                Ok(generation) => Ok(*generation),
+                Err(StoreError::Postgres(message)) => Err(message.clone()),
+                Err(other) => Err(other.to_string()),
+            };
+            state.last = Some((ticket, shared));
+            self.done.notify_all();
+            return result;
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -248,6 +305,7 @@ impl Store {
                 true,
             )?,
             local_generation: AtomicU64::new(0),
+            shared_generation: SharedReads::default(),
         })
     }
 
@@ -290,7 +348,9 @@ impl Store {
     pub fn generation(&self) -> Result<u64, StoreError> {
         match &self.connections {
             Connections::Sqlite(_) => Ok(self.local_generation.load(Ordering::Acquire)),
-            Connections::Postgres { pool, .. } => pool.reader().generation(),
+            Connections::Postgres { pool, .. } => {
+                self.shared_generation.get(|| pool.reader().generation())
+            }
         }
     }
 

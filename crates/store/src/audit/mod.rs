@@ -258,12 +258,15 @@ fn current_head(
         args![],
         |r| r.get::<i64>(0),
     )?;
-    if last_seq.is_none_or(|last| last <= seen.0) {
+    if last_seq == Some(seen.0) {
         return Ok(seen);
     }
     // Events retention deleted since are vouched for by the anchor, as at open.
     let anchor = anchor(tx)?;
     let mut head = if anchor.0 > seen.0 { anchor } else { seen };
+    if last_seq.is_none_or(|last| last <= head.0) {
+        return Ok(head);
+    }
     let mut canonical = Vec::with_capacity(1024);
     let from = head.0;
     tx.for_each(
