@@ -331,7 +331,9 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 let req = req.map(Either::Left);
-                async move { Ok::<_, std::convert::Infallible>(handle(state, peer, req).await) }
+                // One freshness check of the shared state serves the whole request.
+                let response = atrest_runtime::within_request(handle(state, peer, req));
+                async move { Ok::<_, std::convert::Infallible>(response.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

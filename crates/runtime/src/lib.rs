@@ -9,6 +9,10 @@ use thiserror::Error;
 
 pub mod audit;
 pub mod cluster;
+
+/// Runs one request so that its checks of the shared state's generation share one read
+/// made after the request began (the edge wraps every request in it).
+pub use atrest_store::within_request;
 pub mod detect;
 pub mod logs;
 pub mod meta;

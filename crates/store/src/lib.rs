@@ -18,6 +18,7 @@ mod vaults;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use thiserror::Error;
 
@@ -170,11 +171,11 @@ impl Connections {
                 let tx = sqlite::begin(&mut conn, false)?;
                 finish(Tx(Inner::Sqlite(tx)), f)
             }
-            Connections::Postgres { pool, .. } => {
+            Connections::Postgres { pool, .. } => postgres::off_the_workers(|| {
                 let mut conn = pool.reader();
                 let tx = conn.begin(postgres::Begin::Read)?;
                 finish(Tx(Inner::Postgres(tx)), f)
-            }
+            }),
         }
     }
 
@@ -196,7 +197,7 @@ impl Connections {
                 pool,
                 write_lock,
                 counts_generations,
-            } => {
+            } => postgres::off_the_workers(|| {
                 let mut conn = pool.writer();
                 let tx = conn.begin(postgres::Begin::Write { lock: *write_lock })?;
                 finish(Tx(Inner::Postgres(tx)), |tx| {
@@ -206,7 +207,7 @@ impl Connections {
                     }
                     Ok(out)
                 })
-            }
+            }),
         }
     }
 }
@@ -228,9 +229,10 @@ pub struct Store {
 }
 
 /// Reads of a value on the database (the generation) shared among concurrent callers: a
-/// caller takes the result of a read that started after it asked, which reflects every
-/// commit made before it asked, so under load one round trip serves all the callers that
-/// arrived while the previous one was in flight.
+/// caller takes the result of a read that started after its request began (see
+/// [`within_request`]; outside one, after it asked), which reflects every commit made
+/// before then. So a request reads the generation once however often it asks, and under
+/// load one round trip serves every request that began while the previous was in flight.
 #[derive(Default)]
 struct SharedReads {
     state: Mutex<ReadsState>,
@@ -239,47 +241,21 @@ struct SharedReads {
 
 #[derive(Default)]
 struct ReadsState {
-    /// Tickets for arrivals and reads alike, so their order is comparable.
-    next_ticket: u64,
-    /// The ticket of the read in flight.
-    running: Option<u64>,
-    /// The ticket and result of the newest read finished.
-    last: Option<(u64, Result<u64, String>)>,
+    /// When the read in flight started.
+    running: Option<Instant>,
+    /// When the newest finished read started, and its result.
+    last: Option<(Instant, Result<u64, String>)>,
 }
 
-impl SharedReads {
-    fn get(&self, read: impl FnOnce() -> Result<u64, StoreError>) -> Result<u64, StoreError> {
-        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = lock();
-        let arrived = state.next_ticket;
-        state.next_ticket += 1;
-        loop {
-            if let Some((ticket, result)) = &state.last {
-                if *ticket > arrived {
-                    return result.clone().map_err(StoreError::Postgres);
-                }
-            }
-            if state.running.is_some() {
-                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            let ticket = state.next_ticket;
-            state.next_ticket += 1;
-            state.running = Some(ticket);
-            drop(state);
-            let result = read();
-            state = lock();
-            state.running = None;
-            let shared = match &result {
-                Ok(generation) => Ok(*generation),
-                Err(StoreError::Postgres(message)) => Err(message.clone()),
-                Err(other) => Err(other.to_string()),
-            };
-            state.last = Some((ticket, shared));
-            self.done.notify_all();
-            return result;
-        }
-    }
+tokio::task_local! {
+    static REQUEST_BEGAN: Instant;
+}
+
+/// Runs `request` so that the store's freshness checks inside it may share one read that
+/// started after the request began, instead of one per check: what a client wrote before
+/// sending this request is still seen, wherever it was written.
+pub async fn within_request<F: std::future::Future>(request: F) -> F::Output {
+    REQUEST_BEGAN.scope(Instant::now(), request).await
 }
 
 impl std::fmt::Debug for Store {
@@ -290,6 +266,41 @@ impl std::fmt::Debug for Store {
 
 /// The advisory lock key of the state database's writers ("atrest", 1).
 const STATE_WRITE_LOCK: i64 = 0x6174_7265_7374_0001;
+
+impl SharedReads {
+    fn get(&self, read: impl FnOnce() -> Result<u64, StoreError>) -> Result<u64, StoreError> {
+        let floor = REQUEST_BEGAN
+            .try_with(|began| *began)
+            .unwrap_or_else(|_| Instant::now());
+        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        loop {
+            if let Some((started, result)) = &state.last {
+                if *started >= floor {
+                    return result.clone().map_err(StoreError::Postgres);
+                }
+            }
+            if state.running.is_some() {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let started = Instant::now();
+            state.running = Some(started);
+            drop(state);
+            let result = read();
+            state = lock();
+            state.running = None;
+            let shared = match &result {
+                Ok(generation) => Ok(*generation),
+                Err(StoreError::Postgres(message)) => Err(message.clone()),
+                Err(other) => Err(other.to_string()),
+            };
+            state.last = Some((started, shared));
+            self.done.notify_all();
+            return result;
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating and migrating if needed) the state database.
@@ -348,9 +359,9 @@ impl Store {
     pub fn generation(&self) -> Result<u64, StoreError> {
         match &self.connections {
             Connections::Sqlite(_) => Ok(self.local_generation.load(Ordering::Acquire)),
-            Connections::Postgres { pool, .. } => {
+            Connections::Postgres { pool, .. } => postgres::off_the_workers(|| {
                 self.shared_generation.get(|| pool.reader().generation())
-            }
+            }),
         }
     }
 
@@ -477,3 +488,37 @@ pub(crate) fn test_dir() -> tempfile::TempDir {
 
 #[cfg(test)]
 mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_reads_a_shared_value_once_and_never_one_read_before_it_began() {
+        let reads = SharedReads::default();
+        let count = AtomicU64::new(0);
+        let read = || Ok(count.fetch_add(1, Ordering::SeqCst) + 1);
+        assert_eq!(reads.get(read).unwrap(), 1);
+        assert_eq!(
+            reads.get(read).unwrap(),
+            2,
+            "outside a request, each call reads"
+        );
+        let (first, second) = within_request(async { (reads.get(read), reads.get(read)) }).await;
+        assert_eq!(
+            (first.unwrap(), second.unwrap()),
+            (3, 3),
+            "one read per request"
+        );
+        within_request(async {
+            assert_eq!(
+                reads.get(read).unwrap(),
+                4,
+                "a read from before the request began is not reused"
+            );
+        })
+        .await;
+        let failed = reads.get(|| Err(StoreError::Postgres("down".into())));
+        assert!(matches!(failed, Err(StoreError::Postgres(m)) if m == "down"));
+    }
+}

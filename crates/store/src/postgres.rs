@@ -133,6 +133,18 @@ impl PgTarget {
     }
 }
 
+/// Runs `work`, which waits on the database, without holding up an async runtime's worker:
+/// called on a worker of a multi-threaded runtime, the worker's other tasks move to
+/// another thread meanwhile (so requests keep being served while this one waits a round
+/// trip); elsewhere it simply runs.
+pub(crate) fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Waits for `work` on the calling thread. The connections are driven elsewhere, so this
 /// only waits for answers; it works in and out of any async runtime.
 fn block_on<F: Future>(work: F) -> F::Output {
