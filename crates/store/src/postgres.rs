@@ -255,9 +255,11 @@ impl Conn {
         let tx = Transaction {
             conn: self,
             open: Flag::new(false),
+            read_only: matches!(kind, Begin::Read),
         };
         match kind {
-            Begin::Read => tx.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?,
+            // Sent ahead of the first statement: one round trip for both.
+            Begin::Read => tx.send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?,
             Begin::Write { lock } => {
                 tx.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
                 tx.open.set(true);
@@ -300,12 +302,17 @@ impl Conn {
 pub(crate) struct Transaction<'a> {
     conn: &'a Conn,
     open: Flag<bool>,
+    /// A reader's snapshot, which changes nothing: its end need not be waited for.
+    read_only: bool,
 }
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if self.open.get() {
-            let _ = self.batch("ROLLBACK");
+            let _ = match self.read_only {
+                true => self.send("ROLLBACK"),
+                false => self.batch("ROLLBACK"),
+            };
         }
     }
 }
@@ -316,9 +323,28 @@ impl Transaction<'_> {
         Ok(block_on(self.conn.client.batch_execute(sql))?)
     }
 
+    /// Sends statements without waiting for their answer, which the connection reads and
+    /// drops; whatever is sent next on the connection runs after them. A failure shows in
+    /// the next statement's answer.
+    fn send(&self, sql: &str) -> Result<(), StoreError> {
+        let mut sending = pin!(self.conn.client.batch_execute(sql));
+        // The first poll hands the request to the connection.
+        match sending
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => Ok(result?),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Commits; a reader's end is sent, not waited for.
     pub(crate) fn commit(self) -> Result<(), StoreError> {
         self.open.set(false);
-        self.batch("COMMIT")
+        match self.read_only {
+            true => self.send("COMMIT"),
+            false => self.batch("COMMIT"),
+        }
     }
 
     pub(crate) fn exec(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64, StoreError> {
