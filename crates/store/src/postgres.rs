@@ -170,7 +170,16 @@ impl From<tokio_postgres::Error> for StoreError {
         // A server error's detail can quote stored values; its message and code cannot.
         StoreError::Postgres(match e.as_db_error() {
             Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => e.to_string(),
+            None => {
+                // The causes say why ("invalid peer certificate: UnknownIssuer").
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text = format!("{text}: {c}");
+                    cause = c.source();
+                }
+                text
+            }
         })
     }
 }
@@ -472,6 +481,43 @@ mod tests {
             ),
             "SELECT a FROM t WHERE b = $1 AND ($12 IS NULL OR c = $12) AND d = '?'"
         );
+    }
+
+    /// Over TLS (the server `ATREST_TEST_TLS_DATABASE_URL` names takes nothing else): the
+    /// certificate is verified against `sslrootcert`, and without it against the system's
+    /// authorities, which do not know the test CA.
+    #[test]
+    fn tls_connections_verify_the_server() {
+        let Ok(url) = std::env::var("ATREST_TEST_TLS_DATABASE_URL") else {
+            eprintln!("ATREST_TEST_TLS_DATABASE_URL is not set: the TLS test did not run");
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("atrest_tls_{}_{nanos}", std::process::id());
+        let target = create_database(&url, &name);
+        let store = crate::Store::open(&crate::Database::Postgres(target)).unwrap();
+        store.write(|tx| tx.meta_put("k", b"over TLS")).unwrap();
+        assert_eq!(
+            store.read(|tx| tx.meta_get("k")).unwrap().as_deref(),
+            Some(&b"over TLS"[..])
+        );
+        let mut parsed = url::Url::parse(&url).unwrap();
+        parsed.set_query(Some("sslmode=require"));
+        let unverified = Conn::open(&PgTarget::parse(parsed.as_str()).unwrap())
+            .err()
+            .expect("a server the system's authorities do not vouch for is refused");
+        assert!(
+            unverified.to_string().contains("certificate"),
+            "{unverified}"
+        );
+        parsed.set_query(Some("sslmode=disable"));
+        let plain = Conn::open(&PgTarget::parse(parsed.as_str()).unwrap())
+            .err()
+            .expect("the server takes TLS only");
+        assert!(plain.to_string().contains("no encryption"), "{plain}");
     }
 
     #[test]
