@@ -98,8 +98,11 @@ class Server:
     """One `atrest server` child process, or (`replicas` > 1) several on one database
     behind a Proxy, used through the proxy; `proc`, `data_dir` and the env are the first's."""
 
-    def __init__(self, data_dir, *args, replicas=1):
+    def __init__(self, data_dir, *args, replicas=1, replica_of=None):
+        """`replica_of`: the data directory of a server this one is a replica of (its
+        database, a copy of its root.key)."""
         self.data_dir = Path(data_dir)
+        self.replica_of = Path(replica_of) if replica_of else None
         self.args = list(args)
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
         self.proc = None
@@ -112,7 +115,8 @@ class Server:
     def state_url(self):
         """The database this data directory's state lives in on STATE_SERVER, created on
         first use."""
-        name = "atrest_" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:20]
+        owner = self.replica_of or self.data_dir
+        name = "atrest_" + hashlib.sha256(str(owner).encode()).hexdigest()[:20]
         exists = subprocess.run(["psql", STATE_SERVER, "-Atc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
                                 check=True, capture_output=True, text=True).stdout.strip()
         if not exists:
@@ -128,16 +132,17 @@ class Server:
             self._start_one()
             for i, port in enumerate(ports[1:], start=2):
                 peer_dir = self.data_dir.parent / f"{self.data_dir.name}-replica{i}"
-                peer_dir.mkdir(mode=0o700, exist_ok=True)
-                shutil.copy(self.data_dir / "root.key", peer_dir / "root.key")
-                peer = Server(peer_dir, *self.args)
-                peer.state_url = self.state_url
+                peer = Server(peer_dir, *self.args, replica_of=self.data_dir)
                 peer.listen_port = port
                 self.peers.append(peer._start_one())
             return self
         return self._start_one()
 
     def _start_one(self):
+        if self.replica_of and not (self.data_dir / "root.key").exists():
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copy(self.replica_of / "root.key", self.data_dir / "root.key")
+            os.chmod(self.data_dir / "root.key", 0o600)
         env_file = self.data_dir / "env"
         env_file.unlink(missing_ok=True)  # a stale one from an earlier run is not readiness
         log = open(self.log_path, "ab")

@@ -763,21 +763,21 @@ def test_cli_upload_and_download_round_trip(dsrv, tmp_path):
     assert refused.returncode != 0
 
 
-def test_a_killed_server_loses_no_flushed_write(dsrv):
-    """SIGKILL while a client writes and flushes: every write a FLUSH covered reads back
-    after the restart, on whichever block backend the server runs."""
-    disk = unique("d")
-    dsrv.cli("disk", "create", "-n", disk, "-z", "1")
-    vm, (uri,) = started_vm(dsrv, disk)
-    export = uri.split("/", 3)[3]
+def region(n):
+    """Distinct 68 KiB regions (so some cross a chunk boundary): offset and bytes."""
+    return n * 69632, bytes([n % 251 + 1]) * 65536
+
+
+def write_until_killed(uri, proc):
+    """Writes regions to the NBD export `uri`, flushing after every fourth, and kills the
+    serving `proc` with SIGKILL 1.5 s in; returns the regions a FLUSH covered. Each region
+    is rewritten with the same bytes now and then (a new generation of a committed chunk,
+    copied, then changed)."""
     s = nbd_connect(uri)
     s.sendall(struct.pack(">I", 1))
-    go(s, export)
-    # Distinct 68 KiB regions (so some cross a chunk boundary), each rewritten with the
-    # same bytes now and then (a new generation of a committed chunk, copied, then changed).
-    region = lambda i: (i * 69632, bytes([i % 251 + 1]) * 65536)
+    go(s, uri.split("/", 3)[3])
     durable, pending, i = [], [], 0
-    threading.Timer(1.5, lambda: os.kill(dsrv.proc.pid, signal.SIGKILL)).start()
+    threading.Timer(1.5, lambda: os.kill(proc.pid, signal.SIGKILL)).start()
     try:
         while True:
             n = i // 2 if i % 5 == 4 else i
@@ -793,11 +793,26 @@ def test_a_killed_server_loses_no_flushed_write(dsrv):
             i += 1
     except (OSError, ConnectionError, struct.error):
         pass
-    dsrv.proc.wait(timeout=10)
+    proc.wait(timeout=10)
+    return durable
+
+
+def region_checks(regions):
+    """qemu-io commands that read each region back."""
+    return [f"read -P {region(n)[1][0]:#x} {region(n)[0]} 64k" for n in sorted(set(regions))]
+
+
+def test_a_killed_server_loses_no_flushed_write(dsrv):
+    """SIGKILL while a client writes and flushes: every write a FLUSH covered reads back
+    after the restart, on whichever block backend the server runs."""
+    disk = unique("d")
+    dsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    vm, (uri,) = started_vm(dsrv, disk)
+    durable = write_until_killed(uri, dsrv.proc)
     assert len(durable) > 20, "the server was killed before much was flushed"
     dsrv.start()
     uri = dsrv.cli("vm", "show", "-n", vm)["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
-    checks = [f"read -P {region(n)[1][0]:#x} {region(n)[0]} 64k" for n in sorted(set(durable))]
+    checks = region_checks(durable)
     for at in range(0, len(checks), 200):
         assert_io(uri, *checks[at:at + 200])
 

@@ -1,10 +1,7 @@
 """Replicas: several `atrest server` processes on one PostgreSQL database, each with its own
 data directory holding a copy of the same root.key. Run by scripts/test on its throw-away
 PostgreSQL (ATREST_TEST_STATE_SERVER); skipped on the embedded default."""
-import os
-import shutil
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -29,13 +26,7 @@ def psql(url, sql):
 def replica(dir, leader_dir=None, *args):
     """A replica in `dir`; with `leader_dir`, sharing that replica's database and root key."""
     dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if leader_dir is not None:
-        shutil.copy(leader_dir / "root.key", dir / "root.key")
-        os.chmod(dir / "root.key", 0o600)
-    srv = Server(dir, "--lease-duration", LEASE, *args)
-    if leader_dir is not None:
-        srv.state_url = Server(leader_dir).state_url
-    return srv.start()
+    return Server(dir, "--lease-duration", LEASE, *args, replica_of=leader_dir).start()
 
 
 @pytest.fixture()
@@ -55,6 +46,14 @@ def cluster(workdir):
 def secrets(srv, vault, credential=None):
     """A SecretClient on `srv`'s data plane (the replicas share one CA)."""
     return SecretClient(srv.vault_url(vault), credential or srv.credential(), connection_verify=srv.env["ATREST_CA"])
+
+
+def wait_for_leader(srv, timeout=15):
+    """Waits until `srv` leads the cluster."""
+    deadline = time.time() + timeout
+    while metric(srv, "ClusterLeader") != 1:
+        assert time.time() < deadline, f"{srv.data_dir.name} did not take over within {timeout} s"
+        time.sleep(0.1)
 
 
 def metric(srv, name):
@@ -119,10 +118,7 @@ def test_the_leader_is_replaced_when_it_is_killed(cluster):
     epoch = metric(a, "ClusterLeaderEpoch")
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
-    deadline = time.time() + 15
-    while metric(b, "ClusterLeader") != 1:
-        assert time.time() < deadline, "B did not take over within 15 s of A's death"
-        time.sleep(0.2)
+    wait_for_leader(b)
     assert metric(b, "ClusterLeaderEpoch") == epoch + 1
     # The new leader runs the cluster's jobs: its purge pass records the audit checkpoint.
     b.cli("keyvault", "create", "-n", "rep-lead", "-l", "westeurope")
@@ -132,10 +128,7 @@ def test_the_leader_is_replaced_when_it_is_killed(cluster):
 def test_a_clean_stop_hands_leadership_over_at_once(cluster):
     a, b = cluster
     assert a.stop() == 0
-    deadline = time.time() + 2.5  # a fifth of the lease is B's retry period; well under the lease
-    while metric(b, "ClusterLeader") != 1:
-        assert time.time() < deadline, "B did not take over promptly after A resigned"
-        time.sleep(0.1)
+    wait_for_leader(b, timeout=2.5)  # a fifth of the lease is B's retry period; well under the lease
 
 
 def refused(dir, state, expected):
@@ -255,7 +248,7 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_no_flushed_
     """SIGKILL of A while secrets are set through both replicas and a disk A serves is
     written and flushed: B returns every acknowledged secret at once, and serves the disk,
     once A's lease runs out, with every block a FLUSH covered."""
-    from test_disks import go, nbd_connect, request, simple_reply
+    from test_disks import region_checks, write_until_killed
 
     a, b = cluster
     a.cli("keyvault", "create", "-n", "rep-crash", "-l", "westeurope")
@@ -282,27 +275,7 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_no_flushed_
     writers = [threading.Thread(target=set_secrets, args=(srv, srv.data_dir.name), daemon=True) for srv in (a, b)]
     for w in writers:
         w.start()
-    s = nbd_connect(uri)
-    s.sendall(struct.pack(">I", 1))
-    go(s, uri.split("/", 3)[3])
-    region = lambda i: (i * 69632, bytes([i % 251 + 1]) * 65536)
-    durable, pending, i = [], [], 0
-    threading.Timer(1.5, lambda: os.kill(a.proc.pid, signal.SIGKILL)).start()
-    try:
-        while True:
-            offset, data = region(i)
-            request(s, 1, offset, len(data), cookie=i, payload=data)
-            assert simple_reply(s) == (0, i)
-            pending.append(i)
-            if i % 4 == 3:
-                request(s, 3, 0, 0, cookie=i)
-                assert simple_reply(s) == (0, i)
-                durable += pending
-                pending = []
-            i += 1
-    except (OSError, ConnectionError, struct.error):
-        pass
-    a.proc.wait(timeout=10)
+    durable = write_until_killed(uri, a.proc)
     time.sleep(0.5)
     b_writer_alive = writers[1].is_alive()
     assert len(durable) > 8, "A was killed before much was flushed"
@@ -312,7 +285,7 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_no_flushed_
     assert b_writer_alive, "B stopped serving when A died"
     b.cli("vm", "start", "-n", vm, "--host", "rep-b")
     uri = served_by(b, vm, "rep-b")
-    checks = [f"read -P {region(n)[1][0]:#x} {region(n)[0]} 64k" for n in durable]
+    checks = region_checks(durable)
     for at in range(0, len(checks), 200):
         ok, out = qemu_io(uri, *checks[at:at + 200])
         assert ok, out
@@ -346,10 +319,7 @@ def test_detections_cover_every_replica_and_alert_once(cluster):
     assert "first" in first["resource"]
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
-    deadline = time.time() + 15
-    while metric(b, "ClusterLeader") != 1:
-        assert time.time() < deadline, "B did not take over"
-        time.sleep(0.2)
+    wait_for_leader(b)
     purge("second")
     found = purge_alerts(b, 2)
     time.sleep(1)  # a duplicate would come within a poll

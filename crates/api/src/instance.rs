@@ -473,47 +473,57 @@ fn tls_identity(
     let (ca_path, chain_path) = (tls_dir.join("ca.pem"), tls_dir.join("server.pem"));
     // One identity for every replica of the database, so a client trusts all of them:
     // the first to start makes it (or adopts the files and key an earlier version kept).
-    let candidate = match (
-        fs::read_to_string(&ca_path),
-        fs::read_to_string(&chain_path),
-        meta.sealed_get(LEGACY_TLS_KEY)?,
-    ) {
-        (Ok(ca_pem), Ok(chain_pem), Some(key)) => StoredTls {
-            ca_pem,
-            chain_pem,
-            key_pem: String::from_utf8(key.to_vec())
-                .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?,
-        },
-        _ => {
-            let ips = [
-                std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::Ipv6Addr::LOCALHOST.into(),
-            ];
-            let id = generate_tls_identity(
-                &["localhost", "*.vault.localhost", "vault.localhost"],
-                &ips,
-            )?;
-            StoredTls {
-                ca_pem: id.ca_pem,
-                chain_pem: id.chain_pem,
-                key_pem: id.key_pem.to_string(),
-            }
+    let opened = match meta.sealed_get(TLS_IDENTITY)? {
+        Some(opened) => opened,
+        None => {
+            let candidate = first_tls_identity(&ca_path, &chain_path, meta)?;
+            meta.get_or_init(TLS_IDENTITY, || {
+                let json =
+                    Zeroizing::new(serde_json::to_vec(&candidate).expect("strings serialize"));
+                meta.root().seal(TLS_IDENTITY, &json)
+            })?;
+            // Another replica's, if it stored one first.
+            meta.sealed_get(TLS_IDENTITY)?
+                .expect("the TLS identity was stored just now")
         }
     };
-    let sealed = meta.get_or_init(TLS_IDENTITY, || {
-        let json = Zeroizing::new(serde_json::to_vec(&candidate).expect("strings serialize"));
-        meta.root().seal(TLS_IDENTITY, &json)
-    })?;
-    let opened = Zeroizing::new(
-        meta.root()
-            .open(TLS_IDENTITY, &sealed)
-            .map_err(atrest_runtime::Error::from)?,
-    );
     let id: StoredTls = serde_json::from_slice(&opened)
         .map_err(|_| rustls::Error::General("the stored TLS identity is damaged".into()))?;
     fs::write(&ca_path, &id.ca_pem).map_err(io_err(&ca_path))?;
     fs::write(&chain_path, &id.chain_pem).map_err(io_err(&chain_path))?;
     Ok((load_tls_config(&id.chain_pem, &id.key_pem)?, ca_path))
+}
+
+/// The TLS identity a first start stores: the one an earlier version kept (certificates in
+/// files, the key sealed in `meta`), or a new CA and server certificate.
+fn first_tls_identity(
+    ca_path: &Path,
+    chain_path: &Path,
+    meta: &Meta,
+) -> Result<StoredTls, InstanceError> {
+    if let (Ok(ca_pem), Ok(chain_pem), Some(key)) = (
+        fs::read_to_string(ca_path),
+        fs::read_to_string(chain_path),
+        meta.sealed_get(LEGACY_TLS_KEY)?,
+    ) {
+        let key_pem = String::from_utf8(key.to_vec())
+            .map_err(|_| rustls::Error::General("sealed TLS key is not PEM".into()))?;
+        return Ok(StoredTls {
+            ca_pem,
+            chain_pem,
+            key_pem,
+        });
+    }
+    let ips = [
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    let id = generate_tls_identity(&["localhost", "*.vault.localhost", "vault.localhost"], &ips)?;
+    Ok(StoredTls {
+        ca_pem: id.ca_pem,
+        chain_pem: id.chain_pem,
+        key_pem: id.key_pem.to_string(),
+    })
 }
 
 /// The meta entry of the TLS identity (sealed: it holds the server's private key).

@@ -155,12 +155,19 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
     }
 }
 
+/// A tick every `every`, the first after `first`; ticks missed while the work ran are not
+/// made up.
+fn ticks(first: Duration, every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Takes or renews the cluster's leadership every fifth of a lease, and logs changes of
 /// leader.
 pub(crate) async fn leader_loop(state: Arc<AppState>) {
     let every = state.leader.ttl() / 5;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every, every);
     let mut was_leader = state.leader.is_leader();
     loop {
         tick.tick().await;
@@ -183,8 +190,7 @@ pub(crate) async fn leader_loop(state: Arc<AppState>) {
 /// serves the machines started for it and closes those stopped or moved elsewhere.
 pub(crate) async fn disk_loop(state: Arc<AppState>) {
     let every = state.leader.ttl() / 5;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every, every);
     loop {
         tick.tick().await;
         let compute = state.compute.clone();
@@ -199,8 +205,7 @@ pub(crate) async fn disk_loop(state: Arc<AppState>) {
 /// anything, so cached rows and keys (a purged vault's among them) leave an idle
 /// replica's memory too.
 pub(crate) async fn cache_loop(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(Duration::ZERO, Duration::from_secs(1));
     loop {
         tick.tick().await;
         let worker = state.clone();
@@ -229,8 +234,7 @@ pub(crate) async fn scheduler_loop(state: Arc<AppState>) {
 pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
     // The disks were opened (their keys unwrapped) just before; the first check is due
     // one interval later.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every, every);
     loop {
         tick.tick().await;
         if let Err(e) = state.compute.check_keys().await {
@@ -248,8 +252,7 @@ pub(crate) async fn key_check_loop(state: Arc<AppState>, every: Duration) {
 /// Runs the `CopyStart` copies that have not finished, one at a time (after a restart or
 /// a change of leader, from their beginning), on the leader.
 pub(crate) async fn copy_loop(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(Duration::ZERO, Duration::from_millis(500));
     loop {
         tick.tick().await;
         if !state.leader.is_leader() {

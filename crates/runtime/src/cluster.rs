@@ -28,8 +28,8 @@ pub struct Leadership {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     epoch: i64,
-    /// When this replica stops acting as leader unless it renews first: four fifths of
-    /// the lease after the renewal was sent, before the database's own time runs out.
+    /// When this replica stops acting as leader unless it renews first
+    /// ([`Store::acquire_lease`]).
     until: Instant,
 }
 
@@ -69,18 +69,13 @@ impl Leadership {
     /// Takes or renews the leadership if it is free, this replica's, or its holder's time
     /// ran out. Blocks on the database.
     pub fn try_lead(&self) -> Result<Leader, Error> {
-        let sent = Instant::now();
-        let ttl_ms = self.ttl.as_millis() as i64;
-        let acquired = self
+        let (acquired, until) = self
             .store
-            .write_uncached(|tx| tx.acquire_lease(LEADER_LEASE, &self.replica, ttl_ms))?;
+            .acquire_lease(LEADER_LEASE, &self.replica, self.ttl)?;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         Ok(match acquired {
             Acquired::Held { epoch } => {
-                *held = Some(Held {
-                    epoch,
-                    until: sent + self.ttl * 4 / 5,
-                });
+                *held = Some(Held { epoch, until });
                 Leader::This { epoch }
             }
             Acquired::HeldBy(row) => {
@@ -136,7 +131,7 @@ impl Leadership {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(held) = held {
             self.store
-                .write_uncached(|tx| tx.release_lease(LEADER_LEASE, &self.replica, held.epoch))?;
+                .release_lease(LEADER_LEASE, &self.replica, held.epoch)?;
         }
         Ok(())
     }

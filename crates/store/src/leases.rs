@@ -2,8 +2,10 @@
 //! a time on the database's clock, with an epoch that grows each time the holder changes,
 //! so whatever a former holder does afterwards can be told apart (fenced).
 
+use std::time::{Duration, Instant};
+
 use crate::sql::args;
-use crate::{Inner, StoreError, Tx};
+use crate::{Inner, Store, StoreError, Tx};
 
 /// One lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,4 +115,27 @@ fn lease_row(r: &crate::sql::Row) -> Result<LeaseRow, StoreError> {
         epoch: r.get(2)?,
         expires_ms: r.get(3)?,
     })
+}
+
+impl Store {
+    /// Takes or renews the lease `name` for `holder` for `ttl` ([`Tx::acquire_lease`], in a
+    /// write that leaves the generation alone), and says until when the holder may act on
+    /// it: four fifths of `ttl` after the request was sent, so it stops before the
+    /// database's own time for the lease runs out, however late the answer came.
+    pub fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(Acquired, Instant), StoreError> {
+        let sent = Instant::now();
+        let acquired =
+            self.write_uncached(|tx| tx.acquire_lease(name, holder, ttl.as_millis() as i64))?;
+        Ok((acquired, sent + ttl * 4 / 5))
+    }
+
+    /// Gives the lease up at once if `holder` holds it at `epoch` ([`Tx::release_lease`]).
+    pub fn release_lease(&self, name: &str, holder: &str, epoch: i64) -> Result<bool, StoreError> {
+        self.write_uncached(|tx| tx.release_lease(name, holder, epoch))
+    }
 }

@@ -130,8 +130,6 @@ enum Connections {
         pool: Pool<postgres::Conn>,
         /// The advisory lock every writer of this database takes.
         write_lock: i64,
-        /// Whether each write advances `atrest_generation` (the state database's).
-        counts_generations: bool,
     },
 }
 
@@ -144,7 +142,6 @@ impl Connections {
         migrations: (&[&str], &[&str]),
         readers: usize,
         write_lock: i64,
-        counts_generations: bool,
     ) -> Result<Self, StoreError> {
         Ok(match db {
             Database::Sqlite(path) => {
@@ -157,7 +154,6 @@ impl Connections {
                 Connections::Postgres {
                     pool: Pool::new(writer, readers, || postgres::Conn::open(target))?,
                     write_lock,
-                    counts_generations,
                 }
             }
         })
@@ -180,8 +176,8 @@ impl Connections {
     }
 
     /// Runs `f` in a write transaction, committed only if `f` returns `Ok`; writers are
-    /// serialized, across replicas too. A `counted` write of the state database advances
-    /// its generation.
+    /// serialized, across replicas too. A `counted` write (only the state database's
+    /// writes are) advances its generation.
     fn write<T, E: From<StoreError>>(
         &self,
         counted: bool,
@@ -193,16 +189,12 @@ impl Connections {
                 let tx = sqlite::begin(&mut conn, true)?;
                 finish(Tx(Inner::Sqlite(tx)), f)
             }
-            Connections::Postgres {
-                pool,
-                write_lock,
-                counts_generations,
-            } => postgres::off_the_workers(|| {
+            Connections::Postgres { pool, write_lock } => postgres::off_the_workers(|| {
                 let mut conn = pool.writer();
                 let tx = conn.begin(postgres::Begin::Write { lock: *write_lock })?;
                 finish(Tx(Inner::Postgres(tx)), |tx| {
                     let out = f(tx)?;
-                    if counted && *counts_generations {
+                    if counted {
                         tx.exec("UPDATE atrest_generation SET value = value + 1", args![])?;
                     }
                     Ok(out)
@@ -307,14 +299,7 @@ impl Store {
     pub fn open(db: &Database) -> Result<Self, StoreError> {
         let migrations = (schema::STATE, schema::PG_STATE);
         Ok(Store {
-            connections: Connections::open(
-                db,
-                "state",
-                migrations,
-                READERS,
-                STATE_WRITE_LOCK,
-                true,
-            )?,
+            connections: Connections::open(db, "state", migrations, READERS, STATE_WRITE_LOCK)?,
             local_generation: AtomicU64::new(0),
             shared_generation: SharedReads::default(),
         })

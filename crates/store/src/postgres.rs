@@ -436,14 +436,7 @@ pub(crate) fn migrate(
             Ok(false)
         },
     )?;
-    let supported = migrations.len() as i64;
-    if current > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            supported,
-        });
-    }
-    for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
+    for (i, sql) in crate::schema::pending(migrations, current)? {
         tx.batch(sql)?;
         tx.exec(
             "INSERT INTO atrest_schema (component, version) VALUES (?1, ?2) \

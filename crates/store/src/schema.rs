@@ -3,6 +3,24 @@
 //! hold the same tables, columns and constraints; flags are integers on both, and
 //! case-insensitive names use SQLite's `NOCASE` or an ICU collation that ignores case.
 
+use crate::StoreError;
+
+/// The migrations a database at schema version `current` has yet to run, with their
+/// indexes; a version newer than `migrations` know is refused.
+pub(crate) fn pending<'a>(
+    migrations: &'a [&'a str],
+    current: i64,
+) -> Result<impl Iterator<Item = (usize, &'a &'a str)>, StoreError> {
+    let supported = migrations.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    Ok(migrations.iter().enumerate().skip(current as usize))
+}
+
 /// Migrations of the state database.
 pub(crate) const STATE: &[&str] = &[
     r#"

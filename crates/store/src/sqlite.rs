@@ -101,14 +101,7 @@ pub(crate) fn for_each(
 /// Brings the schema up to date inside one transaction per migration.
 pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let supported = migrations.len() as i64;
-    if current > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            supported,
-        });
-    }
-    for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
+    for (i, sql) in crate::schema::pending(migrations, current)? {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;

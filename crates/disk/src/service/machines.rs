@@ -277,16 +277,14 @@ impl Compute {
     /// lease on it has time left.
     fn take_lease(&self, disk: &Disk) -> Result<DiskLease, ComputeError> {
         let name = Self::lease_name(disk);
-        let sent = Instant::now();
-        let ttl = self.config.lease_ttl;
-        let acquired = self.store.write_uncached(|tx| {
-            tx.acquire_lease(&name, &self.config.replica, ttl.as_millis() as i64)
-        })?;
+        let (acquired, until) =
+            self.store
+                .acquire_lease(&name, &self.config.replica, self.config.lease_ttl)?;
         match acquired {
             Acquired::Held { epoch } => Ok(DiskLease {
                 name,
                 epoch,
-                until: Mutex::new(sent + ttl * 4 / 5),
+                until: Mutex::new(until),
             }),
             Acquired::HeldBy(row) => Err(ComputeError::ServedElsewhere {
                 disk: disk.name.clone(),
@@ -298,7 +296,7 @@ impl Compute {
     fn release_lease(&self, lease: &DiskLease) {
         let released = self
             .store
-            .write_uncached(|tx| tx.release_lease(&lease.name, &self.config.replica, lease.epoch));
+            .release_lease(&lease.name, &self.config.replica, lease.epoch);
         if let Err(e) = released {
             tracing::warn!(lease = %lease.name, error = %e, "cannot release a disk's lease; it runs out by itself");
         }
@@ -359,18 +357,12 @@ impl Compute {
             }
         }
         // Disks of machines that no longer exist.
-        let gone: Vec<Arc<OpenDisk>> = {
-            let open = self.open.read().unwrap_or_else(|p| p.into_inner());
-            open.values()
-                .filter(|d| {
-                    !vms.iter().any(|vm| {
-                        vm.resource_group.eq_ignore_ascii_case(&d.resource_group)
-                            && vm.disks.iter().any(|n| n.eq_ignore_ascii_case(&d.name))
-                    })
-                })
-                .cloned()
-                .collect()
-        };
+        let gone = self.served().into_iter().filter(|d| {
+            !vms.iter().any(|vm| {
+                vm.resource_group.eq_ignore_ascii_case(&d.resource_group)
+                    && vm.disks.iter().any(|n| n.eq_ignore_ascii_case(&d.name))
+            })
+        });
         for disk in gone {
             self.open
                 .write()
@@ -380,6 +372,16 @@ impl Compute {
             self.release_lease(&disk.lease);
         }
         Ok(())
+    }
+
+    /// The disks served here now (the registry is not held while they are worked on).
+    fn served(&self) -> Vec<Arc<OpenDisk>> {
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn serves_any(&self, vm: &VirtualMachine) -> bool {
@@ -400,27 +402,15 @@ impl Compute {
     /// has taken is abandoned at once (nothing more is written); one whose renewal fails
     /// stops serving by itself when its time runs out, and is abandoned then.
     pub fn renew_leases(&self) {
-        let open: Vec<Arc<OpenDisk>> = self
-            .open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for disk in open {
-            let sent = Instant::now();
-            let ttl = self.config.lease_ttl;
-            let renewed = self.store.write_uncached(|tx| {
-                tx.acquire_lease(
-                    &disk.lease.name,
-                    &self.config.replica,
-                    ttl.as_millis() as i64,
-                )
-            });
+        for disk in self.served() {
+            let renewed = self.store.acquire_lease(
+                &disk.lease.name,
+                &self.config.replica,
+                self.config.lease_ttl,
+            );
             let lost = match renewed {
-                Ok(Acquired::Held { epoch }) if epoch == disk.lease.epoch => {
-                    *disk.lease.until.lock().unwrap_or_else(|p| p.into_inner()) =
-                        sent + ttl * 4 / 5;
+                Ok((Acquired::Held { epoch }, until)) if epoch == disk.lease.epoch => {
+                    *disk.lease.until.lock().unwrap_or_else(|p| p.into_inner()) = until;
                     false
                 }
                 Ok(_) => true,
@@ -525,14 +515,7 @@ impl Compute {
     /// as the set's identity. A refusal wipes the keys from memory, so I/O fails; the
     /// next success brings them back.
     pub async fn check_keys(&self) -> Result<(), ComputeError> {
-        let open: Vec<Arc<OpenDisk>> = self
-            .open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for disk in open {
+        for disk in self.served() {
             let Some(stored) = self
                 .store
                 .read(|tx| tx.resource::<Disk>(DISK_KIND, &disk.resource_group, &disk.name))?
@@ -566,7 +549,7 @@ impl Compute {
 
     /// Flushes every open disk (at shutdown).
     pub fn flush_all(&self) {
-        for disk in self.open.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for disk in self.served() {
             if let Err(e) = disk.file.flush() {
                 tracing::warn!(disk = %disk.name, error = %e, "flushing a disk failed");
             }

@@ -296,7 +296,7 @@ impl AuditLog {
     /// by earlier versions are moved into blocks.
     pub fn open(db: &Database, link: ChainLink, replica: &str) -> Result<Self, StoreError> {
         let migrations = (schema::AUDIT, schema::PG_AUDIT);
-        let connections = Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK, false)?;
+        let connections = Connections::open(db, "audit", migrations, 1, AUDIT_WRITE_LOCK)?;
         let head = connections.write(false, |tx| {
             if matches!(db, Database::Sqlite(_)) {
                 move_rows_into_blocks(tx, &link)?;
