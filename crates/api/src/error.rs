@@ -289,6 +289,8 @@ impl From<ComputeError> for ApiError {
             E::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             E::ServedElsewhere { .. } => (StatusCode::CONFLICT, "OperationNotAllowed"),
             E::KeyUnusable { .. } => (StatusCode::CONFLICT, "KeyVaultKeyUnusable"),
+            E::Ade(_) => (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            E::SecretUnusable { .. } => (StatusCode::CONFLICT, "KeyVaultSecretUnusable"),
             // Store, block-file and internal faults: the detail goes to the log only.
             E::Store(_) | E::Directory(_) | E::Disk(_) | E::Internal(_) => {
                 return ApiError::internal(&e)

@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use atrest_core::operation::Operation;
 use atrest_core::vault::VaultRecord;
-use atrest_disk::{KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
+use atrest_disk::{
+    KeyAccessError, KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion, PlatformSecret,
+    VaultDescription,
+};
 use atrest_identity::IdentitySelector;
 use atrest_runtime::time::unix_now;
-use atrest_vault::{KeyOperation, OperationInput, OperationOutput};
+use atrest_vault::{KeyOperation, OperationInput, OperationOutput, SetSecret};
 use hyper::{StatusCode, Uri};
 use zeroize::Zeroizing;
 
@@ -34,8 +37,23 @@ const USER_AGENT_VALUE: &str = concat!("atrest-disk/", env!("CARGO_PKG_VERSION")
 /// Tokens are renewed this long before they expire.
 const RENEW_BEFORE: i64 = 300;
 
-/// The wrapping algorithm of data keys.
-const WRAP_ALGORITHM: &str = "RSA-OAEP-256";
+/// What an in-process call does.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    GetKey,
+    KeyOperation(KeyOperation),
+    GetSecret,
+    SetSecret,
+}
+
+impl Call {
+    fn collection(self) -> &'static str {
+        match self {
+            Call::GetKey | Call::KeyOperation(_) => "keys",
+            Call::GetSecret | Call::SetSecret => "secrets",
+        }
+    }
+}
 
 /// The in-process vault client. It holds the server state weakly: the state owns the
 /// disk service, which owns this.
@@ -74,9 +92,10 @@ fn local_peer() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }
 
-/// A key URL of this server: `https://{vault}.vault.localhost:{port}/keys/{name}[/{version}]`.
+/// A key or secret URL of this server:
+/// `https://{vault}.vault.localhost:{port}/{keys|secrets}/{name}[/{version}]`.
 #[derive(Debug, PartialEq, Eq)]
-struct KeyUrl<'a> {
+struct ObjectUrl<'a> {
     /// The vault's host, lower-cased, without port.
     host: String,
     vault: &'a str,
@@ -84,13 +103,15 @@ struct KeyUrl<'a> {
     version: Option<&'a str>,
 }
 
-impl<'a> KeyUrl<'a> {
-    fn parse(url: &'a str, uri: &'a Uri) -> Result<Self, KeyAccessError> {
+impl<'a> ObjectUrl<'a> {
+    /// Parses a URL of `collection` (`keys` or `secrets`).
+    fn parse(url: &'a str, uri: &'a Uri, collection: &str) -> Result<Self, KeyAccessError> {
+        let what = collection.trim_end_matches('s');
         let bad_url = || {
             failure(
                 400,
                 "BadParameter",
-                format!("'{url}' is not a key URL of this server"),
+                format!("'{url}' is not a {what} URL of this server"),
             )
         };
         if uri.scheme_str() != Some("https") || uri.query().is_some() {
@@ -103,11 +124,11 @@ impl<'a> KeyUrl<'a> {
             .ok_or_else(bad_url)?;
         let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
         let (name, version) = match segments.as_slice() {
-            ["", "keys", name] => (*name, None),
-            ["", "keys", name, version] => (*name, Some(*version)),
+            ["", c, name] if *c == collection => (*name, None),
+            ["", c, name, version] if *c == collection => (*name, Some(*version)),
             _ => return Err(bad_url()),
         };
-        Ok(KeyUrl {
+        Ok(ObjectUrl {
             host: host.to_ascii_lowercase(),
             vault,
             name,
@@ -191,35 +212,45 @@ impl InProcessVaults {
         Ok(token)
     }
 
-    /// Reads the key at `key_url` (`op` is `None`) or runs `op` with it, as `identity`,
-    /// through the data plane's guards, and records it; `run` does the work, given the
-    /// key's name and version, once the guards pass.
+    /// Makes `call` on the key or secret at `url` as `identity`, through the data plane's
+    /// guards, and records it; `run` does the work, given the object's name and version,
+    /// once the guards pass.
     async fn guarded<T>(
         &self,
         identity: &str,
-        key_url: &str,
-        op: Option<KeyOperation>,
+        url: &str,
+        call: Call,
         run: impl FnOnce(&AppState, &mut Ctx, &VaultRecord, &str, Option<&str>) -> Result<T, ApiError>,
     ) -> Result<T, KeyAccessError> {
         let state = self.state()?;
-        let uri: Uri = key_url.parse().map_err(|_| {
+        let collection = call.collection();
+        let uri: Uri = url.parse().map_err(|_| {
             failure(
                 400,
                 "BadParameter",
-                format!("'{key_url}' is not a key URL of this server"),
+                format!(
+                    "'{url}' is not a {} URL of this server",
+                    collection.trim_end_matches('s')
+                ),
             )
         })?;
-        let url = KeyUrl::parse(key_url, &uri)?;
+        let target = ObjectUrl::parse(url, &uri, collection)?;
         let token = self.token(&state, identity).await?;
-        let (route, method, suffix) = match op {
-            None => (KeyRoute::Get(url.name, url.version), "GET", String::new()),
-            Some(op) => (
-                KeyRoute::Operation(url.name, url.version, op),
+        let (name, version) = (target.name, target.version);
+        let (route, method, suffix) = match call {
+            Call::GetKey => (
+                Route::Key(KeyRoute::Get(name, version)),
+                "GET",
+                String::new(),
+            ),
+            Call::KeyOperation(op) => (
+                Route::Key(KeyRoute::Operation(name, version, op)),
                 "POST",
                 format!("/{}", op.name().to_ascii_lowercase()),
             ),
+            Call::GetSecret => (Route::Get(name, version), "GET", String::new()),
+            Call::SetSecret => (Route::Set(name), "PUT", String::new()),
         };
-        let route = Route::Key(route);
         let (mut exchange, mut ctx) = Exchange::begin(&state, route.operation(), local_peer());
         describe(
             &mut exchange,
@@ -227,12 +258,12 @@ impl InProcessVaults {
             method,
             format!(
                 "https://{}:{}{}{suffix}?api-version={API_VERSION}",
-                url.host,
+                target.host,
                 state.settings.port,
                 uri.path().trim_end_matches('/'),
             ),
         );
-        ctx.resource = Some(url.vault.to_owned());
+        ctx.resource = Some(target.vault.to_owned());
         let result =
             match state
                 .identity
@@ -240,8 +271,8 @@ impl InProcessVaults {
             {
                 Err(e) => Err(ApiError::unauthorized(&e, state.challenge())),
                 Ok(caller) => {
-                    let result = keyvault::guard(&state, &mut ctx, &caller, url.vault, &route)
-                        .and_then(|vault| run(&state, &mut ctx, &vault, url.name, url.version));
+                    let result = keyvault::guard(&state, &mut ctx, &caller, target.vault, &route)
+                        .and_then(|vault| run(&state, &mut ctx, &vault, name, version));
                     ctx.caller = Some(caller);
                     result
                 }
@@ -265,15 +296,16 @@ impl InProcessVaults {
         identity: &str,
         key_url: &str,
         op: KeyOperation,
+        alg: &str,
         value: &[u8],
     ) -> Result<OperationOutput, KeyAccessError> {
         self.guarded(
             identity,
             key_url,
-            Some(op),
+            Call::KeyOperation(op),
             |state, ctx, vault, name, version| {
                 let input = OperationInput {
-                    alg: WRAP_ALGORITHM.to_owned(),
+                    alg: alg.to_owned(),
                     value: Zeroizing::new(value.to_vec()),
                     digest: None,
                     iv: None,
@@ -317,6 +349,83 @@ fn unexpected(what: &str) -> KeyAccessError {
 }
 
 impl KeyVaultAccess for InProcessVaults {
+    fn describe_vault(&self, vault: &str) -> Result<VaultDescription, KeyAccessError> {
+        let state = self.state()?;
+        let row = state.vaults.data_plane_vault(vault).map_err(|e| {
+            failure(
+                404,
+                "VaultNotFound",
+                format!("The key vault '{vault}' was not found: {e}"),
+            )
+        })?;
+        Ok(VaultDescription {
+            resource_id: vault_resource_id(&row),
+            location: row.location.clone(),
+            enabled_for_disk_encryption: row.disk_encryption,
+            uri: state.vault_base(&row.name),
+        })
+    }
+
+    fn set_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        secret: &'a PlatformSecret,
+    ) -> KeyFuture<'a, String> {
+        Box::pin(async move {
+            let state = self.state()?;
+            let url = format!("{}/secrets/{name}", state.vault_base(vault));
+            drop(state);
+            self.guarded(
+                identity,
+                &url,
+                Call::SetSecret,
+                |state, ctx, vault, name, _| {
+                    let request = SetSecret {
+                        value: secret.value.clone(),
+                        content_type: Some(secret.content_type.clone()),
+                        tags: Some(secret.tags.clone()),
+                        attributes: Default::default(),
+                    };
+                    let stored = state.vaults.set_secret(vault, name, &request, ctx.now)?;
+                    let id = format!(
+                        "{}/secrets/{}/{}",
+                        state.vault_base(&vault.name),
+                        stored.name,
+                        stored.version
+                    );
+                    ctx.target_id = Some(id.clone());
+                    Ok(id)
+                },
+            )
+            .await
+        })
+    }
+
+    fn get_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        secret_url: &'a str,
+    ) -> KeyFuture<'a, PlatformSecret> {
+        Box::pin(async move {
+            self.guarded(
+                identity,
+                secret_url,
+                Call::GetSecret,
+                |state, ctx, vault, name, version| {
+                    let secret = state.vaults.get_secret(vault, name, version, ctx.now)?;
+                    Ok(PlatformSecret {
+                        value: secret.value.clone().unwrap_or_default(),
+                        content_type: secret.content_type.clone().unwrap_or_default(),
+                        tags: secret.tags.clone(),
+                    })
+                },
+            )
+            .await
+        })
+    }
+
     fn describe(
         &self,
         vault: &str,
@@ -350,7 +459,7 @@ impl KeyVaultAccess for InProcessVaults {
             self.guarded(
                 identity,
                 key_url,
-                None,
+                Call::GetKey,
                 |state, ctx, vault, name, version| {
                     let key = state.vaults.get_key(vault, name, version)?;
                     let kid = format!(
@@ -371,11 +480,12 @@ impl KeyVaultAccess for InProcessVaults {
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        alg: &'a str,
         dek: &'a [u8],
     ) -> KeyFuture<'a, Vec<u8>> {
         Box::pin(async move {
             match self
-                .wrapping(identity, key_url, KeyOperation::WrapKey, dek)
+                .wrapping(identity, key_url, KeyOperation::WrapKey, alg, dek)
                 .await?
             {
                 OperationOutput::Encrypted(e) => Ok(e.ciphertext),
@@ -388,11 +498,12 @@ impl KeyVaultAccess for InProcessVaults {
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        alg: &'a str,
         wrapped: &'a [u8],
     ) -> KeyFuture<'a, Zeroizing<Vec<u8>>> {
         Box::pin(async move {
             match self
-                .wrapping(identity, key_url, KeyOperation::UnwrapKey, wrapped)
+                .wrapping(identity, key_url, KeyOperation::UnwrapKey, alg, wrapped)
                 .await?
             {
                 OperationOutput::Plaintext(p) => Ok(p),
@@ -410,7 +521,7 @@ mod tests {
     fn key_urls() {
         let parse = |url: &'static str| {
             let uri: &'static Uri = Box::leak(Box::new(url.parse::<Uri>().unwrap()));
-            KeyUrl::parse(url, uri).map(|k| (k.host, k.vault, k.name, k.version))
+            ObjectUrl::parse(url, uri, "keys").map(|k| (k.host, k.vault, k.name, k.version))
         };
         assert_eq!(
             parse("https://KV1.vault.localhost:8443/keys/k1/abc").unwrap(),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_policy;
+pub mod ade;
 pub mod api_version;
 pub mod attributes;
 pub mod audit;

@@ -200,6 +200,13 @@ operations! {
     VirtualMachineRead => Management,
     /// List virtual machines.
     VirtualMachineList => Management,
+    /// Create or update a virtual machine extension (Azure Disk Encryption's enable and
+    /// disable).
+    VirtualMachineExtensionWrite => Management,
+    /// Delete a virtual machine extension.
+    VirtualMachineExtensionDelete => Management,
+    /// Read or list virtual machine extensions.
+    VirtualMachineExtensionRead => Management,
     /// List role definitions.
     RoleDefinitionList => Management,
     /// Read a role definition.
@@ -399,6 +406,9 @@ impl Operation {
             | VirtualMachineStop
             | VirtualMachineRead
             | VirtualMachineList
+            | VirtualMachineExtensionWrite
+            | VirtualMachineExtensionDelete
+            | VirtualMachineExtensionRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -527,6 +537,9 @@ impl Operation {
             | VirtualMachineStop
             | VirtualMachineRead
             | VirtualMachineList
+            | VirtualMachineExtensionWrite
+            | VirtualMachineExtensionDelete
+            | VirtualMachineExtensionRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -666,6 +679,9 @@ impl Operation {
             | VirtualMachineStop
             | VirtualMachineRead
             | VirtualMachineList
+            | VirtualMachineExtensionWrite
+            | VirtualMachineExtensionDelete
+            | VirtualMachineExtensionRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite

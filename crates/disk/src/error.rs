@@ -67,6 +67,20 @@ pub enum ComputeError {
         /// What the vault said.
         cause: KeyAccessError,
     },
+    /// An Azure Disk Encryption setting breaks a rule (`InvalidParameter`, 400).
+    #[error(transparent)]
+    Ade(#[from] atrest_core::ade::AdeRuleError),
+    /// A disk's Azure Disk Encryption secret cannot be read now: deleted, disabled or
+    /// access withdrawn (`KeyVaultSecretUnusable`, 409).
+    #[error("The disk encryption secret '{secret_url}' of disk '{disk}' cannot be read: {cause}")]
+    SecretUnusable {
+        /// The disk.
+        disk: String,
+        /// The secret version.
+        secret_url: String,
+        /// What the vault said.
+        cause: KeyAccessError,
+    },
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] atrest_store::StoreError),

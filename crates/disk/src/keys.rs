@@ -41,9 +41,43 @@ pub struct KeyVersion {
 /// A boxed future of a key operation.
 pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyAccessError>> + Send + 'a>>;
 
-/// The way to customer-managed keys. `identity` is the ARM resource id of the managed
-/// identity acting (a disk encryption set's); every call goes through the vault's
-/// authorization and audit like any client's.
+/// What the platform knows of a vault, for Azure Disk Encryption's rules. Nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultDescription {
+    /// The vault's ARM resource id.
+    pub resource_id: String,
+    /// The vault's location.
+    pub location: String,
+    /// `enabledForDiskEncryption`: whether the platform may store and read disk
+    /// encryption secrets and wrap and unwrap with its keys.
+    pub enabled_for_disk_encryption: bool,
+    /// The vault's data-plane URL, `https://VAULT.vault.localhost:PORT`.
+    pub uri: String,
+}
+
+/// A secret as the platform stores or reads it. The value is wiped on drop.
+pub struct PlatformSecret {
+    /// The value.
+    pub value: Zeroizing<String>,
+    /// `contentType`.
+    pub content_type: String,
+    /// Tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PlatformSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformSecret")
+            .field("content_type", &self.content_type)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The way to customer-managed keys and vault secrets. `identity` is the ARM resource id
+/// of the managed identity acting (a disk encryption set's, or the disk-encryption
+/// platform identity); every call goes through the vault's authorization and audit like
+/// any client's.
 pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
     /// Describes a vault and key version as the platform sees it.
     fn describe(
@@ -53,25 +87,51 @@ pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
         version: &str,
     ) -> Result<KeyDescription, KeyAccessError>;
 
+    /// Describes a vault by name, as the platform sees it.
+    fn describe_vault(&self, vault: &str) -> Result<VaultDescription, KeyAccessError>;
+
     /// Reads the current version of key `key_url` (versioned or not) as `identity`.
     fn get_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, KeyVersion>;
 
-    /// Wraps `dek` with RSA-OAEP-256 under the versioned `key_url` as `identity`.
+    /// Wraps `dek` with `alg` (RSA-OAEP-256 for data keys) under the versioned `key_url`
+    /// as `identity`.
     fn wrap_key<'a>(
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        alg: &'a str,
         dek: &'a [u8],
     ) -> KeyFuture<'a, Vec<u8>>;
 
-    /// Unwraps a data key wrapped by [`Self::wrap_key`] as `identity`.
+    /// Unwraps what [`Self::wrap_key`] wrapped with `alg`, as `identity`.
     fn unwrap_key<'a>(
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        alg: &'a str,
         wrapped: &'a [u8],
     ) -> KeyFuture<'a, Zeroizing<Vec<u8>>>;
+
+    /// Stores a new version of secret `name` in `vault` as `identity`; returns its
+    /// versioned identifier.
+    fn set_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        secret: &'a PlatformSecret,
+    ) -> KeyFuture<'a, String>;
+
+    /// Reads the secret version `secret_url` as `identity`.
+    fn get_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        secret_url: &'a str,
+    ) -> KeyFuture<'a, PlatformSecret>;
 }
+
+/// How disk encryption sets wrap data keys.
+pub(crate) const DEK_WRAP_ALGORITHM: &str = "RSA-OAEP-256";
 
 /// A fresh AES-256-XTS data key (two independent 256-bit halves).
 pub(crate) fn new_dek() -> Zeroizing<[u8; KEY_LEN]> {

@@ -3,6 +3,7 @@
 //! blocks at rest are `atrest-blocks`'. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+mod bek;
 mod error;
 pub mod keys;
 pub mod model;
@@ -10,9 +11,15 @@ pub mod nbd;
 pub mod service;
 
 pub use error::{ComputeError, KeyAccessError};
-pub use keys::{KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion};
-pub use model::{Disk, DiskEncryptionSet, Image, ImageDisk, KeyRef, VirtualMachine, WrappedDek};
+pub use keys::{
+    KeyDescription, KeyFuture, KeyVaultAccess, KeyVersion, PlatformSecret, VaultDescription,
+};
+pub use model::{
+    AdeVolume, Disk, DiskEncryptionSet, Image, ImageDisk, KeyRef, VirtualMachine, VmExtension,
+    WrappedDek,
+};
 pub use service::{
-    Compute, ComputeConfig, DesRequest, DiskRequest, Grant, ImageDiskRequest, ImageRequest,
-    OpenDisk, SnapshotLimits, SnapshotRequest, Unreachable, VmRequest,
+    BekExport, Compute, ComputeConfig, DesRequest, DiskRequest, EncryptionStatus, Export,
+    ExtensionRequest, Grant, ImageDiskRequest, ImageRequest, OpenDisk, SnapshotLimits,
+    SnapshotRequest, Unreachable, VmRequest,
 };

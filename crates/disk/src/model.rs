@@ -165,6 +165,54 @@ pub struct Disk {
     /// whose caller holds the disk's download (or upload) data action.
     #[serde(default)]
     pub data_access_aad: bool,
+    /// The LUKS volume Azure Disk Encryption keeps inside the disk, while it does.
+    #[serde(default)]
+    pub ade: Option<AdeVolume>,
+    /// Whether Azure Disk Encryption ever encrypted the disk: such a disk never takes a
+    /// customer-managed key.
+    #[serde(default)]
+    pub ade_ever: bool,
+}
+
+/// A disk's volume under Azure Disk Encryption: where its passphrase lives
+/// (`encryptionSettingsCollection`, version 1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdeVolume {
+    /// The versioned secret holding the passphrase (`diskEncryptionKey.secretUrl`).
+    pub secret_url: String,
+    /// The secret's vault (`diskEncryptionKey.sourceVault.id`).
+    pub secret_vault: String,
+    /// The key-encryption key wrapping the passphrase, if one does
+    /// (`keyEncryptionKey.keyUrl`).
+    pub kek_url: Option<String>,
+    /// The key-encryption key's vault.
+    pub kek_vault: Option<String>,
+    /// The algorithm the passphrase was wrapped with.
+    pub kek_algorithm: Option<String>,
+    /// The passphrase's file on the BEK VOLUME (`LinuxPassPhraseFileName[_1_LUN]`).
+    pub file_name: String,
+    /// `LUKS1` or `LUKS2`.
+    pub luks: String,
+}
+
+/// A virtual machine extension. Only `AzureDiskEncryptionForLinux` runs here; its state
+/// is the disks' own (`Disk::ade`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmExtension {
+    /// The extension resource's name.
+    pub name: String,
+    /// `publisher`.
+    pub publisher: String,
+    /// `type`.
+    pub extension_type: String,
+    /// `typeHandlerVersion`.
+    pub type_handler_version: String,
+    /// `autoUpgradeMinorVersion`.
+    pub auto_upgrade_minor_version: bool,
+    /// `settings`, as given (ADE's are all strings).
+    pub settings: BTreeMap<String, String>,
+    /// The last operation's outcome, shown as the status message.
+    pub message: String,
 }
 
 /// The store kind of the disk-like document a resource id names: a snapshot, an image's
@@ -299,6 +347,25 @@ pub struct VirtualMachine {
     pub nbd: Option<String>,
     /// Creation time.
     pub created: i64,
+    /// The OS disk's name (same resource group), if the machine has one.
+    #[serde(default)]
+    pub os_disk: Option<String>,
+    /// Extensions.
+    #[serde(default)]
+    pub extensions: Vec<VmExtension>,
+}
+
+impl VirtualMachine {
+    /// Every attached disk: the OS disk first, then the data disks in LUN order, each
+    /// with its LUN (`None` for the OS disk).
+    pub fn attached(&self) -> impl Iterator<Item = (Option<u32>, &String)> {
+        self.os_disk.iter().map(|d| (None, d)).chain(
+            self.disks
+                .iter()
+                .enumerate()
+                .map(|(lun, d)| (Some(lun as u32), d)),
+        )
+    }
 }
 
 mod b64 {

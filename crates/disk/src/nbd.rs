@@ -21,17 +21,17 @@ use tokio::task::JoinSet;
 use atrest_nbd::{
     be_u32, be_u64, chunk_header, encode_option_reply, parse_export_query, parse_meta_query,
     parse_request, simple_header, Command, ProtocolError, Request, BASE_ALLOCATION, CHUNK_HEADER,
-    CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE, EINVAL, EIO, ENOSPC, EOVERFLOW, ESHUTDOWN,
-    FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT, INFO_NAME,
-    NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_LIST_META_CONTEXT,
-    OPT_SET_META_CONTEXT, OPT_STRUCTURED_REPLY, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR,
-    REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, REP_ACK, REP_ERR_INVALID, REP_ERR_TOO_BIG,
-    REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_META_CONTEXT, REP_SERVER, SIMPLE_HEADER,
-    STATE_HOLE, STATE_ZERO, TFLAG_CAN_MULTI_CONN, TFLAG_HAS_FLAGS, TFLAG_SEND_FLUSH,
-    TFLAG_SEND_FUA, TFLAG_SEND_TRIM, TFLAG_SEND_WRITE_ZEROES,
+    CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE, EINVAL, EIO, ENOSPC, EOVERFLOW, EPERM,
+    ESHUTDOWN, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT,
+    INFO_NAME, NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST,
+    OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT, OPT_STRUCTURED_REPLY, REPLY_TYPE_BLOCK_STATUS,
+    REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, REP_ACK, REP_ERR_INVALID,
+    REP_ERR_TOO_BIG, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_META_CONTEXT, REP_SERVER,
+    SIMPLE_HEADER, STATE_HOLE, STATE_ZERO, TFLAG_CAN_MULTI_CONN, TFLAG_HAS_FLAGS, TFLAG_READ_ONLY,
+    TFLAG_SEND_FLUSH, TFLAG_SEND_FUA, TFLAG_SEND_TRIM, TFLAG_SEND_WRITE_ZEROES,
 };
 
-use crate::service::OpenDisk;
+use crate::service::{BekExport, Export};
 use atrest_blocks::{BlockError, Volume};
 
 /// The client flags this server understands: fixed newstyle and no zeroes.
@@ -61,15 +61,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the server finds the exports it serves.
 pub trait Exports: Send + Sync + 'static {
-    /// The open disk exported as `name`.
-    fn export(&self, name: &str) -> Option<Arc<OpenDisk>>;
+    /// What is exported as `name`.
+    fn export(&self, name: &str) -> Option<Export>;
     /// Every export name.
     fn export_names(&self) -> Vec<String>;
 }
 
 impl Exports for crate::service::Compute {
-    fn export(&self, name: &str) -> Option<Arc<OpenDisk>> {
-        crate::service::Compute::export(self, name)
+    fn export(&self, name: &str) -> Option<Export> {
+        crate::service::Compute::nbd_export(self, name)
     }
 
     fn export_names(&self) -> Vec<String> {
@@ -134,9 +134,25 @@ impl From<ProtocolError> for End {
     }
 }
 
+impl Export {
+    fn size(&self) -> u64 {
+        match self {
+            Export::Disk(disk) => disk.file.size(),
+            Export::Bek(bek) => bek.size(),
+        }
+    }
+
+    fn flags(&self) -> u16 {
+        match self {
+            Export::Disk(_) => TRANSMISSION_FLAGS,
+            Export::Bek(_) => TRANSMISSION_FLAGS | TFLAG_READ_ONLY,
+        }
+    }
+}
+
 /// What the handshake settled, and the connection's spare buffers.
 struct Session {
-    disk: Arc<OpenDisk>,
+    export: Export,
     structured: bool,
     allocation_context: bool,
     buffers: Buffers,
@@ -145,14 +161,9 @@ struct Session {
 impl Session {
     /// The session on `disk` exported as `name`; `base:allocation` is on if the last
     /// `SET_META_CONTEXT` selected it for that export.
-    fn new(
-        disk: Arc<OpenDisk>,
-        structured: bool,
-        meta: &Option<(String, bool)>,
-        name: &str,
-    ) -> Self {
+    fn new(export: Export, structured: bool, meta: &Option<(String, bool)>, name: &str) -> Self {
         Session {
-            disk,
+            export,
             structured,
             allocation_context: meta.as_ref().is_some_and(|(n, on)| *on && n == name),
             buffers: Buffers::default(),
@@ -197,10 +208,10 @@ async fn option_reply(
     w.write_all(&encode_option_reply(option, reply, data)).await
 }
 
-fn info_export(size: u64) -> Vec<u8> {
+fn info_export(export: &Export) -> Vec<u8> {
     let mut d = INFO_EXPORT.to_be_bytes().to_vec();
-    d.extend_from_slice(&size.to_be_bytes());
-    d.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+    d.extend_from_slice(&export.size().to_be_bytes());
+    d.extend_from_slice(&export.flags().to_be_bytes());
     d
 }
 
@@ -242,17 +253,17 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
         match option {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
-                let Some(disk) = exports.export(&name) else {
+                let Some(export) = exports.export(&name) else {
                     // This option cannot be refused politely: the protocol says to close.
                     return Err(ProtocolError("unknown export").into());
                 };
-                let mut reply = disk.file.size().to_be_bytes().to_vec();
-                reply.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+                let mut reply = export.size().to_be_bytes().to_vec();
+                reply.extend_from_slice(&export.flags().to_be_bytes());
                 if !no_zeroes {
                     reply.extend_from_slice(&[0u8; 124]);
                 }
                 stream.write_all(&reply).await?;
-                return Ok(Some(Session::new(disk, structured, &meta, &name)));
+                return Ok(Some(Session::new(export, structured, &meta, &name)));
             }
             OPT_ABORT => {
                 let _ = option_reply(stream, option, REP_ACK, &[]).await;
@@ -278,12 +289,12 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                         continue;
                     }
                 };
-                let Some(disk) = exports.export(&name) else {
+                let Some(export) = exports.export(&name) else {
                     let msg = format!("no export named '{name}'");
                     option_reply(stream, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
                     continue;
                 };
-                option_reply(stream, option, REP_INFO, &info_export(disk.file.size())).await?;
+                option_reply(stream, option, REP_INFO, &info_export(&export)).await?;
                 option_reply(stream, option, REP_INFO, &info_block_size()).await?;
                 if requests.contains(&INFO_NAME) {
                     let mut d = INFO_NAME.to_be_bytes().to_vec();
@@ -292,7 +303,7 @@ async fn handshake(stream: &mut TcpStream, exports: &dyn Exports) -> Result<Opti
                 }
                 option_reply(stream, option, REP_ACK, &[]).await?;
                 if option == OPT_GO {
-                    return Ok(Some(Session::new(disk, structured, &meta, &name)));
+                    return Ok(Some(Session::new(export, structured, &meta, &name)));
                 }
             }
             OPT_STRUCTURED_REPLY => {
@@ -421,9 +432,9 @@ async fn connection(mut stream: TcpStream, exports: Arc<dyn Exports>) -> Result<
         }
     };
     while tasks.join_next().await.is_some() {}
-    if outcome.is_ok() {
+    if let (Ok(()), Export::Disk(disk)) = (&outcome, &session.export) {
         // A soft disconnect: what was written is flushed before the socket closes.
-        let disk = session.disk.clone();
+        let disk = disk.clone();
         let _ = tokio::task::spawn_blocking(move || disk.file.flush()).await;
     }
     let _ = writer.lock().await.shutdown().await;
@@ -505,16 +516,71 @@ fn errno(e: &BlockError) -> u32 {
     }
 }
 
+/// Answers a request on a read-only image (a BEK VOLUME): reads, flushes (nothing to do)
+/// and block status (all data); anything that writes is refused with `EPERM`.
+fn read_only(session: &Session, bek: &BekExport, request: Request) -> Vec<u8> {
+    let cookie = request.cookie;
+    if bek.is_closed() {
+        return error_reply(
+            session,
+            cookie,
+            ESHUTDOWN,
+            "the virtual machine was stopped",
+        );
+    }
+    let (offset, length) = (request.offset, u64::from(request.length));
+    let in_range = offset
+        .checked_add(length)
+        .is_some_and(|end| end <= bek.size());
+    match request.command {
+        Command::Write | Command::Trim | Command::WriteZeroes => {
+            error_reply(session, cookie, EPERM, "the BEK VOLUME is read-only")
+        }
+        Command::Flush => simple_reply(cookie, 0),
+        Command::Read | Command::BlockStatus if !in_range => error_reply(
+            session,
+            cookie,
+            EINVAL,
+            "the request runs past the end of the disk",
+        ),
+        Command::Read => {
+            let mut reply = vec![0u8; SIMPLE_HEADER + length as usize];
+            bek.read(offset, &mut reply[SIMPLE_HEADER..]);
+            if session.structured {
+                let mut chunk =
+                    chunk_header(cookie, REPLY_TYPE_OFFSET_DATA, 8 + length as usize, true)
+                        .to_vec();
+                chunk.extend_from_slice(&offset.to_be_bytes());
+                chunk.extend_from_slice(&reply[SIMPLE_HEADER..]);
+                return chunk;
+            }
+            reply[..SIMPLE_HEADER].copy_from_slice(&simple_header(cookie, 0));
+            reply
+        }
+        Command::BlockStatus if session.allocation_context && length > 0 => {
+            let mut payload = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+            payload.extend_from_slice(&(length.min(MAX_STATUS_SPAN) as u32).to_be_bytes());
+            payload.extend_from_slice(&0u32.to_be_bytes());
+            chunk(cookie, REPLY_TYPE_BLOCK_STATUS, &[&payload])
+        }
+        _ => error_reply(session, cookie, EINVAL, "unsupported command"),
+    }
+}
+
 /// Runs one request against the disk and builds its reply.
 async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> Vec<u8> {
+    let disk = match &session.export {
+        Export::Disk(disk) => disk.clone(),
+        Export::Bek(bek) => return read_only(session, bek, request),
+    };
     let cookie = request.cookie;
-    let size = session.disk.file.size();
+    let size = disk.file.size();
     let in_range = request
         .offset
         .checked_add(u64::from(request.length))
         .is_some_and(|end| end <= size);
     let fua = request.flags & CMD_FLAG_FUA != 0;
-    if session.disk.is_closed() {
+    if disk.is_closed() {
         return error_reply(
             session,
             cookie,
@@ -568,7 +634,7 @@ async fn execute(session: &Arc<Session>, request: Request, payload: Vec<u8>) -> 
     }
     let s = session.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, BlockError> {
-        let file = &s.disk.file;
+        let file = &disk.file;
         let (offset, length) = (request.offset, request.length);
         match request.command {
             Command::Read if s.structured => {

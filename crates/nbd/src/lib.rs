@@ -67,6 +67,8 @@ pub const INFO_BLOCK_SIZE: u16 = 3;
 
 /// Transmission flag `NBD_FLAG_HAS_FLAGS`.
 pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+/// Transmission flag `NBD_FLAG_READ_ONLY`.
+pub const TFLAG_READ_ONLY: u16 = 1 << 1;
 /// Transmission flag `NBD_FLAG_SEND_FLUSH`.
 pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
 /// Transmission flag `NBD_FLAG_SEND_FUA`.
@@ -101,6 +103,8 @@ pub const STATE_HOLE: u32 = 1;
 /// `base:allocation` state `NBD_STATE_ZERO`.
 pub const STATE_ZERO: u32 = 2;
 
+/// `NBD_EPERM`.
+pub const EPERM: u32 = 1;
 /// `NBD_EIO`.
 pub const EIO: u32 = 5;
 /// `NBD_EINVAL`.

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use atrest_core::names::check_resource_group_name;
 use atrest_core::operation::Operation;
 use atrest_disk::{
-    DesRequest, Disk, DiskEncryptionSet, DiskRequest, Image, ImageDiskRequest, ImageRequest,
-    SnapshotRequest, VirtualMachine, VmRequest,
+    AdeVolume, DesRequest, Disk, DiskEncryptionSet, DiskRequest, EncryptionStatus,
+    ExtensionRequest, Image, ImageDiskRequest, ImageRequest, SnapshotRequest, VirtualMachine,
+    VmExtension, VmRequest,
 };
 use atrest_identity::{Caller, RoleError};
 use atrest_runtime::time::rfc3339;
@@ -19,7 +20,7 @@ use crate::arm::authorization;
 use crate::body::{parse_json, read_body};
 use crate::client::percent_encode;
 use crate::error::ApiError;
-use crate::http::{created_status, deleted_status, empty, json, Body, Resp};
+use crate::http::{created_status, deleted_status, empty, json, seg, Body, Resp};
 use crate::pipeline::Ctx;
 use crate::state::AppState;
 
@@ -334,12 +335,91 @@ struct DataDiskDto {
 #[serde(rename_all = "camelCase")]
 struct StorageProfileDto {
     data_disks: Option<Vec<DataDiskDto>>,
+    os_disk: Option<OsDiskDto>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OsDiskDto {
+    name: Option<String>,
+    managed_disk: Option<ManagedDiskDto>,
+    os_type: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct VmPropertiesDto {
     storage_profile: Option<StorageProfileDto>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ExtensionPropertiesDto {
+    publisher: Option<String>,
+    #[serde(rename = "type")]
+    extension_type: Option<String>,
+    type_handler_version: Option<String>,
+    auto_upgrade_minor_version: Option<bool>,
+    settings: Option<serde_json::Map<String, Value>>,
+    protected_settings: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ExtensionDto {
+    properties: Option<ExtensionPropertiesDto>,
+}
+
+impl ExtensionDto {
+    fn into_request(self) -> Result<ExtensionRequest, ApiError> {
+        let p = self.properties.unwrap_or_default();
+        if p.protected_settings.as_ref().is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Object(m) => !m.is_empty(),
+            _ => true,
+        }) {
+            return Err(ApiError::bad_request(
+                "InvalidParameter",
+                "protectedSettings are not accepted: single-pass Azure Disk Encryption takes none (an AAD client secret belongs to the retired dual-pass version).",
+            ));
+        }
+        let mut settings = BTreeMap::new();
+        for (key, value) in p.settings.unwrap_or_default() {
+            let text = match value {
+                Value::Null => continue,
+                Value::String(s) => s,
+                Value::Bool(_) | Value::Number(_) => value.to_string(),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "InvalidParameter",
+                        format!("The setting '{key}' must be a string."),
+                    ))
+                }
+            };
+            settings.insert(key, text);
+        }
+        let required = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| {
+                ApiError::bad_request(
+                    "InvalidParameter",
+                    format!("Required parameter 'properties.{name}' is missing (null)."),
+                )
+            })
+        };
+        Ok(ExtensionRequest {
+            publisher: required(p.publisher, "publisher")?,
+            extension_type: required(p.extension_type, "type")?,
+            type_handler_version: required(p.type_handler_version, "typeHandlerVersion")?,
+            auto_upgrade_minor_version: p.auto_upgrade_minor_version.unwrap_or(false),
+            settings,
+        })
+    }
+}
+
+/// Whether the request asks for instance views (`$expand=instanceView`).
+fn expanded(query: &[(String, String)]) -> bool {
+    query
+        .iter()
+        .any(|(k, v)| k == "$expand" && v.eq_ignore_ascii_case("instanceView"))
 }
 
 #[derive(Deserialize)]
@@ -351,12 +431,38 @@ struct VmDto {
 
 impl VmDto {
     fn into_request(self) -> Result<VmRequest, ApiError> {
-        let disks = match self
-            .properties
-            .unwrap_or_default()
-            .storage_profile
-            .and_then(|s| s.data_disks)
-        {
+        let storage = self.properties.unwrap_or_default().storage_profile;
+        let (data_disks, os_disk) = match storage {
+            Some(s) => (s.data_disks, s.os_disk),
+            None => (None, None),
+        };
+        let os_disk = match os_disk {
+            None => None,
+            Some(os) => {
+                if os
+                    .os_type
+                    .as_deref()
+                    .is_some_and(|t| !t.eq_ignore_ascii_case("Linux"))
+                {
+                    return Err(ApiError::bad_request(
+                        "InvalidParameter",
+                        "Only Linux OS disks are supported (storageProfile.osDisk.osType).",
+                    ));
+                }
+                Some(
+                    os.managed_disk
+                        .and_then(|m| m.id)
+                        .or(os.name)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "InvalidParameter",
+                                "The OS disk needs managedDisk.id or a name.",
+                            )
+                        })?,
+                )
+            }
+        };
+        let disks = match data_disks {
             Some(list) => Some(
                 list.into_iter()
                     .map(|d| {
@@ -375,6 +481,7 @@ impl VmDto {
             location: self.location,
             tags: self.tags,
             disks,
+            os_disk,
         })
     }
 }
@@ -532,6 +639,13 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
             "provisioningState": "Succeeded",
         },
     });
+    if let Some(ade) = &disk.ade {
+        shown["properties"]["encryptionSettingsCollection"] = json!({
+            "enabled": true,
+            "encryptionSettings": [ade_settings_json(ade)],
+            "encryptionSettingsVersion": atrest_core::ade::SETTINGS_VERSION,
+        });
+    }
     if disk.is_snapshot() {
         let properties = &mut shown["properties"];
         properties["incremental"] = Value::from(disk.incremental);
@@ -543,6 +657,71 @@ fn disk_json(state: &AppState, disk: &Disk) -> Value {
         if let Some(family) = &disk.family_id {
             properties["incrementalSnapshotFamilyId"] = Value::from(family.as_str());
         }
+    }
+    shown
+}
+
+/// One entry of `encryptionSettingsCollection.encryptionSettings`.
+fn ade_settings_json(ade: &AdeVolume) -> Value {
+    let mut settings = json!({
+        "diskEncryptionKey": { "secretUrl": ade.secret_url, "sourceVault": { "id": ade.secret_vault } },
+    });
+    if let (Some(url), Some(vault)) = (&ade.kek_url, &ade.kek_vault) {
+        settings["keyEncryptionKey"] = json!({ "keyUrl": url, "sourceVault": { "id": vault } });
+    }
+    settings
+}
+
+fn extension_id(vm: &VirtualMachine, name: &str) -> String {
+    format!("{}/extensions/{name}", vm.id)
+}
+
+/// The instance view of the disk encryption extension: its last outcome, and the
+/// `{"os", "data"}` substatus `az vm encryption show` reads.
+fn extension_view(ext: &VmExtension, status: Option<&EncryptionStatus>) -> Value {
+    let mut view = json!({
+        "name": ext.name,
+        "type": format!("{}.{}", ext.publisher, ext.extension_type),
+        "typeHandlerVersion": ext.type_handler_version,
+        "statuses": [{
+            "code": "ProvisioningState/succeeded",
+            "level": "Info",
+            "displayStatus": "Provisioning succeeded",
+            "message": ext.message,
+        }],
+    });
+    if let Some(status) = status {
+        view["substatuses"] = json!([{
+            "code": "ComponentStatus/EncryptionState/succeeded",
+            "level": "Info",
+            "displayStatus": "Provisioning succeeded",
+            "message": json!({ "os": status.os, "data": status.data }).to_string(),
+        }]);
+    }
+    view
+}
+
+fn extension_json(
+    vm: &VirtualMachine,
+    ext: &VmExtension,
+    status: Option<&EncryptionStatus>,
+) -> Value {
+    let mut shown = json!({
+        "id": extension_id(vm, &ext.name),
+        "name": ext.name,
+        "type": "Microsoft.Compute/virtualMachines/extensions",
+        "location": vm.location,
+        "properties": {
+            "publisher": ext.publisher,
+            "type": ext.extension_type,
+            "typeHandlerVersion": ext.type_handler_version,
+            "autoUpgradeMinorVersion": ext.auto_upgrade_minor_version,
+            "settings": ext.settings,
+            "provisioningState": "Succeeded",
+        },
+    });
+    if status.is_some() {
+        shown["properties"]["instanceView"] = extension_view(ext, status);
     }
     shown
 }
@@ -608,6 +787,11 @@ fn nbd_uri(vm: &VirtualMachine, disk: &str) -> Option<String> {
 }
 
 fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
+    let subscription = &state.settings.subscription;
+    let disk_id = |name: &str| {
+        format!("/subscriptions/{subscription}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}", vm.resource_group)
+    };
+    let served = |name: &str| vm.running.then(|| nbd_uri(vm, name)).flatten();
     let disks: Vec<Value> = vm
         .disks
         .iter()
@@ -617,15 +801,77 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
                 "lun": lun,
                 "name": name,
                 "createOption": "Attach",
-                "managedDisk": { "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}", state.settings.subscription, vm.resource_group) },
+                "managedDisk": { "id": disk_id(name) },
             });
-            if vm.running {
-                if let Some(uri) = nbd_uri(vm, name) {
-                    disk["nbdUri"] = Value::from(uri);
-                }
+            if let Some(uri) = served(name) {
+                disk["nbdUri"] = Value::from(uri);
             }
             disk
         })
+        .collect();
+    let mut storage = json!({ "dataDisks": disks });
+    if let Some(name) = &vm.os_disk {
+        storage["osDisk"] = json!({
+            "name": name,
+            "osType": "Linux",
+            "createOption": "Attach",
+            "managedDisk": { "id": disk_id(name) },
+        });
+        if let Some(uri) = served(name) {
+            storage["osDisk"]["nbdUri"] = Value::from(uri);
+        }
+    }
+    // Each attached disk's encryption, as the instance view shows it.
+    let attached: Vec<(String, Option<AdeVolume>)> = vm
+        .attached()
+        .map(|(_, name)| {
+            let ade = state
+                .compute
+                .get_disk(&vm.resource_group, name)
+                .ok()
+                .and_then(|d| d.ade);
+            (name.clone(), ade)
+        })
+        .collect();
+    let disk_views: Vec<Value> = attached
+        .iter()
+        .map(|(name, ade)| {
+            let (code, display) = match ade {
+                Some(_) => ("EncryptionState/encrypted", "Encryption is enabled on disk"),
+                None => (
+                    "EncryptionState/notEncrypted",
+                    "Encryption is not enabled on disk",
+                ),
+            };
+            let mut view = json!({
+                "name": name,
+                "statuses": [{ "code": code, "level": "Info", "displayStatus": display }],
+            });
+            if let Some(ade) = ade {
+                let mut settings = ade_settings_json(ade);
+                settings["enabled"] = Value::from(true);
+                view["encryptionSettings"] = json!([settings]);
+            }
+            view
+        })
+        .collect();
+    if vm.running && vm.nbd.is_some() && attached.iter().any(|(_, ade)| ade.is_some()) {
+        let export = atrest_disk::Compute::bek_export_name(&vm.resource_group, &vm.name);
+        storage["bekVolume"] = json!({
+            "label": atrest_core::ade::BEK_VOLUME_LABEL,
+            "nbdUri": format!("nbd://{}/{export}", vm.nbd.as_deref().unwrap_or_default()),
+        });
+    }
+    let status = state.compute.encryption_status(vm).ok();
+    let extensions: Vec<Value> = vm
+        .extensions
+        .iter()
+        .map(|e| extension_view(e, status.as_ref()))
+        .collect();
+    let resources: Vec<Value> = vm
+        .extensions
+        .iter()
+        .map(|e| extension_json(vm, e, None))
         .collect();
     let power = if vm.running { "running" } else { "deallocated" };
     json!({
@@ -634,14 +880,17 @@ fn vm_json(state: &AppState, vm: &VirtualMachine) -> Value {
         "type": "Microsoft.Compute/virtualMachines",
         "location": vm.location,
         "tags": vm.tags,
+        "resources": resources,
         "properties": {
-            "storageProfile": { "dataDisks": disks },
+            "storageProfile": storage,
             "provisioningState": "Succeeded",
             "instanceView": {
                 "statuses": [
                     { "code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded" },
                     { "code": format!("PowerState/{power}"), "level": "Info", "displayStatus": format!("VM {power}") },
                 ],
+                "disks": disk_views,
+                "extensions": extensions,
                 // The atrest replica that serves (or is to serve) the disks.
                 "assignedHost": vm.running.then_some(vm.host.as_deref()).flatten(),
             },
@@ -657,6 +906,8 @@ pub(crate) struct Target<'a> {
     pub kind: &'static str,
     pub name: &'a str,
     pub action: Option<&'a str>,
+    /// A virtual machine's extension (`…/extensions/{name}`); `action` is `extensions`.
+    pub extension: Option<&'a str>,
 }
 
 /// The RBAC verb (`start/action`, …) of POST action `action`, among `verbs`.
@@ -686,17 +937,30 @@ pub(crate) enum Route<'a> {
 impl<'a> Route<'a> {
     /// The route of `method` and the path `segments` after `subscriptions/{s}/`, if one.
     pub(crate) fn parse(method: &Method, segments: &[&'a str]) -> Option<Self> {
-        let seg = crate::http::seg;
         match segments {
             [rg_kw, rg, prov_kw, p, kind, name, action @ ..]
                 if seg(rg_kw, "resourceGroups")
                     && seg(prov_kw, "providers")
                     && seg(p, "Microsoft.Compute")
-                    && action.len() <= 1 =>
+                    && action.len() <= 2 =>
             {
                 let kind = kind_of(kind)?;
+                let extension = match action {
+                    [a, ext] if kind == "virtualMachines" && seg(a, "extensions") => Some(*ext),
+                    [_, _] => return None,
+                    _ => None,
+                };
                 let action = action.first().copied();
                 let verb = match (method.as_str(), action) {
+                    ("PUT" | "PATCH", Some(a)) if extension.is_some() && seg(a, "extensions") => {
+                        "extensions/write"
+                    }
+                    ("DELETE", Some(a)) if extension.is_some() && seg(a, "extensions") => {
+                        "extensions/delete"
+                    }
+                    ("GET", Some(a)) if kind == "virtualMachines" && seg(a, "extensions") => {
+                        "extensions/read"
+                    }
                     ("PUT" | "PATCH", None) => "write",
                     ("DELETE", None) => "delete",
                     ("GET", None) => "read",
@@ -714,6 +978,7 @@ impl<'a> Route<'a> {
                     kind,
                     name,
                     action,
+                    extension,
                 };
                 Some(Route::Resource(target, verb))
             }
@@ -754,6 +1019,9 @@ impl<'a> Route<'a> {
                 ("images", "write") => ImageWrite,
                 ("images", "delete") => ImageDelete,
                 ("images", _) => ImageRead,
+                (_, "extensions/write") => VirtualMachineExtensionWrite,
+                (_, "extensions/delete") => VirtualMachineExtensionDelete,
+                (_, "extensions/read") => VirtualMachineExtensionRead,
                 (_, "write") => VirtualMachineWrite,
                 (_, "delete") => VirtualMachineDelete,
                 (_, "start/action") => VirtualMachineStart,
@@ -793,6 +1061,7 @@ pub(crate) async fn handle(
         kind,
         name,
         action,
+        extension,
     } = target;
     check_resource_group_name(resource_group)
         .map_err(|e| ApiError::bad_request("InvalidParameter", e.to_string()))?;
@@ -863,6 +1132,50 @@ pub(crate) async fn handle(
             StatusCode::OK,
             &vm_json(state, &compute.get_vm(resource_group, name)?),
         )),
+        ("virtualMachines", "PUT" | "PATCH", Some(_)) => {
+            let ext_name = extension.unwrap_or_default();
+            let dto: ExtensionDto = parse_json(&read_body(body).await?)?;
+            let req = dto.into_request()?;
+            if *method == Method::PATCH {
+                compute.get_extension(resource_group, name, ext_name)?;
+            }
+            let (vm, ext, created) = compute
+                .put_extension(&state.identity, resource_group, name, ext_name, &req, now)
+                .await?;
+            ctx.target_id = Some(extension_id(&vm, &ext.name));
+            Ok(json(
+                created_status(created),
+                &extension_json(&vm, &ext, None),
+            ))
+        }
+        ("virtualMachines", "DELETE", Some(_)) => {
+            let deleted = compute
+                .delete_extension(resource_group, name, extension.unwrap_or_default())
+                .await?;
+            Ok(empty(deleted_status(deleted)))
+        }
+        ("virtualMachines", "GET", Some(_)) if extension.is_some() => {
+            let (vm, ext) =
+                compute.get_extension(resource_group, name, extension.unwrap_or_default())?;
+            let status = expanded(query)
+                .then(|| compute.encryption_status(&vm))
+                .transpose()?;
+            Ok(json(
+                StatusCode::OK,
+                &extension_json(&vm, &ext, status.as_ref()),
+            ))
+        }
+        ("virtualMachines", "GET", Some(a)) if seg(a, "extensions") => {
+            let (vm, extensions) = compute.list_extensions(resource_group, name)?;
+            let status = expanded(query)
+                .then(|| compute.encryption_status(&vm))
+                .transpose()?;
+            let items: Vec<Value> = extensions
+                .iter()
+                .map(|e| extension_json(&vm, e, status.as_ref()))
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "value": items })))
+        }
         ("virtualMachines", "GET", Some(_)) => {
             let vm = vm_json(state, &compute.get_vm(resource_group, name)?);
             Ok(json(StatusCode::OK, &vm["properties"]["instanceView"]))

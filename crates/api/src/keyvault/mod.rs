@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use atrest_core::access_policy::policies_grant;
+use atrest_core::ade;
 use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::limits::{cost, OperationClass};
 use atrest_core::operation::Operation;
@@ -295,6 +296,23 @@ pub(crate) fn authorize(
     operation: Operation,
     object_scope: &str,
 ) -> Result<(), ApiError> {
+    // The disk-encryption platform identity is let in by the vault's
+    // `enabledForDiskEncryption`, and for nothing else: no role or policy applies to it.
+    if caller.mi_resource_id.as_deref() == Some(ade::PLATFORM_IDENTITY) {
+        if vault.disk_encryption && ade::platform_may(operation) {
+            return Ok(());
+        }
+        return Err(ApiError::forbidden_by_policy(format!(
+            "Azure Disk Encryption may not perform '{}' on key vault '{}': {}",
+            operation.name(),
+            vault.name,
+            if vault.disk_encryption {
+                "enabledForDiskEncryption permits only storing and reading secrets and reading, wrapping and unwrapping with keys."
+            } else {
+                "the vault is not enabled for disk encryption (enabledForDiskEncryption is false)."
+            }
+        )));
+    }
     let object_ids = state.identity.object_ids_of(&caller.object_id)?;
     let who = || {
         format!(

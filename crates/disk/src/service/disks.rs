@@ -285,6 +285,8 @@ impl Compute {
                 Some(mode) => data_access_aad(mode)?,
                 None => false,
             },
+            ade: None,
+            ade_ever: false,
         };
         self.save_disk(&disk)?;
         Ok(disk)
@@ -329,6 +331,12 @@ impl Compute {
         )?;
         let target = Self::requested_encryption(req)?;
         let from = disk.encryption();
+        if disk.ade_ever && target.is_some_and(EncryptionType::uses_customer_key) {
+            return Err(ComputeError::conflict(
+                "OperationNotAllowed",
+                format!("Disk '{}' has been encrypted with Azure Disk Encryption, so it can never take a customer-managed key: the two exclude each other.", disk.name),
+            ));
+        }
         match target {
             None => {}
             Some(to) if to == from && req.disk_encryption_set.is_none() => {}

@@ -12,6 +12,8 @@ pub struct VmRequest {
     pub tags: Option<BTreeMap<String, String>>,
     /// Data disks by name or resource id, in LUN order.
     pub disks: Option<Vec<String>>,
+    /// The OS disk by name or resource id.
+    pub os_disk: Option<String>,
 }
 
 impl Compute {
@@ -53,13 +55,16 @@ impl Compute {
             host: None,
             nbd: None,
             created: now,
+            os_disk: None,
+            extensions: Vec::new(),
         });
         if let Some(tags) = &req.tags {
             vm.tags = tags.clone();
         }
+        let requested_os = req.os_disk.clone().or_else(|| vm.os_disk.clone());
         let requested = req.disks.clone().unwrap_or_else(|| vm.disks.clone());
         let mut disks = Vec::new();
-        for reference in &requested {
+        for reference in requested_os.iter().chain(&requested) {
             let (rg, disk_name) = resource_ref(reference, DISK_KIND, resource_group);
             if !rg.eq_ignore_ascii_case(resource_group) {
                 return Err(ComputeError::invalid(
@@ -125,10 +130,11 @@ impl Compute {
             ));
         }
         let names: Vec<String> = disks.iter().map(|d| d.name.clone()).collect();
-        let changed = names.len() != vm.disks.len()
+        let attached: Vec<String> = vm.attached().map(|(_, d)| d.clone()).collect();
+        let changed = names.len() != attached.len()
             || names
                 .iter()
-                .zip(&vm.disks)
+                .zip(&attached)
                 .any(|(a, b)| !a.eq_ignore_ascii_case(b));
         if changed && vm.running {
             return Err(ComputeError::conflict(
@@ -139,13 +145,13 @@ impl Compute {
             ));
         }
         vm.location = location;
-        let detached: Vec<String> = vm
-            .disks
-            .iter()
+        let detached: Vec<String> = attached
+            .into_iter()
             .filter(|old| !names.iter().any(|n| n.eq_ignore_ascii_case(old)))
-            .cloned()
             .collect();
-        vm.disks = names;
+        let mut names = names.into_iter();
+        vm.os_disk = requested_os.is_some().then(|| names.next()).flatten();
+        vm.disks = names.collect();
         self.store.write(|tx| {
             for old in &detached {
                 if let Some(mut d) = tx.resource::<Disk>(DISK_KIND, resource_group, old)? {
@@ -200,6 +206,9 @@ impl Compute {
 
     /// Serves `vm`'s disks from this replica and records that it runs here.
     async fn serve_vm(&self, vm: &mut VirtualMachine, now: i64) -> Result<(), ComputeError> {
+        // The passphrases first: a secret or key that cannot be used refuses the start
+        // before any disk is opened.
+        let bek = self.bek_volume(vm).await?;
         let mut opened = Vec::new();
         let result = self.open_disks(vm, now, &mut opened).await;
         if let Err(e) = result {
@@ -216,6 +225,16 @@ impl Compute {
                 }
             }
         }
+        if let Some(bek) = bek {
+            let previous = self
+                .beks
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(bek.export.clone(), Arc::new(bek));
+            if let Some(previous) = previous {
+                previous.closed.store(true, Ordering::Release);
+            }
+        }
         vm.running = true;
         vm.host = Some(self.config.replica.clone());
         vm.nbd = self.config.nbd.clone();
@@ -230,7 +249,7 @@ impl Compute {
         opened: &mut Vec<OpenDisk>,
     ) -> Result<(), ComputeError> {
         let resource_group = &vm.resource_group;
-        for disk_name in &vm.disks {
+        for (_, disk_name) in vm.attached() {
             let disk: Disk = self.get(DISK_KIND, resource_group, disk_name)?;
             if self.access_active(&disk, now).is_some() {
                 return Err(ComputeError::conflict(
@@ -275,7 +294,7 @@ impl Compute {
 
     /// Takes (or renews) `disk`'s lease for this replica; refused while another replica's
     /// lease on it has time left.
-    fn take_lease(&self, disk: &Disk) -> Result<DiskLease, ComputeError> {
+    pub(super) fn take_lease(&self, disk: &Disk) -> Result<DiskLease, ComputeError> {
         let name = Self::lease_name(disk);
         let (acquired, until) =
             self.store
@@ -293,7 +312,7 @@ impl Compute {
         }
     }
 
-    fn release_lease(&self, lease: &DiskLease) {
+    pub(super) fn release_lease(&self, lease: &DiskLease) {
         let released = self
             .store
             .release_lease(&lease.name, &self.config.replica, lease.epoch);
@@ -360,7 +379,7 @@ impl Compute {
         let gone = self.served().into_iter().filter(|d| {
             !vms.iter().any(|vm| {
                 vm.resource_group.eq_ignore_ascii_case(&d.resource_group)
-                    && vm.disks.iter().any(|n| n.eq_ignore_ascii_case(&d.name))
+                    && vm.attached().any(|(_, n)| n.eq_ignore_ascii_case(&d.name))
             })
         });
         for disk in gone {
@@ -370,6 +389,23 @@ impl Compute {
                 .remove(&disk.export);
             disk.close();
             self.release_lease(&disk.lease);
+        }
+        let orphans: Vec<String> = self
+            .beks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|export| {
+                !vms.iter().any(|vm| {
+                    vm.running
+                        && self.is_mine(vm)
+                        && Self::bek_export_name(&vm.resource_group, &vm.name) == **export
+                })
+            })
+            .cloned()
+            .collect();
+        for export in orphans {
+            self.close_bek(&export);
         }
         Ok(())
     }
@@ -385,14 +421,14 @@ impl Compute {
     }
 
     fn serves_any(&self, vm: &VirtualMachine) -> bool {
-        vm.disks.iter().any(|d| {
+        vm.attached().any(|(_, d)| {
             self.export(&Self::export_name(&vm.resource_group, d))
                 .is_some()
         })
     }
 
     fn serves_all(&self, vm: &VirtualMachine) -> bool {
-        vm.disks.iter().all(|d| {
+        vm.attached().all(|(_, d)| {
             self.export(&Self::export_name(&vm.resource_group, d))
                 .is_some()
         })
@@ -450,15 +486,33 @@ impl Compute {
     pub(super) fn close_disks(&self, vm: &VirtualMachine) {
         let closed: Vec<Arc<OpenDisk>> = {
             let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-            vm.disks
-                .iter()
-                .filter_map(|disk| open.remove(&Self::export_name(&vm.resource_group, disk)))
+            vm.attached()
+                .filter_map(|(_, disk)| open.remove(&Self::export_name(&vm.resource_group, disk)))
                 .collect()
         };
         for disk in closed {
             disk.close();
             self.release_lease(&disk.lease);
         }
+        self.close_bek(&Self::bek_export_name(&vm.resource_group, &vm.name));
+    }
+
+    /// Ends a BEK VOLUME's export; its image is wiped once the last reader lets go.
+    fn close_bek(&self, export: &str) {
+        let removed = self
+            .beks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(export);
+        if let Some(bek) = removed {
+            bek.closed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The NBD export name of a machine's BEK VOLUME, `resource_group/vm/bek`, lower-cased
+    /// (no disk name holds a `/`, so it meets no disk's).
+    pub fn bek_export_name(resource_group: &str, vm: &str) -> String {
+        format!("{resource_group}/{vm}/bek").to_ascii_lowercase()
     }
 
     /// Deletes a virtual machine, stopping it first; its disks stay, detached.
@@ -472,7 +526,7 @@ impl Compute {
         };
         self.close_disks(&vm);
         self.store.write(|tx| {
-            for disk in &vm.disks {
+            for (_, disk) in vm.attached() {
                 if let Some(mut d) = tx.resource::<Disk>(DISK_KIND, resource_group, disk)? {
                     d.managed_by = None;
                     tx.put_resource(DISK_KIND, resource_group, &d.name, &d)?;
@@ -492,6 +546,19 @@ impl Compute {
             .cloned()
     }
 
+    /// What the NBD export `name` serves: a disk or a BEK VOLUME.
+    pub fn nbd_export(&self, name: &str) -> Option<Export> {
+        if let Some(disk) = self.export(name) {
+            return Some(Export::Disk(disk));
+        }
+        self.beks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .map(Export::Bek)
+    }
+
     /// Every export name, sorted.
     pub fn export_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -501,6 +568,13 @@ impl Compute {
             .keys()
             .cloned()
             .collect();
+        names.extend(
+            self.beks
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
         names.sort();
         names
     }

@@ -20,7 +20,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
 use crate::error::{ComputeError, KeyAccessError};
-use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys};
+use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys, DEK_WRAP_ALGORITHM};
 use crate::model::{
     Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
     NETWORK_POLICIES, SNAPSHOT_KIND, VM_KIND,
@@ -30,6 +30,7 @@ use atrest_blocks::{BlockStore, Volume};
 mod access;
 mod copy_start;
 mod disks;
+mod encryption;
 mod images;
 mod machines;
 mod sets;
@@ -39,6 +40,7 @@ mod tests;
 
 pub use access::Grant;
 pub use disks::{DiskRequest, Unreachable};
+pub use encryption::{EncryptionStatus, ExtensionRequest};
 pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
 pub use sets::DesRequest;
@@ -56,6 +58,50 @@ pub struct OpenDisk {
     closed: AtomicBool,
     /// The lease that makes this replica the disk's one writer.
     lease: DiskLease,
+}
+
+/// A running machine's BEK VOLUME as served: a read-only FAT image in memory, wiped on
+/// drop.
+pub struct BekExport {
+    /// The NBD export name, `RESOURCE_GROUP/VM/bek`.
+    pub export: String,
+    image: Zeroizing<Vec<u8>>,
+    closed: AtomicBool,
+}
+
+impl BekExport {
+    /// Bytes of the image.
+    pub fn size(&self) -> u64 {
+        self.image.len() as u64
+    }
+
+    /// The image's bytes at `offset` (the caller checks the range).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) {
+        let at = offset as usize;
+        buf.copy_from_slice(&self.image[at..at + buf.len()]);
+    }
+
+    /// Whether the export has ended (its machine stopped).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for BekExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BekExport")
+            .field("export", &self.export)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one NBD export serves.
+#[derive(Debug, Clone)]
+pub enum Export {
+    /// A disk, read and written.
+    Disk(Arc<OpenDisk>),
+    /// A BEK VOLUME, read only.
+    Bek(Arc<BekExport>),
 }
 
 /// A disk's lease as this replica holds it.
@@ -133,6 +179,8 @@ pub struct Compute {
     config: ComputeConfig,
     /// Open disks by export name (lower-cased).
     open: RwLock<HashMap<String, Arc<OpenDisk>>>,
+    /// BEK VOLUMEs of the machines served here, by export name (lower-cased).
+    beks: RwLock<HashMap<String, Arc<BekExport>>>,
     /// Serializes changes, so a change that waits on a vault does not race another.
     changes: AsyncMutex<()>,
     /// Read access granted to disks (`beginGetAccess`), by the digest of their token.
@@ -241,6 +289,7 @@ impl Compute {
             vaults,
             config,
             open: RwLock::new(HashMap::new()),
+            beks: RwLock::new(HashMap::new()),
             changes: AsyncMutex::new(()),
             grants: RwLock::new(HashMap::new()),
         })

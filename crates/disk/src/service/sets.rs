@@ -118,12 +118,12 @@ impl Compute {
         let probe = new_dek();
         let wrapped = self
             .vaults
-            .wrap_key(&des.id, key_url, probe.as_ref())
+            .wrap_key(&des.id, key_url, DEK_WRAP_ALGORITHM, probe.as_ref())
             .await
             .map_err(forbidden)?;
         let back = self
             .vaults
-            .unwrap_key(&des.id, key_url, &wrapped)
+            .unwrap_key(&des.id, key_url, DEK_WRAP_ALGORITHM, &wrapped)
             .await
             .map_err(forbidden)?;
         if back.as_slice() != probe.as_ref() {
@@ -310,7 +310,7 @@ impl Compute {
         dek: &[u8],
     ) -> Result<Vec<u8>, ComputeError> {
         self.vaults
-            .wrap_key(&des.id, key_url, dek)
+            .wrap_key(&des.id, key_url, DEK_WRAP_ALGORITHM, dek)
             .await
             .map_err(|cause| ComputeError::KeyVaultAccessForbidden {
                 key_url: key_url.to_owned(),
@@ -327,7 +327,7 @@ impl Compute {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ComputeError> {
         self.vaults
-            .unwrap_key(&des.id, key_url, wrapped)
+            .unwrap_key(&des.id, key_url, DEK_WRAP_ALGORITHM, wrapped)
             .await
             .map_err(|cause| ComputeError::KeyUnusable {
                 disk: disk.to_owned(),

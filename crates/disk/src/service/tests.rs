@@ -12,7 +12,7 @@ use atrest_store::Store;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::keys::{KeyDescription, KeyFuture, KeyVersion};
+use crate::keys::{KeyDescription, KeyFuture, KeyVersion, PlatformSecret, VaultDescription};
 use crate::model::WrappedDek;
 
 const RG: &str = "rg";
@@ -37,6 +37,8 @@ struct VaultState {
     denied: HashSet<String>,
     /// (operation, identity, key URL) of every call made as an identity.
     calls: Vec<(&'static str, String, String)>,
+    /// Secret URL → (value, content type, tags).
+    secrets: HashMap<String, (String, String, BTreeMap<String, String>)>,
 }
 
 fn refused(status: u16, code: &str) -> KeyAccessError {
@@ -91,6 +93,68 @@ impl MemoryVault {
 }
 
 impl KeyVaultAccess for MemoryVault {
+    fn describe_vault(&self, vault: &str) -> Result<VaultDescription, KeyAccessError> {
+        Ok(VaultDescription {
+            resource_id: format!(
+                "/subscriptions/sub/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{vault}"
+            ),
+            location: LOCATION.to_owned(),
+            enabled_for_disk_encryption: true,
+            uri: format!("https://{vault}.vault.localhost:8443"),
+        })
+    }
+
+    fn set_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        secret: &'a PlatformSecret,
+    ) -> KeyFuture<'a, String> {
+        Box::pin(async move {
+            let url = format!("https://{vault}.vault.localhost:8443/secrets/{name}/1");
+            let mut state = self.state();
+            state
+                .calls
+                .push(("setSecret", identity.to_owned(), url.clone()));
+            state.secrets.insert(
+                url.clone(),
+                (
+                    secret.value.to_string(),
+                    secret.content_type.clone(),
+                    secret.tags.clone(),
+                ),
+            );
+            Ok(url)
+        })
+    }
+
+    fn get_secret<'a>(
+        &'a self,
+        identity: &'a str,
+        secret_url: &'a str,
+    ) -> KeyFuture<'a, PlatformSecret> {
+        Box::pin(async move {
+            let mut state = self.state();
+            state
+                .calls
+                .push(("getSecret", identity.to_owned(), secret_url.to_owned()));
+            if state.denied.contains(identity) {
+                return Err(refused(403, "ForbiddenByPolicy"));
+            }
+            let (value, content_type, tags) = state
+                .secrets
+                .get(secret_url)
+                .cloned()
+                .ok_or(refused(404, "SecretNotFound"))?;
+            Ok(PlatformSecret {
+                value: Zeroizing::new(value),
+                content_type,
+                tags,
+            })
+        })
+    }
+
     fn describe(
         &self,
         vault: &str,
@@ -132,6 +196,7 @@ impl KeyVaultAccess for MemoryVault {
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        _alg: &'a str,
         dek: &'a [u8],
     ) -> KeyFuture<'a, Vec<u8>> {
         Box::pin(async move {
@@ -145,6 +210,7 @@ impl KeyVaultAccess for MemoryVault {
         &'a self,
         identity: &'a str,
         key_url: &'a str,
+        _alg: &'a str,
         wrapped: &'a [u8],
     ) -> KeyFuture<'a, Zeroizing<Vec<u8>>> {
         Box::pin(async move {
@@ -516,4 +582,293 @@ async fn a_disk_whose_lease_cannot_be_renewed_stops_serving_before_the_lease_end
     assert!(f.compute.export(&open.export).is_some());
     short.renew_leases();
     assert!(short.export(&open.export).is_none());
+}
+
+fn ade_request(settings: &[(&str, &str)]) -> ExtensionRequest {
+    ExtensionRequest {
+        publisher: "Microsoft.Azure.Security".into(),
+        extension_type: "AzureDiskEncryptionForLinux".into(),
+        type_handler_version: "1.1".into(),
+        auto_upgrade_minor_version: true,
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+/// The plaintext of a served disk's first `len` bytes.
+fn served(f: &Fixture, disk: &str, len: usize) -> Vec<u8> {
+    let open = f.compute.export(&Compute::export_name(RG, disk)).unwrap();
+    let mut out = vec![0u8; len];
+    open.file.read(0, &mut out).unwrap();
+    out
+}
+
+/// The passphrase the vault holds for an ADE disk (a `BEK` secret: base64 of the text).
+fn stored_passphrase(f: &Fixture, disk: &str) -> Vec<u8> {
+    let ade = f
+        .compute
+        .get_disk(RG, disk)
+        .unwrap()
+        .ade
+        .expect("encrypted");
+    let (value, content_type, tags) = f.vault.state().secrets[&ade.secret_url].clone();
+    assert_eq!(content_type, "BEK");
+    assert_eq!(tags["DiskEncryptionKeyFileName"], ade.file_name);
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ade_encrypts_in_place_formats_serves_its_bek_volume_and_decrypts() {
+    let f = fixture();
+    f.disk("os", PLATFORM, None).await.unwrap();
+    f.disk("data", PLATFORM, None).await.unwrap();
+    let req = VmRequest {
+        location: Some(LOCATION.into()),
+        os_disk: Some("os".into()),
+        disks: Some(vec!["data".into()]),
+        ..Default::default()
+    };
+    f.compute.put_vm(RG, "vm1", &req, 0).await.unwrap();
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    for disk in ["os", "data"] {
+        let open = f.compute.export(&Compute::export_name(RG, disk)).unwrap();
+        open.file.write(4096, DATA).unwrap();
+        open.file.flush().unwrap();
+    }
+    let enable = ade_request(&[
+        ("EncryptionOperation", "EnableEncryption"),
+        ("VolumeType", "All"),
+        ("KeyVaultURL", "https://kv1.vault.localhost:8443/"),
+    ]);
+    let refused = f
+        .compute
+        .put_extension(
+            &f.identity,
+            RG,
+            "vm1",
+            "AzureDiskEncryptionForLinux",
+            &enable,
+            0,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ComputeError::Conflict { .. })),
+        "a running machine is refused"
+    );
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    f.compute
+        .put_extension(
+            &f.identity,
+            RG,
+            "vm1",
+            "AzureDiskEncryptionForLinux",
+            &enable,
+            0,
+        )
+        .await
+        .unwrap();
+    let vm = f.compute.get_vm(RG, "vm1").unwrap();
+    let status = f.compute.encryption_status(&vm).unwrap();
+    assert_eq!((status.os, status.data), ("Encrypted", "Encrypted"));
+    assert_eq!(
+        f.compute
+            .get_disk(RG, "data")
+            .unwrap()
+            .ade
+            .unwrap()
+            .file_name,
+        "LinuxPassPhraseFileName_1_0"
+    );
+    let calls = f.vault.state().calls.clone();
+    assert!(calls
+        .iter()
+        .filter(|(op, _, _)| *op == "setSecret")
+        .all(|(_, identity, _)| identity == atrest_core::ade::PLATFORM_IDENTITY));
+
+    // Started: the BEK VOLUME holds both passphrases, and each opens its volume, whose
+    // data was kept, shifted behind the header, and is nowhere in the clear.
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let Some(Export::Bek(bek)) = f.compute.nbd_export("rg/vm1/bek") else {
+        panic!("the BEK VOLUME is exported");
+    };
+    let mut image = vec![0u8; bek.size() as usize];
+    bek.read(0, &mut image);
+    for disk in ["os", "data"] {
+        let passphrase = stored_passphrase(&f, disk);
+        assert_eq!(passphrase.len(), 172);
+        assert!(
+            image.windows(172).any(|w| w == passphrase),
+            "{disk}'s passphrase is on the BEK VOLUME"
+        );
+        let plain = served(&f, disk, 32 << 20);
+        assert!(
+            !plain.windows(DATA.len()).any(|w| w == DATA),
+            "{disk} shows no plaintext"
+        );
+        let header = atrest_luks::Header::parse(&plain).unwrap();
+        let key = header.unlock(&plain, &passphrase).unwrap();
+        let mut cipher = atrest_luks::DataCipher::new(&header, &key).unwrap();
+        let at = header.data_offset as usize + 4096;
+        let mut sector = plain[at..at + 4096].to_vec();
+        cipher.decrypt(4096, &mut sector).unwrap();
+        assert_eq!(&sector[..DATA.len()], DATA);
+    }
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    assert!(
+        f.compute.nbd_export("rg/vm1/bek").is_none(),
+        "stopping ends the BEK VOLUME's export"
+    );
+
+    // Linux decrypts data volumes only, and only while the OS volume is not encrypted.
+    let disable = |volume: &str| {
+        ade_request(&[
+            ("EncryptionOperation", "DisableEncryption"),
+            ("VolumeType", volume),
+        ])
+    };
+    let all = f
+        .compute
+        .put_extension(
+            &f.identity,
+            RG,
+            "vm1",
+            "AzureDiskEncryptionForLinux",
+            &disable("All"),
+            0,
+        )
+        .await;
+    assert!(matches!(all, Err(ComputeError::Invalid { .. })));
+    let with_os = f
+        .compute
+        .put_extension(
+            &f.identity,
+            RG,
+            "vm1",
+            "AzureDiskEncryptionForLinux",
+            &disable("Data"),
+            0,
+        )
+        .await;
+    assert!(matches!(with_os, Err(ComputeError::Conflict { .. })));
+    assert!(matches!(
+        f.compute
+            .delete_extension(RG, "vm1", "AzureDiskEncryptionForLinux")
+            .await,
+        Err(ComputeError::Conflict { .. })
+    ));
+}
+
+#[tokio::test]
+async fn ade_formats_data_volumes_and_decrypts_them_back() {
+    let f = fixture();
+    f.disk("data", PLATFORM, None).await.unwrap();
+    f.disk("kept", PLATFORM, None).await.unwrap();
+    let req = VmRequest {
+        location: Some(LOCATION.into()),
+        disks: Some(vec!["data".into()]),
+        ..Default::default()
+    };
+    f.compute.put_vm(RG, "vm1", &req, 0).await.unwrap();
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let open = f.compute.export(&Compute::export_name(RG, "data")).unwrap();
+    open.file.write(40 << 20, DATA).unwrap();
+    open.file.flush().unwrap();
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    let format = ade_request(&[
+        ("EncryptionOperation", "EnableEncryptionFormatAll"),
+        ("VolumeType", "Data"),
+        (
+            "KeyVaultResourceId",
+            &format!(
+                "/subscriptions/sub/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/kv1"
+            ),
+        ),
+        ("LuksVersion", "LUKS1"),
+    ]);
+    f.compute
+        .put_extension(&f.identity, RG, "vm1", "ade", &format, 0)
+        .await
+        .unwrap();
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let plain = served(&f, "data", 48 << 20);
+    assert!(
+        !plain.windows(DATA.len()).any(|w| w == DATA),
+        "formatting trims the old data"
+    );
+    let header = atrest_luks::Header::parse(&plain).unwrap();
+    assert_eq!(header.version, atrest_luks::Version::Luks1);
+    // Written through the LUKS volume as a guest would, then decrypted in place.
+    let passphrase = stored_passphrase(&f, "data");
+    let key = header.unlock(&plain, &passphrase).unwrap();
+    let mut sector = vec![0u8; 512];
+    sector[..DATA.len()].copy_from_slice(DATA);
+    atrest_luks::DataCipher::new(&header, &key)
+        .unwrap()
+        .encrypt(512, &mut sector)
+        .unwrap();
+    let open = f.compute.export(&Compute::export_name(RG, "data")).unwrap();
+    open.file.write(header.data_offset + 512, &sector).unwrap();
+    open.file.flush().unwrap();
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    f.compute
+        .put_extension(
+            &f.identity,
+            RG,
+            "vm1",
+            "ade",
+            &ade_request(&[
+                ("EncryptionOperation", "DisableEncryption"),
+                ("VolumeType", "Data"),
+            ]),
+            0,
+        )
+        .await
+        .unwrap();
+    let disk = f.compute.get_disk(RG, "data").unwrap();
+    assert!(disk.ade.is_none() && disk.ade_ever);
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let plain = served(&f, "data", 1 << 20);
+    assert_eq!(&plain[512..512 + DATA.len()], DATA);
+    assert!(
+        atrest_luks::Header::parse(&plain).is_err(),
+        "the header is gone"
+    );
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    f.compute.delete_extension(RG, "vm1", "ade").await.unwrap();
+
+    // A disk that had ADE never takes a customer key.
+    f.des("des1", "v1", CUSTOMER).await.unwrap();
+    let cmk = DiskRequest {
+        encryption_type: Some(CUSTOMER.into()),
+        disk_encryption_set: Some("des1".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.compute.put_disk(RG, "data", &cmk, 0).await,
+        Err(ComputeError::Conflict { .. })
+    ));
+    // And a customer-key disk never takes ADE.
+    f.disk("cmk", CUSTOMER, Some("des1")).await.unwrap();
+    let req = VmRequest {
+        location: Some(LOCATION.into()),
+        disks: Some(vec!["kept".into(), "cmk".into()]),
+        ..Default::default()
+    };
+    f.compute.put_vm(RG, "vm2", &req, 0).await.unwrap();
+    let refused = f
+        .compute
+        .put_extension(&f.identity, RG, "vm2", "ade", &format, 0)
+        .await;
+    assert!(
+        matches!(refused, Err(ComputeError::Conflict { message, .. }) if message.contains("customer-managed"))
+    );
+    assert!(
+        f.compute.get_disk(RG, "kept").unwrap().ade.is_none(),
+        "a refusal changes nothing"
+    );
 }
