@@ -307,6 +307,9 @@ pub(crate) enum VmCommand {
         /// Disks to attach, by name, in LUN order.
         #[arg(long, num_args = 1..)]
         attach_disks: Vec<String>,
+        /// An existing disk to attach as the (Linux) OS disk.
+        #[arg(long)]
+        attach_os_disk: Option<String>,
     },
     /// Start a virtual machine: unwrap its disks' keys and export the disks over NBD.
     Start {
@@ -325,6 +328,59 @@ pub(crate) enum VmCommand {
     List(Listed),
     /// Delete a virtual machine; its disks stay.
     Delete(Named),
+    /// Azure Disk Encryption: LUKS volumes inside the disks, their passphrases in a vault.
+    #[command(subcommand)]
+    Encryption(EncryptionCommand),
+}
+
+/// `vm encryption`, as `az vm encryption`.
+#[derive(clap::Subcommand)]
+pub(crate) enum EncryptionCommand {
+    /// Encrypt the machine's volumes (it must be deallocated): data kept, or data volumes
+    /// formatted with --encrypt-format-all.
+    Enable {
+        #[command(flatten)]
+        target: Named,
+        /// The vault that keeps the passphrases (name or resource id); it needs
+        /// enabledForDiskEncryption and the machine's region.
+        #[arg(long)]
+        disk_encryption_keyvault: String,
+        /// A key-encryption key wrapping the passphrases: a versioned key URL, or a key
+        /// name in --key-encryption-keyvault.
+        #[arg(long)]
+        key_encryption_key: Option<String>,
+        /// The key-encryption key's vault (default: the disk encryption vault).
+        #[arg(long)]
+        key_encryption_keyvault: Option<String>,
+        /// RSA-OAEP (default), RSA-OAEP-256 or RSA1_5.
+        #[arg(long, default_value = "RSA-OAEP")]
+        key_encryption_algorithm: String,
+        /// OS, DATA or ALL (default: OS for a machine without data disks).
+        #[arg(long)]
+        volume_type: Option<String>,
+        /// Format the data volumes instead of encrypting them in place: their data is lost.
+        #[arg(long)]
+        encrypt_format_all: bool,
+        /// LUKS1 or LUKS2 (default) for new volumes.
+        #[arg(long)]
+        luks_version: Option<String>,
+        /// Skip the client-side checks; the server's rules still apply.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decrypt the data volumes in place (Linux decrypts data volumes only).
+    Disable {
+        #[command(flatten)]
+        target: Named,
+        /// DATA (default); anything else needs --force and is refused by the server.
+        #[arg(long)]
+        volume_type: Option<String>,
+        /// Pass a volume type other than DATA on to the server.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the encryption status of the machine's volumes.
+    Show(Named),
 }
 
 /// The `properties` of a set: only what was given, so an update changes only that.
@@ -543,6 +599,7 @@ pub(crate) async fn vm(
             target,
             location,
             attach_disks,
+            attach_os_disk,
         } => {
             let disks: Vec<Value> = attach_disks
                 .iter()
@@ -550,6 +607,13 @@ pub(crate) async fn vm(
                 .map(|(lun, d)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": compute_path(conn, target.rg(), "disks", d) } }))
                 .collect();
             let mut body = json!({ "properties": { "storageProfile": { "dataDisks": disks } } });
+            if let Some(os) = attach_os_disk {
+                body["properties"]["storageProfile"]["osDisk"] = json!({
+                    "osType": "Linux",
+                    "createOption": "Attach",
+                    "managedDisk": { "id": id_or_name(&os, |n| compute_path(conn, target.rg(), "disks", n)) },
+                });
+            }
             if let Some(l) = location {
                 body["location"] = Value::from(l);
             }
@@ -577,8 +641,159 @@ pub(crate) async fn vm(
         C::Show(target) => target.call(conn, KIND, Method::GET, None, None).await?,
         C::List(listed) => listed.call(conn, KIND).await?,
         C::Delete(target) => target.call(conn, KIND, Method::DELETE, None, None).await?,
+        C::Encryption(command) => encryption(conn, command).await?,
     };
     print(&out, format)
+}
+
+/// The extension `az vm encryption` creates.
+const ADE_EXTENSION: &str = "AzureDiskEncryptionForLinux";
+
+/// `vm encryption enable|disable|show`: the `AzureDiskEncryptionForLinux` extension, as
+/// `az` writes and reads it.
+async fn encryption(conn: &Connection, command: EncryptionCommand) -> anyhow::Result<Value> {
+    const KIND: &str = "virtualMachines";
+    use EncryptionCommand as C;
+    let (target, settings) = match command {
+        C::Show(target) => {
+            let path = compute_path(conn, target.rg(), KIND, &target.name);
+            let vm = conn
+                .management(Method::GET, &format!("{path}?$expand=instanceView"), None)
+                .await?;
+            let view = &vm["properties"]["instanceView"];
+            let ade = view["extensions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"].as_str() == Some(ADE_EXTENSION));
+            let Some(ade) = ade else {
+                eprintln!("Azure Disk Encryption is not enabled");
+                return Ok(Value::Null);
+            };
+            let disks: Vec<Value> = view["disks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    json!({
+                        "name": d["name"],
+                        "encryptionSettings": d["encryptionSettings"],
+                        "statuses": d["statuses"],
+                    })
+                })
+                .collect();
+            return Ok(json!({
+                "status": ade["statuses"],
+                "substatus": ade["substatuses"],
+                "disks": disks,
+            }));
+        }
+        C::Disable {
+            target,
+            volume_type,
+            force,
+        } => {
+            let volume_type = volume_type.unwrap_or_else(|| "DATA".to_owned());
+            if !force && !volume_type.eq_ignore_ascii_case("DATA") {
+                anyhow::bail!("Only Data disks can have encryption disabled in a Linux VM. Use '--force' to ignore the warning");
+            }
+            let settings = json!({
+                "VolumeType": volume_type,
+                "EncryptionOperation": "DisableEncryption",
+                "SequenceVersion": atrest_crypto::random_uuid(),
+            });
+            (target, settings)
+        }
+        C::Enable {
+            target,
+            disk_encryption_keyvault,
+            key_encryption_key,
+            key_encryption_keyvault,
+            key_encryption_algorithm,
+            volume_type,
+            encrypt_format_all,
+            luks_version,
+            force,
+        } => {
+            let vm = target.call(conn, KIND, Method::GET, None, None).await?;
+            let volume_type = match volume_type {
+                Some(v) => v,
+                None if vm["properties"]["storageProfile"]["dataDisks"]
+                    .as_array()
+                    .is_some_and(|d| !d.is_empty()) =>
+                {
+                    anyhow::bail!("VM has data disks, please supply --volume-type")
+                }
+                None => "OS".to_owned(),
+            };
+            let vault_id = id_or_name(&disk_encryption_keyvault, |n| {
+                vault_path(conn, target.rg(), n)
+            });
+            let vault = conn.management(Method::GET, &vault_id, None).await?;
+            if !force {
+                // `az`'s own checks, before anything is sent.
+                if vault["properties"]["enabledForDiskEncryption"] != Value::Bool(true) {
+                    anyhow::bail!(
+                        "ERROR: Keyvault '{}' is not enabled for disk encryption.",
+                        vault["name"].as_str().unwrap_or_default()
+                    );
+                }
+                if vault["location"] != vm["location"] {
+                    anyhow::bail!(
+                        "ERROR: VM {}'s region does not match keyvault's region.",
+                        target.name
+                    );
+                }
+            }
+            let vault_url = vault["properties"]["vaultUri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let kek_vault_id = key_encryption_keyvault
+                .map(|v| id_or_name(&v, |n| vault_path(conn, target.rg(), n)))
+                .unwrap_or_else(|| vault_id.clone());
+            let kek_url = match key_encryption_key {
+                None => None,
+                Some(url) if url.contains("://") => Some(url),
+                Some(name) => {
+                    let kek_vault = kek_vault_id.rsplit('/').next().unwrap_or_default();
+                    let key = conn
+                        .data_plane(kek_vault, Method::GET, &format!("/keys/{name}"), "", None)
+                        .await?;
+                    Some(key["key"]["kid"].as_str().unwrap_or_default().to_owned())
+                }
+            };
+            let mut settings = json!({
+                "KeyVaultURL": vault_url,
+                "VolumeType": volume_type,
+                "EncryptionOperation": if encrypt_format_all { "EnableEncryptionFormatAll" } else { "EnableEncryption" },
+                "KeyEncryptionKeyURL": kek_url,
+                "KeyEncryptionAlgorithm": key_encryption_algorithm,
+                "SequenceVersion": atrest_crypto::random_uuid(),
+                "KeyVaultResourceId": vault_id,
+                "KekVaultResourceId": if kek_url.is_some() { kek_vault_id } else { String::new() },
+            });
+            if let Some(luks) = luks_version {
+                settings["LuksVersion"] = Value::from(luks);
+            }
+            (target, settings)
+        }
+    };
+    let vm = target.call(conn, KIND, Method::GET, None, None).await?;
+    let body = json!({
+        "location": vm["location"],
+        "properties": {
+            "publisher": "Microsoft.Azure.Security",
+            "type": ADE_EXTENSION,
+            "typeHandlerVersion": "1.1",
+            "autoUpgradeMinorVersion": true,
+            "settings": settings,
+        },
+    });
+    let action = format!("extensions/{ADE_EXTENSION}");
+    target
+        .call(conn, KIND, Method::PUT, Some(&action), Some(body))
+        .await
 }
 
 /// The resource id of a `--source`: an id as given, else the first resource of that name
