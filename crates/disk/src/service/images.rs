@@ -144,9 +144,12 @@ impl Compute {
                     format!("Virtual machine '{vm_name}' is running; stop it before making an image of it (sourceVirtualMachine)."),
                 ));
             }
-            for (lun, disk) in vm.disks.iter().enumerate() {
+            for (lun, disk) in vm.attached() {
                 disks.push(ImageDiskRequest {
-                    lun: Some(lun as u32),
+                    lun,
+                    // A machine's OS disk is Linux, and captured as it is.
+                    os_type: lun.is_none().then(|| "Linux".to_owned()),
+                    os_state: lun.is_none().then(|| "Specialized".to_owned()),
                     managed_disk: Some(self.resource_id(rg, DISK_KIND, disk)),
                     ..Default::default()
                 });
