@@ -102,7 +102,10 @@ fn format_volume(
     let new =
         atrest_luks::format(&luks_options(version), passphrase).map_err(|e| luks_error(disk, e))?;
     let offset = new.header.data_offset;
-    volume.write_zeroes(offset, volume.size() - offset)?;
+    let Some(data) = volume.size().checked_sub(offset).filter(|d| *d > 0) else {
+        return Err(luks_error(disk, atrest_luks::LuksError::Truncated(offset)));
+    };
+    volume.write_zeroes(offset, data)?;
     volume.write(0, &new.area)?;
     Ok(())
 }
@@ -120,7 +123,10 @@ fn encrypt_in_place(
         atrest_luks::format(&luks_options(version), passphrase).map_err(|e| luks_error(disk, e))?;
     let shift = new.header.data_offset;
     let size = volume.size();
-    let kept = size - shift;
+    let kept = size.saturating_sub(shift);
+    if kept == 0 {
+        return Err(luks_error(disk, atrest_luks::LuksError::Truncated(shift)));
+    }
     if volume.extents(kept, shift)?.iter().any(|(_, zero)| !zero) {
         return Err(ComputeError::conflict(
             "OperationNotAllowed",
@@ -158,7 +164,17 @@ fn decrypt_in_place(volume: &Volume, passphrase: &[u8], disk: &str) -> Result<()
         .map_err(|e| luks_error(disk, e))?;
     let mut cipher = DataCipher::new(&header, &key).map_err(|e| luks_error(disk, e))?;
     let shift = header.data_offset;
-    let data = header.data_size.unwrap_or(size - shift).min(size - shift);
+    // The header is the guest's to write: its offsets are believed only inside the disk.
+    let Some(room) = size.checked_sub(shift).filter(|room| *room > 0) else {
+        return Err(luks_error(
+            disk,
+            atrest_luks::LuksError::Damaged(format!(
+                "the data segment starts at byte {shift}, past the disk's end"
+            )),
+        ));
+    };
+    let data = header.data_size.unwrap_or(room).min(room);
+    let data = data - data % cipher.sector_size();
     let mut buf = Zeroizing::new(vec![0u8; STEP as usize]);
     let mut start = 0;
     while start < data {

@@ -872,3 +872,47 @@ async fn ade_formats_data_volumes_and_decrypts_them_back() {
         "a refusal changes nothing"
     );
 }
+
+#[tokio::test]
+async fn ade_believes_a_guest_written_header_only_inside_the_disk() {
+    let f = fixture();
+    f.disk("data", PLATFORM, None).await.unwrap();
+    let req = VmRequest {
+        location: Some(LOCATION.into()),
+        disks: Some(vec!["data".into()]),
+        ..Default::default()
+    };
+    f.compute.put_vm(RG, "vm1", &req, 0).await.unwrap();
+    let format = ade_request(&[
+        ("EncryptionOperation", "EnableEncryptionFormatAll"),
+        ("VolumeType", "Data"),
+        ("KeyVaultURL", "https://kv1.vault.localhost:8443"),
+        ("LuksVersion", "LUKS1"),
+    ]);
+    f.compute
+        .put_extension(&f.identity, RG, "vm1", "ade", &format, 0)
+        .await
+        .unwrap();
+    // The guest moves LUKS1's payload offset (which no checksum covers) past the disk's end.
+    f.compute.start_vm(RG, "vm1", 0, None).await.unwrap();
+    let open = f.compute.export(&Compute::export_name(RG, "data")).unwrap();
+    open.file.write(104, &0xFFFF_FF00u32.to_be_bytes()).unwrap();
+    open.file.flush().unwrap();
+    f.compute.stop_vm(RG, "vm1").await.unwrap();
+    let disable = ade_request(&[
+        ("EncryptionOperation", "DisableEncryption"),
+        ("VolumeType", "Data"),
+    ]);
+    let refused = f
+        .compute
+        .put_extension(&f.identity, RG, "vm1", "ade", &disable, 0)
+        .await;
+    assert!(
+        matches!(&refused, Err(ComputeError::Conflict { message, .. }) if message.contains("past the disk's end")),
+        "{refused:?}"
+    );
+    assert!(
+        f.compute.get_disk(RG, "data").unwrap().ade.is_some(),
+        "nothing changed"
+    );
+}
