@@ -16,4 +16,4 @@ mod volume;
 pub use error::BlockError;
 pub use manifest::{ChunkRef, Manifest, CHUNK, UNIT};
 pub use store::{BlockStore, Collected};
-pub use volume::{Change, Volume};
+pub use volume::{freeze_together, Change, Volume};

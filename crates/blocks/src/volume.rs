@@ -204,11 +204,7 @@ impl Volume {
     /// it all, and from then on never written again, so a copy of that manifest (a
     /// snapshot) keeps it.
     pub fn freeze(&self) -> Result<(), BlockError> {
-        self.flush()?;
-        let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
-        let mut state = self.state();
-        state.frozen_gen = state.next_gen;
-        Ok(())
+        freeze_together(&[self], || Ok(()))
     }
 
     /// The manifest as of the last flush.
@@ -646,34 +642,60 @@ impl Volume {
     /// flush, makes them durable in the store, then commits the manifest naming them.
     pub fn flush(&self) -> Result<(), BlockError> {
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let (manifest, version, sealed, changed) = {
+        let sealed = {
             let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
-            let mut state = self.state();
-            if state.changed.is_empty() {
-                return Ok(());
-            }
-            let changed = std::mem::take(&mut state.changed);
-            let changed_now = changed.clone();
-            let mut manifest = state.committed.clone();
-            manifest.next_gen = state.next_gen;
-            manifest.size = self.size;
-            let mut sealed = Vec::new();
-            for index in &changed {
-                match state.live.get_mut(index) {
-                    Some(live) => {
-                        live.dirty = false;
-                        manifest.chunks.insert(*index, live.chunk.clone());
-                        sealed.push((live.chunk.origin.clone(), *index, live.chunk.gen));
-                    }
-                    None => {
-                        manifest.chunks.remove(index);
-                    }
+            self.seal()
+        };
+        self.commit(sealed)
+    }
+
+    /// Takes the chunks changed since the last flush out of the write path: the manifest
+    /// that names them, to be committed (`None` if nothing changed). The caller holds
+    /// `writes` for writing, so no write is half done.
+    fn seal(&self) -> Option<Sealed> {
+        let mut state = self.state();
+        if state.changed.is_empty() {
+            return None;
+        }
+        let changed = std::mem::take(&mut state.changed);
+        let mut manifest = state.committed.clone();
+        manifest.next_gen = state.next_gen;
+        manifest.size = self.size;
+        let mut chunks = Vec::new();
+        for index in &changed {
+            match state.live.get_mut(index) {
+                Some(live) => {
+                    live.dirty = false;
+                    manifest.chunks.insert(*index, live.chunk.clone());
+                    chunks.push((live.chunk.origin.clone(), *index, live.chunk.gen));
+                }
+                None => {
+                    manifest.chunks.remove(index);
                 }
             }
-            (manifest, state.version.clone(), sealed, changed_now)
+        }
+        Some(Sealed {
+            manifest,
+            version: state.version.clone(),
+            chunks,
+            changed,
+        })
+    }
+
+    /// Makes sealed chunks durable, then commits their manifest. If anything fails,
+    /// nothing is committed and the next flush seals the chunks again.
+    fn commit(&self, sealed: Option<Sealed>) -> Result<(), BlockError> {
+        let Some(Sealed {
+            manifest,
+            version,
+            chunks,
+            changed,
+        }) = sealed
+        else {
+            return Ok(());
         };
         let unchanged = manifest == self.state().committed;
-        let result = self.store.persist(&sealed).and_then(|()| {
+        let result = self.store.persist(&chunks).and_then(|()| {
             if unchanged {
                 // Only chunks rewritten in place: made durable, nothing to commit.
                 return Ok(version.clone());
@@ -689,7 +711,6 @@ impl Volume {
                 Ok(())
             }
             Err(e) => {
-                // Nothing was committed: the next flush seals these chunks again.
                 state.changed.extend(changed);
                 if !matches!(e, BlockError::Conflict(_)) {
                     tracing::warn!(disk = %self.disk, error = %e, "a flush failed; nothing was committed");
@@ -698,6 +719,56 @@ impl Volume {
             }
         }
     }
+}
+
+/// What a flush takes out of the write path: the manifest to commit, the version it
+/// replaces, the chunks it names that must be made durable first, and the chunk indexes
+/// to seal again if it fails.
+struct Sealed {
+    manifest: Manifest,
+    version: Version,
+    chunks: Vec<(Arc<str>, u32, u64)>,
+    changed: BTreeSet<u32>,
+}
+
+/// Freezes `volumes` at one instant and runs `then` on what they hold: writes to all of
+/// them wait while each one's changes are sealed and its chunks frozen, so the manifests
+/// committed next are one crash-consistent cut across the volumes (a write that completed
+/// on one before a write began on another is in the cut whenever the later one is). No
+/// flush of these volumes commits anything newer until `then` has run, so it sees the cut
+/// (a copy of each committed manifest, for a backup of a machine's disks).
+pub fn freeze_together<T>(
+    volumes: &[&Volume],
+    then: impl FnOnce() -> Result<T, BlockError>,
+) -> Result<T, BlockError> {
+    // Locks are taken in one global order (by address), so two cuts sharing a volume
+    // cannot wait on each other.
+    let mut volumes = volumes.to_vec();
+    volumes.sort_by_key(|v| std::ptr::from_ref::<Volume>(v) as usize);
+    volumes.dedup_by_key(|v| std::ptr::from_ref::<Volume>(v) as usize);
+    let _flushes: Vec<_> = volumes
+        .iter()
+        .map(|v| v.flushing.lock().unwrap_or_else(|p| p.into_inner()))
+        .collect();
+    let sealed: Vec<Option<Sealed>> = {
+        let _no_writes: Vec<_> = volumes
+            .iter()
+            .map(|v| v.writes.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        volumes
+            .iter()
+            .map(|v| {
+                let sealed = v.seal();
+                let mut state = v.state();
+                state.frozen_gen = state.next_gen;
+                sealed
+            })
+            .collect()
+    };
+    for (volume, sealed) in volumes.iter().zip(sealed) {
+        volume.commit(sealed)?;
+    }
+    then()
 }
 
 impl BlockStore {
