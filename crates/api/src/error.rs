@@ -300,6 +300,20 @@ impl From<ComputeError> for ApiError {
     }
 }
 
+impl From<atrest_backup::BackupError> for ApiError {
+    fn from(e: atrest_backup::BackupError) -> Self {
+        use atrest_backup::BackupError as E;
+        let (status, code) = match e {
+            E::Compute(c) => return c.into(),
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            E::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
+            E::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            E::Store(_) | E::Directory(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<atrest_resources::ResourceGroupError> for ApiError {
     fn from(e: atrest_resources::ResourceGroupError) -> Self {
         use atrest_resources::ResourceGroupError as E;

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_backup::Backup;
 use atrest_blocks::BlockStore;
 use atrest_core::limits::ServiceLimits;
 use atrest_crypto::{generate_tls_identity, random_uuid, TokenSigner};
@@ -695,6 +696,7 @@ fn services(
         },
         unix_now().0,
     )?);
+    let backup = Backup::new(meta.store().clone(), compute.clone(), subscription.clone());
     let settings = Settings {
         port,
         subscription,
@@ -714,6 +716,7 @@ fn services(
         scheduler: Scheduler::open(meta)?,
         throttle: Throttle::new(opts.limits.clone()),
         metrics: Metrics::default(),
+        backup,
         compute,
         resource_groups,
         leader,

@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Disk encryption sets, disks and virtual machines.
     pub compute: Arc<Compute>,
+    /// Recovery Services vaults and Azure Backup.
+    pub backup: atrest_backup::Backup,
     /// Resource groups.
     pub resource_groups: ResourceGroups,
     /// Whether this replica runs the cluster's background jobs.
@@ -71,6 +73,11 @@ impl AppState {
             self.identity.tenant(),
             self.settings.port
         )
+    }
+
+    /// The management endpoint, `https://localhost:PORT`, for URLs the API hands out.
+    pub fn management_base(&self) -> String {
+        format!("https://localhost:{}", self.settings.port)
     }
 
     /// `https://NAME.vault.localhost:PORT`, without a trailing slash.

@@ -207,6 +207,32 @@ operations! {
     VirtualMachineExtensionDelete => Management,
     /// Read or list virtual machine extensions.
     VirtualMachineExtensionRead => Management,
+    /// Create or update a Recovery Services vault.
+    RecoveryVaultWrite => Management,
+    /// Delete a Recovery Services vault.
+    RecoveryVaultDelete => Management,
+    /// Read or list Recovery Services vaults.
+    RecoveryVaultRead => Management,
+    /// Create or update a backup policy.
+    BackupPolicyWrite => Management,
+    /// Delete a backup policy.
+    BackupPolicyDelete => Management,
+    /// Read or list backup policies.
+    BackupPolicyRead => Management,
+    /// Protect a virtual machine (or change its policy).
+    BackupProtectionWrite => Management,
+    /// Stop protection and delete the backup data.
+    BackupProtectionDelete => Management,
+    /// Read or list protected items.
+    BackupProtectionRead => Management,
+    /// Back up a protected item now.
+    BackupTrigger => Management,
+    /// Read or list recovery points.
+    BackupRecoveryPointRead => Management,
+    /// Restore from a recovery point.
+    BackupRestore => Management,
+    /// Read or list backup jobs.
+    BackupJobRead => Management,
     /// List role definitions.
     RoleDefinitionList => Management,
     /// Read a role definition.
@@ -409,6 +435,19 @@ impl Operation {
             | VirtualMachineExtensionWrite
             | VirtualMachineExtensionDelete
             | VirtualMachineExtensionRead
+            | RecoveryVaultWrite
+            | RecoveryVaultDelete
+            | RecoveryVaultRead
+            | BackupPolicyWrite
+            | BackupPolicyDelete
+            | BackupPolicyRead
+            | BackupProtectionWrite
+            | BackupProtectionDelete
+            | BackupProtectionRead
+            | BackupTrigger
+            | BackupRecoveryPointRead
+            | BackupRestore
+            | BackupJobRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -540,6 +579,19 @@ impl Operation {
             | VirtualMachineExtensionWrite
             | VirtualMachineExtensionDelete
             | VirtualMachineExtensionRead
+            | RecoveryVaultWrite
+            | RecoveryVaultDelete
+            | RecoveryVaultRead
+            | BackupPolicyWrite
+            | BackupPolicyDelete
+            | BackupPolicyRead
+            | BackupProtectionWrite
+            | BackupProtectionDelete
+            | BackupProtectionRead
+            | BackupTrigger
+            | BackupRecoveryPointRead
+            | BackupRestore
+            | BackupJobRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -682,6 +734,19 @@ impl Operation {
             | VirtualMachineExtensionWrite
             | VirtualMachineExtensionDelete
             | VirtualMachineExtensionRead
+            | RecoveryVaultWrite
+            | RecoveryVaultDelete
+            | RecoveryVaultRead
+            | BackupPolicyWrite
+            | BackupPolicyDelete
+            | BackupPolicyRead
+            | BackupProtectionWrite
+            | BackupProtectionDelete
+            | BackupProtectionRead
+            | BackupTrigger
+            | BackupRecoveryPointRead
+            | BackupRestore
+            | BackupJobRead
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite

@@ -17,6 +17,9 @@ pub const IMAGE_KIND: &str = "images";
 /// Store kind of the copies an image holds, one per disk of the image (stored as [`Disk`]
 /// documents, never shown as resources).
 pub const IMAGE_DISK_KIND: &str = "imageDisks";
+/// Store kind of the copies a recovery point holds, one per disk of the machine backed
+/// up (stored as [`Disk`] documents, never shown as resources).
+pub const RECOVERY_DISK_KIND: &str = "recoveryPointDisks";
 /// Store kind of virtual machines.
 pub const VM_KIND: &str = "virtualMachines";
 
@@ -219,7 +222,7 @@ pub struct VmExtension {
 /// disk, or (also for a bare name) a disk.
 pub fn kind_in_id(id: &str) -> &'static str {
     let id = id.to_ascii_lowercase();
-    [SNAPSHOT_KIND, IMAGE_DISK_KIND]
+    [SNAPSHOT_KIND, IMAGE_DISK_KIND, RECOVERY_DISK_KIND]
         .into_iter()
         .find(|kind| {
             id.contains(&format!(

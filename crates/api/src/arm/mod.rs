@@ -2,6 +2,7 @@
 //! here, `Microsoft.Authorization` and `Microsoft.Compute` in their modules.
 
 pub(crate) mod authorization;
+pub(crate) mod backup;
 pub(crate) mod compute;
 
 pub(crate) mod resources;
@@ -190,6 +191,8 @@ pub(crate) enum ArmRoute<'a> {
     },
     /// `Microsoft.Compute` resources.
     Compute(compute::Route<'a>),
+    /// `Microsoft.RecoveryServices`: vaults and Azure Backup.
+    Backup(backup::Route<'a>),
     /// `Microsoft.Resources`: subscriptions, tenants, resource groups, resource listings.
     Resources(resources::Route<'a>),
     /// One vault.
@@ -236,6 +239,9 @@ impl<'a> ArmRoute<'a> {
         let below = segments.get(1..).unwrap_or_default();
         if let Some(route) = compute::Route::parse(method, below) {
             return Some(ArmRoute::Compute(route));
+        }
+        if let Some(route) = backup::Route::parse(method, below) {
+            return Some(ArmRoute::Backup(route));
         }
         let provider = |p: &str| seg(p, "Microsoft.KeyVault");
         let get = method == Method::GET;
@@ -314,6 +320,7 @@ impl<'a> ArmRoute<'a> {
         match self {
             ArmRoute::Authorization { route, .. } => route.operation(),
             ArmRoute::Compute(route) => route.operation(),
+            ArmRoute::Backup(route) => route.operation(),
             ArmRoute::Resources(route) => route.operation(),
             ArmRoute::Vault { verb, .. } => match verb {
                 VaultVerb::Put => Operation::VaultPut,
@@ -372,6 +379,7 @@ pub(crate) async fn management(
         ArmRoute::Compute(route) => {
             compute::handle(state, ctx, caller, method, route, &query, body).await
         }
+        ArmRoute::Backup(route) => backup::handle(state, ctx, caller, route, body).await,
         ArmRoute::Resources(route) => {
             resources::handle(state, ctx, caller, route, &query, body).await
         }

@@ -181,6 +181,13 @@ impl Compute {
         now: i64,
     ) -> Result<(Disk, bool), ComputeError> {
         check_compute_name("disk", name)?;
+        if req.source.as_deref().map(kind_in_id) == Some(RECOVERY_DISK_KIND) {
+            // A recovery point's data is restored through its backup vault only.
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                "creationData.sourceResourceId must name a disk or a snapshot.",
+            ));
+        }
         let _guard = self.changes.lock().await;
         let existing: Option<Disk> = self
             .store

@@ -343,7 +343,7 @@ impl Compute {
 
     /// Whether this replica is the one to serve `vm` (one started before replicas had
     /// names belongs to whichever serves it).
-    fn is_mine(&self, vm: &VirtualMachine) -> bool {
+    pub(super) fn is_mine(&self, vm: &VirtualMachine) -> bool {
         vm.host.as_deref().is_none_or(|h| h == self.config.replica)
     }
 

@@ -22,8 +22,8 @@ use zeroize::Zeroizing;
 use crate::error::{ComputeError, KeyAccessError};
 use crate::keys::{new_dek, xts_key, KeyVaultAccess, PlatformKeys, DEK_WRAP_ALGORITHM};
 use crate::model::{
-    Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
-    NETWORK_POLICIES, SNAPSHOT_KIND, VM_KIND,
+    kind_in_id, Disk, DiskEncryptionSet, KeyRef, VirtualMachine, WrappedDek, DES_KIND, DISK_KIND,
+    NETWORK_POLICIES, RECOVERY_DISK_KIND, SNAPSHOT_KIND, VM_KIND,
 };
 use atrest_blocks::{BlockStore, Volume};
 
@@ -33,6 +33,7 @@ mod disks;
 mod encryption;
 mod images;
 mod machines;
+mod recovery;
 mod sets;
 mod snapshots;
 #[cfg(test)]
@@ -43,6 +44,7 @@ pub use disks::{DiskRequest, Unreachable};
 pub use encryption::{EncryptionStatus, ExtensionRequest};
 pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
+pub use recovery::RecoveryDisk;
 pub use sets::DesRequest;
 pub use snapshots::{SnapshotLimits, SnapshotRequest};
 

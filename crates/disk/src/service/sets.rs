@@ -254,6 +254,7 @@ impl Compute {
     ) -> Result<DiskEncryptionSet, ComputeError> {
         let mut disks: Vec<Disk> = self.list(DISK_KIND, None)?;
         disks.extend(self.list::<Disk>(SNAPSHOT_KIND, None)?);
+        disks.extend(self.list::<Disk>(RECOVERY_DISK_KIND, None)?);
         let mut failures = Vec::new();
         for mut disk in disks.into_iter().filter(|d| uses_set(d, &des)) {
             match self.rewrap_customer_layer(&des, &mut disk).await {
@@ -352,6 +353,7 @@ impl Compute {
         };
         let mut users: Vec<Disk> = self.list(DISK_KIND, None)?;
         users.extend(self.list::<Disk>(SNAPSHOT_KIND, None)?);
+        users.extend(self.list::<Disk>(RECOVERY_DISK_KIND, None)?);
         let users: Vec<String> = users
             .into_iter()
             .filter(|d| uses_set(d, &des))

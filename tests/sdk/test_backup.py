@@ -1,0 +1,224 @@
+"""Azure Backup for VMs through Microsoft's clients (azure-mgmt-recoveryservices and
+azure-mgmt-recoveryservicesbackup): a Recovery Services vault with its identity and
+DefaultPolicy, a custom policy, protection, on-demand backups of a running machine (one
+crash-consistent cut across its disks), recovery points, restores of disks and of a new
+machine that read back exactly the chosen point, jobs, and the rules refused."""
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import Server
+
+RG = "default"
+PATTERN_A = 0x5A
+PATTERN_B = 0xA5
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def bsrv(workdir):
+    srv = Server(workdir / "backup").start()
+    yield srv
+    if srv.proc.poll() is None:
+        assert srv.cli("monitor", "audit", "verify")["verified"] is True
+        assert srv.stop() == 0, srv.log()
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def clients(srv):
+    from azure.mgmt.recoveryservices import RecoveryServicesClient
+    from azure.mgmt.recoveryservicesbackup import RecoveryServicesBackupClient
+    return srv.management_client(RecoveryServicesClient), srv.management_client(RecoveryServicesBackupClient)
+
+
+def qemu_io(uri, *commands):
+    args = ["qemu-io", "-f", "raw"]
+    for c in commands:
+        args += ["-c", c]
+    done = subprocess.run(args + [uri], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "failed" not in done.stdout + done.stderr, done.stdout + done.stderr
+    return done.stdout
+
+
+def new_vault(srv, location="westeurope"):
+    from azure.mgmt.recoveryservices.models import IdentityData, Sku, Vault, VaultProperties
+    vaults, _ = clients(srv)
+    name = unique("rsv")
+    vault = vaults.vaults.begin_create_or_update(
+        RG, name, Vault(location=location, sku=Sku(name="Standard"), identity=IdentityData(type="SystemAssigned"),
+                        properties=VaultProperties(public_network_access="Enabled"))).result()
+    return vault
+
+
+def names(vm):
+    return f"IaasVMContainer;iaasvmcontainerv2;{RG};{vm}", f"VM;iaasvmcontainerv2;{RG};{vm}"
+
+
+def test_backup_and_restore_a_running_vm(bsrv):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.recoveryservicesbackup.models import (
+        AzureIaaSComputeVMProtectedItem, AzureIaaSVMProtectionPolicy, BackupRequestResource, DailyRetentionSchedule,
+        IaasVMBackupRequest, IaasVMRestoreRequest, LongTermRetentionPolicy, ProtectedItemResource,
+        ProtectionPolicyResource, RestoreRequestResource, RetentionDuration, SimpleSchedulePolicy)
+    _, backup = clients(bsrv)
+    vault = new_vault(bsrv)
+    assert vault.identity.principal_id and vault.properties.provisioning_state == "Succeeded"
+    default = backup.protection_policies.get(vault.name, RG, "DefaultPolicy")
+    assert default.properties.backup_management_type == "AzureIaasVM"
+
+    # A custom daily policy keeping points for 14 days.
+    policy = ProtectionPolicyResource(properties=AzureIaaSVMProtectionPolicy(
+        schedule_policy=SimpleSchedulePolicy(schedule_run_frequency="Daily",
+                                             schedule_run_times=["2026-01-01T03:00:00Z"]),
+        retention_policy=LongTermRetentionPolicy(daily_schedule=DailyRetentionSchedule(
+            retention_times=["2026-01-01T03:00:00Z"], retention_duration=RetentionDuration(count=14, duration_type="Days"))),
+        time_zone="UTC"))
+    custom = backup.protection_policies.create_or_update(vault.name, RG, "daily14", policy)
+    assert custom.properties.retention_policy.daily_schedule.retention_duration.count == 14
+
+    # A running machine with two data disks, a pattern on each.
+    disks = [unique("d"), unique("d")]
+    for d in disks:
+        bsrv.cli("disk", "create", "-n", d, "-z", "1")
+    vm = unique("vm")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", *disks)
+    started = bsrv.cli("vm", "start", "-n", vm)
+    uris = [d["nbdUri"] for d in started["properties"]["storageProfile"]["dataDisks"]]
+    for uri in uris:
+        qemu_io(uri, f"write -P {PATTERN_A} 0 {MiB}")
+
+    container, item = names(vm)
+    vm_id = started["id"]
+    protected = backup.protected_items.begin_create_or_update(
+        vault.name, RG, "Azure", container, item,
+        ProtectedItemResource(properties=AzureIaaSComputeVMProtectedItem(source_resource_id=vm_id,
+                                                                          policy_id=custom.id))).result()
+    got = backup.protected_items.get(vault.name, RG, "Azure", container, item)
+    # The models deserialize the item as the base ProtectedItem; its JSON says the rest.
+    assert got.properties["protectionState"] == "Protected" and got.properties.policy_id == custom.id
+
+    # Backup now, while it runs; then more writes, and a second backup.
+    request = BackupRequestResource(properties=IaasVMBackupRequest())
+    backup.backups.trigger(vault.name, RG, "Azure", container, item, request)
+    [older] = list(backup.recovery_points.list(vault.name, RG, "Azure", container, item))
+    for uri in uris:
+        qemu_io(uri, f"write -P {PATTERN_B} 0 {MiB}")
+    backup.backups.trigger(vault.name, RG, "Azure", container, item, request)
+    points = list(backup.recovery_points.list(vault.name, RG, "Azure", container, item))
+    assert len(points) == 2 and older.name in {p.name for p in points}
+    assert older.properties.recovery_point_type == "CrashConsistent"
+    jobs = [j for j in backup.backup_jobs.list(vault.name, RG) if j.properties.operation == "Backup"]
+    assert len(jobs) == 2 and all(j.properties.status == "Completed" for j in jobs)
+    assert protected is not None
+
+    # Restored to another region: refused by name.
+    def restore(**kw):
+        props = IaasVMRestoreRequest(recovery_point_id=older.name, source_resource_id=vm_id,
+                                     region=kw.get("region", "westeurope"),
+                                     recovery_type=kw.get("recovery_type", "RestoreDisks"),
+                                     target_resource_group_id=f"/subscriptions/{bsrv.env['ATREST_SUBSCRIPTION_ID']}/resourceGroups/{RG}",
+                                     target_virtual_machine_id=kw.get("target_vm"),
+                                     original_storage_account_option=False, create_new_cloud_service=False)
+        return backup.restores.begin_trigger(vault.name, RG, "Azure", container, item, older.name,
+                                             RestoreRequestResource(properties=props)).result()
+
+    with pytest.raises(HttpResponseError) as err:
+        restore(region="eastus")
+    assert err.value.status_code == 400 and "region" in err.value.message
+    with pytest.raises(HttpResponseError) as err:
+        restore(recovery_type="ItemLevelRestore")
+    assert err.value.status_code == 400
+
+    # The disks restored from the older point read back its pattern, not the newer one.
+    restore()
+    job = next(j for j in backup.backup_jobs.list(vault.name, RG) if j.properties.operation == "Restore")
+    assert job.properties.status == "Completed"
+    restored_ids = job.properties.extended_info.property_bag["outputs"].split(",")
+    assert len(restored_ids) == 2
+    check_vm = unique("vm")
+    bsrv.cli("vm", "create", "-n", check_vm, "--attach-disks", *[i.rsplit("/", 1)[1] for i in restored_ids])
+    check = bsrv.cli("vm", "start", "-n", check_vm)
+    for disk in check["properties"]["storageProfile"]["dataDisks"]:
+        qemu_io(disk["nbdUri"], f"read -P {PATTERN_A} 0 {MiB}")
+    bsrv.cli("vm", "stop", "-n", check_vm)
+
+    # A new machine, from the same point.
+    target = unique("vm")
+    restore(recovery_type="AlternateLocation", target_vm=target)
+    made = bsrv.cli("vm", "start", "-n", target)
+    for disk in made["properties"]["storageProfile"]["dataDisks"]:
+        qemu_io(disk["nbdUri"], f"read -P {PATTERN_A} 0 {MiB}")
+    bsrv.cli("vm", "stop", "-n", target)
+
+    # The vault's copies are ciphertext, like every block: the patterns are nowhere.
+    stored = [f.read_bytes() for f in (bsrv.data_dir / "disks" / "chunks").rglob("*") if f.is_file()]
+    assert stored and not any(bytes([PATTERN_A]) * 4096 in c or bytes([PATTERN_B]) * 4096 in c for c in stored)
+
+    # A vault protecting something cannot go; stopping protection deletes the points.
+    from azure.mgmt.recoveryservices import RecoveryServicesClient
+    vaults = bsrv.management_client(RecoveryServicesClient)
+    with pytest.raises(HttpResponseError) as err:
+        vaults.vaults.begin_delete(RG, vault.name).result()
+    assert err.value.status_code == 409
+    with pytest.raises(HttpResponseError) as err:
+        backup.protection_policies.begin_delete(vault.name, RG, "daily14").result()
+    assert err.value.status_code == 409
+    backup.protected_items.delete(vault.name, RG, "Azure", container, item)
+    with pytest.raises(HttpResponseError) as err:
+        backup.protected_items.get(vault.name, RG, "Azure", container, item)
+    assert err.value.status_code == 404
+    vaults.vaults.begin_delete(RG, vault.name).result()
+    with pytest.raises(HttpResponseError) as err:
+        vaults.vaults.get(RG, vault.name)
+    assert err.value.status_code == 404
+    bsrv.cli("vm", "stop", "-n", vm)
+
+
+def test_backup_rules_refused(bsrv):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.recoveryservicesbackup.models import (
+        AzureIaaSComputeVMProtectedItem, AzureIaaSVMProtectionPolicy, ProtectedItemResource,
+        ProtectionPolicyResource, SimpleSchedulePolicy)
+    _, backup = clients(bsrv)
+    vault = new_vault(bsrv)
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    vm_id = bsrv.cli("vm", "show", "-n", vm)["id"]
+    container, item = names(vm)
+    default_id = backup.protection_policies.get(vault.name, RG, "DefaultPolicy").id
+
+    def refused(call, status=400):
+        with pytest.raises(HttpResponseError) as err:
+            call()
+        assert err.value.status_code == status, err.value
+        return err.value.message
+
+    # Item names that do not match the machine; an unknown policy; a weekly schedule.
+    other = names(unique("vm"))
+    assert "does not name" in refused(lambda: backup.protected_items.begin_create_or_update(
+        vault.name, RG, "Azure", other[0], other[1],
+        ProtectedItemResource(properties=AzureIaaSComputeVMProtectedItem(source_resource_id=vm_id,
+                                                                          policy_id=default_id))).result())
+    assert "not found" in refused(lambda: backup.protected_items.begin_create_or_update(
+        vault.name, RG, "Azure", container, item,
+        ProtectedItemResource(properties=AzureIaaSComputeVMProtectedItem(
+            source_resource_id=vm_id, policy_id=default_id + "x"))).result(), 404)
+    weekly = ProtectionPolicyResource(properties=AzureIaaSVMProtectionPolicy(
+        schedule_policy=SimpleSchedulePolicy(schedule_run_frequency="Weekly",
+                                             schedule_run_times=["2026-01-01T03:00:00Z"])))
+    assert "Daily" in refused(lambda: backup.protection_policies.create_or_update(vault.name, RG, "weekly", weekly))
+    # A machine in another region than the vault.
+    us_vault = new_vault(bsrv, "eastus")
+    us_default = backup.protection_policies.get(us_vault.name, RG, "DefaultPolicy").id
+    assert "region" in refused(lambda: backup.protected_items.begin_create_or_update(
+        us_vault.name, RG, "Azure", container, item,
+        ProtectedItemResource(properties=AzureIaaSComputeVMProtectedItem(source_resource_id=vm_id,
+                                                                          policy_id=us_default))).result())
+    # Nothing was protected, and the server still serves.
+    assert list(backup.backup_protected_items.list(vault.name, RG)) == []
+    assert list(backup.backup_protected_items.list(us_vault.name, RG)) == []
