@@ -222,3 +222,56 @@ def test_backup_rules_refused(bsrv):
     # Nothing was protected, and the server still serves.
     assert list(backup.backup_protected_items.list(vault.name, RG)) == []
     assert list(backup.backup_protected_items.list(us_vault.name, RG)) == []
+
+
+def test_a_customer_key_point_restores_only_while_the_key_is_usable(bsrv):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.recoveryservicesbackup.models import (
+        AzureIaaSComputeVMProtectedItem, BackupRequestResource, IaasVMBackupRequest, IaasVMRestoreRequest,
+        ProtectedItemResource, RestoreRequestResource)
+    _, backup = clients(bsrv)
+    kv = unique("bkv")
+    bsrv.cli("keyvault", "create", "-n", kv, "-l", "westeurope", "--enable-purge-protection", "true")
+    key_name = unique("cmk")
+    kid = bsrv.cli("keyvault", "key", "create", "--vault-name", kv, "-n", key_name, "--kty", "RSA")["key"]["kid"]
+    des = bsrv.cli("disk-encryption-set", "create", "-n", unique("des"), "--key-url", kid, "--source-vault", kv)
+    bsrv.cli("role", "assignment", "create", "--assignee", des["identity"]["principalId"], "--role",
+             "Key Vault Crypto Service Encryption User", "--scope", bsrv.vault_scope(kv))
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1", "--disk-encryption-set", des["name"])
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    uri = bsrv.cli("vm", "start", "-n", vm)["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
+    qemu_io(uri, f"write -P {PATTERN_A} 0 {MiB}")
+    vault = new_vault(bsrv)
+    default_id = backup.protection_policies.get(vault.name, RG, "DefaultPolicy").id
+    container, item = names(vm)
+    vm_id = bsrv.cli("vm", "show", "-n", vm)["id"]
+    backup.protected_items.begin_create_or_update(
+        vault.name, RG, "Azure", container, item,
+        ProtectedItemResource(properties=AzureIaaSComputeVMProtectedItem(source_resource_id=vm_id,
+                                                                          policy_id=default_id))).result()
+    backup.backups.trigger(vault.name, RG, "Azure", container, item,
+                           BackupRequestResource(properties=IaasVMBackupRequest()))
+    bsrv.cli("vm", "stop", "-n", vm)
+    [point] = list(backup.recovery_points.list(vault.name, RG, "Azure", container, item))
+
+    def restore():
+        props = IaasVMRestoreRequest(recovery_point_id=point.name, recovery_type="RestoreDisks", region="westeurope",
+                                     original_storage_account_option=False, create_new_cloud_service=False)
+        return backup.restores.begin_trigger(vault.name, RG, "Azure", container, item, point.name,
+                                             RestoreRequestResource(properties=props)).result()
+
+    # The point keeps the data key wrapped by the customer key: disabled, nothing restores.
+    bsrv.cli("keyvault", "key", "set-attributes", "--vault-name", kv, "-n", key_name, "--enabled", "false")
+    with pytest.raises(HttpResponseError) as err:
+        restore()
+    assert err.value.status_code == 409 and key_name in err.value.message
+    failed = [j for j in backup.backup_jobs.list(vault.name, RG) if j.properties.operation == "Restore"]
+    assert [j.properties.status for j in failed] == ["Failed"]
+    bsrv.cli("keyvault", "key", "set-attributes", "--vault-name", kv, "-n", key_name, "--enabled", "true")
+    restore()
+    job = next(j for j in backup.backup_jobs.list(vault.name, RG)
+               if j.properties.operation == "Restore" and j.properties.status == "Completed")
+    [restored] = job.properties.extended_info.property_bag["outputs"].split(",")
+    shown = bsrv.cli("disk", "show", "-n", restored.rsplit("/", 1)[1])
+    assert shown["properties"]["encryption"]["diskEncryptionSetId"].endswith(des["name"])
