@@ -275,3 +275,39 @@ def test_a_customer_key_point_restores_only_while_the_key_is_usable(bsrv):
     [restored] = job.properties.extended_info.property_bag["outputs"].split(",")
     shown = bsrv.cli("disk", "show", "-n", restored.rsplit("/", 1)[1])
     assert shown["properties"]["encryption"]["diskEncryptionSetId"].endswith(des["name"])
+
+
+def test_the_cli_mirrors_az_backup(bsrv):
+    vault = unique("rsv")
+    bsrv.cli("backup", "vault", "create", "-n", vault, "-l", "westeurope")
+    assert bsrv.cli("backup", "vault", "show", "-n", vault)["identity"]["type"] == "SystemAssigned"
+    assert {p["name"] for p in bsrv.cli("backup", "policy", "list", "-v", vault)} == {"DefaultPolicy"}
+    policy = bsrv.cli("backup", "policy", "set", "-v", vault, "-n", "nightly", "--time", "01:30",
+                      "--retention-days", "10")
+    assert policy["properties"]["schedulePolicy"]["scheduleRunTimes"] == ["2026-01-01T01:30:00Z"]
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    uri = bsrv.cli("vm", "start", "-n", vm)["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
+    qemu_io(uri, f"write -P {PATTERN_A} 0 {MiB}")
+    item = bsrv.cli("backup", "protection", "enable-for-vm", "-v", vault, "--vm", vm, "-p", "nightly")
+    assert item["properties"]["policyName"] == "nightly"
+    job = bsrv.cli("backup", "protection", "backup-now", "-v", vault, "-c", vm, "-i", vm,
+                   "--retain-until", "31-12-2099")
+    assert job["properties"]["status"] == "Completed" and job["properties"]["operation"] == "Backup"
+    [point] = bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm)
+    assert point["properties"]["expiryTime"].startswith("2099-12-31")
+    done = bsrv.cli("backup", "protection", "backup-now", "-v", vault, "-c", vm, "-i", vm, "--retain-until",
+                    "2099-12-31", check=False)
+    assert done.returncode != 0 and "DD-MM-YYYY" in done.stderr
+    restored = bsrv.cli("backup", "restore", "restore-disks", "-v", vault, "-c", vm, "-i", vm, "-r", point["name"])
+    assert restored["properties"]["status"] == "Completed"
+    [disk_id] = restored["properties"]["extendedInfo"]["propertyBag"]["outputs"].split(",")
+    assert bsrv.cli("disk", "show", "-n", disk_id.rsplit("/", 1)[1])["properties"]["creationData"]["createOption"] == "Restore"
+    operations = [j["properties"]["operation"] for j in bsrv.cli("backup", "job", "list", "-v", vault)]
+    assert sorted(operations) == ["Backup", "ConfigureBackup", "Restore"]
+    done = bsrv.cli("backup", "vault", "delete", "-n", vault, check=False)
+    assert done.returncode != 0 and "protected item" in done.stderr
+    bsrv.cli("backup", "protection", "disable", "-v", vault, "-c", vm, "-i", vm)
+    bsrv.cli("backup", "vault", "delete", "-n", vault)
+    bsrv.cli("vm", "stop", "-n", vm)

@@ -296,6 +296,7 @@ struct ItemDto {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct BackupRequestDto {
+    #[serde(rename = "recoveryPointExpiryTimeInUTC")]
     recovery_point_expiry_time_in_utc: Option<String>,
 }
 

@@ -171,6 +171,17 @@ impl Connection {
         url: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.respond(resource, method, url, body).await?.json())
+    }
+
+    /// One authenticated request; refused statuses become errors with Azure's message.
+    async fn respond(
+        &self,
+        resource: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<atrest_api::client::Response> {
         let token = self.token(resource).await?;
         let auth = Zeroizing::new(format!("Bearer {}", token.as_str()));
         let mut headers = vec![("authorization", auth.as_str())];
@@ -182,11 +193,10 @@ impl Connection {
             None => Vec::new(),
         };
         let resp = self.client.send(method, url, &headers, payload).await?;
-        let body = resp.json();
         if resp.status >= 400 {
-            bail!("{}", error_message(resp.status, &body));
+            bail!("{}", error_message(resp.status, &resp.json()));
         }
-        Ok(body)
+        Ok(resp)
     }
 
     /// A management request; `path` starts with `/` and has no query string.
@@ -211,9 +221,19 @@ impl Connection {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.management_response(method, path, body).await?.json())
+    }
+
+    /// A management request, answered whole (headers included).
+    pub(crate) async fn management_response(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<atrest_api::client::Response> {
         let join = if path.contains('?') { '&' } else { '?' };
         let url = format!("{}{path}{join}api-version={ARM_API_VERSION}", self.endpoint);
-        self.call(MANAGEMENT_RESOURCE, method, &url, body).await
+        self.respond(MANAGEMENT_RESOURCE, method, &url, body).await
     }
 
     /// An administration request under `/atrest`; `path_and_query` starts with `/`.

@@ -7,6 +7,7 @@ pub(crate) mod demo;
 pub(crate) mod output;
 
 mod ad;
+mod backup;
 mod clock;
 mod compute;
 mod identity;
@@ -97,6 +98,12 @@ pub(crate) enum ClientCommand {
         #[command(subcommand)]
         command: compute::VmCommand,
     },
+    /// Azure Backup: Recovery Services vaults, policies, protection, recovery points,
+    /// restores and jobs.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
     /// Read the audit log.
     Monitor {
         #[command(subcommand)]
@@ -136,5 +143,6 @@ pub(crate) async fn run(
         ClientCommand::Snapshot { command } => compute::snapshot(conn, command, format).await,
         ClientCommand::Image { command } => compute::image(conn, command, format).await,
         ClientCommand::Vm { command } => compute::vm(conn, command, format).await,
+        ClientCommand::Backup { command } => backup::backup(conn, command, format).await,
     }
 }
