@@ -311,3 +311,30 @@ def test_the_cli_mirrors_az_backup(bsrv):
     bsrv.cli("backup", "protection", "disable", "-v", vault, "-c", vm, "-i", vm)
     bsrv.cli("backup", "vault", "delete", "-n", vault)
     bsrv.cli("vm", "stop", "-n", vm)
+
+
+def test_policies_back_up_on_schedule_and_points_expire(bsrv):
+    vault = unique("rsv")
+    bsrv.cli("backup", "vault", "create", "-n", vault, "-l", "westeurope")
+    bsrv.cli("backup", "policy", "set", "-v", vault, "-n", "week", "--time", "03:00", "--retention-days", "7")
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    bsrv.cli("backup", "protection", "enable-for-vm", "-v", vault, "--vm", vm, "-p", "week")
+    assert bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm) == []
+
+    # A day later the daily run time has passed: the schedule backs the machine up once.
+    ran = bsrv.cli("clock", "advance", "--by", "P1D")["actions"]
+    assert any(e["operationName"] == "BackupTrigger" and e["resource"].endswith(vault) for e in ran), ran
+    [first] = bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm)
+    again = bsrv.cli("clock", "advance", "--by", "PT1M")["actions"]
+    assert not any(e["operationName"] == "BackupTrigger" and e["resource"].endswith(vault) for e in again)
+    jobs = bsrv.cli("backup", "job", "list", "-v", vault)
+    assert [j["properties"]["operation"] for j in jobs].count("Backup") == 1
+
+    # Past its seven days the point is deleted, and newer ones stay.
+    ran = bsrv.cli("clock", "advance", "--by", "P8D")["actions"]
+    assert any(e["operationName"] == "BackupRecoveryPointExpire" and first["name"] in e["properties"]["id"]
+               for e in ran), ran
+    names = [p["name"] for p in bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm)]
+    assert first["name"] not in names and len(names) == 1

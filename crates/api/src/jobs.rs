@@ -15,6 +15,8 @@ use atrest_runtime::time::{rfc3339, unix_now};
 use atrest_vault::LifetimeEvent;
 use hyper::StatusCode;
 
+use atrest_backup::ScheduledOperation;
+
 use crate::error::ApiError;
 use crate::pipeline::result_of;
 use crate::state::AppState;
@@ -74,7 +76,7 @@ async fn pass_locked(state: &Arc<AppState>) -> Vec<AuditEvent> {
             return Vec::new();
         }
     };
-    let mut recorded = Vec::new();
+    let mut recorded = backup_schedule(state, now).await;
     for event in events {
         for audit in audit_events(state, now, event) {
             tracing::info!(
@@ -86,6 +88,46 @@ async fn pass_locked(state: &Arc<AppState>) -> Vec<AuditEvent> {
             state.audit.expect().record(audit.clone()).await;
             recorded.push(audit);
         }
+    }
+    recorded
+}
+
+/// Runs the backup policies' schedule at `now` and audits each backup and expiry, as the
+/// vault's service would.
+async fn backup_schedule(state: &Arc<AppState>, now: i64) -> Vec<AuditEvent> {
+    let runs = match state.backup.run_schedule(now).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::error!(error = %e, "the backup schedule failed");
+            return Vec::new();
+        }
+    };
+    let mut recorded = Vec::new();
+    for run in runs {
+        let (operation, description) = match run.operation {
+            ScheduledOperation::Backup => (
+                Operation::BackupTrigger,
+                "Scheduled backup by the vault's policy.",
+            ),
+            ScheduledOperation::Expired => (
+                Operation::BackupRecoveryPointExpire,
+                "Recovery point past its retention, deleted.",
+            ),
+        };
+        let status = if run.failure.is_some() {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::OK
+        };
+        let audit = AuditEvent {
+            result_description: run.failure.unwrap_or_else(|| description.to_owned()),
+            resource: Some(run.vault_id.clone()),
+            target_id: Some(run.target.clone()),
+            request_uri: run.target,
+            ..service_event(state, SCHEDULER_CLIENT, operation, status)
+        };
+        state.audit.expect().record(audit.clone()).await;
+        recorded.push(audit);
     }
     recorded
 }

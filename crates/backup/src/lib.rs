@@ -1090,6 +1090,82 @@ impl Backup {
         Ok(job)
     }
 
+    // ---- the schedule ----
+
+    /// Runs what the policies make due at `now` (the scheduler's clock): each protected
+    /// item's daily backup once its run time has passed since it was last backed up (never
+    /// for a run time before it was protected), and the deletion of recovery points past
+    /// their expiry. Returns what ran, for the audit log.
+    pub async fn run_schedule(&self, now: i64) -> Result<Vec<ScheduledRun>, BackupError> {
+        let mut runs = Vec::new();
+        let items: Vec<ProtectedItem> = self.store.read(|tx| tx.resources(ITEM_KIND, None))?;
+        for item in items.iter().filter(|i| i.state == "Protected") {
+            let Some(vault) = self.find_vault(&item.vault)? else {
+                continue;
+            };
+            let policy: Option<Policy> = self.store.read(|tx| {
+                tx.resource(
+                    POLICY_KIND,
+                    &vault.resource_group,
+                    &format!("{}/{}", vault.name, item.policy),
+                )
+            })?;
+            let Some(policy) = policy else { continue };
+            let Some(due) = last_run_time(&policy, now) else {
+                continue;
+            };
+            let last = item.last_backup.as_ref().map_or(i64::MIN, |(t, _)| *t);
+            if due <= item.created || last >= due {
+                continue;
+            }
+            let at = ItemRef {
+                resource_group: &vault.resource_group,
+                vault: &vault.name,
+                container: &item.container(),
+                item: &item.name,
+            };
+            let expiry = due + i64::from(policy.retention_days) * DAY;
+            let job = self.backup_now(at, Some(expiry), now).await?;
+            runs.push(ScheduledRun {
+                vault_id: vault.id.clone(),
+                target: format!("{}/backupJobs/{}", vault.id, job.name),
+                operation: ScheduledOperation::Backup,
+                failure: job.error.map(|(_, message)| message),
+            });
+        }
+        let points: Vec<RecoveryPoint> = self.store.read(|tx| tx.resources(POINT_KIND, None))?;
+        for point in points.iter().filter(|p| p.expiry <= now) {
+            let Some(vault) = self.find_vault(&point.vault)? else {
+                continue;
+            };
+            let copies: Vec<String> = point.disks.iter().map(|d| d.copy.clone()).collect();
+            self.compute.delete_recovery_disks(&copies).await?;
+            let key = format!(
+                "{}/{}/{}",
+                point.vault,
+                point.item.to_ascii_lowercase(),
+                point.name
+            );
+            self.store
+                .write(|tx| tx.delete_resource(POINT_KIND, &vault.resource_group, &key))?;
+            runs.push(ScheduledRun {
+                vault_id: vault.id.clone(),
+                target: format!("{}/recoveryPoints/{}", vault.id, point.name),
+                operation: ScheduledOperation::Expired,
+                failure: None,
+            });
+        }
+        Ok(runs)
+    }
+
+    /// The vault named `name` in any resource group.
+    fn find_vault(&self, name: &str) -> Result<Option<RecoveryVault>, BackupError> {
+        Ok(self
+            .list_vaults(None)?
+            .into_iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name)))
+    }
+
     // ---- jobs ----
 
     /// A vault's jobs, newest first.
@@ -1112,6 +1188,37 @@ impl Backup {
         self.get_vault(resource_group, vault)?;
         self.get(JOB_KIND, resource_group, &format!("{vault}/{name}"), "job")
     }
+}
+
+/// What the schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledOperation {
+    /// A policy's daily backup.
+    Backup,
+    /// A recovery point past its expiry, deleted.
+    Expired,
+}
+
+/// One thing the schedule did.
+#[derive(Debug, Clone)]
+pub struct ScheduledRun {
+    /// The vault's resource id.
+    pub vault_id: String,
+    /// The job's (or the deleted point's) resource id.
+    pub target: String,
+    /// What was done.
+    pub operation: ScheduledOperation,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// The latest daily run time of `policy` at or before `now` (UTC).
+fn last_run_time(policy: &Policy, now: i64) -> Option<i64> {
+    let time = policy.run_times.first()?;
+    let (h, m) = time.split_once(':')?;
+    let offset = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
+    let today = now - now.rem_euclid(DAY) + offset;
+    Some(if today <= now { today } else { today - DAY })
 }
 
 /// Azure's code for a failed job's error.
@@ -1161,6 +1268,32 @@ fn check_vault_name(name: &str) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_daily_run_is_today_once_its_time_has_passed() {
+        let policy = Policy {
+            vault: "v".into(),
+            name: "p".into(),
+            id: String::new(),
+            run_times: vec!["02:30".into()],
+            retention_days: 7,
+            time_zone: "UTC".into(),
+            instant_rp_days: 2,
+        };
+        let midnight = 20_000 * DAY;
+        assert_eq!(
+            last_run_time(&policy, midnight + 3 * 3600),
+            Some(midnight + 9000)
+        );
+        assert_eq!(
+            last_run_time(&policy, midnight + 3600),
+            Some(midnight + 9000 - DAY)
+        );
+        assert_eq!(
+            last_run_time(&policy, midnight + 9000),
+            Some(midnight + 9000)
+        );
+    }
 
     #[test]
     fn names_and_times() {

@@ -233,6 +233,8 @@ operations! {
     BackupRestore => Management,
     /// Read or list backup jobs.
     BackupJobRead => Management,
+    /// Delete a recovery point past its expiry (the schedule).
+    BackupRecoveryPointExpire => Management,
     /// List role definitions.
     RoleDefinitionList => Management,
     /// Read a role definition.
@@ -448,6 +450,7 @@ impl Operation {
             | BackupRecoveryPointRead
             | BackupRestore
             | BackupJobRead
+            | BackupRecoveryPointExpire
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -592,6 +595,7 @@ impl Operation {
             | BackupRecoveryPointRead
             | BackupRestore
             | BackupJobRead
+            | BackupRecoveryPointExpire
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -747,6 +751,7 @@ impl Operation {
             | BackupRecoveryPointRead
             | BackupRestore
             | BackupJobRead
+            | BackupRecoveryPointExpire
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
