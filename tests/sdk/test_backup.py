@@ -338,3 +338,58 @@ def test_policies_back_up_on_schedule_and_points_expire(bsrv):
                for e in ran), ran
     names = [p["name"] for p in bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm)]
     assert first["name"] not in names and len(names) == 1
+
+
+def test_an_ade_backup_keeps_the_secret_and_a_kek_backup_taken_by_the_vault_identity(bsrv):
+    import base64
+    from azure.keyvault.keys import KeyClient
+    from azure.keyvault.secrets import SecretClient
+    kv = "sdk-bk-ade"
+    bsrv.cli("keyvault", "create", "-n", kv, "-l", "westeurope", "--enabled-for-disk-encryption", "true",
+             "--enable-rbac-authorization", "false")
+    kek_name = unique("kek")
+    kek = bsrv.cli("keyvault", "key", "create", "--vault-name", kv, "-n", kek_name, "--kty", "RSA")["key"]["kid"]
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    bsrv.cli("vm", "encryption", "enable", "-n", vm, "--disk-encryption-keyvault", kv, "--volume-type", "DATA",
+             "--key-encryption-key", kek, "--encrypt-format-all")
+    vault = unique("rsv")
+    identity = bsrv.cli("backup", "vault", "create", "-n", vault, "-l", "westeurope")["identity"]["principalId"]
+    bsrv.cli("backup", "protection", "enable-for-vm", "-v", vault, "--vm", vm, "-p", "DefaultPolicy")
+
+    # Without the documented permissions the backup fails, naming them; nothing is kept.
+    job = bsrv.cli("backup", "protection", "backup-now", "-v", vault, "-c", vm, "-i", vm)
+    assert job["properties"]["status"] == "Failed"
+    message = job["properties"]["errorDetails"][0]["errorString"]
+    assert "backup, get and list" in message and "secret permissions get and list" in message, message
+    assert bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm) == []
+
+    bsrv.cli("keyvault", "set-policy", "--name", kv, "--object-id", identity, "--key-permissions", "backup", "get",
+             "list", "--secret-permissions", "get", "list")
+    job = bsrv.cli("backup", "protection", "backup-now", "-v", vault, "-c", vm, "-i", vm)
+    assert job["properties"]["status"] == "Completed", job
+    [point] = bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm)
+    assert point["properties"]["isSourceVMEncrypted"] is True
+    kas = point["properties"]["keyAndSecret"]
+    secret_url = bsrv.cli("disk", "show", "-n", disk)["properties"]["encryptionSettingsCollection"][
+        "encryptionSettings"][0]["diskEncryptionKey"]["secretUrl"]
+    assert kas["bekDetails"]["secretUrl"] == secret_url and kas["encryptionMechanism"] == "SinglePass"
+    assert kas["bekDetails"]["contentType"] == "Wrapped BEK" and kas["kekDetails"]["keyUrl"] == kek
+    name, version = secret_url.split("/")[-2:]
+    secrets = SecretClient(bsrv.vault_url(kv), bsrv.credential(), connection_verify=bsrv.env["ATREST_CA"])
+    assert kas["bekDetails"]["secretData"] == secrets.get_secret(name, version).value
+    # The secret's value is nowhere in the state in the clear.
+    raw = b"".join(f.read_bytes() for f in bsrv.data_dir.glob("*.db*"))
+    assert kas["bekDetails"]["secretData"].encode() not in raw
+
+    # The KEK's backup blob restores the key, versions and all, once it is purged.
+    keys = KeyClient(bsrv.vault_url(kv), bsrv.credential(), connection_verify=bsrv.env["ATREST_CA"])
+    keys.begin_delete_key(kek_name).result()
+    keys.purge_deleted_key(kek_name)
+    blob = kas["kekDetails"]["keyBackupData"]
+    restored = keys.restore_key_backup(base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4)))
+    assert restored.id == kek
+    started = bsrv.cli("vm", "start", "-n", vm)
+    assert "bekVolume" in started["properties"]["storageProfile"]
+    bsrv.cli("vm", "stop", "-n", vm)

@@ -41,6 +41,7 @@ const RENEW_BEFORE: i64 = 300;
 #[derive(Debug, Clone, Copy)]
 enum Call {
     GetKey,
+    BackupKey,
     KeyOperation(KeyOperation),
     GetSecret,
     SetSecret,
@@ -49,7 +50,7 @@ enum Call {
 impl Call {
     fn collection(self) -> &'static str {
         match self {
-            Call::GetKey | Call::KeyOperation(_) => "keys",
+            Call::GetKey | Call::BackupKey | Call::KeyOperation(_) => "keys",
             Call::GetSecret | Call::SetSecret => "secrets",
         }
     }
@@ -243,6 +244,11 @@ impl InProcessVaults {
                 "GET",
                 String::new(),
             ),
+            Call::BackupKey => (
+                Route::Key(KeyRoute::Backup(name)),
+                "POST",
+                "/backup".to_owned(),
+            ),
             Call::KeyOperation(op) => (
                 Route::Key(KeyRoute::Operation(name, version, op)),
                 "POST",
@@ -398,6 +404,18 @@ impl KeyVaultAccess for InProcessVaults {
                     ctx.target_id = Some(id.clone());
                     Ok(id)
                 },
+            )
+            .await
+        })
+    }
+
+    fn backup_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            self.guarded(
+                identity,
+                key_url,
+                Call::BackupKey,
+                |state, _, vault, name, _| Ok(state.vaults.backup_key(vault, name)?),
             )
             .await
         })

@@ -135,6 +135,52 @@ pub struct RecoveryPoint {
     pub disks: Vec<PointDisk>,
     /// Whether any disk was encrypted with Azure Disk Encryption.
     pub ade: bool,
+    /// For each ADE disk, its passphrase secret and key-encryption key as the backup
+    /// vault's identity read them (`keyAndSecret`).
+    #[serde(default)]
+    pub keys: Vec<PointKeys>,
+}
+
+/// An ADE disk's secret and key-encryption key, kept with a recovery point: the secret's
+/// value sealed by the platform key (bound to the point), the KEK as Key Vault's own
+/// backup blob (sealed by the vault service).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PointKeys {
+    /// The disk's LUN (`None`: the OS disk).
+    pub lun: Option<u32>,
+    /// The secret version.
+    pub secret_url: String,
+    /// The secret's vault.
+    pub secret_vault: String,
+    /// The secret's value, sealed: platform key version and ciphertext.
+    pub secret_sealed: (u32, Vec<u8>),
+    /// The secret's content type (`BEK` or `Wrapped BEK`).
+    pub content_type: String,
+    /// The secret's tags.
+    pub tags: BTreeMap<String, String>,
+    /// The key-encryption key, if one wraps the secret.
+    pub kek_url: Option<String>,
+    /// The key-encryption key's vault.
+    pub kek_vault: Option<String>,
+    /// Key Vault's backup blob of the key-encryption key.
+    pub key_backup: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PointKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PointKeys")
+            .field("secret_url", &self.secret_url)
+            .field("kek_url", &self.kek_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A recovery point's `keyAndSecret` for one disk, opened for its reader.
+pub struct KeyAndSecret<'a> {
+    /// What the point keeps.
+    pub keys: &'a PointKeys,
+    /// The secret's value (a `BEK` or `Wrapped BEK` secret's, base64), wiped on drop.
+    pub secret_data: zeroize::Zeroizing<Vec<u8>>,
 }
 
 /// A job: one backup, restore or protection change, with its outcome.
@@ -866,6 +912,24 @@ impl Backup {
         let point_name = (u64::from_le_bytes(random.try_into().expect("eight bytes"))
             % 1_000_000_000_000_000)
             .to_string();
+        let vault_id = self.get_vault(resource_group, vault)?.id;
+        let keys = match self.capture_keys(&vault_id, &found, &point_name).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                let job = self.job(vault, "Backup", &found.vm_name, now, Err(&e));
+                found.last_backup = Some((now, job.status.clone()));
+                self.store.write(|tx| {
+                    tx.put_resource(ITEM_KIND, resource_group, &key, &found)?;
+                    tx.put_resource(
+                        JOB_KIND,
+                        resource_group,
+                        &format!("{vault}/{}", job.name),
+                        &job,
+                    )
+                })?;
+                return Ok(job);
+            }
+        };
         let taken = self
             .compute
             .take_recovery_point(
@@ -884,6 +948,7 @@ impl Backup {
                     time: now,
                     expiry,
                     ade: disks.iter().any(|d| d.copy.ade.is_some()),
+                    keys,
                     disks: disks
                         .iter()
                         .map(|d| PointDisk {
@@ -930,6 +995,86 @@ impl Backup {
             )
         })?;
         Ok(job)
+    }
+
+    /// Reads, as the backup vault's identity, the secret and key-encryption key of each
+    /// ADE disk of the item's machine. A refusal fails the backup, naming the permissions
+    /// Azure Backup needs.
+    async fn capture_keys(
+        &self,
+        vault_id: &str,
+        item: &ProtectedItem,
+        point: &str,
+    ) -> Result<Vec<PointKeys>, BackupError> {
+        let vm = self
+            .compute
+            .get_vm(&item.vm_resource_group, &item.vm_name)?;
+        let access = self.compute.vault_access();
+        let needs = |what: &str, url: &str, cause: &dyn std::fmt::Display| {
+            conflict(
+                "UserErrorKeyVaultPermissionsNotConfigured",
+                format!("The Recovery Services vault's identity cannot {what} '{url}': Azure Backup needs the key permissions backup, get and list and the secret permissions get and list on the key vault (access policies), or a role granting those data actions. The vault answered: {cause}"),
+            )
+        };
+        let mut keys = Vec::new();
+        for (lun, name) in vm.attached() {
+            let disk = self.compute.get_disk(&item.vm_resource_group, name)?;
+            let Some(ade) = disk.ade else { continue };
+            let secret = access
+                .get_secret(vault_id, &ade.secret_url)
+                .await
+                .map_err(|e| needs("read the secret", &ade.secret_url, &e))?;
+            let key_backup = match &ade.kek_url {
+                Some(url) => Some(
+                    access
+                        .backup_key(vault_id, url)
+                        .await
+                        .map_err(|e| needs("back up the key", url, &e))?,
+                ),
+                None => None,
+            };
+            let context = format!(
+                "{point}/{}",
+                lun.map_or_else(|| "os".to_owned(), |l| l.to_string())
+            );
+            keys.push(PointKeys {
+                lun,
+                secret_url: ade.secret_url.clone(),
+                secret_vault: ade.secret_vault.clone(),
+                secret_sealed: self
+                    .compute
+                    .seal_with_platform_key(&context, secret.value.as_bytes()),
+                content_type: secret.content_type.clone(),
+                tags: secret.tags.clone(),
+                kek_url: ade.kek_url.clone(),
+                kek_vault: ade.kek_vault.clone(),
+                key_backup,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// A recovery point's `keyAndSecret`, each secret opened for the reader.
+    pub fn key_and_secret<'a>(
+        &self,
+        point: &'a RecoveryPoint,
+    ) -> Result<Vec<KeyAndSecret<'a>>, BackupError> {
+        point
+            .keys
+            .iter()
+            .map(|keys| {
+                let context = format!(
+                    "{}/{}",
+                    point.name,
+                    keys.lun.map_or_else(|| "os".to_owned(), |l| l.to_string())
+                );
+                let (version, sealed) = &keys.secret_sealed;
+                let secret_data = self
+                    .compute
+                    .open_with_platform_key(&context, *version, sealed)?;
+                Ok(KeyAndSecret { keys, secret_data })
+            })
+            .collect()
     }
 
     /// An item's recovery points, newest first.

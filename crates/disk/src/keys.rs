@@ -122,6 +122,9 @@ pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
         secret: &'a PlatformSecret,
     ) -> KeyFuture<'a, String>;
 
+    /// A Key Vault backup blob of key `key_url` (every version of its name) as `identity`.
+    fn backup_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, Vec<u8>>;
+
     /// Reads the secret version `secret_url` as `identity`.
     fn get_secret<'a>(
         &'a self,

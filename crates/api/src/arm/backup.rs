@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use atrest_backup::{
-    ItemRef, Job, Policy, PolicyRequest, ProtectedItem, RecoveryPoint, RecoveryVault,
+    ItemRef, Job, KeyAndSecret, Policy, PolicyRequest, ProtectedItem, RecoveryPoint, RecoveryVault,
     RestoreRequest,
 };
 use atrest_core::operation::Operation;
@@ -411,7 +411,39 @@ fn item_json(v: &RecoveryVault, item: &ProtectedItem) -> Value {
     })
 }
 
-fn point_json(v: &RecoveryVault, item: &ProtectedItem, p: &RecoveryPoint) -> Value {
+/// One disk's `keyAndSecret`: the BEK secret's value and the KEK's backup blob, as Azure
+/// Backup returns them for restoring keys that were deleted.
+fn key_and_secret_json(k: &KeyAndSecret<'_>) -> Value {
+    use base64::Engine as _;
+    let keys = k.keys;
+    let mut out = json!({
+        "bekDetails": {
+            "secretUrl": keys.secret_url,
+            "secretVaultId": keys.secret_vault,
+            "secretData": String::from_utf8_lossy(&k.secret_data),
+            "contentType": keys.content_type,
+            "tags": keys.tags,
+        },
+        "encryptionMechanism": "SinglePass",
+        "lun": keys.lun,
+    });
+    if let (Some(url), Some(vault), Some(blob)) = (&keys.kek_url, &keys.kek_vault, &keys.key_backup)
+    {
+        out["kekDetails"] = json!({
+            "keyUrl": url,
+            "keyVaultId": vault,
+            "keyBackupData": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob),
+        });
+    }
+    out
+}
+
+fn point_json(
+    v: &RecoveryVault,
+    item: &ProtectedItem,
+    p: &RecoveryPoint,
+    keys: &[KeyAndSecret<'_>],
+) -> Value {
     let disks: Vec<Value> = p
         .disks
         .iter()
@@ -444,6 +476,8 @@ fn point_json(v: &RecoveryVault, item: &ProtectedItem, p: &RecoveryPoint) -> Val
             },
             "expiryTime": rfc3339(p.expiry),
             "disks": disks,
+            "keyAndSecret": keys.first().map(key_and_secret_json),
+            "keyAndSecretOfDisks": keys.iter().map(key_and_secret_json).collect::<Vec<_>>(),
         },
     })
 }
@@ -719,8 +753,8 @@ pub(crate) async fn handle(
             let points: Vec<Value> = backup
                 .list_points(at)?
                 .iter()
-                .map(|p| point_json(&v, &found, p))
-                .collect();
+                .map(|p| Ok(point_json(&v, &found, p, &backup.key_and_secret(p)?)))
+                .collect::<Result<_, ApiError>>()?;
             Ok(json(StatusCode::OK, &json!({ "value": points })))
         }
         (Target::Point(container, item, point), _) => {
@@ -734,7 +768,8 @@ pub(crate) async fn handle(
             let v = backup.get_vault(resource_group, name)?;
             let found = backup.get_item(at)?;
             let p = backup.get_point(at, point)?;
-            Ok(json(StatusCode::OK, &point_json(&v, &found, &p)))
+            let keys = backup.key_and_secret(&p)?;
+            Ok(json(StatusCode::OK, &point_json(&v, &found, &p, &keys)))
         }
         (Target::Restore(container, item, point), _) => {
             let (container, item) = (decoded(container), decoded(item));

@@ -138,6 +138,29 @@ impl Compute {
         Ok(disk)
     }
 
+    /// Seals `secret` with the platform key, bound to `context` (a recovery point's copy of
+    /// an ADE secret), so no backup holds it in the clear.
+    pub fn seal_with_platform_key(&self, context: &str, secret: &[u8]) -> (u32, Vec<u8>) {
+        self.platform
+            .wrap(&format!("recovery-point/{context}"), secret)
+    }
+
+    /// Opens what [`Self::seal_with_platform_key`] sealed for `context`.
+    pub fn open_with_platform_key(
+        &self,
+        context: &str,
+        version: u32,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ComputeError> {
+        self.platform
+            .unwrap(&format!("recovery-point/{context}"), version, sealed)
+    }
+
+    /// The vault access the platform's services share (for the backup vault's identity).
+    pub fn vault_access(&self) -> &Arc<dyn KeyVaultAccess> {
+        &self.vaults
+    }
+
     /// Deletes recovery point copies and the blocks only they hold.
     pub async fn delete_recovery_disks(&self, ids: &[String]) -> Result<(), ComputeError> {
         let _guard = self.changes.lock().await;
