@@ -383,13 +383,36 @@ def test_an_ade_backup_keeps_the_secret_and_a_kek_backup_taken_by_the_vault_iden
     raw = b"".join(f.read_bytes() for f in bsrv.data_dir.glob("*.db*"))
     assert kas["bekDetails"]["secretData"].encode() not in raw
 
-    # The KEK's backup blob restores the key, versions and all, once it is purged.
+    # The machine, its disk, the BEK secret and the KEK all deleted, the secret and the key
+    # purged: the keys come back from the recovery point, then the machine, which starts.
+    bsrv.cli("vm", "delete", "-n", vm)
+    bsrv.cli("disk", "delete", "-n", disk)
+    secrets.begin_delete_secret(name).result()
+    secrets.purge_deleted_secret(name)
     keys = KeyClient(bsrv.vault_url(kv), bsrv.credential(), connection_verify=bsrv.env["ATREST_CA"])
     keys.begin_delete_key(kek_name).result()
     keys.purge_deleted_key(kek_name)
-    blob = kas["kekDetails"]["keyBackupData"]
-    restored = keys.restore_key_backup(base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4)))
-    assert restored.id == kek
-    started = bsrv.cli("vm", "start", "-n", vm)
+    [back] = bsrv.cli("backup", "restore", "restore-keys", "-v", vault, "-c", vm, "-i", vm, "-r", point["name"])
+    assert back["kekUrl"] == kek and back["secretUrl"].startswith(bsrv.vault_url(kv) + f"/secrets/{name}/")
+    assert keys.get_key(kek_name).id == kek, "the KEK's versions come back with it"
+    target = unique("vm")
+    job = bsrv.cli("backup", "restore", "restore-disks", "-v", vault, "-c", vm, "-i", vm, "-r", point["name"],
+                   "--target-vm-name", target, "--secret-url", back["secretUrl"], "--kek-url", back["kekUrl"])
+    assert job["properties"]["status"] == "Completed", job
+    started = bsrv.cli("vm", "start", "-n", target)
     assert "bekVolume" in started["properties"]["storageProfile"]
-    bsrv.cli("vm", "stop", "-n", vm)
+    # The restored volume opens with the restored passphrase (unwrapped with the restored KEK).
+    from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+    restored_secret = secrets.get_secret(name)
+    passphrase = CryptographyClient(kek, bsrv.credential(), connection_verify=bsrv.env["ATREST_CA"]).unwrap_key(
+        KeyWrapAlgorithm.rsa_oaep, base64.b64decode(restored_secret.value)).key
+    uri = started["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
+    header = bsrv.data_dir / "restored-header"
+    subprocess.run(["qemu-img", "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=17", f"if={uri}", f"of={header}"],
+                   check=True, capture_output=True, timeout=60)
+    keyfile = bsrv.data_dir / "restored-passphrase"
+    keyfile.write_bytes(passphrase)
+    subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(keyfile), str(header)],
+                   check=True, capture_output=True, timeout=60)
+    keyfile.unlink()
+    bsrv.cli("vm", "stop", "-n", target)

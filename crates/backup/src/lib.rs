@@ -291,6 +291,22 @@ pub struct RestoreRequest {
     pub disk_encryption_set: Option<String>,
     /// `sourceResourceId`, if given: must be the protected machine.
     pub source_resource_id: Option<String>,
+    /// `encryptionDetails`: where the ADE disk's secret and key-encryption key live now
+    /// (after they were restored from `keyAndSecret` into a vault).
+    pub encryption: Option<RestoreEncryption>,
+}
+
+/// `encryptionDetails` of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreEncryption {
+    /// `secretKeyUrl`.
+    pub secret_url: String,
+    /// `secretKeyVaultId`.
+    pub secret_vault: String,
+    /// `kekUrl`.
+    pub kek_url: Option<String>,
+    /// `kekVaultId`.
+    pub kek_vault: Option<String>,
 }
 
 /// A protected item as a request addresses it: the vault, and the container and item
@@ -1178,6 +1194,13 @@ impl Backup {
             }
             (false, _) => None,
         };
+        let ade_disks = point.keys.len();
+        if req.encryption.is_some() && ade_disks != 1 {
+            return Err(invalid(
+                "BMSUserErrorInvalidInput",
+                format!("encryptionDetails names one secret; this recovery point has {ade_disks} volumes encrypted with Azure Disk Encryption."),
+            ));
+        }
         let stamp = point.name.chars().rev().take(6).collect::<String>();
         let base = target_vm.clone().unwrap_or_else(|| found.vm_name.clone());
         let mut made = Vec::new();
@@ -1200,6 +1223,15 @@ impl Backup {
                     )
                     .await?;
                 made.push(restored.id.clone());
+                if let (Some(e), Some(_)) = (&req.encryption, &restored.ade) {
+                    self.compute.set_ade_keys(
+                        &target_rg,
+                        &restored.name,
+                        &e.secret_url,
+                        &e.secret_vault,
+                        e.kek_url.as_deref().zip(e.kek_vault.as_deref()),
+                    )?;
+                }
                 match disk.lun {
                     None => os = Some(restored.name),
                     Some(_) => data.push(restored.name),

@@ -315,6 +315,17 @@ struct RestorePropertiesDto {
     target_resource_group_id: Option<String>,
     target_virtual_machine_id: Option<String>,
     disk_encryption_set_id: Option<String>,
+    encryption_details: Option<EncryptionDetailsDto>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EncryptionDetailsDto {
+    encryption_enabled: Option<bool>,
+    kek_url: Option<String>,
+    secret_key_url: Option<String>,
+    kek_vault_id: Option<String>,
+    secret_key_vault_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -797,6 +808,25 @@ pub(crate) async fn handle(
                 target_vm: p.target_virtual_machine_id,
                 disk_encryption_set: p.disk_encryption_set_id,
                 source_resource_id: p.source_resource_id,
+                encryption: match p.encryption_details {
+                    Some(e) if e.encryption_enabled == Some(true) => {
+                        let (Some(secret_url), Some(secret_vault)) =
+                            (e.secret_key_url, e.secret_key_vault_id)
+                        else {
+                            return Err(ApiError::bad_request(
+                                "BMSUserErrorInvalidInput",
+                                "encryptionDetails needs secretKeyUrl and secretKeyVaultId.",
+                            ));
+                        };
+                        Some(atrest_backup::RestoreEncryption {
+                            secret_url,
+                            secret_vault,
+                            kek_url: e.kek_url,
+                            kek_vault: e.kek_vault_id,
+                        })
+                    }
+                    _ => None,
+                },
             };
             let job = backup.restore(at, point, &req, now).await?;
             let v = backup.get_vault(resource_group, name)?;

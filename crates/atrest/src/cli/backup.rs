@@ -177,6 +177,22 @@ pub(crate) enum RestoreCommand {
         /// Restore a whole new VM of this name (AlternateLocation).
         #[arg(long)]
         target_vm_name: Option<String>,
+        /// For an ADE machine whose keys were restored elsewhere: the BEK secret's URL now
+        /// (as `restore-keys` prints it).
+        #[arg(long)]
+        secret_url: Option<String>,
+        /// And the key-encryption key's URL now.
+        #[arg(long)]
+        kek_url: Option<String>,
+    },
+    /// Put an ADE machine's BEK secrets and key-encryption keys back into their vaults from
+    /// a recovery point's keyAndSecret (after they were deleted and purged); prints where
+    /// each now lives.
+    RestoreKeys {
+        #[command(flatten)]
+        item: ItemArgs,
+        #[arg(short = 'r', long)]
+        rp_name: String,
     },
 }
 
@@ -274,6 +290,79 @@ async fn job_of(
         }
         None => Ok(Value::Null),
     }
+}
+
+/// The resource id of the vault a key or secret URL names (`https://NAME.vault…`).
+fn vault_of_url(conn: &Connection, url: &str) -> String {
+    let host = url
+        .trim_start_matches("https://")
+        .split(['.', ':', '/'])
+        .next()
+        .unwrap_or_default();
+    super::keyvault::vault_path(conn, None, host)
+}
+
+/// `restore restore-keys`: each ADE disk's key-encryption key restored from its backup
+/// blob (kept if it still exists) and its BEK secret set again, as the caller.
+async fn restore_keys(conn: &Connection, item: &ItemArgs, rp_name: &str) -> anyhow::Result<Value> {
+    let path = format!("{}/recoveryPoints/{rp_name}", item.path(conn));
+    let point = conn.management(Method::GET, &path, None).await?;
+    let vault_name = |id: &Value| {
+        id.as_str()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut restored = Vec::new();
+    for entry in point["properties"]["keyAndSecretOfDisks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let bek = &entry["bekDetails"];
+        let mut kek = json!(null);
+        if let Some(details) = entry.get("kekDetails") {
+            let body = json!({ "value": details["keyBackupData"] });
+            // A key that still exists is kept: it holds the versions the backup holds.
+            if let Err(e) = conn
+                .data_plane(
+                    &vault_name(&details["keyVaultId"]),
+                    Method::POST,
+                    "/keys/restore",
+                    "",
+                    Some(&body),
+                )
+                .await
+            {
+                if !e.to_string().contains("Conflict") {
+                    return Err(e);
+                }
+            }
+            kek = details["keyUrl"].clone();
+        }
+        let secret_url = bek["secretUrl"].as_str().unwrap_or_default();
+        let name = secret_url
+            .split("/secrets/")
+            .nth(1)
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let body = json!({ "value": bek["secretData"], "contentType": bek["contentType"], "tags": bek["tags"] });
+        let secret = conn
+            .data_plane(
+                &vault_name(&bek["secretVaultId"]),
+                Method::PUT,
+                &format!("/secrets/{name}"),
+                "",
+                Some(&body),
+            )
+            .await?;
+        restored.push(json!({ "lun": entry["lun"], "secretUrl": secret["id"], "kekUrl": kek }));
+    }
+    Ok(Value::from(restored))
 }
 
 pub(crate) async fn backup(
@@ -448,12 +537,17 @@ pub(crate) async fn backup(
             )
             .await?
         }
+        B::Restore(RestoreCommand::RestoreKeys { item, rp_name }) => {
+            restore_keys(conn, &item, &rp_name).await?
+        }
         B::Restore(RestoreCommand::RestoreDisks {
             item,
             rp_name,
             target_resource_group,
             disk_encryption_set_id,
             target_vm_name,
+            secret_url,
+            kek_url,
         }) => {
             let mut properties = json!({
                 "objectType": "IaasVMRestoreRequest",
@@ -471,6 +565,18 @@ pub(crate) async fn backup(
             }
             if let Some(vm) = target_vm_name {
                 properties["targetVirtualMachineId"] = Value::from(vm);
+            }
+            if let Some(secret) = secret_url {
+                let mut details = json!({
+                    "encryptionEnabled": true,
+                    "secretKeyUrl": secret,
+                    "secretKeyVaultId": vault_of_url(conn, &secret),
+                });
+                if let Some(kek) = kek_url {
+                    details["kekVaultId"] = Value::from(vault_of_url(conn, &kek));
+                    details["kekUrl"] = Value::from(kek);
+                }
+                properties["encryptionDetails"] = details;
             }
             let body = json!({ "properties": properties });
             let path = format!("{}/recoveryPoints/{rp_name}/restore", item.path(conn));

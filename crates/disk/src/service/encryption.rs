@@ -685,6 +685,33 @@ impl Compute {
         })
     }
 
+    /// Points a disk's ADE settings at where its secret (and key-encryption key) live now,
+    /// as a restore does after they were restored into a vault.
+    pub fn set_ade_keys(
+        &self,
+        resource_group: &str,
+        name: &str,
+        secret_url: &str,
+        secret_vault: &str,
+        kek: Option<(&str, &str)>,
+    ) -> Result<(), ComputeError> {
+        let mut disk: Disk = self.get(DISK_KIND, resource_group, name)?;
+        let Some(ade) = disk.ade.as_mut() else {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("Disk '{name}' is not encrypted with Azure Disk Encryption."),
+            ));
+        };
+        ade.secret_url = secret_url.to_owned();
+        ade.secret_vault = secret_vault.to_owned();
+        if let Some((url, vault)) = kek {
+            KeyUrl::parse(url, &self.config.vault_host_suffix)?;
+            ade.kek_url = Some(url.to_owned());
+            ade.kek_vault = Some(vault.to_owned());
+        }
+        self.save_disk(&disk)
+    }
+
     /// The platform identity ADE acts as, created on first use.
     fn ensure_platform_identity(&self, identity: &Identity, now: i64) -> Result<(), ComputeError> {
         if identity.managed_identity(ade::PLATFORM_IDENTITY)?.is_none() {
