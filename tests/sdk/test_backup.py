@@ -276,6 +276,31 @@ def test_a_customer_key_point_restores_only_while_the_key_is_usable(bsrv):
     shown = bsrv.cli("disk", "show", "-n", restored.rsplit("/", 1)[1])
     assert shown["properties"]["encryption"]["diskEncryptionSetId"].endswith(des["name"])
 
+    # More written and backed up; the machine and its disk deleted; a new machine from the
+    # first point, under another customer key, reads back exactly that point's data.
+    uri = bsrv.cli("vm", "start", "-n", vm)["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
+    qemu_io(uri, f"write -P {PATTERN_B} 0 {MiB}")
+    backup.backups.trigger(vault.name, RG, "Azure", container, item,
+                           BackupRequestResource(properties=IaasVMBackupRequest()))
+    bsrv.cli("vm", "delete", "-n", vm)
+    bsrv.cli("disk", "delete", "-n", disk)
+    other = bsrv.cli("keyvault", "key", "create", "--vault-name", kv, "-n", unique("cmk"), "--kty", "RSA")["key"]["kid"]
+    des2 = bsrv.cli("disk-encryption-set", "create", "-n", unique("des"), "--key-url", other, "--source-vault", kv)
+    bsrv.cli("role", "assignment", "create", "--assignee", des2["identity"]["principalId"], "--role",
+             "Key Vault Crypto Service Encryption User", "--scope", bsrv.vault_scope(kv))
+    target = unique("vm")
+    props = IaasVMRestoreRequest(recovery_point_id=point.name, recovery_type="AlternateLocation", region="westeurope",
+                                 target_virtual_machine_id=target, disk_encryption_set_id=des2["id"],
+                                 original_storage_account_option=False, create_new_cloud_service=False)
+    backup.restores.begin_trigger(vault.name, RG, "Azure", container, item, point.name,
+                                  RestoreRequestResource(properties=props)).result()
+    made = bsrv.cli("vm", "start", "-n", target)
+    restored_disk = made["properties"]["storageProfile"]["dataDisks"][0]
+    assert bsrv.cli("disk", "show", "-n", restored_disk["name"])["properties"]["encryption"][
+        "diskEncryptionSetId"].endswith(des2["name"])
+    qemu_io(restored_disk["nbdUri"], f"read -P {PATTERN_A} 0 {MiB}")
+    bsrv.cli("vm", "stop", "-n", target)
+
 
 def test_the_cli_mirrors_az_backup(bsrv):
     vault = unique("rsv")
