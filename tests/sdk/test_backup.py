@@ -294,6 +294,14 @@ def test_a_customer_key_point_restores_only_while_the_key_is_usable(bsrv):
                                  original_storage_account_option=False, create_new_cloud_service=False)
     backup.restores.begin_trigger(vault.name, RG, "Azure", container, item, point.name,
                                   RestoreRequestResource(properties=props)).result()
+    # Which recovery points hold this key version: one query.
+    import json
+    query = f'AzureBackupRecoveryPoints | where KeyUrl == "{kid}" | distinct RecoveryPointId'
+    done = bsrv.cli("monitor", "query", "-o", "json", query, check=False)
+    assert done.returncode == 0, done.stderr
+    held = {r["RecoveryPointId"] for r in json.loads(done.stdout)}
+    assert held == {p.name for p in backup.recovery_points.list(vault.name, RG, "Azure", container, item)}
+    assert len(held) == 2
     made = bsrv.cli("vm", "start", "-n", target)
     restored_disk = made["properties"]["storageProfile"]["dataDisks"][0]
     assert bsrv.cli("disk", "show", "-n", restored_disk["name"])["properties"]["encryption"][

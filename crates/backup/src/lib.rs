@@ -1343,6 +1343,42 @@ impl Backup {
             .find(|v| v.name.eq_ignore_ascii_case(name)))
     }
 
+    // ---- reporting ----
+
+    /// One row per disk of every recovery point, with the key versions it depends on: the
+    /// customer key wrapping the copy's data key, and an ADE disk's KEK and secret.
+    pub fn point_rows(&self) -> Result<Vec<PointRow>, BackupError> {
+        let vaults = self.list_vaults(None)?;
+        let points: Vec<RecoveryPoint> = self.store.read(|tx| tx.resources(POINT_KIND, None))?;
+        let mut rows = Vec::new();
+        for point in &points {
+            let vault_id = vaults
+                .iter()
+                .find(|v| v.name.eq_ignore_ascii_case(&point.vault))
+                .map(|v| v.id.clone())
+                .unwrap_or_default();
+            for disk in &point.disks {
+                let copy = self.compute.recovery_disk(&disk.copy)?;
+                let keys = point.keys.iter().find(|k| k.lun == disk.lun);
+                rows.push(PointRow {
+                    vault_id: vault_id.clone(),
+                    item: point.item.clone(),
+                    point: point.name.clone(),
+                    time: point.time,
+                    expiry: point.expiry,
+                    disk: disk.disk.clone(),
+                    lun: disk.lun,
+                    encryption_type: disk.encryption_type.clone(),
+                    disk_encryption_set: disk.disk_encryption_set.clone(),
+                    key_url: copy.customer_key().map(str::to_owned),
+                    kek_url: keys.and_then(|k| k.kek_url.clone()),
+                    secret_url: keys.map(|k| k.secret_url.clone()),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
     // ---- jobs ----
 
     /// A vault's jobs, newest first.
@@ -1365,6 +1401,35 @@ impl Backup {
         self.get_vault(resource_group, vault)?;
         self.get(JOB_KIND, resource_group, &format!("{vault}/{name}"), "job")
     }
+}
+
+/// A recovery point's disk, for reports (`AzureBackupRecoveryPoints`).
+#[derive(Debug, Clone)]
+pub struct PointRow {
+    /// The vault's resource id.
+    pub vault_id: String,
+    /// The protected item.
+    pub item: String,
+    /// The recovery point's name.
+    pub point: String,
+    /// When it was taken.
+    pub time: i64,
+    /// When it expires.
+    pub expiry: i64,
+    /// The disk's name when it was backed up.
+    pub disk: String,
+    /// Its LUN (`None`: the OS disk).
+    pub lun: Option<u32>,
+    /// Its encryption type.
+    pub encryption_type: String,
+    /// Its disk encryption set.
+    pub disk_encryption_set: Option<String>,
+    /// The customer key version wrapping its data key.
+    pub key_url: Option<String>,
+    /// Its ADE key-encryption key version.
+    pub kek_url: Option<String>,
+    /// Its ADE secret version.
+    pub secret_url: Option<String>,
 }
 
 /// What the schedule did.

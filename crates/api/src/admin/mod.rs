@@ -400,7 +400,10 @@ pub(crate) async fn handle(
             let state = state.clone();
             let now_ms = atrest_runtime::time::unix_now().1;
             let result = tokio::task::spawn_blocking(move || {
-                let tables = LogTables::load(&state.audit_trail, &state.identity)?;
+                let tables = Tables {
+                    logs: LogTables::load(&state.audit_trail, &state.identity)?,
+                    points: recovery_point_table(&state.backup.point_rows()?),
+                };
                 Ok::<_, ApiError>(atrest_query::run(&dto.query, &tables, now_ms))
             })
             .await
@@ -579,4 +582,63 @@ fn clock_json(state: &AppState, events: &[AuditEvent]) -> Value {
         "offsetSeconds": state.scheduler.offset(),
         "actions": events.iter().map(audit_json).collect::<Vec<_>>(),
     })
+}
+
+/// What `monitor query` reads: the audit log's tables, and Azure Backup's recovery points.
+struct Tables {
+    logs: LogTables,
+    points: atrest_query::Table,
+}
+
+impl atrest_query::Catalog for Tables {
+    fn table(&self, name: &str) -> Option<atrest_query::Table> {
+        match name {
+            "AzureBackupRecoveryPoints" => Some(self.points.clone()),
+            other => self.logs.table(other),
+        }
+    }
+}
+
+/// `AzureBackupRecoveryPoints`: one row per disk of each recovery point, with the key
+/// versions it holds, so "which recovery points hold this key version" is one query.
+fn recovery_point_table(rows: &[atrest_backup::PointRow]) -> atrest_query::Table {
+    use atrest_query::Value as V;
+    let text = |s: &str| V::String(s.to_owned());
+    let opt = |s: &Option<String>| V::String(s.clone().unwrap_or_default());
+    let columns = [
+        "TimeGenerated",
+        "VaultResourceId",
+        "ProtectedItem",
+        "RecoveryPointId",
+        "ExpiryTime",
+        "DiskName",
+        "Lun",
+        "EncryptionType",
+        "DiskEncryptionSetId",
+        "KeyUrl",
+        "KekUrl",
+        "SecretUrl",
+    ];
+    atrest_query::Table {
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                vec![
+                    V::DateTime(r.time * 1000),
+                    text(&r.vault_id),
+                    text(&r.item),
+                    text(&r.point),
+                    V::DateTime(r.expiry * 1000),
+                    text(&r.disk),
+                    r.lun.map_or(V::Null, |l| V::Long(i64::from(l))),
+                    text(&r.encryption_type),
+                    opt(&r.disk_encryption_set),
+                    opt(&r.key_url),
+                    opt(&r.kek_url),
+                    opt(&r.secret_url),
+                ]
+            })
+            .collect(),
+    }
 }
