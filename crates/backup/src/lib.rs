@@ -94,6 +94,16 @@ pub struct ProtectedItem {
 }
 
 impl ProtectedItem {
+    /// The item's resource id in `vault`.
+    pub fn id(&self, vault: &RecoveryVault) -> String {
+        format!(
+            "{}/backupFabrics/Azure/protectionContainers/{}/protectedItems/{}",
+            vault.id,
+            self.container(),
+            self.name
+        )
+    }
+
     /// `IaasVMContainer;iaasvmcontainerv2;RG;VM`.
     pub fn container(&self) -> String {
         format!(
@@ -1275,72 +1285,70 @@ impl Backup {
     /// their expiry. Returns what ran, for the audit log.
     pub async fn run_schedule(&self, now: i64) -> Result<Vec<ScheduledRun>, BackupError> {
         let mut runs = Vec::new();
-        let items: Vec<ProtectedItem> = self.store.read(|tx| tx.resources(ITEM_KIND, None))?;
-        for item in items.iter().filter(|i| i.state == "Protected") {
-            let Some(vault) = self.find_vault(&item.vault)? else {
-                continue;
-            };
-            let policy: Option<Policy> = self.store.read(|tx| {
-                tx.resource(
-                    POLICY_KIND,
-                    &vault.resource_group,
-                    &format!("{}/{}", vault.name, item.policy),
-                )
+        for vault in self.list_vaults(None)? {
+            let rg = vault.resource_group.as_str();
+            let mine = |name: &str| name.eq_ignore_ascii_case(&vault.name);
+            let items = self.all(ITEM_KIND, rg, |i: &ProtectedItem| {
+                mine(&i.vault) && i.state == "Protected"
             })?;
-            let Some(policy) = policy else { continue };
-            let Some(due) = last_run_time(&policy, now) else {
-                continue;
-            };
-            let last = item.last_backup.as_ref().map_or(i64::MIN, |(t, _)| *t);
-            if due <= item.created || last >= due {
-                continue;
+            for item in items {
+                let policy: Option<Policy> = self.store.read(|tx| {
+                    tx.resource(POLICY_KIND, rg, &format!("{}/{}", vault.name, item.policy))
+                })?;
+                let Some(due) = policy.as_ref().and_then(|p| last_run_time(p, now)) else {
+                    continue;
+                };
+                let last = item.last_backup.as_ref().map_or(i64::MIN, |(t, _)| *t);
+                if due <= item.created || last >= due {
+                    continue;
+                }
+                let container = item.container();
+                let at = ItemRef {
+                    resource_group: rg,
+                    vault: &vault.name,
+                    container: &container,
+                    item: &item.name,
+                };
+                let retention = policy.map_or(0, |p| i64::from(p.retention_days));
+                // One item's failure is its job's (or its audit event's); the others still run.
+                let (target, failure) =
+                    match self.backup_now(at, Some(due + retention * DAY), now).await {
+                        Ok(job) => (
+                            format!("{}/backupJobs/{}", vault.id, job.name),
+                            job.error.map(|(_, m)| m),
+                        ),
+                        Err(e) => (item.id(&vault), Some(e.to_string())),
+                    };
+                runs.push(ScheduledRun {
+                    vault_id: vault.id.clone(),
+                    target,
+                    operation: ScheduledOperation::Backup,
+                    failure,
+                });
             }
-            let at = ItemRef {
-                resource_group: &vault.resource_group,
-                vault: &vault.name,
-                container: &item.container(),
-                item: &item.name,
-            };
-            let expiry = due + i64::from(policy.retention_days) * DAY;
-            let job = self.backup_now(at, Some(expiry), now).await?;
-            runs.push(ScheduledRun {
-                vault_id: vault.id.clone(),
-                target: format!("{}/backupJobs/{}", vault.id, job.name),
-                operation: ScheduledOperation::Backup,
-                failure: job.error.map(|(_, message)| message),
-            });
-        }
-        let points: Vec<RecoveryPoint> = self.store.read(|tx| tx.resources(POINT_KIND, None))?;
-        for point in points.iter().filter(|p| p.expiry <= now) {
-            let Some(vault) = self.find_vault(&point.vault)? else {
-                continue;
-            };
-            let copies: Vec<String> = point.disks.iter().map(|d| d.copy.clone()).collect();
-            self.compute.delete_recovery_disks(&copies).await?;
-            let key = format!(
-                "{}/{}/{}",
-                point.vault,
-                point.item.to_ascii_lowercase(),
-                point.name
-            );
-            self.store
-                .write(|tx| tx.delete_resource(POINT_KIND, &vault.resource_group, &key))?;
-            runs.push(ScheduledRun {
-                vault_id: vault.id.clone(),
-                target: format!("{}/recoveryPoints/{}", vault.id, point.name),
-                operation: ScheduledOperation::Expired,
-                failure: None,
-            });
+            let expired = self.all(POINT_KIND, rg, |p: &RecoveryPoint| {
+                mine(&p.vault) && p.expiry <= now
+            })?;
+            for point in expired {
+                let copies: Vec<String> = point.disks.iter().map(|d| d.copy.clone()).collect();
+                self.compute.delete_recovery_disks(&copies).await?;
+                let key = format!(
+                    "{}/{}/{}",
+                    point.vault,
+                    point.item.to_ascii_lowercase(),
+                    point.name
+                );
+                self.store
+                    .write(|tx| tx.delete_resource(POINT_KIND, rg, &key))?;
+                runs.push(ScheduledRun {
+                    vault_id: vault.id.clone(),
+                    target: format!("{}/recoveryPoints/{}", vault.id, point.name),
+                    operation: ScheduledOperation::Expired,
+                    failure: None,
+                });
+            }
         }
         Ok(runs)
-    }
-
-    /// The vault named `name` in any resource group.
-    fn find_vault(&self, name: &str) -> Result<Option<RecoveryVault>, BackupError> {
-        Ok(self
-            .list_vaults(None)?
-            .into_iter()
-            .find(|v| v.name.eq_ignore_ascii_case(name)))
     }
 
     // ---- reporting ----
@@ -1348,32 +1356,30 @@ impl Backup {
     /// One row per disk of every recovery point, with the key versions it depends on: the
     /// customer key wrapping the copy's data key, and an ADE disk's KEK and secret.
     pub fn point_rows(&self) -> Result<Vec<PointRow>, BackupError> {
-        let vaults = self.list_vaults(None)?;
-        let points: Vec<RecoveryPoint> = self.store.read(|tx| tx.resources(POINT_KIND, None))?;
         let mut rows = Vec::new();
-        for point in &points {
-            let vault_id = vaults
-                .iter()
-                .find(|v| v.name.eq_ignore_ascii_case(&point.vault))
-                .map(|v| v.id.clone())
-                .unwrap_or_default();
-            for disk in &point.disks {
-                let copy = self.compute.recovery_disk(&disk.copy)?;
-                let keys = point.keys.iter().find(|k| k.lun == disk.lun);
-                rows.push(PointRow {
-                    vault_id: vault_id.clone(),
-                    item: point.item.clone(),
-                    point: point.name.clone(),
-                    time: point.time,
-                    expiry: point.expiry,
-                    disk: disk.disk.clone(),
-                    lun: disk.lun,
-                    encryption_type: disk.encryption_type.clone(),
-                    disk_encryption_set: disk.disk_encryption_set.clone(),
-                    key_url: copy.customer_key().map(str::to_owned),
-                    kek_url: keys.and_then(|k| k.kek_url.clone()),
-                    secret_url: keys.map(|k| k.secret_url.clone()),
-                });
+        for vault in self.list_vaults(None)? {
+            let points = self.all(POINT_KIND, &vault.resource_group, |p: &RecoveryPoint| {
+                p.vault.eq_ignore_ascii_case(&vault.name)
+            })?;
+            for point in &points {
+                for disk in &point.disks {
+                    let copy = self.compute.recovery_disk(&disk.copy)?;
+                    let keys = point.keys.iter().find(|k| k.lun == disk.lun);
+                    rows.push(PointRow {
+                        vault_id: vault.id.clone(),
+                        item: point.item.clone(),
+                        point: point.name.clone(),
+                        time: point.time,
+                        expiry: point.expiry,
+                        disk: disk.disk.clone(),
+                        lun: disk.lun,
+                        encryption_type: disk.encryption_type.clone(),
+                        disk_encryption_set: disk.disk_encryption_set.clone(),
+                        key_url: copy.customer_key().map(str::to_owned),
+                        kek_url: keys.and_then(|k| k.kek_url.clone()),
+                        secret_url: keys.map(|k| k.secret_url.clone()),
+                    });
+                }
             }
         }
         Ok(rows)

@@ -382,15 +382,6 @@ fn policy_json(p: &Policy, users: usize) -> Value {
     })
 }
 
-fn item_id(v: &RecoveryVault, item: &ProtectedItem) -> String {
-    format!(
-        "{}/backupFabrics/Azure/protectionContainers/{}/protectedItems/{}",
-        v.id,
-        item.container(),
-        item.name
-    )
-}
-
 fn item_json(v: &RecoveryVault, item: &ProtectedItem) -> Value {
     let mut properties = json!({
         "objectType": "AzureIaaSComputeVMProtectedItem",
@@ -415,7 +406,7 @@ fn item_json(v: &RecoveryVault, item: &ProtectedItem) -> Value {
         properties["lastRecoveryPoint"] = Value::from(rfc3339(time));
     }
     json!({
-        "id": item_id(v, item),
+        "id": item.id(v),
         "name": item.name,
         "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems",
         "properties": properties,
@@ -468,7 +459,7 @@ fn point_json(
         })
         .collect();
     json!({
-        "id": format!("{}/recoveryPoints/{}", item_id(v, item), p.name),
+        "id": format!("{}/recoveryPoints/{}", item.id(v), p.name),
         "name": p.name,
         "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/recoveryPoints",
         "properties": {
@@ -674,7 +665,7 @@ pub(crate) async fn handle(
             let policy = required(p.policy_id, "policyId")?;
             let v = backup.get_vault(resource_group, name)?;
             let (item, _) = backup.protect(at, &vm, &policy, now)?;
-            ctx.target_id = Some(item_id(&v, &item));
+            ctx.target_id = Some(item.id(&v));
             Ok(json(StatusCode::OK, &item_json(&v, &item)))
         }
         (Target::Item(container, item), "DELETE") => {
@@ -748,7 +739,7 @@ pub(crate) async fn handle(
             let v = backup.get_vault(resource_group, name)?;
             let found = backup.get_item(at)?;
             ctx.target_id = Some(format!("{}/backupJobs/{}", v.id, job.name));
-            let path = item_id(&v, &found);
+            let path = found.id(&v);
             Ok(accepted(state, &path, &job))
         }
         (Target::Points(container, item), _) => {
@@ -832,7 +823,7 @@ pub(crate) async fn handle(
             let v = backup.get_vault(resource_group, name)?;
             let found = backup.get_item(at)?;
             ctx.target_id = Some(format!("{}/backupJobs/{}", v.id, job.name));
-            Ok(accepted(state, &item_id(&v, &found), &job))
+            Ok(accepted(state, &found.id(&v), &job))
         }
         (Target::Jobs, _) => {
             let v = backup.get_vault(resource_group, name)?;
