@@ -223,12 +223,6 @@ impl Header {
         luks2::parse(volume)
     }
 
-    /// True when the first bytes of a volume hold a LUKS magic of either version
-    /// (what `cryptsetup isLuks` checks first).
-    pub fn is_luks(volume: &[u8]) -> bool {
-        volume.len() >= 6 && (volume[..6] == luks1::MAGIC)
-    }
-
     /// Opens a key slot with `passphrase`, returning the volume key its digest confirms.
     /// `volume` is the same bytes given to [`Header::parse`].
     pub fn unlock(&self, volume: &[u8], passphrase: &[u8]) -> Result<VolumeKey, LuksError> {
