@@ -962,6 +962,7 @@ impl Backup {
                 &found.vm_resource_group,
                 &found.vm_name,
                 &format!("rp{point_name}"),
+                resource_group,
                 now,
             )
             .await;

@@ -17,12 +17,14 @@ pub struct RecoveryDisk {
 impl Compute {
     /// Takes the disks of `vm` for recovery point `point`: writes to all of them are held
     /// while each is frozen, then their manifests are copied, so the copies are one
-    /// crash-consistent cut. A running machine keeps running.
+    /// crash-consistent cut. A running machine keeps running. The copies are kept in
+    /// `keep_in` (the backup vault's resource group), so the machine's group stays its own.
     pub async fn take_recovery_point(
         &self,
         resource_group: &str,
         vm: &str,
         point: &str,
+        keep_in: &str,
         now: i64,
     ) -> Result<Vec<RecoveryDisk>, ComputeError> {
         let _guard = self.changes.lock().await;
@@ -51,7 +53,7 @@ impl Compute {
                 let name = format!("{point}-{which}");
                 RecoveryDisk {
                     lun: *lun,
-                    copy: self.copy_of(disk, RECOVERY_DISK_KIND, resource_group, &name, now),
+                    copy: self.copy_of(disk, RECOVERY_DISK_KIND, keep_in, &name, now),
                 }
             })
             .collect();
@@ -83,7 +85,7 @@ impl Compute {
         .await?;
         self.store.write(|tx| {
             for c in &copies {
-                tx.put_resource(RECOVERY_DISK_KIND, resource_group, &c.copy.name, &c.copy)?;
+                tx.put_resource(RECOVERY_DISK_KIND, keep_in, &c.copy.name, &c.copy)?;
             }
             Ok::<_, atrest_store::StoreError>(())
         })?;
