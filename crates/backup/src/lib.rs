@@ -966,7 +966,7 @@ impl Backup {
                 now,
             )
             .await;
-        let outcome = match &taken {
+        let outcome = match taken {
             Ok(disks) => {
                 let point = RecoveryPoint {
                     vault: vault.to_owned(),
@@ -1002,7 +1002,7 @@ impl Backup {
                 found.last_point = Some(now);
                 Ok(vec![point_name])
             }
-            Err(e) => Err(BackupError::Compute(clone_compute_error(e))),
+            Err(e) => Err(BackupError::Compute(e)),
         };
         let job = self.job(
             vault,
@@ -1479,22 +1479,6 @@ fn error_code(e: &BackupError) -> &str {
         }
         BackupError::Compute(ComputeError::ServedElsewhere { .. }) => "UserErrorVmNotFound",
         _ => "BackupOperationFailed",
-    }
-}
-
-/// What a failed recovery point's job records: the compute error's text and class.
-fn clone_compute_error(e: &ComputeError) -> ComputeError {
-    match e {
-        ComputeError::KeyUnusable {
-            disk,
-            key_url,
-            cause,
-        } => ComputeError::KeyUnusable {
-            disk: disk.clone(),
-            key_url: key_url.clone(),
-            cause: cause.clone(),
-        },
-        other => ComputeError::Internal(other.to_string()),
     }
 }
 
