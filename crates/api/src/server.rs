@@ -229,11 +229,15 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
     let (parts, body) = req.into_parts();
     let host = request_host(&parts);
     let path = parts.uri.path();
-    let segments: Vec<&str> = path
+    // Clients percent-encode path segments (ARM's backup items are `VM%3B…`); routes see
+    // them decoded.
+    let decoded: Vec<std::borrow::Cow<'_, str>> = path
         .trim_start_matches('/')
         .trim_end_matches('/')
         .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
         .collect();
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let route = Route::parse(&host, &parts.method, path, &segments);
     let (mut exchange, mut ctx) = Exchange::begin(&state, route.operation(), peer);
     let header = |name| {

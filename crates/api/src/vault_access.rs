@@ -350,6 +350,17 @@ fn outcome<T>(result: &Result<T, ApiError>) -> (StatusCode, String) {
     }
 }
 
+/// A vault as the platform looks it up (no identity involved).
+fn platform_view(state: &AppState, vault: &str) -> Result<Arc<VaultRecord>, KeyAccessError> {
+    state.vaults.data_plane_vault(vault).map_err(|e| {
+        failure(
+            404,
+            "VaultNotFound",
+            format!("The key vault '{vault}' was not found: {e}"),
+        )
+    })
+}
+
 fn unexpected(what: &str) -> KeyAccessError {
     failure(500, "InternalError", format!("the vault answered {what}"))
 }
@@ -357,13 +368,7 @@ fn unexpected(what: &str) -> KeyAccessError {
 impl KeyVaultAccess for InProcessVaults {
     fn describe_vault(&self, vault: &str) -> Result<VaultDescription, KeyAccessError> {
         let state = self.state()?;
-        let row = state.vaults.data_plane_vault(vault).map_err(|e| {
-            failure(
-                404,
-                "VaultNotFound",
-                format!("The key vault '{vault}' was not found: {e}"),
-            )
-        })?;
+        let row = platform_view(&state, vault)?;
         Ok(VaultDescription {
             resource_id: vault_resource_id(&row),
             location: row.location.clone(),
@@ -451,13 +456,7 @@ impl KeyVaultAccess for InProcessVaults {
         version: &str,
     ) -> Result<KeyDescription, KeyAccessError> {
         let state = self.state()?;
-        let row = state.vaults.data_plane_vault(vault).map_err(|e| {
-            failure(
-                404,
-                "VaultNotFound",
-                format!("The key vault '{vault}' was not found: {e}"),
-            )
-        })?;
+        let row = platform_view(&state, vault)?;
         let key = state.vaults.get_key(&row, key, Some(version)).ok();
         let now = unix_now().0;
         Ok(KeyDescription {

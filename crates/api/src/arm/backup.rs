@@ -530,14 +530,6 @@ fn accepted(state: &AppState, item: &str, job: &Job) -> Resp {
     resp
 }
 
-/// A path segment as the client meant it: ARM clients percent-encode the `;` of container
-/// and item names.
-fn decoded(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// Serves one Recovery Services route of an authenticated caller.
 pub(crate) async fn handle(
     state: &AppState,
@@ -571,6 +563,12 @@ pub(crate) async fn handle(
     authorization::require(state, caller, &scope, action)?;
     let backup = &state.backup;
     let now = ctx.now;
+    let at = |container, item| ItemRef {
+        resource_group,
+        vault: name,
+        container,
+        item,
+    };
     let tenant = state.identity.tenant();
     match (target, method.as_str()) {
         (Target::Vault, "PUT" | "PATCH") => {
@@ -635,13 +633,7 @@ pub(crate) async fn handle(
             Ok(json(StatusCode::OK, &json!({ "value": items })))
         }
         (Target::Item(container, item), "PUT") => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let dto: ItemDto = parse_json(&read_body(body).await?)?;
             let p = dto.properties.unwrap_or_default();
             if p.protected_item_type
@@ -669,13 +661,7 @@ pub(crate) async fn handle(
             Ok(json(StatusCode::OK, &item_json(&v, &item)))
         }
         (Target::Item(container, item), "DELETE") => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let job = backup.unprotect(at, now).await?;
             match job {
                 None => Ok(empty(StatusCode::NO_CONTENT)),
@@ -683,24 +669,12 @@ pub(crate) async fn handle(
             }
         }
         (Target::Item(container, item), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let v = backup.get_vault(resource_group, name)?;
             Ok(json(StatusCode::OK, &item_json(&v, &backup.get_item(at)?)))
         }
         (Target::ItemOperation(container, item, status), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             backup.get_item(at)?;
             if status {
                 Ok(json(
@@ -712,13 +686,7 @@ pub(crate) async fn handle(
             }
         }
         (Target::Backup(container, item), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let dto: TriggerDto = match read_body(body).await? {
                 b if b.is_empty() => TriggerDto::default(),
                 b => parse_json(&b)?,
@@ -743,13 +711,7 @@ pub(crate) async fn handle(
             Ok(accepted(state, &path, &job))
         }
         (Target::Points(container, item), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let v = backup.get_vault(resource_group, name)?;
             let found = backup.get_item(at)?;
             let points: Vec<Value> = backup
@@ -760,13 +722,7 @@ pub(crate) async fn handle(
             Ok(json(StatusCode::OK, &json!({ "value": points })))
         }
         (Target::Point(container, item, point), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let v = backup.get_vault(resource_group, name)?;
             let found = backup.get_item(at)?;
             let p = backup.get_point(at, point)?;
@@ -774,13 +730,7 @@ pub(crate) async fn handle(
             Ok(json(StatusCode::OK, &point_json(&v, &found, &p, &keys)))
         }
         (Target::Restore(container, item, point), _) => {
-            let (container, item) = (decoded(container), decoded(item));
-            let at = ItemRef {
-                resource_group,
-                vault: name,
-                container: &container,
-                item: &item,
-            };
+            let at = at(container, item);
             let dto: RestoreDto = parse_json(&read_body(body).await?)?;
             let p = dto.properties.unwrap_or_default();
             if p.object_type

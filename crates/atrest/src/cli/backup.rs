@@ -292,6 +292,16 @@ async fn job_of(
     }
 }
 
+/// One resource, shown.
+async fn show(conn: &Connection, path: &str) -> anyhow::Result<Value> {
+    conn.management(Method::GET, path, None).await
+}
+
+/// A listing's items.
+async fn list(conn: &Connection, path: &str) -> anyhow::Result<Value> {
+    Ok(conn.management(Method::GET, path, None).await?["value"].take())
+}
+
 /// The resource id of the vault a key or secret URL names (`https://NAME.vault…`).
 fn vault_of_url(conn: &Connection, url: &str) -> String {
     let host = url
@@ -306,7 +316,7 @@ fn vault_of_url(conn: &Connection, url: &str) -> String {
 /// blob (kept if it still exists) and its BEK secret set again, as the caller.
 async fn restore_keys(conn: &Connection, item: &ItemArgs, rp_name: &str) -> anyhow::Result<Value> {
     let path = format!("{}/recoveryPoints/{rp_name}", item.path(conn));
-    let point = conn.management(Method::GET, &path, None).await?;
+    let point = show(conn, &path).await?;
     let vault_name = |id: &Value| {
         id.as_str()
             .unwrap_or_default()
@@ -388,21 +398,14 @@ pub(crate) async fn backup(
         B::Vault(VaultCommand::Show {
             resource_group,
             name,
-        }) => {
-            conn.management(
-                Method::GET,
-                &vault_path(conn, resource_group.as_deref(), &name),
-                None,
-            )
-            .await?
-        }
+        }) => show(conn, &vault_path(conn, resource_group.as_deref(), &name)).await?,
         B::Vault(VaultCommand::List { resource_group }) => {
             let scope = match &resource_group {
                 Some(rg) => format!("/subscriptions/{}/resourceGroups/{rg}", conn.subscription),
                 None => format!("/subscriptions/{}", conn.subscription),
             };
             let path = format!("{scope}/providers/Microsoft.RecoveryServices/vaults");
-            conn.management(Method::GET, &path, None).await?["value"].take()
+            list(conn, &path).await?
         }
         B::Vault(VaultCommand::Delete {
             resource_group,
@@ -415,21 +418,11 @@ pub(crate) async fn backup(
             )
             .await?
         }
-        B::Policy(PolicyCommand::List(vault)) => conn
-            .management(
-                Method::GET,
-                &format!("{}/backupPolicies", vault.path(conn)),
-                None,
-            )
-            .await?["value"]
-            .take(),
+        B::Policy(PolicyCommand::List(vault)) => {
+            list(conn, &format!("{}/backupPolicies", vault.path(conn))).await?
+        }
         B::Policy(PolicyCommand::Show { vault, name }) => {
-            conn.management(
-                Method::GET,
-                &format!("{}/backupPolicies/{name}", vault.path(conn)),
-                None,
-            )
-            .await?
+            show(conn, &format!("{}/backupPolicies/{name}", vault.path(conn))).await?
         }
         B::Policy(PolicyCommand::Set {
             vault,
@@ -521,21 +514,11 @@ pub(crate) async fn backup(
             conn.management(Method::DELETE, &item.path(conn), None)
                 .await?
         }
-        B::Recoverypoint(RecoveryPointCommand::List(item)) => conn
-            .management(
-                Method::GET,
-                &format!("{}/recoveryPoints", item.path(conn)),
-                None,
-            )
-            .await?["value"]
-            .take(),
+        B::Recoverypoint(RecoveryPointCommand::List(item)) => {
+            list(conn, &format!("{}/recoveryPoints", item.path(conn))).await?
+        }
         B::Recoverypoint(RecoveryPointCommand::Show { item, name }) => {
-            conn.management(
-                Method::GET,
-                &format!("{}/recoveryPoints/{name}", item.path(conn)),
-                None,
-            )
-            .await?
+            show(conn, &format!("{}/recoveryPoints/{name}", item.path(conn))).await?
         }
         B::Restore(RestoreCommand::RestoreKeys { item, rp_name }) => {
             restore_keys(conn, &item, &rp_name).await?
@@ -585,21 +568,11 @@ pub(crate) async fn backup(
                 .await?;
             job_of(conn, &item.vault, &resp).await?
         }
-        B::Job(JobCommand::List(vault)) => conn
-            .management(
-                Method::GET,
-                &format!("{}/backupJobs", vault.path(conn)),
-                None,
-            )
-            .await?["value"]
-            .take(),
+        B::Job(JobCommand::List(vault)) => {
+            list(conn, &format!("{}/backupJobs", vault.path(conn))).await?
+        }
         B::Job(JobCommand::Show { vault, name }) => {
-            conn.management(
-                Method::GET,
-                &format!("{}/backupJobs/{name}", vault.path(conn)),
-                None,
-            )
-            .await?
+            show(conn, &format!("{}/backupJobs/{name}", vault.path(conn))).await?
         }
     };
     print(&out, format)

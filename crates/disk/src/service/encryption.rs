@@ -99,15 +99,26 @@ fn format_volume(
     passphrase: &[u8],
     disk: &str,
 ) -> Result<(), ComputeError> {
+    let (new, data) = new_header(volume, version, passphrase, disk)?;
+    volume.write_zeroes(new.header.data_offset, data)?;
+    volume.write(0, &new.area)?;
+    Ok(())
+}
+
+/// A new LUKS header for `volume`, and the bytes its data segment will have.
+fn new_header(
+    volume: &Volume,
+    version: LuksVersion,
+    passphrase: &[u8],
+    disk: &str,
+) -> Result<(atrest_luks::Formatted, u64), ComputeError> {
     let new =
         atrest_luks::format(&luks_options(version), passphrase).map_err(|e| luks_error(disk, e))?;
     let offset = new.header.data_offset;
-    let Some(data) = volume.size().checked_sub(offset).filter(|d| *d > 0) else {
-        return Err(luks_error(disk, atrest_luks::LuksError::Truncated(offset)));
-    };
-    volume.write_zeroes(offset, data)?;
-    volume.write(0, &new.area)?;
-    Ok(())
+    match volume.size().checked_sub(offset).filter(|d| *d > 0) {
+        Some(data) => Ok((new, data)),
+        None => Err(luks_error(disk, atrest_luks::LuksError::Truncated(offset))),
+    }
 }
 
 /// Encrypts `volume` in place, keeping its data: everything but the last header-sized
@@ -119,14 +130,8 @@ fn encrypt_in_place(
     passphrase: &[u8],
     disk: &str,
 ) -> Result<(), ComputeError> {
-    let new =
-        atrest_luks::format(&luks_options(version), passphrase).map_err(|e| luks_error(disk, e))?;
+    let (new, kept) = new_header(volume, version, passphrase, disk)?;
     let shift = new.header.data_offset;
-    let size = volume.size();
-    let kept = size.saturating_sub(shift);
-    if kept == 0 {
-        return Err(luks_error(disk, atrest_luks::LuksError::Truncated(shift)));
-    }
     if volume.extents(kept, shift)?.iter().any(|(_, zero)| !zero) {
         return Err(ComputeError::conflict(
             "OperationNotAllowed",
