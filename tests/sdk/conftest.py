@@ -228,8 +228,15 @@ class Server:
         """Every stored block-store object under `prefix` (`chunks/ID/`, `manifests/`),
         name → bytes."""
         if BLOB_STORE:
+            from azure.core.exceptions import ResourceNotFoundError
             c = self._container()
-            return {b.name: c.download_blob(b.name).readall() for b in c.list_blobs(name_starts_with=prefix)}
+            out = {}
+            for b in c.list_blobs(name_starts_with=prefix):
+                try:
+                    out[b.name] = c.download_blob(b.name).readall()
+                except ResourceNotFoundError:
+                    pass  # deleted (garbage collected) between the listing and the read
+            return out
         base = self.data_dir / "disks"
         return {str(f.relative_to(base)): f.read_bytes() for f in sorted(base.glob(prefix + "*")) if f.is_file()}
 
