@@ -50,29 +50,10 @@ impl Compute {
                 "A snapshot made with CopyStart is incremental (property 'incremental').",
             ));
         }
-        let from = source.encryption();
-        let encryption = match (&req.encryption_type, &req.disk_encryption_set) {
-            (Some(t), _) => EncryptionType::parse(t)?,
-            (None, Some(_)) if from.uses_customer_key() => from,
-            (None, Some(_)) => EncryptionType::CustomerKey,
-            (None, None) => from,
-        };
-        // A customer-key source needs a set in the target region, said in its own words.
-        if req.disk_encryption_set.is_none() && encryption.uses_customer_key() {
-            return Err(ComputeError::invalid(
-                "InvalidParameter",
-                format!("Copying snapshot '{}' ({}) to '{location}' needs a disk encryption set in '{location}' (encryption.diskEncryptionSetId).", source.name, from.as_str()),
-            ));
-        }
-        if req.disk_encryption_set.is_none() && from.uses_customer_key() {
-            return Err(ComputeError::invalid(
-                "InvalidParameter",
-                format!("Snapshot '{}' has a customer-managed key; its copy to '{location}' needs a disk encryption set there, not encryption.type {}.", source.name, encryption.as_str()),
-            ));
-        }
-        let des = self.set_for_new_keys(
+        let (encryption, des) = self.keys_in_region(
+            &source,
+            req.encryption_type.as_deref(),
             req.disk_encryption_set.as_deref(),
-            encryption,
             resource_group,
             location,
         )?;
@@ -92,6 +73,42 @@ impl Compute {
         copy.completion_percent = 0.0;
         self.save_disk(&copy)?;
         Ok(copy)
+    }
+
+    /// The encryption and disk encryption set of a copy of `source` made in another
+    /// `location`: fresh keys of that region, a set there required when the source has a
+    /// customer key.
+    pub(super) fn keys_in_region(
+        &self,
+        source: &Disk,
+        encryption_type: Option<&str>,
+        disk_encryption_set: Option<&str>,
+        resource_group: &str,
+        location: &str,
+    ) -> Result<(EncryptionType, Option<DiskEncryptionSet>), ComputeError> {
+        let from = source.encryption();
+        let encryption = match (encryption_type, disk_encryption_set) {
+            (Some(t), _) => EncryptionType::parse(t)?,
+            (None, Some(_)) if from.uses_customer_key() => from,
+            (None, Some(_)) => EncryptionType::CustomerKey,
+            (None, None) => from,
+        };
+        // A customer-key source needs a set in the target region, said in its own words.
+        if disk_encryption_set.is_none() && encryption.uses_customer_key() {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("Copying '{}' ({}) to '{location}' needs a disk encryption set in '{location}' (encryption.diskEncryptionSetId).", source.name, from.as_str()),
+            ));
+        }
+        if disk_encryption_set.is_none() && from.uses_customer_key() {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!("'{}' has a customer-managed key; its copy to '{location}' needs a disk encryption set there, not encryption.type {}.", source.name, encryption.as_str()),
+            ));
+        }
+        let des =
+            self.set_for_new_keys(disk_encryption_set, encryption, resource_group, location)?;
+        Ok((encryption, des))
     }
 
     /// Snapshots whose `CopyStart` has not finished.

@@ -26,6 +26,7 @@ use crate::model::{
     NETWORK_POLICIES, RECOVERY_DISK_KIND, SNAPSHOT_KIND, VM_KIND,
 };
 use atrest_blocks::{BlockStore, Volume};
+use replication::lun_label;
 
 mod access;
 mod copy_start;
@@ -34,6 +35,7 @@ mod encryption;
 mod images;
 mod machines;
 mod recovery;
+mod replication;
 mod sets;
 mod snapshots;
 #[cfg(test)]
@@ -45,6 +47,7 @@ pub use encryption::{EncryptionStatus, ExtensionRequest};
 pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
 pub use recovery::RecoveryDisk;
+pub use replication::{Cycle, ReplicaPair, ReplicaTarget};
 pub use sets::DesRequest;
 pub use snapshots::{SnapshotLimits, SnapshotRequest};
 

@@ -49,8 +49,7 @@ impl Compute {
         let copies: Vec<RecoveryDisk> = sources
             .iter()
             .map(|(lun, disk)| {
-                let which = lun.map_or_else(|| "os".to_owned(), |l| format!("lun{l}"));
-                let name = format!("{point}-{which}");
+                let name = format!("{point}-{}", lun_label(*lun));
                 RecoveryDisk {
                     lun: *lun,
                     copy: self.copy_of(disk, RECOVERY_DISK_KIND, keep_in, &name, now),
