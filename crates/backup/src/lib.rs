@@ -17,6 +17,13 @@ use atrest_store::{Store, StoreError};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
+mod site_recovery;
+pub use site_recovery::{
+    ContainerMapping, ContainerRef, EnableReplication, Fabric, FailoverRequest, PendingCycle,
+    ProtectionContainer, Recovered, ReplicaPoint, ReplicatedDisk, ReplicatedItem,
+    ReplicationPolicy, ReplicationPolicyRequest, ReplicationRun, Site,
+};
+
 const VAULT_KIND: &str = "recoveryServicesVaults";
 const POLICY_KIND: &str = "backupPolicies";
 const ITEM_KIND: &str = "protectedItems";
@@ -356,6 +363,8 @@ pub struct Backup {
     store: Arc<Store>,
     compute: Arc<Compute>,
     subscription: String,
+    /// Held by each replication cycle and by each change to a replicated item.
+    replication: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Backup {
@@ -371,6 +380,7 @@ impl Backup {
             store,
             compute,
             subscription,
+            replication: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -534,6 +544,7 @@ impl Backup {
                 format!("Vault '{name}' cannot be deleted as there are existing resources within the vault: {} protected item(s). Stop protection and delete their backup data first.", items.len()),
             ));
         }
+        let site_recovery = self.site_recovery_documents(resource_group, name)?;
         let policies: Vec<Policy> = self.all(POLICY_KIND, resource_group, |p: &Policy| {
             p.vault.eq_ignore_ascii_case(name)
         })?;
@@ -546,6 +557,9 @@ impl Backup {
             }
             for j in &jobs {
                 tx.delete_resource(JOB_KIND, resource_group, &format!("{name}/{}", j.name))?;
+            }
+            for (kind, key) in &site_recovery {
+                tx.delete_resource(kind, resource_group, key)?;
             }
             tx.delete_resource(VAULT_KIND, resource_group, name)
         })?;

@@ -19,7 +19,7 @@ pub use model::{
     WrappedDek,
 };
 pub use service::{
-    BekExport, Compute, ComputeConfig, Cycle, DesRequest, DiskRequest, EncryptionStatus, Export,
+    BekExport, Compute, ComputeConfig, DesRequest, DiskRequest, EncryptionStatus, Export,
     ExtensionRequest, Grant, ImageDiskRequest, ImageRequest, OpenDisk, RecoveryDisk, ReplicaPair,
     ReplicaTarget, SnapshotLimits, SnapshotRequest, Unreachable, VmRequest,
 };

@@ -47,7 +47,7 @@ pub use encryption::{EncryptionStatus, ExtensionRequest};
 pub use images::{ImageDiskRequest, ImageRequest};
 pub use machines::VmRequest;
 pub use recovery::RecoveryDisk;
-pub use replication::{Cycle, ReplicaPair, ReplicaTarget};
+pub use replication::{ReplicaPair, ReplicaTarget};
 pub use sets::DesRequest;
 pub use snapshots::{SnapshotLimits, SnapshotRequest};
 

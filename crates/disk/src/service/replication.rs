@@ -29,25 +29,16 @@ pub struct ReplicaPair {
     pub lun: Option<u32>,
     /// The replica's resource id.
     pub replica: String,
-    /// The previous cycle's cut of the disk (its resource id), if any.
+    /// The cut the replica holds now (its resource id), if any.
     pub previous_cut: Option<String>,
-}
-
-/// What a cycle made.
-#[derive(Debug, Clone)]
-pub struct Cycle {
-    /// The new cut of each disk: the next cycle's `previous_cut`.
-    pub cut: Vec<RecoveryDisk>,
-    /// The copies of the replicas, the cycle's recovery point.
-    pub point: Vec<RecoveryDisk>,
-    /// How many bytes were written into the replicas.
-    pub shipped_bytes: u64,
+    /// The cut to bring the replica to.
+    pub cut: String,
 }
 
 impl Compute {
     /// Creates an empty replica in `location` (resource group `resource_group`) of each
-    /// disk of machine `vm`, named `{prefix}-{os|lunN}`, with fresh data keys of that region:
-    /// `targets` gives each disk's disk encryption set by LUN (`None` key: the OS disk).
+    /// disk of machine `vm` that `targets` names by LUN (`None`: the OS disk), named
+    /// `{prefix}-{os|lunN}`, with fresh data keys of that region.
     pub async fn create_replicas(
         &self,
         vm_resource_group: &str,
@@ -62,6 +53,9 @@ impl Compute {
         let vm: VirtualMachine = self.get(VM_KIND, vm_resource_group, vm)?;
         let mut replicas = Vec::new();
         for (lun, name) in vm.attached() {
+            let Some(target) = targets.get(&lun) else {
+                continue;
+            };
             let source: Disk = self.get(DISK_KIND, vm_resource_group, name)?;
             if source.ade.is_some() {
                 return Err(ComputeError::invalid(
@@ -69,7 +63,6 @@ impl Compute {
                     format!("Disk '{name}' is encrypted with Azure Disk Encryption; its replication is not offered."),
                 ));
             }
-            let target = targets.get(&lun).cloned().unwrap_or_default();
             let (encryption, des) = self.keys_in_region(
                 &source,
                 None,
@@ -89,6 +82,15 @@ impl Compute {
                 .await?;
             replicas.push(RecoveryDisk { lun, copy: replica });
         }
+        if replicas.len() != targets.len() {
+            return Err(ComputeError::invalid(
+                "InvalidParameter",
+                format!(
+                    "A disk to replicate is not attached to virtual machine '{}'.",
+                    vm.name
+                ),
+            ));
+        }
         self.store.write(|tx| {
             for r in &replicas {
                 tx.put_resource(RECOVERY_DISK_KIND, resource_group, &r.copy.name, &r.copy)?;
@@ -98,42 +100,27 @@ impl Compute {
         Ok(replicas)
     }
 
-    /// Runs one replication cycle of machine `vm`: cuts its disks into `cut_name` (kept in
-    /// `keep_cut_in`), ships each disk's changes since its previous cut into its replica,
-    /// and keeps the replicas as recovery point `point_name` beside them.
+    /// Brings each replica from its previous cut to its new one (see
+    /// [`Self::take_recovery_point`] for the cut) and keeps the replicas as recovery point
+    /// `point_name` beside them; returns the point's copies and the bytes shipped. Running
+    /// it again for the same cuts (after a crash) gives the same replicas.
     pub async fn replicate(
         &self,
-        resource_group: &str,
-        vm: &str,
         pairs: &[ReplicaPair],
-        (cut_name, keep_cut_in): (&str, &str),
         point_name: &str,
         now: i64,
-    ) -> Result<Cycle, ComputeError> {
-        let cut = self
-            .take_recovery_point(resource_group, vm, cut_name, keep_cut_in, now)
-            .await?;
+    ) -> Result<(Vec<RecoveryDisk>, u64), ComputeError> {
         let mut point = Vec::new();
         let mut shipped_bytes = 0;
         let result: Result<(), ComputeError> = async {
             for pair in pairs {
-                let new = cut.iter().find(|c| c.lun == pair.lun).ok_or_else(|| {
-                    ComputeError::invalid(
-                        "InvalidParameter",
-                        format!(
-                            "The replicated disk at {} is no longer attached to '{vm}'.",
-                            lun_label(pair.lun)
-                        ),
-                    )
-                })?;
                 let previous = match &pair.previous_cut {
                     Some(id) => Some(self.recovery_disk(id)?),
                     None => None,
                 };
+                let cut = self.recovery_disk(&pair.cut)?;
                 let replica = self.recovery_disk(&pair.replica)?;
-                shipped_bytes += self
-                    .ship_changes(previous.as_ref(), &new.copy, &replica)
-                    .await?;
+                shipped_bytes += self.ship_changes(previous.as_ref(), &cut, &replica).await?;
                 let name = format!("{point_name}-{}", lun_label(pair.lun));
                 point.push(RecoveryDisk {
                     lun: pair.lun,
@@ -144,19 +131,11 @@ impl Compute {
         }
         .await;
         if let Err(e) = result {
-            let made: Vec<String> = cut
-                .iter()
-                .chain(&point)
-                .map(|d| d.copy.id.clone())
-                .collect();
+            let made: Vec<String> = point.iter().map(|d| d.copy.id.clone()).collect();
             self.delete_recovery_disks(&made).await?;
             return Err(e);
         }
-        Ok(Cycle {
-            cut,
-            point,
-            shipped_bytes,
-        })
+        Ok((point, shipped_bytes))
     }
 
     /// Writes into `replica` where `cut` differs from `previous` (everything `cut` holds
