@@ -46,7 +46,8 @@ use zeroize::Zeroizing;
 use crate::admin::alerts;
 use crate::client::Client;
 use crate::jobs::{
-    cache_loop, copy_loop, disk_loop, key_check_loop, leader_loop, purge_loop, scheduler_loop,
+    cache_loop, copy_loop, disk_loop, key_check_loop, leader_loop, purge_loop, replication_loop,
+    scheduler_loop,
 };
 use crate::server::{load_tls_config, serve};
 use crate::state::{AppState, RequestIds, Settings, VAULT_HOST_SUFFIX};
@@ -330,6 +331,7 @@ impl Instance {
         }
         let key_checker = tokio::spawn(key_check_loop(self.state.clone(), self.key_check_interval));
         let copier = tokio::spawn(copy_loop(self.state.clone()));
+        let replicator = tokio::spawn(replication_loop(self.state.clone()));
         let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
         let nbd = self.nbd.map(|listener| {
             let exports: Arc<dyn atrest_disk::nbd::Exports> = self.state.compute.clone();
@@ -347,6 +349,7 @@ impl Instance {
             Some(scheduler),
             Some(key_checker),
             Some(copier),
+            Some(replicator),
         ];
         for task in background.iter().flatten() {
             task.abort();

@@ -315,6 +315,47 @@ pub(crate) async fn copy_loop(state: Arc<AppState>) {
     }
 }
 
+/// Runs the replication cycles that are due by the scheduler's clock (so moving the clock
+/// forward brings the next cycle), on the leader, and audits each as the vault's service.
+pub(crate) async fn replication_loop(state: Arc<AppState>) {
+    let mut tick = ticks(Duration::ZERO, Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !state.leader.is_leader() {
+            continue;
+        }
+        let runs = match state.backup.run_replication(state.scheduler.now()).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::error!(error = %e, "the replication cycles failed");
+                continue;
+            }
+        };
+        for run in runs {
+            let (status, description) = match run.outcome {
+                Ok(bytes) => (
+                    StatusCode::OK,
+                    format!("Changes shipped ({bytes} bytes); recovery point kept."),
+                ),
+                Err(e) => (StatusCode::CONFLICT, e),
+            };
+            let audit = AuditEvent {
+                result_description: description,
+                resource: Some(run.vault_id.clone()),
+                target_id: Some(run.item_id.clone()),
+                request_uri: run.item_id,
+                ..service_event(
+                    &state,
+                    SCHEDULER_CLIENT,
+                    Operation::ReplicationCycle,
+                    status,
+                )
+            };
+            state.audit.expect().record(audit).await;
+        }
+    }
+}
+
 /// Purges soft-deleted secrets and vaults whose scheduled purge date has passed, and audit
 /// events past their retention (itself recorded as an `AuditRetention` event); records the
 /// audit log's head in the state database, so that `verify` notices deleted newest events.

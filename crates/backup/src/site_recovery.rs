@@ -996,8 +996,7 @@ impl Backup {
             .create_replicas(
                 vm_rg,
                 vm_name,
-                &recovery_rg,
-                &target_fabric.location,
+                (&recovery_rg, &target_fabric.location),
                 &format!("{prefix}-replica"),
                 &targets,
                 now,
@@ -1395,8 +1394,7 @@ impl Backup {
             .create_replicas(
                 &vm_rg,
                 &vm_name,
-                &old_primary.resource_group,
-                &old_primary.location,
+                (&old_primary.resource_group, &old_primary.location),
                 &format!("{prefix}-replica"),
                 &targets,
                 now,
@@ -1575,18 +1573,17 @@ impl Backup {
             disks: copies.iter().map(|c| (c.lun, c.copy.id.clone())).collect(),
         });
         let oldest = now - i64::from(policy.history_minutes) * 60;
+        // The newest point stays whatever its age.
         let newest = item.points.len() - 1;
-        let (keep, expired): (Vec<(usize, ReplicaPoint)>, Vec<(usize, ReplicaPoint)>) = item
-            .points
-            .drain(..)
-            .enumerate()
-            .partition(|(i, p)| *i == newest || p.time >= oldest);
-        item.points = keep.into_iter().map(|(_, p)| p).collect();
-        retired.extend(
-            expired
-                .into_iter()
-                .flat_map(|(_, p)| p.disks.into_iter().map(|(_, id)| id)),
-        );
+        let mut expired = Vec::new();
+        for (i, p) in std::mem::take(&mut item.points).into_iter().enumerate() {
+            if i == newest || p.time >= oldest {
+                item.points.push(p);
+            } else {
+                expired.extend(p.disks.into_iter().map(|(_, id)| id));
+            }
+        }
+        retired.extend(expired);
         item.seq = pending.seq;
         item.pending = None;
         item.last_cycle = Some(now);

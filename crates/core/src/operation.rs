@@ -235,6 +235,30 @@ operations! {
     BackupJobRead => Management,
     /// Delete a recovery point past its expiry (the schedule).
     BackupRecoveryPointExpire => Management,
+    /// Create or update a replication fabric, protection container, replication policy or container mapping.
+    SiteRecoveryWrite => Management,
+    /// Delete a replication fabric, protection container, replication policy or container mapping.
+    SiteRecoveryDelete => Management,
+    /// Read or list replication fabrics, containers, policies and mappings.
+    SiteRecoveryRead => Management,
+    /// Enable replication of a virtual machine to another region.
+    ReplicationEnable => Management,
+    /// Disable replication (its replicas and recovery points are deleted).
+    ReplicationDisable => Management,
+    /// Read or list replicated items and their recovery points.
+    ReplicationRead => Management,
+    /// Test failover: a machine in the recovery region beside the replication.
+    ReplicationTestFailover => Management,
+    /// End a test failover.
+    ReplicationTestFailoverCleanup => Management,
+    /// Fail a replicated machine over to the recovery region.
+    ReplicationFailover => Management,
+    /// Commit a failover.
+    ReplicationFailoverCommit => Management,
+    /// Re-protect: replicate a failed-over machine back.
+    ReplicationReprotect => Management,
+    /// Ship a replicated machine's changes and keep a recovery point (the schedule).
+    ReplicationCycle => Management,
     /// List role definitions.
     RoleDefinitionList => Management,
     /// Read a role definition.
@@ -451,6 +475,18 @@ impl Operation {
             | BackupRestore
             | BackupJobRead
             | BackupRecoveryPointExpire
+            | SiteRecoveryWrite
+            | SiteRecoveryDelete
+            | SiteRecoveryRead
+            | ReplicationEnable
+            | ReplicationDisable
+            | ReplicationRead
+            | ReplicationTestFailover
+            | ReplicationTestFailoverCleanup
+            | ReplicationFailover
+            | ReplicationFailoverCommit
+            | ReplicationReprotect
+            | ReplicationCycle
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -596,6 +632,18 @@ impl Operation {
             | BackupRestore
             | BackupJobRead
             | BackupRecoveryPointExpire
+            | SiteRecoveryWrite
+            | SiteRecoveryDelete
+            | SiteRecoveryRead
+            | ReplicationEnable
+            | ReplicationDisable
+            | ReplicationRead
+            | ReplicationTestFailover
+            | ReplicationTestFailoverCleanup
+            | ReplicationFailover
+            | ReplicationFailoverCommit
+            | ReplicationReprotect
+            | ReplicationCycle
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite
@@ -752,6 +800,18 @@ impl Operation {
             | BackupRestore
             | BackupJobRead
             | BackupRecoveryPointExpire
+            | SiteRecoveryWrite
+            | SiteRecoveryDelete
+            | SiteRecoveryRead
+            | ReplicationEnable
+            | ReplicationDisable
+            | ReplicationRead
+            | ReplicationTestFailover
+            | ReplicationTestFailoverCleanup
+            | ReplicationFailover
+            | ReplicationFailoverCommit
+            | ReplicationReprotect
+            | ReplicationCycle
             | RoleDefinitionList
             | RoleDefinitionGet
             | RoleAssignmentWrite

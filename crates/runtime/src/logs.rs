@@ -1,5 +1,7 @@
 //! The audit log as Log Analytics tables for `atrest monitor query`: Key Vault events as
-//! `AzureDiagnostics` (with Log Analytics' column names), and the token service's
+//! `AzureDiagnostics` (with Log Analytics' column names), management operations (and the
+//! work the server does on their behalf) as the activity log's `AzureActivity`, and the
+//! token service's
 //! sign-ins as `AADManagedIdentitySignInLogs`, `AADServicePrincipalSignInLogs` and
 //! `AADNonInteractiveUserSignInLogs`.
 
@@ -187,10 +189,75 @@ impl LogTables {
     }
 }
 
+impl LogTables {
+    /// `AzureActivity`: every management operation (ARM requests, and the scheduled work
+    /// done for them: backups, replication cycles), with its caller (an object id; the
+    /// scheduler's client for the service's own work).
+    fn activity(&self) -> Table {
+        use atrest_core::operation::{Operation, Surface};
+        let columns = [
+            "TimeGenerated",
+            "OperationName",
+            "Category",
+            "Level",
+            "ActivityStatusValue",
+            "ActivitySubstatusValue",
+            "Caller",
+            "CallerIpAddress",
+            "CorrelationId",
+            "_ResourceId",
+            "ResourceGroup",
+            "SubscriptionId",
+            "Properties",
+        ];
+        let rows = self
+            .events
+            .iter()
+            .filter(|e| {
+                Operation::from_name(&e.operation)
+                    .is_some_and(|o| o.surface() == Surface::Management)
+            })
+            .map(|e| {
+                let resource = e
+                    .target_id
+                    .as_deref()
+                    .or(e.resource.as_deref())
+                    .unwrap_or("");
+                let parts: Vec<&str> = resource.split('/').collect();
+                let after = |key: &str| {
+                    parts
+                        .iter()
+                        .position(|p| p.eq_ignore_ascii_case(key))
+                        .and_then(|i| parts.get(i + 1))
+                        .map_or("", |s| *s)
+                };
+                let ok = e.status < 400;
+                vec![
+                    Value::DateTime(e.time_ms),
+                    text(&e.operation),
+                    text("Administrative"),
+                    text(if ok { "Informational" } else { "Error" }),
+                    text(if ok { "Success" } else { "Failure" }),
+                    text(&e.result_signature),
+                    text(e.object_id.as_deref().unwrap_or(&e.client_info)),
+                    text(&e.caller_ip),
+                    text(&e.correlation_id),
+                    text(resource),
+                    text(&after("resourceGroups").to_ascii_uppercase()),
+                    text(after("subscriptions")),
+                    text(&e.result_description),
+                ]
+            })
+            .collect();
+        table(&columns, rows)
+    }
+}
+
 impl Catalog for LogTables {
     fn table(&self, name: &str) -> Option<Table> {
         Some(match name {
             "AzureDiagnostics" => self.azure_diagnostics(),
+            "AzureActivity" => self.activity(),
             "AADManagedIdentitySignInLogs" => self.sign_ins(
                 "ManagedIdentitySignInLogs",
                 &[Some("ManagedIdentity")],

@@ -4,6 +4,7 @@
 pub(crate) mod authorization;
 pub(crate) mod backup;
 pub(crate) mod compute;
+pub(crate) mod site_recovery;
 
 pub(crate) mod resources;
 
@@ -193,6 +194,8 @@ pub(crate) enum ArmRoute<'a> {
     Compute(compute::Route<'a>),
     /// `Microsoft.RecoveryServices`: vaults and Azure Backup.
     Backup(backup::Route<'a>),
+    /// `Microsoft.RecoveryServices`: Site Recovery.
+    SiteRecovery(site_recovery::Route<'a>),
     /// `Microsoft.Resources`: subscriptions, tenants, resource groups, resource listings.
     Resources(resources::Route<'a>),
     /// One vault.
@@ -242,6 +245,9 @@ impl<'a> ArmRoute<'a> {
         }
         if let Some(route) = backup::Route::parse(method, below) {
             return Some(ArmRoute::Backup(route));
+        }
+        if let Some(route) = site_recovery::Route::parse(method, below) {
+            return Some(ArmRoute::SiteRecovery(route));
         }
         let provider = |p: &str| seg(p, "Microsoft.KeyVault");
         let get = method == Method::GET;
@@ -321,6 +327,7 @@ impl<'a> ArmRoute<'a> {
             ArmRoute::Authorization { route, .. } => route.operation(),
             ArmRoute::Compute(route) => route.operation(),
             ArmRoute::Backup(route) => route.operation(),
+            ArmRoute::SiteRecovery(route) => route.operation(),
             ArmRoute::Resources(route) => route.operation(),
             ArmRoute::Vault { verb, .. } => match verb {
                 VaultVerb::Put => Operation::VaultPut,
@@ -380,6 +387,9 @@ pub(crate) async fn management(
             compute::handle(state, ctx, caller, method, route, &query, body).await
         }
         ArmRoute::Backup(route) => backup::handle(state, ctx, caller, route, body).await,
+        ArmRoute::SiteRecovery(route) => {
+            site_recovery::handle(state, ctx, caller, route, body).await
+        }
         ArmRoute::Resources(route) => {
             resources::handle(state, ctx, caller, route, &query, body).await
         }

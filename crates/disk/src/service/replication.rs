@@ -36,15 +36,14 @@ pub struct ReplicaPair {
 }
 
 impl Compute {
-    /// Creates an empty replica in `location` (resource group `resource_group`) of each
+    /// Creates an empty replica in `location` (in `resource_group`) of each
     /// disk of machine `vm` that `targets` names by LUN (`None`: the OS disk), named
     /// `{prefix}-{os|lunN}`, with fresh data keys of that region.
     pub async fn create_replicas(
         &self,
         vm_resource_group: &str,
         vm: &str,
-        resource_group: &str,
-        location: &str,
+        (resource_group, location): (&str, &str),
         prefix: &str,
         targets: &BTreeMap<Option<u32>, ReplicaTarget>,
         now: i64,
