@@ -5,6 +5,7 @@ customer-key disk and a platform-key disk, each replica under the target region'
 continuous cycles driven by the scheduler's clock, recovery points, test failover,
 failover, commit, re-protect and failback; the rules refused; and a server killed while
 it replicates."""
+import base64
 import json
 import os
 import signal
@@ -298,6 +299,93 @@ def test_replicate_fail_over_and_fail_back_under_each_regions_keys(rsrv):
     assert err.value.status_code == 404
     rsrv.cli("vm", "show", "-n", vm)
     rsrv.cli("vm", "stop", "-n", vm)
+    rsrv.cli("vm", "stop", "-g", f"{RG}-asr", "-n", vm)
+
+
+ADE_VAULT, ADE_TARGET = "sdk-asr-ade", "sdk-asr-ade-asr"
+
+
+def test_an_ade_machine_replicates_with_its_keys_copied_to_the_target_region(rsrv, tmp_path):
+    """The BEK secret copied under its own name into `<vault>-asr` and the KEK recreated
+    there (same name, a new key) with the passphrase rewrapped to it, by the vault's
+    identity, which needs the permissions to do so; the failed-over machine starts and its
+    LUKS volume opens from the target region's keys alone."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+    from azure.mgmt.recoveryservices import RecoveryServicesClient
+    from test_ade import download, passphrase_of, run, secret_client
+    rsrv.cli("keyvault", "create", "-n", ADE_VAULT, "-l", SOURCE, "--enabled-for-disk-encryption", "true")
+    rsrv.cli("keyvault", "create", "-n", ADE_TARGET, "-l", TARGET, "--enabled-for-disk-encryption", "true")
+    kek_name = unique("kek")
+    kek = rsrv.cli("keyvault", "key", "create", "--vault-name", ADE_VAULT, "-n", kek_name, "--kty", "RSA",
+                   "--size", "3072")["key"]["kid"]
+    disk, vm = unique("d"), unique("vm")
+    rsrv.cli("disk", "create", "-n", disk, "-z", "1", "-l", SOURCE)
+    rsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    rsrv.cli("vm", "encryption", "enable", "-n", vm, "--disk-encryption-keyvault", ADE_VAULT,
+             "--key-encryption-key", kek_name, "--volume-type", "DATA")
+    vm_id = rsrv.cli("vm", "start", "-n", vm)["id"]
+
+    asr, vault, source, target, policy = site(rsrv)
+    principal = rsrv.management_client(RecoveryServicesClient).vaults.get(RG, vault).identity.principal_id
+    item = unique("ade")
+    with pytest.raises(HttpResponseError) as err:
+        enable(asr, vault, source, target, policy, item, vm_id, [])
+    assert err.value.status_code == 409 and "unwrapKey" in err.value.message and "create" in err.value.message
+    assert list(asr.replication_protected_items.list(RG, vault)) == []
+    for role, kv in [("Key Vault Secrets User", ADE_VAULT), ("Key Vault Crypto User", ADE_VAULT),
+                     ("Key Vault Secrets Officer", ADE_TARGET), ("Key Vault Crypto Officer", ADE_TARGET)]:
+        rsrv.cli("role", "assignment", "create", "--assignee", principal, "--role", role,
+                 "--scope", rsrv.vault_scope(kv))
+
+    replicated = enable(asr, vault, source, target, policy, item, vm_id, [])
+    assert replicated.properties.provider_specific_details.vm_encryption_type == "OnePassEncrypted"
+    [copied] = replicated.properties.provider_specific_details.protected_managed_disks
+    source_pass, source_secret = passphrase_of(rsrv, disk, ADE_VAULT)
+    assert copied.is_disk_encrypted and copied.is_disk_key_encrypted
+    assert copied.secret_identifier.startswith(rsrv.vault_url(ADE_TARGET) + "/secrets/" + source_secret.name + "/")
+    assert copied.key_identifier.startswith(rsrv.vault_url(ADE_TARGET) + "/keys/" + kek_name + "/")
+    assert copied.dek_key_vault_arm_id == rsrv.vault_scope(ADE_TARGET)
+    target_secret = secret_client(rsrv, ADE_TARGET).get_secret(*copied.secret_identifier.split("/")[-2:])
+    assert target_secret.properties.content_type == "Wrapped BEK"
+    assert target_secret.properties.tags["DiskEncryptionKeyEncryptionKeyURL"] == copied.key_identifier
+    assert target_secret.value != source_secret.value
+    crypto = CryptographyClient(copied.key_identifier, rsrv.credential(), connection_verify=rsrv.env["ATREST_CA"])
+    recreated = crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep, base64.b64decode(target_secret.value)).key
+    assert recreated == source_pass
+    target_key = rsrv.cli("keyvault", "key", "show", "--vault-name", ADE_TARGET, "-n", kek_name)
+    assert target_key["key"]["kid"] == copied.key_identifier and len(base64.urlsafe_b64decode(
+        target_key["key"]["n"] + "==")) * 8 == 3072
+
+    # Failed over, the machine's disk keeps its ADE settings, pointing at the copies; with
+    # the source's key-encryption key disabled it starts, and the volume opens with the
+    # passphrase of the target region.
+    wait_points(asr, vault, source, item, 1)
+    asr.replication_protected_items.begin_unplanned_failover(
+        RG, vault, "asr-we", source.name, item, failover_input(shut_down=True)).result()
+    moved = rsrv.cli("disk", "show", "-g", f"{RG}-asr", "-n", f"{disk}-ASRReplica")
+    [settings] = moved["properties"]["encryptionSettingsCollection"]["encryptionSettings"]
+    assert settings["diskEncryptionKey"]["secretUrl"] == copied.secret_identifier
+    assert settings["keyEncryptionKey"]["keyUrl"] == copied.key_identifier
+    rsrv.cli("vm", "stop", "-g", f"{RG}-asr", "-n", vm)
+    rsrv.cli("keyvault", "key", "set-attributes", "--vault-name", ADE_VAULT, "-n", kek_name, "--enabled", "false")
+    started = rsrv.cli("vm", "start", "-g", f"{RG}-asr", "-n", vm)
+    assert started["properties"]["storageProfile"]["bekVolume"]["nbdUri"]
+    image = tmp_path / "replica.img"
+    download(started["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"], 4096, image)
+    keyfile = tmp_path / "passphrase"
+    keyfile.write_bytes(recreated)
+    run("cryptsetup", "open", "--test-passphrase", "--key-file", str(keyfile), str(image))
+    rsrv.cli("keyvault", "key", "set-attributes", "--vault-name", ADE_VAULT, "-n", kek_name, "--enabled", "true")
+
+    # The copies were made by the vault's identity, as the audit log shows.
+    query = ("AzureDiagnostics | where OperationName in ('SecretSet', 'KeyCreate') "
+             f"and Resource == '{ADE_TARGET.upper()}' and ResultSignature == 'OK' "
+             "| distinct OperationName, identity_claim_oid_g")
+    done = rsrv.cli("monitor", "query", "-o", "json", query, check=False)
+    assert done.returncode == 0, done.stderr
+    assert {(r["OperationName"], r["identity_claim_oid_g"]) for r in json.loads(done.stdout)} == {
+        ("SecretSet", principal), ("KeyCreate", principal)}
     rsrv.cli("vm", "stop", "-g", f"{RG}-asr", "-n", vm)
 
 

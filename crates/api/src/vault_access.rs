@@ -40,6 +40,7 @@ const RENEW_BEFORE: i64 = 300;
 /// What an in-process call does.
 #[derive(Debug, Clone, Copy)]
 enum Call {
+    CreateKey,
     GetKey,
     BackupKey,
     KeyOperation(KeyOperation),
@@ -50,7 +51,7 @@ enum Call {
 impl Call {
     fn collection(self) -> &'static str {
         match self {
-            Call::GetKey | Call::BackupKey | Call::KeyOperation(_) => "keys",
+            Call::CreateKey | Call::GetKey | Call::BackupKey | Call::KeyOperation(_) => "keys",
             Call::GetSecret | Call::SetSecret => "secrets",
         }
     }
@@ -239,6 +240,11 @@ impl InProcessVaults {
         let token = self.token(&state, identity).await?;
         let (name, version) = (target.name, target.version);
         let (route, method, suffix) = match call {
+            Call::CreateKey => (
+                Route::Key(KeyRoute::Create(name)),
+                "POST",
+                "/create".to_owned(),
+            ),
             Call::GetKey => (
                 Route::Key(KeyRoute::Get(name, version)),
                 "GET",
@@ -408,6 +414,41 @@ impl KeyVaultAccess for InProcessVaults {
                     );
                     ctx.target_id = Some(id.clone());
                     Ok(id)
+                },
+            )
+            .await
+        })
+    }
+
+    fn create_key<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        key_size: u32,
+    ) -> KeyFuture<'a, KeyVersion> {
+        Box::pin(async move {
+            let state = self.state()?;
+            let url = format!("{}/keys/{name}", state.vault_base(vault));
+            drop(state);
+            self.guarded(
+                identity,
+                &url,
+                Call::CreateKey,
+                |state, ctx, vault, name, _| {
+                    let request = atrest_vault::CreateKey {
+                        key_size: Some(key_size),
+                        ..atrest_vault::CreateKey::of_type("RSA")
+                    };
+                    let key = state.vaults.create_key(vault, name, &request, ctx.now)?;
+                    let kid = format!(
+                        "{}/keys/{}/{}",
+                        state.vault_base(&vault.name),
+                        key.name,
+                        key.version
+                    );
+                    ctx.target_id = Some(kid.clone());
+                    Ok(KeyVersion { kid })
                 },
             )
             .await

@@ -19,9 +19,9 @@ use thiserror::Error;
 
 mod site_recovery;
 pub use site_recovery::{
-    ContainerMapping, ContainerRef, EnableReplication, Fabric, FailoverRequest, PendingCycle,
-    ProtectionContainer, Recovered, ReplicaPoint, ReplicatedDisk, ReplicatedItem,
-    ReplicationPolicy, ReplicationPolicyRequest, ReplicationRun, Site,
+    ContainerMapping, ContainerRef, DiskInput, EnableReplication, Fabric, FailoverRequest,
+    PendingCycle, ProtectionContainer, Recovered, ReplicaPoint, ReplicatedDisk, ReplicatedItem,
+    ReplicationPolicy, ReplicationPolicyRequest, ReplicationRun, Site, TargetKeys,
 };
 
 const VAULT_KIND: &str = "recoveryServicesVaults";

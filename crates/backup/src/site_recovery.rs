@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use atrest_core::vault::normalize_location;
-use atrest_disk::{ReplicaPair, ReplicaTarget, VmRequest};
+use atrest_disk::{AdeVolume, ReplicaPair, ReplicaTarget, VmRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::{conflict, invalid, last_segment, Backup, BackupError};
@@ -137,6 +137,12 @@ pub struct ReplicatedDisk {
     pub primary_des: Option<String>,
     /// The replica's disk encryption set, if any.
     pub recovery_des: Option<String>,
+    /// The source disk's Azure Disk Encryption keys, if it has them.
+    #[serde(default)]
+    pub primary_ade: Option<AdeVolume>,
+    /// The replica's, in the recovery region.
+    #[serde(default)]
+    pub recovery_ade: Option<AdeVolume>,
     /// The replica's resource id.
     pub replica: String,
     /// The cut the replica holds.
@@ -285,9 +291,37 @@ pub struct EnableReplication {
     pub recovery_container: Option<String>,
     /// `recoveryResourceGroupId` (default `{rg}-asr`).
     pub recovery_resource_group: Option<String>,
-    /// `vmManagedDisks`: the disks to replicate by resource id, each with its
-    /// `recoveryDiskEncryptionSetId` (all disks, platform keys, when empty).
-    pub disks: Vec<(String, Option<String>)>,
+    /// `vmManagedDisks`: the disks to replicate (all disks, platform keys, when empty).
+    pub disks: Vec<DiskInput>,
+    /// `diskEncryptionInfo` of the machine: the target keys of its ADE disks, unless a
+    /// disk names its own.
+    pub keys: Option<TargetKeys>,
+}
+
+/// One disk of `vmManagedDisks`.
+#[derive(Debug, Clone, Default)]
+pub struct DiskInput {
+    /// `diskId`.
+    pub disk_id: String,
+    /// `recoveryDiskEncryptionSetId`.
+    pub disk_encryption_set: Option<String>,
+    /// `diskEncryptionInfo`.
+    pub keys: Option<TargetKeys>,
+}
+
+/// `diskEncryptionInfo`: an ADE disk's keys in the target region. With identifiers, keys
+/// already copied there; with vault ids only (or nothing: `{vault}-asr`), the vaults
+/// Site Recovery copies the secret into and recreates the key-encryption key in.
+#[derive(Debug, Clone, Default)]
+pub struct TargetKeys {
+    /// `diskEncryptionKeyInfo.secretIdentifier`.
+    pub secret_url: Option<String>,
+    /// `diskEncryptionKeyInfo.keyVaultResourceArmId`.
+    pub secret_vault: Option<String>,
+    /// `keyEncryptionKeyInfo.keyIdentifier`.
+    pub kek_url: Option<String>,
+    /// `keyEncryptionKeyInfo.keyVaultResourceArmId`.
+    pub kek_vault: Option<String>,
 }
 
 /// What a (test) failover asks for.
@@ -966,27 +1000,57 @@ impl Backup {
             .map_or_else(|| format!("{vm_rg}-asr"), |g| last_segment(g).to_owned());
         let attached: Vec<(Option<u32>, String)> =
             vm.attached().map(|(lun, d)| (lun, d.clone())).collect();
-        let mut targets = BTreeMap::new();
+        let mut chosen: Vec<(Option<u32>, Option<String>, Option<&TargetKeys>)> = Vec::new();
         if req.disks.is_empty() {
             for (lun, _) in &attached {
-                targets.insert(*lun, ReplicaTarget::default());
+                chosen.push((*lun, None, None));
             }
         }
-        for (disk_id, des) in &req.disks {
-            let disk_name = last_segment(disk_id);
+        for d in &req.disks {
+            let disk_name = last_segment(&d.disk_id);
             let (lun, _) = attached
                 .iter()
-                .find(|(_, d)| d.eq_ignore_ascii_case(disk_name))
+                .find(|(_, a)| a.eq_ignore_ascii_case(disk_name))
                 .ok_or_else(|| {
                     invalid(
                         "InvalidParameter",
-                        format!("Disk '{disk_id}' is not attached to virtual machine '{vm_name}'."),
+                        format!(
+                            "Disk '{}' is not attached to virtual machine '{vm_name}'.",
+                            d.disk_id
+                        ),
                     )
                 })?;
+            chosen.push((*lun, d.disk_encryption_set.clone(), d.keys.as_ref()));
+        }
+        let vault = self.get_vault(at.resource_group, at.vault)?;
+        let mut recreated = BTreeMap::new();
+        let mut targets = BTreeMap::new();
+        for (lun, des, keys) in chosen {
+            let disk_name = attached
+                .iter()
+                .find(|(l, _)| *l == lun)
+                .map(|(_, d)| d.as_str())
+                .unwrap_or_default();
+            let source = self.compute.get_disk(vm_rg, disk_name)?;
+            let ade = match &source.ade {
+                None => None,
+                Some(ade) => Some(
+                    self.target_keys(
+                        &vault.id,
+                        disk_name,
+                        ade,
+                        keys.or(req.keys.as_ref()),
+                        &target_fabric.location,
+                        &mut recreated,
+                    )
+                    .await?,
+                ),
+            };
             targets.insert(
-                *lun,
+                lun,
                 ReplicaTarget {
-                    disk_encryption_set: des.clone(),
+                    disk_encryption_set: des,
+                    ade,
                 },
             );
         }
@@ -1016,6 +1080,8 @@ impl Backup {
                 size_bytes: primary.size_bytes(),
                 primary_des: primary.disk_encryption_set.clone(),
                 recovery_des: r.copy.disk_encryption_set.clone(),
+                primary_ade: primary.ade.clone(),
+                recovery_ade: r.copy.ade.clone(),
                 replica: r.copy.id.clone(),
                 cut: None,
             });
@@ -1057,6 +1123,75 @@ impl Backup {
         };
         self.save_item(at.resource_group, &item)?;
         Ok(item)
+    }
+
+    /// An ADE disk's keys in the target region: the ones `keys` names, or copies made as
+    /// the vault's identity into the vaults it names (default: the source vaults' names
+    /// with `-asr`).
+    async fn target_keys(
+        &self,
+        identity: &str,
+        disk: &str,
+        source: &AdeVolume,
+        keys: Option<&TargetKeys>,
+        location: &str,
+        recreated: &mut BTreeMap<String, String>,
+    ) -> Result<AdeVolume, BackupError> {
+        let keys = keys.cloned().unwrap_or_default();
+        if let Some(secret_url) = keys.secret_url {
+            let secret_vault = keys.secret_vault.ok_or_else(|| {
+                invalid(
+                    "InvalidParameter",
+                    "diskEncryptionKeyInfo.keyVaultResourceArmId is required with a secretIdentifier.",
+                )
+            })?;
+            if keys.kek_url.is_some() != source.kek_url.is_some() {
+                return Err(invalid(
+                    "InvalidParameter",
+                    format!(
+                        "Disk '{disk}' {} a key-encryption key: keyEncryptionKeyInfo must {}.",
+                        if source.kek_url.is_some() {
+                            "has"
+                        } else {
+                            "has no"
+                        },
+                        if source.kek_url.is_some() {
+                            "name its copy"
+                        } else {
+                            "be absent"
+                        }
+                    ),
+                ));
+            }
+            return Ok(AdeVolume {
+                secret_url,
+                secret_vault,
+                kek_url: keys.kek_url,
+                kek_vault: keys.kek_vault,
+                ..source.clone()
+            });
+        }
+        let default_vault =
+            |id: Option<&str>| format!("{}-asr", last_segment(id.unwrap_or_default()));
+        let secret_vault = keys.secret_vault.as_deref().map_or_else(
+            || default_vault(Some(&source.secret_vault)),
+            |v| last_segment(v).to_owned(),
+        );
+        let kek_vault = keys.kek_vault.as_deref().map_or_else(
+            || default_vault(source.kek_vault.as_deref()),
+            |v| last_segment(v).to_owned(),
+        );
+        Ok(self
+            .compute
+            .copy_ade_keys(
+                identity,
+                disk,
+                source,
+                (&secret_vault, &kek_vault),
+                location,
+                recreated,
+            )
+            .await?)
     }
 
     /// Disables replication: deletes the replicas, cuts and recovery points (machines a
@@ -1383,6 +1518,7 @@ impl Backup {
                 d.lun,
                 ReplicaTarget {
                     disk_encryption_set: d.primary_des.clone(),
+                    ade: d.primary_ade.clone(),
                 },
             );
         }
@@ -1416,6 +1552,8 @@ impl Backup {
                 disk,
                 primary_des: old.and_then(|d| d.recovery_des.clone()),
                 recovery_des: r.copy.disk_encryption_set.clone(),
+                primary_ade: old.and_then(|d| d.recovery_ade.clone()),
+                recovery_ade: r.copy.ade.clone(),
                 replica: r.copy.id.clone(),
                 cut: None,
             });

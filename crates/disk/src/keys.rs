@@ -122,6 +122,16 @@ pub trait KeyVaultAccess: Send + Sync + std::fmt::Debug {
         secret: &'a PlatformSecret,
     ) -> KeyFuture<'a, String>;
 
+    /// Creates a new version of RSA key `name` of `key_size` bits in `vault` as
+    /// `identity` (Site Recovery recreating a key-encryption key in another region).
+    fn create_key<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        key_size: u32,
+    ) -> KeyFuture<'a, KeyVersion>;
+
     /// A Key Vault backup blob of key `key_url` (every version of its name) as `identity`.
     fn backup_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, Vec<u8>>;
 

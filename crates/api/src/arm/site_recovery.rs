@@ -6,8 +6,8 @@
 //! deletes 204.
 
 use atrest_backup::{
-    ContainerMapping, ContainerRef, EnableReplication, Fabric, FailoverRequest,
-    ProtectionContainer, ReplicatedItem, ReplicationPolicy, ReplicationPolicyRequest,
+    ContainerMapping, ContainerRef, DiskInput, EnableReplication, Fabric, FailoverRequest,
+    ProtectionContainer, ReplicatedItem, ReplicationPolicy, ReplicationPolicyRequest, TargetKeys,
 };
 use atrest_core::operation::Operation;
 use atrest_identity::Caller;
@@ -313,10 +313,44 @@ struct MappingDto {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+struct SecretInfoDto {
+    secret_identifier: Option<String>,
+    key_vault_resource_arm_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct KekInfoDto {
+    key_identifier: Option<String>,
+    key_vault_resource_arm_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EncryptionInfoDto {
+    disk_encryption_key_info: Option<SecretInfoDto>,
+    key_encryption_key_info: Option<KekInfoDto>,
+}
+
+impl EncryptionInfoDto {
+    fn into_keys(self) -> TargetKeys {
+        let secret = self.disk_encryption_key_info.unwrap_or_default();
+        let kek = self.key_encryption_key_info.unwrap_or_default();
+        TargetKeys {
+            secret_url: secret.secret_identifier,
+            secret_vault: secret.key_vault_resource_arm_id,
+            kek_url: kek.key_identifier,
+            kek_vault: kek.key_vault_resource_arm_id,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct ManagedDiskDto {
     disk_id: Option<String>,
     recovery_disk_encryption_set_id: Option<String>,
-    disk_encryption_info: Option<Value>,
+    disk_encryption_info: Option<EncryptionInfoDto>,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,7 +361,7 @@ struct EnableInputDto {
     recovery_container_id: Option<String>,
     recovery_resource_group_id: Option<String>,
     vm_managed_disks: Option<Vec<ManagedDiskDto>>,
-    disk_encryption_info: Option<Value>,
+    disk_encryption_info: Option<EncryptionInfoDto>,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,8 +583,12 @@ fn item_json(state: &AppState, rg: &str, i: &ReplicatedItem, now: i64) -> Value 
                 "dataPendingAtSourceAgentInMB": 0.0,
                 "diskState": disk_state,
                 "allowedDiskLevelOperation": [],
-                "isDiskEncrypted": false,
-                "isDiskKeyEncrypted": false,
+                "isDiskEncrypted": d.recovery_ade.is_some(),
+                "secretIdentifier": d.recovery_ade.as_ref().map(|a| &a.secret_url),
+                "dekKeyVaultArmId": d.recovery_ade.as_ref().map(|a| &a.secret_vault),
+                "isDiskKeyEncrypted": d.recovery_ade.as_ref().is_some_and(|a| a.kek_url.is_some()),
+                "keyIdentifier": d.recovery_ade.as_ref().and_then(|a| a.kek_url.as_ref()),
+                "kekKeyVaultArmId": d.recovery_ade.as_ref().and_then(|a| a.kek_vault.as_ref()),
                 "failoverDiskName": format!("{base}-ASRReplica"),
                 "tfoDiskName": format!("{base}-ASRReplica-test"),
             })
@@ -576,6 +614,7 @@ fn item_json(state: &AppState, rg: &str, i: &ReplicatedItem, now: i64) -> Value 
         fabric: &i.recovery.fabric,
         container: &i.recovery.container,
     };
+    let encrypted = i.disks.iter().any(|d| d.recovery_ade.is_some());
     let details = json!({
         "instanceType": "A2A",
         "fabricObjectId": vm_id,
@@ -594,7 +633,7 @@ fn item_json(state: &AppState, rg: &str, i: &ReplicatedItem, now: i64) -> Value 
         "lastHeartbeat": i.last_cycle.map(rfc3339),
         "rpoInSeconds": i.rpo_seconds(now),
         "lastRpoCalculatedTime": rfc3339(now),
-        "vmEncryptionType": "NotEncrypted",
+        "vmEncryptionType": if encrypted { "OnePassEncrypted" } else { "NotEncrypted" },
         "multiVmGroupCreateOption": "AutoCreated",
     });
     json!({
@@ -891,15 +930,6 @@ pub(crate) async fn handle(
             let p = dto.properties.unwrap_or_default();
             let input = p.provider_specific_details.unwrap_or_default();
             require_a2a(input.instance_type.as_deref(), "providerSpecificDetails")?;
-            if input.disk_encryption_info.is_some()
-                || input
-                    .vm_managed_disks
-                    .iter()
-                    .flatten()
-                    .any(|d| d.disk_encryption_info.is_some())
-            {
-                return Err(bad("diskEncryptionInfo (Azure Disk Encryption) is not supported for replication: atrest replicates disks encrypted at rest with platform or customer-managed keys."));
-            }
             let vm_id = input
                 .fabric_object_id
                 .or(p.protectable_item_id)
@@ -909,7 +939,11 @@ pub(crate) async fn handle(
                 let id = d
                     .disk_id
                     .ok_or_else(|| bad("vmManagedDisks[].diskId is required."))?;
-                disks.push((id, d.recovery_disk_encryption_set_id));
+                disks.push(DiskInput {
+                    disk_id: id,
+                    disk_encryption_set: d.recovery_disk_encryption_set_id,
+                    keys: d.disk_encryption_info.map(EncryptionInfoDto::into_keys),
+                });
             }
             let req = EnableReplication {
                 policy: p.policy_id,
@@ -917,6 +951,7 @@ pub(crate) async fn handle(
                 recovery_container: input.recovery_container_id,
                 recovery_resource_group: input.recovery_resource_group_id,
                 disks,
+                keys: input.disk_encryption_info.map(EncryptionInfoDto::into_keys),
             };
             let item = backup.enable_replication(at(a), name, &req, now).await?;
             // Azure makes the recovery resource group when it does not exist.

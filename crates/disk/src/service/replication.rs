@@ -11,6 +11,12 @@
 //! ships again from the previous cut, which is deleted only once its successor is recorded.
 
 use atrest_blocks::{Change, CHUNK};
+use atrest_core::ade;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::keys::PlatformSecret;
+use crate::model::AdeVolume;
 
 use super::*;
 
@@ -20,6 +26,9 @@ pub struct ReplicaTarget {
     /// `recoveryDiskEncryptionSetId`: the set in the target region that wraps the
     /// replica's data keys (required when the source has a customer key).
     pub disk_encryption_set: Option<String>,
+    /// For a disk encrypted with Azure Disk Encryption: its secret and key-encryption key
+    /// in the target region (required for such a disk; see [`Compute::copy_ade_keys`]).
+    pub ade: Option<AdeVolume>,
 }
 
 /// One disk's part in a replication cycle.
@@ -56,10 +65,10 @@ impl Compute {
                 continue;
             };
             let source: Disk = self.get(DISK_KIND, vm_resource_group, name)?;
-            if source.ade.is_some() {
+            if source.ade.is_some() != target.ade.is_some() {
                 return Err(ComputeError::invalid(
                     "InvalidParameter",
-                    format!("Disk '{name}' is encrypted with Azure Disk Encryption; its replication is not offered."),
+                    format!("Disk '{name}' {} encrypted with Azure Disk Encryption: its replica {} keys in the target region.", if source.ade.is_some() { "is" } else { "is not" }, if source.ade.is_some() { "needs" } else { "takes no" }),
                 ));
             }
             let (encryption, des) = self.keys_in_region(
@@ -79,6 +88,7 @@ impl Compute {
             replica.keys = self
                 .new_keys(&replica.unique_id, encryption, des.as_ref())
                 .await?;
+            replica.ade = target.ade.clone();
             replicas.push(RecoveryDisk { lun, copy: replica });
         }
         if replicas.len() != targets.len() {
@@ -206,6 +216,146 @@ impl Compute {
             tx.put_resource(RECOVERY_DISK_KIND, &copy.resource_group, &copy.name, &copy)
         })?;
         Ok(copy)
+    }
+
+    /// Copies an Azure Disk Encryption volume's keys into the target region as `identity`
+    /// (Site Recovery's): the secret under its own name into `secret_vault`, and, when the
+    /// passphrase is wrapped, its key-encryption key recreated under its own name and size
+    /// in `kek_vault` (once per key: `recreated` maps source to new key) with the passphrase
+    /// rewrapped to it. Both vaults must be in `location` with `enabledForDiskEncryption`.
+    pub async fn copy_ade_keys(
+        &self,
+        identity: &str,
+        disk: &str,
+        source: &AdeVolume,
+        (secret_vault, kek_vault): (&str, &str),
+        location: &str,
+        recreated: &mut BTreeMap<String, String>,
+    ) -> Result<AdeVolume, ComputeError> {
+        let target_vault = |name: &str| {
+            let found = self.vaults.describe_vault(name).map_err(|e| {
+                ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("The target key vault '{name}' for disk '{disk}' is not usable: {e}. Create it in '{location}' with enabledForDiskEncryption first."),
+                )
+            })?;
+            if found.location != location || !found.enabled_for_disk_encryption {
+                return Err(ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("The target key vault '{name}' must be in '{location}' with enabledForDiskEncryption; it is in '{}'{}.", found.location, if found.enabled_for_disk_encryption { "" } else { " without it" }),
+                ));
+            }
+            Ok(found)
+        };
+        let refused = |what: &str, url: &str, cause: KeyAccessError| {
+            ComputeError::conflict(
+                "KeyVaultPermissionsNotConfigured",
+                format!("Site Recovery's identity cannot {what} '{url}' for disk '{disk}': it needs the secret permission get and the key permissions get and unwrapKey on the source vaults, and the secret permission set and the key permissions create and wrapKey on the target vaults (or roles granting those data actions). The vault answered: {cause}"),
+            )
+        };
+        let secret_target = target_vault(secret_vault)?;
+        let secret = self
+            .vaults
+            .get_secret(identity, &source.secret_url)
+            .await
+            .map_err(|e| refused("read the secret", &source.secret_url, e))?;
+        let mut tags = secret.tags.clone();
+        let (value, kek) = match (&source.kek_url, secret.content_type.as_str()) {
+            (Some(kek_url), ade::CONTENT_WRAPPED_BEK) => {
+                let alg = source
+                    .kek_algorithm
+                    .as_deref()
+                    .unwrap_or(ade::KEY_ENCRYPTION_ALGORITHMS[0]);
+                let wrapped =
+                    Zeroizing::new(B64.decode(secret.value.as_bytes()).map_err(|_| {
+                        ComputeError::conflict(
+                            "OperationNotAllowed",
+                            format!(
+                                "The disk encryption secret '{}' of disk '{disk}' is not base64.",
+                                source.secret_url
+                            ),
+                        )
+                    })?);
+                let passphrase = self
+                    .vaults
+                    .unwrap_key(identity, kek_url, alg, &wrapped)
+                    .await
+                    .map_err(|e| refused("unwrap with the key", kek_url, e))?;
+                let kek_target = target_vault(kek_vault)?;
+                let new_kid = match recreated.get(kek_url) {
+                    Some(kid) => kid.clone(),
+                    None => {
+                        let url = KeyUrl::parse(kek_url, &self.config.vault_host_suffix)?;
+                        let size = self
+                            .vaults
+                            .describe(&url.vault, &url.name, &url.version)
+                            .ok()
+                            .and_then(|d| d.key_size)
+                            .unwrap_or(2048);
+                        let kid = self
+                            .vaults
+                            .create_key(identity, kek_vault, &url.name, size)
+                            .await
+                            .map_err(|e| {
+                                refused(
+                                    "create the key",
+                                    &format!("{}/keys/{}", kek_target.uri, url.name),
+                                    e,
+                                )
+                            })?
+                            .kid;
+                        recreated.insert(kek_url.clone(), kid.clone());
+                        kid
+                    }
+                };
+                let rewrapped = self
+                    .vaults
+                    .wrap_key(identity, &new_kid, alg, &passphrase)
+                    .await
+                    .map_err(|e| refused("wrap with the key", &new_kid, e))?;
+                tags.insert("DiskEncryptionKeyEncryptionKeyURL".into(), new_kid.clone());
+                (
+                    Zeroizing::new(B64.encode(rewrapped)),
+                    Some((new_kid, kek_target.resource_id)),
+                )
+            }
+            _ => (secret.value.clone(), None),
+        };
+        let name = source
+            .secret_url
+            .split("/secrets/")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ComputeError::invalid(
+                    "InvalidParameter",
+                    format!("'{}' is not a secret URL.", source.secret_url),
+                )
+            })?;
+        let copy = PlatformSecret {
+            value,
+            content_type: secret.content_type.clone(),
+            tags,
+        };
+        let secret_url = self
+            .vaults
+            .set_secret(identity, secret_vault, name, &copy)
+            .await
+            .map_err(|e| {
+                refused(
+                    "store the secret",
+                    &format!("{}/secrets/{name}", secret_target.uri),
+                    e,
+                )
+            })?;
+        Ok(AdeVolume {
+            secret_url,
+            secret_vault: secret_target.resource_id,
+            kek_url: kek.as_ref().map(|(kid, _)| kid.clone()),
+            kek_vault: kek.map(|(_, vault)| vault),
+            ..source.clone()
+        })
     }
 
     /// The hidden disks in `resource_group` whose names start with `prefix` (a

@@ -129,6 +129,29 @@ impl KeyVaultAccess for MemoryVault {
         })
     }
 
+    fn create_key<'a>(
+        &'a self,
+        identity: &'a str,
+        vault: &'a str,
+        name: &'a str,
+        _key_size: u32,
+    ) -> KeyFuture<'a, KeyVersion> {
+        Box::pin(async move {
+            let kid = format!(
+                "https://{vault}.vault.localhost:8443/keys/{name}/{}",
+                atrest_crypto::random_uuid().replace('-', "")
+            );
+            let mut state = self.state();
+            state
+                .calls
+                .push(("createKey", identity.to_owned(), kid.clone()));
+            state
+                .versions
+                .insert(kid.clone(), (Arc::new(DataKey::generate()), true));
+            Ok(KeyVersion { kid })
+        })
+    }
+
     fn backup_key<'a>(&'a self, identity: &'a str, key_url: &'a str) -> KeyFuture<'a, Vec<u8>> {
         Box::pin(async move {
             self.usable("backup", identity, key_url)?;
