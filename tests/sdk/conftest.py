@@ -238,7 +238,8 @@ class Server:
                     pass  # deleted (garbage collected) between the listing and the read
             return out
         base = self.data_dir / "disks"
-        return {str(f.relative_to(base)): f.read_bytes() for f in sorted(base.glob(prefix + "*")) if f.is_file()}
+        return {name: f.read_bytes() for f in sorted(base.rglob("*"))
+                if f.is_file() and (name := str(f.relative_to(base))).startswith(prefix)}
 
     def put_stored(self, name, data):
         """Writes one block-store object, as someone with access to the store could."""

@@ -276,7 +276,7 @@ def test_replicate_fail_over_and_fail_back_under_each_regions_keys(rsrv):
     assert home_cmk["properties"]["encryption"]["diskEncryptionSetId"].lower() == we_des["id"].lower()
 
     # Every block the replication stored is ciphertext.
-    stored = [f.read_bytes() for f in (rsrv.data_dir / "disks" / "chunks").rglob("*") if f.is_file()]
+    stored = rsrv.stored("chunks/").values()
     assert stored and not any(bytes([b]) * 4096 in c for c in stored for b in (0x11, 0x22, 0x33, 0x44))
 
     # The failovers and the cycles are in the audit log: the failovers under the caller,
