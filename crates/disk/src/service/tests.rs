@@ -357,6 +357,12 @@ impl Fixture {
 
     /// The newest stored first chunk of the disk, where the tests write.
     fn block_file(&self, disk: &Disk) -> Vec<u8> {
+        self.chunk_file(disk, 0)
+    }
+
+    /// The newest stored chunk `index` the disk wrote itself.
+    fn chunk_file(&self, disk: &Disk, index: u32) -> Vec<u8> {
+        let prefix = format!("{index:08x}-");
         let chunks = self.dir.path().join("disks/chunks").join(&disk.unique_id);
         let newest = std::fs::read_dir(chunks)
             .unwrap()
@@ -365,10 +371,10 @@ impl Fixture {
                 p.file_name()
                     .unwrap()
                     .to_string_lossy()
-                    .starts_with("00000000-")
+                    .starts_with(&prefix)
             })
             .max()
-            .expect("the first chunk is stored");
+            .expect("the chunk is stored");
         std::fs::read(newest).unwrap()
     }
 }
@@ -945,4 +951,98 @@ async fn ade_believes_a_guest_written_header_only_inside_the_disk() {
         f.compute.get_disk(RG, "data").unwrap().ade.is_some(),
         "nothing changed"
     );
+}
+
+/// The plaintext of `len` bytes at `offset` of a hidden disk (a cut, replica or point).
+async fn hidden_bytes(f: &Fixture, id: &str, offset: u64, len: usize) -> Vec<u8> {
+    let disk = f.compute.recovery_disk(id).unwrap();
+    let layers = f.compute.unwrap_layers(&disk).await.unwrap();
+    let volume = f.compute.open_volume(&disk, layers).await.unwrap();
+    let mut out = vec![0u8; len];
+    volume.read(offset, &mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn replicas_follow_each_cut_under_their_own_keys_and_a_repeated_cycle_changes_nothing() {
+    use atrest_blocks::CHUNK;
+    let f = fixture();
+    f.disk("d", PLATFORM, None).await.unwrap();
+    let open = f.start("vm", "d").await;
+    open.file.write(0, &[0x11; 8192]).unwrap();
+    open.file.write(3 * CHUNK, &[0x22; 4096]).unwrap();
+    let targets = BTreeMap::from([(Some(0), ReplicaTarget::default())]);
+    let [replica] = <[RecoveryDisk; 1]>::try_from(
+        f.compute
+            .create_replicas(RG, "vm", ("rg-asr", "eastus"), "p-replica", &targets, 0)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(replica.copy.location, "eastus");
+    let source = f.compute.get_disk(RG, "d").unwrap();
+    assert!(replica.copy.key_binding.is_none() && replica.copy.keys != source.keys);
+
+    let cycle = |previous: Option<&str>, cut: &str, point: &str| {
+        let pair = ReplicaPair {
+            lun: Some(0),
+            replica: replica.copy.id.clone(),
+            previous_cut: previous.map(str::to_owned),
+            cut: cut.to_owned(),
+        };
+        let point = point.to_owned();
+        let compute = &f.compute;
+        async move { compute.replicate(&[pair], &point, 0).await.unwrap() }
+    };
+    let cut1 = f
+        .compute
+        .take_recovery_point(RG, "vm", "p-cut1", RG, 0)
+        .await
+        .unwrap();
+    let (point1, shipped) = cycle(None, &cut1[0].copy.id, "p-rp1").await;
+    assert_eq!(
+        shipped,
+        2 * CHUNK,
+        "the first cycle ships every chunk the disk holds"
+    );
+
+    // A range cleared, another written: the next cycle ships just those.
+    open.file.write_zeroes(0, 8192).unwrap();
+    open.file.write(5 * CHUNK, &[0x33; 4096]).unwrap();
+    let cut2 = f
+        .compute
+        .take_recovery_point(RG, "vm", "p-cut2", RG, 0)
+        .await
+        .unwrap();
+    let (point2, shipped) = cycle(Some(&cut1[0].copy.id), &cut2[0].copy.id, "p-rp2").await;
+    assert_eq!(shipped, 8192 + 4096);
+    // Run again for the same cuts, as after a crash: the replica is the same.
+    let (point2b, _) = cycle(Some(&cut1[0].copy.id), &cut2[0].copy.id, "p-rp2b").await;
+
+    let expect = |first: u8, fifth: u8| {
+        let mut v = vec![first; 8192];
+        v.extend([0x22; 4096]);
+        v.extend(vec![fifth; 4096]);
+        v
+    };
+    for (point, want) in [
+        (&point1, expect(0x11, 0)),
+        (&point2, expect(0, 0x33)),
+        (&point2b, expect(0, 0x33)),
+    ] {
+        let id = &point[0].copy.id;
+        let mut got = hidden_bytes(&f, id, 0, 8192).await;
+        got.extend(hidden_bytes(&f, id, 3 * CHUNK, 4096).await);
+        got.extend(hidden_bytes(&f, id, 5 * CHUNK, 4096).await);
+        assert!(got == want, "{} holds its cut", point[0].copy.name);
+        assert_eq!(
+            point[0].copy.keys, replica.copy.keys,
+            "a point keeps the replica's keys"
+        );
+    }
+    // The replica's blocks are its own ciphertext: no plaintext, and not the source's.
+    let index = 3;
+    let replica_block = f.chunk_file(&replica.copy, index);
+    assert!(!replica_block.windows(64).any(|w| w == [0x22; 64]));
+    assert!(replica_block != f.chunk_file(&source, index));
 }
