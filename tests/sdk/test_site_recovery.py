@@ -546,3 +546,59 @@ def test_a_server_killed_while_replicating_resumes_with_consistent_replicas(work
     finally:
         if srv.proc.poll() is None:
             assert srv.stop() == 0, srv.log()
+
+
+def test_the_cli_replicates_keeps_its_window_and_tests_a_failover(rsrv):
+    """`atrest site-recovery` as `az site-recovery` names it: the set-up, a replicated VM
+    with its lag, points kept for the policy's window only, and a test failover."""
+    sr = lambda *args, **kw: rsrv.cli("site-recovery", *args, **kw)  # noqa: E731
+    vault = unique("rsv")
+    rsrv.cli("backup", "vault", "create", "-n", vault, "-l", TARGET)
+    for fabric, location in [("we", SOURCE), ("us", TARGET)]:
+        assert sr("fabric", "create", "-v", vault, "-n", fabric, "-l", location)["location"] == location
+        sr("protection-container", "create", "-v", vault, "--fabric-name", fabric, "-n", f"{fabric}-c")
+    policy = sr("policy", "create", "-v", vault, "-n", "hourly", "--recovery-point-history", "60",
+                "--crash-consistent-frequency", "1")
+    assert policy["properties"]["providerSpecificDetails"]["recoveryPointHistory"] == 60
+    sr("protection-container", "mapping", "create", "-v", vault, "--fabric-name", "we", "--protection-container",
+       "we-c", "-n", "we-us", "--policy-id", "hourly", "--target-container", "us/us-c")
+    disk, vm = unique("d"), unique("vm")
+    rsrv.cli("disk", "create", "-n", disk, "-z", "1", "-l", SOURCE)
+    rsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    uri = rsrv.cli("vm", "start", "-n", vm)["properties"]["storageProfile"]["dataDisks"][0]["nbdUri"]
+    qemu_io(uri, f"write -P 0x55 0 {MiB}")
+    at = ["-v", vault, "--fabric-name", "we", "--protection-container", "we-c"]
+    item = unique("item")
+    made = sr("protected-item", "create", *at, "-n", item, "--vm", vm, "--disk", disk)
+    assert made["properties"]["providerSpecificDetails"]["recoveryFabricLocation"] == TARGET
+
+    def points(count):
+        deadline = time.time() + 60
+        while len(found := sr("recovery-point", "list", *at, "--replicated-protected-item-name", item)) < count:
+            assert time.time() < deadline, found
+            time.sleep(0.5)
+        return found
+
+    [first] = points(1)
+    shown = sr("protected-item", "show", *at, "-n", item)["properties"]["providerSpecificDetails"]
+    assert isinstance(shown["rpoInSeconds"], int) and shown["rpoInSeconds"] >= 0
+    rsrv.cli("clock", "advance", "--by", "PT1M")
+    assert len(points(2)) == 2
+    # Two hours on, the next cycle keeps only what the 60-minute window holds: itself.
+    rsrv.cli("clock", "advance", "--by", "PT2H")
+    deadline = time.time() + 60
+    while True:
+        kept = sr("recovery-point", "list", *at, "--replicated-protected-item-name", item)
+        if len(kept) == 1 and kept[0]["name"] != first["name"]:
+            break
+        assert time.time() < deadline, kept
+        time.sleep(0.5)
+    sr("protected-item", "test-failover", *at, "-n", item, "--recovery-point-id", kept[0]["name"])
+    test_disk = data_disks(rsrv, f"{RG}-asr", f"{vm}-test")[0]
+    qemu_io(test_disk["nbdUri"], f"read -P 0x55 0 {MiB}")
+    sr("protected-item", "test-failover-cleanup", *at, "-n", item)
+    refused = sr("protected-item", "failover-commit", *at, "-n", item, check=False)
+    assert refused.returncode != 0 and "no failover" in refused.stderr
+    sr("protected-item", "delete", *at, "-n", item)
+    assert sr("protected-item", "list", *at) == []
+    rsrv.cli("vm", "stop", "-n", vm)

@@ -209,7 +209,7 @@ pub(crate) enum JobCommand {
     },
 }
 
-fn vault_path(conn: &Connection, rg: Option<&str>, name: &str) -> String {
+pub(crate) fn vault_path(conn: &Connection, rg: Option<&str>, name: &str) -> String {
     format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.RecoveryServices/vaults/{name}",
         conn.subscription,

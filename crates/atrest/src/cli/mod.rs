@@ -16,6 +16,7 @@ mod keyvault;
 mod monitor;
 mod role;
 mod secret;
+mod site_recovery;
 mod transfer;
 
 use anyhow::Context;
@@ -104,6 +105,11 @@ pub(crate) enum ClientCommand {
         #[command(subcommand)]
         command: backup::BackupCommand,
     },
+    /// Site Recovery: replication of VMs to another region, failover, re-protect.
+    SiteRecovery {
+        #[command(subcommand)]
+        command: site_recovery::SiteRecoveryCommand,
+    },
     /// Read the audit log.
     Monitor {
         #[command(subcommand)]
@@ -144,5 +150,8 @@ pub(crate) async fn run(
         ClientCommand::Image { command } => compute::image(conn, command, format).await,
         ClientCommand::Vm { command } => compute::vm(conn, command, format).await,
         ClientCommand::Backup { command } => backup::backup(conn, command, format).await,
+        ClientCommand::SiteRecovery { command } => {
+            site_recovery::site_recovery(conn, command, format).await
+        }
     }
 }
