@@ -196,6 +196,14 @@ def test_replicate_fail_over_and_fail_back_under_each_regions_keys(rsrv):
     points = wait_points(asr, vault, source, item, 2)
     assert points[0].properties.recovery_point_time > first.properties.recovery_point_time
     assert first.properties.provider_specific_details.instance_type == "A2A"
+    # Which recovery points hold the target region's key version: one query.
+    us_kid = us_des["properties"]["activeKey"]["keyUrl"]
+    query = (f'AzureBackupRecoveryPoints | where KeyUrl == "{us_kid}" and Service == "SiteRecovery" '
+             '| distinct RecoveryPointId')
+    done = rsrv.cli("monitor", "query", "-o", "json", query, check=False)
+    assert done.returncode == 0, done.stderr
+    held = {r["RecoveryPointId"] for r in json.loads(done.stdout)}
+    assert held == {p.name for p in points_of(asr, vault, source, item)} and len(held) >= 2
     got = asr.replication_protected_items.get(RG, vault, "asr-we", source.name, item)
     assert got.properties.replication_health == "Normal"
     assert got.properties.provider_specific_details.rpo_in_seconds is not None

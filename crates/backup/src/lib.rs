@@ -1393,9 +1393,11 @@ impl Backup {
                         key_url: copy.customer_key().map(str::to_owned),
                         kek_url: keys.and_then(|k| k.kek_url.clone()),
                         secret_url: keys.map(|k| k.secret_url.clone()),
+                        service: "AzureBackup",
                     });
                 }
             }
+            rows.extend(self.replication_point_rows(&vault)?);
         }
         Ok(rows)
     }
@@ -1451,6 +1453,8 @@ pub struct PointRow {
     pub kek_url: Option<String>,
     /// Its ADE secret version.
     pub secret_url: Option<String>,
+    /// `AzureBackup`, or `SiteRecovery` for a replicated machine's point.
+    pub service: &'static str,
 }
 
 /// What the schedule did.

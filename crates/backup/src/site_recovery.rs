@@ -17,7 +17,7 @@ use atrest_core::vault::normalize_location;
 use atrest_disk::{AdeVolume, ReplicaPair, ReplicaTarget, VmRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::{conflict, invalid, last_segment, Backup, BackupError};
+use crate::{conflict, invalid, last_segment, Backup, BackupError, PointRow, RecoveryVault};
 
 const FABRIC_KIND: &str = "replicationFabrics";
 const CONTAINER_KIND: &str = "replicationProtectionContainers";
@@ -489,6 +489,43 @@ impl Backup {
             ));
         }
         Ok(docs)
+    }
+
+    /// The disks of a vault's replication recovery points, with the key versions they
+    /// hold (the target region's).
+    pub(crate) fn replication_point_rows(
+        &self,
+        vault: &RecoveryVault,
+    ) -> Result<Vec<PointRow>, BackupError> {
+        let rg = &vault.resource_group;
+        let mut rows = Vec::new();
+        for item in self.list_replicated(rg, &vault.name)? {
+            let history = self
+                .get_replication_policy(rg, &vault.name, &item.policy)
+                .map_or(0, |p| i64::from(p.history_minutes) * 60);
+            for point in &item.points {
+                for (lun, id) in &point.disks {
+                    let copy = self.compute.recovery_disk(id)?;
+                    let disk = item.disks.iter().find(|d| d.lun == *lun);
+                    rows.push(PointRow {
+                        vault_id: vault.id.clone(),
+                        item: item.name.clone(),
+                        point: point.name.clone(),
+                        time: point.time,
+                        expiry: point.time + history,
+                        disk: disk.map(|d| d.disk.clone()).unwrap_or_default(),
+                        lun: *lun,
+                        encryption_type: copy.encryption_type.clone(),
+                        disk_encryption_set: copy.disk_encryption_set.clone(),
+                        key_url: copy.customer_key().map(str::to_owned),
+                        kek_url: copy.ade.as_ref().and_then(|a| a.kek_url.clone()),
+                        secret_url: copy.ade.as_ref().map(|a| a.secret_url.clone()),
+                        service: "SiteRecovery",
+                    });
+                }
+            }
+        }
+        Ok(rows)
     }
 
     // ---- fabrics and containers ----

@@ -599,8 +599,9 @@ impl atrest_query::Catalog for Tables {
     }
 }
 
-/// `AzureBackupRecoveryPoints`: one row per disk of each recovery point, with the key
-/// versions it holds, so "which recovery points hold this key version" is one query.
+/// `AzureBackupRecoveryPoints`: one row per disk of each recovery point, Azure Backup's
+/// and Site Recovery's (`Service`), with the key versions it holds, so "which recovery
+/// points hold this key version" is one query.
 fn recovery_point_table(rows: &[atrest_backup::PointRow]) -> atrest_query::Table {
     use atrest_query::Value as V;
     let text = |s: &str| V::String(s.to_owned());
@@ -618,6 +619,7 @@ fn recovery_point_table(rows: &[atrest_backup::PointRow]) -> atrest_query::Table
         "KeyUrl",
         "KekUrl",
         "SecretUrl",
+        "Service",
     ];
     atrest_query::Table {
         columns: columns.iter().map(|c| (*c).to_owned()).collect(),
@@ -637,6 +639,7 @@ fn recovery_point_table(rows: &[atrest_backup::PointRow]) -> atrest_query::Table
                     opt(&r.key_url),
                     opt(&r.kek_url),
                     opt(&r.secret_url),
+                    text(r.service),
                 ]
             })
             .collect(),
