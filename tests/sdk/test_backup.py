@@ -456,7 +456,9 @@ def test_a_server_killed_during_backups_keeps_consistent_points(workdir):
     """SIGKILL while backups of a running machine run back to back and a writer changes
     its disks in order (the first disk, then the second): after a restart, every point the
     vault lists restores disks that show the second disk's write only with the first's, and
-    the next backup completes."""
+    the next backup completes. The first disk has a customer key: once the points and the
+    disks are gone, its disk encryption set can be deleted, so no copy the kill left behind
+    survives the next scheduler pass."""
     import os
     import signal
     import threading
@@ -464,9 +466,15 @@ def test_a_server_killed_during_backups_keeps_consistent_points(workdir):
         AzureIaaSComputeVMProtectedItem, BackupRequestResource, IaasVMBackupRequest, IaasVMRestoreRequest,
         ProtectedItemResource, RestoreRequestResource)
     srv = Server(workdir / "backup-crash").start()
+    kv = unique("ckv")
+    srv.cli("keyvault", "create", "-n", kv, "-l", "westeurope", "--enable-purge-protection", "true")
+    kid = srv.cli("keyvault", "key", "create", "--vault-name", kv, "-n", "cmk", "--kty", "RSA")["key"]["kid"]
+    des = srv.cli("disk-encryption-set", "create", "-n", unique("des"), "--key-url", kid, "--source-vault", kv)
+    srv.cli("role", "assignment", "create", "--assignee", des["identity"]["principalId"], "--role",
+            "Key Vault Crypto Service Encryption User", "--scope", srv.vault_scope(kv))
     disks = [unique("d"), unique("d")]
-    for d in disks:
-        srv.cli("disk", "create", "-n", d, "-z", "1")
+    srv.cli("disk", "create", "-n", disks[0], "-z", "1", "--disk-encryption-set", des["name"])
+    srv.cli("disk", "create", "-n", disks[1], "-z", "1")
     vm = unique("vm")
     srv.cli("vm", "create", "-n", vm, "--attach-disks", *disks)
     uris = [d["nbdUri"] for d in srv.cli("vm", "start", "-n", vm)["properties"]["storageProfile"]["dataDisks"]]
@@ -517,8 +525,10 @@ def test_a_server_killed_during_backups_keeps_consistent_points(workdir):
 
     points = list(backup.recovery_points.list(vault.name, RG, "Azure", container, item))
     assert len(points) >= 2, "backups ran before the kill"
+    targets = []
     for point in points[:6]:
         target = unique("vm")
+        targets.append(target)
         props = IaasVMRestoreRequest(recovery_point_id=point.name, recovery_type="AlternateLocation",
                                      region="westeurope", target_virtual_machine_id=target,
                                      original_storage_account_option=False, create_new_cloud_service=False)
@@ -532,6 +542,17 @@ def test_a_server_killed_during_backups_keeps_consistent_points(workdir):
     job = srv.cli("backup", "protection", "backup-now", "-v", vault.name, "-c", vm, "-i", vm)
     assert job["properties"]["status"] == "Completed"
     assert all(j["properties"]["status"] in ("Completed", "Failed") for j in srv.cli("backup", "job", "list", "-v", vault.name))
+
+    # Everything that used the set goes; a scheduler pass sweeps any copy no point names.
+    srv.cli("backup", "protection", "disable", "-v", vault.name, "-c", vm, "-i", vm, "--delete-backup-data", "true")
+    for machine in [vm, *targets]:
+        shown = srv.cli("vm", "show", "-n", machine)["properties"]["storageProfile"]["dataDisks"]
+        srv.cli("vm", "stop", "-n", machine)
+        srv.cli("vm", "delete", "-n", machine)
+        for disk in shown:
+            srv.cli("disk", "delete", "-n", disk["name"])
+    srv.cli("clock", "advance", "--by", "PT1M")
+    srv.cli("disk-encryption-set", "delete", "-n", des["name"])
     assert srv.cli("monitor", "audit", "verify")["verified"] is True
     assert srv.stop() == 0, srv.log()
 

@@ -36,6 +36,8 @@ pub const DEFAULT_POLICY: &str = "DefaultPolicy";
 const CONTAINER_PREFIX: &str = "IaasVMContainer;iaasvmcontainerv2;";
 const ITEM_PREFIX: &str = "VM;iaasvmcontainerv2;";
 const DAY: i64 = 86_400;
+/// The name prefix of a backup's disk copies (`rp{point}-{os|lunN}`).
+const COPY_PREFIX: &str = "rp";
 
 /// A Recovery Services vault.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +367,9 @@ pub struct Backup {
     subscription: String,
     /// Held by each replication cycle and by each change to a replicated item.
     replication: tokio::sync::Mutex<()>,
+    /// Held from a backup's cut until its point is recorded, and by the sweep of copies
+    /// no point names.
+    cutting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Backup {
@@ -381,6 +386,7 @@ impl Backup {
             compute,
             subscription,
             replication: tokio::sync::Mutex::new(()),
+            cutting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -970,12 +976,13 @@ impl Backup {
                 return Ok(job);
             }
         };
+        let cutting = self.cutting.lock().await;
         let taken = self
             .compute
             .take_recovery_point(
                 &found.vm_resource_group,
                 &found.vm_name,
-                &format!("rp{point_name}"),
+                &format!("{COPY_PREFIX}{point_name}"),
                 resource_group,
                 now,
             )
@@ -1018,6 +1025,7 @@ impl Backup {
             }
             Err(e) => Err(BackupError::Compute(e)),
         };
+        drop(cutting);
         let job = self.job(
             vault,
             "Backup",
@@ -1299,6 +1307,7 @@ impl Backup {
     /// for a run time before it was protected), and the deletion of recovery points past
     /// their expiry. Returns what ran, for the audit log.
     pub async fn run_schedule(&self, now: i64) -> Result<Vec<ScheduledRun>, BackupError> {
+        self.sweep_backup_copies().await?;
         let mut runs = Vec::new();
         for vault in self.list_vaults(None)? {
             let rg = vault.resource_group.as_str();
@@ -1403,6 +1412,37 @@ impl Backup {
     }
 
     // ---- jobs ----
+
+    /// Deletes the disk copies of backups that no recovery point names: a crash between a
+    /// backup's cut and its point's record leaves them (and a customer-key copy would keep
+    /// its disk encryption set in use).
+    async fn sweep_backup_copies(&self) -> Result<(), BackupError> {
+        let _no_cut = self.cutting.lock().await;
+        let mut orphans = Vec::new();
+        let mut groups: Vec<String> = self
+            .list_vaults(None)?
+            .into_iter()
+            .map(|v| v.resource_group)
+            .collect();
+        groups.sort();
+        groups.dedup();
+        for rg in groups {
+            let named: Vec<String> = self
+                .all(POINT_KIND, &rg, |_: &RecoveryPoint| true)?
+                .into_iter()
+                .flat_map(|p| p.disks.into_iter().map(|d| d.copy.to_ascii_lowercase()))
+                .collect();
+            for copy in self.compute.recovery_disks_named(&rg, COPY_PREFIX)? {
+                if !named.contains(&copy.id.to_ascii_lowercase()) {
+                    orphans.push(copy.id);
+                }
+            }
+        }
+        if !orphans.is_empty() {
+            self.compute.delete_recovery_disks(&orphans).await?;
+        }
+        Ok(())
+    }
 
     /// A vault's jobs, newest first.
     pub fn list_jobs(&self, resource_group: &str, vault: &str) -> Result<Vec<Job>, BackupError> {

@@ -142,7 +142,7 @@ pub(crate) enum ProtectionCommand {
         #[command(flatten)]
         item: ItemArgs,
         /// Must be true: stopping without deleting the data is not offered.
-        #[arg(long, default_value = "true")]
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         delete_backup_data: bool,
     },
 }
