@@ -50,6 +50,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def unique(prefix):
+    """A fresh resource name."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def qemu_io(uri, *commands):
+    """Runs qemu-io commands on a raw image or NBD URI; fails the test on any failure."""
+    args = ["qemu-io", "-f", "raw"]
+    for c in commands:
+        args += ["-c", c]
+    done = subprocess.run(args + [uri], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "failed" not in done.stdout + done.stderr, done.stdout + done.stderr
+    return done.stdout
+
+
 class Proxy:
     """A TCP load balancer: each connection goes to the next backend port in turn."""
 

@@ -5,11 +5,10 @@ crash-consistent cut across its disks), recovery points, restores of disks and o
 machine that read back exactly the chosen point, jobs, and the rules refused."""
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from conftest import Server
+from conftest import Server, qemu_io, unique
 
 RG = "default"
 PATTERN_A = 0x5A
@@ -26,23 +25,10 @@ def bsrv(workdir):
         assert srv.stop() == 0, srv.log()
 
 
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def clients(srv):
     from azure.mgmt.recoveryservices import RecoveryServicesClient
     from azure.mgmt.recoveryservicesbackup import RecoveryServicesBackupClient
     return srv.management_client(RecoveryServicesClient), srv.management_client(RecoveryServicesBackupClient)
-
-
-def qemu_io(uri, *commands):
-    args = ["qemu-io", "-f", "raw"]
-    for c in commands:
-        args += ["-c", c]
-    done = subprocess.run(args + [uri], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "failed" not in done.stdout + done.stderr, done.stdout + done.stderr
-    return done.stdout
 
 
 def new_vault(srv, location="westeurope"):

@@ -9,13 +9,12 @@ import base64
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import Server
+from conftest import Server, qemu_io, unique
 
 RG = "default"
 MiB = 1 << 20
@@ -31,22 +30,9 @@ def rsrv(workdir):
         assert srv.stop() == 0, srv.log()
 
 
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def client(srv):
     from azure.mgmt.recoveryservicessiterecovery import SiteRecoveryManagementClient
     return srv.management_client(SiteRecoveryManagementClient)
-
-
-def qemu_io(uri, *commands):
-    args = ["qemu-io", "-f", "raw"]
-    for c in commands:
-        args += ["-c", c]
-    done = subprocess.run(args + [uri], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "failed" not in done.stdout + done.stderr, done.stdout + done.stderr
-    return done.stdout
 
 
 def new_des(srv, location):

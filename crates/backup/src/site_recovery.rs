@@ -275,6 +275,33 @@ impl ReplicatedItem {
     }
 }
 
+/// A document kept per vault.
+trait InVault: serde::de::DeserializeOwned {
+    /// Its store kind.
+    const KIND: &'static str;
+    /// Its vault's name.
+    fn vault(&self) -> &str;
+}
+
+macro_rules! in_vault {
+    ($($t:ty => $kind:expr),* $(,)?) => {
+        $(impl InVault for $t {
+            const KIND: &'static str = $kind;
+            fn vault(&self) -> &str {
+                &self.vault
+            }
+        })*
+    };
+}
+
+in_vault! {
+    Fabric => FABRIC_KIND,
+    ProtectionContainer => CONTAINER_KIND,
+    ReplicationPolicy => POLICY_KIND,
+    ContainerMapping => MAPPING_KIND,
+    ReplicatedItem => ITEM_KIND,
+}
+
 /// The prefix of a replicated item's hidden disks (replicas, cuts, points).
 fn hidden_prefix(vault: &str, item: &str, generation: u32) -> String {
     format!("asr-{vault}-{item}-g{generation}").to_ascii_lowercase()
@@ -410,6 +437,17 @@ fn check_name(what: &str, name: &str) -> Result<(), BackupError> {
 }
 
 impl Backup {
+    /// A vault's documents of one kind.
+    fn in_vault<T: InVault>(
+        &self,
+        resource_group: &str,
+        vault: &str,
+    ) -> Result<Vec<T>, BackupError> {
+        self.all(T::KIND, resource_group, |d: &T| {
+            d.vault().eq_ignore_ascii_case(vault)
+        })
+    }
+
     fn site_key(vault: &str, parts: &[&str]) -> String {
         let mut key = vault.to_owned();
         for p in parts {
@@ -608,9 +646,7 @@ impl Backup {
         resource_group: &str,
         vault: &str,
     ) -> Result<Vec<Fabric>, BackupError> {
-        self.all(FABRIC_KIND, resource_group, |f: &Fabric| {
-            f.vault.eq_ignore_ascii_case(vault)
-        })
+        self.in_vault(resource_group, vault)
     }
 
     /// Deletes a fabric; refused while it has containers.
@@ -667,10 +703,11 @@ impl Backup {
         vault: &str,
         fabric: Option<&str>,
     ) -> Result<Vec<ProtectionContainer>, BackupError> {
-        self.all(CONTAINER_KIND, resource_group, |c: &ProtectionContainer| {
-            c.vault.eq_ignore_ascii_case(vault)
-                && fabric.is_none_or(|f| c.fabric.eq_ignore_ascii_case(f))
-        })
+        let all: Vec<ProtectionContainer> = self.in_vault(resource_group, vault)?;
+        Ok(all
+            .into_iter()
+            .filter(|c| fabric.is_none_or(|f| c.fabric.eq_ignore_ascii_case(f)))
+            .collect())
     }
 
     /// Deletes a container; refused while mappings or items use it.
@@ -778,9 +815,7 @@ impl Backup {
         resource_group: &str,
         vault: &str,
     ) -> Result<Vec<ReplicationPolicy>, BackupError> {
-        self.all(POLICY_KIND, resource_group, |p: &ReplicationPolicy| {
-            p.vault.eq_ignore_ascii_case(vault)
-        })
+        self.in_vault(resource_group, vault)
     }
 
     /// Deletes a replication policy; refused while a mapping uses it.
@@ -880,9 +915,7 @@ impl Backup {
         resource_group: &str,
         vault: &str,
     ) -> Result<Vec<ContainerMapping>, BackupError> {
-        self.all(MAPPING_KIND, resource_group, |m: &ContainerMapping| {
-            m.vault.eq_ignore_ascii_case(vault)
-        })
+        self.in_vault(resource_group, vault)
     }
 
     /// Deletes a mapping; refused while items replicate through it.
@@ -933,9 +966,7 @@ impl Backup {
         resource_group: &str,
         vault: &str,
     ) -> Result<Vec<ReplicatedItem>, BackupError> {
-        self.all(ITEM_KIND, resource_group, |i: &ReplicatedItem| {
-            i.vault.eq_ignore_ascii_case(vault)
-        })
+        self.in_vault(resource_group, vault)
     }
 
     fn save_item(&self, resource_group: &str, item: &ReplicatedItem) -> Result<(), BackupError> {
