@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod aead;
+pub mod certificates;
+mod der;
 mod jwt;
 mod keys;
 mod password;

@@ -543,6 +543,15 @@ impl KeyHandle for KeyMaterial {
         self.to_bytes()
     }
 
+    fn export_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        match &self.0 {
+            Material::Rsa { pkcs8, .. } | Material::Ec { pkcs8, .. } => Ok(pkcs8.clone()),
+            Material::Oct(_) => Err(KeyError::UnsupportedKey(
+                "A symmetric key has no PKCS#8 form.".into(),
+            )),
+        }
+    }
+
     /// Encrypts (`encrypt` and `wrapKey` both land here). RSA: `RSA-OAEP`, `RSA-OAEP-256`,
     /// `RSA1_5`; oct: `A*GCM`, `A*CBC`, `A*CBCPAD`, `A*KW`.
     fn encrypt(

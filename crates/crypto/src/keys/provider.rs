@@ -53,6 +53,8 @@ pub trait KeyHandle: Send + Sync + Debug {
     /// What the store keeps for this key, to be sealed at once and given back to
     /// [`KeyProvider::load`].
     fn to_stored(&self) -> Zeroizing<Vec<u8>>;
+    /// The private key as PKCS#8, for an exportable certificate's secret (RSA and EC).
+    fn export_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, KeyError>;
 }
 
 /// Creates and loads [`KeyHandle`]s.

@@ -1,0 +1,441 @@
+//! X.509 for Key Vault certificates: self-signed certificates and signing requests made
+//! from a policy's subject, names, usages and validity, signed through a [`KeyHandle`]
+//! (so the private key never leaves its provider), and the containers a certificate's
+//! secret holds: PKCS#12 without a password, or PEM.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Ia5String, IsCa,
+    KeyPair, KeyUsagePurpose, OtherNameValue, RemoteKeyPair, SanType, SerialNumber,
+    SignatureAlgorithm,
+};
+use zeroize::Zeroizing;
+
+use crate::der;
+use crate::keys::provider::{KeyHandle, KeySpec};
+use crate::keys::{Curve, KeyError};
+use crate::random_bytes;
+
+/// What goes into a certificate (a policy's `x509_props` and validity).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateTemplate {
+    /// The subject, `CN=…, O=…` as Key Vault takes it (may be empty when names are given).
+    pub subject: String,
+    /// DNS names.
+    pub dns_names: Vec<String>,
+    /// E-mail addresses.
+    pub emails: Vec<String>,
+    /// User principal names (an `otherName` of type UPN).
+    pub upns: Vec<String>,
+    /// IP addresses.
+    pub ip_addresses: Vec<String>,
+    /// URIs.
+    pub uris: Vec<String>,
+    /// Key usages, Key Vault's names (`digitalSignature`, `keyEncipherment`, …).
+    pub key_usage: Vec<String>,
+    /// Extended key usages, as dotted OIDs.
+    pub ekus: Vec<String>,
+    /// Start of validity (Unix seconds).
+    pub not_before: i64,
+    /// End of validity (Unix seconds).
+    pub not_after: i64,
+}
+
+/// Why a certificate could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// The template names something X.509 cannot carry.
+    #[error("{0}")]
+    BadTemplate(String),
+    /// The key cannot sign certificates (an `oct` key, an unsupported curve).
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// The encoder failed.
+    #[error("the certificate could not be encoded: {0}")]
+    Encoding(String),
+}
+
+/// The key usages Key Vault names, in X.509 bit order.
+pub const KEY_USAGES: [&str; 9] = [
+    "digitalSignature",
+    "nonRepudiation",
+    "keyEncipherment",
+    "dataEncipherment",
+    "keyAgreement",
+    "keyCertSign",
+    "cRLSign",
+    "encipherOnly",
+    "decipherOnly",
+];
+
+fn key_usage(name: &str) -> Option<KeyUsagePurpose> {
+    use KeyUsagePurpose::*;
+    let all = [
+        DigitalSignature,
+        ContentCommitment,
+        KeyEncipherment,
+        DataEncipherment,
+        KeyAgreement,
+        KeyCertSign,
+        CrlSign,
+        EncipherOnly,
+        DecipherOnly,
+    ];
+    KEY_USAGES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .map(|i| all[i])
+}
+
+/// Arcs of a dotted OID, if it is one.
+pub fn parse_oid(dotted: &str) -> Option<Vec<u64>> {
+    let arcs: Vec<u64> = dotted
+        .split('.')
+        .map(|a| a.parse().ok())
+        .collect::<Option<_>>()?;
+    (arcs.len() >= 2 && arcs[0] <= 2 && (arcs[0] == 2 || arcs[1] < 40)).then_some(arcs)
+}
+
+/// The RDN types a Key Vault subject may use, by their short names.
+fn dn_type(short: &str) -> Option<DnType> {
+    Some(match short.trim().to_ascii_uppercase().as_str() {
+        "CN" => DnType::CommonName,
+        "O" => DnType::OrganizationName,
+        "OU" => DnType::OrganizationalUnitName,
+        "L" => DnType::LocalityName,
+        "S" | "ST" => DnType::StateOrProvinceName,
+        "C" => DnType::CountryName,
+        "E" | "EMAIL" | "EMAILADDRESS" => DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+        "DC" => DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 25]),
+        "STREET" => DnType::CustomDnType(vec![2, 5, 4, 9]),
+        "POSTALCODE" => DnType::CustomDnType(vec![2, 5, 4, 17]),
+        _ => return None,
+    })
+}
+
+/// A subject as `rcgen` takes it: `CN=a, O=b` (commas inside quotes kept).
+fn distinguished_name(subject: &str) -> Result<DistinguishedName, CertificateError> {
+    let mut dn = DistinguishedName::new();
+    let mut parts = Vec::new();
+    let (mut current, mut quoted) = (String::new(), false);
+    for c in subject.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' | ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    parts.push(current);
+    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (kind, value) = part.split_once('=').ok_or_else(|| {
+            CertificateError::BadTemplate(format!("The subject part '{part}' is not TYPE=value."))
+        })?;
+        let kind = dn_type(kind).ok_or_else(|| {
+            CertificateError::BadTemplate(format!(
+                "The subject attribute '{}' is not supported.",
+                kind.trim()
+            ))
+        })?;
+        dn.push(kind, value.trim());
+    }
+    Ok(dn)
+}
+
+fn ia5(what: &str, value: &str) -> Result<Ia5String, CertificateError> {
+    Ia5String::try_from(value)
+        .map_err(|_| CertificateError::BadTemplate(format!("The {what} '{value}' is not ASCII.")))
+}
+
+impl CertificateTemplate {
+    fn params(&self) -> Result<CertificateParams, CertificateError> {
+        if self.subject.trim().is_empty()
+            && self.dns_names.is_empty()
+            && self.emails.is_empty()
+            && self.upns.is_empty()
+            && self.ip_addresses.is_empty()
+            && self.uris.is_empty()
+        {
+            return Err(CertificateError::BadTemplate(
+                "A certificate needs a subject or subject alternative names.".into(),
+            ));
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&self.subject)?;
+        let mut names = Vec::new();
+        for n in &self.dns_names {
+            names.push(SanType::DnsName(ia5("DNS name", n)?));
+        }
+        for n in &self.emails {
+            names.push(SanType::Rfc822Name(ia5("e-mail address", n)?));
+        }
+        for n in &self.upns {
+            names.push(SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+                OtherNameValue::Utf8String(n.clone()),
+            )));
+        }
+        for n in &self.ip_addresses {
+            let ip: IpAddr = n.parse().map_err(|_| {
+                CertificateError::BadTemplate(format!("'{n}' is not an IP address."))
+            })?;
+            names.push(SanType::IpAddress(ip));
+        }
+        for n in &self.uris {
+            names.push(SanType::URI(ia5("URI", n)?));
+        }
+        params.subject_alt_names = names;
+        params.key_usages = self
+            .key_usage
+            .iter()
+            .map(|u| {
+                key_usage(u).ok_or_else(|| {
+                    CertificateError::BadTemplate(format!(
+                        "'{u}' is not a key usage: use one of {}.",
+                        KEY_USAGES.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        params.extended_key_usages = self
+            .ekus
+            .iter()
+            .map(|e| {
+                parse_oid(e)
+                    .map(ExtendedKeyUsagePurpose::Other)
+                    .ok_or_else(|| {
+                        CertificateError::BadTemplate(format!("'{e}' is not an object identifier."))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let time = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|_| CertificateError::BadTemplate(format!("{t} is not a valid time.")))
+        };
+        if self.not_after <= self.not_before {
+            return Err(CertificateError::BadTemplate(
+                "The validity must end after it begins.".into(),
+            ));
+        }
+        params.not_before = time(self.not_before)?;
+        params.not_after = time(self.not_after)?;
+        // A positive 127-bit serial, as RFC 5280 asks (at most 20 octets, positive).
+        let mut serial = random_bytes(16);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.is_ca = IsCa::ExplicitNoCa;
+        Ok(params)
+    }
+}
+
+/// A [`KeyHandle`] as `rcgen` signs with it: the message hashed here, the digest signed
+/// by the provider, an ECDSA signature re-encoded as DER.
+struct HandleSigner {
+    key: Arc<dyn KeyHandle>,
+    public: Vec<u8>,
+    algorithm: &'static SignatureAlgorithm,
+    jws: &'static str,
+    hash: &'static digest::Algorithm,
+    ec: bool,
+}
+
+impl HandleSigner {
+    fn new(key: Arc<dyn KeyHandle>) -> Result<Self, CertificateError> {
+        let jwk = key.public_jwk();
+        let member = |name: &str| -> Result<Vec<u8>, CertificateError> {
+            jwk.get(name)
+                .and_then(|v| v.as_str())
+                .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+                .ok_or_else(|| CertificateError::Encoding(format!("the public key lacks '{name}'")))
+        };
+        match key.spec() {
+            KeySpec::Rsa(_) => {
+                let public = der::sequence(&[
+                    der::unsigned_integer(&member("n")?),
+                    der::unsigned_integer(&member("e")?),
+                ]);
+                Ok(HandleSigner {
+                    key,
+                    public,
+                    algorithm: &rcgen::PKCS_RSA_SHA256,
+                    jws: "RS256",
+                    hash: &digest::SHA256,
+                    ec: false,
+                })
+            }
+            KeySpec::Ec(curve) => {
+                let (algorithm, hash): (&'static SignatureAlgorithm, _) = match curve {
+                    Curve::P256 => (&rcgen::PKCS_ECDSA_P256_SHA256, &digest::SHA256),
+                    Curve::P384 => (&rcgen::PKCS_ECDSA_P384_SHA384, &digest::SHA384),
+                    Curve::P521 => (&rcgen::PKCS_ECDSA_P521_SHA512, &digest::SHA512),
+                    Curve::P256K => {
+                        return Err(CertificateError::BadTemplate(
+                            "Certificates are not issued for the curve P-256K: use P-256, P-384 or P-521.".into(),
+                        ))
+                    }
+                };
+                let mut public = vec![4];
+                public.extend(member("x")?);
+                public.extend(member("y")?);
+                Ok(HandleSigner {
+                    key,
+                    public,
+                    algorithm,
+                    jws: curve.signature_alg(),
+                    hash,
+                    ec: true,
+                })
+            }
+            KeySpec::Oct(_) => Err(CertificateError::BadTemplate(
+                "A certificate's key is RSA or EC.".into(),
+            )),
+        }
+    }
+}
+
+impl RemoteKeyPair for HandleSigner {
+    fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let digest = digest::digest(self.hash, msg);
+        let signature = self
+            .key
+            .sign(self.jws, digest.as_ref())
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
+        if !self.ec {
+            return Ok(signature);
+        }
+        // JWS gives r || s; X.509 wants SEQUENCE { r INTEGER, s INTEGER }.
+        let (r, s) = signature.split_at(signature.len() / 2);
+        Ok(der::sequence(&[
+            der::unsigned_integer(r),
+            der::unsigned_integer(s),
+        ]))
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+/// `rcgen`'s key pair for a handle.
+fn with_key_pair<T>(
+    key: &Arc<dyn KeyHandle>,
+    run: impl FnOnce(&KeyPair) -> Result<T, rcgen::Error>,
+) -> Result<T, CertificateError> {
+    let pair = KeyPair::from_remote(Box::new(HandleSigner::new(key.clone())?))
+        .map_err(|e| CertificateError::Encoding(e.to_string()))?;
+    run(&pair).map_err(|e| CertificateError::Encoding(e.to_string()))
+}
+
+/// A self-signed certificate (DER) for `template`, signed by `key`.
+pub fn self_signed_certificate(
+    key: &Arc<dyn KeyHandle>,
+    template: &CertificateTemplate,
+) -> Result<Vec<u8>, CertificateError> {
+    let params = template.params()?;
+    with_key_pair(key, |pair| Ok(params.self_signed(pair)?.der().to_vec()))
+}
+
+/// A PKCS#10 signing request (DER) for `template`, signed by `key`.
+pub fn signing_request(
+    key: &Arc<dyn KeyHandle>,
+    template: &CertificateTemplate,
+) -> Result<Vec<u8>, CertificateError> {
+    let mut params = template.params()?;
+    // A request carries neither a serial number nor a basic-constraints choice.
+    params.serial_number = None;
+    params.is_ca = IsCa::NoCa;
+    with_key_pair(key, |pair| {
+        Ok(params.serialize_request(pair)?.der().to_vec())
+    })
+}
+
+const PKCS7_DATA: [u64; 7] = [1, 2, 840, 113549, 1, 7, 1];
+const KEY_BAG: [u64; 9] = [1, 2, 840, 113549, 1, 12, 10, 1, 1];
+const CERT_BAG: [u64; 9] = [1, 2, 840, 113549, 1, 12, 10, 1, 3];
+const X509_CERTIFICATE: [u64; 8] = [1, 2, 840, 113549, 1, 9, 22, 1];
+const LOCAL_KEY_ID: [u64; 7] = [1, 2, 840, 113549, 1, 9, 21];
+
+fn data_content(inner: &[u8]) -> Vec<u8> {
+    der::sequence(&[
+        der::oid(&PKCS7_DATA),
+        der::explicit(0, &der::octet_string(inner)),
+    ])
+}
+
+/// A PKCS#12 file without a password: the private key (PKCS#8, if given) and the chain,
+/// leaf first, the leaf and the key sharing a `localKeyId`. No MAC: there is no password
+/// to derive one from, and readers accept its absence.
+pub fn pkcs12(private_key: Option<&[u8]>, chain: &[Vec<u8>]) -> Zeroizing<Vec<u8>> {
+    let key_id = match chain.first() {
+        Some(leaf) => digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, leaf)
+            .as_ref()
+            .to_vec(),
+        None => Vec::new(),
+    };
+    let local_key_id = der::set(&[der::sequence(&[
+        der::oid(&LOCAL_KEY_ID),
+        der::set(&[der::octet_string(&key_id)]),
+    ])]);
+    let mut bags = Vec::new();
+    for (i, cert) in chain.iter().enumerate() {
+        let cert_bag = der::sequence(&[
+            der::oid(&X509_CERTIFICATE),
+            der::explicit(0, &der::octet_string(cert)),
+        ]);
+        let mut bag = vec![der::oid(&CERT_BAG), der::explicit(0, &cert_bag)];
+        if i == 0 {
+            bag.push(local_key_id.clone());
+        }
+        bags.push(der::sequence(&bag));
+    }
+    let mut contents = vec![data_content(&der::sequence(&bags))];
+    if let Some(key) = private_key {
+        let bag = Zeroizing::new(der::sequence(&[
+            der::oid(&KEY_BAG),
+            der::explicit(0, key),
+            local_key_id,
+        ]));
+        contents.push(data_content(&Zeroizing::new(der::sequence(
+            &[bag.to_vec()],
+        ))));
+    }
+    let safe = Zeroizing::new(der::sequence(&contents));
+    Zeroizing::new(der::sequence(&[der::small_integer(3), data_content(&safe)]))
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The PEM Key Vault keeps in a certificate's secret: the private key (PKCS#8, if given),
+/// then the chain, leaf first.
+pub fn pem_bundle(private_key: Option<&[u8]>, chain: &[Vec<u8>]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    if let Some(key) = private_key {
+        out.push_str(&pem_block("PRIVATE KEY", key));
+    }
+    for cert in chain {
+        out.push_str(&pem_block("CERTIFICATE", cert));
+    }
+    out
+}
+
+/// A certificate's DER as PEM.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
