@@ -158,7 +158,7 @@ impl ApiError {
 
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
-        use ObjectKind::{Key, Secret};
+        use ObjectKind::{Certificate, Key, Secret};
         use VaultError as E;
         let (status, code, inner) = match &e {
             E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", None),
@@ -168,6 +168,7 @@ impl From<VaultError> for ApiError {
                 match kind {
                     Secret => "SecretNotFound",
                     Key => "KeyNotFound",
+                    Certificate => "CertificateNotFound",
                 },
                 None,
             ),
@@ -176,7 +177,18 @@ impl From<VaultError> for ApiError {
                 "Conflict",
                 Some("ObjectIsDeletedButRecoverable"),
             ),
-            E::AlreadyExists { .. } => (StatusCode::CONFLICT, "Conflict", None),
+            E::AlreadyExists { .. } | E::NameInUse { .. } => {
+                (StatusCode::CONFLICT, "Conflict", None)
+            }
+            E::ManagedByKeyVault { kind, .. } => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                Some(if *kind == Key {
+                    "KeyManagedByKeyVault"
+                } else {
+                    "SecretManagedByKeyVault"
+                }),
+            ),
             E::Unusable { kind, reason, .. } => (
                 StatusCode::FORBIDDEN,
                 "Forbidden",
@@ -187,6 +199,9 @@ impl From<VaultError> for ApiError {
                     (Key, Unusable::Disabled) => "KeyDisabled",
                     (Key, Unusable::NotYetValid) => "KeyNotYetValid",
                     (Key, Unusable::Expired) => "KeyExpired",
+                    (Certificate, Unusable::Disabled) => "CertificateDisabled",
+                    (Certificate, Unusable::NotYetValid) => "CertificateNotYetValid",
+                    (Certificate, Unusable::Expired) => "CertificateExpired",
                 }),
             ),
             E::PurgeProtected => (

@@ -43,7 +43,7 @@ pub const SECRET_PERMISSIONS: &[&str] = &[
     "all", "get", "list", "set", "delete", "backup", "restore", "recover", "purge",
 ];
 
-/// Azure's certificate permissions (stored and shown; atrest serves no certificates).
+/// Azure's certificate permissions.
 pub const CERTIFICATE_PERMISSIONS: &[&str] = &[
     "all",
     "get",

@@ -128,6 +128,32 @@ operations! {
     KeyVerify => KeyVault,
     /// `POST /rng`.
     RngGet => KeyVault,
+    /// `POST /certificates/{name}/create`.
+    CertificateCreate => KeyVault,
+    /// `GET /certificates/{name}[/{version}]`.
+    CertificateGet => KeyVault,
+    /// `PATCH /certificates/{name}[/{version}]`.
+    CertificateUpdate => KeyVault,
+    /// `DELETE /certificates/{name}`.
+    CertificateDelete => KeyVault,
+    /// `GET /certificates`.
+    CertificateList => KeyVault,
+    /// `GET /certificates/{name}/versions`.
+    CertificateListVersions => KeyVault,
+    /// `GET /deletedcertificates`.
+    CertificateListDeleted => KeyVault,
+    /// `GET /deletedcertificates/{name}`.
+    CertificateGetDeleted => KeyVault,
+    /// `POST /deletedcertificates/{name}/recover`.
+    CertificateRecover => KeyVault,
+    /// `DELETE /deletedcertificates/{name}`.
+    CertificatePurge => KeyVault,
+    /// `GET /certificates/{name}/policy`.
+    CertificatePolicyGet => KeyVault,
+    /// `PATCH /certificates/{name}/policy`.
+    CertificatePolicyUpdate => KeyVault,
+    /// `GET /certificates/{name}/pending`.
+    CertificatePendingGet => KeyVault,
     /// `POST /keys/{name}/rotate`, and the new version a rotation policy makes.
     KeyRotate => KeyVault,
     /// `GET /keys/{name}/rotationpolicy`.
@@ -426,6 +452,19 @@ impl Operation {
             KeyUnwrap => "Microsoft.KeyVault/vaults/keys/unwrap/action",
             KeySign => "Microsoft.KeyVault/vaults/keys/sign/action",
             KeyVerify => "Microsoft.KeyVault/vaults/keys/verify/action",
+            CertificateCreate => "Microsoft.KeyVault/vaults/certificates/create/action",
+            CertificateGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
+            CertificateDelete => "Microsoft.KeyVault/vaults/certificates/delete",
+            CertificateList => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateListVersions => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateListDeleted => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateGetDeleted => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateRecover => "Microsoft.KeyVault/vaults/certificates/recover/action",
+            CertificatePurge => "Microsoft.KeyVault/vaults/certificates/purge/action",
+            CertificatePolicyGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificatePolicyUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
+            CertificatePendingGet => "Microsoft.KeyVault/vaults/certificates/read",
             KeyRotateIfDue
             | KeyNearExpiry
             | OpenIdConfiguration
@@ -554,7 +593,7 @@ impl Operation {
     /// every other operation.
     pub fn permission(self) -> Option<(PermissionClass, &'static str)> {
         use Operation::*;
-        use PermissionClass::{Keys, Secrets};
+        use PermissionClass::{Certificates, Keys, Secrets};
         Some(match self {
             SecretGet | SecretGetDeleted => (Secrets, "get"),
             SecretSet | SecretUpdate => (Secrets, "set"),
@@ -578,6 +617,19 @@ impl Operation {
             KeyGetRotationPolicy => (Keys, "getrotationpolicy"),
             KeyUpdateRotationPolicy => (Keys, "setrotationpolicy"),
             KeyEncrypt => (Keys, "encrypt"),
+            CertificateCreate => (Certificates, "create"),
+            CertificateGet => (Certificates, "get"),
+            CertificateUpdate => (Certificates, "update"),
+            CertificateDelete => (Certificates, "delete"),
+            CertificateList => (Certificates, "list"),
+            CertificateListVersions => (Certificates, "list"),
+            CertificateListDeleted => (Certificates, "list"),
+            CertificateGetDeleted => (Certificates, "get"),
+            CertificateRecover => (Certificates, "recover"),
+            CertificatePurge => (Certificates, "purge"),
+            CertificatePolicyGet => (Certificates, "get"),
+            CertificatePolicyUpdate => (Certificates, "update"),
+            CertificatePendingGet => (Certificates, "get"),
             KeyDecrypt => (Keys, "decrypt"),
             KeyWrap => (Keys, "wrapKey"),
             KeyUnwrap => (Keys, "unwrapKey"),
@@ -743,6 +795,19 @@ impl Operation {
             | KeyNearExpiry => keys,
             SecretSet
             | SecretGet
+            | CertificateCreate
+            | CertificateGet
+            | CertificateUpdate
+            | CertificateDelete
+            | CertificateList
+            | CertificateListVersions
+            | CertificateListDeleted
+            | CertificateGetDeleted
+            | CertificateRecover
+            | CertificatePurge
+            | CertificatePolicyGet
+            | CertificatePolicyUpdate
+            | CertificatePendingGet
             | SecretUpdate
             | SecretDelete
             | SecretList

@@ -156,6 +156,33 @@ pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
         not_data_actions: &[],
     },
     RoleDefinition {
+        id: "a4417e6f-fecd-4de8-b567-7b0420556985",
+        name: "Key Vault Certificates Officer",
+        description: "Perform any action on the certificates of a key vault, except manage permissions. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: KV_READ_ACTIONS,
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/certificatecas/*",
+            "Microsoft.KeyVault/vaults/certificates/*",
+            "Microsoft.KeyVault/vaults/certificatecontacts/write",
+        ],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        id: "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba",
+        name: "Key Vault Certificate User",
+        description: "Read entire certificate contents including secret and key portion. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/certificates/read",
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+            "Microsoft.KeyVault/vaults/keys/read",
+        ],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
         id: "21090545-7ca7-4776-b22c-e363652d74d2",
         name: "Key Vault Reader",
         description: "Read metadata of key vaults and its certificates, keys, and secrets. Cannot read sensitive values such as secret contents or key material. Only works for key vaults that use the 'Azure role-based access control' permission model.",

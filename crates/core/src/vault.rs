@@ -321,6 +321,8 @@ pub enum ObjectKind {
     Secret,
     /// `/keys`.
     Key,
+    /// `/certificates`.
+    Certificate,
 }
 
 impl ObjectKind {
@@ -329,15 +331,16 @@ impl ObjectKind {
         match self {
             ObjectKind::Secret => "secret",
             ObjectKind::Key => "key",
+            ObjectKind::Certificate => "certificate",
         }
     }
 
-    /// The kind stored as `s`; anything but `key` is a secret.
+    /// The kind stored as `s`; anything but `key` or `certificate` is a secret.
     pub fn parse(s: &str) -> Self {
-        if s == "key" {
-            ObjectKind::Key
-        } else {
-            ObjectKind::Secret
+        match s {
+            "key" => ObjectKind::Key,
+            "certificate" => ObjectKind::Certificate,
+            _ => ObjectKind::Secret,
         }
     }
 }

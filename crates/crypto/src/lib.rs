@@ -18,7 +18,7 @@ pub use keys::provider::{KeyHandle, KeyProvider, KeySpec, SoftwareKeys};
 pub use keys::{CipherParams, Curve, Encrypted, KeyError, PrivateJwk};
 pub use password::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use random::{
-    random_bytes, random_hex, random_key, random_secret, random_uuid, sha256, sha256_matches,
+    random_bytes, random_hex, random_key, random_secret, random_uuid, sha1, sha256, sha256_matches,
 };
 pub use tls::{generate_tls_identity, TlsIdentity};
 

@@ -53,6 +53,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-1, for what formats still name by it (certificate thumbprints), never for security.
+pub fn sha1(data: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+        .as_ref()
+        .to_vec()
+}
+
 /// Whether `candidate` hashes to `expected`, compared in constant time.
 pub fn sha256_matches(candidate: &[u8], expected: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(&sha256(candidate), expected).is_ok()

@@ -263,14 +263,7 @@ impl Tx<'_> {
         vault_id: &str,
         name: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let text: Option<Option<String>> = self.row(
-            "SELECT rotation_policy FROM objects WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-            args![vault_id, name],
-            |r| r.get(0),
-        )?;
-        text.flatten()
-            .map(|t| from_json(&t, "rotation_policy"))
-            .transpose()
+        self.object_policy(vault_id, ObjectKind::Key, name)
     }
 
     /// Sets a key's rotation policy.
@@ -280,9 +273,38 @@ impl Tx<'_> {
         name: &str,
         policy: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        self.set_object_policy(vault_id, ObjectKind::Key, name, policy)
+    }
+
+    /// An object's policy document: a key's rotation policy, a certificate's issuance
+    /// policy and pending operation (kept in the column named for the first).
+    pub fn object_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<Option<String>> = self.row(
+            "SELECT rotation_policy FROM objects WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            args![vault_id, kind.as_str(), name],
+            |r| r.get(0),
+        )?;
+        text.flatten()
+            .map(|t| from_json(&t, "rotation_policy"))
+            .transpose()
+    }
+
+    /// Sets an object's policy document.
+    pub fn set_object_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+        policy: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE objects SET rotation_policy = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-            args![vault_id, name, to_json(policy)],
+            "UPDATE objects SET rotation_policy = ?4 WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            args![vault_id, kind.as_str(), name, to_json(policy)],
         )?;
         Ok(())
     }

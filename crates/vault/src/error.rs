@@ -58,6 +58,22 @@ pub enum VaultError {
         /// Why.
         reason: Unusable,
     },
+    /// A key or secret that belongs to a certificate was asked to change on its own.
+    #[error("Operation \"{operation}\" is not allowed as this object's lifetime is managed by Key Vault.")]
+    ManagedByKeyVault {
+        /// Key or secret.
+        kind: ObjectKind,
+        /// The operation refused.
+        operation: &'static str,
+    },
+    /// A certificate's name is held by a standalone key or secret.
+    #[error("There is already a {} named {name} in this key vault; a certificate's key and secret share its name.", noun(*.kind))]
+    NameInUse {
+        /// Key or secret.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// The key's `key_ops` do not include the operation.
     #[error("Operation {0} is not permitted on this key.")]
     OperationNotPermitted(&'static str),
@@ -97,6 +113,7 @@ fn noun(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Secret => "secret",
         ObjectKind::Key => "key",
+        ObjectKind::Certificate => "certificate",
     }
 }
 
@@ -104,6 +121,7 @@ fn title(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Secret => "Secret",
         ObjectKind::Key => "Key",
+        ObjectKind::Certificate => "Certificate",
     }
 }
 

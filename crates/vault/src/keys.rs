@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::objects::{
     attributes, check_tags, edit_tags_and_attributes, live_version, name_for_new_version,
-    payload_aad, recovery, AttributesPatch, Page, Stored,
+    payload_aad, recovery, refuse_managed_name, AttributesPatch, Page, Stored,
 };
 use crate::rotation::parse_policy;
 use crate::{VaultError, Vaults};
@@ -64,6 +64,8 @@ pub struct Key {
     pub recovery: Recovery,
     /// `(deletedDate, scheduledPurgeDate)` of a soft-deleted key.
     pub deleted: Option<(i64, i64)>,
+    /// Whether the key belongs to a certificate (`managed`).
+    pub managed: bool,
 }
 
 impl Key {
@@ -290,12 +292,13 @@ fn key(vault: &VaultRecord, stored: &Stored) -> Key {
         name: state.name.clone(),
         version: row.version.clone(),
         tags: row.tags.clone(),
+        managed: crate::certificates::is_managed(row),
     }
 }
 
 impl Vaults {
     /// The provider that holds keys of type `kty`.
-    fn key_provider(&self, kty: &str) -> &dyn KeyProvider {
+    pub(crate) fn key_provider(&self, kty: &str) -> &dyn KeyProvider {
         if kty.ends_with("-HSM") {
             self.hsm_keys.as_ref()
         } else {
@@ -316,6 +319,7 @@ impl Vaults {
         let storage = self.storage_key(vault)?;
         let stored = self.write(|tx| {
             let name = name_for_new_version(tx, vault, KIND, name)?;
+            refuse_managed_name(tx, vault, KIND, &name, "create")?;
             let version = random_hex(16);
             let row = VersionRow {
                 vault_id: vault.vault_id.clone(),

@@ -3,6 +3,7 @@
 //! nothing of HTTP. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+mod certificates;
 mod error;
 mod keys;
 mod management;
@@ -10,6 +11,9 @@ mod objects;
 mod rotation;
 mod secrets;
 
+pub use certificates::{
+    thumbprint_text, Certificate, CertificateChange, CertificateOperation, PEM, PKCS12,
+};
 pub use error::VaultError;
 pub use keys::{
     CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput, OperationOutput, KEY_OPS,

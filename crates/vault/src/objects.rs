@@ -209,6 +209,32 @@ fn latest(tx: &Tx, vault: &VaultRecord, state: ObjectState) -> Result<Stored, Va
     Ok(Stored { state, row })
 }
 
+/// Refuses `operation` on a key or secret version that belongs to a certificate: it
+/// changes only with the certificate.
+pub(crate) fn refuse_managed(row: &VersionRow, operation: &'static str) -> Result<(), VaultError> {
+    if row.kind != ObjectKind::Certificate && crate::certificates::is_managed(row) {
+        return Err(VaultError::ManagedByKeyVault {
+            kind: row.kind,
+            operation,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a new standalone version of a key or secret whose name a certificate holds.
+pub(crate) fn refuse_managed_name(
+    tx: &Tx,
+    vault: &VaultRecord,
+    kind: ObjectKind,
+    name: &str,
+    operation: &'static str,
+) -> Result<(), VaultError> {
+    match tx.version(&vault.vault_id, kind, name, None)? {
+        Some(row) => refuse_managed(&row, operation),
+        None => Ok(()),
+    }
+}
+
 /// The name under which a new version is stored: the existing object's (its case is
 /// kept), unless that object is soft-deleted, which reserves the name.
 pub(crate) fn name_for_new_version(
@@ -370,6 +396,7 @@ impl Vaults {
         check_object_name(name)?;
         self.write(|tx| {
             let mut stored = live_version(tx, vault, kind, name, version)?;
+            refuse_managed(&stored.row, "update")?;
             edit(&mut stored.row)?;
             stored.row.updated = now;
             tx.update_version(&stored.row)?;
@@ -388,6 +415,9 @@ impl Vaults {
         check_object_name(name)?;
         self.write(|tx| {
             let mut state = live_state(tx, vault, kind, name)?;
+            if let Some(row) = tx.version(&vault.vault_id, kind, &state.name, None)? {
+                refuse_managed(&row, "delete")?;
+            }
             let when = (now, recovery(vault).scheduled_purge(now));
             tx.set_object_deleted(&vault.vault_id, kind, &state.name, Some(when))?;
             state.deleted = Some(when.0);

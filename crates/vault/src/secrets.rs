@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::objects::{
     attributes, check_tags, edit_tags_and_attributes, live_version, name_for_new_version,
-    payload_aad, recovery, AttributesPatch, Page, Stored,
+    payload_aad, recovery, refuse_managed_name, AttributesPatch, Page, Stored,
 };
 use crate::{VaultError, Vaults};
 
@@ -38,6 +38,8 @@ pub struct Secret {
     pub recovery: Recovery,
     /// `(deletedDate, scheduledPurgeDate)` of a soft-deleted secret.
     pub deleted: Option<(i64, i64)>,
+    /// Whether the secret belongs to a certificate (`managed`).
+    pub managed: bool,
 }
 
 impl std::fmt::Debug for Secret {
@@ -103,6 +105,7 @@ fn secret(vault: &VaultRecord, stored: &Stored, value: Option<Zeroizing<String>>
         name: state.name.clone(),
         version: row.version.clone(),
         tags: row.tags.clone(),
+        managed: crate::certificates::is_managed(row),
         value,
     }
 }
@@ -135,6 +138,7 @@ impl Vaults {
         let key = self.storage_key(vault)?;
         let stored = self.write(|tx| {
             let name = name_for_new_version(tx, vault, KIND, name)?;
+            refuse_managed_name(tx, vault, KIND, &name, "set")?;
             let version = random_hex(16);
             let row = VersionRow {
                 vault_id: vault.vault_id.clone(),

@@ -23,6 +23,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
+mod certificates;
+
+use self::certificates::CertRoute;
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
 use crate::http::{empty, form_pairs, json, param, Body, Resp};
@@ -45,6 +48,7 @@ pub(crate) enum Route<'a> {
     Purge(&'a str),
     Recover(&'a str),
     Key(KeyRoute<'a>),
+    Certificate(CertRoute<'a>),
 }
 
 /// Routes under `/keys`, `/deletedkeys` and `/rng`.
@@ -185,6 +189,9 @@ impl Route<'_> {
             ("GET", ["deletedsecrets", name]) => Route::GetDeleted(name),
             ("DELETE", ["deletedsecrets", name]) => Route::Purge(name),
             ("POST", ["deletedsecrets", name, "recover"]) => Route::Recover(name),
+            (m, segments @ ["certificates" | "deletedcertificates", ..]) => {
+                Route::Certificate(CertRoute::parse(m, segments)?)
+            }
             (m, segments) => Route::Key(KeyRoute::parse(m, segments)?),
         })
     }
@@ -206,6 +213,9 @@ impl Route<'_> {
             Route::Key(k) => k
                 .key_name()
                 .map_or_else(String::new, |n| format!("/keys/{n}")),
+            Route::Certificate(c) => c
+                .name()
+                .map_or_else(String::new, |n| format!("/certificates/{n}")),
         }
     }
 
@@ -217,6 +227,7 @@ impl Route<'_> {
             Route::Key(
                 KeyRoute::Get(_, v) | KeyRoute::Update(_, v) | KeyRoute::Operation(_, v, _),
             ) => *v,
+            Route::Certificate(c) => c.version(),
             _ => None,
         };
         let scope = self.object_scope();
@@ -242,6 +253,7 @@ impl Route<'_> {
             Route::Purge(_) => Operation::SecretPurge,
             Route::Recover(_) => Operation::SecretRecover,
             Route::Key(k) => k.operation(),
+            Route::Certificate(c) => c.operation(),
         }
     }
 }
@@ -462,6 +474,9 @@ pub(crate) async fn handle(
     };
     let resp = match route {
         Route::Key(route) => handle_key(state, ctx, &plane, &vault, route, skip, body).await?,
+        Route::Certificate(route) => {
+            certificates::handle_certificate(state, ctx, &plane, &vault, route, skip, body).await?
+        }
         Route::Set(name) => {
             let dto: SetDto = parse_json(&read_body(body).await?)?;
             let value = dto.value.ok_or_else(|| {
@@ -618,6 +633,13 @@ fn secret_json(base: &str, s: &Secret, versioned_id: bool) -> Value {
     if let Some(ct) = &s.content_type {
         out.insert("contentType".into(), Value::from(ct.as_str()));
     }
+    if s.managed {
+        out.insert("managed".into(), true.into());
+        out.insert(
+            "kid".into(),
+            Value::from(format!("{base}/keys/{}/{}", s.name, s.version)),
+        );
+    }
     out.insert(
         "attributes".into(),
         attributes_json(&s.attributes, &s.recovery),
@@ -648,6 +670,9 @@ fn key_json(base: &str, k: &Key, bundle: bool) -> Value {
     let mut attributes = attributes_json(&k.attributes, &k.recovery);
     attributes["exportable"] = false.into();
     out.insert("attributes".into(), attributes);
+    if k.managed {
+        out.insert("managed".into(), true.into());
+    }
     tags_and_deletion(
         &mut out,
         &k.tags,
@@ -951,5 +976,9 @@ mod tests {
             Some(KeyRoute::Recover("k1"))
         );
         assert_eq!(k(Method::GET, "/certificates/c1"), None);
+        assert!(matches!(
+            r(Method::GET, "/certificates/c1"),
+            Some(Route::Certificate(CertRoute::Get("c1", None)))
+        ));
     }
 }

@@ -1,0 +1,334 @@
+//! The certificates data plane (`/certificates/…`, `/deletedcertificates/…`) in the
+//! shapes of Key Vault's `certificates.json` (7.5 and the dated versions the SDKs send).
+
+use std::collections::BTreeMap;
+
+use atrest_core::operation::Operation;
+use atrest_core::vault::VaultRecord;
+use atrest_vault::{thumbprint_text, Certificate, CertificateChange, CertificateOperation};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{attributes_json, tags_and_deletion, AttributesDto, Plane};
+use crate::body::{parse_json, read_body};
+use crate::error::ApiError;
+use crate::http::{empty, json, Body, Resp};
+use crate::pipeline::Ctx;
+use crate::state::AppState;
+
+/// Routes under `/certificates` and `/deletedcertificates`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CertRoute<'a> {
+    Create(&'a str),
+    Get(&'a str, Option<&'a str>),
+    Update(&'a str, Option<&'a str>),
+    Delete(&'a str),
+    List,
+    ListVersions(&'a str),
+    ListDeleted,
+    GetDeleted(&'a str),
+    Recover(&'a str),
+    Purge(&'a str),
+    GetPolicy(&'a str),
+    UpdatePolicy(&'a str),
+    GetPending(&'a str),
+}
+
+/// Names below `/certificates` that are collections of their own, not certificates.
+const RESERVED: [&str; 4] = ["contacts", "issuers", "import", "restore"];
+
+impl CertRoute<'_> {
+    pub(crate) fn parse<'a>(method: &str, segments: &[&'a str]) -> Option<CertRoute<'a>> {
+        let version = |v: &'a str| (!v.is_empty()).then_some(v);
+        if segments.first() == Some(&"certificates")
+            && segments
+                .get(1)
+                .is_some_and(|n| RESERVED.iter().any(|r| r.eq_ignore_ascii_case(n)))
+        {
+            return None;
+        }
+        Some(match (method, segments) {
+            ("GET", ["certificates"] | ["certificates", ""]) => CertRoute::List,
+            ("POST", ["certificates", name, "create"]) => CertRoute::Create(name),
+            ("GET", ["certificates", name, "versions"]) => CertRoute::ListVersions(name),
+            ("GET", ["certificates", name, "policy"]) => CertRoute::GetPolicy(name),
+            ("PATCH", ["certificates", name, "policy"]) => CertRoute::UpdatePolicy(name),
+            ("GET", ["certificates", name, "pending"]) => CertRoute::GetPending(name),
+            ("GET", ["certificates", name]) => CertRoute::Get(name, None),
+            ("PATCH", ["certificates", name]) => CertRoute::Update(name, None),
+            ("DELETE", ["certificates", name]) => CertRoute::Delete(name),
+            ("GET", ["certificates", name, v]) => CertRoute::Get(name, version(v)),
+            ("PATCH", ["certificates", name, v]) => CertRoute::Update(name, version(v)),
+            ("GET", ["deletedcertificates"] | ["deletedcertificates", ""]) => {
+                CertRoute::ListDeleted
+            }
+            ("GET", ["deletedcertificates", name]) => CertRoute::GetDeleted(name),
+            ("DELETE", ["deletedcertificates", name]) => CertRoute::Purge(name),
+            ("POST", ["deletedcertificates", name, "recover"]) => CertRoute::Recover(name),
+            _ => return None,
+        })
+    }
+
+    /// The certificate the route addresses, if one.
+    pub(crate) fn name(&self) -> Option<&str> {
+        match self {
+            CertRoute::Create(n)
+            | CertRoute::Get(n, _)
+            | CertRoute::Update(n, _)
+            | CertRoute::Delete(n)
+            | CertRoute::ListVersions(n)
+            | CertRoute::GetDeleted(n)
+            | CertRoute::Recover(n)
+            | CertRoute::Purge(n)
+            | CertRoute::GetPolicy(n)
+            | CertRoute::UpdatePolicy(n)
+            | CertRoute::GetPending(n) => Some(n),
+            CertRoute::List | CertRoute::ListDeleted => None,
+        }
+    }
+
+    /// The version the path names, if one.
+    pub(crate) fn version(&self) -> Option<&str> {
+        match self {
+            CertRoute::Get(_, v) | CertRoute::Update(_, v) => *v,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            CertRoute::Create(_) => Operation::CertificateCreate,
+            CertRoute::Get(..) => Operation::CertificateGet,
+            CertRoute::Update(..) => Operation::CertificateUpdate,
+            CertRoute::Delete(_) => Operation::CertificateDelete,
+            CertRoute::List => Operation::CertificateList,
+            CertRoute::ListVersions(_) => Operation::CertificateListVersions,
+            CertRoute::ListDeleted => Operation::CertificateListDeleted,
+            CertRoute::GetDeleted(_) => Operation::CertificateGetDeleted,
+            CertRoute::Recover(_) => Operation::CertificateRecover,
+            CertRoute::Purge(_) => Operation::CertificatePurge,
+            CertRoute::GetPolicy(_) => Operation::CertificatePolicyGet,
+            CertRoute::UpdatePolicy(_) => Operation::CertificatePolicyUpdate,
+            CertRoute::GetPending(_) => Operation::CertificatePendingGet,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ChangeDto {
+    policy: Option<Value>,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl ChangeDto {
+    fn into_change(self) -> CertificateChange {
+        CertificateChange {
+            policy: self.policy,
+            tags: self.tags,
+            attributes: self.attributes.unwrap_or_default().into(),
+        }
+    }
+}
+
+/// A policy as Key Vault shows it, with its `id`.
+fn policy_json(base: &str, name: &str, policy: &Value) -> Value {
+    let mut policy = policy.clone();
+    if policy.is_object() {
+        policy["id"] = Value::from(format!("{base}/certificates/{name}/policy"));
+    }
+    policy
+}
+
+/// The CertificateBundle (or DeletedCertificateBundle) JSON of `c`.
+fn bundle_json(base: &str, c: &Certificate) -> Value {
+    let mut out = Map::new();
+    let id = |collection: &str| format!("{base}/{collection}/{}/{}", c.name, c.version);
+    out.insert("id".into(), id("certificates").into());
+    out.insert("kid".into(), id("keys").into());
+    out.insert("sid".into(), id("secrets").into());
+    out.insert("x5t".into(), thumbprint_text(&c.cer).into());
+    out.insert("cer".into(), STANDARD.encode(&c.cer).into());
+    out.insert("contentType".into(), c.content_type.clone().into());
+    out.insert(
+        "attributes".into(),
+        attributes_json(&c.attributes, &c.recovery),
+    );
+    if !c.policy.is_null() {
+        out.insert("policy".into(), policy_json(base, &c.name, &c.policy));
+    }
+    tags_and_deletion(
+        &mut out,
+        &c.tags,
+        format!("{base}/deletedcertificates/{}", c.name),
+        c.deleted,
+    );
+    Value::Object(out)
+}
+
+/// A CertificateItem (or DeletedCertificateItem), with a versioned id when `versioned`.
+fn item_json(base: &str, c: &Certificate, versioned: bool) -> Value {
+    let mut out = Map::new();
+    let id = if versioned {
+        format!("{base}/certificates/{}/{}", c.name, c.version)
+    } else {
+        format!("{base}/certificates/{}", c.name)
+    };
+    out.insert("id".into(), id.into());
+    out.insert("x5t".into(), thumbprint_text(&c.cer).into());
+    out.insert(
+        "attributes".into(),
+        attributes_json(&c.attributes, &c.recovery),
+    );
+    tags_and_deletion(
+        &mut out,
+        &c.tags,
+        format!("{base}/deletedcertificates/{}", c.name),
+        c.deleted,
+    );
+    Value::Object(out)
+}
+
+/// The CertificateOperation JSON.
+fn operation_json(base: &str, op: &CertificateOperation) -> Value {
+    json!({
+        "id": format!("{base}/certificates/{}/pending", op.name),
+        "issuer": { "name": op.issuer },
+        "csr": STANDARD.encode(&op.csr),
+        "cancellation_requested": op.cancellation_requested,
+        "status": op.status,
+        "status_details": op.status_details,
+        "target": format!("{base}/certificates/{}", op.name),
+        "request_id": op.request_id,
+    })
+}
+
+/// Serves the certificates data plane.
+pub(crate) async fn handle_certificate(
+    state: &AppState,
+    ctx: &mut Ctx,
+    plane: &Plane,
+    vault: &VaultRecord,
+    route: CertRoute<'_>,
+    skip: Option<&str>,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    let base = &plane.base;
+    let vs = &state.vaults;
+    let now = ctx.now;
+    let maxresults = plane.maxresults;
+    let versioned = |c: &Certificate| format!("{base}/certificates/{}/{}", c.name, c.version);
+    Ok(match route {
+        CertRoute::Create(name) => {
+            let dto: ChangeDto = parse_json(&read_body(body).await?)?;
+            let op = vs.create_certificate(vault, name, &dto.into_change(), now)?;
+            let mut resp = json(StatusCode::ACCEPTED, &operation_json(base, &op));
+            let location = format!(
+                "{base}/certificates/{name}/pending?api-version={}",
+                plane.api_version
+            );
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&location) {
+                resp.headers_mut().insert("Location", value);
+            }
+            resp
+        }
+        CertRoute::Get(name, version) => {
+            let c = vs.get_certificate(vault, name, version)?;
+            ctx.target_id = Some(versioned(&c));
+            json(StatusCode::OK, &bundle_json(base, &c))
+        }
+        CertRoute::Update(name, version) => {
+            let dto: ChangeDto = parse_json(&read_body(body).await?)?;
+            let c = vs.update_certificate(vault, name, version, &dto.into_change(), now)?;
+            ctx.target_id = Some(versioned(&c));
+            json(StatusCode::OK, &bundle_json(base, &c))
+        }
+        CertRoute::Delete(name) => json(
+            StatusCode::OK,
+            &bundle_json(base, &vs.delete_certificate(vault, name, now)?),
+        ),
+        CertRoute::List => plane.page(
+            "certificates",
+            vs.list_certificates(vault, maxresults, skip)?,
+            |c| item_json(base, c, false),
+        ),
+        CertRoute::ListVersions(name) => plane.page(
+            &format!("certificates/{name}/versions"),
+            vs.list_certificate_versions(vault, name, maxresults, skip)?,
+            |c| item_json(base, c, true),
+        ),
+        CertRoute::ListDeleted => plane.page(
+            "deletedcertificates",
+            vs.list_deleted_certificates(vault, maxresults, skip)?,
+            |c| item_json(base, c, false),
+        ),
+        CertRoute::GetDeleted(name) => json(
+            StatusCode::OK,
+            &bundle_json(base, &vs.get_deleted_certificate(vault, name)?),
+        ),
+        CertRoute::Recover(name) => json(
+            StatusCode::OK,
+            &bundle_json(base, &vs.recover_certificate(vault, name)?),
+        ),
+        CertRoute::Purge(name) => {
+            vs.purge_certificate(vault, name, now)?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        CertRoute::GetPolicy(name) => json(
+            StatusCode::OK,
+            &policy_json(base, name, &vs.certificate_policy(vault, name)?),
+        ),
+        CertRoute::UpdatePolicy(name) => {
+            let patch: Value = parse_json(&read_body(body).await?)?;
+            let policy = vs.update_certificate_policy(vault, name, &patch, now)?;
+            json(StatusCode::OK, &policy_json(base, name, &policy))
+        }
+        CertRoute::GetPending(name) => json(
+            StatusCode::OK,
+            &operation_json(base, &vs.certificate_operation(vault, name)?),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = |m: &str, p: &str| {
+            let segments: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            CertRoute::parse(m, &segments).map(|r| format!("{r:?}"))
+        };
+        assert_eq!(
+            r("POST", "/certificates/c1/create").as_deref(),
+            Some("Create(\"c1\")")
+        );
+        assert_eq!(
+            r("GET", "/certificates/c1/").as_deref(),
+            Some("Get(\"c1\", None)")
+        );
+        assert_eq!(
+            r("GET", "/certificates/c1/abc").as_deref(),
+            Some("Get(\"c1\", Some(\"abc\"))")
+        );
+        assert_eq!(
+            r("GET", "/certificates/c1/pending").as_deref(),
+            Some("GetPending(\"c1\")")
+        );
+        assert_eq!(
+            r("PATCH", "/certificates/c1/policy").as_deref(),
+            Some("UpdatePolicy(\"c1\")")
+        );
+        assert_eq!(
+            r("POST", "/deletedcertificates/c1/recover").as_deref(),
+            Some("Recover(\"c1\")")
+        );
+        assert_eq!(r("GET", "/certificates/contacts"), None);
+        assert_eq!(r("GET", "/certificates/issuers/i1"), None);
+        assert_eq!(r("PUT", "/certificates/c1"), None);
+    }
+}

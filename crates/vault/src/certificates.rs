@@ -1,0 +1,868 @@
+//! Certificates: the third object type. A version shares its name and version id with a
+//! key (which does its cryptography through the keys API) and a secret (which holds the
+//! certificate, and its private key when exportable, as PKCS#12 or PEM); both are marked
+//! `managed` and change only with the certificate. The certificate's policy (and its last
+//! issuance operation) is kept with the object. Issuer `Self` signs at once.
+
+use std::collections::BTreeMap;
+
+use atrest_core::attributes::{Attributes, Recovery};
+use atrest_core::names::check_object_name;
+use atrest_core::vault::{ObjectKind, VaultRecord};
+use atrest_crypto::certificates::{
+    parse_oid, pem_bundle, pkcs12, self_signed_certificate, signing_request, CertificateTemplate,
+    KEY_USAGES,
+};
+use atrest_crypto::{random_hex, random_uuid, Curve, KeySpec};
+use atrest_store::{Tx, VersionRow};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::objects::{
+    attributes, check_tags, edit_tags_and_attributes, live_state, live_version,
+    name_for_new_version, payload_aad, recovery, AttributesPatch, Page, Stored,
+};
+use crate::{VaultError, Vaults};
+
+const KIND: ObjectKind = ObjectKind::Certificate;
+/// The kinds a certificate's name spans, itself first.
+const KINDS: [ObjectKind; 3] = [ObjectKind::Certificate, ObjectKind::Key, ObjectKind::Secret];
+
+/// `application/x-pkcs12`, the default content type of a certificate's secret.
+pub const PKCS12: &str = "application/x-pkcs12";
+/// `application/x-pem-file`.
+pub const PEM: &str = "application/x-pem-file";
+
+/// One certificate version as the data plane returns it.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    /// Name, with the case it was created with.
+    pub name: String,
+    /// Version id (also the key's and the secret's).
+    pub version: String,
+    /// The DER certificate.
+    pub cer: Vec<u8>,
+    /// The secret's content type.
+    pub content_type: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Attributes (`nbf`/`exp` are the certificate's validity).
+    pub attributes: Attributes,
+    /// The vault's recovery settings.
+    pub recovery: Recovery,
+    /// `(deletedDate, scheduledPurgeDate)` of a soft-deleted certificate.
+    pub deleted: Option<(i64, i64)>,
+    /// The certificate's policy, as Key Vault shows it (without `id`).
+    pub policy: Value,
+}
+
+/// A certificate's issuance operation (`/certificates/{name}/pending`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateOperation {
+    /// The certificate's name.
+    pub name: String,
+    /// `issuer.name`.
+    pub issuer: String,
+    /// The PKCS#10 request (DER).
+    pub csr: Vec<u8>,
+    /// `inProgress`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// `status_details`.
+    pub status_details: String,
+    /// `request_id`.
+    pub request_id: String,
+    /// `cancellation_requested`.
+    pub cancellation_requested: bool,
+}
+
+/// What a create or update may give besides the policy.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateChange {
+    /// The policy, as Key Vault takes it (members left out take their defaults).
+    pub policy: Option<Value>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Attributes (`enabled`).
+    pub attributes: AttributesPatch,
+}
+
+/// A policy, checked and with its defaults.
+#[derive(Debug, Clone, PartialEq)]
+struct Policy {
+    kty: String,
+    key_size: Option<u32>,
+    curve: Option<String>,
+    exportable: bool,
+    reuse_key: bool,
+    content_type: String,
+    template: CertificateTemplate,
+    validity_months: u32,
+    lifetime_actions: Value,
+    issuer: String,
+    issuer_fields: Value,
+    enabled: bool,
+}
+
+fn bad(message: impl Into<String>) -> VaultError {
+    VaultError::BadParameter(message.into())
+}
+
+fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>, VaultError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("'{what}' must be a list of strings.")))
+            })
+            .collect(),
+        Some(_) => Err(bad(format!("'{what}' must be a list of strings."))),
+    }
+}
+
+impl Policy {
+    /// A policy from Key Vault's JSON (`key_props`, `secret_props`, `x509_props`,
+    /// `lifetime_actions`, `issuer`, `attributes`), over `base` for members it leaves out.
+    fn parse(given: &Value, base: Option<&Policy>) -> Result<Policy, VaultError> {
+        if !given.is_object() && !given.is_null() {
+            return Err(bad("The certificate policy must be an object."));
+        }
+        let section = |name: &str| given.get(name).filter(|v| !v.is_null());
+        let key = section("key_props");
+        let str_of = |v: Option<&Value>, member: &str| {
+            v.and_then(|s| s.get(member))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let kty = str_of(key, "kty")
+            .or_else(|| base.map(|b| b.kty.clone()))
+            .unwrap_or_else(|| "RSA".into());
+        let is_ec = kty.starts_with("EC");
+        if !matches!(kty.as_str(), "RSA" | "RSA-HSM" | "EC" | "EC-HSM") {
+            return Err(bad(format!(
+                "The key type '{kty}' is not supported for certificates: use RSA or EC."
+            )));
+        }
+        let key_size = key
+            .and_then(|k| k.get("key_size"))
+            .and_then(Value::as_u64)
+            .map(|n| n as u32)
+            .or_else(|| base.and_then(|b| b.key_size).filter(|_| !is_ec));
+        let curve =
+            str_of(key, "crv").or_else(|| base.and_then(|b| b.curve.clone()).filter(|_| is_ec));
+        match (is_ec, key_size, curve.as_deref()) {
+            (false, Some(2048 | 3072 | 4096) | None, None) => {}
+            (false, Some(n), _) if !matches!(n, 2048 | 3072 | 4096) => {
+                return Err(bad(format!(
+                    "The RSA key size {n} is not supported: use 2048, 3072 or 4096."
+                )))
+            }
+            (false, _, Some(_)) => return Err(bad("'crv' applies only to EC keys.")),
+            (true, None, None | Some("P-256" | "P-384" | "P-521")) => {}
+            (true, Some(_), _) => {
+                return Err(bad("'key_size' does not apply to EC keys; use 'crv'."))
+            }
+            (true, None, Some(c)) => {
+                return Err(bad(format!(
+                    "The curve '{c}' is not supported for certificates: use P-256, P-384 or P-521."
+                )))
+            }
+            _ => {}
+        }
+        let flag = |member: &str, default: bool| {
+            key.and_then(|k| k.get(member))
+                .and_then(Value::as_bool)
+                .unwrap_or(default)
+        };
+        let exportable = flag("exportable", base.is_none_or(|b| b.exportable));
+        let reuse_key = flag("reuse_key", base.is_some_and(|b| b.reuse_key));
+        let content_type = str_of(section("secret_props"), "contentType")
+            .or_else(|| base.map(|b| b.content_type.clone()))
+            .unwrap_or_else(|| PKCS12.into());
+        if content_type != PKCS12 && content_type != PEM {
+            return Err(bad(format!(
+                "The content type '{content_type}' is not supported: use {PKCS12} or {PEM}."
+            )));
+        }
+        let x509 = section("x509_props");
+        let base_template = base.map(|b| b.template.clone()).unwrap_or_default();
+        let sans = x509.and_then(|x| x.get("sans")).filter(|v| !v.is_null());
+        let or_base = |given: Vec<String>, present: bool, old: &Vec<String>| {
+            if present {
+                given
+            } else {
+                old.clone()
+            }
+        };
+        let present =
+            |v: Option<&Value>, m: &str| v.is_some_and(|v| v.get(m).is_some_and(|x| !x.is_null()));
+        let template = CertificateTemplate {
+            subject: str_of(x509, "subject").unwrap_or(base_template.subject.clone()),
+            dns_names: or_base(
+                strings(sans.and_then(|s| s.get("dns_names")), "dns_names")?,
+                present(sans, "dns_names"),
+                &base_template.dns_names,
+            ),
+            emails: or_base(
+                strings(sans.and_then(|s| s.get("emails")), "emails")?,
+                present(sans, "emails"),
+                &base_template.emails,
+            ),
+            upns: or_base(
+                strings(sans.and_then(|s| s.get("upns")), "upns")?,
+                present(sans, "upns"),
+                &base_template.upns,
+            ),
+            ip_addresses: or_base(
+                strings(sans.and_then(|s| s.get("ipAddresses")), "ipAddresses")?,
+                present(sans, "ipAddresses"),
+                &base_template.ip_addresses,
+            ),
+            uris: or_base(
+                strings(sans.and_then(|s| s.get("uris")), "uris")?,
+                present(sans, "uris"),
+                &base_template.uris,
+            ),
+            key_usage: if present(x509, "key_usage") {
+                strings(x509.and_then(|x| x.get("key_usage")), "key_usage")?
+            } else if base.is_some() {
+                base_template.key_usage.clone()
+            } else if is_ec {
+                vec!["digitalSignature".into(), "keyAgreement".into()]
+            } else {
+                vec!["digitalSignature".into(), "keyEncipherment".into()]
+            },
+            ekus: if present(x509, "ekus") {
+                strings(x509.and_then(|x| x.get("ekus")), "ekus")?
+            } else if base.is_some() {
+                base_template.ekus.clone()
+            } else {
+                vec!["1.3.6.1.5.5.7.3.1".into(), "1.3.6.1.5.5.7.3.2".into()]
+            },
+            not_before: 0,
+            not_after: 0,
+        };
+        for usage in &template.key_usage {
+            if !KEY_USAGES.iter().any(|k| k.eq_ignore_ascii_case(usage)) {
+                return Err(bad(format!(
+                    "'{usage}' is not a key usage: use one of {}.",
+                    KEY_USAGES.join(", ")
+                )));
+            }
+        }
+        for eku in &template.ekus {
+            if parse_oid(eku).is_none() {
+                return Err(bad(format!(
+                    "The extended key usage '{eku}' is not an object identifier."
+                )));
+            }
+        }
+        let validity_months = x509
+            .and_then(|x| x.get("validity_months"))
+            .and_then(Value::as_u64)
+            .map(|m| m as u32)
+            .or_else(|| base.map(|b| b.validity_months))
+            .unwrap_or(12);
+        if !(1..=1200).contains(&validity_months) {
+            return Err(bad(format!(
+                "validity_months {validity_months} is out of range: 1 to 1200."
+            )));
+        }
+        let issuer_section = section("issuer");
+        let issuer = str_of(issuer_section, "name")
+            .or_else(|| base.map(|b| b.issuer.clone()))
+            .ok_or_else(|| bad("The certificate policy needs an issuer name (issuer.name): Self, Unknown or a registered issuer."))?;
+        if !issuer.eq_ignore_ascii_case("Self") {
+            return Err(bad(format!(
+                "Issuer '{issuer}' is not supported yet: use Self."
+            )));
+        }
+        let mut issuer_fields = issuer_section
+            .cloned()
+            .unwrap_or_else(|| base.map_or(json!({}), |b| b.issuer_fields.clone()));
+        issuer_fields["name"] = json!("Self");
+        if template.subject.trim().is_empty()
+            && [
+                &template.dns_names,
+                &template.emails,
+                &template.upns,
+                &template.ip_addresses,
+                &template.uris,
+            ]
+            .iter()
+            .all(|v| v.is_empty())
+        {
+            return Err(bad(
+                "The certificate policy needs a subject or subject alternative names (x509_props).",
+            ));
+        }
+        let lifetime_actions = match section("lifetime_actions") {
+            Some(v @ Value::Array(_)) => v.clone(),
+            Some(_) => return Err(bad("'lifetime_actions' must be a list.")),
+            None => base.map_or_else(
+                || json!([{ "trigger": { "lifetime_percentage": 80 }, "action": { "action_type": "AutoRenew" } }]),
+                |b| b.lifetime_actions.clone(),
+            ),
+        };
+        let enabled = section("attributes")
+            .and_then(|a| a.get("enabled"))
+            .and_then(Value::as_bool)
+            .or_else(|| base.map(|b| b.enabled))
+            .unwrap_or(true);
+        Ok(Policy {
+            kty,
+            key_size: if is_ec {
+                None
+            } else {
+                Some(key_size.unwrap_or(2048))
+            },
+            curve: if is_ec {
+                Some(curve.unwrap_or_else(|| "P-256".into()))
+            } else {
+                None
+            },
+            exportable,
+            reuse_key,
+            content_type,
+            template,
+            validity_months,
+            lifetime_actions,
+            issuer: "Self".into(),
+            issuer_fields,
+            enabled,
+        })
+    }
+
+    /// The policy as Key Vault shows it (without `id`).
+    fn to_json(&self, created: i64, updated: i64) -> Value {
+        let t = &self.template;
+        let mut key = json!({
+            "exportable": self.exportable,
+            "kty": self.kty,
+            "reuse_key": self.reuse_key,
+        });
+        match (&self.key_size, &self.curve) {
+            (Some(n), _) => key["key_size"] = json!(n),
+            (_, Some(c)) => key["crv"] = json!(c),
+            _ => {}
+        }
+        let mut sans = serde_json::Map::new();
+        for (name, values) in [
+            ("dns_names", &t.dns_names),
+            ("emails", &t.emails),
+            ("upns", &t.upns),
+            ("ipAddresses", &t.ip_addresses),
+            ("uris", &t.uris),
+        ] {
+            if !values.is_empty() {
+                sans.insert(name.into(), json!(values));
+            }
+        }
+        let mut x509 = json!({
+            "subject": t.subject,
+            "ekus": t.ekus,
+            "key_usage": t.key_usage,
+            "validity_months": self.validity_months,
+            "basic_constraints": { "ca": false },
+        });
+        if !sans.is_empty() {
+            x509["sans"] = Value::Object(sans);
+        }
+        json!({
+            "key_props": key,
+            "secret_props": { "contentType": self.content_type },
+            "x509_props": x509,
+            "lifetime_actions": self.lifetime_actions,
+            "issuer": self.issuer_fields,
+            "attributes": { "enabled": self.enabled, "created": created, "updated": updated },
+        })
+    }
+
+    fn key_spec(&self) -> KeySpec {
+        match (&self.curve, self.key_size) {
+            (Some(c), _) => KeySpec::Ec(Curve::parse(c).unwrap_or(Curve::P256)),
+            (None, n) => KeySpec::Rsa(n.unwrap_or(2048)),
+        }
+    }
+
+    fn key_ops(&self) -> Vec<String> {
+        let ops: &[&str] = if self.curve.is_some() {
+            &["sign", "verify"]
+        } else {
+            &[
+                "sign",
+                "verify",
+                "encrypt",
+                "decrypt",
+                "wrapKey",
+                "unwrapKey",
+            ]
+        };
+        ops.iter().map(|o| (*o).to_owned()).collect()
+    }
+}
+
+/// What the object keeps beside its versions: the policy and the last operation.
+fn object_document(
+    policy: &Policy,
+    created: i64,
+    updated: i64,
+    operation: &CertificateOperation,
+) -> Value {
+    json!({
+        "policy": policy.to_json(created, updated),
+        "operation": {
+            "issuer": operation.issuer,
+            "csr": STANDARD.encode(&operation.csr),
+            "status": operation.status,
+            "status_details": operation.status_details,
+            "request_id": operation.request_id,
+            "cancellation_requested": operation.cancellation_requested,
+        },
+    })
+}
+
+fn operation_of(name: &str, doc: &Value) -> CertificateOperation {
+    let op = &doc["operation"];
+    let text = |m: &str| op[m].as_str().unwrap_or_default().to_owned();
+    CertificateOperation {
+        name: name.to_owned(),
+        issuer: text("issuer"),
+        csr: STANDARD.decode(text("csr")).unwrap_or_default(),
+        status: text("status"),
+        status_details: text("status_details"),
+        request_id: text("request_id"),
+        cancellation_requested: op["cancellation_requested"].as_bool().unwrap_or(false),
+    }
+}
+
+/// Whether a key or secret row belongs to a certificate.
+pub(crate) fn is_managed(row: &VersionRow) -> bool {
+    row.public.get("managed").and_then(Value::as_bool) == Some(true)
+}
+
+/// The certificate of a stored version.
+fn certificate(vault: &VaultRecord, stored: &Stored, policy: Value) -> Certificate {
+    let Stored { state, row } = stored;
+    Certificate {
+        name: state.name.clone(),
+        version: row.version.clone(),
+        cer: row
+            .public
+            .get("cer")
+            .and_then(Value::as_str)
+            .and_then(|c| STANDARD.decode(c).ok())
+            .unwrap_or_default(),
+        content_type: row
+            .public
+            .get("contentType")
+            .and_then(Value::as_str)
+            .unwrap_or(PKCS12)
+            .to_owned(),
+        tags: row.tags.clone(),
+        attributes: attributes(row),
+        recovery: recovery(vault),
+        deleted: state.deleted.zip(state.scheduled_purge),
+        policy,
+    }
+}
+
+/// `certificate/{months}`: a validity end `months` after `start` (30-day months, as a
+/// policy's validity is counted here).
+fn validity_end(start: i64, months: u32) -> i64 {
+    start + i64::from(months) * 30 * 86_400
+}
+
+impl Vaults {
+    /// The policy document of a live certificate.
+    fn certificate_document(
+        &self,
+        tx: &Tx,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Value, VaultError> {
+        let state = live_state(tx, vault, KIND, name)?;
+        Ok(tx
+            .object_policy(&vault.vault_id, KIND, &state.name)?
+            .unwrap_or(Value::Null))
+    }
+
+    /// Refuses a certificate name a standalone key or secret already uses.
+    fn check_name_free(tx: &Tx, vault: &VaultRecord, name: &str) -> Result<(), VaultError> {
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            if let Some(row) = tx.version(&vault.vault_id, kind, name, None)? {
+                if !is_managed(&row) {
+                    return Err(VaultError::NameInUse {
+                        kind,
+                        name: name.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a certificate, or a new version of it, from its policy (the stored one
+    /// when none is given). Issuer `Self` signs it at once: the operation is stored
+    /// `completed`, and returned as accepted (`inProgress`), as Key Vault answers a create
+    /// before its clients poll the operation.
+    pub fn create_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        change: &CertificateChange,
+        now: i64,
+    ) -> Result<CertificateOperation, VaultError> {
+        check_object_name(name)?;
+        check_tags(&change.tags)?;
+        let existing = self.store.read(|tx| {
+            Ok::<_, VaultError>(match tx.object_state(&vault.vault_id, KIND, name)? {
+                Some(s) if s.deleted.is_none() => {
+                    tx.object_policy(&vault.vault_id, KIND, &s.name)?
+                }
+                _ => None,
+            })
+        })?;
+        let stored_policy = existing
+            .as_ref()
+            .map(|doc| Policy::parse(&doc["policy"], None))
+            .transpose()?;
+        let policy = match (&change.policy, &stored_policy) {
+            (Some(p), _) => Policy::parse(p, None)?,
+            (None, Some(p)) => p.clone(),
+            (None, None) => return Err(bad("A new certificate needs a policy.")),
+        };
+        let provider = self.key_provider(&policy.kty);
+        let key = provider.generate(policy.key_spec())?;
+        let template = CertificateTemplate {
+            not_before: now - 300,
+            not_after: validity_end(now - 300, policy.validity_months),
+            ..policy.template.clone()
+        };
+        let cer = self_signed_certificate(&key, &template).map_err(|e| bad(e.to_string()))?;
+        let csr = signing_request(&key, &template).map_err(|e| bad(e.to_string()))?;
+        let private = if policy.exportable {
+            Some(key.export_pkcs8()?)
+        } else {
+            None
+        };
+        let chain = [cer.clone()];
+        let value: Vec<u8> = if policy.content_type == PEM {
+            pem_bundle(private.as_deref().map(|k| k.as_slice()), &chain)
+                .as_bytes()
+                .to_vec()
+        } else {
+            STANDARD
+                .encode(pkcs12(private.as_deref().map(|k| k.as_slice()), &chain).as_slice())
+                .into_bytes()
+        };
+        let value = zeroize::Zeroizing::new(value);
+        let operation = CertificateOperation {
+            name: name.to_owned(),
+            issuer: policy.issuer.clone(),
+            csr,
+            status: "completed".into(),
+            status_details: String::new(),
+            request_id: random_uuid(),
+            cancellation_requested: false,
+        };
+        let storage = self.storage_key(vault)?;
+        let attrs = change.attributes;
+        self.write(|tx| {
+            let name = name_for_new_version(tx, vault, KIND, name)?;
+            Self::check_name_free(tx, vault, &name)?;
+            for kind in [ObjectKind::Key, ObjectKind::Secret] {
+                name_for_new_version(tx, vault, kind, &name)?;
+            }
+            let version = random_hex(16);
+            let row = |kind: ObjectKind, sealed: &[u8], public: Value, tags: BTreeMap<String, String>, enabled: bool| VersionRow {
+                vault_id: vault.vault_id.clone(),
+                kind,
+                sealed: storage.seal(&payload_aad(vault, kind, &name, &version), sealed),
+                name: name.clone(),
+                version: version.clone(),
+                public,
+                tags,
+                enabled,
+                nbf: Some(template.not_before),
+                exp: Some(template.not_after),
+                created: now,
+                updated: now,
+            };
+            let enabled = attrs.enabled.unwrap_or(policy.enabled);
+            tx.insert_version(&row(
+                ObjectKind::Key,
+                &key.to_stored(),
+                json!({ "kty": policy.kty, "key_ops": policy.key_ops(), "jwk": key.public_jwk(), "managed": true }),
+                BTreeMap::new(),
+                enabled,
+            ))?;
+            tx.insert_version(&row(
+                ObjectKind::Secret,
+                &value,
+                json!({ "contentType": policy.content_type, "managed": true }),
+                BTreeMap::new(),
+                enabled,
+            ))?;
+            tx.insert_version(&row(
+                KIND,
+                &[],
+                json!({ "cer": STANDARD.encode(&cer), "contentType": policy.content_type }),
+                change.tags.clone().unwrap_or_default(),
+                enabled,
+            ))?;
+            let created = existing
+                .as_ref()
+                .and_then(|d| d["policy"]["attributes"]["created"].as_i64())
+                .unwrap_or(now);
+            tx.set_object_policy(&vault.vault_id, KIND, &name, &object_document(&policy, created, now, &operation))?;
+            Ok(())
+        })?;
+        Ok(CertificateOperation {
+            status: "inProgress".into(),
+            status_details: "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.".into(),
+            ..operation
+        })
+    }
+
+    /// A version (the latest when `version` is `None`).
+    pub fn get_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        self.store.read(|tx| {
+            let stored = live_version(tx, vault, KIND, name, version)?;
+            let doc = self.certificate_document(tx, vault, name)?;
+            Ok(certificate(vault, &stored, doc["policy"].clone()))
+        })
+    }
+
+    /// Live certificates, the latest version of each.
+    pub fn list_certificates(
+        &self,
+        vault: &VaultRecord,
+        maxresults: Option<usize>,
+        skip: Option<&str>,
+    ) -> Result<Page<Certificate>, VaultError> {
+        let page = self.list_stored(vault, KIND, false, maxresults, skip)?;
+        Ok(page.map(|s| certificate(vault, &s, Value::Null)))
+    }
+
+    /// The versions of a certificate, oldest first.
+    pub fn list_certificate_versions(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        maxresults: Option<usize>,
+        skip: Option<&str>,
+    ) -> Result<Page<Certificate>, VaultError> {
+        let page = self.list_stored_versions(vault, KIND, name, maxresults, skip)?;
+        Ok(page.map(|s| certificate(vault, &s, Value::Null)))
+    }
+
+    /// Updates a version's tags and `enabled` (carried to its key and secret), and the
+    /// certificate's policy when one is given.
+    pub fn update_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        change: &CertificateChange,
+        now: i64,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        check_tags(&change.tags)?;
+        change.attributes.check_dates()?;
+        if change.attributes.not_before.is_some() || change.attributes.expires.is_some() {
+            return Err(bad(
+                "A certificate's nbf and exp are its validity; they cannot be changed.",
+            ));
+        }
+        self.write(|tx| {
+            let mut stored = live_version(tx, vault, KIND, name, version)?;
+            edit_tags_and_attributes(&mut stored.row, &change.tags, &change.attributes)?;
+            stored.row.updated = now;
+            tx.update_version(&stored.row)?;
+            if let Some(enabled) = change.attributes.enabled {
+                for kind in [ObjectKind::Key, ObjectKind::Secret] {
+                    if let Some(mut row) = tx.version(
+                        &vault.vault_id,
+                        kind,
+                        &stored.state.name,
+                        Some(&stored.row.version),
+                    )? {
+                        row.enabled = enabled;
+                        row.updated = now;
+                        tx.update_version(&row)?;
+                    }
+                }
+            }
+            let mut doc = self.certificate_document(tx, vault, name)?;
+            if let Some(patch) = &change.policy {
+                let base = Policy::parse(&doc["policy"], None)?;
+                let policy = Policy::parse(patch, Some(&base))?;
+                let created = doc["policy"]["attributes"]["created"]
+                    .as_i64()
+                    .unwrap_or(now);
+                doc["policy"] = policy.to_json(created, now);
+                tx.set_object_policy(&vault.vault_id, KIND, &stored.state.name, &doc)?;
+            }
+            Ok(certificate(vault, &stored, doc["policy"].clone()))
+        })
+    }
+
+    /// The certificate's policy.
+    pub fn certificate_policy(&self, vault: &VaultRecord, name: &str) -> Result<Value, VaultError> {
+        check_object_name(name)?;
+        self.store
+            .read(|tx| Ok(self.certificate_document(tx, vault, name)?["policy"].clone()))
+    }
+
+    /// Updates the certificate's policy (members left out are kept).
+    pub fn update_certificate_policy(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        patch: &Value,
+        now: i64,
+    ) -> Result<Value, VaultError> {
+        let change = CertificateChange {
+            policy: Some(patch.clone()),
+            ..Default::default()
+        };
+        Ok(self
+            .update_certificate(vault, name, None, &change, now)?
+            .policy)
+    }
+
+    /// The certificate's last issuance operation.
+    pub fn certificate_operation(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<CertificateOperation, VaultError> {
+        check_object_name(name)?;
+        self.store.read(|tx| {
+            let state = live_state(tx, vault, KIND, name)?;
+            let doc = tx
+                .object_policy(&vault.vault_id, KIND, &state.name)?
+                .unwrap_or(Value::Null);
+            Ok(operation_of(&state.name, &doc))
+        })
+    }
+
+    /// Soft-deletes a certificate with its key and secret; returns its latest version.
+    pub fn delete_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        now: i64,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        let policy = self.certificate_policy(vault, name)?;
+        let when = (now, recovery(vault).scheduled_purge(now));
+        self.write(|tx| {
+            let state = live_state(tx, vault, KIND, name)?;
+            for kind in KINDS {
+                if tx
+                    .object_state(&vault.vault_id, kind, &state.name)?
+                    .is_some()
+                {
+                    tx.set_object_deleted(&vault.vault_id, kind, &state.name, Some(when))?;
+                }
+            }
+            Ok(())
+        })?;
+        self.get_deleted_certificate_with(vault, name, policy)
+    }
+
+    fn get_deleted_certificate_with(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        policy: Value,
+    ) -> Result<Certificate, VaultError> {
+        let stored = self.get_deleted_stored(vault, KIND, name)?;
+        Ok(certificate(vault, &stored, policy))
+    }
+
+    /// A soft-deleted certificate.
+    pub fn get_deleted_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        let policy = self.store.read(|tx| {
+            Ok::<_, VaultError>(
+                tx.object_policy(&vault.vault_id, KIND, name)?
+                    .map(|d| d["policy"].clone())
+                    .unwrap_or(Value::Null),
+            )
+        })?;
+        self.get_deleted_certificate_with(vault, name, policy)
+    }
+
+    /// Soft-deleted certificates.
+    pub fn list_deleted_certificates(
+        &self,
+        vault: &VaultRecord,
+        maxresults: Option<usize>,
+        skip: Option<&str>,
+    ) -> Result<Page<Certificate>, VaultError> {
+        let page = self.list_stored(vault, KIND, true, maxresults, skip)?;
+        Ok(page.map(|s| certificate(vault, &s, Value::Null)))
+    }
+
+    /// Recovers a soft-deleted certificate with its key and secret.
+    pub fn recover_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        self.get_deleted_stored(vault, KIND, name)?;
+        self.write(|tx| {
+            for kind in KINDS {
+                if let Some(state) = tx.object_state(&vault.vault_id, kind, name)? {
+                    tx.set_object_deleted(&vault.vault_id, kind, &state.name, None)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.get_certificate(vault, name, None)
+    }
+
+    /// Purges a soft-deleted certificate with its key and secret.
+    pub fn purge_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        check_object_name(name)?;
+        let deleted = self.get_deleted_stored(vault, KIND, name)?;
+        if vault.purge_protection && deleted.state.scheduled_purge.is_some_and(|p| now < p) {
+            return Err(VaultError::PurgeProtected);
+        }
+        self.write(|tx| {
+            for kind in KINDS {
+                if let Some(state) = tx.object_state(&vault.vault_id, kind, name)? {
+                    tx.purge_object(&vault.vault_id, kind, &state.name)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `x5t` as Key Vault shows it (base64url).
+pub fn thumbprint_text(cer: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(atrest_crypto::sha1(cer))
+}

@@ -1,0 +1,198 @@
+"""Key Vault certificates through the unmodified azure-keyvault-certificates SDK: issuance by
+`Self` from a policy, the certificate's lifecycle, and its managed key and secret read and
+used through the keys and secrets SDKs, checked with Python `cryptography` and `openssl`."""
+import base64
+import subprocess
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.certificates import (
+    CertificateClient, CertificateContentType, CertificatePolicy, KeyCurveName, KeyType, KeyUsageType,
+    WellKnownIssuerNames)
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from conftest import unique
+
+VAULT = "sdk-main"
+
+
+@pytest.fixture
+def clients(server):
+    credential = DefaultAzureCredential()
+    url = server.vault_url(VAULT)
+    return (CertificateClient(url, credential), KeyClient(url, credential), SecretClient(url, credential),
+            credential)
+
+
+def web_policy(**kw):
+    return CertificatePolicy(
+        issuer_name=WellKnownIssuerNames.self, subject="CN=app.contoso.test, O=Contoso",
+        san_dns_names=["app.contoso.test", "www.contoso.test"], san_emails=["ops@contoso.test"],
+        san_user_principal_names=["svc@contoso.test"], san_uris=["https://contoso.test/app"],
+        key_usage=[KeyUsageType.digital_signature, KeyUsageType.key_encipherment],
+        enhanced_key_usage=["1.3.6.1.5.5.7.3.1"], validity_in_months=24, **kw)
+
+
+def test_a_self_signed_certificate_lives_as_key_vault_keeps_it(clients, tmp_path):
+    certs, keys, secrets, credential = clients
+    name = unique("c")
+    created = certs.begin_create_certificate(name, web_policy(), tags={"app": "web"}).result()
+    assert created.name == name and created.properties.tags == {"app": "web"}
+    assert created.key_id == f"{certs.vault_url}/keys/{name}/{created.properties.version}"
+    assert created.secret_id == f"{certs.vault_url}/secrets/{name}/{created.properties.version}"
+    assert created.policy.subject == "CN=app.contoso.test, O=Contoso"
+    assert created.policy.san_dns_names == ["app.contoso.test", "www.contoso.test"]
+    assert created.policy.validity_in_months == 24 and created.policy.content_type == "application/x-pkcs12"
+
+    # The DER certificate carries the policy: openssl and cryptography agree.
+    cert = x509.load_der_x509_certificate(created.cer)
+    assert cert.subject.rfc4514_string() == "O=Contoso,CN=app.contoso.test"
+    assert created.properties.x509_thumbprint == cert.fingerprint(hashes.SHA1())
+    der = tmp_path / "c.cer"
+    der.write_bytes(created.cer)
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(der), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    for expected in ["DNS:app.contoso.test, DNS:www.contoso.test", "email:ops@contoso.test",
+                     "othername: UPN::svc@contoso.test", "URI:https://contoso.test/app",
+                     "Digital Signature, Key Encipherment", "TLS Web Server Authentication"]:
+        assert expected in text, text
+    days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+    assert 715 <= days <= 735, days
+    assert created.properties.expires_on == cert.not_valid_after_utc
+
+    # The operation is done; its CSR is the key's.
+    op = certs.get_certificate_operation(name)
+    assert op.status == "completed" and op.issuer_name == "Self"
+    csr = x509.load_der_x509_csr(op.csr)
+    assert csr.is_signature_valid and csr.public_key().public_numbers() == cert.public_key().public_numbers()
+
+    # The key signs through the keys API, verifiable with the certificate's public key.
+    key = keys.get_key(name)
+    assert key.properties.managed is True and key.id == created.key_id
+    signed = CryptographyClient(key, credential).sign(SignatureAlgorithm.rs256, hashes_sha256(b"hello"))
+    cert.public_key().verify(signed.signature, b"hello", padding.PKCS1v15(), hashes.SHA256())
+
+    # The secret is the PKCS#12 with the key, no password.
+    secret = secrets.get_secret(name)
+    assert secret.properties.managed is True and secret.properties.content_type == "application/x-pkcs12"
+    assert secret.properties.key_id == created.key_id
+    private, leaf, _ = pkcs12.load_key_and_certificates(base64.b64decode(secret.value), None)
+    assert leaf.fingerprint(hashes.SHA256()) == cert.fingerprint(hashes.SHA256())
+    assert private.public_key().public_numbers() == cert.public_key().public_numbers()
+
+    # The key and secret change only with the certificate.
+    for call in [lambda: secrets.set_secret(name, "x"), lambda: secrets.update_secret_properties(name, enabled=False),
+                 lambda: secrets.begin_delete_secret(name).result(), lambda: keys.begin_delete_key(name).result(),
+                 lambda: keys.create_rsa_key(name), lambda: keys.update_key_properties(name, enabled=False)]:
+        with pytest.raises(HttpResponseError) as err:
+            call()
+        assert err.value.status_code == 403 and "managed by Key Vault" in err.value.message, err.value
+
+    # Versions, listing, updates and the policy.
+    second = certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
+    assert second.properties.version != created.properties.version
+    assert x509.load_der_x509_certificate(second.cer).subject.rfc4514_string() == "CN=DefaultPolicy"
+    versions = {v.version for v in certs.list_properties_of_certificate_versions(name)}
+    assert versions == {created.properties.version, second.properties.version}
+    assert name in {c.name for c in certs.list_properties_of_certificates()}
+    old = certs.get_certificate_version(name, created.properties.version)
+    assert old.cer == created.cer
+    updated = certs.update_certificate_properties(name, enabled=False, tags={"app": "api"})
+    assert updated.properties.enabled is False and updated.properties.tags == {"app": "api"}
+    assert keys.get_key(name).properties.enabled is False  # the key follows its certificate
+    policy = certs.update_certificate_policy(name, CertificatePolicy(validity_in_months=6, san_dns_names=["x.test"]))
+    assert policy.validity_in_months == 6 and policy.subject == "CN=DefaultPolicy" and policy.san_dns_names == ["x.test"]
+    assert certs.get_certificate_policy(name).validity_in_months == 6
+
+    # Soft delete takes the key and secret along; recover brings them back; purge ends all.
+    deleted = certs.begin_delete_certificate(name).result()
+    assert deleted.recovery_id.endswith(f"/deletedcertificates/{name}") and deleted.deleted_on
+    assert certs.get_deleted_certificate(name).name == name
+    assert name in {c.name for c in certs.list_deleted_certificates()}
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+    with pytest.raises(ResourceNotFoundError):
+        secrets.get_secret(name)
+    certs.begin_recover_deleted_certificate(name).result()
+    assert keys.get_key(name).properties.managed is True
+    certs.begin_delete_certificate(name).result()
+    certs.purge_deleted_certificate(name)
+    with pytest.raises(ResourceNotFoundError) as err:
+        certs.get_certificate(name)
+    assert "not found" in err.value.message
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_deleted_key(name)
+
+
+def hashes_sha256(data):
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
+def test_an_ec_certificate_in_pem_with_a_non_exportable_key(clients):
+    certs, keys, secrets, credential = clients
+    name = unique("ec")
+    policy = CertificatePolicy(issuer_name="Self", subject="CN=ec.contoso.test", key_type=KeyType.ec,
+                               key_curve_name=KeyCurveName.p_384, content_type=CertificateContentType.pem,
+                               validity_in_months=3)
+    created = certs.begin_create_certificate(name, policy).result()
+    cert = x509.load_der_x509_certificate(created.cer)
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey) and cert.public_key().curve.name == "secp384r1"
+    secret = secrets.get_secret(name)
+    assert secret.properties.content_type == "application/x-pem-file"
+    pem_key = serialization.load_pem_private_key(secret.value.encode(), None)
+    assert pem_key.public_key().public_numbers() == cert.public_key().public_numbers()
+    signed = CryptographyClient(keys.get_key(name), credential).sign(SignatureAlgorithm.es384, sha384(b"data"))
+    r, s = int.from_bytes(signed.signature[:48], "big"), int.from_bytes(signed.signature[48:], "big")
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    cert.public_key().verify(encode_dss_signature(r, s), b"data", ec.ECDSA(hashes.SHA384()))
+
+    name = unique("ne")
+    # (The SDK sends key_props only when a member besides exportable=False is set.)
+    policy = CertificatePolicy(issuer_name="Self", subject="CN=locked", exportable=False, key_type=KeyType.rsa)
+    locked = certs.begin_create_certificate(name, policy).result()
+    secret = secrets.get_secret(name)
+    private, leaf, others = pkcs12.load_key_and_certificates(base64.b64decode(secret.value), None)
+    assert private is None and leaf is None  # no key to pair the certificate with
+    assert [c.public_bytes(serialization.Encoding.DER) for c in others] == [locked.cer]
+
+
+def sha384(data):
+    digest = hashes.Hash(hashes.SHA384())
+    digest.update(data)
+    return digest.finalize()
+
+
+def test_bad_certificate_input_changes_nothing(clients):
+    certs, keys, secrets, _ = clients
+    before = {c.name for c in certs.list_properties_of_certificates()}
+    name = unique("bad")
+    for policy, words in [
+        (CertificatePolicy(issuer_name="Self", subject="CN=x", key_type=KeyType.ec, key_curve_name="P-256K"), "curve"),
+        (CertificatePolicy(issuer_name="Self", subject="CN=x", key_type=KeyType.rsa, key_size=1024), "key size"),
+        (CertificatePolicy(issuer_name="Self", subject="CN=x", content_type="text/plain"), "content type"),
+        (CertificatePolicy(issuer_name="Self", subject="CN=x", validity_in_months=0), "validity_months"),
+        (CertificatePolicy(issuer_name="Self", subject="XX=nope"), "subject"),
+        (CertificatePolicy(issuer_name="Self", subject="CN=x", enhanced_key_usage=["not-an-oid"]), "object identifier"),
+    ]:
+        with pytest.raises(HttpResponseError) as err:
+            certs.begin_create_certificate(name, policy).result()
+        assert err.value.status_code == 400 and words in err.value.message, err.value.message
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate(name)
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+    # A name a standalone secret holds is refused.
+    secrets.set_secret(name, "plain")
+    with pytest.raises(ResourceExistsError):
+        certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
+    assert secrets.get_secret(name).value == "plain"
+    assert {c.name for c in certs.list_properties_of_certificates()} == before
