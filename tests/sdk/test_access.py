@@ -20,6 +20,7 @@ KEY_PERMISSIONS = ["all", "encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", 
                    "update", "import", "delete", "backup", "restore", "recover", "purge", "release", "rotate",
                    "getrotationpolicy", "setrotationpolicy"]
 SECRET_PERMISSIONS = ["all", "get", "list", "set", "delete", "backup", "restore", "recover", "purge"]
+CERTIFICATE_PERMISSIONS = ["all", "get", "list", "create", "update", "delete", "import", "managecontacts"]
 
 DIGEST = "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg"
 # Each operation, the permission Key Vault's REST reference says it requires, and how to
@@ -44,6 +45,14 @@ OPERATIONS = {
     "KeySetRotationPolicy": ("keys", "setrotationpolicy", "PUT", "/keys/{key}/rotationpolicy",
                              {"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}]}),
     "KeyBackup": ("keys", "backup", "POST", "/keys/{key}/backup", None),
+    "CertificateGet": ("certificates", "get", "GET", "/certificates/{cert}", None),
+    "CertificateList": ("certificates", "list", "GET", "/certificates", None),
+    "CertificateCreate": ("certificates", "create", "POST", "/certificates/{cert}/create",
+                          {"policy": {"issuer": {"name": "Self"}, "key_props": {"kty": "EC", "crv": "P-256"},
+                                      "x509_props": {"subject": "CN=matrix"}}}),
+    "CertificateUpdate": ("certificates", "update", "PATCH", "/certificates/{cert}", {"tags": {"t": "1"}}),
+    "CertificatePolicyUpdate": ("certificates", "update", "PATCH", "/certificates/{cert}/policy",
+                                {"x509_props": {"validity_months": 6}}),
 }
 
 
@@ -76,12 +85,17 @@ def policy_denied(call, what):
 
 
 def test_access_policy_matrix(server, ap_vault):
-    names = {"secret": unique("ps"), "key": unique("pk"), "rsa": unique("pr")}
+    names = {"secret": unique("ps"), "key": unique("pk"), "rsa": unique("pr"), "cert": unique("pc")}
     server.cli("keyvault", "secret", "set", "--vault-name", AP_VAULT, "--name", names["secret"], "--value", "x")
     server.cli("keyvault", "key", "create", "--vault-name", AP_VAULT, "--name", names["key"], "--kty", "EC", "--curve", "P-256")
     server.cli("keyvault", "key", "create", "--vault-name", AP_VAULT, "--name", names["rsa"], "--kty", "RSA", "--size", "2048")
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.certificates import CertificateClient, CertificatePolicy
+    CertificateClient(server.vault_url(AP_VAULT), DefaultAzureCredential()).begin_create_certificate(
+        names["cert"], CertificatePolicy.get_default()).result()
     base = server.vault_url(AP_VAULT)
-    grants = [("keys", p) for p in KEY_PERMISSIONS] + [("secrets", p) for p in SECRET_PERMISSIONS]
+    grants = ([("keys", p) for p in KEY_PERMISSIONS] + [("secrets", p) for p in SECRET_PERMISSIONS]
+              + [("certificates", p) for p in CERTIFICATE_PERMISSIONS])
     mismatches, outcomes = [], {True: 0, False: 0}
     for cls, permission in grants:
         sp, credential = server.new_principal("ap")

@@ -49,6 +49,14 @@ OPERATIONS = {
     "KeyRotate": ("Microsoft.KeyVault/vaults/keys/rotate/action", "POST", "/keys/{key}/rotate", None),
     "KeyGetRotationPolicy": ("Microsoft.KeyVault/vaults/keyrotationpolicies/read", "GET", "/keys/{key}/rotationpolicy", None),
     "KeyBackup": ("Microsoft.KeyVault/vaults/keys/backup/action", "POST", "/keys/{key}/backup", None),
+    "CertificateGet": ("Microsoft.KeyVault/vaults/certificates/read", "GET", "/certificates/{cert}", None),
+    "CertificateList": ("Microsoft.KeyVault/vaults/certificates/read", "GET", "/certificates", None),
+    "CertificatePolicyGet": ("Microsoft.KeyVault/vaults/certificates/read", "GET", "/certificates/{cert}/policy", None),
+    "CertificateCreate": ("Microsoft.KeyVault/vaults/certificates/create/action", "POST", "/certificates/{cert}/create",
+                          {"policy": {"issuer": {"name": "Self"}, "key_props": {"kty": "EC", "crv": "P-256"},
+                                      "x509_props": {"subject": "CN=matrix"}}}),
+    "CertificateUpdate": ("Microsoft.KeyVault/vaults/certificates/update/action", "PATCH", "/certificates/{cert}",
+                          {"tags": {"t": "1"}}),
 }
 
 
@@ -65,12 +73,17 @@ def test_authorization_matrix_follows_the_role_table(server):
         "Key Vault Administrator", "Key Vault Crypto Officer", "Key Vault Crypto User",
         "Key Vault Crypto Service Encryption User", "Key Vault Crypto Service Release User",
         "Key Vault Secrets Officer", "Key Vault Secrets User", "Key Vault Reader",
-        "Key Vault Purge Operator", "Key Vault Data Access Administrator", "Owner", "Contributor", "Reader"}
-    names = {"secret": unique("ms"), "key": unique("mk"), "rsa": unique("mr")}
+        "Key Vault Purge Operator", "Key Vault Data Access Administrator", "Key Vault Certificates Officer",
+        "Key Vault Certificate User", "Owner", "Contributor", "Reader"}
+    names = {"secret": unique("ms"), "key": unique("mk"), "rsa": unique("mr"), "cert": unique("mc")}
     admin = server.cli  # the bootstrap administrator prepares the objects
     admin("keyvault", "secret", "set", "--vault-name", VAULT, "--name", names["secret"], "--value", "x")
     admin("keyvault", "key", "create", "--vault-name", VAULT, "--name", names["key"], "--kty", "EC", "--curve", "P-256")
     admin("keyvault", "key", "create", "--vault-name", VAULT, "--name", names["rsa"], "--kty", "RSA", "--size", "2048")
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.certificates import CertificateClient, CertificatePolicy
+    CertificateClient(server.vault_url(VAULT), DefaultAzureCredential()).begin_create_certificate(
+        names["cert"], CertificatePolicy.get_default()).result()
     base = server.vault_url(VAULT)
     mismatches, outcomes = [], {True: 0, False: 0}
     for role in roles:
@@ -148,7 +161,7 @@ def test_role_assignment_api_refuses_bad_input(server):
         (scope, str(uuid.uuid4()), {"properties": {"roleDefinitionId": "no-such-role", "principalId": sp["objectId"]}}, 400, "RoleDefinitionDoesNotExist"),
         (scope, str(uuid.uuid4()), {"properties": {"roleDefinitionId": role_id, "principalId": str(uuid.uuid4())}}, 400, "PrincipalNotFound"),
         (scope, "not-a-guid", good, 400, "InvalidRoleAssignmentId"),
-        (f"{scope}/certificates/x", str(uuid.uuid4()), good, 400, "InvalidScope"),
+        (f"{scope}/storage/x", str(uuid.uuid4()), good, 400, "InvalidScope"),
         (scope, str(uuid.uuid4()), {"properties": {"principalId": sp["objectId"]}}, 400, None),
     ]
     for where, name, body, status, code in cases:

@@ -160,7 +160,7 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
                     && kw(4, "providers")
                     && kw(5, "Microsoft.KeyVault")
                     && kw(6, "vaults")
-                    && (kw(8, "secrets") || kw(8, "keys"))
+                    && (kw(8, "secrets") || kw(8, "keys") || kw(8, "certificates"))
             }
             _ => false,
         };
@@ -170,7 +170,7 @@ fn check_scope(scope: &str) -> Result<(), ApiError> {
         Err(ApiError::bad_request(
             "InvalidScope",
             format!(
-                "The scope '{scope}' is not a subscription, resource group, vault, compute resource, key or secret."
+                "The scope '{scope}' is not a subscription, resource group, vault, compute resource, key, secret or certificate."
             ),
         ))
     }
