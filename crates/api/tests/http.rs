@@ -320,8 +320,7 @@ async fn bad_data_plane_input_changes_nothing() {
     );
     // Unknown paths and vaults.
     check_error(
-        &s.data(Method::GET, "/storage?api-version=7.5", b"")
-            .await,
+        &s.data(Method::GET, "/storage?api-version=7.5", b"").await,
         404,
         "NotFound",
     );

@@ -536,7 +536,10 @@ impl Vaults {
             (None, None) => return Err(bad("A new certificate needs a policy.")),
         };
         let provider = self.key_provider(&policy.kty);
-        let key = provider.generate(policy.key_spec())?;
+        let key = match self.reusable_key(vault, name, &policy)? {
+            Some(key) => key,
+            None => provider.generate(policy.key_spec())?,
+        };
         let template = CertificateTemplate {
             not_before: now - 300,
             not_after: validity_end(now - 300, policy.validity_months),
@@ -626,6 +629,35 @@ impl Vaults {
             status_details: "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.".into(),
             ..operation
         })
+    }
+
+    /// The current key of certificate `name` when its policy says `reuse_key` and the key
+    /// is of the policy's type and size.
+    fn reusable_key(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        policy: &Policy,
+    ) -> Result<Option<std::sync::Arc<dyn atrest_crypto::KeyHandle>>, VaultError> {
+        if !policy.reuse_key {
+            return Ok(None);
+        }
+        let row = self.store.read(|tx| {
+            Ok::<_, VaultError>(
+                match tx.object_state(&vault.vault_id, ObjectKind::Key, name)? {
+                    Some(s) if s.deleted.is_none() => {
+                        tx.version(&vault.vault_id, ObjectKind::Key, &s.name, None)?
+                    }
+                    _ => None,
+                },
+            )
+        })?;
+        let Some(row) = row.filter(is_managed) else {
+            return Ok(None);
+        };
+        let stored = self.open_payload(&*self.storage_key(vault)?, vault, &row)?;
+        let key = self.key_provider(&policy.kty).load(&stored)?;
+        Ok((key.spec() == policy.key_spec()).then_some(key))
     }
 
     /// A version (the latest when `version` is `None`).

@@ -6,6 +6,7 @@ use atrest_api::client::Method;
 use clap::{ArgAction, Subcommand};
 use serde_json::{json, Map, Value};
 
+use super::certificate::{certificate, CertificateCommand};
 use super::connection::Connection;
 use super::key::{key, KeyCommand};
 use super::output::{print, Format};
@@ -125,6 +126,11 @@ pub(crate) enum KeyvaultCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage certificates (with their managed keys and secrets).
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
     },
 }
 
@@ -389,6 +395,7 @@ pub(super) async fn keyvault(
         }
         C::Secret { command } => return secret(conn, command, format).await,
         C::Key { command } => return key(conn, command, format).await,
+        C::Certificate { command } => return certificate(conn, command, format).await,
     };
     print(&out, format)
 }

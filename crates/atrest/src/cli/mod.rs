@@ -8,6 +8,7 @@ pub(crate) mod output;
 
 mod ad;
 mod backup;
+mod certificate;
 mod clock;
 mod compute;
 mod identity;
