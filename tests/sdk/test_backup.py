@@ -438,6 +438,34 @@ def test_an_ade_backup_keeps_the_secret_and_a_kek_backup_taken_by_the_vault_iden
     bsrv.cli("vm", "stop", "-n", target)
 
 
+def test_a_kek_that_belongs_to_a_certificate_fails_the_backup_naming_it(bsrv):
+    """Azure Backup protects ADE machines whose key-encryption keys are standalone keys:
+    with a certificate's key as the KEK, the backup job fails and names the certificate."""
+    kv = unique("bkc")
+    bsrv.cli("keyvault", "create", "-n", kv, "-l", "westeurope", "--enabled-for-disk-encryption", "true",
+             "--enable-rbac-authorization", "false")
+    cert = unique("kekcert")
+    bsrv.cli("keyvault", "certificate", "create", "--vault-name", kv, "-n", cert,
+             "-p", '{"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=kek"}}')
+    kek = bsrv.cli("keyvault", "key", "show", "--vault-name", kv, "-n", cert)
+    assert kek["managed"] is True
+    disk, vm = unique("d"), unique("vm")
+    bsrv.cli("disk", "create", "-n", disk, "-z", "1")
+    bsrv.cli("vm", "create", "-n", vm, "--attach-disks", disk)
+    bsrv.cli("vm", "encryption", "enable", "-n", vm, "--disk-encryption-keyvault", kv, "--volume-type", "DATA",
+             "--key-encryption-key", kek["key"]["kid"], "--encrypt-format-all")
+    vault = unique("rsv")
+    identity = bsrv.cli("backup", "vault", "create", "-n", vault, "-l", "westeurope")["identity"]["principalId"]
+    bsrv.cli("keyvault", "set-policy", "--name", kv, "--object-id", identity, "--key-permissions", "backup", "get",
+             "list", "--secret-permissions", "get", "list")
+    bsrv.cli("backup", "protection", "enable-for-vm", "-v", vault, "--vm", vm, "-p", "DefaultPolicy")
+    job = bsrv.cli("backup", "protection", "backup-now", "-v", vault, "-c", vm, "-i", vm)
+    assert job["properties"]["status"] == "Failed"
+    error = job["properties"]["errorDetails"][0]
+    assert error["errorCode"] == "UserErrorKekBelongsToCertificate" and "certificate" in error["errorString"], error
+    assert bsrv.cli("backup", "recoverypoint", "list", "-v", vault, "-c", vm, "-i", vm) == []
+
+
 def test_a_server_killed_during_backups_keeps_consistent_points(workdir):
     """SIGKILL while backups of a running machine run back to back and a writer changes
     its disks in order (the first disk, then the second): after a restart, every point the

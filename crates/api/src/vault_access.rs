@@ -509,6 +509,7 @@ impl KeyVaultAccess for InProcessVaults {
             usable: key
                 .as_ref()
                 .is_some_and(|k| k.attributes.check_usable(now).is_ok()),
+            certificate: key.as_ref().is_some_and(|k| k.managed),
         })
     }
 

@@ -1073,6 +1073,14 @@ impl Backup {
                 .get_secret(vault_id, &ade.secret_url)
                 .await
                 .map_err(|e| needs("read the secret", &ade.secret_url, &e))?;
+            if let Some(url) = &ade.kek_url {
+                if self.compute.describe_key_url(url)?.certificate {
+                    return Err(conflict(
+                        "UserErrorKekBelongsToCertificate",
+                        format!("The key-encryption key '{url}' of disk '{name}' belongs to the certificate of the same name; Azure Backup protects machines whose key-encryption keys are standalone keys."),
+                    ));
+                }
+            }
             let key_backup = match &ade.kek_url {
                 Some(url) => Some(
                     access

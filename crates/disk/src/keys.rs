@@ -29,6 +29,8 @@ pub struct KeyDescription {
     pub key_size: Option<u32>,
     /// Whether the version is enabled and within its `nbf`/`exp`.
     pub usable: bool,
+    /// Whether the key belongs to a certificate (Key Vault's `managed` keys).
+    pub certificate: bool,
 }
 
 /// A key version as a managed identity read it.

@@ -4,6 +4,7 @@
 //! not a source a disk request may name), and disks restored from those copies.
 
 use super::*;
+use crate::KeyDescription;
 
 /// One disk of a recovery point.
 #[derive(Debug, Clone)]
@@ -155,6 +156,14 @@ impl Compute {
     ) -> Result<Zeroizing<Vec<u8>>, ComputeError> {
         self.platform
             .unwrap(&format!("recovery-point/{context}"), version, sealed)
+    }
+
+    /// What the platform knows of the key version `key_url` names (nothing secret).
+    pub fn describe_key_url(&self, key_url: &str) -> Result<KeyDescription, ComputeError> {
+        let url = KeyUrl::parse(key_url, &self.config.vault_host_suffix)?;
+        self.vaults
+            .describe(&url.vault, &url.name, &url.version)
+            .map_err(|e| ComputeError::invalid("KeyVaultNotFound", e.message))
     }
 
     /// The vault access the platform's services share (for the backup vault's identity).

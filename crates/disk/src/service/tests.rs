@@ -204,6 +204,7 @@ impl KeyVaultAccess for MemoryVault {
             kty: found.map(|_| "RSA".to_owned()),
             key_size: found.map(|_| 2048),
             usable: found.is_some_and(|(_, enabled)| *enabled),
+            certificate: false,
         })
     }
 
