@@ -233,3 +233,73 @@ def test_the_cli_creates_downloads_and_retires_a_certificate(server, tmp_path):
     assert name in {c["id"].rsplit("/", 1)[1] for c in kv("list-deleted", "--vault-name", VAULT)}
     kv("purge", "--vault-name", VAULT, "-n", name)
     assert kv("show", "--vault-name", VAULT, "-n", name, check=False).returncode != 0
+
+
+def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(clients):
+    """Issuer Unknown: the operation stays inProgress with a CSR; a CA made here signs it;
+    the merge completes the certificate, whose secret holds the key and the chain. A leaf
+    for another key is refused; cancelling and deleting a request end it."""
+    import datetime as dt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    certs, keys, secrets, _ = clients
+    name = unique("merge")
+    policy = CertificatePolicy(issuer_name=WellKnownIssuerNames.unknown, subject="CN=merged.contoso.test",
+                               san_dns_names=["merged.contoso.test"])
+    op = certs.begin_create_certificate(name, policy).result()
+    assert op.status == "inProgress" and op.issuer_name == "Unknown" and "Merge" in op.status_details
+    assert certs.get_certificate_operation(name).status == "inProgress"
+    assert certs.get_certificate_policy(name).issuer_name == "Unknown"
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate(name)
+    csr = x509.load_der_x509_csr(op.csr)
+    assert csr.is_signature_valid and csr.subject.rfc4514_string() == "CN=merged.contoso.test"
+
+    # A CA made in the test signs the request.
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+          .not_valid_after(now + dt.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def signed(public_key, days=90):
+        return (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_name).public_key(public_key)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=days))
+                .sign(ca_key, hashes.SHA256()))
+
+    der = lambda c: c.public_bytes(serialization.Encoding.DER)  # noqa: E731
+    stranger = signed(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+    with pytest.raises(HttpResponseError) as err:
+        certs.merge_certificate(name, [der(stranger), der(ca)])
+    assert err.value.status_code == 400 and "doesn't match" in err.value.message
+    with pytest.raises(HttpResponseError) as err:
+        certs.merge_certificate(name, [b"not a certificate"])
+    assert err.value.status_code == 400
+    assert certs.get_certificate_operation(name).status == "inProgress"
+
+    leaf = signed(csr.public_key())
+    merged = certs.merge_certificate(name, [der(leaf), der(ca)], tags={"ca": "test"})
+    assert merged.cer == der(leaf) and merged.properties.tags == {"ca": "test"}
+    assert merged.properties.expires_on == leaf.not_valid_after_utc
+    assert certs.get_certificate_operation(name).status == "completed"
+    private, got_leaf, chain = pkcs12.load_key_and_certificates(base64.b64decode(secrets.get_secret(name).value), None)
+    assert der(got_leaf) == der(leaf) and [der(c) for c in chain] == [der(ca)]
+    assert private.public_key().public_numbers() == leaf.public_key().public_numbers()
+    assert keys.get_key(name).properties.managed is True
+    with pytest.raises(ResourceNotFoundError):
+        certs.merge_certificate(name, [der(leaf)])  # nothing waits any more
+
+    # A request cancelled, then one deleted.
+    other = unique("cancel")
+    certs.begin_create_certificate(other, policy).result()
+    cancelled = certs.cancel_certificate_operation(other)
+    assert cancelled.cancellation_requested is True and cancelled.status == "cancelled"
+    deleted = certs.delete_certificate_operation(other)
+    assert deleted.name == other
+    with pytest.raises(ResourceNotFoundError) as err:
+        certs.get_certificate_operation(other)
+    assert "not found" in err.value.message

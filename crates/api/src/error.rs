@@ -162,6 +162,7 @@ impl From<VaultError> for ApiError {
         use VaultError as E;
         let (status, code, inner) = match &e {
             E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", None),
+            E::PendingNotFound(_) => (StatusCode::NOT_FOUND, "PendingCertificateNotFound", None),
             E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists", None),
             E::NotFound { kind, .. } | E::DeletedNotFound { kind, .. } => (
                 StatusCode::NOT_FOUND,

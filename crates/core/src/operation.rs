@@ -154,6 +154,12 @@ operations! {
     CertificatePolicyUpdate => KeyVault,
     /// `GET /certificates/{name}/pending`.
     CertificatePendingGet => KeyVault,
+    /// `POST /certificates/{name}/pending/merge`.
+    CertificatePendingMerge => KeyVault,
+    /// `PATCH /certificates/{name}/pending` (cancel).
+    CertificatePendingUpdate => KeyVault,
+    /// `DELETE /certificates/{name}/pending`.
+    CertificatePendingDelete => KeyVault,
     /// `POST /keys/{name}/rotate`, and the new version a rotation policy makes.
     KeyRotate => KeyVault,
     /// `GET /keys/{name}/rotationpolicy`.
@@ -465,6 +471,9 @@ impl Operation {
             CertificatePolicyGet => "Microsoft.KeyVault/vaults/certificates/read",
             CertificatePolicyUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
             CertificatePendingGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificatePendingMerge => "Microsoft.KeyVault/vaults/certificates/create/action",
+            CertificatePendingUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
+            CertificatePendingDelete => "Microsoft.KeyVault/vaults/certificates/delete",
             KeyRotateIfDue
             | KeyNearExpiry
             | OpenIdConfiguration
@@ -630,6 +639,9 @@ impl Operation {
             CertificatePolicyGet => (Certificates, "get"),
             CertificatePolicyUpdate => (Certificates, "update"),
             CertificatePendingGet => (Certificates, "get"),
+            CertificatePendingMerge => (Certificates, "create"),
+            CertificatePendingUpdate => (Certificates, "update"),
+            CertificatePendingDelete => (Certificates, "delete"),
             KeyDecrypt => (Keys, "decrypt"),
             KeyWrap => (Keys, "wrapKey"),
             KeyUnwrap => (Keys, "unwrapKey"),
@@ -808,6 +820,9 @@ impl Operation {
             | CertificatePolicyGet
             | CertificatePolicyUpdate
             | CertificatePendingGet
+            | CertificatePendingMerge
+            | CertificatePendingUpdate
+            | CertificatePendingDelete
             | SecretUpdate
             | SecretDelete
             | SecretList

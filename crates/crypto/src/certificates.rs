@@ -357,6 +357,86 @@ pub fn signing_request(
     })
 }
 
+/// What atrest reads from a certificate it is given (a merge, an import).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The `SubjectPublicKeyInfo`, as DER.
+    pub public_key: Vec<u8>,
+    /// `notBefore`, Unix seconds.
+    pub not_before: i64,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+fn malformed(what: &str) -> CertificateError {
+    CertificateError::BadTemplate(format!("The {what} is not valid DER."))
+}
+
+/// A `UTCTime` or `GeneralizedTime` (UTC, `Z`), as Unix seconds.
+fn asn1_time(tlv: &der::Tlv<'_>) -> Option<i64> {
+    let text = std::str::from_utf8(tlv.content).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    let (year, rest) = match (tlv.tag, digits.len()) {
+        (0x17, 12) => {
+            let yy: i32 = digits[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<u8>().ok();
+    let month = time::Month::try_from(n(0)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, n(2)?).ok()?;
+    let at = date.with_hms(n(4)?, n(6)?, n(8)?).ok()?;
+    Some(at.assume_utc().unix_timestamp())
+}
+
+/// The public key and validity of a DER certificate.
+pub fn certificate_info(cert: &[u8]) -> Result<CertificateInfo, CertificateError> {
+    let bad = || malformed("certificate");
+    let (outer, rest) = der::expect(cert, 0x30).map_err(|_| bad())?;
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    let parts = der::elements(outer.content).map_err(|_| bad())?;
+    let tbs = parts.first().filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+    let mut fields = der::elements(tbs.content).map_err(|_| bad())?;
+    // The optional [0] version comes first.
+    if fields.first().is_some_and(|f| f.tag == 0xa0) {
+        fields.remove(0);
+    }
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, …
+    let validity = fields.get(3).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+    let spki = fields.get(5).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+    let times = der::elements(validity.content).map_err(|_| bad())?;
+    let (Some(not_before), Some(not_after)) = (
+        times.first().and_then(asn1_time),
+        times.get(1).and_then(asn1_time),
+    ) else {
+        return Err(bad());
+    };
+    Ok(CertificateInfo {
+        public_key: spki.raw.to_vec(),
+        not_before,
+        not_after,
+    })
+}
+
+/// The `SubjectPublicKeyInfo` (DER) of a PKCS#10 request.
+pub fn request_public_key(csr: &[u8]) -> Result<Vec<u8>, CertificateError> {
+    let bad = || malformed("certificate signing request");
+    let (outer, _) = der::expect(csr, 0x30).map_err(|_| bad())?;
+    let parts = der::elements(outer.content).map_err(|_| bad())?;
+    let info = parts.first().filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+    let fields = der::elements(info.content).map_err(|_| bad())?;
+    // version, subject, subjectPKInfo, attributes
+    let spki = fields.get(2).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+    Ok(spki.raw.to_vec())
+}
+
 const PKCS7_DATA: [u64; 7] = [1, 2, 840, 113549, 1, 7, 1];
 const KEY_BAG: [u64; 9] = [1, 2, 840, 113549, 1, 12, 10, 1, 1];
 const CERT_BAG: [u64; 9] = [1, 2, 840, 113549, 1, 12, 10, 1, 3];

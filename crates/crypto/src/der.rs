@@ -1,5 +1,7 @@
 //! A small DER writer for the structures atrest emits itself (PKCS#1 public keys, ECDSA
-//! signatures, PKCS#12 containers). Each function returns one complete TLV.
+//! signatures, PKCS#12 containers), each function returning one complete TLV, and a
+//! reader for the few structures it takes from outside (certificates, signing requests):
+//! definite lengths only, every length checked against what remains.
 
 /// A TLV with `tag` around `content`.
 pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -79,6 +81,75 @@ pub(crate) fn explicit(n: u8, inner: &[u8]) -> Vec<u8> {
     tlv(0xa0 | n, inner)
 }
 
+/// One TLV read from outside bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tlv<'a> {
+    /// The tag byte (single-byte tags only).
+    pub tag: u8,
+    /// The content octets.
+    pub content: &'a [u8],
+    /// The whole TLV, header included.
+    pub raw: &'a [u8],
+}
+
+/// Why bytes are not the DER expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DerError;
+
+/// The TLV at the start of `input`, and what follows it.
+pub(crate) fn read(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    let (&tag, rest) = input.split_first().ok_or(DerError)?;
+    if tag & 0x1f == 0x1f {
+        return Err(DerError); // multi-byte tags never occur in what is read here
+    }
+    let (&first, rest) = rest.split_first().ok_or(DerError)?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return Err(DerError);
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return Err(DerError);
+    }
+    let header = input.len() - rest.len();
+    Ok((
+        Tlv {
+            tag,
+            content: &rest[..len],
+            raw: &input[..header + len],
+        },
+        &rest[len..],
+    ))
+}
+
+/// The TLV at the start of `input`, which must have `tag`, and what follows.
+pub(crate) fn expect(input: &[u8], tag: u8) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    let (tlv, rest) = read(input)?;
+    if tlv.tag == tag {
+        Ok((tlv, rest))
+    } else {
+        Err(DerError)
+    }
+}
+
+/// The elements of a constructed TLV's content, in order.
+pub(crate) fn elements(mut content: &[u8]) -> Result<Vec<Tlv<'_>>, DerError> {
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let (tlv, rest) = read(content)?;
+        out.push(tlv);
+        content = rest;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +166,21 @@ mod tests {
         let long = tlv(4, &[7; 300]);
         assert_eq!(&long[..4], &[4, 0x82, 1, 44]);
         assert_eq!(long.len(), 304);
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_writer_writes_and_refuses_short_input() {
+        let seq = sequence(&[small_integer(3), octet_string(&[1; 200])]);
+        let (tlv, rest) = read(&seq).unwrap();
+        assert!(rest.is_empty() && tlv.tag == 0x30 && tlv.raw == seq.as_slice());
+        let parts = elements(tlv.content).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].content, &[1; 200][..]);
+        for cut in 0..seq.len() {
+            assert!(read(&seq[..cut]).is_err() || cut == seq.len(), "{cut}");
+        }
+        assert_eq!(read(&[0x1f, 0]), Err(DerError));
+        assert_eq!(read(&[0x30, 0x85, 0, 0, 0, 0, 1]), Err(DerError));
+        assert_eq!(expect(&seq, 0x31).map(|_| ()), Err(DerError));
     }
 }

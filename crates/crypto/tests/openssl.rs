@@ -181,3 +181,29 @@ fn templates_that_x509_cannot_carry_are_refused() {
     let oct = SoftwareKeys.generate(KeySpec::Oct(256)).unwrap();
     assert!(self_signed_certificate(&oct, &template()).is_err());
 }
+
+#[test]
+fn issued_certificates_and_requests_read_back() {
+    use atrest_crypto::certificates::{certificate_info, request_public_key};
+    for key in keys() {
+        let t = template();
+        let der = self_signed_certificate(&key, &t).unwrap();
+        let info = certificate_info(&der).unwrap();
+        assert_eq!(
+            (info.not_before, info.not_after),
+            (t.not_before, t.not_after)
+        );
+        let csr = signing_request(&key, &t).unwrap();
+        assert_eq!(request_public_key(&csr).unwrap(), info.public_key);
+        let other = SoftwareKeys.generate(key.spec()).unwrap();
+        let theirs = signing_request(&other, &t).unwrap();
+        assert_ne!(request_public_key(&theirs).unwrap(), info.public_key);
+        // Truncated or extended input is refused, never misread.
+        for cut in [0, 1, der.len() / 2, der.len() - 1] {
+            assert!(certificate_info(&der[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = der.clone();
+        longer.push(0);
+        assert!(certificate_info(&longer).is_err());
+    }
+}

@@ -10,8 +10,8 @@ use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
 use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_crypto::certificates::{
-    parse_oid, pem_bundle, pkcs12, self_signed_certificate, signing_request, CertificateTemplate,
-    KEY_USAGES,
+    certificate_info, parse_oid, pem_bundle, pkcs12, request_public_key, self_signed_certificate,
+    signing_request, CertificateTemplate, KEY_USAGES,
 };
 use atrest_crypto::{random_hex, random_uuid, Curve, KeySpec};
 use atrest_store::{Tx, VersionRow};
@@ -28,6 +28,11 @@ use crate::{VaultError, Vaults};
 const KIND: ObjectKind = ObjectKind::Certificate;
 /// The kinds a certificate's name spans, itself first.
 const KINDS: [ObjectKind; 3] = [ObjectKind::Certificate, ObjectKind::Key, ObjectKind::Secret];
+
+/// The issuer that signs at once.
+const SELF: &str = "Self";
+/// The issuer whose certificate a client merges.
+const UNKNOWN: &str = "Unknown";
 
 /// `application/x-pkcs12`, the default content type of a certificate's secret.
 pub const PKCS12: &str = "application/x-pkcs12";
@@ -275,15 +280,17 @@ impl Policy {
         let issuer = str_of(issuer_section, "name")
             .or_else(|| base.map(|b| b.issuer.clone()))
             .ok_or_else(|| bad("The certificate policy needs an issuer name (issuer.name): Self, Unknown or a registered issuer."))?;
-        if !issuer.eq_ignore_ascii_case("Self") {
-            return Err(bad(format!(
-                "Issuer '{issuer}' is not supported yet: use Self."
-            )));
-        }
+        let issuer = if issuer.eq_ignore_ascii_case(SELF) {
+            SELF.to_owned()
+        } else if issuer.eq_ignore_ascii_case(UNKNOWN) {
+            UNKNOWN.to_owned()
+        } else {
+            return Err(bad(format!("The issuer '{issuer}' is not registered in this vault: use Self, or Unknown and merge the certificate your CA signs.")));
+        };
         let mut issuer_fields = issuer_section
             .cloned()
             .unwrap_or_else(|| base.map_or(json!({}), |b| b.issuer_fields.clone()));
-        issuer_fields["name"] = json!("Self");
+        issuer_fields["name"] = json!(issuer);
         if template.subject.trim().is_empty()
             && [
                 &template.dns_names,
@@ -303,7 +310,15 @@ impl Policy {
             Some(v @ Value::Array(_)) => v.clone(),
             Some(_) => return Err(bad("'lifetime_actions' must be a list.")),
             None => base.map_or_else(
-                || json!([{ "trigger": { "lifetime_percentage": 80 }, "action": { "action_type": "AutoRenew" } }]),
+                || {
+                    // A certificate Key Vault cannot renew itself is announced to the contacts.
+                    let action = if issuer_section.and_then(|i| i.get("name")).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(UNKNOWN)) {
+                        "EmailContacts"
+                    } else {
+                        "AutoRenew"
+                    };
+                    json!([{ "trigger": { "lifetime_percentage": 80 }, "action": { "action_type": action } }])
+                },
                 |b| b.lifetime_actions.clone(),
             ),
         };
@@ -330,7 +345,7 @@ impl Policy {
             template,
             validity_months,
             lifetime_actions,
-            issuer: "Self".into(),
+            issuer,
             issuer_fields,
             enabled,
         })
@@ -405,38 +420,52 @@ impl Policy {
     }
 }
 
-/// What the object keeps beside its versions: the policy and the last operation.
-fn object_document(
-    policy: &Policy,
-    created: i64,
-    updated: i64,
-    operation: &CertificateOperation,
-) -> Value {
-    json!({
-        "policy": policy.to_json(created, updated),
-        "operation": {
-            "issuer": operation.issuer,
-            "csr": STANDARD.encode(&operation.csr),
-            "status": operation.status,
-            "status_details": operation.status_details,
-            "request_id": operation.request_id,
-            "cancellation_requested": operation.cancellation_requested,
-        },
-    })
+/// The store kind of certificates' issuance operations (documents keyed by vault id and
+/// name): what `/pending` shows, and, while a request waits for a merge, its sealed key and
+/// the policy, tags and `enabled` the certificate will get.
+const OPERATION_KIND: &str = "certificateOperations";
+
+/// An issuance operation as stored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OperationDoc {
+    name: String,
+    issuer: String,
+    csr: String,
+    status: String,
+    status_details: String,
+    request_id: String,
+    cancellation_requested: bool,
+    /// The waiting request's key, sealed with the vault's storage key.
+    sealed_key: Option<String>,
+    /// The waiting request's key type (for its provider).
+    kty: Option<String>,
+    policy: Value,
+    tags: BTreeMap<String, String>,
+    enabled: bool,
 }
 
-fn operation_of(name: &str, doc: &Value) -> CertificateOperation {
-    let op = &doc["operation"];
-    let text = |m: &str| op[m].as_str().unwrap_or_default().to_owned();
-    CertificateOperation {
-        name: name.to_owned(),
-        issuer: text("issuer"),
-        csr: STANDARD.decode(text("csr")).unwrap_or_default(),
-        status: text("status"),
-        status_details: text("status_details"),
-        request_id: text("request_id"),
-        cancellation_requested: op["cancellation_requested"].as_bool().unwrap_or(false),
+impl OperationDoc {
+    fn operation(&self) -> CertificateOperation {
+        CertificateOperation {
+            name: self.name.clone(),
+            issuer: self.issuer.clone(),
+            csr: STANDARD.decode(&self.csr).unwrap_or_default(),
+            status: self.status.clone(),
+            status_details: self.status_details.clone(),
+            request_id: self.request_id.clone(),
+            cancellation_requested: self.cancellation_requested,
+        }
     }
+}
+
+fn pending_key_aad(vault: &VaultRecord, doc: &OperationDoc) -> Vec<u8> {
+    format!(
+        "{}/certificate-request/{}/{}",
+        vault.vault_id,
+        doc.name.to_ascii_lowercase(),
+        doc.request_id
+    )
+    .into_bytes()
 }
 
 /// Whether a key or secret row belongs to a certificate.
@@ -508,7 +537,8 @@ impl Vaults {
     /// Creates a certificate, or a new version of it, from its policy (the stored one
     /// when none is given). Issuer `Self` signs it at once: the operation is stored
     /// `completed`, and returned as accepted (`inProgress`), as Key Vault answers a create
-    /// before its clients poll the operation.
+    /// before its clients poll the operation. Issuer `Unknown` leaves it `inProgress`, with
+    /// a signing request, until a merge brings the signed certificate.
     pub fn create_certificate(
         &self,
         vault: &VaultRecord,
@@ -518,70 +548,142 @@ impl Vaults {
     ) -> Result<CertificateOperation, VaultError> {
         check_object_name(name)?;
         check_tags(&change.tags)?;
-        let existing = self.store.read(|tx| {
+        let stored_policy = self.store.read(|tx| {
             Ok::<_, VaultError>(match tx.object_state(&vault.vault_id, KIND, name)? {
-                Some(s) if s.deleted.is_none() => {
-                    tx.object_policy(&vault.vault_id, KIND, &s.name)?
-                }
+                Some(s) if s.deleted.is_none() => tx
+                    .object_policy(&vault.vault_id, KIND, &s.name)?
+                    .map(|d| d["policy"].clone()),
                 _ => None,
             })
         })?;
-        let stored_policy = existing
-            .as_ref()
-            .map(|doc| Policy::parse(&doc["policy"], None))
-            .transpose()?;
         let policy = match (&change.policy, &stored_policy) {
             (Some(p), _) => Policy::parse(p, None)?,
-            (None, Some(p)) => p.clone(),
+            (None, Some(p)) => Policy::parse(p, None)?,
             (None, None) => return Err(bad("A new certificate needs a policy.")),
         };
-        let provider = self.key_provider(&policy.kty);
+        self.store.read(|tx| {
+            Self::check_name_free(tx, vault, name)?;
+            name_for_new_version(tx, vault, KIND, name).map(|_| ())
+        })?;
         let key = match self.reusable_key(vault, name, &policy)? {
             Some(key) => key,
-            None => provider.generate(policy.key_spec())?,
+            None => self.key_provider(&policy.kty).generate(policy.key_spec())?,
         };
         let template = CertificateTemplate {
             not_before: now - 300,
             not_after: validity_end(now - 300, policy.validity_months),
             ..policy.template.clone()
         };
-        let cer = self_signed_certificate(&key, &template).map_err(|e| bad(e.to_string()))?;
         let csr = signing_request(&key, &template).map_err(|e| bad(e.to_string()))?;
+        let enabled = change.attributes.enabled.unwrap_or(policy.enabled);
+        let tags = change.tags.clone().unwrap_or_default();
+        let mut doc = OperationDoc {
+            name: name.to_owned(),
+            issuer: policy.issuer.clone(),
+            csr: STANDARD.encode(&csr),
+            status: "inProgress".into(),
+            status_details:
+                "Pending certificate created. Please Perform Merge to complete the request.".into(),
+            request_id: random_uuid(),
+            cancellation_requested: false,
+            sealed_key: None,
+            kty: Some(policy.kty.clone()),
+            policy: policy.to_json(now, now),
+            tags: tags.clone(),
+            enabled,
+        };
+        if policy.issuer == UNKNOWN {
+            let storage = self.storage_key(vault)?;
+            doc.sealed_key = Some(
+                STANDARD.encode(storage.seal(&pending_key_aad(vault, &doc), &key.to_stored())),
+            );
+            self.write(|tx| Self::put_operation(tx, vault, &doc))?;
+            return Ok(doc.operation());
+        }
+        let cer = self_signed_certificate(&key, &template).map_err(|e| bad(e.to_string()))?;
+        doc.status = "completed".into();
+        doc.status_details = String::new();
+        self.store_version(
+            vault,
+            name,
+            &policy,
+            &key,
+            &[cer],
+            (tags, enabled),
+            (template.not_before, template.not_after),
+            Some(&doc),
+            now,
+        )?;
+        Ok(CertificateOperation {
+            status: "inProgress".into(),
+            status_details: "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.".into(),
+            ..doc.operation()
+        })
+    }
+
+    fn put_operation(tx: &Tx, vault: &VaultRecord, doc: &OperationDoc) -> Result<(), VaultError> {
+        Ok(tx.put_resource(
+            OPERATION_KIND,
+            &vault.vault_id,
+            &doc.name.to_ascii_lowercase(),
+            doc,
+        )?)
+    }
+
+    fn operation_doc(&self, vault: &VaultRecord, name: &str) -> Result<OperationDoc, VaultError> {
+        self.store
+            .read(|tx| {
+                tx.resource::<OperationDoc>(
+                    OPERATION_KIND,
+                    &vault.vault_id,
+                    &name.to_ascii_lowercase(),
+                )
+            })?
+            .ok_or_else(|| VaultError::PendingNotFound(name.to_owned()))
+    }
+
+    /// Stores a new version: the certificate (`chain[0]`), its managed key, and its
+    /// managed secret (the chain, with the key when exportable), and the policy; `doc`,
+    /// the finished operation, replaces the stored one.
+    #[allow(clippy::too_many_arguments)]
+    fn store_version(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        policy: &Policy,
+        key: &std::sync::Arc<dyn atrest_crypto::KeyHandle>,
+        chain: &[Vec<u8>],
+        (tags, enabled): (BTreeMap<String, String>, bool),
+        (not_before, not_after): (i64, i64),
+        doc: Option<&OperationDoc>,
+        now: i64,
+    ) -> Result<(), VaultError> {
         let private = if policy.exportable {
             Some(key.export_pkcs8()?)
         } else {
             None
         };
-        let chain = [cer.clone()];
-        let value: Vec<u8> = if policy.content_type == PEM {
-            pem_bundle(private.as_deref().map(|k| k.as_slice()), &chain)
-                .as_bytes()
-                .to_vec()
+        let private = private.as_deref().map(|k| k.as_slice());
+        let value = zeroize::Zeroizing::new(if policy.content_type == PEM {
+            pem_bundle(private, chain).as_bytes().to_vec()
         } else {
             STANDARD
-                .encode(pkcs12(private.as_deref().map(|k| k.as_slice()), &chain).as_slice())
+                .encode(pkcs12(private, chain).as_slice())
                 .into_bytes()
-        };
-        let value = zeroize::Zeroizing::new(value);
-        let operation = CertificateOperation {
-            name: name.to_owned(),
-            issuer: policy.issuer.clone(),
-            csr,
-            status: "completed".into(),
-            status_details: String::new(),
-            request_id: random_uuid(),
-            cancellation_requested: false,
-        };
+        });
         let storage = self.storage_key(vault)?;
-        let attrs = change.attributes;
         self.write(|tx| {
             let name = name_for_new_version(tx, vault, KIND, name)?;
             Self::check_name_free(tx, vault, &name)?;
             for kind in [ObjectKind::Key, ObjectKind::Secret] {
                 name_for_new_version(tx, vault, kind, &name)?;
             }
+            let created = tx
+                .object_policy(&vault.vault_id, KIND, &name)?
+                .and_then(|d| d["policy"]["attributes"]["created"].as_i64())
+                .unwrap_or(now);
             let version = random_hex(16);
-            let row = |kind: ObjectKind, sealed: &[u8], public: Value, tags: BTreeMap<String, String>, enabled: bool| VersionRow {
+            let row = |kind: ObjectKind, sealed: &[u8], public: Value, tags: BTreeMap<String, String>| VersionRow {
                 vault_id: vault.vault_id.clone(),
                 kind,
                 sealed: storage.seal(&payload_aad(vault, kind, &name, &version), sealed),
@@ -590,45 +692,131 @@ impl Vaults {
                 public,
                 tags,
                 enabled,
-                nbf: Some(template.not_before),
-                exp: Some(template.not_after),
+                nbf: Some(not_before),
+                exp: Some(not_after),
                 created: now,
                 updated: now,
             };
-            let enabled = attrs.enabled.unwrap_or(policy.enabled);
             tx.insert_version(&row(
                 ObjectKind::Key,
                 &key.to_stored(),
                 json!({ "kty": policy.kty, "key_ops": policy.key_ops(), "jwk": key.public_jwk(), "managed": true }),
                 BTreeMap::new(),
-                enabled,
             ))?;
             tx.insert_version(&row(
                 ObjectKind::Secret,
                 &value,
                 json!({ "contentType": policy.content_type, "managed": true }),
                 BTreeMap::new(),
-                enabled,
             ))?;
             tx.insert_version(&row(
                 KIND,
                 &[],
-                json!({ "cer": STANDARD.encode(&cer), "contentType": policy.content_type }),
-                change.tags.clone().unwrap_or_default(),
-                enabled,
+                json!({ "cer": STANDARD.encode(&chain[0]), "contentType": policy.content_type }),
+                tags.clone(),
             ))?;
-            let created = existing
-                .as_ref()
-                .and_then(|d| d["policy"]["attributes"]["created"].as_i64())
-                .unwrap_or(now);
-            tx.set_object_policy(&vault.vault_id, KIND, &name, &object_document(&policy, created, now, &operation))?;
+            tx.set_object_policy(&vault.vault_id, KIND, &name, &json!({ "policy": policy.to_json(created, now) }))?;
+            if let Some(doc) = doc {
+                Self::put_operation(tx, vault, &OperationDoc { name: name.clone(), sealed_key: None, ..doc.clone() })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Completes a waiting request with the certificate an issuer signed: `x5c`, the leaf
+    /// first, whose public key must be the request's.
+    pub fn merge_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        x5c: &[Vec<u8>],
+        change: &CertificateChange,
+        now: i64,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        check_tags(&change.tags)?;
+        let doc = self.operation_doc(vault, name)?;
+        let sealed = match (&doc.sealed_key, doc.status.as_str()) {
+            (Some(sealed), "inProgress") => sealed.clone(),
+            _ => {
+                return Err(VaultError::PendingNotFound(name.to_owned()));
+            }
+        };
+        let leaf = x5c
+            .first()
+            .ok_or_else(|| bad("x5c must hold the signed certificate, leaf first."))?;
+        let info = certificate_info(leaf).map_err(|e| bad(e.to_string()))?;
+        for other in &x5c[1..] {
+            certificate_info(other).map_err(|e| bad(e.to_string()))?;
+        }
+        let requested = request_public_key(&STANDARD.decode(&doc.csr).unwrap_or_default())
+            .map_err(|e| bad(e.to_string()))?;
+        if info.public_key != requested {
+            return Err(bad(
+                "Public key from x509 certificate and key of this instance doesn't match",
+            ));
+        }
+        let storage = self.storage_key(vault)?;
+        let stored = zeroize::Zeroizing::new(storage.open(
+            &pending_key_aad(vault, &doc),
+            &STANDARD.decode(sealed).unwrap_or_default(),
+        )?);
+        let kty = doc.kty.clone().unwrap_or_else(|| "RSA".into());
+        let key = self.key_provider(&kty).load(&stored)?;
+        let policy = Policy::parse(&doc.policy, None)?;
+        let tags = change.tags.clone().unwrap_or_else(|| doc.tags.clone());
+        let enabled = change.attributes.enabled.unwrap_or(doc.enabled);
+        let finished = OperationDoc {
+            status: "completed".into(),
+            status_details: String::new(),
+            ..doc.clone()
+        };
+        self.store_version(
+            vault,
+            name,
+            &policy,
+            &key,
+            x5c,
+            (tags, enabled),
+            (info.not_before, info.not_after),
+            Some(&finished),
+            now,
+        )?;
+        self.get_certificate(vault, name, None)
+    }
+
+    /// Deletes a certificate's operation (a waiting request is dropped with its key);
+    /// returns it as it was.
+    pub fn delete_certificate_operation(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<CertificateOperation, VaultError> {
+        check_object_name(name)?;
+        let doc = self.operation_doc(vault, name)?;
+        self.write(|tx| {
+            tx.delete_resource(OPERATION_KIND, &vault.vault_id, &name.to_ascii_lowercase())?;
             Ok(())
         })?;
-        Ok(CertificateOperation {
-            status: "inProgress".into(),
-            status_details: "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.".into(),
-            ..operation
-        })
+        Ok(doc.operation())
+    }
+
+    /// Cancels a waiting request (`cancellation_requested`): it will never complete.
+    pub fn cancel_certificate_operation(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<CertificateOperation, VaultError> {
+        check_object_name(name)?;
+        let mut doc = self.operation_doc(vault, name)?;
+        if doc.status == "inProgress" {
+            doc.cancellation_requested = true;
+            doc.status = "cancelled".into();
+            doc.status_details = "The certificate request was cancelled.".into();
+            doc.sealed_key = None;
+            self.write(|tx| Self::put_operation(tx, vault, &doc))?;
+        }
+        Ok(doc.operation())
     }
 
     /// The current key of certificate `name` when its policy says `reuse_key` and the key
@@ -752,8 +940,16 @@ impl Vaults {
     /// The certificate's policy.
     pub fn certificate_policy(&self, vault: &VaultRecord, name: &str) -> Result<Value, VaultError> {
         check_object_name(name)?;
-        self.store
+        match self
+            .store
             .read(|tx| Ok(self.certificate_document(tx, vault, name)?["policy"].clone()))
+        {
+            Err(VaultError::NotFound { .. }) => match self.operation_doc(vault, name) {
+                Ok(doc) if doc.status == "inProgress" => Ok(doc.policy),
+                _ => Err(crate::objects::not_found(KIND, name, None)),
+            },
+            other => other,
+        }
     }
 
     /// Updates the certificate's policy (members left out are kept).
@@ -780,13 +976,7 @@ impl Vaults {
         name: &str,
     ) -> Result<CertificateOperation, VaultError> {
         check_object_name(name)?;
-        self.store.read(|tx| {
-            let state = live_state(tx, vault, KIND, name)?;
-            let doc = tx
-                .object_policy(&vault.vault_id, KIND, &state.name)?
-                .unwrap_or(Value::Null);
-            Ok(operation_of(&state.name, &doc))
-        })
+        Ok(self.operation_doc(vault, name)?.operation())
     }
 
     /// Soft-deletes a certificate with its key and secret; returns its latest version.
@@ -889,6 +1079,7 @@ impl Vaults {
                     tx.purge_object(&vault.vault_id, kind, &state.name)?;
                 }
             }
+            tx.delete_resource(OPERATION_KIND, &vault.vault_id, &name.to_ascii_lowercase())?;
             Ok(())
         })
     }

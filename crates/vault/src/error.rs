@@ -66,6 +66,9 @@ pub enum VaultError {
         /// The operation refused.
         operation: &'static str,
     },
+    /// No waiting issuance operation.
+    #[error("Pending certificate not found: {0}")]
+    PendingNotFound(String),
     /// A certificate's name is held by a standalone key or secret.
     #[error("There is already a {} named {name} in this key vault; a certificate's key and secret share its name.", noun(*.kind))]
     NameInUse {

@@ -35,6 +35,9 @@ pub(crate) enum CertRoute<'a> {
     GetPolicy(&'a str),
     UpdatePolicy(&'a str),
     GetPending(&'a str),
+    Merge(&'a str),
+    CancelPending(&'a str),
+    DeletePending(&'a str),
 }
 
 /// Names below `/certificates` that are collections of their own, not certificates.
@@ -57,6 +60,9 @@ impl CertRoute<'_> {
             ("GET", ["certificates", name, "policy"]) => CertRoute::GetPolicy(name),
             ("PATCH", ["certificates", name, "policy"]) => CertRoute::UpdatePolicy(name),
             ("GET", ["certificates", name, "pending"]) => CertRoute::GetPending(name),
+            ("PATCH", ["certificates", name, "pending"]) => CertRoute::CancelPending(name),
+            ("DELETE", ["certificates", name, "pending"]) => CertRoute::DeletePending(name),
+            ("POST", ["certificates", name, "pending", "merge"]) => CertRoute::Merge(name),
             ("GET", ["certificates", name]) => CertRoute::Get(name, None),
             ("PATCH", ["certificates", name]) => CertRoute::Update(name, None),
             ("DELETE", ["certificates", name]) => CertRoute::Delete(name),
@@ -85,7 +91,10 @@ impl CertRoute<'_> {
             | CertRoute::Purge(n)
             | CertRoute::GetPolicy(n)
             | CertRoute::UpdatePolicy(n)
-            | CertRoute::GetPending(n) => Some(n),
+            | CertRoute::GetPending(n)
+            | CertRoute::Merge(n)
+            | CertRoute::CancelPending(n)
+            | CertRoute::DeletePending(n) => Some(n),
             CertRoute::List | CertRoute::ListDeleted => None,
         }
     }
@@ -113,8 +122,23 @@ impl CertRoute<'_> {
             CertRoute::GetPolicy(_) => Operation::CertificatePolicyGet,
             CertRoute::UpdatePolicy(_) => Operation::CertificatePolicyUpdate,
             CertRoute::GetPending(_) => Operation::CertificatePendingGet,
+            CertRoute::Merge(_) => Operation::CertificatePendingMerge,
+            CertRoute::CancelPending(_) => Operation::CertificatePendingUpdate,
+            CertRoute::DeletePending(_) => Operation::CertificatePendingDelete,
         }
     }
+}
+
+#[derive(Deserialize, Default)]
+struct MergeDto {
+    x5c: Option<Vec<String>>,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct CancelDto {
+    cancellation_requested: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -289,6 +313,42 @@ pub(crate) async fn handle_certificate(
         CertRoute::GetPending(name) => json(
             StatusCode::OK,
             &operation_json(base, &vs.certificate_operation(vault, name)?),
+        ),
+        CertRoute::Merge(name) => {
+            let dto: MergeDto = parse_json(&read_body(body).await?)?;
+            let chain = dto
+                .x5c
+                .unwrap_or_default()
+                .iter()
+                .map(|c| STANDARD.decode(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "BadParameter",
+                        "Each x5c entry must be a base64 DER certificate.",
+                    )
+                })?;
+            let change = CertificateChange {
+                policy: None,
+                tags: dto.tags,
+                attributes: dto.attributes.unwrap_or_default().into(),
+            };
+            let c = vs.merge_certificate(vault, name, &chain, &change, now)?;
+            ctx.target_id = Some(versioned(&c));
+            json(StatusCode::CREATED, &bundle_json(base, &c))
+        }
+        CertRoute::CancelPending(name) => {
+            let dto: CancelDto = parse_json(&read_body(body).await?)?;
+            let op = if dto.cancellation_requested == Some(true) {
+                vs.cancel_certificate_operation(vault, name)?
+            } else {
+                vs.certificate_operation(vault, name)?
+            };
+            json(StatusCode::OK, &operation_json(base, &op))
+        }
+        CertRoute::DeletePending(name) => json(
+            StatusCode::OK,
+            &operation_json(base, &vs.delete_certificate_operation(vault, name)?),
         ),
     })
 }
