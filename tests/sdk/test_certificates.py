@@ -303,3 +303,29 @@ def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(clients):
     with pytest.raises(ResourceNotFoundError) as err:
         certs.get_certificate_operation(other)
     assert "not found" in err.value.message
+
+
+def test_backup_and_restore_bring_back_the_certificate_its_key_and_secret(clients):
+    certs, keys, secrets, credential = clients
+    name = unique("bk")
+    first = certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
+    second = certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
+    blob = certs.backup_certificate(name)
+    secret_before = secrets.get_secret(name).value
+    with pytest.raises(ResourceExistsError):
+        certs.restore_certificate_backup(blob)  # the name is in use
+    certs.begin_delete_certificate(name).result()
+    certs.purge_deleted_certificate(name)
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+    restored = certs.restore_certificate_backup(blob)
+    assert restored.properties.version == second.properties.version and restored.cer == second.cer
+    assert {v.version for v in certs.list_properties_of_certificate_versions(name)} == {
+        first.properties.version, second.properties.version}
+    assert secrets.get_secret(name).value == secret_before
+    assert keys.get_key(name).properties.managed is True
+    assert certs.get_certificate_policy(name).subject == "CN=DefaultPolicy"
+    # A tampered blob is refused; nothing changes.
+    with pytest.raises(HttpResponseError) as err:
+        certs.restore_certificate_backup(blob[:-5] + b"xxxxx")
+    assert err.value.status_code == 400

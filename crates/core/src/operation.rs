@@ -154,6 +154,10 @@ operations! {
     CertificatePolicyUpdate => KeyVault,
     /// `GET /certificates/{name}/pending`.
     CertificatePendingGet => KeyVault,
+    /// `POST /certificates/{name}/backup`.
+    CertificateBackup => KeyVault,
+    /// `POST /certificates/restore`.
+    CertificateRestore => KeyVault,
     /// `POST /certificates/{name}/pending/merge`.
     CertificatePendingMerge => KeyVault,
     /// `PATCH /certificates/{name}/pending` (cancel).
@@ -471,6 +475,8 @@ impl Operation {
             CertificatePolicyGet => "Microsoft.KeyVault/vaults/certificates/read",
             CertificatePolicyUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
             CertificatePendingGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateBackup => "Microsoft.KeyVault/vaults/certificates/backup/action",
+            CertificateRestore => "Microsoft.KeyVault/vaults/certificates/restore/action",
             CertificatePendingMerge => "Microsoft.KeyVault/vaults/certificates/create/action",
             CertificatePendingUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
             CertificatePendingDelete => "Microsoft.KeyVault/vaults/certificates/delete",
@@ -639,6 +645,8 @@ impl Operation {
             CertificatePolicyGet => (Certificates, "get"),
             CertificatePolicyUpdate => (Certificates, "update"),
             CertificatePendingGet => (Certificates, "get"),
+            CertificateBackup => (Certificates, "backup"),
+            CertificateRestore => (Certificates, "restore"),
             CertificatePendingMerge => (Certificates, "create"),
             CertificatePendingUpdate => (Certificates, "update"),
             CertificatePendingDelete => (Certificates, "delete"),
@@ -820,6 +828,8 @@ impl Operation {
             | CertificatePolicyGet
             | CertificatePolicyUpdate
             | CertificatePendingGet
+            | CertificateBackup
+            | CertificateRestore
             | CertificatePendingMerge
             | CertificatePendingUpdate
             | CertificatePendingDelete

@@ -1085,6 +1085,96 @@ impl Vaults {
     }
 }
 
+/// A certificate's backup: the backups of its three objects and its policy.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CertificateBackup {
+    format: String,
+    certificate: String,
+    key: String,
+    secret: String,
+    policy: Value,
+}
+
+const CERTIFICATE_BACKUP_FORMAT: &str = "atrest-certificate-set-backup/1";
+const CERTIFICATE_BACKUP_CONTEXT: &str = "atrest/backup/certificate-set";
+
+impl Vaults {
+    /// A backup of a certificate with every version, its key and secret, and its policy,
+    /// sealed under the instance backup key.
+    pub fn backup_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<Vec<u8>, VaultError> {
+        check_object_name(name)?;
+        let policy = self.certificate_policy(vault, name)?;
+        let backup = CertificateBackup {
+            format: CERTIFICATE_BACKUP_FORMAT.into(),
+            certificate: STANDARD.encode(self.backup_stored(vault, KIND, name)?),
+            key: STANDARD.encode(self.backup_stored(vault, ObjectKind::Key, name)?),
+            secret: STANDARD.encode(self.backup_stored(vault, ObjectKind::Secret, name)?),
+            policy,
+        };
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(&backup).expect("backup serializes"));
+        Ok(self
+            .backup_key
+            .seal(CERTIFICATE_BACKUP_CONTEXT.as_bytes(), &plain))
+    }
+
+    /// Restores a certificate backup: its three objects and its policy, in one
+    /// transaction, none of whose names may be in use.
+    pub fn restore_certificate(
+        &self,
+        vault: &VaultRecord,
+        blob: &[u8],
+    ) -> Result<Certificate, VaultError> {
+        let invalid =
+            || VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into());
+        let plain = zeroize::Zeroizing::new(
+            self.backup_key
+                .open(CERTIFICATE_BACKUP_CONTEXT.as_bytes(), blob)
+                .map_err(|_| invalid())?,
+        );
+        let backup: CertificateBackup = serde_json::from_slice(&plain).map_err(|_| invalid())?;
+        if backup.format != CERTIFICATE_BACKUP_FORMAT {
+            return Err(invalid());
+        }
+        let inner = |b64: &str| STANDARD.decode(b64).map_err(|_| invalid());
+        let parts = [
+            self.open_backup(vault, KIND, &inner(&backup.certificate)?, |_, _| true)?,
+            self.open_backup(vault, ObjectKind::Key, &inner(&backup.key)?, |public, _| {
+                public.get("managed").is_some()
+            })?,
+            self.open_backup(
+                vault,
+                ObjectKind::Secret,
+                &inner(&backup.secret)?,
+                |public, _| public.get("managed").is_some(),
+            )?,
+        ];
+        let name = parts[0].name.clone();
+        if parts.iter().any(|p| !p.name.eq_ignore_ascii_case(&name)) {
+            return Err(invalid());
+        }
+        Policy::parse(&backup.policy, None)?;
+        let storage = self.storage_key(vault)?;
+        self.write(|tx| {
+            for part in &parts {
+                part.insert(tx, vault, &storage)?;
+            }
+            tx.set_object_policy(
+                &vault.vault_id,
+                KIND,
+                &name,
+                &json!({ "policy": backup.policy }),
+            )?;
+            Ok(())
+        })?;
+        self.get_certificate(vault, &name, None)
+    }
+}
+
 /// `x5t` as Key Vault shows it (base64url).
 pub fn thumbprint_text(cer: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(atrest_crypto::sha1(cer))

@@ -303,6 +303,51 @@ impl Drop for BackupVersion {
     }
 }
 
+/// A backup blob opened and checked, ready to be written.
+pub(crate) struct OpenedBackup {
+    kind: ObjectKind,
+    /// The object's name.
+    pub name: String,
+    backup: Backup,
+    payloads: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl OpenedBackup {
+    /// Writes every version in `tx`, refusing a name in use (live or soft-deleted).
+    pub(crate) fn insert(
+        &self,
+        tx: &Tx,
+        vault: &VaultRecord,
+        key: &DataKey,
+    ) -> Result<(), VaultError> {
+        let kind = self.kind;
+        match tx.object_state(&vault.vault_id, kind, &self.name)? {
+            Some(s) if s.deleted.is_some() => {
+                return Err(VaultError::DeletedButRecoverable { kind, name: s.name })
+            }
+            Some(s) => return Err(VaultError::AlreadyExists { kind, name: s.name }),
+            None => {}
+        }
+        for (v, payload) in self.backup.versions.iter().zip(&self.payloads) {
+            tx.insert_version(&VersionRow {
+                vault_id: vault.vault_id.clone(),
+                kind,
+                name: self.name.clone(),
+                version: v.version.clone(),
+                sealed: key.seal(&payload_aad(vault, kind, &self.name, &v.version), payload),
+                public: v.public.clone(),
+                tags: v.tags.clone(),
+                enabled: v.enabled,
+                nbf: v.nbf,
+                exp: v.exp,
+                created: v.created,
+                updated: v.updated,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 fn backup_format(kind: ObjectKind) -> String {
     format!("atrest-{}-backup/1", kind.as_str())
 }
@@ -541,6 +586,22 @@ impl Vaults {
         blob: &[u8],
         payload_ok: impl Fn(&serde_json::Value, &[u8]) -> bool,
     ) -> Result<Stored, VaultError> {
+        let opened = self.open_backup(vault, kind, blob, payload_ok)?;
+        let key = self.storage_key(vault)?;
+        self.write(|tx| {
+            opened.insert(tx, vault, &key)?;
+            latest(tx, vault, live_state(tx, vault, kind, &opened.name)?)
+        })
+    }
+
+    /// Opens and checks a backup blob of `kind` for `vault`, writing nothing.
+    pub(crate) fn open_backup(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        blob: &[u8],
+        payload_ok: impl Fn(&serde_json::Value, &[u8]) -> bool,
+    ) -> Result<OpenedBackup, VaultError> {
         let invalid =
             || VaultError::BadBackup("Backup blob contains invalid or corrupt data.".into());
         let plain = Zeroizing::new(
@@ -578,32 +639,11 @@ impl Vaults {
                 Ok(payload)
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
-        let key = self.storage_key(vault)?;
-        self.write(|tx| {
-            match tx.object_state(&vault.vault_id, kind, &backup.name)? {
-                Some(s) if s.deleted.is_some() => {
-                    return Err(VaultError::DeletedButRecoverable { kind, name: s.name })
-                }
-                Some(s) => return Err(VaultError::AlreadyExists { kind, name: s.name }),
-                None => {}
-            }
-            for (v, payload) in backup.versions.iter().zip(&payloads) {
-                tx.insert_version(&VersionRow {
-                    vault_id: vault.vault_id.clone(),
-                    kind,
-                    name: backup.name.clone(),
-                    version: v.version.clone(),
-                    sealed: key.seal(&payload_aad(vault, kind, &backup.name, &v.version), payload),
-                    public: v.public.clone(),
-                    tags: v.tags.clone(),
-                    enabled: v.enabled,
-                    nbf: v.nbf,
-                    exp: v.exp,
-                    created: v.created,
-                    updated: v.updated,
-                })?;
-            }
-            latest(tx, vault, live_state(tx, vault, kind, &backup.name)?)
+        Ok(OpenedBackup {
+            kind,
+            name: backup.name.clone(),
+            backup,
+            payloads,
         })
     }
 }

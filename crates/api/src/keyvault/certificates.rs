@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use atrest_core::operation::Operation;
 use atrest_core::vault::VaultRecord;
 use atrest_vault::{thumbprint_text, Certificate, CertificateChange, CertificateOperation};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{attributes_json, tags_and_deletion, AttributesDto, Plane};
+use super::{attributes_json, tags_and_deletion, AttributesDto, Plane, RestoreDto};
 use crate::body::{parse_json, read_body};
 use crate::error::ApiError;
 use crate::http::{empty, json, Body, Resp};
@@ -38,6 +38,8 @@ pub(crate) enum CertRoute<'a> {
     Merge(&'a str),
     CancelPending(&'a str),
     DeletePending(&'a str),
+    Backup(&'a str),
+    Restore,
 }
 
 /// Names below `/certificates` that are collections of their own, not certificates.
@@ -46,6 +48,9 @@ const RESERVED: [&str; 4] = ["contacts", "issuers", "import", "restore"];
 impl CertRoute<'_> {
     pub(crate) fn parse<'a>(method: &str, segments: &[&'a str]) -> Option<CertRoute<'a>> {
         let version = |v: &'a str| (!v.is_empty()).then_some(v);
+        if (method, segments) == ("POST", &["certificates", "restore"][..]) {
+            return Some(CertRoute::Restore);
+        }
         if segments.first() == Some(&"certificates")
             && segments
                 .get(1)
@@ -63,6 +68,7 @@ impl CertRoute<'_> {
             ("PATCH", ["certificates", name, "pending"]) => CertRoute::CancelPending(name),
             ("DELETE", ["certificates", name, "pending"]) => CertRoute::DeletePending(name),
             ("POST", ["certificates", name, "pending", "merge"]) => CertRoute::Merge(name),
+            ("POST", ["certificates", name, "backup"]) => CertRoute::Backup(name),
             ("GET", ["certificates", name]) => CertRoute::Get(name, None),
             ("PATCH", ["certificates", name]) => CertRoute::Update(name, None),
             ("DELETE", ["certificates", name]) => CertRoute::Delete(name),
@@ -94,8 +100,9 @@ impl CertRoute<'_> {
             | CertRoute::GetPending(n)
             | CertRoute::Merge(n)
             | CertRoute::CancelPending(n)
-            | CertRoute::DeletePending(n) => Some(n),
-            CertRoute::List | CertRoute::ListDeleted => None,
+            | CertRoute::DeletePending(n)
+            | CertRoute::Backup(n) => Some(n),
+            CertRoute::List | CertRoute::ListDeleted | CertRoute::Restore => None,
         }
     }
 
@@ -125,6 +132,8 @@ impl CertRoute<'_> {
             CertRoute::Merge(_) => Operation::CertificatePendingMerge,
             CertRoute::CancelPending(_) => Operation::CertificatePendingUpdate,
             CertRoute::DeletePending(_) => Operation::CertificatePendingDelete,
+            CertRoute::Backup(_) => Operation::CertificateBackup,
+            CertRoute::Restore => Operation::CertificateRestore,
         }
     }
 }
@@ -345,6 +354,25 @@ pub(crate) async fn handle_certificate(
                 vs.certificate_operation(vault, name)?
             };
             json(StatusCode::OK, &operation_json(base, &op))
+        }
+        CertRoute::Backup(name) => json(
+            StatusCode::OK,
+            &json!({ "value": URL_SAFE_NO_PAD.encode(vs.backup_certificate(vault, name)?) }),
+        ),
+        CertRoute::Restore => {
+            let dto: RestoreDto = parse_json(&read_body(body).await?)?;
+            let blob = dto
+                .value
+                .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "BadParameter",
+                        "The property 'value' must be a base64url backup blob.",
+                    )
+                })?;
+            let c = vs.restore_certificate(vault, &blob)?;
+            ctx.target_id = Some(versioned(&c));
+            json(StatusCode::OK, &bundle_json(base, &c))
         }
         CertRoute::DeletePending(name) => json(
             StatusCode::OK,
