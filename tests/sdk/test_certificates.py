@@ -329,3 +329,45 @@ def test_backup_and_restore_bring_back_the_certificate_its_key_and_secret(client
     with pytest.raises(HttpResponseError) as err:
         certs.restore_certificate_backup(blob[:-5] + b"xxxxx")
     assert err.value.status_code == 400
+
+
+def test_contacts_and_issuers(clients):
+    from azure.keyvault.certificates import AdministratorContact, CertificateContact
+    certs = clients[0]
+    contacts = [CertificateContact(email="ops@contoso.test", name="Ops", phone="555-0100"),
+                CertificateContact(email="sec@contoso.test")]
+    assert [c.email for c in certs.set_contacts(contacts)] == ["ops@contoso.test", "sec@contoso.test"]
+    got = certs.get_contacts()
+    assert [(c.email, c.name, c.phone) for c in got] == [("ops@contoso.test", "Ops", "555-0100"),
+                                                         ("sec@contoso.test", None, None)]
+    with pytest.raises(HttpResponseError) as err:
+        certs.set_contacts([CertificateContact(name="no e-mail")])
+    assert err.value.status_code == 400
+    assert len(certs.delete_contacts()) == 2
+    with pytest.raises(ResourceNotFoundError) as err:
+        certs.get_contacts()
+    assert "not found" in err.value.message.lower()
+
+    issuer = unique("ca")
+    made = certs.create_issuer(issuer, "DigiCert", account_id="acct-1", password="s3cret", organization_id="org-1",
+                               admin_contacts=[AdministratorContact(first_name="Ada", last_name="Lovelace",
+                                                                    email="ada@contoso.test", phone="1")])
+    assert made.provider == "DigiCert" and made.account_id == "acct-1" and made.password is None
+    assert certs.get_issuer(issuer).admin_contacts[0].email == "ada@contoso.test"
+    updated = certs.update_issuer(issuer, provider="GlobalSign")
+    assert updated.provider == "GlobalSign" and updated.account_id == "acct-1"
+    assert issuer in {i.name for i in certs.list_properties_of_issuers()}
+
+    # A certificate of a registered issuer waits for its merge; an unregistered one is refused.
+    name = unique("ca-cert")
+    certs.begin_create_certificate(name, CertificatePolicy(issuer_name=issuer, subject="CN=issued"))
+    op = certs.get_certificate_operation(name)
+    assert op.status == "inProgress" and op.issuer_name == issuer and "GlobalSign" in op.status_details
+    certs.delete_certificate_operation(name)
+    with pytest.raises(HttpResponseError) as err:
+        certs.begin_create_certificate(unique("x"), CertificatePolicy(issuer_name="nobody", subject="CN=x")).result()
+    assert err.value.status_code == 400 and "not registered" in err.value.message
+    assert certs.delete_issuer(issuer).name == issuer
+    with pytest.raises(ResourceNotFoundError) as err:
+        certs.get_issuer(issuer)
+    assert "not found" in err.value.message.lower()

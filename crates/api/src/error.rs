@@ -163,6 +163,8 @@ impl From<VaultError> for ApiError {
         let (status, code, inner) = match &e {
             E::VaultNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", None),
             E::PendingNotFound(_) => (StatusCode::NOT_FOUND, "PendingCertificateNotFound", None),
+            E::ContactsNotFound => (StatusCode::NOT_FOUND, "ContactsNotFound", None),
+            E::IssuerNotFound(_) => (StatusCode::NOT_FOUND, "CertificateIssuerNotFound", None),
             E::VaultConflict(_) => (StatusCode::CONFLICT, "VaultAlreadyExists", None),
             E::NotFound { kind, .. } | E::DeletedNotFound { kind, .. } => (
                 StatusCode::NOT_FOUND,

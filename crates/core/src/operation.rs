@@ -154,6 +154,22 @@ operations! {
     CertificatePolicyUpdate => KeyVault,
     /// `GET /certificates/{name}/pending`.
     CertificatePendingGet => KeyVault,
+    /// `PUT /certificates/contacts`.
+    CertificateContactsSet => KeyVault,
+    /// `GET /certificates/contacts`.
+    CertificateContactsGet => KeyVault,
+    /// `DELETE /certificates/contacts`.
+    CertificateContactsDelete => KeyVault,
+    /// `PUT /certificates/issuers/{name}`.
+    CertificateIssuerSet => KeyVault,
+    /// `PATCH /certificates/issuers/{name}`.
+    CertificateIssuerUpdate => KeyVault,
+    /// `GET /certificates/issuers/{name}`.
+    CertificateIssuerGet => KeyVault,
+    /// `DELETE /certificates/issuers/{name}`.
+    CertificateIssuerDelete => KeyVault,
+    /// `GET /certificates/issuers`.
+    CertificateIssuersList => KeyVault,
     /// `POST /certificates/{name}/backup`.
     CertificateBackup => KeyVault,
     /// `POST /certificates/restore`.
@@ -475,6 +491,14 @@ impl Operation {
             CertificatePolicyGet => "Microsoft.KeyVault/vaults/certificates/read",
             CertificatePolicyUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
             CertificatePendingGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateContactsSet => "Microsoft.KeyVault/vaults/certificatecontacts/write",
+            CertificateContactsGet => "Microsoft.KeyVault/vaults/certificates/read",
+            CertificateContactsDelete => "Microsoft.KeyVault/vaults/certificatecontacts/write",
+            CertificateIssuerSet => "Microsoft.KeyVault/vaults/certificatecas/write",
+            CertificateIssuerUpdate => "Microsoft.KeyVault/vaults/certificatecas/write",
+            CertificateIssuerGet => "Microsoft.KeyVault/vaults/certificatecas/read",
+            CertificateIssuerDelete => "Microsoft.KeyVault/vaults/certificatecas/delete",
+            CertificateIssuersList => "Microsoft.KeyVault/vaults/certificatecas/read",
             CertificateBackup => "Microsoft.KeyVault/vaults/certificates/backup/action",
             CertificateRestore => "Microsoft.KeyVault/vaults/certificates/restore/action",
             CertificatePendingMerge => "Microsoft.KeyVault/vaults/certificates/create/action",
@@ -645,6 +669,14 @@ impl Operation {
             CertificatePolicyGet => (Certificates, "get"),
             CertificatePolicyUpdate => (Certificates, "update"),
             CertificatePendingGet => (Certificates, "get"),
+            CertificateContactsSet => (Certificates, "managecontacts"),
+            CertificateContactsGet => (Certificates, "managecontacts"),
+            CertificateContactsDelete => (Certificates, "managecontacts"),
+            CertificateIssuerSet => (Certificates, "setissuers"),
+            CertificateIssuerUpdate => (Certificates, "setissuers"),
+            CertificateIssuerGet => (Certificates, "getissuers"),
+            CertificateIssuerDelete => (Certificates, "deleteissuers"),
+            CertificateIssuersList => (Certificates, "listissuers"),
             CertificateBackup => (Certificates, "backup"),
             CertificateRestore => (Certificates, "restore"),
             CertificatePendingMerge => (Certificates, "create"),
@@ -828,6 +860,14 @@ impl Operation {
             | CertificatePolicyGet
             | CertificatePolicyUpdate
             | CertificatePendingGet
+            | CertificateContactsSet
+            | CertificateContactsGet
+            | CertificateContactsDelete
+            | CertificateIssuerSet
+            | CertificateIssuerUpdate
+            | CertificateIssuerGet
+            | CertificateIssuerDelete
+            | CertificateIssuersList
             | CertificateBackup
             | CertificateRestore
             | CertificatePendingMerge

@@ -285,7 +285,9 @@ impl Policy {
         } else if issuer.eq_ignore_ascii_case(UNKNOWN) {
             UNKNOWN.to_owned()
         } else {
-            return Err(bad(format!("The issuer '{issuer}' is not registered in this vault: use Self, or Unknown and merge the certificate your CA signs.")));
+            check_object_name(&issuer)
+                .map_err(|_| bad(format!("'{issuer}' is not an issuer name.")))?;
+            issuer
         };
         let mut issuer_fields = issuer_section
             .cloned()
@@ -423,7 +425,7 @@ impl Policy {
 /// The store kind of certificates' issuance operations (documents keyed by vault id and
 /// name): what `/pending` shows, and, while a request waits for a merge, its sealed key and
 /// the policy, tags and `enabled` the certificate will get.
-const OPERATION_KIND: &str = "certificateOperations";
+pub(crate) const OPERATION_KIND: &str = "certificateOperations";
 
 /// An issuance operation as stored.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -592,7 +594,13 @@ impl Vaults {
             tags: tags.clone(),
             enabled,
         };
-        if policy.issuer == UNKNOWN {
+        if policy.issuer != SELF && policy.issuer != UNKNOWN {
+            let issuer = self.certificate_issuer(vault, &policy.issuer).map_err(|_| {
+                bad(format!("The issuer '{}' is not registered in this vault: use Self, Unknown, or set the issuer first.", policy.issuer))
+            })?;
+            doc.status_details = format!("Pending certificate created. The {} provider is not reached from here: merge the certificate it signs.", issuer.provider);
+        }
+        if policy.issuer != SELF {
             let storage = self.storage_key(vault)?;
             doc.sealed_key = Some(
                 STANDARD.encode(storage.seal(&pending_key_aad(vault, &doc), &key.to_stored())),

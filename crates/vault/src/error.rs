@@ -66,6 +66,12 @@ pub enum VaultError {
         /// The operation refused.
         operation: &'static str,
     },
+    /// No certificate contacts are set.
+    #[error("Contacts not found")]
+    ContactsNotFound,
+    /// No issuer of that name.
+    #[error("Issuer not found: {0}")]
+    IssuerNotFound(String),
     /// No waiting issuance operation.
     #[error("Pending certificate not found: {0}")]
     PendingNotFound(String),

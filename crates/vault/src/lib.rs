@@ -5,6 +5,7 @@
 
 mod certificates;
 mod error;
+mod issuers;
 mod keys;
 mod management;
 mod objects;
@@ -15,6 +16,7 @@ pub use certificates::{
     thumbprint_text, Certificate, CertificateChange, CertificateOperation, PEM, PKCS12,
 };
 pub use error::VaultError;
+pub use issuers::{Contact, Issuer, IssuerChange};
 pub use keys::{
     CreateKey, ImportKey, Key, KeyOperation, KeyUpdate, OperationInput, OperationOutput, KEY_OPS,
 };
@@ -242,6 +244,7 @@ impl Vaults {
             let vaults = tx.vaults_due_for_purge(now)?;
             for v in &vaults {
                 tx.purge_vault(&v.vault_id)?;
+                issuers::forget_certificate_documents(tx, &v.vault_id)?;
             }
             Ok((objects.len(), vaults.len()))
         })

@@ -316,6 +316,7 @@ impl Vaults {
                 return Err(VaultError::VaultPurgeProtected(v.name));
             }
             tx.purge_vault(&v.vault_id)?;
+            crate::issuers::forget_certificate_documents(tx, &v.vault_id)?;
             Ok(())
         })
     }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use atrest_core::operation::Operation;
 use atrest_core::vault::VaultRecord;
-use atrest_vault::{thumbprint_text, Certificate, CertificateChange, CertificateOperation};
+use atrest_vault::{
+    thumbprint_text, Certificate, CertificateChange, CertificateOperation, Contact, Issuer,
+    IssuerChange,
+};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hyper::StatusCode;
@@ -40,6 +43,14 @@ pub(crate) enum CertRoute<'a> {
     DeletePending(&'a str),
     Backup(&'a str),
     Restore,
+    SetContacts,
+    GetContacts,
+    DeleteContacts,
+    ListIssuers,
+    SetIssuer(&'a str),
+    UpdateIssuer(&'a str),
+    GetIssuer(&'a str),
+    DeleteIssuer(&'a str),
 }
 
 /// Names below `/certificates` that are collections of their own, not certificates.
@@ -48,8 +59,23 @@ const RESERVED: [&str; 4] = ["contacts", "issuers", "import", "restore"];
 impl CertRoute<'_> {
     pub(crate) fn parse<'a>(method: &str, segments: &[&'a str]) -> Option<CertRoute<'a>> {
         let version = |v: &'a str| (!v.is_empty()).then_some(v);
-        if (method, segments) == ("POST", &["certificates", "restore"][..]) {
-            return Some(CertRoute::Restore);
+        match (method, segments) {
+            ("POST", ["certificates", "restore"]) => return Some(CertRoute::Restore),
+            ("PUT", ["certificates", "contacts"]) => return Some(CertRoute::SetContacts),
+            ("GET", ["certificates", "contacts"]) => return Some(CertRoute::GetContacts),
+            ("DELETE", ["certificates", "contacts"]) => return Some(CertRoute::DeleteContacts),
+            ("GET", ["certificates", "issuers"] | ["certificates", "issuers", ""]) => {
+                return Some(CertRoute::ListIssuers)
+            }
+            ("PUT", ["certificates", "issuers", name]) => return Some(CertRoute::SetIssuer(name)),
+            ("PATCH", ["certificates", "issuers", name]) => {
+                return Some(CertRoute::UpdateIssuer(name))
+            }
+            ("GET", ["certificates", "issuers", name]) => return Some(CertRoute::GetIssuer(name)),
+            ("DELETE", ["certificates", "issuers", name]) => {
+                return Some(CertRoute::DeleteIssuer(name))
+            }
+            _ => {}
         }
         if segments.first() == Some(&"certificates")
             && segments
@@ -102,7 +128,17 @@ impl CertRoute<'_> {
             | CertRoute::CancelPending(n)
             | CertRoute::DeletePending(n)
             | CertRoute::Backup(n) => Some(n),
-            CertRoute::List | CertRoute::ListDeleted | CertRoute::Restore => None,
+            CertRoute::List
+            | CertRoute::ListDeleted
+            | CertRoute::Restore
+            | CertRoute::SetContacts
+            | CertRoute::GetContacts
+            | CertRoute::DeleteContacts
+            | CertRoute::ListIssuers
+            | CertRoute::SetIssuer(_)
+            | CertRoute::UpdateIssuer(_)
+            | CertRoute::GetIssuer(_)
+            | CertRoute::DeleteIssuer(_) => None,
         }
     }
 
@@ -134,8 +170,67 @@ impl CertRoute<'_> {
             CertRoute::DeletePending(_) => Operation::CertificatePendingDelete,
             CertRoute::Backup(_) => Operation::CertificateBackup,
             CertRoute::Restore => Operation::CertificateRestore,
+            CertRoute::SetContacts => Operation::CertificateContactsSet,
+            CertRoute::GetContacts => Operation::CertificateContactsGet,
+            CertRoute::DeleteContacts => Operation::CertificateContactsDelete,
+            CertRoute::ListIssuers => Operation::CertificateIssuersList,
+            CertRoute::SetIssuer(_) => Operation::CertificateIssuerSet,
+            CertRoute::UpdateIssuer(_) => Operation::CertificateIssuerUpdate,
+            CertRoute::GetIssuer(_) => Operation::CertificateIssuerGet,
+            CertRoute::DeleteIssuer(_) => Operation::CertificateIssuerDelete,
         }
     }
+}
+
+#[derive(Deserialize, Default)]
+struct ContactsDto {
+    contacts: Option<Vec<Contact>>,
+}
+
+#[derive(Deserialize, Default)]
+struct CredentialsDto {
+    account_id: Option<String>,
+    pwd: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct IssuerDto {
+    provider: Option<String>,
+    credentials: Option<CredentialsDto>,
+    org_details: Option<Value>,
+    attributes: Option<AttributesDto>,
+}
+
+impl IssuerDto {
+    fn into_change(self) -> IssuerChange {
+        let credentials = self.credentials.unwrap_or_default();
+        IssuerChange {
+            provider: self.provider,
+            account_id: credentials.account_id,
+            password: credentials.pwd.map(zeroize::Zeroizing::new),
+            org_details: self.org_details,
+            enabled: self.attributes.and_then(|a| a.enabled),
+        }
+    }
+}
+
+fn contacts_json(base: &str, contacts: &[Contact]) -> Value {
+    json!({ "id": format!("{base}/certificates/contacts"), "contacts": contacts })
+}
+
+fn issuer_json(base: &str, i: &Issuer) -> Value {
+    let mut out = json!({
+        "id": format!("{base}/certificates/issuers/{}", i.name),
+        "provider": i.provider,
+        "attributes": { "enabled": i.enabled, "created": i.created, "updated": i.updated },
+    });
+    if let Some(account) = &i.account_id {
+        out["credentials"] = json!({ "account_id": account });
+    }
+    if !i.org_details.is_null() {
+        out["org_details"] = i.org_details.clone();
+    }
+    out
 }
 
 #[derive(Deserialize, Default)]
@@ -355,6 +450,38 @@ pub(crate) async fn handle_certificate(
             };
             json(StatusCode::OK, &operation_json(base, &op))
         }
+        CertRoute::SetContacts => {
+            let dto: ContactsDto = parse_json(&read_body(body).await?)?;
+            let set = vs.set_certificate_contacts(vault, &dto.contacts.unwrap_or_default())?;
+            json(StatusCode::OK, &contacts_json(base, &set))
+        }
+        CertRoute::GetContacts => json(
+            StatusCode::OK,
+            &contacts_json(base, &vs.certificate_contacts(vault)?),
+        ),
+        CertRoute::DeleteContacts => json(
+            StatusCode::OK,
+            &contacts_json(base, &vs.delete_certificate_contacts(vault)?),
+        ),
+        CertRoute::ListIssuers => plane.page(
+            "certificates/issuers",
+            vs.list_certificate_issuers(vault)?,
+            |i| json!({ "id": format!("{base}/certificates/issuers/{}", i.name), "provider": i.provider }),
+        ),
+        CertRoute::SetIssuer(name) | CertRoute::UpdateIssuer(name) => {
+            let replace = matches!(route, CertRoute::SetIssuer(_));
+            let dto: IssuerDto = parse_json(&read_body(body).await?)?;
+            let issuer = vs.set_certificate_issuer(vault, name, &dto.into_change(), replace, now)?;
+            json(StatusCode::OK, &issuer_json(base, &issuer))
+        }
+        CertRoute::GetIssuer(name) => json(
+            StatusCode::OK,
+            &issuer_json(base, &vs.certificate_issuer(vault, name)?),
+        ),
+        CertRoute::DeleteIssuer(name) => json(
+            StatusCode::OK,
+            &issuer_json(base, &vs.delete_certificate_issuer(vault, name)?),
+        ),
         CertRoute::Backup(name) => json(
             StatusCode::OK,
             &json!({ "value": URL_SAFE_NO_PAD.encode(vs.backup_certificate(vault, name)?) }),
@@ -415,8 +542,15 @@ mod tests {
             r("POST", "/deletedcertificates/c1/recover").as_deref(),
             Some("Recover(\"c1\")")
         );
-        assert_eq!(r("GET", "/certificates/contacts"), None);
-        assert_eq!(r("GET", "/certificates/issuers/i1"), None);
+        assert_eq!(
+            r("GET", "/certificates/contacts").as_deref(),
+            Some("GetContacts")
+        );
+        assert_eq!(
+            r("GET", "/certificates/issuers/i1").as_deref(),
+            Some("GetIssuer(\"i1\")")
+        );
+        assert_eq!(r("GET", "/certificates/import"), None);
         assert_eq!(r("PUT", "/certificates/c1"), None);
     }
 }
