@@ -371,3 +371,38 @@ def test_contacts_and_issuers(clients):
     with pytest.raises(ResourceNotFoundError) as err:
         certs.get_issuer(issuer)
     assert "not found" in err.value.message.lower()
+
+
+def test_lifetime_actions_renew_and_announce_on_the_schedulers_clock(workdir):
+    """AutoRenew issues a new version when its trigger comes (days before expiry);
+    EmailContacts records a CertificateNearExpiry event naming the contacts, once."""
+    from azure.keyvault.certificates import CertificateContact, CertificatePolicyAction, LifetimeAction
+    from conftest import Server
+    srv = Server(workdir / "cert-clock").start()
+    try:
+        vault = "sdk-cert-clock"
+        srv.cli("keyvault", "create", "-n", vault, "-l", "westeurope")
+        certs = CertificateClient(srv.vault_url(vault), srv.credential(), connection_verify=srv.env["ATREST_CA"])
+        certs.set_contacts([CertificateContact(email="pki@contoso.test")])
+        renewing = certs.begin_create_certificate("renewing", CertificatePolicy(
+            issuer_name="Self", subject="CN=renewing", validity_in_months=12,
+            lifetime_actions=[LifetimeAction(action=CertificatePolicyAction.auto_renew, days_before_expiry=30)])).result()
+        certs.begin_create_certificate("announced", CertificatePolicy(
+            issuer_name="Self", subject="CN=announced", validity_in_months=12,
+            lifetime_actions=[LifetimeAction(action=CertificatePolicyAction.email_contacts, lifetime_percentage=50)]))
+        assert srv.cli("clock", "advance", "--by", "P100D")["actions"] == []
+        ops = [a["operationName"] for a in srv.cli("clock", "advance", "--by", "P100D")["actions"]]
+        assert ops == ["CertificateNearExpiry"], ops
+        actions = srv.cli("clock", "advance", "--by", "P140D")["actions"]
+        assert [a["operationName"] for a in actions] == ["CertificateAutoRenew"], actions
+        versions = [v.version for v in certs.list_properties_of_certificate_versions("renewing")]
+        assert len(versions) == 2 and renewing.properties.version in versions
+        renewed = certs.get_certificate("renewing")
+        assert renewed.properties.version != renewing.properties.version
+        assert renewed.policy.lifetime_actions[0].days_before_expiry == 30
+        # Once per version: the next pass does nothing again.
+        assert srv.cli("clock", "advance", "--by", "P1D")["actions"] == []
+        [event] = srv.cli("monitor", "audit", "list", "--operation", "CertificateNearExpiry")
+        assert "pki@contoso.test" in event["resultDescription"], event
+    finally:
+        assert srv.stop() == 0, srv.log()

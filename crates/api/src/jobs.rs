@@ -182,6 +182,57 @@ fn audit_events(state: &AppState, now: i64, event: LifetimeEvent) -> Vec<AuditEv
                 error.message,
             )]
         }
+        LifetimeEvent::CertificateRenewed {
+            vault,
+            name,
+            previous_version,
+            error,
+        } => {
+            let id = format!(
+                "{}/certificates/{name}/{previous_version}",
+                state.vault_base(&vault)
+            );
+            let (status, description) = match error {
+                None => (
+                    StatusCode::OK,
+                    format!(
+                        "The certificate's AutoRenew lifetime action issued a new version at {at}."
+                    ),
+                ),
+                Some(e) => {
+                    let e = ApiError::from(e);
+                    (e.status, e.message)
+                }
+            };
+            vec![make(
+                Operation::CertificateAutoRenew,
+                status,
+                &vault,
+                id,
+                description,
+            )]
+        }
+        LifetimeEvent::CertificateNearExpiry {
+            vault,
+            name,
+            version,
+            expires,
+            contacts,
+        } => vec![make(
+            Operation::CertificateNearExpiry,
+            StatusCode::OK,
+            &vault,
+            format!("{}/certificates/{name}/{version}", state.vault_base(&vault)),
+            format!(
+                "The certificate version expires at {}; contacts: {}.",
+                rfc3339(expires),
+                if contacts.is_empty() {
+                    "none set".to_owned()
+                } else {
+                    contacts.join(", ")
+                }
+            ),
+        )],
         LifetimeEvent::NearExpiry {
             vault,
             name,

@@ -190,6 +190,10 @@ operations! {
     KeyRotateIfDue => Scheduled,
     /// A rotation policy's Notify action.
     KeyNearExpiry => Scheduled,
+    /// A certificate's `AutoRenew` lifetime action issued a new version (the scheduler).
+    CertificateAutoRenew => Scheduled,
+    /// A certificate's `EmailContacts` lifetime action: its latest version nears expiry.
+    CertificateNearExpiry => Scheduled,
     /// Audit retention deleted old events.
     AuditRetention => Scheduled,
     /// OpenID discovery.
@@ -506,6 +510,8 @@ impl Operation {
             CertificatePendingDelete => "Microsoft.KeyVault/vaults/certificates/delete",
             KeyRotateIfDue
             | KeyNearExpiry
+            | CertificateAutoRenew
+            | CertificateNearExpiry
             | OpenIdConfiguration
             | Jwks
             | UserRealmDiscovery
@@ -689,6 +695,8 @@ impl Operation {
             KeyVerify => (Keys, "verify"),
             KeyRotateIfDue
             | KeyNearExpiry
+            | CertificateAutoRenew
+            | CertificateNearExpiry
             | OpenIdConfiguration
             | Jwks
             | UserRealmDiscovery
@@ -845,6 +853,7 @@ impl Operation {
             | KeyUpdateRotationPolicy
             | KeyRotateIfDue
             | KeyNearExpiry => keys,
+            CertificateAutoRenew | CertificateNearExpiry => OperationClass::Secrets,
             SecretSet
             | SecretGet
             | CertificateCreate

@@ -313,13 +313,22 @@ impl Tx<'_> {
     /// rotation policy and those whose latest version expires (the default policy
     /// notifies before expiry).
     pub fn keys_with_lifetime(&self) -> Result<Vec<KeyLifetime>, StoreError> {
+        self.objects_with_lifetime(ObjectKind::Key)
+    }
+
+    /// Every live object of `kind` in a live vault that has a policy or whose latest
+    /// version expires (a key's rotation, a certificate's lifetime actions); a
+    /// certificate's own key lives by the certificate's actions, not its own.
+    pub fn objects_with_lifetime(&self, kind: ObjectKind) -> Result<Vec<KeyLifetime>, StoreError> {
         self.rows(
             "SELECT vt.name, o.name, o.rotation_policy, o.notified_version, v.version, v.created, v.exp \
              FROM objects o JOIN vaults vt ON vt.vault_id = o.vault_id \
              JOIN object_versions v ON v.seq = (SELECT max(seq) FROM object_versions WHERE vault_id = o.vault_id AND kind = o.kind AND name = o.name) \
-             WHERE o.kind = 'key' AND o.deleted IS NULL AND vt.deleted IS NULL \
-             AND (o.rotation_policy IS NOT NULL OR v.exp IS NOT NULL) ORDER BY vt.name, o.name",
-            args![],
+             WHERE o.kind = ?1 AND o.deleted IS NULL AND vt.deleted IS NULL \
+             AND (o.rotation_policy IS NOT NULL OR v.exp IS NOT NULL) \
+             AND (o.kind = 'certificate' OR NOT EXISTS (SELECT 1 FROM objects c WHERE c.vault_id = o.vault_id \
+                  AND c.kind = 'certificate' AND c.name = o.name)) ORDER BY vt.name, o.name",
+            args![kind.as_str()],
             |r| {
                 Ok(KeyLifetime {
                     vault_name: r.get(0)?,
@@ -337,16 +346,27 @@ impl Tx<'_> {
         )
     }
 
-    /// Records that the near-expiry notice for `version` went out.
+    /// Records that the near-expiry notice for a key's `version` went out.
     pub fn set_notified_version(
         &self,
         vault_id: &str,
         name: &str,
         version: &str,
     ) -> Result<(), StoreError> {
+        self.set_object_notified_version(vault_id, ObjectKind::Key, name, version)
+    }
+
+    /// Records that the lifetime action of an object's `version` ran.
+    pub fn set_object_notified_version(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE objects SET notified_version = ?3 WHERE vault_id = ?1 AND kind = 'key' AND name = ?2",
-            args![vault_id, name, version],
+            "UPDATE objects SET notified_version = ?4 WHERE vault_id = ?1 AND kind = ?2 AND name = ?3",
+            args![vault_id, kind.as_str(), name, version],
         )?;
         Ok(())
     }

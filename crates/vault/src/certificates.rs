@@ -1093,6 +1093,82 @@ impl Vaults {
     }
 }
 
+/// When a certificate's lifetime action is due: at `lifetime_percentage` of its validity,
+/// or `days_before_expiry` before its end.
+fn action_due(action: &Value, created: i64, expires: i64, now: i64) -> bool {
+    let trigger = &action["trigger"];
+    if let Some(percent) = trigger["lifetime_percentage"].as_i64() {
+        return now >= created + (expires - created) * percent.clamp(1, 99) / 100;
+    }
+    if let Some(days) = trigger["days_before_expiry"].as_i64() {
+        return now >= expires - days * 86_400;
+    }
+    false
+}
+
+impl Vaults {
+    /// Runs the certificates' lifetime actions due at `now` (the scheduler's clock), once
+    /// per version: `AutoRenew` issues a new version from the stored policy, and
+    /// `EmailContacts` announces the coming expiry.
+    pub fn run_certificate_lifetime_actions(
+        &self,
+        now: i64,
+    ) -> Result<Vec<crate::LifetimeEvent>, VaultError> {
+        use crate::LifetimeEvent as E;
+        let certificates = self.store.read(|tx| tx.objects_with_lifetime(KIND))?;
+        let mut events = Vec::new();
+        for c in certificates {
+            let (Some(expires), Some(doc)) = (c.expires, &c.policy) else {
+                continue;
+            };
+            if c.notified_version.as_deref() == Some(&c.latest_version) {
+                continue;
+            }
+            let Some(action) = doc["policy"]["lifetime_actions"]
+                .as_array()
+                .and_then(|a| a.first())
+                .filter(|a| action_due(a, c.created, expires, now))
+            else {
+                continue;
+            };
+            let vault = self.data_plane_vault(&c.vault_name)?;
+            self.write(|tx| {
+                Ok(tx.set_object_notified_version(
+                    &vault.vault_id,
+                    KIND,
+                    &c.name,
+                    &c.latest_version,
+                )?)
+            })?;
+            if action["action"]["action_type"].as_str() == Some("AutoRenew") {
+                let renewed =
+                    self.create_certificate(&vault, &c.name, &CertificateChange::default(), now);
+                events.push(E::CertificateRenewed {
+                    vault: c.vault_name,
+                    name: c.name,
+                    previous_version: c.latest_version,
+                    error: renewed.err(),
+                });
+            } else {
+                let contacts = self
+                    .certificate_contacts(&vault)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.email)
+                    .collect();
+                events.push(E::CertificateNearExpiry {
+                    vault: c.vault_name,
+                    name: c.name,
+                    version: c.latest_version,
+                    expires,
+                    contacts,
+                });
+            }
+        }
+        Ok(events)
+    }
+}
+
 /// A certificate's backup: the backups of its three objects and its policy.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CertificateBackup {

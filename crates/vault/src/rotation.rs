@@ -115,6 +115,31 @@ pub enum LifetimeEvent {
         /// Why.
         error: VaultError,
     },
+    /// A certificate's `AutoRenew` action was due: a new version was issued (or, with
+    /// `error`, could not be).
+    CertificateRenewed {
+        /// The vault's name.
+        vault: String,
+        /// The certificate's name.
+        name: String,
+        /// The version that was due.
+        previous_version: String,
+        /// Why the renewal failed, if it did.
+        error: Option<VaultError>,
+    },
+    /// A certificate's `EmailContacts` action was due for its latest version.
+    CertificateNearExpiry {
+        /// The vault's name.
+        vault: String,
+        /// The certificate's name.
+        name: String,
+        /// The version nearing expiry.
+        version: String,
+        /// Its `exp`.
+        expires: i64,
+        /// The vault's certificate contacts' e-mail addresses.
+        contacts: Vec<String>,
+    },
     /// The Notify action was due for the latest version (once per version).
     NearExpiry {
         /// The vault's name.
@@ -217,6 +242,7 @@ impl Vaults {
                 });
             }
         }
+        events.extend(self.run_certificate_lifetime_actions(now)?);
         Ok(events)
     }
 }
