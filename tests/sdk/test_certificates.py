@@ -252,6 +252,8 @@ def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(clients):
     assert certs.get_certificate_policy(name).issuer_name == "Unknown"
     with pytest.raises(ResourceNotFoundError):
         certs.get_certificate(name)
+    assert name not in {c.name for c in certs.list_properties_of_certificates()}
+    assert name in {c.name for c in certs.list_properties_of_certificates(include_pending=True)}
     csr = x509.load_der_x509_csr(op.csr)
     assert csr.is_signature_valid and csr.subject.rfc4514_string() == "CN=merged.contoso.test"
 

@@ -877,9 +877,49 @@ impl Vaults {
         vault: &VaultRecord,
         maxresults: Option<usize>,
         skip: Option<&str>,
+        include_pending: bool,
     ) -> Result<Page<Certificate>, VaultError> {
-        let page = self.list_stored(vault, KIND, false, maxresults, skip)?;
-        Ok(page.map(|s| certificate(vault, &s, Value::Null)))
+        let mut page = self
+            .list_stored(vault, KIND, false, maxresults, skip)?
+            .map(|s| certificate(vault, &s, Value::Null));
+        if include_pending && page.next.is_none() {
+            // Requests that wait for their first version close the listing.
+            let waiting: Vec<OperationDoc> = self
+                .store
+                .read(|tx| tx.resources(OPERATION_KIND, Some(&vault.vault_id)))?;
+            for doc in waiting.into_iter().filter(|d| d.status == "inProgress") {
+                if page
+                    .items
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(&doc.name))
+                {
+                    continue;
+                }
+                page.items.push(Certificate {
+                    name: doc.name.clone(),
+                    version: String::new(),
+                    cer: Vec::new(),
+                    content_type: String::new(),
+                    tags: doc.tags.clone(),
+                    attributes: {
+                        let created = doc.policy["attributes"]["created"]
+                            .as_i64()
+                            .unwrap_or_default();
+                        Attributes {
+                            enabled: doc.enabled,
+                            not_before: None,
+                            expires: None,
+                            created,
+                            updated: created,
+                        }
+                    },
+                    recovery: recovery(vault),
+                    deleted: None,
+                    policy: Value::Null,
+                });
+            }
+        }
+        Ok(page)
     }
 
     /// The versions of a certificate, oldest first.

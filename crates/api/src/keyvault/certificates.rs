@@ -306,7 +306,9 @@ fn item_json(base: &str, c: &Certificate, versioned: bool) -> Value {
         format!("{base}/certificates/{}", c.name)
     };
     out.insert("id".into(), id.into());
-    out.insert("x5t".into(), thumbprint_text(&c.cer).into());
+    if !c.cer.is_empty() {
+        out.insert("x5t".into(), thumbprint_text(&c.cer).into());
+    }
     out.insert(
         "attributes".into(),
         attributes_json(&c.attributes, &c.recovery),
@@ -335,6 +337,7 @@ fn operation_json(base: &str, op: &CertificateOperation) -> Value {
 }
 
 /// Serves the certificates data plane.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handle_certificate(
     state: &AppState,
     ctx: &mut Ctx,
@@ -342,6 +345,7 @@ pub(crate) async fn handle_certificate(
     vault: &VaultRecord,
     route: CertRoute<'_>,
     skip: Option<&str>,
+    include_pending: bool,
     body: Body,
 ) -> Result<Resp, ApiError> {
     let base = &plane.base;
@@ -380,7 +384,7 @@ pub(crate) async fn handle_certificate(
         ),
         CertRoute::List => plane.page(
             "certificates",
-            vs.list_certificates(vault, maxresults, skip)?,
+            vs.list_certificates(vault, maxresults, skip, include_pending)?,
             |c| item_json(base, c, false),
         ),
         CertRoute::ListVersions(name) => plane.page(

@@ -475,7 +475,18 @@ pub(crate) async fn handle(
     let resp = match route {
         Route::Key(route) => handle_key(state, ctx, &plane, &vault, route, skip, body).await?,
         Route::Certificate(route) => {
-            certificates::handle_certificate(state, ctx, &plane, &vault, route, skip, body).await?
+            let include_pending = param(&query, "includePending") == Some("true");
+            certificates::handle_certificate(
+                state,
+                ctx,
+                &plane,
+                &vault,
+                route,
+                skip,
+                include_pending,
+                body,
+            )
+            .await?
         }
         Route::Set(name) => {
             let dto: SetDto = parse_json(&read_body(body).await?)?;
