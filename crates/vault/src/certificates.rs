@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::objects::{
-    attributes, check_tags, edit_tags_and_attributes, live_state, live_version,
+    attributes, check_tags, edit_tags_and_attributes, is_managed, live_state, live_version,
     name_for_new_version, payload_aad, recovery, AttributesPatch, Page, Stored,
 };
 use crate::{VaultError, Vaults};
@@ -468,11 +468,6 @@ fn pending_key_aad(vault: &VaultRecord, doc: &OperationDoc) -> Vec<u8> {
         doc.request_id
     )
     .into_bytes()
-}
-
-/// Whether a key or secret row belongs to a certificate.
-pub(crate) fn is_managed(row: &VersionRow) -> bool {
-    row.public.get("managed").and_then(Value::as_bool) == Some(true)
 }
 
 /// The certificate of a stored version.

@@ -292,7 +292,7 @@ fn key(vault: &VaultRecord, stored: &Stored) -> Key {
         name: state.name.clone(),
         version: row.version.clone(),
         tags: row.tags.clone(),
-        managed: crate::certificates::is_managed(row),
+        managed: crate::objects::is_managed(row),
     }
 }
 

@@ -209,10 +209,18 @@ fn latest(tx: &Tx, vault: &VaultRecord, state: ObjectState) -> Result<Stored, Va
     Ok(Stored { state, row })
 }
 
+/// Whether a key or secret row belongs to a certificate (`managed`).
+pub(crate) fn is_managed(row: &VersionRow) -> bool {
+    row.public
+        .get("managed")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}
+
 /// Refuses `operation` on a key or secret version that belongs to a certificate: it
 /// changes only with the certificate.
 pub(crate) fn refuse_managed(row: &VersionRow, operation: &'static str) -> Result<(), VaultError> {
-    if row.kind != ObjectKind::Certificate && crate::certificates::is_managed(row) {
+    if row.kind != ObjectKind::Certificate && is_managed(row) {
         return Err(VaultError::ManagedByKeyVault {
             kind: row.kind,
             operation,

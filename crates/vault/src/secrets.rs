@@ -105,7 +105,7 @@ fn secret(vault: &VaultRecord, stored: &Stored, value: Option<Zeroizing<String>>
         name: state.name.clone(),
         version: row.version.clone(),
         tags: row.tags.clone(),
-        managed: crate::certificates::is_managed(row),
+        managed: crate::objects::is_managed(row),
         value,
     }
 }
