@@ -371,11 +371,22 @@ impl Compute {
                     }
                 }
             } else if served_here && !wanted_here {
-                tracing::info!(vm = %vm.name, "a virtual machine stopped or moved elsewhere; closing its disks here");
-                self.close_disks(vm);
+                // Judged again under the lock: the machine may have been started since.
+                let _guard = self.changes.lock().await;
+                let current: Option<VirtualMachine> = self
+                    .store
+                    .read(|tx| tx.resource(VM_KIND, &vm.resource_group, &vm.name))?;
+                if current.is_none_or(|c| !(c.running && self.is_mine(&c))) {
+                    tracing::info!(vm = %vm.name, "a virtual machine stopped or moved elsewhere; closing its disks here");
+                    self.close_disks(vm);
+                }
             }
         }
-        // Disks of machines that no longer exist.
+        // Disks of machines that no longer exist, judged under the changes lock against the
+        // records as they are now: a machine created and started since the listing above
+        // keeps its disks.
+        let _guard = self.changes.lock().await;
+        let vms = self.list_vms(None)?;
         let gone = self.served().into_iter().filter(|d| {
             !vms.iter().any(|vm| {
                 vm.resource_group.eq_ignore_ascii_case(&d.resource_group)
