@@ -53,7 +53,7 @@ pub struct Issuer {
 }
 
 /// What a set or update gives.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct IssuerChange {
     /// `provider`.
     pub provider: Option<String>,
@@ -65,6 +65,17 @@ pub struct IssuerChange {
     pub org_details: Option<Value>,
     /// `attributes.enabled`.
     pub enabled: Option<bool>,
+}
+
+impl std::fmt::Debug for IssuerChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerChange")
+            .field("provider", &self.provider)
+            .field("account_id", &self.account_id)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 fn bad(message: impl Into<String>) -> VaultError {

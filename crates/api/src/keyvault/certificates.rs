@@ -518,43 +518,44 @@ mod tests {
 
     #[test]
     fn routes() {
-        let r = |m: &str, p: &str| {
-            let segments: Vec<&str> = p.trim_start_matches('/').split('/').collect();
-            CertRoute::parse(m, &segments).map(|r| format!("{r:?}"))
-        };
-        assert_eq!(
-            r("POST", "/certificates/c1/create").as_deref(),
-            Some("Create(\"c1\")")
-        );
-        assert_eq!(
-            r("GET", "/certificates/c1/").as_deref(),
-            Some("Get(\"c1\", None)")
-        );
-        assert_eq!(
-            r("GET", "/certificates/c1/abc").as_deref(),
-            Some("Get(\"c1\", Some(\"abc\"))")
-        );
-        assert_eq!(
-            r("GET", "/certificates/c1/pending").as_deref(),
-            Some("GetPending(\"c1\")")
-        );
-        assert_eq!(
-            r("PATCH", "/certificates/c1/policy").as_deref(),
-            Some("UpdatePolicy(\"c1\")")
-        );
-        assert_eq!(
-            r("POST", "/deletedcertificates/c1/recover").as_deref(),
-            Some("Recover(\"c1\")")
-        );
-        assert_eq!(
-            r("GET", "/certificates/contacts").as_deref(),
-            Some("GetContacts")
-        );
-        assert_eq!(
-            r("GET", "/certificates/issuers/i1").as_deref(),
-            Some("GetIssuer(\"i1\")")
-        );
-        assert_eq!(r("GET", "/certificates/import"), None);
-        assert_eq!(r("PUT", "/certificates/c1"), None);
+        let cases = [
+            ("POST", "/certificates/c1/create", Some("Create(\"c1\")")),
+            ("GET", "/certificates/c1/", Some("Get(\"c1\", None)")),
+            (
+                "GET",
+                "/certificates/c1/abc",
+                Some("Get(\"c1\", Some(\"abc\"))"),
+            ),
+            (
+                "GET",
+                "/certificates/c1/pending",
+                Some("GetPending(\"c1\")"),
+            ),
+            (
+                "POST",
+                "/certificates/c1/pending/merge",
+                Some("Merge(\"c1\")"),
+            ),
+            (
+                "PATCH",
+                "/certificates/c1/policy",
+                Some("UpdatePolicy(\"c1\")"),
+            ),
+            (
+                "POST",
+                "/deletedcertificates/c1/recover",
+                Some("Recover(\"c1\")"),
+            ),
+            ("POST", "/certificates/restore", Some("Restore")),
+            ("GET", "/certificates/contacts", Some("GetContacts")),
+            ("GET", "/certificates/issuers/i1", Some("GetIssuer(\"i1\")")),
+            ("GET", "/certificates/import", None),
+            ("PUT", "/certificates/c1", None),
+        ];
+        for (method, path, expected) in cases {
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let parsed = CertRoute::parse(method, &segments).map(|r| format!("{r:?}"));
+            assert_eq!(parsed.as_deref(), expected, "{method} {path}");
+        }
     }
 }
