@@ -408,3 +408,61 @@ def test_lifetime_actions_renew_and_announce_on_the_schedulers_clock(workdir):
         assert "pki@contoso.test" in event["resultDescription"], event
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_the_cli_backs_up_merges_and_keeps_contacts_and_issuers(server, tmp_path):
+    """`certificate backup|restore`, `pending merge` of a PEM chain, `contact add|list|delete`
+    and `issuer create|show|update|list|delete`, as az names them."""
+    import datetime as dt
+    import json
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    kv = lambda *args, **kw: server.cli("keyvault", "certificate", *args, **kw)  # noqa: E731
+    name = unique("cli-bk")
+    made = kv("create", "--vault-name", VAULT, "-n", name, "-p", json.dumps(
+        {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=cli-backup"}}))
+    blob = tmp_path / "cert.blob"
+    kv("backup", "--vault-name", VAULT, "-n", name, "-f", str(blob))
+    kv("delete", "--vault-name", VAULT, "-n", name)
+    kv("purge", "--vault-name", VAULT, "-n", name)
+    assert kv("restore", "--vault-name", VAULT, "-f", str(blob))["id"] == made["id"]
+
+    # A request for issuer Unknown, signed by a CA made here, merged from a PEM chain.
+    waiting = unique("cli-merge")
+    op = kv("create", "--vault-name", VAULT, "-n", waiting, "-p", json.dumps(
+        {"issuer": {"name": "Unknown"}, "x509_props": {"subject": "CN=cli-merge"}}))
+    assert op["status"] == "inProgress"
+    csr = x509.load_der_x509_csr(base64.b64decode(op["csr"]))
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CLI CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(subject, key, days):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(key)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=days)).sign(ca_key, hashes.SHA256()))
+
+    chain = [cert(csr.subject, csr.public_key(), 30), cert(ca_name, ca_key.public_key(), 365)]
+    pem = tmp_path / "chain.pem"
+    pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    merged = kv("pending", "merge", "--vault-name", VAULT, "-n", waiting, "-f", str(pem))
+    assert base64.b64decode(merged["cer"]) == chain[0].public_bytes(serialization.Encoding.DER)
+
+    # Contacts and issuers.
+    kv("contact", "add", "--vault-name", VAULT, "--email", "a@contoso.test", "--name", "A")
+    kv("contact", "add", "--vault-name", VAULT, "--email", "b@contoso.test")
+    assert [c["email"] for c in kv("contact", "list", "--vault-name", VAULT)] == ["a@contoso.test", "b@contoso.test"]
+    kv("contact", "delete", "--vault-name", VAULT, "--email", "a@contoso.test")
+    assert [c["email"] for c in kv("contact", "list", "--vault-name", VAULT)] == ["b@contoso.test"]
+    kv("contact", "delete", "--vault-name", VAULT, "--email", "b@contoso.test")
+    assert kv("contact", "list", "--vault-name", VAULT) == []
+    issuer = unique("cli-ca")
+    made = kv("issuer", "create", "--vault-name", VAULT, "--issuer-name", issuer, "--provider-name", "DigiCert",
+              "--account-id", "acct", "--password", "pw")
+    assert made["provider"] == "DigiCert" and "pwd" not in json.dumps(made)
+    kv("issuer", "update", "--vault-name", VAULT, "--issuer-name", issuer, "--provider-name", "GlobalSign")
+    shown = kv("issuer", "show", "--vault-name", VAULT, "--issuer-name", issuer)
+    assert shown["provider"] == "GlobalSign" and shown["credentials"]["account_id"] == "acct"
+    assert issuer in {i["id"].rsplit("/", 1)[1] for i in kv("issuer", "list", "--vault-name", VAULT)}
+    kv("issuer", "delete", "--vault-name", VAULT, "--issuer-name", issuer)
+    assert kv("issuer", "show", "--vault-name", VAULT, "--issuer-name", issuer, check=False).returncode != 0

@@ -16,7 +16,8 @@ use super::tags;
 
 #[derive(Subcommand)]
 pub(crate) enum CertificateCommand {
-    /// Create a certificate (or a new version) from a policy, and wait for it.
+    /// Create a certificate (or a new version) from a policy, and wait for it (a request
+    /// to another issuer than Self is shown pending at once).
     Create {
         #[arg(long)]
         vault_name: String,
@@ -108,9 +109,31 @@ pub(crate) enum CertificateCommand {
     },
     /// Print the default policy of a self-signed certificate (az's shape).
     GetDefaultPolicy,
+    /// Write a backup of a certificate (every version, its key and secret) to a file.
+    Backup {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+    },
+    /// Restore a certificate from a backup file.
+    Restore {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+    },
     /// The certificate's issuance operation.
     #[command(subcommand)]
     Pending(PendingCommand),
+    /// The vault's certificate contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// The vault's certificate issuers.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +145,158 @@ pub(crate) enum PendingCommand {
         #[arg(short = 'n', long)]
         name: String,
     },
+    /// Complete a waiting request with the chain a CA signed (PEM or DER file, leaf first).
+    Merge {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+    },
+    /// Cancel a waiting request.
+    Cancel {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// Delete the issuance operation.
+    Delete {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ContactCommand {
+    /// Add a contact to the vault's list.
+    Add {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// List the contacts.
+    List {
+        #[arg(long)]
+        vault_name: String,
+    },
+    /// Remove a contact (the list goes with its last one).
+    Delete {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct IssuerArgs {
+    #[arg(long)]
+    vault_name: String,
+    #[arg(long)]
+    issuer_name: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct IssuerFields {
+    #[arg(long)]
+    provider_name: Option<String>,
+    #[arg(long)]
+    account_id: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    #[arg(long)]
+    organization_id: Option<String>,
+    #[arg(long, action = ArgAction::Set)]
+    enabled: Option<bool>,
+}
+
+impl IssuerFields {
+    fn body(&self) -> Value {
+        let mut body = json!({});
+        if let Some(p) = &self.provider_name {
+            body["provider"] = json!(p);
+        }
+        if self.account_id.is_some() || self.password.is_some() {
+            body["credentials"] = json!({ "account_id": self.account_id, "pwd": self.password });
+        }
+        if let Some(org) = &self.organization_id {
+            body["org_details"] = json!({ "id": org });
+        }
+        if let Some(e) = self.enabled {
+            body["attributes"] = json!({ "enabled": e });
+        }
+        body
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IssuerCommand {
+    /// Register an issuer.
+    Create {
+        #[command(flatten)]
+        at: IssuerArgs,
+        #[command(flatten)]
+        fields: IssuerFields,
+    },
+    /// Change an issuer (fields left out are kept).
+    Update {
+        #[command(flatten)]
+        at: IssuerArgs,
+        #[command(flatten)]
+        fields: IssuerFields,
+    },
+    /// Show an issuer.
+    Show(IssuerArgs),
+    /// List the issuers.
+    List {
+        #[arg(long)]
+        vault_name: String,
+    },
+    /// Delete an issuer.
+    Delete(IssuerArgs),
+}
+
+/// The DER certificates of a PEM or DER file, in order.
+fn certificates_in(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(vec![b64.encode(bytes)]);
+    };
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(vec![b64.encode(bytes)]);
+    }
+    let mut out = Vec::new();
+    for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
+        let body = block
+            .split("-----END CERTIFICATE-----")
+            .next()
+            .unwrap_or_default();
+        let der = b64
+            .decode(body.split_whitespace().collect::<String>())
+            .context("a PEM certificate is not base64")?;
+        out.push(b64.encode(der));
+    }
+    Ok(out)
+}
+
+async fn contacts_of(conn: &Connection, vault: &str) -> anyhow::Result<Vec<Value>> {
+    match conn
+        .data_plane(vault, Method::GET, "/certificates/contacts", "", None)
+        .await
+    {
+        Ok(v) => Ok(v["contacts"].as_array().cloned().unwrap_or_default()),
+        Err(e) if e.to_string().contains("ContactsNotFound") => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,7 +429,8 @@ pub(super) async fn certificate(
                 let op = conn
                     .data_plane(&vault_name, Method::GET, &pending, "", None)
                     .await?;
-                if op["status"].as_str() != Some("inProgress") {
+                // A request for another issuer than Self waits for a merge: answer at once.
+                if op["status"].as_str() != Some("inProgress") || op["issuer"]["name"] != "Self" {
                     break op;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -352,6 +528,139 @@ pub(super) async fn certificate(
             return Ok(());
         }
         C::GetDefaultPolicy => default_policy(),
+        C::Backup {
+            vault_name,
+            name,
+            file,
+        } => {
+            let path = format!("/certificates/{name}/backup");
+            let blob = conn
+                .data_plane(&vault_name, Method::POST, &path, "", None)
+                .await?;
+            let value = blob["value"].as_str().unwrap_or_default();
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(value.trim_end_matches('='))
+                .context("the backup is not base64url")?;
+            std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+            return Ok(());
+        }
+        C::Restore { vault_name, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body =
+                json!({ "value": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes) });
+            conn.data_plane(
+                &vault_name,
+                Method::POST,
+                "/certificates/restore",
+                "",
+                Some(&body),
+            )
+            .await?
+        }
+        C::Pending(PendingCommand::Merge {
+            vault_name,
+            name,
+            file,
+        }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body = json!({ "x5c": certificates_in(&bytes)? });
+            let path = format!("/certificates/{name}/pending/merge");
+            conn.data_plane(&vault_name, Method::POST, &path, "", Some(&body))
+                .await?
+        }
+        C::Pending(PendingCommand::Cancel { vault_name, name }) => {
+            let path = format!("/certificates/{name}/pending");
+            let body = json!({ "cancellation_requested": true });
+            conn.data_plane(&vault_name, Method::PATCH, &path, "", Some(&body))
+                .await?
+        }
+        C::Pending(PendingCommand::Delete { vault_name, name }) => {
+            let path = format!("/certificates/{name}/pending");
+            conn.data_plane(&vault_name, Method::DELETE, &path, "", None)
+                .await?
+        }
+        C::Contact(ContactCommand::Add {
+            vault_name,
+            email,
+            name,
+            phone,
+        }) => {
+            let mut contacts = contacts_of(conn, &vault_name).await?;
+            contacts.retain(|c| c["email"].as_str() != Some(email.as_str()));
+            contacts.push(json!({ "email": email, "name": name, "phone": phone }));
+            let body = json!({ "contacts": contacts });
+            conn.data_plane(
+                &vault_name,
+                Method::PUT,
+                "/certificates/contacts",
+                "",
+                Some(&body),
+            )
+            .await?
+        }
+        C::Contact(ContactCommand::List { vault_name }) => {
+            Value::from(contacts_of(conn, &vault_name).await?)
+        }
+        C::Contact(ContactCommand::Delete { vault_name, email }) => {
+            let mut contacts = contacts_of(conn, &vault_name).await?;
+            let before = contacts.len();
+            contacts.retain(|c| c["email"].as_str() != Some(email.as_str()));
+            if contacts.len() == before {
+                anyhow::bail!("no contact has the e-mail address {email}");
+            }
+            if contacts.is_empty() {
+                conn.data_plane(
+                    &vault_name,
+                    Method::DELETE,
+                    "/certificates/contacts",
+                    "",
+                    None,
+                )
+                .await?
+            } else {
+                let body = json!({ "contacts": contacts });
+                conn.data_plane(
+                    &vault_name,
+                    Method::PUT,
+                    "/certificates/contacts",
+                    "",
+                    Some(&body),
+                )
+                .await?
+            }
+        }
+        C::Issuer(IssuerCommand::Create { at, fields }) => {
+            let path = format!("/certificates/issuers/{}", at.issuer_name);
+            conn.data_plane(&at.vault_name, Method::PUT, &path, "", Some(&fields.body()))
+                .await?
+        }
+        C::Issuer(IssuerCommand::Update { at, fields }) => {
+            let path = format!("/certificates/issuers/{}", at.issuer_name);
+            conn.data_plane(
+                &at.vault_name,
+                Method::PATCH,
+                &path,
+                "",
+                Some(&fields.body()),
+            )
+            .await?
+        }
+        C::Issuer(IssuerCommand::Show(at)) => {
+            let path = format!("/certificates/issuers/{}", at.issuer_name);
+            conn.data_plane(&at.vault_name, Method::GET, &path, "", None)
+                .await?
+        }
+        C::Issuer(IssuerCommand::List { vault_name }) => Value::Array(
+            conn.data_plane_all(&vault_name, "/certificates/issuers")
+                .await?,
+        ),
+        C::Issuer(IssuerCommand::Delete(at)) => {
+            let path = format!("/certificates/issuers/{}", at.issuer_name);
+            conn.data_plane(&at.vault_name, Method::DELETE, &path, "", None)
+                .await?
+        }
         C::Pending(PendingCommand::Show { vault_name, name }) => {
             let path = format!("/certificates/{name}/pending");
             conn.data_plane(&vault_name, Method::GET, &path, "", None)
