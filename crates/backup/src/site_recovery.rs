@@ -386,37 +386,26 @@ pub struct ReplicationRun {
     pub outcome: Result<u64, String>,
 }
 
-/// `{fabric}/{container}` of a container resource id (or of `fabric/container`).
+/// The segment after `key` in a resource id (case-insensitive), if any.
+fn segment_after<'a>(id: &'a str, key: &str) -> Option<&'a str> {
+    let mut parts = id.trim_end_matches('/').split('/');
+    parts.find(|p| p.eq_ignore_ascii_case(key))?;
+    parts.next().filter(|s| !s.is_empty())
+}
+
+/// `{fabric}/{container}` of a container resource id.
 fn container_of(id: &str) -> Option<(String, String)> {
-    let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
-    let after = |key: &str| {
-        parts
-            .iter()
-            .position(|p| p.eq_ignore_ascii_case(key))
-            .and_then(|i| parts.get(i + 1))
-            .map(|s| (*s).to_owned())
-    };
-    match (
-        after("replicationFabrics"),
-        after("replicationProtectionContainers"),
-    ) {
-        (Some(f), Some(c)) => Some((f, c)),
-        _ => None,
-    }
+    let fabric = segment_after(id, "replicationFabrics")?;
+    let container = segment_after(id, "replicationProtectionContainers")?;
+    Some((fabric.to_owned(), container.to_owned()))
 }
 
 /// A resource id's resource group and name for kind segment `kind`.
 fn rg_and_name<'a>(id: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
-    let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
-    let rg = parts
-        .iter()
-        .position(|p| p.eq_ignore_ascii_case("resourceGroups"))
-        .and_then(|i| parts.get(i + 1))?;
-    let name = parts
-        .iter()
-        .position(|p| p.eq_ignore_ascii_case(kind))
-        .and_then(|i| parts.get(i + 1))?;
-    Some((rg, name))
+    Some((
+        segment_after(id, "resourceGroups")?,
+        segment_after(id, kind)?,
+    ))
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), BackupError> {

@@ -293,12 +293,12 @@ async fn job_of(
 }
 
 /// One resource, shown.
-async fn show(conn: &Connection, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn show(conn: &Connection, path: &str) -> anyhow::Result<Value> {
     conn.management(Method::GET, path, None).await
 }
 
 /// A listing's items.
-async fn list(conn: &Connection, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn list(conn: &Connection, path: &str) -> anyhow::Result<Value> {
     Ok(conn.management(Method::GET, path, None).await?["value"].take())
 }
 

@@ -7,7 +7,7 @@ use atrest_api::client::Method;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::backup::vault_path;
+use super::backup::{list, show, vault_path};
 use super::connection::Connection;
 use super::output::{print, Format};
 
@@ -346,14 +346,6 @@ fn failover_body(args: &FailoverArgs, source_site_operations: Option<&str>) -> V
         properties["sourceSiteOperations"] = Value::from(ops);
     }
     json!({ "properties": properties })
-}
-
-async fn show(conn: &Connection, path: &str) -> anyhow::Result<Value> {
-    conn.management(Method::GET, path, None).await
-}
-
-async fn list(conn: &Connection, path: &str) -> anyhow::Result<Value> {
-    Ok(conn.management(Method::GET, path, None).await?["value"].take())
 }
 
 async fn post(conn: &Connection, path: String, body: Value) -> anyhow::Result<Value> {
