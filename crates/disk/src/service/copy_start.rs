@@ -186,20 +186,38 @@ impl Compute {
                 }
             }
             let start = u64::from(*index) * CHUNK;
-            let len = CHUNK.min(size - start);
-            let (from, to) = (from.clone(), to.clone());
-            blocking(move || {
-                let mut chunk = vec![0u8; len as usize];
-                from.read(start, &mut chunk)?;
-                to.write_in_place(start, &mut chunk)
-            })
-            .await?;
-            if let Some(rate) = self.config.copy_bandwidth.filter(|r| *r > 0) {
-                tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
-            }
+            self.copy_range(&from, &to, start, CHUNK.min(size - start))
+                .await?;
         }
         blocking(move || to.flush()).await?;
         Ok(())
+    }
+
+    /// Copies `len` bytes at `offset` from one volume to another (decrypted with the
+    /// first's keys, encrypted with the second's), then waits as `copy_bandwidth` says.
+    pub(super) async fn copy_range(
+        &self,
+        from: &Arc<Volume>,
+        to: &Arc<Volume>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), ComputeError> {
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || {
+            let mut data = vec![0u8; len as usize];
+            from.read(offset, &mut data)?;
+            to.write_in_place(offset, &mut data)
+        })
+        .await?;
+        self.pace(len).await;
+        Ok(())
+    }
+
+    /// Waits as long as `len` bytes take at `copy_bandwidth`, if one is set.
+    pub(super) async fn pace(&self, len: u64) {
+        if let Some(rate) = self.config.copy_bandwidth.filter(|r| *r > 0) {
+            tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
+        }
     }
 
     /// Records a copy's progress; false if the copy no longer exists.

@@ -165,7 +165,6 @@ impl Compute {
         let to = self
             .open_volume(replica, self.unwrap_layers(replica).await?)
             .await?;
-        let rate = self.config.copy_bandwidth.filter(|r| *r > 0);
         let (from, to) = (Arc::new(from), Arc::new(to));
         let changes = {
             let from = from.clone();
@@ -180,21 +179,15 @@ impl Compute {
             let mut offset = change.first;
             while offset <= change.last {
                 let len = (CHUNK - offset % CHUNK).min(change.last + 1 - offset);
-                let (from, to, cleared) = (from.clone(), to.clone(), change.cleared);
-                blocking(move || {
-                    if cleared {
-                        return to.write_zeroes(offset, len);
-                    }
-                    let mut data = vec![0u8; len as usize];
-                    from.read(offset, &mut data)?;
-                    to.write_in_place(offset, &mut data)
-                })
-                .await?;
+                if change.cleared {
+                    let to = to.clone();
+                    blocking(move || to.write_zeroes(offset, len)).await?;
+                    self.pace(len).await;
+                } else {
+                    self.copy_range(&from, &to, offset, len).await?;
+                }
                 shipped += len;
                 offset += len;
-                if let Some(rate) = rate {
-                    tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
-                }
             }
         }
         blocking(move || to.flush()).await?;
