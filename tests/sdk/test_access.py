@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import requests
+from conftest import import_body
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import UsernamePasswordCredential
 from azure.keyvault.secrets import SecretClient
@@ -50,6 +51,7 @@ OPERATIONS = {
     "CertificateCreate": ("certificates", "create", "POST", "/certificates/{cert}/create",
                           {"policy": {"issuer": {"name": "Self"}, "key_props": {"kty": "EC", "crv": "P-256"},
                                       "x509_props": {"subject": "CN=matrix"}}}),
+    "CertificateImport": ("certificates", "import", "POST", "/certificates/{cert}/import", import_body()),
     "CertificateUpdate": ("certificates", "update", "PATCH", "/certificates/{cert}", {"tags": {"t": "1"}}),
     "CertificatePolicyUpdate": ("certificates", "update", "PATCH", "/certificates/{cert}/policy",
                                 {"x509_props": {"validity_months": 6}}),

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import requests
+from conftest import import_body
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
@@ -55,6 +56,8 @@ OPERATIONS = {
     "CertificateCreate": ("Microsoft.KeyVault/vaults/certificates/create/action", "POST", "/certificates/{cert}/create",
                           {"policy": {"issuer": {"name": "Self"}, "key_props": {"kty": "EC", "crv": "P-256"},
                                       "x509_props": {"subject": "CN=matrix"}}}),
+    "CertificateImport": ("Microsoft.KeyVault/vaults/certificates/import/action", "POST", "/certificates/{cert}/import",
+                          import_body()),
     "CertificateUpdate": ("Microsoft.KeyVault/vaults/certificates/update/action", "PATCH", "/certificates/{cert}",
                           {"tags": {"t": "1"}}),
 }

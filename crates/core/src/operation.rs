@@ -130,6 +130,8 @@ operations! {
     RngGet => KeyVault,
     /// `POST /certificates/{name}/create`.
     CertificateCreate => KeyVault,
+    /// `POST /certificates/{name}/import`.
+    CertificateImport => KeyVault,
     /// `GET /certificates/{name}[/{version}]`.
     CertificateGet => KeyVault,
     /// `PATCH /certificates/{name}[/{version}]`.
@@ -483,6 +485,7 @@ impl Operation {
             KeySign => "Microsoft.KeyVault/vaults/keys/sign/action",
             KeyVerify => "Microsoft.KeyVault/vaults/keys/verify/action",
             CertificateCreate => "Microsoft.KeyVault/vaults/certificates/create/action",
+            CertificateImport => "Microsoft.KeyVault/vaults/certificates/import/action",
             CertificateGet => "Microsoft.KeyVault/vaults/certificates/read",
             CertificateUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
             CertificateDelete => "Microsoft.KeyVault/vaults/certificates/delete",
@@ -663,6 +666,7 @@ impl Operation {
             KeyUpdateRotationPolicy => (Keys, "setrotationpolicy"),
             KeyEncrypt => (Keys, "encrypt"),
             CertificateCreate => (Certificates, "create"),
+            CertificateImport => (Certificates, "import"),
             CertificateGet => (Certificates, "get"),
             CertificateUpdate => (Certificates, "update"),
             CertificateDelete => (Certificates, "delete"),
@@ -857,6 +861,7 @@ impl Operation {
             SecretSet
             | SecretGet
             | CertificateCreate
+            | CertificateImport
             | CertificateGet
             | CertificateUpdate
             | CertificateDelete

@@ -114,7 +114,7 @@ fn dn_type(short: &str) -> Option<DnType> {
         "DC" => DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 25]),
         "STREET" => DnType::CustomDnType(vec![2, 5, 4, 9]),
         "POSTALCODE" => DnType::CustomDnType(vec![2, 5, 4, 17]),
-        _ => return None,
+        other => DnType::CustomDnType(parse_oid(other.strip_prefix("OID.")?)?),
     })
 }
 
@@ -362,10 +362,16 @@ pub fn signing_request(
 pub struct CertificateInfo {
     /// The `SubjectPublicKeyInfo`, as DER.
     pub public_key: Vec<u8>,
+    /// The `subjectPublicKey` bits: a DER `RSAPublicKey` or an EC point.
+    pub subject_public_key: Vec<u8>,
     /// `notBefore`, Unix seconds.
     pub not_before: i64,
     /// `notAfter`, Unix seconds.
     pub not_after: i64,
+    /// The issuer name, as DER.
+    pub issuer: Vec<u8>,
+    /// The subject name, as DER.
+    pub subject: Vec<u8>,
 }
 
 fn malformed(what: &str) -> CertificateError {
@@ -394,8 +400,10 @@ fn asn1_time(tlv: &der::Tlv<'_>) -> Option<i64> {
     Some(at.assume_utc().unix_timestamp())
 }
 
-/// The public key and validity of a DER certificate.
-pub fn certificate_info(cert: &[u8]) -> Result<CertificateInfo, CertificateError> {
+/// The `TBSCertificate` fields of a DER certificate, without the optional version:
+/// serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, then the
+/// optional unique ids and `[3]` extensions.
+fn tbs_fields(cert: &[u8]) -> Result<Vec<der::Tlv<'_>>, CertificateError> {
     let bad = || malformed("certificate");
     let (outer, rest) = der::expect(cert, 0x30).map_err(|_| bad())?;
     if !rest.is_empty() {
@@ -404,25 +412,193 @@ pub fn certificate_info(cert: &[u8]) -> Result<CertificateInfo, CertificateError
     let parts = der::elements(outer.content).map_err(|_| bad())?;
     let tbs = parts.first().filter(|t| t.tag == 0x30).ok_or_else(bad)?;
     let mut fields = der::elements(tbs.content).map_err(|_| bad())?;
-    // The optional [0] version comes first.
     if fields.first().is_some_and(|f| f.tag == 0xa0) {
         fields.remove(0);
     }
-    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, …
-    let validity = fields.get(3).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
-    let spki = fields.get(5).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
-    let times = der::elements(validity.content).map_err(|_| bad())?;
+    if fields.len() < 6 || [2, 3, 4, 5].iter().any(|i| fields[*i].tag != 0x30) {
+        return Err(bad());
+    }
+    Ok(fields)
+}
+
+/// The public key, names and validity of a DER certificate.
+pub fn certificate_info(cert: &[u8]) -> Result<CertificateInfo, CertificateError> {
+    let bad = || malformed("certificate");
+    let fields = tbs_fields(cert)?;
+    let times = der::elements(fields[3].content).map_err(|_| bad())?;
     let (Some(not_before), Some(not_after)) = (
         times.first().and_then(asn1_time),
         times.get(1).and_then(asn1_time),
     ) else {
         return Err(bad());
     };
+    let spki = der::elements(fields[5].content).map_err(|_| bad())?;
+    let bits = spki
+        .get(1)
+        .filter(|t| t.tag == 0x03 && t.content.first() == Some(&0))
+        .ok_or_else(bad)?;
     Ok(CertificateInfo {
-        public_key: spki.raw.to_vec(),
+        public_key: fields[5].raw.to_vec(),
+        subject_public_key: bits.content[1..].to_vec(),
         not_before,
         not_after,
+        issuer: fields[2].raw.to_vec(),
+        subject: fields[4].raw.to_vec(),
     })
+}
+
+/// The short names of the RDN types a subject is written with, by OID.
+const DN_NAMES: [(&str, &str); 10] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.6", "C"),
+    ("1.2.840.113549.1.9.1", "E"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("2.5.4.9", "STREET"),
+    ("2.5.4.17", "POSTALCODE"),
+];
+
+/// A directory string's text (UTF8, Printable, IA5, T61 as Latin-1, BMP, Universal).
+fn directory_string(tlv: &der::Tlv<'_>) -> Option<String> {
+    match tlv.tag {
+        0x0c | 0x13 | 0x16 => std::str::from_utf8(tlv.content).ok().map(str::to_owned),
+        0x14 => Some(tlv.content.iter().map(|b| char::from(*b)).collect()),
+        0x1e => char::decode_utf16(
+            tlv.content
+                .chunks(2)
+                .map(|c| Some(u16::from_be_bytes([c[0], *c.get(1)?])))
+                .collect::<Option<Vec<u16>>>()?,
+        )
+        .collect::<Result<String, _>>()
+        .ok(),
+        0x1c => tlv
+            .content
+            .chunks(4)
+            .map(|c| {
+                let bytes: [u8; 4] = c.try_into().ok()?;
+                char::from_u32(u32::from_be_bytes(bytes))
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// A DER name as a policy's subject: `CN=a, O=b` in encoded order (as `openssl x509
+/// -subject` prints it, and as [`CertificateTemplate::subject`] is encoded back); values
+/// with separators quoted, unknown types as `OID.1.2.3`.
+fn name_text(name: &[u8]) -> Result<String, CertificateError> {
+    let bad = || malformed("certificate's subject");
+    let (seq, _) = der::expect(name, 0x30).map_err(|_| bad())?;
+    let mut parts = Vec::new();
+    for rdn in der::elements(seq.content).map_err(|_| bad())? {
+        for ava in der::elements(rdn.content).map_err(|_| bad())? {
+            let ava = der::elements(ava.content).map_err(|_| bad())?;
+            let (Some(kind), Some(value)) = (ava.first().filter(|t| t.tag == 0x06), ava.get(1))
+            else {
+                return Err(bad());
+            };
+            let oid = der::oid_text(kind.content).map_err(|_| bad())?;
+            let kind = DN_NAMES
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map_or_else(|| format!("OID.{oid}"), |(_, short)| (*short).to_owned());
+            let value = directory_string(value).ok_or_else(bad)?.replace('"', "");
+            if value.contains([',', ';', '+']) || value.trim() != value {
+                parts.push(format!("{kind}=\"{value}\""));
+            } else {
+                parts.push(format!("{kind}={value}"));
+            }
+        }
+    }
+    Ok(parts.join(", "))
+}
+
+/// What a certificate says, as a policy's `x509_props` and validity: the subject, the
+/// alternative names, key usages and extended key usages.
+pub fn certificate_template(cert: &[u8]) -> Result<CertificateTemplate, CertificateError> {
+    let bad = || malformed("certificate's extensions");
+    let info = certificate_info(cert)?;
+    let fields = tbs_fields(cert)?;
+    let mut template = CertificateTemplate {
+        subject: name_text(&info.subject)?,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        ..CertificateTemplate::default()
+    };
+    let Some(extensions) = fields[6..].iter().find(|f| f.tag == 0xa3) else {
+        return Ok(template);
+    };
+    let (list, _) = der::expect(extensions.content, 0x30).map_err(|_| bad())?;
+    for extension in der::elements(list.content).map_err(|_| bad())? {
+        let parts = der::elements(extension.content).map_err(|_| bad())?;
+        let oid = parts
+            .first()
+            .filter(|t| t.tag == 0x06)
+            .and_then(|t| der::oid_text(t.content).ok())
+            .ok_or_else(bad)?;
+        let value = parts
+            .last()
+            .filter(|t| t.tag == 0x04)
+            .ok_or_else(bad)?
+            .content;
+        match oid.as_str() {
+            "2.5.29.17" => read_alternative_names(value, &mut template).ok_or_else(bad)?,
+            "2.5.29.15" => {
+                let (bits, _) = der::expect(value, 0x03).map_err(|_| bad())?;
+                let flags = bits.content.get(1..).unwrap_or_default();
+                template.key_usage = KEY_USAGES
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| flags.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0))
+                    .map(|(_, name)| (*name).to_owned())
+                    .collect();
+            }
+            "2.5.29.37" => {
+                let (seq, _) = der::expect(value, 0x30).map_err(|_| bad())?;
+                template.ekus = der::elements(seq.content)
+                    .map_err(|_| bad())?
+                    .iter()
+                    .map(|t| der::oid_text(t.content).map_err(|_| bad()))
+                    .collect::<Result<_, _>>()?;
+            }
+            _ => {}
+        }
+    }
+    Ok(template)
+}
+
+/// Reads `GeneralNames` into the template's DNS names, e-mails, UPNs, IPs and URIs.
+fn read_alternative_names(value: &[u8], template: &mut CertificateTemplate) -> Option<()> {
+    let (seq, _) = der::expect(value, 0x30).ok()?;
+    for name in der::elements(seq.content).ok()? {
+        let text = || std::str::from_utf8(name.content).ok().map(str::to_owned);
+        match name.tag {
+            0x81 => template.emails.push(text()?),
+            0x82 => template.dns_names.push(text()?),
+            0x86 => template.uris.push(text()?),
+            0x87 => {
+                let ip = match name.content.len() {
+                    4 => IpAddr::from(<[u8; 4]>::try_from(name.content).ok()?),
+                    16 => IpAddr::from(<[u8; 16]>::try_from(name.content).ok()?),
+                    _ => return None,
+                };
+                template.ip_addresses.push(ip.to_string());
+            }
+            0xa0 => {
+                let parts = der::elements(name.content).ok()?;
+                let oid = der::oid_text(parts.first()?.content).ok()?;
+                if oid == "1.3.6.1.4.1.311.20.2.3" {
+                    let (inner, _) = der::read(parts.get(1)?.content).ok()?;
+                    template.upns.push(directory_string(&inner)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(())
 }
 
 /// The `SubjectPublicKeyInfo` (DER) of a PKCS#10 request.
@@ -450,11 +626,11 @@ fn data_content(inner: &[u8]) -> Vec<u8> {
     ])
 }
 
-/// A PKCS#12 file without a password: the private key (PKCS#8, if given) and the chain,
-/// leaf first, the leaf and the key sharing a `localKeyId`. No MAC: there is no password
-/// to derive one from, and readers accept its absence.
-pub fn pkcs12(private_key: Option<&[u8]>, chain: &[Vec<u8>]) -> Zeroizing<Vec<u8>> {
-    let key_id = match chain.first() {
+/// A PKCS#12 file without a password: the private key (PKCS#8, if given) and the chain
+/// in order, the leaf (`chain[leaf]`) and the key sharing a `localKeyId`. No MAC: there is
+/// no password to derive one from, and readers accept its absence.
+pub fn pkcs12(private_key: Option<&[u8]>, chain: &[Vec<u8>], leaf: usize) -> Zeroizing<Vec<u8>> {
+    let key_id = match chain.get(leaf) {
         Some(leaf) => digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, leaf)
             .as_ref()
             .to_vec(),
@@ -471,7 +647,7 @@ pub fn pkcs12(private_key: Option<&[u8]>, chain: &[Vec<u8>]) -> Zeroizing<Vec<u8
             der::explicit(0, &der::octet_string(cert)),
         ]);
         let mut bag = vec![der::oid(&CERT_BAG), der::explicit(0, &cert_bag)];
-        if i == 0 {
+        if i == leaf {
             bag.push(local_key_id.clone());
         }
         bags.push(der::sequence(&bag));
@@ -518,4 +694,207 @@ pub fn pem_bundle(private_key: Option<&[u8]>, chain: &[Vec<u8>]) -> Zeroizing<St
 /// A certificate's DER as PEM.
 pub fn certificate_pem(der: &[u8]) -> String {
     pem_block("CERTIFICATE", der)
+}
+
+/// The two forms a certificate import takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// A PKCS#12 (PFX) file.
+    Pkcs12,
+    /// PEM blocks: certificates and a PKCS#8 private key.
+    Pem,
+}
+
+impl ImportFormat {
+    /// `PKCS#12` or `PEM`, as Key Vault's messages name them.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImportFormat::Pkcs12 => "PKCS#12",
+            ImportFormat::Pem => "PEM",
+        }
+    }
+}
+
+/// Why an import's content was refused. Messages are Key Vault's, with the cause; never
+/// the password or key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The PKCS#12 file cannot be read (malformed, wrong password, unsupported scheme).
+    #[error("The specified PKCS#12 X.509 certificate content can not be read. Please check if certificate is in valid PKCS#12 format. {0}")]
+    Pkcs12(String),
+    /// The PEM content is not what an import takes.
+    #[error("The specified PEM X.509 certificate content is in an unexpected format. Please check if certificate is in valid PEM format. {0}")]
+    Pem(String),
+    /// No private key came with the certificate.
+    #[error("Private key is not specified in the specified X.509 {} certificate content. Please specify private key in the X.509 {} certificate content.", .0.name(), .0.name())]
+    NoPrivateKey(ImportFormat),
+    /// No certificate carries the private key's public key.
+    #[error("The private key does not match any certificate in the content: the leaf certificate must carry its public key.")]
+    KeyMismatch,
+    /// The private key is of a kind Key Vault does not hold.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+}
+
+/// A certificate to import: its private key and chain.
+pub struct ImportedCertificate {
+    /// What the content was.
+    pub format: ImportFormat,
+    /// The private key, as PKCS#8.
+    pub private_key: Zeroizing<Vec<u8>>,
+    /// The chain: the leaf, then each issuer in turn, then the rest in content order; or,
+    /// when the order was asked to be kept, as the content has it.
+    pub chain: Vec<Vec<u8>>,
+    /// Where the leaf (the certificate of the private key) is in `chain`.
+    pub leaf: usize,
+}
+
+impl std::fmt::Debug for ImportedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImportedCertificate({:?}, {} certificates, key <redacted>)",
+            self.format,
+            self.chain.len()
+        )
+    }
+}
+
+/// Reads the content of a certificate import: a PKCS#12 file (its password, or an empty
+/// one), or PEM text holding certificates and one PKCS#8 private key (`PRIVATE KEY`, or
+/// `ENCRYPTED PRIVATE KEY` with the password).
+pub fn read_import(
+    content: &[u8],
+    password: &str,
+    keep_order: bool,
+) -> Result<ImportedCertificate, ImportError> {
+    // PEM may follow other text (`openssl pkcs12` prints bag attributes first); a PFX
+    // is a DER SEQUENCE.
+    let is_pem = content.first() != Some(&0x30) && content.windows(10).any(|w| w == b"-----BEGIN");
+    let (format, fail): (ImportFormat, fn(String) -> ImportError) = if is_pem {
+        (ImportFormat::Pem, ImportError::Pem)
+    } else {
+        (ImportFormat::Pkcs12, ImportError::Pkcs12)
+    };
+    let (mut keys, certificates) = if is_pem {
+        read_pem(content, password)?
+    } else {
+        let read = crate::pkcs12::read_pkcs12(content, password)
+            .map_err(|e| ImportError::Pkcs12(e.to_string()))?;
+        (read.keys, read.certificates)
+    };
+    if keys.len() > 1 {
+        return Err(fail("It holds more than one private key.".into()));
+    }
+    let private_key = keys.pop().ok_or(ImportError::NoPrivateKey(format))?;
+    let public = crate::keys::KeyMaterial::from_pkcs8(&private_key)?.subject_public_key();
+    let infos = certificates
+        .iter()
+        .map(|c| certificate_info(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| fail("A certificate in it is not valid DER.".into()))?;
+    if infos.is_empty() {
+        return Err(fail("It holds no certificate.".into()));
+    }
+    let leaf = infos
+        .iter()
+        .position(|i| i.subject_public_key == public)
+        .ok_or(ImportError::KeyMismatch)?;
+    if keep_order {
+        return Ok(ImportedCertificate {
+            format,
+            private_key,
+            chain: certificates,
+            leaf,
+        });
+    }
+    let mut order = vec![leaf];
+    loop {
+        let last = &infos[order[order.len() - 1]];
+        let issuer = (last.subject != last.issuer)
+            .then(|| {
+                (0..infos.len()).find(|i| !order.contains(i) && infos[*i].subject == last.issuer)
+            })
+            .flatten();
+        match issuer {
+            Some(i) => order.push(i),
+            None => break,
+        }
+    }
+    let rest: Vec<usize> = (0..infos.len()).filter(|i| !order.contains(i)).collect();
+    order.extend(rest);
+    Ok(ImportedCertificate {
+        format,
+        private_key,
+        chain: order.iter().map(|i| certificates[*i].clone()).collect(),
+        leaf: 0,
+    })
+}
+
+type KeysAndCertificates = (Vec<Zeroizing<Vec<u8>>>, Vec<Vec<u8>>);
+
+/// The private keys and certificates of PEM text. Text around the blocks (such as the
+/// bag attributes `openssl pkcs12` prints) is ignored.
+fn read_pem(content: &[u8], password: &str) -> Result<KeysAndCertificates, ImportError> {
+    let text = std::str::from_utf8(content)
+        .map_err(|_| ImportError::Pem("It is not UTF-8 text.".into()))?;
+    let mut keys = Vec::new();
+    let mut certificates = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let end = format!("-----END {label}-----");
+        let mut body = Zeroizing::new(String::new());
+        let mut closed = false;
+        let mut headers = false;
+        for line in lines.by_ref() {
+            if line == end {
+                closed = true;
+                break;
+            }
+            if line.contains(':') {
+                headers = true;
+            } else {
+                body.push_str(line);
+            }
+        }
+        if !closed {
+            return Err(ImportError::Pem(format!(
+                "The {label} block is not closed."
+            )));
+        }
+        let der = Zeroizing::new(
+            STANDARD
+                .decode(body.as_bytes())
+                .map_err(|_| ImportError::Pem(format!("The {label} block is not base64.")))?,
+        );
+        match label {
+            "CERTIFICATE" | "X509 CERTIFICATE" => certificates.push(der.to_vec()),
+            "PRIVATE KEY" => keys.push(der),
+            "ENCRYPTED PRIVATE KEY" => keys.push(
+                crate::pkcs12::decrypt_private_key(&der, password)
+                    .map_err(|e| ImportError::Pem(e.to_string()))?,
+            ),
+            "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "DSA PRIVATE KEY" => {
+                let encrypted = if headers {
+                    " (encrypted the legacy way)"
+                } else {
+                    ""
+                };
+                return Err(ImportError::Pem(format!(
+                    "Its private key is a {label}{encrypted}, not PKCS#8: convert it with `openssl pkcs8 -topk8 -nocrypt`."
+                )));
+            }
+            _ => {}
+        }
+    }
+    if keys.is_empty() && certificates.is_empty() {
+        return Err(ImportError::Pem("It holds no PEM block.".into()));
+    }
+    Ok((keys, certificates))
 }

@@ -150,6 +150,125 @@ pub(crate) fn elements(mut content: &[u8]) -> Result<Vec<Tlv<'_>>, DerError> {
     Ok(out)
 }
 
+/// How deep BER nesting is followed: PKCS#12 files nest about ten levels.
+const MAX_BER_DEPTH: usize = 24;
+
+/// The element at the start of `input` in BER as PKCS#12 writers produce it: definite
+/// lengths, or indefinite ones (a constructed element closed by two zero octets). For an
+/// indefinite element `content` holds its inner elements without the closing octets.
+pub(crate) fn read_ber(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    read_ber_at(input, MAX_BER_DEPTH)
+}
+
+fn read_ber_at(input: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    if depth == 0 {
+        return Err(DerError);
+    }
+    match input {
+        [tag, 0x80, ..] if tag & 0x20 != 0 && tag & 0x1f != 0x1f => {
+            let mut at = 2;
+            loop {
+                let tail = &input[at..];
+                if tail.starts_with(&[0, 0]) {
+                    let tlv = Tlv {
+                        tag: *tag,
+                        content: &input[2..at],
+                        raw: &input[..at + 2],
+                    };
+                    return Ok((tlv, &input[at + 2..]));
+                }
+                let (inner, _) = read_ber_at(tail, depth - 1)?;
+                at += inner.raw.len();
+            }
+        }
+        _ => read(input),
+    }
+}
+
+/// The elements of a BER constructed element's content, in order.
+pub(crate) fn ber_elements(content: &[u8]) -> Result<Vec<Tlv<'_>>, DerError> {
+    ber_elements_at(content, MAX_BER_DEPTH)
+}
+
+fn ber_elements_at(mut content: &[u8], depth: usize) -> Result<Vec<Tlv<'_>>, DerError> {
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let (tlv, rest) = read_ber_at(content, depth)?;
+        out.push(tlv);
+        content = rest;
+    }
+    Ok(out)
+}
+
+/// The octets of a BER string: a primitive's content, or a constructed string's
+/// segments joined.
+pub(crate) fn ber_octets<'a>(tlv: &Tlv<'a>) -> Result<std::borrow::Cow<'a, [u8]>, DerError> {
+    ber_octets_at(tlv, MAX_BER_DEPTH)
+}
+
+fn ber_octets_at<'a>(tlv: &Tlv<'a>, depth: usize) -> Result<std::borrow::Cow<'a, [u8]>, DerError> {
+    if tlv.tag & 0x20 == 0 {
+        return Ok(std::borrow::Cow::Borrowed(tlv.content));
+    }
+    if depth == 0 {
+        return Err(DerError);
+    }
+    let mut joined = Vec::new();
+    for part in ber_elements(tlv.content)? {
+        if part.tag & 0x1f != 0x04 {
+            return Err(DerError);
+        }
+        joined.extend_from_slice(&ber_octets_at(&part, depth - 1)?);
+    }
+    Ok(std::borrow::Cow::Owned(joined))
+}
+
+/// An OBJECT IDENTIFIER's content as dotted text (`1.2.840.113549.1.7.1`).
+pub(crate) fn oid_text(content: &[u8]) -> Result<String, DerError> {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut value: u64 = 0;
+    for (i, b) in content.iter().enumerate() {
+        if value > u64::MAX >> 7 || (value == 0 && *b == 0x80) {
+            return Err(DerError);
+        }
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (value / 40).min(2);
+                arcs.push(first);
+                arcs.push(value - first * 40);
+            } else {
+                arcs.push(value);
+            }
+            value = 0;
+        } else if i + 1 == content.len() {
+            return Err(DerError);
+        }
+    }
+    if arcs.is_empty() {
+        return Err(DerError);
+    }
+    Ok(arcs
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+/// A non-negative INTEGER that fits in a `u64`.
+pub(crate) fn unsigned(tlv: &Tlv<'_>) -> Result<u64, DerError> {
+    let digits = match tlv.content {
+        [] => return Err(DerError),
+        [first, ..] if first & 0x80 != 0 => return Err(DerError),
+        [0, rest @ ..] => rest,
+        all => all,
+    };
+    if tlv.tag != 0x02 || digits.len() > 8 {
+        return Err(DerError);
+    }
+    Ok(digits.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +301,45 @@ mod tests {
         assert_eq!(read(&[0x1f, 0]), Err(DerError));
         assert_eq!(read(&[0x30, 0x85, 0, 0, 0, 0, 1]), Err(DerError));
         assert_eq!(expect(&seq, 0x31).map(|_| ()), Err(DerError));
+    }
+
+    #[test]
+    fn ber_reads_indefinite_lengths_and_joins_constructed_strings() {
+        // SEQUENCE (indefinite) { OCTET STRING (constructed, indefinite) { "ab", "c" }, INTEGER 5 }
+        let ber = [
+            0x30, 0x80, 0x24, 0x80, 0x04, 2, b'a', b'b', 0x04, 1, b'c', 0, 0, 0x02, 1, 5, 0, 0,
+            0xff,
+        ];
+        let (outer, rest) = read_ber(&ber).unwrap();
+        assert_eq!(rest, &[0xff]);
+        let parts = ber_elements(outer.content).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(ber_octets(&parts[0]).unwrap().as_ref(), b"abc");
+        assert_eq!(unsigned(&parts[1]), Ok(5));
+        // An unclosed indefinite element, and nesting past the limit, are refused.
+        assert!(read_ber(&ber[..ber.len() - 3]).is_err());
+        let deep: Vec<u8> = std::iter::repeat_n([0x30, 0x80], 40).flatten().collect();
+        assert!(read_ber(&deep).is_err());
+    }
+
+    #[test]
+    fn oids_and_integers_read_back() {
+        let encoded = oid(&[1, 2, 840, 113549, 1, 12, 10, 1, 3]);
+        assert_eq!(
+            oid_text(&encoded[2..]).unwrap(),
+            "1.2.840.113549.1.12.10.1.3"
+        );
+        assert_eq!(oid_text(&oid(&[2, 999, 3])[2..]).unwrap(), "2.999.3");
+        assert!(oid_text(&[0x86]).is_err());
+        assert!(oid_text(&[]).is_err());
+        let encoded = unsigned_integer(&[0x00, 0x80, 0x00]);
+        let (int, _) = read(&encoded).unwrap();
+        assert_eq!(unsigned(&int), Ok(0x8000));
+        assert!(unsigned(&Tlv {
+            tag: 2,
+            content: &[0x80],
+            raw: &[]
+        })
+        .is_err());
     }
 }

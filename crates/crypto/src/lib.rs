@@ -9,6 +9,7 @@ mod der;
 mod jwt;
 mod keys;
 mod password;
+pub mod pkcs12;
 mod random;
 mod tls;
 

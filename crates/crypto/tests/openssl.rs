@@ -111,7 +111,7 @@ fn pkcs12_and_pem_bundles_open_with_openssl_and_hold_the_key() {
         let pfx = write(
             dir.path(),
             "c.pfx",
-            &pkcs12(Some(&pkcs8), std::slice::from_ref(&der)),
+            &pkcs12(Some(&pkcs8), std::slice::from_ref(&der), 0),
         );
         let out = openssl(&["pkcs12", "-in", &pfx, "-passin", "pass:", "-nodes"]);
         assert!(
@@ -132,7 +132,7 @@ fn pkcs12_and_pem_bundles_open_with_openssl_and_hold_the_key() {
         assert_eq!(openssl(&["pkey", "-in", &bundle, "-pubout"]), from_cert);
 
         // Without the key (a non-exportable certificate), the file holds the certificate only.
-        let public = write(dir.path(), "p.pfx", &pkcs12(None, &[der]));
+        let public = write(dir.path(), "p.pfx", &pkcs12(None, &[der], 0));
         let out = openssl(&["pkcs12", "-in", &public, "-passin", "pass:", "-nodes"]);
         assert!(!out.contains("PRIVATE KEY") && out.contains("BEGIN CERTIFICATE"));
     }

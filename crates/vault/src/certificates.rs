@@ -10,8 +10,9 @@ use atrest_core::attributes::{Attributes, Recovery};
 use atrest_core::names::check_object_name;
 use atrest_core::vault::{ObjectKind, VaultRecord};
 use atrest_crypto::certificates::{
-    certificate_info, parse_oid, pem_bundle, pkcs12, request_public_key, self_signed_certificate,
-    signing_request, CertificateTemplate, KEY_USAGES,
+    certificate_info, certificate_template, parse_oid, pem_bundle, pkcs12, read_import,
+    request_public_key, self_signed_certificate, signing_request, CertificateTemplate,
+    ImportFormat, KEY_USAGES,
 };
 use atrest_crypto::{random_hex, random_uuid, Curve, KeySpec};
 use atrest_store::{Tx, VersionRow};
@@ -90,6 +91,42 @@ pub struct CertificateChange {
     pub tags: Option<BTreeMap<String, String>>,
     /// Attributes (`enabled`).
     pub attributes: AttributesPatch,
+}
+
+/// The content of a certificate import.
+pub struct CertificateImport {
+    /// `value`: base64 of a PKCS#12 file or of PEM text, or the PEM text itself.
+    pub value: zeroize::Zeroizing<String>,
+    /// `pwd`: the PKCS#12 file's (or the encrypted PEM key's) password.
+    pub password: zeroize::Zeroizing<String>,
+    /// `preserveCertOrder`: keep the chain in the content's order.
+    pub preserve_order: bool,
+}
+
+impl std::fmt::Debug for CertificateImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CertificateImport(<redacted>, preserve_order: {})",
+            self.preserve_order
+        )
+    }
+}
+
+/// The bytes an import's `value` carries: PEM text as it is, anything else base64
+/// (whitespace allowed, as files wrap it).
+fn import_bytes(value: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+    if value.contains("-----BEGIN") {
+        return Ok(zeroize::Zeroizing::new(value.as_bytes().to_vec()));
+    }
+    let compact: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(value.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    STANDARD
+        .decode(compact.as_bytes())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| {
+            bad("The certificate to import ('value') must be base64 of a PKCS#12 file or of PEM text.")
+        })
 }
 
 /// A policy, checked and with its defaults.
@@ -470,6 +507,22 @@ fn pending_key_aad(vault: &VaultRecord, doc: &OperationDoc) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What a new version is made of.
+struct NewVersion<'a> {
+    policy: &'a Policy,
+    key: &'a std::sync::Arc<dyn atrest_crypto::KeyHandle>,
+    /// The chain as the secret keeps it.
+    chain: &'a [Vec<u8>],
+    /// Where the certificate itself is in `chain`.
+    leaf: usize,
+    tags: BTreeMap<String, String>,
+    enabled: bool,
+    /// `(nbf, exp)`: the certificate's validity.
+    validity: (i64, i64),
+    /// The finished issuance operation, if the version came from one.
+    operation: Option<&'a OperationDoc>,
+}
+
 /// The certificate of a stored version.
 fn certificate(vault: &VaultRecord, stored: &Stored, policy: Value) -> Certificate {
     let Stored { state, row } = stored;
@@ -609,12 +662,16 @@ impl Vaults {
         self.store_version(
             vault,
             name,
-            &policy,
-            &key,
-            &[cer],
-            (tags, enabled),
-            (template.not_before, template.not_after),
-            Some(&doc),
+            NewVersion {
+                policy: &policy,
+                key: &key,
+                chain: &[cer],
+                leaf: 0,
+                tags,
+                enabled,
+                validity: (template.not_before, template.not_after),
+                operation: Some(&doc),
+            },
             now,
         )?;
         Ok(CertificateOperation {
@@ -645,22 +702,26 @@ impl Vaults {
             .ok_or_else(|| VaultError::PendingNotFound(name.to_owned()))
     }
 
-    /// Stores a new version: the certificate (`chain[0]`), its managed key, and its
-    /// managed secret (the chain, with the key when exportable), and the policy; `doc`,
-    /// the finished operation, replaces the stored one.
-    #[allow(clippy::too_many_arguments)]
+    /// Stores a new version: the certificate (the chain's leaf), its managed key, and its
+    /// managed secret (the chain, with the key when exportable), and the policy; the
+    /// finished operation, if any, replaces the stored one.
     fn store_version(
         &self,
         vault: &VaultRecord,
         name: &str,
-        policy: &Policy,
-        key: &std::sync::Arc<dyn atrest_crypto::KeyHandle>,
-        chain: &[Vec<u8>],
-        (tags, enabled): (BTreeMap<String, String>, bool),
-        (not_before, not_after): (i64, i64),
-        doc: Option<&OperationDoc>,
+        new: NewVersion<'_>,
         now: i64,
     ) -> Result<(), VaultError> {
+        let NewVersion {
+            policy,
+            key,
+            chain,
+            leaf,
+            tags,
+            enabled,
+            validity: (not_before, not_after),
+            operation: doc,
+        } = new;
         let private = if policy.exportable {
             Some(key.export_pkcs8()?)
         } else {
@@ -671,7 +732,7 @@ impl Vaults {
             pem_bundle(private, chain).as_bytes().to_vec()
         } else {
             STANDARD
-                .encode(pkcs12(private, chain).as_slice())
+                .encode(pkcs12(private, chain, leaf).as_slice())
                 .into_bytes()
         });
         let storage = self.storage_key(vault)?;
@@ -715,7 +776,7 @@ impl Vaults {
             tx.insert_version(&row(
                 KIND,
                 &[],
-                json!({ "cer": STANDARD.encode(&chain[0]), "contentType": policy.content_type }),
+                json!({ "cer": STANDARD.encode(&chain[leaf]), "contentType": policy.content_type }),
                 tags.clone(),
             ))?;
             tx.set_object_policy(&vault.vault_id, KIND, &name, &json!({ "policy": policy.to_json(created, now) }))?;
@@ -777,12 +838,126 @@ impl Vaults {
         self.store_version(
             vault,
             name,
-            &policy,
-            &key,
-            x5c,
-            (tags, enabled),
-            (info.not_before, info.not_after),
-            Some(&finished),
+            NewVersion {
+                policy: &policy,
+                key: &key,
+                chain: x5c,
+                leaf: 0,
+                tags,
+                enabled,
+                validity: (info.not_before, info.not_after),
+                operation: Some(&finished),
+            },
+            now,
+        )?;
+        self.get_certificate(vault, name, None)
+    }
+
+    /// Imports a certificate with its private key (PKCS#12 or PEM) as a new version. The
+    /// policy's `x509_props` and validity are the certificate's; a policy given may set
+    /// the rest, but its key type and size must be the key's. Without one, the issuer is
+    /// `Unknown` and the contacts are told before expiry.
+    pub fn import_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        import: &CertificateImport,
+        change: &CertificateChange,
+        now: i64,
+    ) -> Result<Certificate, VaultError> {
+        check_object_name(name)?;
+        check_tags(&change.tags)?;
+        if change
+            .policy
+            .as_ref()
+            .is_some_and(|p| !p.is_object() && !p.is_null())
+        {
+            return Err(bad("The certificate policy must be an object."));
+        }
+        self.store
+            .read(|tx| Self::check_name_free(tx, vault, name))?;
+        let content = import_bytes(&import.value)?;
+        let imported = read_import(&content, &import.password, import.preserve_order)
+            .map_err(|e| bad(e.to_string()))?;
+        let leaf = &imported.chain[imported.leaf];
+        let template = CertificateTemplate {
+            not_before: 0,
+            not_after: 0,
+            ..certificate_template(leaf).map_err(|e| bad(e.to_string()))?
+        };
+        let info = certificate_info(leaf).map_err(|e| bad(e.to_string()))?;
+        let wanted_kty = change
+            .policy
+            .as_ref()
+            .and_then(|p| p.pointer("/key_props/kty"))
+            .and_then(Value::as_str)
+            .unwrap_or("RSA");
+        let key = self
+            .key_provider(wanted_kty)
+            .import_pkcs8(&imported.private_key)?;
+        let (kty, key_size, curve) = match key.spec() {
+            KeySpec::Rsa(bits) => ("RSA", Some(bits), None),
+            KeySpec::Ec(Curve::P256K) | KeySpec::Oct(_) => {
+                return Err(bad("The certificate's key is on a curve Key Vault does not support for certificates: use P-256, P-384 or P-521."))
+            }
+            KeySpec::Ec(curve) => ("EC", None, Some(curve.name().to_owned())),
+        };
+        let validity_months = ((info.not_after - info.not_before) as f64 / (30.0 * 86_400.0))
+            .round()
+            .clamp(1.0, 1200.0) as u32;
+        let from_certificate = Policy {
+            kty: kty.into(),
+            key_size,
+            curve,
+            exportable: true,
+            reuse_key: false,
+            content_type: match imported.format {
+                ImportFormat::Pem => PEM.into(),
+                ImportFormat::Pkcs12 => PKCS12.into(),
+            },
+            template,
+            validity_months,
+            lifetime_actions: json!([{ "trigger": { "lifetime_percentage": 80 }, "action": { "action_type": "EmailContacts" } }]),
+            issuer: UNKNOWN.into(),
+            issuer_fields: json!({ "name": UNKNOWN }),
+            enabled: true,
+        };
+        let policy = match &change.policy {
+            Some(given) if !given.is_null() => {
+                let parsed = Policy::parse(given, Some(&from_certificate))?;
+                let key_matches = parsed.kty.trim_end_matches("-HSM") == kty
+                    && parsed.key_size == from_certificate.key_size
+                    && parsed.curve == from_certificate.curve;
+                if !key_matches {
+                    return Err(bad(format!(
+                        "The policy's key properties ({} {}) do not match the certificate's key ({kty} {}).",
+                        parsed.kty,
+                        parsed.key_size.map_or_else(|| parsed.curve.clone().unwrap_or_default(), |n| n.to_string()),
+                        key_size.map_or_else(|| from_certificate.curve.clone().unwrap_or_default(), |n| n.to_string()),
+                    )));
+                }
+                Policy {
+                    template: from_certificate.template.clone(),
+                    validity_months,
+                    ..parsed
+                }
+            }
+            _ => from_certificate,
+        };
+        let enabled = change.attributes.enabled.unwrap_or(policy.enabled);
+        self.store_version(
+            vault,
+            name,
+            NewVersion {
+                policy: &policy,
+                key: &key,
+                chain: &imported.chain,
+                leaf: imported.leaf,
+                tags: change.tags.clone().unwrap_or_default(),
+                enabled,
+                validity: (info.not_before, info.not_after),
+                operation: None,
+            },
             now,
         )?;
         self.get_certificate(vault, name, None)

@@ -699,6 +699,10 @@ mod tests {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             atrest_crypto::SoftwareKeys.import(jwk)
         }
+        fn import_pkcs8(&self, der: &[u8]) -> Result<Arc<dyn KeyHandle>, atrest_crypto::KeyError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            atrest_crypto::SoftwareKeys.import_pkcs8(der)
+        }
         fn load(&self, stored: &[u8]) -> Result<Arc<dyn KeyHandle>, atrest_crypto::KeyError> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             atrest_crypto::SoftwareKeys.load(stored)

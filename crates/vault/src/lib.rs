@@ -13,7 +13,8 @@ mod rotation;
 mod secrets;
 
 pub use certificates::{
-    thumbprint_text, Certificate, CertificateChange, CertificateOperation, PEM, PKCS12,
+    thumbprint_text, Certificate, CertificateChange, CertificateImport, CertificateOperation, PEM,
+    PKCS12,
 };
 pub use error::VaultError;
 pub use issuers::{Contact, Issuer, IssuerChange};

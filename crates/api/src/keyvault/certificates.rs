@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use atrest_core::operation::Operation;
 use atrest_core::vault::VaultRecord;
 use atrest_vault::{
-    thumbprint_text, Certificate, CertificateChange, CertificateOperation, Contact, Issuer,
-    IssuerChange,
+    thumbprint_text, Certificate, CertificateChange, CertificateImport, CertificateOperation,
+    Contact, Issuer, IssuerChange,
 };
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -26,6 +26,7 @@ use crate::state::AppState;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CertRoute<'a> {
     Create(&'a str),
+    Import(&'a str),
     Get(&'a str, Option<&'a str>),
     Update(&'a str, Option<&'a str>),
     Delete(&'a str),
@@ -87,6 +88,7 @@ impl CertRoute<'_> {
         Some(match (method, segments) {
             ("GET", ["certificates"] | ["certificates", ""]) => CertRoute::List,
             ("POST", ["certificates", name, "create"]) => CertRoute::Create(name),
+            ("POST", ["certificates", name, "import"]) => CertRoute::Import(name),
             ("GET", ["certificates", name, "versions"]) => CertRoute::ListVersions(name),
             ("GET", ["certificates", name, "policy"]) => CertRoute::GetPolicy(name),
             ("PATCH", ["certificates", name, "policy"]) => CertRoute::UpdatePolicy(name),
@@ -114,6 +116,7 @@ impl CertRoute<'_> {
     pub(crate) fn name(&self) -> Option<&str> {
         match self {
             CertRoute::Create(n)
+            | CertRoute::Import(n)
             | CertRoute::Get(n, _)
             | CertRoute::Update(n, _)
             | CertRoute::Delete(n)
@@ -153,6 +156,7 @@ impl CertRoute<'_> {
     pub(crate) fn operation(&self) -> Operation {
         match self {
             CertRoute::Create(_) => Operation::CertificateCreate,
+            CertRoute::Import(_) => Operation::CertificateImport,
             CertRoute::Get(..) => Operation::CertificateGet,
             CertRoute::Update(..) => Operation::CertificateUpdate,
             CertRoute::Delete(_) => Operation::CertificateDelete,
@@ -238,6 +242,18 @@ struct MergeDto {
     x5c: Option<Vec<String>>,
     attributes: Option<AttributesDto>,
     tags: Option<BTreeMap<String, String>>,
+}
+
+/// `CertificateImportParameters`.
+#[derive(Deserialize, Default)]
+struct ImportDto {
+    value: Option<String>,
+    pwd: Option<String>,
+    policy: Option<Value>,
+    attributes: Option<AttributesDto>,
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "preserveCertOrder")]
+    preserve_cert_order: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -366,6 +382,30 @@ pub(crate) async fn handle_certificate(
                 resp.headers_mut().insert("Location", value);
             }
             resp
+        }
+        CertRoute::Import(name) => {
+            let dto: ImportDto = parse_json(&read_body(body).await?)?;
+            let value = zeroize::Zeroizing::new(dto.value.unwrap_or_default());
+            let password = zeroize::Zeroizing::new(dto.pwd.unwrap_or_default());
+            if value.trim().is_empty() {
+                return Err(ApiError::bad_request(
+                    "BadParameter",
+                    "The certificate to import ('value') is required.",
+                ));
+            }
+            let import = CertificateImport {
+                value,
+                password,
+                preserve_order: dto.preserve_cert_order.unwrap_or(false),
+            };
+            let change = CertificateChange {
+                policy: dto.policy,
+                tags: dto.tags,
+                attributes: dto.attributes.unwrap_or_default().into(),
+            };
+            let c = vs.import_certificate(vault, name, &import, &change, now)?;
+            ctx.target_id = Some(versioned(&c));
+            json(StatusCode::OK, &bundle_json(base, &c))
         }
         CertRoute::Get(name, version) => {
             let c = vs.get_certificate(vault, name, version)?;
@@ -520,6 +560,12 @@ mod tests {
     fn routes() {
         let cases = [
             ("POST", "/certificates/c1/create", Some("Create(\"c1\")")),
+            ("POST", "/certificates/c1/import", Some("Import(\"c1\")")),
+            (
+                "GET",
+                "/certificates/c1/import",
+                Some("Get(\"c1\", Some(\"import\"))"),
+            ),
             ("GET", "/certificates/c1/", Some("Get(\"c1\", None)")),
             (
                 "GET",

@@ -31,6 +31,26 @@ pub(crate) enum CertificateCommand {
         #[arg(long, num_args = 0..)]
         tags: Vec<String>,
     },
+    /// Import a certificate with its private key: a PKCS#12 (PFX) file, or PEM holding the
+    /// certificates and a PKCS#8 key.
+    Import {
+        #[arg(long)]
+        vault_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+        /// The PFX file's (or the encrypted PEM key's) password.
+        #[arg(long)]
+        password: Option<String>,
+        /// A policy (JSON or @FILE); its x509 properties come from the certificate.
+        #[arg(short = 'p', long)]
+        policy: Option<String>,
+        #[arg(long, action = ArgAction::Set)]
+        disabled: Option<bool>,
+        #[arg(long, num_args = 0..)]
+        tags: Vec<String>,
+    },
     /// Show a certificate (latest version unless --version).
     Show {
         #[arg(long)]
@@ -447,6 +467,30 @@ pub(super) async fn certificate(
             } else {
                 operation
             }
+        }
+        C::Import {
+            vault_name,
+            name,
+            file,
+            password,
+            policy,
+            disabled,
+            tags: t,
+        } => {
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+            );
+            let value = base64::engine::general_purpose::STANDARD.encode(bytes.as_slice());
+            let mut body = json!({ "value": value, "pwd": password, "tags": tags(&t)? });
+            if let Some(p) = policy {
+                body["policy"] = policy_arg(&p)?;
+            }
+            if let Some(d) = disabled {
+                body["attributes"] = json!({ "enabled": !d });
+            }
+            let path = format!("/certificates/{name}/import");
+            conn.data_plane(&vault_name, Method::POST, &path, "", Some(&body))
+                .await?
         }
         C::Show {
             vault_name,

@@ -357,6 +357,58 @@ impl KeyMaterial {
         }))
     }
 
+    /// Loads an RSA or EC `PrivateKeyInfo` (PKCS#8) as other tools write it, kept in the
+    /// normal form AWS-LC writes (attributes and optional members dropped).
+    pub(crate) fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
+        let bad = || KeyError::InvalidJwk("the private key is not a PKCS#8 RSA or EC key.".into());
+        let (info, _) = crate::der::expect(der, 0x30).map_err(|_| bad())?;
+        let parts = crate::der::elements(info.content).map_err(|_| bad())?;
+        let algorithm = parts.get(1).filter(|t| t.tag == 0x30).ok_or_else(bad)?;
+        let algorithm = crate::der::elements(algorithm.content).map_err(|_| bad())?;
+        let oid = |i: usize| {
+            algorithm
+                .get(i)
+                .filter(|t| t.tag == 0x06)
+                .and_then(|t| crate::der::oid_text(t.content).ok())
+        };
+        match oid(0).as_deref() {
+            Some("1.2.840.113549.1.1.1") => {
+                let pair = RsaKeyPair::from_pkcs8(der).map_err(|_| bad())?;
+                let normal = pair.as_der().map_err(LIB)?;
+                Self::rsa_from_pkcs8(normal.as_ref())
+            }
+            Some("1.2.840.10045.2.1") => {
+                let curve = match oid(1).as_deref() {
+                    Some("1.2.840.10045.3.1.7") => Curve::P256,
+                    Some("1.3.132.0.34") => Curve::P384,
+                    Some("1.3.132.0.35") => Curve::P521,
+                    Some("1.3.132.0.10") => Curve::P256K,
+                    _ => {
+                        return Err(KeyError::UnsupportedKey(
+                            "The EC key is on a curve Key Vault does not support: use P-256, P-384 or P-521.".into(),
+                        ))
+                    }
+                };
+                let pair = EcdsaKeyPair::from_pkcs8(curve.signing(), der).map_err(|_| bad())?;
+                let normal = pair.to_pkcs8v1().map_err(LIB)?;
+                Self::ec_from_pkcs8(curve, normal.as_ref())
+            }
+            _ => Err(KeyError::UnsupportedKey(
+                "The private key is neither RSA nor EC.".into(),
+            )),
+        }
+    }
+
+    /// The public key as a certificate's `subjectPublicKey` carries it: the DER
+    /// `RSAPublicKey`, or the uncompressed EC point. Empty for oct keys.
+    pub(crate) fn subject_public_key(&self) -> Vec<u8> {
+        match &self.0 {
+            Material::Rsa { signing, .. } => signing.public_key().as_ref().to_vec(),
+            Material::Ec { pair, .. } => pair.public_key().as_ref().to_vec(),
+            Material::Oct(_) => Vec::new(),
+        }
+    }
+
     /// Imports a private JWK (`RSA` with CRT parameters, `EC` with `d`, or `oct` with `k`;
     /// `-HSM` suffixes accepted).
     pub(crate) fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {

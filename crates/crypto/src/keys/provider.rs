@@ -63,6 +63,8 @@ pub trait KeyProvider: Send + Sync + Debug {
     fn generate(&self, spec: KeySpec) -> Result<Arc<dyn KeyHandle>, KeyError>;
     /// A key from a private JWK.
     fn import(&self, jwk: &Value) -> Result<Arc<dyn KeyHandle>, KeyError>;
+    /// An RSA or EC key from a PKCS#8 `PrivateKeyInfo` (a certificate import).
+    fn import_pkcs8(&self, pkcs8: &[u8]) -> Result<Arc<dyn KeyHandle>, KeyError>;
     /// A key from what [`KeyHandle::to_stored`] gave.
     fn load(&self, stored: &[u8]) -> Result<Arc<dyn KeyHandle>, KeyError>;
 }
@@ -83,6 +85,10 @@ impl KeyProvider for SoftwareKeys {
 
     fn import(&self, jwk: &Value) -> Result<Arc<dyn KeyHandle>, KeyError> {
         Ok(Arc::new(KeyMaterial::from_jwk(jwk)?))
+    }
+
+    fn import_pkcs8(&self, pkcs8: &[u8]) -> Result<Arc<dyn KeyHandle>, KeyError> {
+        Ok(Arc::new(KeyMaterial::from_pkcs8(pkcs8)?))
     }
 
     fn load(&self, stored: &[u8]) -> Result<Arc<dyn KeyHandle>, KeyError> {
