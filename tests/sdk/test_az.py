@@ -166,3 +166,58 @@ def test_disk_encryption_set_and_disks(az):
                "--encryption-type", "EncryptionAtRestWithCustomerKey")
     assert moved["encryption"]["type"] == "EncryptionAtRestWithCustomerKey"
     assert az("disk", "show", "-n", "az-cmk", "-g", GROUP)["diskSizeGB"] == 1
+
+
+def test_certificates(az, tmp_path):
+    policy = az("keyvault", "certificate", "get-default-policy")
+    assert policy["issuerParameters"]["name"] == "Self"
+    policy["x509CertificateProperties"]["subject"] = "CN=web.contoso.com"
+    policy["x509CertificateProperties"]["subjectAlternativeNames"] = {"dnsNames": ["web.contoso.com"]}
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    created = az("keyvault", "certificate", "create", "--vault-name", VAULT, "-n", "web",
+                 "-p", f"@{tmp_path / 'policy.json'}")
+    assert created["status"] == "completed"
+    shown = az("keyvault", "certificate", "show", "--vault-name", VAULT, "-n", "web")
+    assert shown["policy"]["x509CertificateProperties"]["subject"] == "CN=web.contoso.com"
+    assert shown["kid"].endswith(shown["id"].split("/certificates/")[1])
+    # Both encodings of the download are the same certificate, as openssl reads it.
+    az("keyvault", "certificate", "download", "--vault-name", VAULT, "-n", "web", "-f", str(tmp_path / "web.pem"))
+    az("keyvault", "certificate", "download", "--vault-name", VAULT, "-n", "web", "-f", str(tmp_path / "web.der"),
+       "-e", "DER")
+    text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "web.pem"), "-noout", "-subject", "-ext",
+                           "subjectAltName"], capture_output=True, text=True, check=True).stdout
+    assert "CN = web.contoso.com" in text and "DNS:web.contoso.com" in text
+    der = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "web.pem"), "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    assert der == (tmp_path / "web.der").read_bytes()
+    # The private key reaches the secret as the policy's content type.
+    secret = az("keyvault", "secret", "show", "--vault-name", VAULT, "-n", "web")
+    assert secret["contentType"] == "application/x-pkcs12" and secret["managed"] is True
+
+    # Import of a password-protected PKCS#12 in the legacy encryption older tools write.
+    key, cert, pfx = (tmp_path / n for n in ("imp.key", "imp.crt", "imp.pfx"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-subj", "/CN=imported.contoso.com", "-days", "30"], capture_output=True, check=True)
+    subprocess.run(["openssl", "pkcs12", "-export", "-legacy", "-inkey", str(key), "-in", str(cert), "-out", str(pfx),
+                    "-passout", "pass:az-pass"], capture_output=True, check=True)
+    imported = az("keyvault", "certificate", "import", "--vault-name", VAULT, "-n", "imported", "-f", str(pfx),
+                  "--password", "az-pass")
+    assert imported["policy"]["x509CertificateProperties"]["subject"] == "CN=imported.contoso.com"
+    refused = az("keyvault", "certificate", "import", "--vault-name", VAULT, "-n", "wrong", "-f", str(pfx),
+                 "--password", "not-it", check=False)
+    assert refused.returncode != 0 and "BadParameter" in refused.stderr
+    assert "wrong" not in {c["name"] for c in az("keyvault", "certificate", "list", "--vault-name", VAULT)}
+
+    # Issuer Unknown: create answers at once with the pending operation and its CSR.
+    policy["issuerParameters"]["name"] = "Unknown"
+    (tmp_path / "unknown.json").write_text(json.dumps(policy))
+    pending = az("keyvault", "certificate", "create", "--vault-name", VAULT, "-n", "external",
+                 "-p", f"@{tmp_path / 'unknown.json'}")
+    assert pending["status"] == "inProgress" and pending["csr"]
+    assert az("keyvault", "certificate", "pending", "show", "--vault-name", VAULT, "-n", "external")["csr"] == pending["csr"]
+    names = {c["name"] for c in az("keyvault", "certificate", "list", "--vault-name", VAULT, "--include-pending")}
+    assert {"web", "imported", "external"} <= names
+
+    az("keyvault", "certificate", "delete", "--vault-name", VAULT, "-n", "imported")
+    assert "imported" in {c["name"] for c in az("keyvault", "certificate", "list-deleted", "--vault-name", VAULT)}
+    assert az("keyvault", "certificate", "recover", "--vault-name", VAULT, "-n", "imported")["name"] == "imported"
