@@ -329,6 +329,19 @@ def server(workdir):
         assert srv.stop() == 0, srv.log()
 
 
+@pytest.fixture
+def cert_clients(server):
+    """Certificate, key and secret clients of the main server's `sdk-main`, and their credential."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.certificates import CertificateClient
+    from azure.keyvault.keys import KeyClient
+    from azure.keyvault.secrets import SecretClient
+    credential = DefaultAzureCredential()
+    url = server.vault_url("sdk-main")
+    return (CertificateClient(url, credential), KeyClient(url, credential), SecretClient(url, credential),
+            credential)
+
+
 @pytest.fixture(scope="session")
 def short_server(workdir):
     """A second server whose tokens live two seconds."""

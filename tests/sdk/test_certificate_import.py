@@ -10,10 +10,8 @@ import subprocess
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
-from azure.keyvault.certificates import CertificateClient, CertificateContentType, CertificatePolicy, KeyType
-from azure.keyvault.keys import KeyClient
+from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyType
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
-from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -22,14 +20,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from conftest import unique
 
 VAULT = "sdk-main"
-
-
-@pytest.fixture
-def clients(server):
-    credential = DefaultAzureCredential()
-    url = server.vault_url(VAULT)
-    return (CertificateClient(url, credential), KeyClient(url, credential), SecretClient(url, credential),
-            credential)
 
 
 def openssl(cwd, *args):
@@ -75,10 +65,10 @@ def cryptography_pfx(d, password, algorithm):
     return pkcs12.serialize_key_and_certificates(b"leaf", key, leaf, [ca], encryption)
 
 
-def assert_imported(clients, name, imported, chain, content_type, issuer="Unknown"):
+def assert_imported(cert_clients, name, imported, chain, content_type, issuer="Unknown"):
     """The certificate is the leaf; its policy is the certificate's; its key signs what the
     certificate's public key verifies; its secret holds the key and the chain."""
-    certs, keys, secrets, credential = clients
+    certs, keys, secrets, credential = cert_clients
     leaf_der, ca_der = der_of(chain, "leaf.pem"), der_of(chain, "ca.pem")
     assert imported.cer == leaf_der
     policy = imported.policy
@@ -116,8 +106,8 @@ def assert_imported(clients, name, imported, chain, content_type, issuer="Unknow
     assert private.public_key().public_numbers() == cert.public_key().public_numbers()
 
 
-def test_pkcs12_files_from_old_and_new_tools_import(clients, chain):
-    certs, _, _, _ = clients
+def test_pkcs12_files_from_old_and_new_tools_import(cert_clients, chain):
+    certs, _, _, _ = cert_clients
     from cryptography.hazmat.primitives.serialization import pkcs12 as p12
     files = [
         ("openssl-legacy", openssl_pfx(chain, "Legacy pw", "-legacy"), "Legacy pw"),
@@ -133,7 +123,7 @@ def test_pkcs12_files_from_old_and_new_tools_import(clients, chain):
         name = unique(label)
         imported = certs.import_certificate(name, pfx, password=password, tags={"from": label})
         assert imported.properties.tags == {"from": label}
-        assert_imported(clients, name, imported, chain, CertificateContentType.pkcs12)
+        assert_imported(cert_clients, name, imported, chain, CertificateContentType.pkcs12)
 
     # A second import is a new version; disabled and with its own policy settings.
     name = unique("versions")
@@ -144,7 +134,7 @@ def test_pkcs12_files_from_old_and_new_tools_import(clients, chain):
     assert second.policy.exportable is False and second.policy.subject == first.policy.subject
     versions = {v.version for v in certs.list_properties_of_certificate_versions(name)}
     assert versions == {first.properties.version, second.properties.version}
-    _, _, secrets, _ = clients
+    _, _, secrets, _ = cert_clients
     with pytest.raises(HttpResponseError) as err:
         secrets.get_secret(name)
     assert err.value.status_code == 403  # the secret is disabled with its certificate
@@ -154,8 +144,8 @@ def test_pkcs12_files_from_old_and_new_tools_import(clients, chain):
     assert private is None  # not exportable: the secret holds the certificates only
 
 
-def test_pem_imports_with_a_pkcs8_key(clients, chain):
-    certs, _, _, _ = clients
+def test_pem_imports_with_a_pkcs8_key(cert_clients, chain):
+    certs, _, _, _ = cert_clients
     plain = openssl(chain, "pkcs8", "-topk8", "-nocrypt", "-in", "leaf.key")
     encrypted = openssl(chain, "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:pem pw", "-in", "leaf.key")
     pems = (chain / "leaf.pem").read_bytes() + (chain / "ca.pem").read_bytes()
@@ -163,22 +153,22 @@ def test_pem_imports_with_a_pkcs8_key(clients, chain):
     for key, password in [(plain, None), (encrypted, "pem pw")]:
         name = unique("pem")
         imported = certs.import_certificate(name, key + pems, password=password, policy=pem_policy)
-        assert_imported(clients, name, imported, chain, CertificateContentType.pem, issuer="Self")
+        assert_imported(cert_clients, name, imported, chain, CertificateContentType.pem, issuer="Self")
 
     # Without a policy the content type follows the content; the chain order may be kept.
     name = unique("pem")
     imported = certs.import_certificate(name, (chain / "ca.pem").read_bytes() + plain + (chain / "leaf.pem").read_bytes(),
                                         preserve_order=True)
     assert imported.policy.content_type == CertificateContentType.pem
-    _, _, secrets, _ = clients
+    _, _, secrets, _ = cert_clients
     kept = x509.load_pem_x509_certificates(secrets.get_secret(name).value.encode())
     assert [c.public_bytes(serialization.Encoding.DER) for c in kept] == [der_of(chain, "ca.pem"),
                                                                           der_of(chain, "leaf.pem")]
     assert imported.cer == der_of(chain, "leaf.pem")
 
 
-def test_bad_imports_get_key_vaults_errors_and_change_nothing(clients, chain):
-    certs, keys, secrets, _ = clients
+def test_bad_imports_get_key_vaults_errors_and_change_nothing(cert_clients, chain):
+    certs, keys, secrets, _ = cert_clients
     pfx = openssl_pfx(chain, "right", "-legacy")
     traditional = openssl(chain, "rsa", "-traditional", "-in", "leaf.key")
     pems = (chain / "leaf.pem").read_bytes()
@@ -209,7 +199,7 @@ def test_bad_imports_get_key_vaults_errors_and_change_nothing(clients, chain):
 
 
 def test_raw_import_bodies_and_the_cli(server, chain, tmp_path):
-    """The REST body as other clients send it (PEM text in `value`), refusals of a body
+    """The REST body as other cert_clients send it (PEM text in `value`), refusals of a body
     without `value`, and `atrest keyvault certificate import`."""
     import requests
     credential = DefaultAzureCredential()

@@ -6,13 +6,10 @@ import subprocess
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import (
     CertificateClient, CertificateContentType, CertificatePolicy, KeyCurveName, KeyType, KeyUsageType,
     WellKnownIssuerNames)
-from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
-from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -21,14 +18,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from conftest import unique
 
 VAULT = "sdk-main"
-
-
-@pytest.fixture
-def clients(server):
-    credential = DefaultAzureCredential()
-    url = server.vault_url(VAULT)
-    return (CertificateClient(url, credential), KeyClient(url, credential), SecretClient(url, credential),
-            credential)
 
 
 def web_policy(**kw):
@@ -40,8 +29,8 @@ def web_policy(**kw):
         enhanced_key_usage=["1.3.6.1.5.5.7.3.1"], validity_in_months=24, **kw)
 
 
-def test_a_self_signed_certificate_lives_as_key_vault_keeps_it(clients, tmp_path):
-    certs, keys, secrets, credential = clients
+def test_a_self_signed_certificate_lives_as_key_vault_keeps_it(cert_clients, tmp_path):
+    certs, keys, secrets, credential = cert_clients
     name = unique("c")
     created = certs.begin_create_certificate(name, web_policy(), tags={"app": "web"}).result()
     assert created.name == name and created.properties.tags == {"app": "web"}
@@ -139,8 +128,8 @@ def hashes_sha256(data):
     return digest.finalize()
 
 
-def test_an_ec_certificate_in_pem_with_a_non_exportable_key(clients):
-    certs, keys, secrets, credential = clients
+def test_an_ec_certificate_in_pem_with_a_non_exportable_key(cert_clients):
+    certs, keys, secrets, credential = cert_clients
     name = unique("ec")
     policy = CertificatePolicy(issuer_name="Self", subject="CN=ec.contoso.test", key_type=KeyType.ec,
                                key_curve_name=KeyCurveName.p_384, content_type=CertificateContentType.pem,
@@ -173,8 +162,8 @@ def sha384(data):
     return digest.finalize()
 
 
-def test_bad_certificate_input_changes_nothing(clients):
-    certs, keys, secrets, _ = clients
+def test_bad_certificate_input_changes_nothing(cert_clients):
+    certs, keys, secrets, _ = cert_clients
     before = {c.name for c in certs.list_properties_of_certificates()}
     name = unique("bad")
     for policy, words in [
@@ -235,14 +224,14 @@ def test_the_cli_creates_downloads_and_retires_a_certificate(server, tmp_path):
     assert kv("show", "--vault-name", VAULT, "-n", name, check=False).returncode != 0
 
 
-def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(clients):
+def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(cert_clients):
     """Issuer Unknown: the operation stays inProgress with a CSR; a CA made here signs it;
     the merge completes the certificate, whose secret holds the key and the chain. A leaf
     for another key is refused; cancelling and deleting a request end it."""
     import datetime as dt
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
-    certs, keys, secrets, _ = clients
+    certs, keys, secrets, _ = cert_clients
     name = unique("merge")
     policy = CertificatePolicy(issuer_name=WellKnownIssuerNames.unknown, subject="CN=merged.contoso.test",
                                san_dns_names=["merged.contoso.test"])
@@ -307,8 +296,8 @@ def test_an_unknown_issuer_waits_for_a_merge_of_what_a_ca_signed(clients):
     assert "not found" in err.value.message
 
 
-def test_backup_and_restore_bring_back_the_certificate_its_key_and_secret(clients):
-    certs, keys, secrets, credential = clients
+def test_backup_and_restore_bring_back_the_certificate_its_key_and_secret(cert_clients):
+    certs, keys, secrets, credential = cert_clients
     name = unique("bk")
     first = certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
     second = certs.begin_create_certificate(name, CertificatePolicy.get_default()).result()
@@ -333,9 +322,9 @@ def test_backup_and_restore_bring_back_the_certificate_its_key_and_secret(client
     assert err.value.status_code == 400
 
 
-def test_contacts_and_issuers(clients):
+def test_contacts_and_issuers(cert_clients):
     from azure.keyvault.certificates import AdministratorContact, CertificateContact
-    certs = clients[0]
+    certs = cert_clients[0]
     contacts = [CertificateContact(email="ops@contoso.test", name="Ops", phone="555-0100"),
                 CertificateContact(email="sec@contoso.test")]
     assert [c.email for c in certs.set_contacts(contacts)] == ["ops@contoso.test", "sec@contoso.test"]

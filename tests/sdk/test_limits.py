@@ -1,5 +1,5 @@
 """Service limits and metrics: a vault over its per-window budget answers 429 with
-Retry-After, the unmodified SDK's retry policy rides it out, and the refusals show in
+Retry-After, the unmodified SDK's retry policy (and the CLI's) rides it out, and the refusals show in
 `/metrics` and the audit log. Larger RSA keys cost more of the key budget."""
 import re
 import subprocess
@@ -65,6 +65,26 @@ def test_the_sdk_retries_through_throttling(limited):
     refused = [e for e in events if e["properties"]["httpStatusCode"] == 429]
     assert len(refused) == throttled
     assert "limit of 8 secrets transactions per 2 seconds" in refused[0]["resultDescription"]
+
+
+def test_the_cli_waits_out_throttling_as_az_does(limited):
+    _, _, credential = clients(limited)
+    token = credential.get_token(f"https://vault.localhost:{limited.port}/.default").token
+    url = f"{limited.vault_url(VAULT)}/secrets/burn"
+    key = f'ServiceApiResult{{vault="{VAULT}",operation="SecretSet",status="429"}}'
+    # Spend the window's budget until a refusal says at least a second of it is left.
+    for _ in range(40):
+        r = requests.put(url, params={"api-version": "7.5"}, json={"value": "v"}, verify=limited.env["ATREST_CA"],
+                         headers={"Authorization": f"Bearer {token}"})
+        if r.status_code == 429 and r.headers["Retry-After"] == "2":
+            break
+    else:
+        pytest.fail("the secrets budget was never spent")
+    refused_before = metrics(limited).get(key, 0)
+    limited.cli("keyvault", "secret", "set", "--vault-name", VAULT, "-n", "cli", "--value", "v")
+    # The CLI was refused in that window, waited as Retry-After said, and sent again.
+    assert metrics(limited)[key] > refused_before
+    assert limited.cli("keyvault", "secret", "show", "--vault-name", VAULT, "-n", "cli")["value"] == "v"
 
 
 def test_429_carries_retry_after_and_the_azure_error(limited):

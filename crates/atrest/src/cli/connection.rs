@@ -17,6 +17,23 @@ const DATA_API_VERSION: &str = "7.6";
 /// Resource of management tokens.
 const MANAGEMENT_RESOURCE: &str = "https://management.azure.com";
 
+/// How many 429 answers in a row a request waits out (as the Azure SDKs' retry policy
+/// does) before the refusal is the answer.
+const THROTTLE_RETRIES: u32 = 5;
+/// The longest wait one `Retry-After` may ask of the CLI.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The wait a throttled answer asks for: its `Retry-After` seconds, else one second.
+fn retry_after(resp: &atrest_api::client::Response) -> std::time::Duration {
+    let seconds = resp
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    std::time::Duration::from_secs(seconds).min(MAX_RETRY_AFTER)
+}
+
 /// An authenticated connection to one instance.
 pub(crate) struct Connection {
     client: Client,
@@ -192,7 +209,18 @@ impl Connection {
             }
             None => Vec::new(),
         };
-        let resp = self.client.send(method, url, &headers, payload).await?;
+        let mut throttled = 0;
+        let resp = loop {
+            let resp = self
+                .client
+                .send(method.clone(), url, &headers, payload.clone())
+                .await?;
+            if resp.status != 429 || throttled == THROTTLE_RETRIES {
+                break resp;
+            }
+            throttled += 1;
+            tokio::time::sleep(retry_after(&resp)).await;
+        };
         if resp.status >= 400 {
             bail!("{}", error_message(resp.status, &resp.json()));
         }
