@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
         // Unlocking runs the key derivations, so only where they are cheap.
         let cheap = |kdf: &Kdf| match *kdf {
             Kdf::Pbkdf2 { iterations, .. } => iterations <= 1000,
-            Kdf::Argon2 { time, memory_kib, .. } => time <= 2 && memory_kib <= 256,
+            Kdf::Argon2 {
+                time, memory_kib, ..
+            } => time <= 2 && memory_kib <= 256,
         };
         if header.digest.iterations <= 1000 && header.keyslots.iter().all(|slot| cheap(&slot.kdf)) {
             let _ = header.unlock(data, b"passphrase");

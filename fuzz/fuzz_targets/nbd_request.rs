@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(header) = data.get(..28) {
         let header: &[u8; 28] = header.try_into().expect("28 bytes");
         if let Ok(request) = parse_request(header) {
-            assert_eq!(u64::from_be_bytes(header[16..24].try_into().unwrap()), request.offset);
+            assert_eq!(
+                u64::from_be_bytes(header[16..24].try_into().unwrap()),
+                request.offset
+            );
         }
     }
     if let Ok((name, requests)) = parse_export_query(data) {

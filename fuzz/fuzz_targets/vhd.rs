@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         // sizes and identity.
         assert_eq!(footer.current_size % 512, 0);
         let again = Footer::parse(&footer.encode()).expect("an encoded footer parses");
-        assert_eq!((again.current_size, again.unique_id), (footer.current_size, footer.unique_id));
+        assert_eq!(
+            (again.current_size, again.unique_id),
+            (footer.current_size, footer.unique_id)
+        );
     }
     if let Some((size, header)) = data.split_first_chunk::<8>() {
         let size = u64::from_le_bytes(*size);
